@@ -1,0 +1,1 @@
+"""Application contracts. Each app lives in its own package and owns a range of result codes."""

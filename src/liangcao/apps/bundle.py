@@ -1,0 +1,16 @@
+"""The contract bundle a node runs by default.
+
+Apps sit above the runtime, so the bundle is assembled here rather than in ``liangcao.contracts``.
+"""
+
+from __future__ import annotations
+
+from liangcao.contracts.base import Registry
+
+
+def default_registry() -> Registry:
+    """Every built-in contract: the system contract and the shipped applications."""
+    from liangcao.apps.wallet import Wallet
+    from liangcao.contracts.consortium import Consortium
+
+    return Registry([Consortium(), Wallet()])

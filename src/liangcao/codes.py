@@ -1,0 +1,91 @@
+"""Stable result codes.
+
+A code's number never changes once released: receipts on every peer store it, and clients branch on it.
+Ranges: 0 ok; 1xx encoding and transaction envelope; 2xx signatures and identities; 3xx contract dispatch
+and runtime limits; 4xx business rules shared by all contracts; 5xx node and API admission; 1000 and up are
+owned by application contracts (each app declares its own ``IntEnum`` in its range).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Code(IntEnum):
+    OK = 0
+
+    # 1xx: the bytes and the envelope
+    BAD_ENCODING = 100
+    TOO_LARGE = 101
+    VALUE_TOO_DEEP = 102
+    FLOAT_NOT_ALLOWED = 103
+    INT_OUT_OF_RANGE = 104
+    MALFORMED_TX = 110
+    WRONG_CHAIN = 111
+    EXPIRED = 112
+    TTL_TOO_LONG = 113
+    DUPLICATE_TX = 114
+    TOO_MANY_SIGNATURES = 115
+
+    # 2xx: who signed
+    MISSING_SIGNATURE = 200
+    BAD_SIGNATURE = 201
+    UNKNOWN_CERTIFICATE = 202
+    UNKNOWN_ORGANIZATION = 203
+    CERTIFICATE_REVOKED = 204
+    CERTIFICATE_EXPIRED = 205
+    DUPLICATE_SIGNER = 206
+    BAD_CERTIFICATE = 207
+
+    # 3xx: dispatch into a contract and the runtime's limits
+    UNKNOWN_CONTRACT = 300
+    UNKNOWN_METHOD = 301
+    INVALID_ARGUMENT = 302
+    CONTRACT_ERROR = 303
+    LIMIT_EXCEEDED = 304
+    BAD_KEY = 305
+
+    # 4xx: business rules every contract shares
+    FORBIDDEN = 400
+    NOT_SIGNED = 401
+    WRONG_ROLE = 402
+    WRONG_ORG_TYPE = 403
+    NOT_FOUND = 404
+    ALREADY_EXISTS = 409
+    INVALID_STATE = 410
+    INSUFFICIENT_FUNDS = 411
+    QUORUM_NOT_MET = 412
+
+    # 5xx: node and API admission (never stored in receipts)
+    MEMPOOL_FULL = 500
+    UNAUTHORIZED = 501
+    NOT_READY = 502
+    BAD_BLOCK = 503
+    INTERNAL = 599
+
+
+#: Codes whose transactions never consume their tx id: a forged or unverifiable copy of someone's
+#: transaction must not be able to "use up" the genuine one by reaching a block first.
+NON_CONSUMING = frozenset(
+    {
+        Code.BAD_ENCODING,
+        Code.TOO_LARGE,
+        Code.VALUE_TOO_DEEP,
+        Code.FLOAT_NOT_ALLOWED,
+        Code.INT_OUT_OF_RANGE,
+        Code.MALFORMED_TX,
+        Code.WRONG_CHAIN,
+        Code.EXPIRED,
+        Code.TTL_TOO_LONG,
+        Code.DUPLICATE_TX,
+        Code.TOO_MANY_SIGNATURES,
+        Code.MISSING_SIGNATURE,
+        Code.BAD_SIGNATURE,
+        Code.UNKNOWN_CERTIFICATE,
+        Code.UNKNOWN_ORGANIZATION,
+        Code.CERTIFICATE_REVOKED,
+        Code.CERTIFICATE_EXPIRED,
+        Code.DUPLICATE_SIGNER,
+        Code.BAD_CERTIFICATE,
+    }
+)

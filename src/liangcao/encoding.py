@@ -1,0 +1,107 @@
+"""Canonical encoding: the one byte form of everything liangcao hashes or signs.
+
+Theory of operation
+-------------------
+Hashes and signatures are only meaningful if every peer turns the same value into the same bytes. The
+canonical form is JSON text with these rules (the full specification with test vectors is
+``docs/encoding.md``):
+
+* the data model is JSON without floats: ``null``, ``true``/``false``, integers, strings, arrays and
+  objects with string keys. Floats are refused everywhere (money is integer fen), as are integers outside
+  the signed 64-bit range, so every value survives a trip through any language unchanged;
+* object keys are sorted by Unicode code point (which is the same as sorting their UTF-8 bytes);
+* no insignificant white space; strings are UTF-8 with only ``"`` ``\\`` and control characters escaped;
+* binary data is never a value of its own: hashes are lowercase hex, keys and signatures standard base64.
+
+We use ``msgspec`` for the byte work (it sorts keys and escapes strings exactly as above, and is fast);
+this module adds the checks that make the form canonical: the value model, the integer range, the depth
+and the size bounds. Decoding accepts any JSON text (any key order or white space) and re-encoding gives
+the canonical bytes, so "key order and whitespace never matter".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, TypeAlias
+
+import msgspec
+
+from liangcao import limits
+from liangcao.codes import Code
+from liangcao.errors import EncodingError
+
+#: A value of the canonical data model.
+Value: TypeAlias = bool | int | str | list["Value"] | dict[str, "Value"] | None
+
+_ENCODER = msgspec.json.Encoder(order="sorted")
+_DECODER = msgspec.json.Decoder()
+
+
+def check_value(value: Any, depth_max: int = limits.value_depth_max) -> None:
+    """Raise :class:`EncodingError` unless ``value`` is in the canonical data model.
+
+    Why a walk of our own: msgspec encodes floats, tuples, bytes and large integers happily, and each would
+    make two implementations disagree on bytes or on meaning.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > depth_max:
+            raise EncodingError(Code.VALUE_TOO_DEEP, f"value nested deeper than value_depth_max={depth_max}")
+        kind = type(item)
+        if item is None or kind is bool or kind is str:
+            continue
+        if kind is int:
+            if not limits.int_min <= item <= limits.int_max:
+                raise EncodingError(Code.INT_OUT_OF_RANGE, f"integer {item} is outside the signed 64-bit range")
+            continue
+        if kind is float:
+            raise EncodingError(Code.FLOAT_NOT_ALLOWED, f"float {item!r} is not allowed: use integer minor units")
+        if kind is list:
+            stack.extend((v, depth + 1) for v in item)
+            continue
+        if kind is dict:
+            for k, v in item.items():
+                if type(k) is not str:
+                    raise EncodingError(Code.BAD_ENCODING, f"object key {k!r} is not a string")
+                stack.append((v, depth + 1))
+            continue
+        raise EncodingError(Code.BAD_ENCODING, f"type {kind.__name__} is not in the canonical data model")
+
+
+def canonical(value: Any, *, checked: bool = False) -> bytes:
+    """The canonical bytes of ``value``. ``checked=True`` skips the model check for values built here."""
+    if not checked:
+        check_value(value)
+    return _ENCODER.encode(value)
+
+
+def decode(data: bytes | str, size_max: int = limits.tx_bytes_max) -> Value:
+    """Parse JSON text into a canonical-model value, refusing floats, deep nesting and oversize input."""
+    if len(data) > size_max:
+        raise EncodingError(Code.TOO_LARGE, f"input is {len(data)} bytes, more than the limit {size_max}")
+    try:
+        value = _DECODER.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise EncodingError(Code.BAD_ENCODING, f"not valid JSON: {exc}") from exc
+    check_value(value)
+    result: Value = value
+    return result
+
+
+def recanonical(data: bytes | str, size_max: int = limits.tx_bytes_max) -> bytes:
+    """Canonical bytes of arbitrary JSON text (key order and white space normalised)."""
+    return canonical(decode(data, size_max), checked=True)
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def hash_value(value: Any) -> str:
+    """Hex SHA-256 of the canonical bytes of ``value``."""
+    return sha256_hex(canonical(value))

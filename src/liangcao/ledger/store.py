@@ -1,0 +1,240 @@
+"""The durable store: one SQLite database per peer, WAL mode, ``synchronous=FULL``.
+
+Theory of operation
+-------------------
+A block, its transactions, receipts, state writes and indexes are committed in **one** SQLite
+transaction (``commit_block``): a block is wholly there or not at all, and once ``commit_block`` returns
+the block survives ``kill -9`` and power loss (FULL sync in WAL mode fsyncs the WAL at every commit).
+
+Tables (keys are UTF-8 BLOBs so that SQLite's byte order equals Python's code point order)::
+
+    meta(name, value)                          chain id, schema version
+    blocks(height, hash, header, seal)         the chain: the truth
+    txs(height, idx, tx_id, raw, consumed)     transactions; index tx_id -> position
+    receipts(height, idx, code, receipt)
+    state(key, value, height)                  current world state (derived)
+    history(key, height, idx, value)           every write of every key (derived; NULL = delete)
+    events(height, idx, seq, contract, name, data)   (derived)
+
+Everything but ``blocks``, ``txs`` and ``receipts`` is derived and can be rebuilt by replaying blocks
+(:meth:`Store.reset_derived` followed by re-committing the derived rows, see ``Ledger.rebuild``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from liangcao import encoding
+from liangcao.codes import Code
+from liangcao.errors import StoreError
+from liangcao.ledger.block import Block, Header, Seal
+from liangcao.ledger.executor import Execution
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS blocks (
+    height INTEGER PRIMARY KEY, hash TEXT NOT NULL, header BLOB NOT NULL, seal BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS txs (
+    height INTEGER NOT NULL, idx INTEGER NOT NULL, tx_id TEXT NOT NULL, raw BLOB NOT NULL,
+    consumed INTEGER NOT NULL, PRIMARY KEY (height, idx));
+CREATE INDEX IF NOT EXISTS txs_by_id ON txs (tx_id);
+CREATE TABLE IF NOT EXISTS receipts (
+    height INTEGER NOT NULL, idx INTEGER NOT NULL, code INTEGER NOT NULL, receipt BLOB NOT NULL,
+    PRIMARY KEY (height, idx));
+CREATE TABLE IF NOT EXISTS state (key BLOB PRIMARY KEY, value BLOB NOT NULL, height INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS history (
+    key BLOB NOT NULL, height INTEGER NOT NULL, idx INTEGER NOT NULL, value BLOB,
+    PRIMARY KEY (key, height, idx));
+CREATE TABLE IF NOT EXISTS events (
+    height INTEGER NOT NULL, idx INTEGER NOT NULL, seq INTEGER NOT NULL, contract TEXT NOT NULL,
+    name TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (height, idx, seq));
+CREATE INDEX IF NOT EXISTS events_by_name ON events (contract, name, height);
+"""
+
+DERIVED_TABLES = ("state", "history", "events")
+
+
+class Store:
+    """SQLite-backed block store and world state. Thread-safe for one writer and many readers via a lock."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=OFF")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(Code.INTERNAL, f"cannot open store {self.path}: {exc}") from exc
+        self.lock = threading.RLock()
+        version = self.meta("schema_version")
+        if version is None:
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+        elif version != str(SCHEMA_VERSION):
+            raise StoreError(Code.INTERNAL, f"store schema {version} is not the supported {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self.lock:
+            self._db.close()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The raw connection, for audit and tests. Writers must hold :attr:`lock`."""
+        return self._db
+
+    # ---- meta -------------------------------------------------------------------------------------------
+    def meta(self, name: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self.lock:
+            self._db.execute("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", (name, value))
+
+    # ---- StateView --------------------------------------------------------------------------------------
+    def get(self, key: str) -> bytes | None:
+        row = self._db.execute("SELECT value FROM state WHERE key=?", (key.encode(),)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def range(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        lo = prefix.encode()
+        # 0xFF never occurs in UTF-8, so every key with the prefix sorts below prefix + 0xFF.
+        cur = self._db.execute(
+            "SELECT key, value FROM state WHERE key >= ? AND key < ? ORDER BY key", (lo, lo + b"\xff")
+        )
+        for key, value in cur:
+            yield bytes(key).decode(), bytes(value)
+
+    def tx_seen(self, tx_id: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM txs WHERE tx_id=? AND consumed=1 LIMIT 1", (tx_id,)).fetchone()
+        return row is not None
+
+    # ---- blocks -----------------------------------------------------------------------------------------
+    def height(self) -> int:
+        """Height of the last committed block, -1 for an empty store."""
+        row = self._db.execute("SELECT MAX(height) FROM blocks").fetchone()
+        return -1 if row[0] is None else int(row[0])
+
+    def header(self, height: int) -> Header | None:
+        row = self._db.execute("SELECT header FROM blocks WHERE height=?", (height,)).fetchone()
+        return None if row is None else Header.from_bytes(bytes(row[0]))
+
+    def head(self) -> Header | None:
+        h = self.height()
+        return None if h < 0 else self.header(h)
+
+    def block(self, height: int) -> Block | None:
+        row = self._db.execute("SELECT header, seal FROM blocks WHERE height=?", (height,)).fetchone()
+        if row is None:
+            return None
+        return Block(Header.from_bytes(bytes(row[0])), Seal.from_bytes(bytes(row[1])), tuple(self.block_txs(height)))
+
+    def block_txs(self, height: int) -> list[bytes]:
+        rows = self._db.execute("SELECT raw FROM txs WHERE height=? ORDER BY idx", (height,)).fetchall()
+        return [bytes(r[0]) for r in rows]
+
+    def receipts(self, height: int) -> list[bytes]:
+        rows = self._db.execute("SELECT receipt FROM receipts WHERE height=? ORDER BY idx", (height,)).fetchall()
+        return [bytes(r[0]) for r in rows]
+
+    def tx_position(self, tx_id: str) -> tuple[int, int] | None:
+        """Where ``tx_id`` sits: the occurrence that consumed it, else the latest occurrence."""
+        row = self._db.execute(
+            "SELECT height, idx FROM txs WHERE tx_id=? ORDER BY consumed DESC, height DESC, idx DESC LIMIT 1",
+            (tx_id,),
+        ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def key_history(self, key: str, limit: int = 100) -> list[tuple[int, int, bytes | None]]:
+        rows = self._db.execute(
+            "SELECT height, idx, value FROM history WHERE key=? ORDER BY height DESC, idx DESC LIMIT ?",
+            (key.encode(), limit),
+        ).fetchall()
+        return [(int(h), int(i), None if v is None else bytes(v)) for h, i, v in rows]
+
+    def events(
+        self, contract: str | None = None, name: str | None = None, from_height: int = 0, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        sql = "SELECT height, idx, seq, contract, name, data FROM events WHERE height >= ?"
+        params: list[Any] = [from_height]
+        if contract is not None:
+            sql += " AND contract = ?"
+            params.append(contract)
+        if name is not None:
+            sql += " AND name = ?"
+            params.append(name)
+        sql += " ORDER BY height, idx, seq LIMIT ?"
+        params.append(limit)
+        return [
+            {"height": h, "idx": i, "seq": s, "contract": c, "name": n, "data": encoding.decode(bytes(d))}
+            for h, i, s, c, n, d in self._db.execute(sql, params)
+        ]
+
+    # ---- commit -----------------------------------------------------------------------------------------
+    def commit_block(self, block: Block, execution: Execution, *, derived_only: bool = False) -> None:
+        """Write a block and everything it implies in one SQLite transaction (all or nothing, durable).
+
+        ``derived_only`` writes only the derived tables, for rebuilding from blocks already stored.
+        """
+        h = block.header.height
+        with self.lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                if not derived_only:
+                    if self.height() != h - 1:
+                        raise StoreError(Code.BAD_BLOCK, f"block {h} does not follow the stored head {self.height()}")
+                    self._db.execute(
+                        "INSERT INTO blocks(height, hash, header, seal) VALUES (?, ?, ?, ?)",
+                        (h, block.hash, block.header.canonical(), block.seal.canonical()),
+                    )
+                    self._db.executemany(
+                        "INSERT INTO txs(height, idx, tx_id, raw, consumed) VALUES (?, ?, ?, ?, ?)",
+                        [
+                            (h, i, execution.tx_ids[i], raw, int(execution.consumed[i]))
+                            for i, raw in enumerate(block.txs)
+                        ],
+                    )
+                    self._db.executemany(
+                        "INSERT INTO receipts(height, idx, code, receipt) VALUES (?, ?, ?, ?)",
+                        [(h, i, execution.codes[i], r) for i, r in enumerate(execution.receipts)],
+                    )
+                self._write_derived(h, execution)
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def _write_derived(self, h: int, execution: Execution) -> None:
+        history = [
+            (key.encode(), h, i, value) for i, writes in enumerate(execution.tx_writes) for key, value in writes.items()
+        ]
+        self._db.executemany("INSERT INTO history(key, height, idx, value) VALUES (?, ?, ?, ?)", history)
+        puts = [(k.encode(), v, h) for k, v in execution.writes.items() if v is not None]
+        dels = [(k.encode(),) for k, v in execution.writes.items() if v is None]
+        self._db.executemany("INSERT OR REPLACE INTO state(key, value, height) VALUES (?, ?, ?)", puts)
+        self._db.executemany("DELETE FROM state WHERE key=?", dels)
+        events = [
+            (h, i, s, e["contract"], e["name"], encoding.canonical(e["data"], checked=True))
+            for i, evs in enumerate(execution.events)
+            for s, e in enumerate(evs)
+        ]
+        self._db.executemany(
+            "INSERT INTO events(height, idx, seq, contract, name, data) VALUES (?, ?, ?, ?, ?, ?)", events
+        )
+
+    def reset_derived(self) -> None:
+        """Empty the derived tables (state and indexes), before rebuilding them from the blocks."""
+        with self.lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            for table in DERIVED_TABLES:
+                self._db.execute(f"DELETE FROM {table}")
+            self._db.execute("COMMIT")

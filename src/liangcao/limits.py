@@ -1,0 +1,55 @@
+"""Every bound liangcao enforces, named once. Units come last in the name (``_ms``, ``_bytes``).
+
+Relations between the limits are checked at import, so a bad edit fails at once and not in production.
+"""
+
+from __future__ import annotations
+
+# Values of the canonical data model.
+int_min = -(2**63)
+int_max = 2**63 - 1
+value_depth_max = 32
+
+# A transaction on the wire.
+tx_bytes_max = 64 * 1024
+args_depth_max = 16
+signatures_max = 8
+nonce_chars_max = 64
+contract_name_chars_max = 64
+method_name_chars_max = 64
+tx_ttl_ms_max = 24 * 60 * 60 * 1000
+
+# What one transaction may do.
+key_bytes_max = 256
+value_bytes_max = 32 * 1024
+writes_per_tx_max = 1024
+events_per_tx_max = 256
+event_bytes_max = 8 * 1024
+range_results_max = 10_000
+call_depth_max = 4
+message_chars_max = 512
+
+# Blocks.
+block_txs_max = 2000
+block_bytes_max = 16 * 1024 * 1024
+
+# The node.
+mempool_txs_max = 50_000
+
+# Identity.
+cert_cache_max = 100_000
+orgs_max = 256
+
+
+def _check() -> None:
+    if not (args_depth_max < value_depth_max):
+        raise AssertionError("args must nest less deeply than any value")
+    if not (value_bytes_max < tx_bytes_max):
+        raise AssertionError("a value must fit in a transaction")
+    if not (block_txs_max * 64 <= block_bytes_max):
+        raise AssertionError("a full block of small transactions must fit in block_bytes_max")
+    if not (mempool_txs_max >= block_txs_max):
+        raise AssertionError("the mempool must hold at least one full block")
+
+
+_check()
