@@ -1,0 +1,68 @@
+"""Shared fixtures: a 3-organisation consortium and a ledger on disk with its genesis block applied."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from liangcao import encoding
+from liangcao.apps.bundle import default_registry
+from liangcao.contracts.runtime import ContractRuntime
+from liangcao.genesis import Consortium, create_consortium
+from liangcao.ledger import tx as txm
+from liangcao.ledger.chain import Ledger
+from liangcao.ledger.tx import Signer
+
+NOW_MS = int(time.time() * 1000)
+
+
+@pytest.fixture(scope="session")
+def consortium() -> Consortium:
+    return create_consortium(3, now_ms=NOW_MS)
+
+
+class Chain:
+    """A ledger plus helpers to build, sign and commit transactions in tests."""
+
+    def __init__(self, ledger: Ledger, consortium: Consortium) -> None:
+        self.ledger = ledger
+        self.c = consortium
+        self.time_ms = NOW_MS
+
+    def signer(self, org: str, member: str) -> Signer:
+        return self.c.org(org).signer(member)
+
+    def tx(
+        self, contract: str, method: str, args: dict[str, Any], *signers: Signer, not_after: int | None = None
+    ) -> txm.Tx:
+        return txm.build(
+            self.c.chain_id, contract, method, args, list(signers), not_after=not_after or self.time_ms + 60_000
+        )
+
+    def commit(self, txs: Sequence[txm.Tx | bytes]) -> list[dict[str, Any]]:
+        self.time_ms += 1000
+        raws = [t.raw if isinstance(t, txm.Tx) else t for t in txs]
+        _, ex = self.ledger.produce(raws, self.time_ms, self.signer("org1", "orderer0"))
+        return [encoding.decode(r) for r in ex.receipts]  # type: ignore[misc]
+
+    def run(self, contract: str, method: str, args: dict[str, Any], *signers: Signer) -> dict[str, Any]:
+        return self.commit([self.tx(contract, method, args, *signers)])[0]
+
+    def state(self) -> dict[str, bytes]:
+        return {k: v for k, v in self.ledger.store.range("")}
+
+
+def open_ledger(path: Path) -> Ledger:
+    return Ledger.open(path, ContractRuntime(default_registry()))
+
+
+@pytest.fixture
+def chain(tmp_path: Path, consortium: Consortium) -> Iterator[Chain]:
+    ledger = open_ledger(tmp_path / "ledger.sqlite")
+    ledger.apply(consortium.genesis)
+    yield Chain(ledger, consortium)
+    ledger.close()
