@@ -27,7 +27,9 @@ def test_add_org_needs_a_majority(chain: Chain) -> None:
     org5 = make_org("org5", "logistics")
     r = chain.run("consortium", "add_org", org5.org_args(), *admins(chain, "org1", "org2"))
     assert r["code"] == Code.QUORUM_NOT_MET
-    assert chain.run("consortium", "add_org", args, *admins(chain, "org1", "org2", "org3"))["code"] == Code.ALREADY_EXISTS
+    assert (
+        chain.run("consortium", "add_org", args, *admins(chain, "org1", "org2", "org3"))["code"] == Code.ALREADY_EXISTS
+    )
 
 
 def test_add_org_refuses_bad_ca(chain: Chain) -> None:
@@ -52,7 +54,12 @@ def test_remove_org_retires_its_members(chain: Chain) -> None:
 
 def test_rotate_ca_retires_old_certificates(chain: Chain) -> None:
     fresh = make_org("org2", "supplier")
-    r = chain.run("consortium", "rotate_ca", {"org_id": "org2", "ca_cert": keys.b64(fresh.ca_cert)}, *admins(chain, "org1", "org3"))
+    r = chain.run(
+        "consortium",
+        "rotate_ca",
+        {"org_id": "org2", "ca_cert": keys.b64(fresh.ca_cert)},
+        *admins(chain, "org1", "org3"),
+    )
     assert r["code"] == Code.OK
     old = chain.run("demo.wallet", "transfer", {"to": "org1/bob", "amount": 1}, chain.signer("org2", "alice"))
     assert old["code"] == Code.UNKNOWN_CERTIFICATE
@@ -65,7 +72,9 @@ def test_revoke_certificate(chain: Chain) -> None:
     from liangcao.crypto.identity import fingerprint
 
     fp = fingerprint(alice.cert)
-    r = chain.run("consortium", "revoke_cert", {"fingerprint": fp, "reason": "key lost"}, *admins(chain, "org2", "org3"))
+    r = chain.run(
+        "consortium", "revoke_cert", {"fingerprint": fp, "reason": "key lost"}, *admins(chain, "org2", "org3")
+    )
     assert r["code"] == Code.OK
     r = chain.run("demo.wallet", "transfer", {"to": "org1/bob", "amount": 1}, alice.signer)
     assert r["code"] == Code.CERTIFICATE_REVOKED
@@ -76,12 +85,19 @@ def test_revoke_certificate(chain: Chain) -> None:
 
 
 def test_set_policy(chain: Chain) -> None:
-    r = chain.run("consortium", "set_policy", {"name": "governance", "num": 2, "den": 3}, *admins(chain, "org1", "org2"))
+    r = chain.run(
+        "consortium", "set_policy", {"name": "governance", "num": 2, "den": 3}, *admins(chain, "org1", "org2")
+    )
     assert r["code"] == Code.OK
     # now more than 2/3 of 3 organisations, i.e. all three, must sign
     org4 = make_org("org4", "insurer")
-    assert chain.run("consortium", "add_org", org4.org_args(), *admins(chain, "org1", "org2"))["code"] == Code.QUORUM_NOT_MET
-    assert chain.run("consortium", "add_org", org4.org_args(), *admins(chain, "org1", "org2", "org3"))["code"] == Code.OK
+    assert (
+        chain.run("consortium", "add_org", org4.org_args(), *admins(chain, "org1", "org2"))["code"]
+        == Code.QUORUM_NOT_MET
+    )
+    assert (
+        chain.run("consortium", "add_org", org4.org_args(), *admins(chain, "org1", "org2", "org3"))["code"] == Code.OK
+    )
     for bad in ({"name": "nope", "num": 1, "den": 2}, {"name": "finality", "num": 3, "den": 2}):
         r = chain.run("consortium", "set_policy", bad, *admins(chain, "org1", "org2", "org3"), org4.signer("admin"))
         assert r["code"] == Code.INVALID_ARGUMENT

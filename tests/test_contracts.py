@@ -162,5 +162,7 @@ def test_method_signature_is_checked_at_class_creation() -> None:
 
 
 def test_genesis_cannot_be_replayed(toy: Chain, consortium: Consortium) -> None:
-    g = make_genesis(consortium.chain_id, "again", consortium.orgs, toy.time_ms + 5000, consortium.orgs[0].signer("orderer0"))
+    g = make_genesis(
+        consortium.chain_id, "again", consortium.orgs, toy.time_ms + 5000, consortium.orgs[0].signer("orderer0")
+    )
     assert toy.commit([g.txs[0]])[0]["code"] == Code.MISSING_SIGNATURE

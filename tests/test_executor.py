@@ -113,11 +113,17 @@ def test_failed_business_rule_consumes_the_id(chain: Chain) -> None:
 
 def test_multi_signer_and_receipt_contents(chain: Chain) -> None:
     r = chain.run(
-        "demo.wallet", "mint", {"to": "org2/bob", "amount": 7}, chain.signer("org2", "admin"), chain.signer("org1", "bob")
+        "demo.wallet",
+        "mint",
+        {"to": "org2/bob", "amount": 7},
+        chain.signer("org2", "admin"),
+        chain.signer("org1", "bob"),
     )
     assert r["code"] == Code.OK
     assert r["result"] == {"balance": 7}
-    assert r["events"] == [{"contract": "demo.wallet", "name": "minted", "data": {"by": "org2/admin", "to": "org2/bob", "amount": 7}}]
+    assert r["events"] == [
+        {"contract": "demo.wallet", "name": "minted", "data": {"by": "org2/admin", "to": "org2/bob", "amount": 7}}
+    ]
 
 
 def test_sig_ok_precomputed_verdicts_give_the_same_results(chain: Chain) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from liangcao import encoding
@@ -59,14 +60,22 @@ def _b(value: Any) -> bytes | None:
 
 
 def audit(
-    store: Store,
+    store: Store | Path,
     runtime_factory: Callable[[], Runtime],
     progress: Callable[[int, int], None] | None = None,
 ) -> AuditReport:
-    """Re-verify ``store`` from genesis. ``progress(done, total)`` is called after each block."""
+    """Re-verify ``store`` (a Store or a database path) from genesis.
+
+    ``progress(done, total)`` is called after each block. The store is read through a connection of its own
+    (read-only): tampered TEXT may not be valid UTF-8, which would make the store's own connection raise,
+    and a tampered ``meta`` table must be reported, not refused at opening.
+    """
     report = AuditReport()
-    # A connection of our own: tampered TEXT may not be valid UTF-8, which would make sqlite3 raise.
-    db = sqlite3.connect(store.path)
+    path = store.path if isinstance(store, Store) else Path(store)
+    if not path.exists():
+        report.add("store", str(path), "no such database")
+        return report
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     db.text_factory = lambda b: b.decode("utf-8", errors="replace")
     try:
         return _audit(db, runtime_factory, progress, report)
