@@ -229,10 +229,32 @@ def _audit(
 
     if not report.complete:
         return report
+    _check_attestations(db, report)
     _compare_state(db, state, last_write, report)
     _compare_history(db, history, report)
     _compare_events(db, events, report)
     return report
+
+
+def _check_attestations(db: Any, report: AuditReport) -> None:
+    hashes = {
+        int(h): (str(bh), blk.Header.from_bytes(bytes(hd)).state_hash)
+        for h, bh, hd in db.execute("SELECT height, hash, header FROM blocks")
+    }
+    for height, member, data in db.execute("SELECT height, member, attestation FROM attestations"):
+        place = f"height {height} by {member}"
+        try:
+            att = encoding.decode(bytes(data))
+            if not isinstance(att, dict):
+                raise LiangcaoError(0, "not an object")
+            signer = blk.check_attestation(att)
+        except LiangcaoError as exc:
+            report.add("attestations", place, f"attestation does not verify: {exc.message}")
+            continue
+        if signer != member or att["height"] != height:
+            report.add("attestations", place, "attestation names another member or height")
+        elif (att["block_hash"], att["state_hash"]) != hashes.get(int(height)):
+            report.add("attestations", place, "attested hashes differ from the stored block")
 
 
 def _compare_state(db: Any, state: MemoryState, last_write: dict[str, int], report: AuditReport) -> None:

@@ -244,3 +244,30 @@ def block_from_dict(value: Any) -> Block:
     except Exception as exc:
         raise BlockInvalid(Code.BAD_BLOCK, f"block transactions: {exc}") from exc
     return Block(Header.from_dict(value["header"]), Seal.from_dict(value["seal"]), txs)
+
+
+def make_attestation(
+    key: Ed25519PrivateKey, cert: bytes, chain_id: str, height: int, block_hash: str, state_hash: str
+) -> dict[str, Any]:
+    """A peer's signed statement that it committed ``block_hash`` at ``height`` with ``state_hash``.
+
+    The signature covers ``"liangcao/attest/v1\\n" || H(canonical(body))`` with body
+    ``{chain_id, height, block_hash, state_hash}``.
+    """
+    body = {"chain_id": chain_id, "height": height, "block_hash": block_hash, "state_hash": state_hash}
+    digest = encoding.sha256(encoding.canonical(body))
+    return {**body, "cert": keys.b64(cert), "sig": keys.b64(keys.sign(key, keys.DOMAIN_ATTEST, digest))}
+
+
+def check_attestation(att: Mapping[str, Any]) -> str:
+    """Verify an attestation's signature; return the attesting member id. Raises BlockInvalid."""
+    try:
+        body = {k: att[k] for k in ("chain_id", "height", "block_hash", "state_hash")}
+        info = parse_certificate(keys.unb64(att["cert"]))
+        sig = keys.unb64(att["sig"])
+        digest = encoding.sha256(encoding.canonical(body))
+    except (KeyError, TypeError, ValueError, CertificateError) as exc:
+        raise BlockInvalid(Code.BAD_BLOCK, f"attestation is malformed: {exc}") from exc
+    if not keys.verify(info.public_key, keys.DOMAIN_ATTEST, digest, sig):
+        raise BlockInvalid(Code.BAD_BLOCK, "attestation signature does not verify")
+    return info.member_id

@@ -210,23 +210,28 @@ class Ledger:
 
     def tx(self, tx_id: str) -> dict[str, Any] | None:
         """A transaction with its receipt, block header and Merkle inclusion proofs of both."""
-        pos = self.store.tx_position(tx_id)
-        if pos is None:
-            return None
-        height, idx = pos
-        header = self.store.header(height)
-        if header is None:
-            return None
-        txs = self.store.block_txs(height)
-        receipts = self.store.receipts(height)
-        return {
-            "tx_id": tx_id,
-            "height": height,
-            "index": idx,
-            "tx": encoding.decode(txs[idx]),
-            "receipt": encoding.decode(receipts[idx]),
-            "header": header.to_dict(),
-            "block_hash": header.hash,
-            "tx_proof": blk.proof_dict(txs, idx, header, "tx"),
-            "receipt_proof": blk.proof_dict(receipts, idx, header, "receipt"),
-        }
+        return tx_with_proofs(self.store, tx_id)
+
+
+def tx_with_proofs(store: Store, tx_id: str) -> dict[str, Any] | None:
+    """A transaction with its receipt, block header and Merkle inclusion proofs of both, from ``store``."""
+    pos = store.tx_position(tx_id)
+    if pos is None:
+        return None
+    height, idx = pos
+    header = store.header(height)
+    if header is None:
+        return None
+    txs = store.block_txs(height)
+    receipts = store.receipts(height)
+    return {
+        "tx_id": tx_id,
+        "height": height,
+        "index": idx,
+        "tx": encoding.decode(txs[idx]),
+        "receipt": encoding.decode(receipts[idx]),
+        "header": header.to_dict(),
+        "block_hash": header.hash,
+        "tx_proof": blk.proof_dict(txs, idx, header, "tx"),
+        "receipt_proof": blk.proof_dict(receipts, idx, header, "receipt"),
+    }

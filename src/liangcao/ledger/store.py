@@ -15,6 +15,7 @@ Tables (keys are UTF-8 BLOBs so that SQLite's byte order equals Python's code po
     state(key, value, height)                  current world state (derived)
     history(key, height, idx, value)           every write of every key (derived; NULL = delete)
     events(height, idx, seq, contract, name, data)   (derived)
+    attestations(height, member, attestation)  signed (chain, height, block hash, state hash) statements
 
 Everything but ``blocks``, ``txs`` and ``receipts`` is derived and can be rebuilt by replaying blocks
 (:meth:`Store.reset_derived` followed by re-committing the derived rows, see ``Ledger.rebuild``).
@@ -55,6 +56,8 @@ CREATE TABLE IF NOT EXISTS events (
     height INTEGER NOT NULL, idx INTEGER NOT NULL, seq INTEGER NOT NULL, contract TEXT NOT NULL,
     name TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (height, idx, seq));
 CREATE INDEX IF NOT EXISTS events_by_name ON events (contract, name, height);
+CREATE TABLE IF NOT EXISTS attestations (
+    height INTEGER NOT NULL, member TEXT NOT NULL, attestation BLOB NOT NULL, PRIMARY KEY (height, member));
 """
 
 DERIVED_TABLES = ("state", "history", "events")
@@ -63,18 +66,26 @@ DERIVED_TABLES = ("state", "history", "events")
 class Store:
     """SQLite-backed block store and world state. Thread-safe for one writer and many readers via a lock."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
+        self.lock = threading.RLock()
         try:
+            if readonly:
+                # Readers (API threads) never write, so they can run beside the single writer (WAL).
+                self._db = sqlite3.connect(
+                    f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+                )
+                self._db.execute("PRAGMA busy_timeout=5000")
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout=5000")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=OFF")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError(Code.INTERNAL, f"cannot open store {self.path}: {exc}") from exc
-        self.lock = threading.RLock()
         version = self.meta("schema_version")
         if version is None:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
@@ -141,6 +152,10 @@ class Store:
         rows = self._db.execute("SELECT raw FROM txs WHERE height=? ORDER BY idx", (height,)).fetchall()
         return [bytes(r[0]) for r in rows]
 
+    def block_tx_ids(self, height: int) -> list[str]:
+        rows = self._db.execute("SELECT tx_id FROM txs WHERE height=? ORDER BY idx", (height,)).fetchall()
+        return [str(r[0]) for r in rows]
+
     def receipts(self, height: int) -> list[bytes]:
         rows = self._db.execute("SELECT receipt FROM receipts WHERE height=? ORDER BY idx", (height,)).fetchall()
         return [bytes(r[0]) for r in rows]
@@ -161,10 +176,16 @@ class Store:
         return [(int(h), int(i), None if v is None else bytes(v)) for h, i, v in rows]
 
     def events(
-        self, contract: str | None = None, name: str | None = None, from_height: int = 0, limit: int = 100
+        self,
+        contract: str | None = None,
+        name: str | None = None,
+        from_height: int = 0,
+        limit: int = 100,
+        to_height: int | None = None,
     ) -> list[dict[str, Any]]:
-        sql = "SELECT height, idx, seq, contract, name, data FROM events WHERE height >= ?"
-        params: list[Any] = [from_height]
+        """Events in (height, tx, seq) order, optionally of one contract and name, within heights."""
+        sql = "SELECT height, idx, seq, contract, name, data FROM events WHERE height >= ? AND height <= ?"
+        params: list[Any] = [from_height, to_height if to_height is not None else 2**62]
         if contract is not None:
             sql += " AND contract = ?"
             params.append(contract)
@@ -230,6 +251,17 @@ class Store:
         self._db.executemany(
             "INSERT INTO events(height, idx, seq, contract, name, data) VALUES (?, ?, ?, ?, ?, ?)", events
         )
+
+    def add_attestation(self, height: int, member: str, attestation: bytes) -> None:
+        with self.lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO attestations(height, member, attestation) VALUES (?, ?, ?)",
+                (height, member, attestation),
+            )
+
+    def attestations(self, height: int) -> list[bytes]:
+        rows = self._db.execute("SELECT attestation FROM attestations WHERE height=? ORDER BY member", (height,))
+        return [bytes(r[0]) for r in rows]
 
     def reset_derived(self) -> None:
         """Empty the derived tables (state and indexes), before rebuilding them from the blocks."""

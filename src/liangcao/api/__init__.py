@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): ``/v1`` endpoints, server-sent events, metrics."""

@@ -1,0 +1,171 @@
+"""The Python SDK: build and sign transactions locally, submit them, wait, fetch and check proofs, follow events.
+
+Private keys never leave the caller: the client signs in-process and sends only signed transactions.
+
+>>> from liangcao.client import Client, load_signer
+>>> alice = load_signer("net/orgs/org1/members/alice")
+>>> c = Client("http://127.0.0.1:7800", token="lc1....")
+>>> tx = c.build("demo.wallet", "transfer", {"to": "org2/bob", "amount": 100}, [alice])
+>>> c.submit(tx, wait=True)["receipt"]["code"]
+0
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import httpx
+
+from liangcao.errors import LiangcaoError
+from liangcao.ledger import block as blk
+from liangcao.ledger import tx as txm
+from liangcao.ledger.tx import Signer, Tx
+from liangcao.node.home import load_signer
+from liangcao.node.mempool import now_ms
+
+__all__ = ["Client", "ClientError", "Signer", "load_signer", "verify_proof"]
+
+
+class ClientError(LiangcaoError):
+    """An error answer from the node: ``code``, ``message``, ``detail`` as the API sent them, and the status."""
+
+    def __init__(self, status: int, code: int, message: str, detail: Any = None) -> None:
+        super().__init__(code, message, detail)
+        self.status = status
+
+
+def verify_proof(proof: dict[str, Any]) -> tuple[bool, str]:
+    """Check an inclusion proof offline, with nothing but the proof (see docs/encoding.md section 4)."""
+    return blk.verify_proof_dict(proof)
+
+
+class Client:
+    def __init__(
+        self, url: str, token: str | None = None, *, chain_id: str | None = None, timeout_s: float = 30.0
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
+        self._chain_id = chain_id
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- plumbing ---------------------------------------------------------------------------------------
+    def _check(self, r: httpx.Response) -> Any:
+        if r.status_code >= 400:
+            try:
+                body = r.json()
+                raise ClientError(r.status_code, int(body["code"]), str(body["message"]), body.get("detail"))
+            except (ValueError, KeyError, TypeError):
+                raise ClientError(r.status_code, 599, r.text[:200]) from None
+        return r.json()
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self._check(self.http.get(path, params={k: v for k, v in params.items() if v is not None}))
+
+    # ---- reads ------------------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        r = self.http.get("/v1/health")
+        return dict(r.json())
+
+    @property
+    def chain_id(self) -> str:
+        if self._chain_id is None:
+            self._chain_id = str(self.health()["chain_id"])
+        return self._chain_id
+
+    def head(self) -> dict[str, Any]:
+        return dict(self.get("/v1/head"))
+
+    def block(self, height: int) -> dict[str, Any]:
+        return dict(self.get(f"/v1/blocks/{height}"))
+
+    def tx(self, tx_id: str) -> dict[str, Any]:
+        return dict(self.get(f"/v1/txs/{tx_id}"))
+
+    def state(self, key: str, history: int = 0) -> dict[str, Any]:
+        return dict(self.get(f"/v1/state/{key}", history=history or None))
+
+    def query(self, contract: str, method: str, args: dict[str, Any] | None = None) -> Any:
+        return self._check(self.http.post(f"/v1/query/{contract}/{method}", json=args or {}))["result"]
+
+    # ---- writes -----------------------------------------------------------------------------------------
+    def build(
+        self,
+        contract: str,
+        method: str,
+        args: dict[str, Any],
+        signers: Sequence[Signer],
+        *,
+        ttl_ms: int = 120_000,
+        nonce: str | None = None,
+    ) -> Tx:
+        """Build and sign a transaction locally, with every signer in ``signers``."""
+        return txm.build(self.chain_id, contract, method, args, signers, not_after=now_ms() + ttl_ms, nonce=nonce)
+
+    def submit(self, tx: Tx | bytes, *, wait: bool = False, timeout_ms: int = 10_000) -> dict[str, Any]:
+        raw = tx.raw if isinstance(tx, Tx) else tx
+        params: dict[str, str | int] = {"wait": "true", "timeout_ms": timeout_ms} if wait else {}
+        r = self.http.post("/v1/txs", content=raw, params=params, headers={"Content-Type": "application/json"})
+        return dict(self._check(r))
+
+    def submit_many(self, txs: Sequence[Tx | bytes]) -> list[dict[str, Any]]:
+        raws = [t.raw if isinstance(t, Tx) else t for t in txs]
+        body = b'{"txs":[' + b",".join(raws) + b"]}"
+        r = self.http.post("/v1/txs/batch", content=body, headers={"Content-Type": "application/json"})
+        return list(self._check(r)["results"])
+
+    def call(self, contract: str, method: str, args: dict[str, Any], signers: Sequence[Signer]) -> dict[str, Any]:
+        """Build, sign, submit and wait: the receipt of a committed transaction."""
+        result = self.submit(self.build(contract, method, args, signers), wait=True)
+        if result["status"] != "committed":
+            raise ClientError(504, 502, f"transaction {result['tx_id']} not committed in time")
+        return dict(result["receipt"])
+
+    def proof(self, tx_id: str) -> dict[str, Any]:
+        return dict(self.tx(tx_id)["tx_proof"])
+
+    # ---- events -----------------------------------------------------------------------------------------
+    def events(
+        self,
+        from_height: int = 0,
+        *,
+        contract: str | None = None,
+        name: str | None = None,
+        follow: bool = True,
+        blocks: bool = False,
+        last_event_id: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Committed events as dicts (``type`` is ``contract`` or ``block``, ``id`` resumes the stream)."""
+        params: dict[str, str | int] = {"from_height": from_height, "follow": str(follow).lower(), "blocks": str(blocks).lower()}
+        if contract:
+            params["contract"] = contract
+        if name:
+            params["name"] = name
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        with self.http.stream("GET", "/v1/events", params=params, headers=headers, timeout=None) as r:
+            if r.status_code >= 400:
+                r.read()
+                self._check(r)
+            event: dict[str, str] = {}
+            for line in r.iter_lines():
+                if not line:
+                    if "data" in event:
+                        yield {
+                            "type": event.get("event", "message"),
+                            "id": event.get("id", ""),
+                            **json.loads(event["data"]),
+                        }
+                    event = {}
+                    continue
+                key, _, value = line.partition(":")
+                event[key] = value.lstrip(" ")

@@ -1,0 +1,1 @@
+"""The node: mempool -> ordering -> verify signatures -> execute -> commit -> attest -> events."""

@@ -1,0 +1,164 @@
+"""A node's home folder: creating a local network, loading a node from it, and serving it over HTTP.
+
+``network init --orgs N --out DIR`` lays out::
+
+    DIR/consortium.json, DIR/genesis.json, DIR/orgs/...     keys, certificates, genesis (liangcao.genesis)
+    DIR/node/node.json                                      the node's settings (below)
+    DIR/node/token.secret                                   the key its bearer tokens are made with (0600)
+    DIR/node/ledger.sqlite                                  created by the node on first start
+
+``node.json``: ``{"org", "host", "port", "store", "orderer", "peer", "block_txs_max", "block_wait_ms",
+"verify_workers"}`` where ``orderer`` and ``peer`` are member folders relative to DIR.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from liangcao.api.auth import TokenAuth, load_secret, new_secret
+from liangcao.crypto import identity, keys
+from liangcao.genesis import Consortium, create_consortium
+from liangcao.ledger import block as blk
+from liangcao.ledger.tx import Signer
+from liangcao.node.node import Node, NodeSettings
+
+DEFAULT_PORT = 7800
+
+
+def load_signer(member_dir: str | Path) -> Signer:
+    """A member's key and certificate from its folder (``key.pem``, ``cert.pem``)."""
+    d = Path(member_dir)
+    return Signer(
+        keys.load_private_pem((d / "key.pem").read_bytes()), identity.pem_to_der((d / "cert.pem").read_bytes())
+    )
+
+
+def member_dir(home: str | Path, member_id: str) -> Path:
+    org, _, name = member_id.partition("/")
+    return Path(home) / "orgs" / org / "members" / name
+
+
+def init_network(
+    out: str | Path,
+    orgs: int = 3,
+    *,
+    chain_id: str = "liangcao-local",
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    block_txs_max: int = 1000,
+    block_wait_ms: int = 20,
+) -> Consortium:
+    root = Path(out)
+    if (root / "consortium.json").exists():
+        raise FileExistsError(f"{root} already holds a network")
+    consortium = create_consortium(orgs, chain_id=chain_id)
+    consortium.write(root)
+    node_dir = root / "node"
+    node_dir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "org": "org1",
+        "host": host,
+        "port": port,
+        "store": "ledger.sqlite",
+        "orderer": "orgs/org1/members/orderer0",
+        "peer": "orgs/org1/members/peer0",
+        "block_txs_max": block_txs_max,
+        "block_wait_ms": block_wait_ms,
+        "verify_workers": None,
+    }
+    (node_dir / "node.json").write_text(json.dumps(config, indent=1))
+    new_secret(node_dir / "token.secret")
+    return consortium
+
+
+@dataclass
+class NodeHome:
+    root: Path
+    config: dict[str, Any]
+
+    @classmethod
+    def open(cls, root: str | Path) -> NodeHome:
+        r = Path(root)
+        path = r / "node" / "node.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{r} is not a network folder (no node/node.json); run 'liangcao network init'")
+        return cls(r, json.loads(path.read_text()))
+
+    @property
+    def store_path(self) -> Path:
+        return self.root / "node" / str(self.config["store"])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config['host']}:{self.config['port']}"
+
+    def auth(self) -> TokenAuth:
+        return TokenAuth(load_secret(self.root / "node" / "token.secret"))
+
+    def genesis(self) -> blk.Block:
+        return blk.block_from_dict(json.loads((self.root / "genesis.json").read_text()))
+
+    def chain_id(self) -> str:
+        return str(json.loads((self.root / "consortium.json").read_text())["chain_id"])
+
+    def node(self, **overrides: Any) -> Node:
+        cfg = {**self.config, **{k: v for k, v in overrides.items() if v is not None}}
+        settings = NodeSettings(
+            block_txs_max=int(cfg["block_txs_max"]),
+            block_wait_ms=int(cfg["block_wait_ms"]),
+            verify_workers=cfg.get("verify_workers"),
+        )
+        return Node(
+            self.store_path,
+            self.genesis(),
+            orderer=load_signer(self.root / cfg["orderer"]),
+            peer=load_signer(self.root / cfg["peer"]),
+            settings=settings,
+        )
+
+
+class Server:
+    """uvicorn serving a node's API; ``run`` blocks (main thread: SIGINT/SIGTERM stop it gracefully)."""
+
+    def __init__(self, node: Node, auth: TokenAuth, host: str, port: int, log_level: str = "warning") -> None:
+        import uvicorn
+
+        from liangcao.api.app import create_app
+
+        self.node = node
+        self.app = create_app(node, auth)
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on")
+        )
+
+    def run(self) -> None:
+        self.node.start()
+        try:
+            self.server.run()
+        finally:
+            self.node.stop()
+
+    def start_in_thread(self, ready: Callable[[], None] | None = None) -> threading.Thread:
+        """Serve from a background thread (the demo's way); :meth:`stop_thread` ends it."""
+        self.node.start()
+        t = threading.Thread(target=self.server.run, name="liangcao-api", daemon=True)
+        t.start()
+        import time
+
+        while not self.server.started:
+            if not t.is_alive():
+                raise RuntimeError("the API server failed to start (is the port in use?)")
+            time.sleep(0.02)
+        if ready is not None:
+            ready()
+        return t
+
+    def stop_thread(self, thread: threading.Thread) -> None:
+        self.server.should_exit = True
+        thread.join(30)
+        self.node.stop()

@@ -1,0 +1,242 @@
+"""A single node: mempool -> solo ordering -> parallel signature checks -> execute -> commit -> attest -> events.
+
+Theory of operation
+-------------------
+API threads call :meth:`Node.submit`, which parses the transaction, refuses what can never commit
+(wrong chain, expired, already committed) with a stable code, and puts the rest in the bounded mempool.
+One commit thread owns the writable store. It takes a cut from the mempool (``block_txs_max`` or
+``block_wait_ms``, see :mod:`liangcao.ordering.solo`), has the signatures of the *next* cut verified in the
+process pool while it executes and commits the current one (a two-stage pipeline), seals the block as the
+orderer, commits it durably, signs an attestation as the peer, and only then tells listeners (waiting
+clients, the event stream, metrics). So nothing is reported committed before it is on disk.
+
+Shutdown (``stop``) drains the mempool into blocks before closing: a transaction accepted before SIGTERM
+is committed, not dropped. A store fault in the commit thread stops the node (``failed`` says why) rather
+than risk a half-applied block.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from liangcao import encoding, limits
+from liangcao.apps.bundle import default_registry
+from liangcao.codes import Code
+from liangcao.contracts.runtime import ContractRuntime
+from liangcao.errors import LiangcaoError, TxRejected
+from liangcao.ledger import block as blk
+from liangcao.ledger import tx as txm
+from liangcao.ledger.chain import Ledger
+from liangcao.ledger.executor import Execution
+from liangcao.ledger.store import Store
+from liangcao.ledger.tx import Signer, Tx
+from liangcao.node.mempool import Mempool, now_ms
+from liangcao.node.verify import SigVerifier
+
+log = logging.getLogger("liangcao.node")
+
+#: How many recently committed transaction positions the node remembers for waiting clients.
+recent_txs_max = 200_000
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    block_txs_max: int = 1000
+    block_wait_ms: int = 20
+    mempool_txs_max: int = limits.mempool_txs_max
+    verify_workers: int | None = None  # None: one per core
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.block_txs_max <= limits.block_txs_max:
+            raise ValueError(f"block_txs_max must be 1..{limits.block_txs_max}")
+        if not 0 <= self.block_wait_ms <= 60_000:
+            raise ValueError("block_wait_ms must be 0..60000")
+        if not self.block_txs_max <= self.mempool_txs_max <= limits.mempool_txs_max:
+            raise ValueError(f"mempool_txs_max must be block_txs_max..{limits.mempool_txs_max}")
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What listeners hear after a block is durably committed."""
+
+    header: blk.Header
+    tx_ids: list[str]
+    codes: list[int]
+    receipts: list[bytes]
+    events: list[list[dict[str, Any]]]
+    attestation: dict[str, Any]
+    admitted_ms: dict[str, int] = field(default_factory=dict)
+
+
+Listener = Callable[[Committed], None]
+
+
+class Node:
+    def __init__(
+        self,
+        store_path: str | Path,
+        genesis: blk.Block,
+        *,
+        orderer: Signer,
+        peer: Signer,
+        settings: NodeSettings | None = None,
+    ) -> None:
+        self.settings = settings or NodeSettings()
+        self.store_path = Path(store_path)
+        self.runtime = ContractRuntime(default_registry())
+        self.ledger = Ledger.open(self.store_path, self.runtime)
+        if self.ledger.head is None:
+            self.ledger.apply(genesis)
+        stored = self.ledger.store.header(0)
+        if stored is None or stored.hash != genesis.hash:
+            self.ledger.close()
+            raise LiangcaoError(Code.BAD_BLOCK, f"the store at {self.store_path} belongs to another chain")
+        self.genesis = genesis
+        self.chain_id = genesis.header.chain_id
+        self.orderer = orderer
+        self.peer = peer
+        self.mempool = Mempool(self.settings.mempool_txs_max)
+        self.verifier = SigVerifier(self.settings.verify_workers, self.runtime.certs)
+        self.listeners: list[Listener] = []
+        self.failed: BaseException | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._local = threading.local()
+        self._recent: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
+        self._admitted: dict[str, int] = {}
+        self._head_lock = threading.Lock()
+        self._attest_head()
+
+    # ---- lifecycle --------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="liangcao-commit", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Commit everything admitted, then close. Idempotent."""
+        self._stopping = True
+        self.mempool.wake()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        self.verifier.close()
+        self.ledger.close()
+
+    @property
+    def head(self) -> blk.Header:
+        head = self.ledger.head
+        if head is None:  # cannot happen after __init__; a programmer error if it does
+            raise LiangcaoError(Code.NOT_READY, "no head")
+        return head
+
+    def reader(self) -> Store:
+        """A read-only store connection for the calling thread (API threads never share the writer's)."""
+        store: Store | None = getattr(self._local, "store", None)
+        if store is None:
+            store = Store(self.store_path, readonly=True)
+            self._local.store = store
+        return store
+
+    # ---- admission --------------------------------------------------------------------------------------
+    def check(self, raw: bytes) -> Tx:
+        """Parse and pre-check a transaction without admitting it. Raises TxRejected."""
+        tx = txm.parse(raw)
+        if tx.chain_id != self.chain_id:
+            raise TxRejected(
+                Code.WRONG_CHAIN, f"transaction is for chain {tx.chain_id!r}, this node runs {self.chain_id!r}"
+            )
+        now = now_ms()
+        if tx.not_after < now:
+            raise TxRejected(Code.EXPIRED, f"transaction expired at {tx.not_after}; it is now {now}")
+        if tx.not_after - now > limits.tx_ttl_ms_max:
+            raise TxRejected(Code.TTL_TOO_LONG, f"not_after is more than tx_ttl_ms_max={limits.tx_ttl_ms_max} ms ahead")
+        if not tx.signatures:
+            raise TxRejected(Code.MISSING_SIGNATURE, "transaction has no signatures")
+        return tx
+
+    def submit(self, raw: bytes) -> tuple[Tx, str]:
+        """Admit one transaction. Returns (tx, status) with status ``pending`` or ``committed``."""
+        if self.failed is not None or self._stopping:
+            raise TxRejected(Code.NOT_READY, "the node is shutting down or has stopped")
+        tx = self.check(raw)
+        if tx.tx_id in self._recent or self.reader().tx_seen(tx.tx_id):
+            return tx, "committed"
+        self._admitted.setdefault(tx.tx_id, now_ms())
+        self.mempool.add(tx)
+        return tx, "pending"
+
+    def position(self, tx_id: str) -> tuple[int, int, int] | None:
+        """(height, index, code) of a recently committed transaction, if the node remembers it."""
+        return self._recent.get(tx_id)
+
+    # ---- the commit thread ------------------------------------------------------------------------------
+    def _take(self, timeout_s: float) -> list[Tx]:
+        return self.mempool.take(
+            block_txs_max=self.settings.block_txs_max,
+            block_wait_ms=self.settings.block_wait_ms,
+            timeout_s=timeout_s,
+            stopping=lambda: self._stopping,
+        )
+
+    def _run(self) -> None:
+        current: tuple[list[Tx], list[Future[list[tuple[str, bool]]]]] | None = None
+        try:
+            while True:
+                if current is None:
+                    batch = self._take(0.2)
+                    if not batch:
+                        if self._stopping and len(self.mempool) == 0:
+                            return
+                        continue
+                    current = (batch, self.verifier.submit(batch))
+                # Cut the next block now, so its signatures are checked while this one executes.
+                nxt_batch = self._take(0.0) if len(self.mempool) else []
+                nxt = (nxt_batch, self.verifier.submit(nxt_batch)) if nxt_batch else None
+                batch, futures = current
+                self._commit(batch, SigVerifier.gather(futures))
+                current = nxt
+        except BaseException as exc:  # an infrastructure fault: stop rather than risk a half-applied block
+            self.failed = exc
+            log.exception("commit thread stopped: %s", exc)
+
+    def _commit(self, batch: list[Tx], sig_ok: dict[str, bool]) -> None:
+        raws = [t.raw for t in batch]
+        block, ex = self.ledger.produce(raws, now_ms(), self.orderer, sig_ok)
+        att = self._attest(block.header)
+        self._publish(block, ex, att)
+
+    def _attest(self, header: blk.Header) -> dict[str, Any]:
+        att = blk.make_attestation(
+            self.peer.key, self.peer.cert, header.chain_id, header.height, header.hash, header.state_hash
+        )
+        self.ledger.store.add_attestation(header.height, self.peer.member_id, encoding.canonical(att))
+        return att
+
+    def _attest_head(self) -> None:
+        head = self.head
+        if not self.ledger.store.attestations(head.height):
+            self._attest(head)
+
+    def _publish(self, block: blk.Block, ex: Execution, att: dict[str, Any]) -> None:
+        h = block.header.height
+        admitted: dict[str, int] = {}
+        for i, tx_id in enumerate(ex.tx_ids):
+            self._recent[tx_id] = (h, i, ex.codes[i])
+            t = self._admitted.pop(tx_id, None)
+            if t is not None:
+                admitted[tx_id] = t
+        while len(self._recent) > recent_txs_max:
+            self._recent.popitem(last=False)
+        info = Committed(block.header, ex.tx_ids, ex.codes, ex.receipts, ex.events, att, admitted)
+        for listener in list(self.listeners):
+            try:
+                listener(info)
+            except Exception:  # a listener's bug must not stop the chain
+                log.exception("block listener failed")

@@ -1,0 +1,1 @@
+"""Ordering: deciding which transactions form the next block. ``solo`` is the embedded default."""
