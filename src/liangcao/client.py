@@ -146,7 +146,11 @@ class Client:
         last_event_id: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Committed events as dicts (``type`` is ``contract`` or ``block``, ``id`` resumes the stream)."""
-        params: dict[str, str | int] = {"from_height": from_height, "follow": str(follow).lower(), "blocks": str(blocks).lower()}
+        params: dict[str, str | int] = {
+            "from_height": from_height,
+            "follow": str(follow).lower(),
+            "blocks": str(blocks).lower(),
+        }
         if contract:
             params["contract"] = contract
         if name:

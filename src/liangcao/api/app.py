@@ -576,7 +576,8 @@ async def _stream(
                     if after_resume(hh, r["idx"], r["seq"]):
                         yield _sse("contract", f"{hh}-{r['idx']}-{r['seq']}", {**r, "tx_id": ids[r["idx"]]})
                 if blocks and after_resume(hh, 1 << 62, 1 << 62) and (header := store.header(hh)) is not None:
-                    yield _sse("block", str(hh), {"header": header.to_dict(), "block_hash": header.hash})
+                    ids = ids or await asyncio.to_thread(store.block_tx_ids, hh)
+                    yield _sse("block", str(hh), {"header": header.to_dict(), "block_hash": header.hash, "tx_ids": ids})
                 sent_height = hh
         if not follow:
             return
@@ -594,7 +595,8 @@ async def _stream(
                         data = {"height": hh, "idx": i, "seq": s, **ev, "tx_id": info.tx_ids[i]}
                         yield _sse("contract", f"{hh}-{i}-{s}", data)
             if blocks:
-                yield _sse("block", str(hh), {"header": info.header.to_dict(), "block_hash": info.header.hash})
+                block_msg = {"header": info.header.to_dict(), "block_hash": info.header.hash, "tx_ids": info.tx_ids}
+                yield _sse("block", str(hh), block_msg)
             sent_height = hh
     finally:
         hub.subscribers.discard(queue)

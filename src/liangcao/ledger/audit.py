@@ -79,6 +79,10 @@ def audit(
     db.text_factory = lambda b: b.decode("utf-8", errors="replace")
     try:
         return _audit(db, runtime_factory, progress, report)
+    except sqlite3.Error as exc:  # a file that is not a liangcao ledger at all, or a damaged one
+        report.add("store", str(path), f"cannot be read as a liangcao ledger: {exc}")
+        report.complete = False
+        return report
     finally:
         db.close()
 

@@ -109,6 +109,7 @@ class Node:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._local = threading.local()
+        self._readers: list[Store] = []
         self._recent: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
         self._admitted: dict[str, int] = {}
         self._head_lock = threading.Lock()
@@ -127,6 +128,9 @@ class Node:
             self._thread.join(timeout_s)
             self._thread = None
         self.verifier.close()
+        for reader in self._readers:  # the last connection to close checkpoints the WAL into the database
+            reader.close()
+        self._readers.clear()
         self.ledger.close()
 
     @property
@@ -142,6 +146,7 @@ class Node:
         if store is None:
             store = Store(self.store_path, readonly=True)
             self._local.store = store
+            self._readers.append(store)
         return store
 
     # ---- admission --------------------------------------------------------------------------------------

@@ -1,0 +1,312 @@
+"""The ``liangcao`` command line (typer + rich).
+
+Every command that can fail exits non-zero with a one-line reason; none prints a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from liangcao.errors import LiangcaoError
+
+app = typer.Typer(
+    help="liangcao: a consortium ledger for e-commerce fintech.", no_args_is_help=True, add_completion=False
+)
+network_app = typer.Typer(help="Create and inspect a local network.", no_args_is_help=True)
+node_app = typer.Typer(help="Run a node.", no_args_is_help=True)
+token_app = typer.Typer(help="Bearer tokens for reads.", no_args_is_help=True)
+app.add_typer(network_app, name="network")
+app.add_typer(node_app, name="node")
+app.add_typer(token_app, name="token")
+console = Console()
+err = Console(stderr=True)
+
+Home = Annotated[Path, typer.Option("--home", help="the network folder made by 'network init'")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _home(home: Path) -> Any:
+    from liangcao.node.home import NodeHome
+
+    try:
+        return NodeHome.open(home)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        fail(str(exc))
+
+
+def _json_arg(text: str, what: str) -> Any:
+    from liangcao import encoding
+
+    try:
+        return encoding.decode(text.encode())
+    except LiangcaoError as exc:
+        fail(f"{what} is not valid JSON for liangcao: {exc.message}")
+
+
+# ---- network ----------------------------------------------------------------------------------------------
+@network_app.command("init")
+def network_init(
+    out: Annotated[Path, typer.Option("--out", help="folder to create")],
+    orgs: Annotated[int, typer.Option("--orgs", min=1, max=64, help="number of organisations")] = 3,
+    chain_id: Annotated[str, typer.Option("--chain-id")] = "liangcao-local",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 7800,
+) -> None:
+    """Keys, certificates, genesis and node configuration for ORGS organisations."""
+    from liangcao.node.home import init_network
+
+    try:
+        c = init_network(out, orgs, chain_id=chain_id, port=port)
+    except FileExistsError as exc:
+        fail(str(exc))
+    console.print(f"Created {orgs} organisations in {out} (chain {c.chain_id}, genesis {c.genesis.hash[:16]}…)")
+    for o in c.orgs:
+        console.print(f"  {o.org_id:6s} {o.org_type:16s} members: {', '.join(o.members)}")
+    console.print(f"Start the node with: liangcao node start --home {out}")
+
+
+# ---- node -------------------------------------------------------------------------------------------------
+@node_app.command("start")
+def node_start(
+    home: Home,
+    host: Annotated[str | None, typer.Option(help="listen address (default from node.json)")] = None,
+    port: Annotated[int | None, typer.Option(help="listen port (default from node.json)")] = None,
+    block_txs_max: Annotated[int | None, typer.Option(help="cut a block at this many transactions")] = None,
+    block_wait_ms: Annotated[int | None, typer.Option(help="or when the oldest pending is this old")] = None,
+    verify_workers: Annotated[int | None, typer.Option(help="signature-checking processes (default: cores)")] = None,
+) -> None:
+    """Run the node in the foreground; SIGINT/SIGTERM stop it after committing what it admitted."""
+    from liangcao.node.home import Server
+
+    h = _home(home)
+    try:
+        node = h.node(block_txs_max=block_txs_max, block_wait_ms=block_wait_ms, verify_workers=verify_workers)
+    except (LiangcaoError, ValueError) as exc:
+        fail(getattr(exc, "message", str(exc)))
+    bind_host = host or str(h.config["host"])
+    bind_port = port or int(h.config["port"])
+    head = node.head
+    console.print(
+        f"liangcao node for {h.config['org']}: chain {head.chain_id} at height {head.height}, serving http://{bind_host}:{bind_port}"
+    )
+    sys.stdout.flush()
+    Server(node, h.auth(), bind_host, bind_port).run()
+    console.print("node stopped cleanly")
+
+
+@node_app.command("rebuild")
+def node_rebuild(home: Home) -> None:
+    """Re-derive state and indexes from the stored blocks alone (the node must be stopped)."""
+    from liangcao.apps.bundle import default_registry
+    from liangcao.contracts.runtime import ContractRuntime
+    from liangcao.ledger.chain import Ledger
+
+    h = _home(home)
+    ledger = Ledger.open(h.store_path, ContractRuntime(default_registry()))
+    try:
+        n = ledger.rebuild()
+    except LiangcaoError as exc:
+        fail(exc.message)
+    finally:
+        ledger.close()
+    console.print(f"rebuilt state and indexes from {n} blocks")
+
+
+# ---- tokens -----------------------------------------------------------------------------------------------
+@token_app.command("create")
+def token_create(
+    home: Home,
+    member: Annotated[str, typer.Option(help="the member the token reads as, e.g. org1/alice")],
+    days: Annotated[int, typer.Option(min=1, max=366)] = 30,
+) -> None:
+    """Issue a read token (needs the node's token.secret: an admin's command)."""
+    console.print(_home(home).auth().create(member, days), soft_wrap=True)
+
+
+# ---- transactions and queries -----------------------------------------------------------------------------
+@app.command("tx")
+def tx_cmd(
+    home: Home,
+    contract: str,
+    method: str,
+    args: Annotated[str, typer.Argument(help="arguments as a JSON object")] = "{}",
+    as_: Annotated[list[str], typer.Option("--as", help="signing member, e.g. org1/alice (repeat for several)")] = [],  # noqa: B006
+    url: Annotated[str | None, typer.Option(help="node URL (default from node.json)")] = None,
+    wait: Annotated[bool, typer.Option(help="wait for the commit")] = True,
+) -> None:
+    """Build, sign (locally) and submit a transaction; print the receipt. Exit 2 if the contract refused it."""
+    from liangcao.client import Client, ClientError
+    from liangcao.node.home import load_signer, member_dir
+
+    h = _home(home)
+    if not as_:
+        fail("name at least one signer with --as ORG/MEMBER")
+    try:
+        signers = [load_signer(member_dir(h.root, m)) for m in as_]
+    except (FileNotFoundError, ValueError) as exc:
+        fail(f"cannot load signer: {exc}")
+    parsed = _json_arg(args, "ARGS")
+    if not isinstance(parsed, dict):
+        fail("ARGS must be a JSON object")
+    try:
+        with Client(url or h.url, chain_id=h.chain_id()) as c:
+            result = c.submit(c.build(contract, method, parsed, signers), wait=wait)
+    except ClientError as exc:
+        fail(f"{exc.code} {exc.message}")
+    except OSError as exc:
+        fail(f"cannot reach the node: {exc}")
+    console.print_json(json.dumps(result))
+    if result.get("receipt") and result["receipt"]["code"] != 0:
+        raise typer.Exit(2)
+
+
+@app.command("query")
+def query_cmd(
+    home: Home,
+    contract: str,
+    method: str,
+    args: Annotated[str, typer.Argument(help="arguments as a JSON object")] = "{}",
+    as_: Annotated[str, typer.Option("--as", help="member to read as")] = "org1/admin",
+    url: Annotated[str | None, typer.Option(help="node URL (default from node.json)")] = None,
+) -> None:
+    """Run a contract query on the node and print the result."""
+    from liangcao.client import Client, ClientError
+
+    h = _home(home)
+    parsed = _json_arg(args, "ARGS")
+    if not isinstance(parsed, dict):
+        fail("ARGS must be a JSON object")
+    try:
+        with Client(url or h.url, h.auth().create(as_, 1)) as c:
+            console.print_json(json.dumps(c.query(contract, method, parsed)))
+    except ClientError as exc:
+        fail(f"{exc.code} {exc.message}")
+    except OSError as exc:
+        fail(f"cannot reach the node: {exc}")
+
+
+# ---- audit and proofs -------------------------------------------------------------------------------------
+@app.command("audit")
+def audit_cmd(
+    home: Annotated[Path | None, typer.Option("--home", help="network folder")] = None,
+    db: Annotated[Path | None, typer.Option("--db", help="or a ledger database file")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Re-verify a ledger from genesis. Exit 1 and name each place if anything was altered."""
+    from liangcao.apps.bundle import default_registry
+    from liangcao.contracts.runtime import ContractRuntime
+    from liangcao.ledger.audit import audit
+
+    if db is None:
+        if home is None:
+            fail("give --home DIR or --db FILE")
+        db = _home(home).store_path
+    with Progress(
+        TextColumn("audit"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
+    ) as bar:
+        task = bar.add_task("blocks", total=None)
+        report = audit(
+            db,
+            lambda: ContractRuntime(default_registry()),
+            lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "blocks": report.blocks,
+                    "txs": report.txs,
+                    "findings": [
+                        vars(f)
+                        if hasattr(f, "__dict__")
+                        else {"table": f.table, "place": f.place, "message": f.message}
+                        for f in report.findings
+                    ],
+                }
+            )
+        )
+    if report.ok:
+        console.print(
+            f"[green]audit passed[/]: {report.blocks} blocks, {report.txs} transactions, every hash, signature and state hash verified"
+        )
+        return
+    for f in report.findings[:50]:
+        err.print(f"[red]ALTERED[/] {f}")
+    if len(report.findings) > 50:
+        err.print(f"... and {len(report.findings) - 50} more findings")
+    raise typer.Exit(1)
+
+
+@app.command("verify-proof")
+def verify_proof_cmd(file: Annotated[Path, typer.Argument(help="a proof JSON file (from the API or the SDK)")]) -> None:
+    """Check a Merkle inclusion proof offline. Exit 1 if it does not verify."""
+    from liangcao.ledger.block import verify_proof_dict
+
+    try:
+        proof = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        fail(f"cannot read {file}: {exc}")
+    if isinstance(proof, dict) and "tx_proof" in proof:
+        proof = proof["tx_proof"]
+    if not isinstance(proof, dict):
+        fail("the file does not hold a proof object")
+    ok, why = verify_proof_dict(proof)
+    if not ok:
+        fail(f"proof does NOT verify: {why}")
+    header = proof["header"]
+    console.print(
+        f"[green]proof verifies[/]: the {proof['kind']} is at index {proof['index']} of block {header['height']} ({proof['block_hash'][:16]}…) of chain {header['chain_id']}"
+    )
+
+
+# ---- demo and bench ---------------------------------------------------------------------------------------
+@app.command("demo")
+def demo_cmd(
+    home: Annotated[
+        Path | None, typer.Option("--home", help="keep the network here (default: a temporary folder)")
+    ] = None,
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 7800,
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="keep serving after the scenario")] = True,
+) -> None:
+    """Create a consortium, start its node, run the scenario through the SDK and keep serving."""
+    from liangcao.demo import run_demo
+
+    home_dir = home or Path(tempfile.mkdtemp(prefix="liangcao-demo-"))
+    try:
+        run_demo(home_dir, port, serve, console)
+    except LiangcaoError as exc:
+        fail(f"{exc.code} {exc.message}")
+
+
+@app.command("bench")
+def bench_cmd(
+    txs: Annotated[int, typer.Option(min=100, max=1_000_000, help="transactions in the throughput phase")] = 30_000,
+    clients: Annotated[int, typer.Option(min=1, max=16, help="concurrent HTTP submitters")] = 2,
+    batch: Annotated[int, typer.Option(min=1, max=2000, help="transactions per HTTP batch")] = 500,
+    latency_s: Annotated[float, typer.Option(min=1, max=120, help="length of the latency phase")] = 8.0,
+    as_json: Annotated[bool, typer.Option("--json", help="end with one JSON object on the last line")] = False,
+) -> None:
+    """Throughput and commit latency of a real node over HTTP, next to this machine's signature rate."""
+    from liangcao.bench import run_bench
+
+    run_bench(txs=txs, clients=clients, batch=batch, latency_s=latency_s, as_json=as_json, console=console)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
