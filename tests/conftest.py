@@ -66,3 +66,34 @@ def chain(tmp_path: Path, consortium: Consortium) -> Iterator[Chain]:
     ledger.apply(consortium.genesis)
     yield Chain(ledger, consortium)
     ledger.close()
+
+
+class Live:
+    """A node serving its API from a background thread, on a free loopback port."""
+
+    def __init__(self, root: Path) -> None:
+        from liangcao.demo import free_port
+        from liangcao.node.home import NodeHome, Server, init_network
+
+        init_network(root, 3, port=free_port(0), block_wait_ms=5)
+        self.home = NodeHome.open(root)
+        self.node = self.home.node(verify_workers=1)
+        self.server = Server(self.node, self.home.auth(), "127.0.0.1", int(self.home.config["port"]))
+        self.thread = self.server.start_in_thread()
+        self.url = self.home.url
+        self.token = self.home.auth().create("org2/alice", 1)
+
+    def signer(self, member: str) -> Signer:
+        from liangcao.node.home import load_signer, member_dir
+
+        return load_signer(member_dir(self.home.root, member))
+
+    def stop(self) -> None:
+        self.server.stop_thread(self.thread)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    node = Live(tmp_path_factory.mktemp("live") / "net")
+    yield node
+    node.stop()

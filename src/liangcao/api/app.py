@@ -8,6 +8,7 @@ HTTP status; errors are translated once, here. Reads need a bearer token issued 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import AsyncIterator
@@ -196,23 +197,26 @@ class Hub:
 
 def create_app(node: Node, auth: TokenAuth) -> FastAPI:
     """The FastAPI application serving ``node``."""
+    hub = Hub()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        hub.loop = asyncio.get_running_loop()
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="liangcao node API",
         version=__version__,
         description="A consortium ledger node: submit signed transactions, read blocks, state and proofs, "
         "follow committed events. Errors are JSON {code, message, detail}.",
     )
-    hub = Hub()
     metrics = Metrics()
     node.listeners.append(hub.on_block)
     node.listeners.append(metrics.on_block)
     app.state.node, app.state.hub, app.state.metrics = node, hub, metrics
     bearer = HTTPBearer(auto_error=False)
     local_runtime: dict[int, ContractRuntime] = {}
-
-    @app.on_event("startup")
-    async def _startup() -> None:
-        hub.loop = asyncio.get_running_loop()
 
     # ---- errors -----------------------------------------------------------------------------------------
     @app.exception_handler(LiangcaoError)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -137,11 +138,19 @@ class Server:
         )
 
     def run(self) -> None:
+        """Serve until SIGINT/SIGTERM, then commit everything admitted and close the store."""
         self.node.start()
+        # uvicorn captures SIGINT/SIGTERM while serving and re-raises them to the handlers it found when it
+        # returns; with the default handlers that kills the process before the mempool is drained. Handlers
+        # that do nothing make the re-raise harmless, so the drain below always runs.
+        quiet = threading.current_thread() is threading.main_thread()
+        previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGINT, signal.SIGTERM)} if quiet else {}
         try:
             self.server.run()
         finally:
             self.node.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def start_in_thread(self, ready: Callable[[], None] | None = None) -> threading.Thread:
         """Serve from a background thread (the demo's way); :meth:`stop_thread` ends it."""

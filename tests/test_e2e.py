@@ -1,0 +1,203 @@
+"""End to end through the real CLI and a node in its own process: kill -9, SIGTERM, audit, proofs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from liangcao.client import Client, ClientError
+from liangcao.demo import free_port
+from liangcao.node.home import NodeHome, load_signer, member_dir
+
+
+def cli(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "liangcao.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    if check and r.returncode != 0:
+        raise AssertionError(f"liangcao {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+class NodeProcess:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log = self.home / "node.log"
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "liangcao.cli",
+                    "node",
+                    "start",
+                    "--home",
+                    str(self.home),
+                    "--verify-workers",
+                    "1",
+                ],
+                stdout=log,
+                stderr=log,
+            )
+        url = NodeHome.open(self.home).url
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                raise AssertionError("node exited: " + self.log.read_text())
+            time.sleep(0.05)
+        raise AssertionError("node did not become healthy")
+
+    def signal(self, sig: int) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(60)
+        self.proc = None
+        return rc
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[tuple[Path, NodeProcess]]:
+    home = tmp_path / "net"
+    cli("network", "init", "--orgs", "3", "--out", str(home), "--port", str(free_port(0)))
+    node = NodeProcess(home)
+    yield home, node
+    node.kill()
+
+
+def test_kill_9_loses_nothing_reported_committed(net: tuple[Path, NodeProcess]) -> None:
+    home, node = net
+    h = NodeHome.open(home)
+    node.start()
+    token = h.auth().create("org1/admin", 1)
+    admin = load_signer(member_dir(home, "org1/admin"))
+    committed: dict[str, int] = {}
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def stream(k: int) -> None:
+        with Client(h.url, token, chain_id=h.chain_id()) as c:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                tx = c.build("demo.wallet", "mint", {"to": f"org1/u{k}-{i}", "amount": i}, [admin])
+                try:
+                    r = c.submit(tx, wait=True)
+                except (httpx.HTTPError, ClientError):
+                    return  # the node is gone
+                if r["status"] == "committed":
+                    with lock:
+                        committed[tx.tx_id] = r["code"]
+
+    threads = [threading.Thread(target=stream, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(2.0)
+    node.kill()  # SIGKILL in the middle of the stream
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert len(committed) > 20
+    node.start()
+    with Client(h.url, token) as c:
+        for tx_id, code in committed.items():
+            assert c.tx(tx_id)["receipt"]["code"] == code
+    node.signal(signal.SIGTERM)
+    r = cli("audit", "--home", str(home))
+    assert "audit passed" in r.stdout
+
+
+def test_sigterm_commits_everything_admitted(net: tuple[Path, NodeProcess]) -> None:
+    home, node = net
+    h = NodeHome.open(home)
+    node.start()
+    admin = load_signer(member_dir(home, "org2/admin"))
+    with Client(h.url, chain_id=h.chain_id()) as c:
+        txs = [c.build("demo.wallet", "mint", {"to": "org2/alice", "amount": 1}, [admin]) for _ in range(300)]
+        results = c.submit_many(txs)
+    assert all(r["status"] in ("pending", "committed") for r in results)
+    assert node.signal(signal.SIGTERM) == 0
+    node.start()
+    with Client(h.url, h.auth().create("org2/admin", 1)) as c:
+        assert c.query("demo.wallet", "balance", {"member": "org2/alice"}) == {"balance": 300}
+    node.signal(signal.SIGINT)
+
+
+def test_cli_flow_and_tamper_detection(net: tuple[Path, NodeProcess], tmp_path: Path) -> None:
+    home, node = net
+    node.start()
+    r = cli(
+        "tx", "--home", str(home), "--as", "org1/admin", "demo.wallet", "mint", '{"to": "org1/alice", "amount": 500}'
+    )
+    receipt = json.loads(r.stdout)
+    assert receipt["status"] == "committed" and receipt["receipt"]["code"] == 0
+    r = cli(
+        "tx",
+        "--home",
+        str(home),
+        "--as",
+        "org1/alice",
+        "demo.wallet",
+        "transfer",
+        '{"to": "org2/bob", "amount": 900}',
+        check=False,
+    )
+    assert r.returncode == 2 and '"code": 411' in r.stdout
+    r = cli("tx", "--home", str(home), "--as", "org1/alice", "demo.wallet", "transfer", '{"amount": 1.5}', check=False)
+    assert r.returncode == 1 and "float" in r.stderr and "Traceback" not in r.stderr
+    r = cli("query", "--home", str(home), "demo.wallet", "balance", '{"member": "org1/alice"}')
+    assert json.loads(r.stdout) == {"balance": 500}
+    token = cli("token", "create", "--home", str(home), "--member", "org3/bob").stdout.strip()
+    with Client(NodeHome.open(home).url, token) as c:
+        proof = c.tx(receipt["tx_id"])["tx_proof"]
+    proof_file = tmp_path / "proof.json"
+    proof_file.write_text(json.dumps(proof))
+    assert "proof verifies" in cli("verify-proof", str(proof_file)).stdout
+    proof["path"] = ["00" * 32] + proof["path"]
+    proof_file.write_text(json.dumps(proof))
+    r = cli("verify-proof", str(proof_file), check=False)
+    assert r.returncode == 1 and "does NOT verify" in r.stderr
+    node.signal(signal.SIGTERM)
+    assert "audit passed" in cli("audit", "--home", str(home)).stdout
+    db = sqlite3.connect(home / "node" / "ledger.sqlite")
+    db.execute("UPDATE receipts SET code = code + 1 WHERE height = 1")
+    db.commit()
+    db.close()
+    r = cli("audit", "--home", str(home), check=False)
+    assert r.returncode == 1 and "receipts @ height 1 tx 0" in r.stderr
+
+
+def test_demo_no_serve_then_audit(tmp_path: Path) -> None:
+    home = tmp_path / "demo"
+    r = cli("demo", "--home", str(home), "--no-serve", "--port", str(free_port(0)))
+    assert "proof verifies" in r.stdout and "checks out" in r.stdout
+    assert "audit passed" in cli("audit", "--home", str(home)).stdout
+    assert "proof verifies" in cli("verify-proof", str(home / "proofs" / "payment.json")).stdout
