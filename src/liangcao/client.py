@@ -121,7 +121,7 @@ class Client:
     def submit_many(self, txs: Sequence[Tx | bytes]) -> list[dict[str, Any]]:
         raws = [t.raw if isinstance(t, Tx) else t for t in txs]
         body = b'{"txs":[' + b",".join(raws) + b"]}"
-        r = self.http.post("/v1/txs/batch", content=body, headers={"Content-Type": "application/json"})
+        r = self.http.post("/v1/batch/txs", content=body, headers={"Content-Type": "application/json"})
         return list(self._check(r)["results"])
 
     def call(self, contract: str, method: str, args: dict[str, Any], signers: Sequence[Signer]) -> dict[str, Any]:

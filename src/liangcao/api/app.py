@@ -102,16 +102,18 @@ TX_BODY_SCHEMA = {
             "type": "object",
             "required": ["chain_id", "contract", "method", "args", "nonce", "not_after"],
             "properties": {
-                "chain_id": {"type": "string"},
-                "contract": {"type": "string"},
-                "method": {"type": "string"},
+                "chain_id": {"type": "string", "minLength": 1, "maxLength": limits.contract_name_chars_max},
+                "contract": {"type": "string", "minLength": 1, "maxLength": limits.contract_name_chars_max},
+                "method": {"type": "string", "minLength": 1, "maxLength": limits.method_name_chars_max},
                 "args": {"type": "object"},
-                "nonce": {"type": "string"},
-                "not_after": {"type": "integer"},
+                "nonce": {"type": "string", "minLength": 1, "maxLength": limits.nonce_chars_max},
+                "not_after": {"type": "integer", "minimum": 0},
             },
         },
         "signatures": {
             "type": "array",
+            "minItems": 1,
+            "maxItems": limits.signatures_max,
             "items": {
                 "type": "object",
                 "required": ["cert", "sig"],
@@ -240,7 +242,10 @@ def create_app(node: Node, auth: TokenAuth) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = Code.NOT_FOUND if exc.status_code == 404 else Code.INVALID_ARGUMENT
-        return _error(exc.status_code, code, str(exc.detail))
+        response = _error(exc.status_code, code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():  # e.g. Allow on 405
+            response.headers[name] = value
+        return response
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
@@ -323,7 +328,7 @@ def create_app(node: Node, auth: TokenAuth) -> FastAPI:
         return JSONResponse({"tx_id": tx.tx_id, "status": "pending"}, status_code=202)
 
     @app.post(
-        "/v1/txs/batch",
+        "/v1/batch/txs",
         response_model=BatchResult,
         responses=ERRORS,
         openapi_extra={
