@@ -40,16 +40,24 @@ class ContractRuntime:
         self.registry = registry
         self.certs = certs or CertCache()
         self._config = cfgmod.Config()
+        self._fresh = False
         self.chain_id = ""
         self.height = 0
         self.time_ms = 0
 
     # ---- configuration ------------------------------------------------------------------------------
     def config(self, view: StateView) -> cfgmod.Config:
-        """The configuration as ``view`` has it, reloaded only when its version changed."""
+        """The configuration as ``view`` has it, reloaded only when its version changed.
+
+        Within a block the version is read once and again only after a transaction that wrote under
+        ``consortium/`` (``_fresh``), which saves a state read per transaction.
+        """
+        if self._fresh:
+            return self._config
         version = cfgmod.version_of(view)
         if version != self._config.version:
             self._config = cfgmod.load(view, self.certs)
+        self._fresh = True
         return self._config
 
     # ---- Runtime protocol ---------------------------------------------------------------------------
@@ -59,6 +67,7 @@ class ContractRuntime:
         self.time_ms = time_ms
         # A block that was executed but never committed may have left its configuration in the cache.
         self._config = cfgmod.Config()
+        self._fresh = False
 
     def authenticate(self, view: StateView, tx: Tx, sig_ok: bool | None) -> tuple[Signer, ...]:
         if self.height == 0:
@@ -140,7 +149,10 @@ class ContractRuntime:
         if code != Code.OK:
             # The discarded writes may have bumped the configuration version the cache is keyed by.
             self._config = cfgmod.Config()
+            self._fresh = False
             return TxOutcome(code, message[: limits.message_chars_max])
+        if any(k.startswith(cfgmod.PREFIX) for k in view.writes):
+            self._fresh = False
         return TxOutcome(Code.OK, "", result, ctx.events)
 
     def check_sealer(self, view: StateView, cert: bytes, time_ms: int) -> str:

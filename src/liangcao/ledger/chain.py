@@ -26,7 +26,7 @@ from liangcao.ledger import executor
 from liangcao.ledger.executor import Execution, Runtime
 from liangcao.ledger.state import Overlay, StateView
 from liangcao.ledger.store import Store
-from liangcao.ledger.tx import Signer
+from liangcao.ledger.tx import Signer, Tx
 
 
 class _Before:
@@ -85,7 +85,11 @@ class Ledger:
 
     # ---- making blocks ----------------------------------------------------------------------------------
     def execute_next(
-        self, txs: Sequence[bytes], time_ms: int, sig_ok: Mapping[str, bool] | None = None
+        self,
+        txs: Sequence[bytes],
+        time_ms: int,
+        sig_ok: Mapping[str, bool] | None = None,
+        parsed: Sequence[Tx] | None = None,
     ) -> tuple[blk.Header, Execution]:
         """Execute ``txs`` as the next block on the head; nothing is written."""
         head = self._head
@@ -103,14 +107,20 @@ class Ledger:
                 prev_state_hash=head.state_hash,
                 txs=txs,
                 sig_ok=sig_ok,
+                parsed=parsed,
             )
         return ex.header(head.chain_id, head.height + 1, head.hash, time_ms), ex
 
     def produce(
-        self, txs: Sequence[bytes], time_ms: int, sealer: Signer, sig_ok: Mapping[str, bool] | None = None
+        self,
+        txs: Sequence[bytes],
+        time_ms: int,
+        sealer: Signer,
+        sig_ok: Mapping[str, bool] | None = None,
+        parsed: Sequence[Tx] | None = None,
     ) -> tuple[blk.Block, Execution]:
         """Execute, seal and durably commit the next block (the solo orderer's path)."""
-        header, ex = self.execute_next(txs, time_ms, sig_ok)
+        header, ex = self.execute_next(txs, time_ms, sig_ok, parsed)
         block = blk.Block(header, blk.Seal.make(sealer.key, sealer.cert, header.hash), tuple(txs))
         self.store.commit_block(block, ex)
         self._head = header

@@ -117,18 +117,24 @@ def execute(
     prev_state_hash: str,
     txs: Sequence[bytes],
     sig_ok: Mapping[str, bool] | None = None,
+    parsed: Sequence[txmod.Tx] | None = None,
 ) -> Execution:
-    """Execute ``txs`` as block ``height`` on top of ``view``. Pure: same inputs, same bytes out."""
+    """Execute ``txs`` as block ``height`` on top of ``view``. Pure: same inputs, same bytes out.
+
+    ``parsed`` may hold the transactions already parsed (by the node's admission): parsing is a pure
+    function of the bytes, so a parse whose ``raw`` equals the block's bytes is reused, not repeated.
+    """
     block_view = Overlay(view)
     runtime.begin_block(block_view, chain_id, height, time_ms)
     out = Execution([], [], [], [], [], {}, "", "", "", "", [])
-    for raw in txs:
-        tx_id = encoding.sha256_hex(raw)  # a placeholder id for bytes that do not parse
+    for n, raw in enumerate(txs):
+        tx_id = ""
         writes: dict[str, bytes | None] = {}
         events: list[dict[str, Any]] = []
         consumed = False
         try:
-            tx = txmod.parse(raw)
+            known = parsed[n] if parsed is not None and n < len(parsed) else None
+            tx = known if known is not None and known.raw == raw else txmod.parse(raw)
             tx_id = tx.tx_id
             if tx.raw != raw:
                 raise LiangcaoError(Code.BAD_ENCODING, "transaction bytes in a block must be canonical")
@@ -150,14 +156,14 @@ def execute(
                 writes = tx_view.writes
                 events = outcome.events
                 r = blk.receipt(tx_id, Code.OK, "", outcome.result, events, blk.write_set_hash(writes))
-                rb = encoding.canonical(r)
+                rb = encoding.canonical(r, checked=True)  # result and events were checked when made
                 block_view.merge(tx_view)
             else:
                 rb, r = _failed(tx_id, outcome.code, outcome.message)
         except LiangcaoError as exc:
             if exc.code in NON_CONSUMING:
                 consumed = False
-            rb, r = _failed(tx_id, exc.code, exc.message)
+            rb, r = _failed(tx_id or encoding.sha256_hex(raw), exc.code, exc.message)
         if consumed:
             block_view.consumed.add(tx_id)
         out.tx_ids.append(tx_id)

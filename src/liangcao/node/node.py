@@ -213,7 +213,7 @@ class Node:
 
     def _commit(self, batch: list[Tx], sig_ok: dict[str, bool]) -> None:
         raws = [t.raw for t in batch]
-        block, ex = self.ledger.produce(raws, now_ms(), self.orderer, sig_ok)
+        block, ex = self.ledger.produce(raws, now_ms(), self.orderer, sig_ok, batch)
         att = self._attest(block.header)
         self._publish(block, ex, att)
 
