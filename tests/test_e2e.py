@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -187,6 +188,16 @@ def test_cli_flow_and_tamper_detection(net: tuple[Path, NodeProcess], tmp_path: 
     assert r.returncode == 1 and "does NOT verify" in r.stderr
     node.signal(signal.SIGTERM)
     assert "audit passed" in cli("audit", "--home", str(home)).stdout
+    assert "rebuilt state and indexes from" in cli("node", "rebuild", "--home", str(home)).stdout
+    assert "audit passed" in cli("audit", "--home", str(home)).stdout
+    copy = tmp_path / "copy.sqlite"
+    shutil.copy(home / "node" / "ledger.sqlite", copy)
+    db = sqlite3.connect(copy)
+    db.execute("UPDATE attestations SET attestation = replace(attestation, '\"height\":1', '\"height\":2') WHERE height = 1")
+    db.commit()
+    db.close()
+    r = cli("audit", "--db", str(copy), check=False)
+    assert r.returncode == 1 and "attestations @ height 1" in r.stderr
     db = sqlite3.connect(home / "node" / "ledger.sqlite")
     db.execute("UPDATE receipts SET code = code + 1 WHERE height = 1")
     db.commit()

@@ -56,7 +56,14 @@ class AuditReport:
 
 
 def _b(value: Any) -> bytes | None:
-    return None if value is None else bytes(value)
+    """A stored BLOB as bytes. A tampered row may hold TEXT or a number instead: compare its bytes anyway."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode("utf-8", errors="surrogateescape")
+    if isinstance(value, int | float):
+        return str(value).encode()
+    return bytes(value)
 
 
 def audit(
@@ -81,6 +88,10 @@ def audit(
         return _audit(db, runtime_factory, progress, report)
     except sqlite3.Error as exc:  # a file that is not a liangcao ledger at all, or a damaged one
         report.add("store", str(path), f"cannot be read as a liangcao ledger: {exc}")
+        report.complete = False
+        return report
+    except (ValueError, TypeError, KeyError) as exc:  # a column whose type was changed under us
+        report.add("store", str(path), f"a stored value has the wrong type: {exc!r}")
         report.complete = False
         return report
     finally:
@@ -241,14 +252,16 @@ def _audit(
 
 
 def _check_attestations(db: Any, report: AuditReport) -> None:
-    hashes = {
-        int(h): (str(bh), blk.Header.from_bytes(bytes(hd)).state_hash)
-        for h, bh, hd in db.execute("SELECT height, hash, header FROM blocks")
-    }
+    hashes: dict[int, tuple[str, str]] = {}
+    for h, bh, hd in db.execute("SELECT height, hash, header FROM blocks"):
+        try:
+            hashes[int(h)] = (str(bh), blk.Header.from_bytes(_b(hd) or b"").state_hash)
+        except (LiangcaoError, ValueError, TypeError):
+            continue  # the block checks report it
     for height, member, data in db.execute("SELECT height, member, attestation FROM attestations"):
         place = f"height {height} by {member}"
         try:
-            att = encoding.decode(bytes(data))
+            att = encoding.decode(_b(data) or b"")
             if not isinstance(att, dict):
                 raise LiangcaoError(0, "not an object")
             signer = blk.check_attestation(att)
@@ -263,7 +276,7 @@ def _check_attestations(db: Any, report: AuditReport) -> None:
 
 def _compare_state(db: Any, state: MemoryState, last_write: dict[str, int], report: AuditReport) -> None:
     stored: dict[bytes, tuple[bytes, int]] = {
-        bytes(k): (bytes(v), int(h)) for k, v, h in db.execute("SELECT key, value, height FROM state")
+        _b(k) or b"": (_b(v) or b"", h) for k, v, h in db.execute("SELECT key, value, height FROM state")
     }
     expected = {k.encode(): (v, last_write[k]) for k, v in state.data.items()}
     for key in sorted(set(stored) | set(expected)):
@@ -283,9 +296,7 @@ def _compare_state(db: Any, state: MemoryState, last_write: dict[str, int], repo
 
 
 def _compare_history(db: Any, expected: dict[tuple[bytes, int, int], bytes | None], report: AuditReport) -> None:
-    stored = {
-        (bytes(k), int(h), int(i)): _b(v) for k, h, i, v in db.execute("SELECT key, height, idx, value FROM history")
-    }
+    stored = {(_b(k) or b"", h, i): _b(v) for k, h, i, v in db.execute("SELECT key, height, idx, value FROM history")}
     for pk in sorted(set(stored) | set(expected)):
         place = f"key {pk[0].decode(errors='replace')} height {pk[1]} tx {pk[2]}"
         if pk not in expected:
@@ -298,7 +309,7 @@ def _compare_history(db: Any, expected: dict[tuple[bytes, int, int], bytes | Non
 
 def _compare_events(db: Any, expected: dict[tuple[int, int, int], tuple[str, str, bytes]], report: AuditReport) -> None:
     stored = {
-        (int(h), int(i), int(s)): (str(c), str(n), bytes(d))
+        (h, i, s): (str(c), str(n), _b(d) or b"")
         for h, i, s, c, n, d in db.execute("SELECT height, idx, seq, contract, name, data FROM events")
     }
     for pk in sorted(set(stored) | set(expected)):
