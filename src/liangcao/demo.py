@@ -182,10 +182,9 @@ def run_demo(home_dir: Path, port: int, serve: bool, console: Console) -> dict[s
             f"[bold]liangcao verify-proof {home_dir / 'proofs' / 'payment.json'}[/]."
         )
         if serve:
-            console.print(
-                f"\nServing until Ctrl-C. A read token for org1/alice:\n  {token}\n"
-                f"  curl -H 'Authorization: Bearer {token}' {home.url}/v1/head"
-            )
+            console.print("\nServing until Ctrl-C. A read token for org1/alice:")
+            console.print(token, soft_wrap=True)
+            console.print(f"curl -H 'Authorization: Bearer {token}' {home.url}/v1/head", soft_wrap=True)
             try:
                 while thread.is_alive():
                     time.sleep(0.5)
