@@ -193,7 +193,9 @@ def test_cli_flow_and_tamper_detection(net: tuple[Path, NodeProcess], tmp_path: 
     copy = tmp_path / "copy.sqlite"
     shutil.copy(home / "node" / "ledger.sqlite", copy)
     db = sqlite3.connect(copy)
-    db.execute("UPDATE attestations SET attestation = replace(attestation, '\"height\":1', '\"height\":2') WHERE height = 1")
+    db.execute(
+        "UPDATE attestations SET attestation = replace(attestation, '\"height\":1', '\"height\":2') WHERE height = 1"
+    )
     db.commit()
     db.close()
     r = cli("audit", "--db", str(copy), check=False)

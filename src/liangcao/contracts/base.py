@@ -116,6 +116,7 @@ class Context:
         events: list[dict[str, Any]] | None = None,
         depth: int = 0,
         consortium: Callable[[], Any] | None = None,
+        caller: str = "",
     ) -> None:
         self._view = view
         self.contract = contract
@@ -129,6 +130,8 @@ class Context:
         self.events: list[dict[str, Any]] = events if events is not None else []
         self._depth = depth
         self._consortium = consortium
+        #: The contract that invoked this one ("" when the transaction called it directly).
+        self.caller = caller
 
     def consortium(self) -> Any:
         """The consortium configuration (:class:`liangcao.contracts.config.Config`) as of this transaction."""
@@ -239,6 +242,18 @@ class Context:
                 return s
         self.fail(Code.WRONG_ORG_TYPE, f"needs a signer from an organisation of type {' or '.join(org_types)}")
 
+    def require_caller(self, *contracts: str) -> None:
+        """Only another contract (one of ``contracts``) may call this method, never a transaction directly."""
+        if self.caller not in contracts:
+            self.fail(Code.FORBIDDEN, f"{self.contract} may be called only by {', '.join(contracts)}")
+
+    def signer_of_org(self, org: str, *roles: str) -> Signer | None:
+        """A signer from organisation ``org`` (with one of ``roles``, if given)."""
+        for s in self.signers:
+            if s.org == org and (not roles or s.role in roles):
+                return s
+        return None
+
     @staticmethod
     def fail(code: int, message: str, detail: Any = None) -> NoReturn:
         raise ContractFailure(code, message, detail)
@@ -273,6 +288,7 @@ class Context:
             events=self.events,
             depth=self._depth + 1,
             consortium=self._consortium,
+            caller=self.contract,
         )
         return self._registry.call(child, contract, method, args, "query" if self.read_only else "transaction")
 

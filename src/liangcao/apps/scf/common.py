@@ -1,0 +1,77 @@
+"""Shared rules of the supply-chain finance contracts: codes, parties, dates, ids."""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import IntEnum
+from typing import Annotated
+
+import msgspec
+
+from liangcao.contracts.base import Context, Signer
+
+ACTING_ROLES = ("admin", "member")
+OrgId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+Fen = Annotated[int, msgspec.Meta(gt=0, le=10**15)]
+IsoDate = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+VoucherId = Annotated[str, msgspec.Meta(pattern=r"^V[0-9a-f]{20}(\.\d{1,3})*$", max_length=120)]
+
+#: Bounds of the supply-chain finance contracts.
+split_children_max = 64
+invoices_per_instrument_max = 64
+rate_bps_max = 10_000  # 100 % a year
+tree_nodes_max = 5_000
+
+
+class ScfCode(IntEnum):
+    NOT_PARTY = 2000  # the signer does not act for the party the action needs
+    INVOICE_USED = 2001  # the invoice already backs an instrument
+    FACE_EXCEEDS_INVOICES = 2002
+    BAD_SPLIT = 2003
+    NOT_ACTIVE = 2004  # retired, settled or overdue, or an offer/financing is pending
+    FROZEN = 2005
+    ALREADY_FINANCED = 2006
+    NOT_MATURE = 2007
+    MATURED = 2008
+    NOT_A_BANK = 2009
+    BAD_DATE = 2010
+    NO_OFFER = 2011
+
+
+def day_of(iso: str) -> int:
+    try:
+        return (dt.date.fromisoformat(iso) - dt.date(1970, 1, 1)).days
+    except ValueError:
+        Context.fail(ScfCode.BAD_DATE, f"{iso!r} is not a valid date")
+
+
+def iso_of(day: int) -> str:
+    return (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat()
+
+
+def today(ctx: Context) -> int:
+    return ctx.time_ms // 86_400_000
+
+
+def acting_for(ctx: Context, org: str) -> Signer:
+    """The signer acting for ``org``; fails NOT_PARTY if no admin or member of ``org`` signed."""
+    s = ctx.signer_of_org(org, *ACTING_ROLES)
+    if s is None:
+        ctx.fail(ScfCode.NOT_PARTY, f"needs the signature of an admin or member of {org}")
+    return s
+
+
+def org_type(ctx: Context, org: str) -> str:
+    entry = ctx.consortium().orgs.get(org)
+    if entry is None or not entry.active:
+        ctx.fail(ScfCode.NOT_PARTY, f"{org} is not an active organisation of the consortium")
+    return str(entry.type)
+
+
+def discount_fen(face: int, rate_bps: int, days: int) -> int:
+    """Discount for ``days`` at ``rate_bps`` a year, actual/360, rounded half up to the fen.
+
+    ``face * rate_bps * days / (10_000 * 360)`` computed in integers: no float ever touches money.
+    """
+    denominator = 10_000 * 360
+    return (face * rate_bps * days * 2 + denominator) // (denominator * 2)

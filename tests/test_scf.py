@@ -1,0 +1,420 @@
+"""Supply-chain finance: the seed story end to end, and a state machine of random (also forbidden) actions."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from conftest import NOW_MS
+from liangcao import encoding
+from liangcao.apps.bundle import default_registry
+from liangcao.apps.scf.common import ScfCode, day_of, discount_fen, iso_of
+from liangcao.codes import Code
+from liangcao.contracts.runtime import ContractRuntime
+from liangcao.genesis import Consortium, create_consortium
+from liangcao.ledger import block as blk
+from liangcao.ledger import executor
+from liangcao.ledger import tx as txm
+from liangcao.ledger.state import MemoryState
+
+DAY_MS = 86_400_000
+TYPES = ["core_enterprise", "supplier", "supplier", "supplier", "bank", "warehouse", "regulator"]
+CORE, T1, T2, T3, BANK, WAREHOUSE, REGULATOR = (f"org{i}" for i in range(1, 8))
+SCF: Consortium = create_consortium(7, org_types=TYPES, now_ms=NOW_MS, chain_id="scf-test")
+
+
+class Ledger:
+    """An in-memory replica with a clock, for fast contract tests."""
+
+    def __init__(self) -> None:
+        self.state = MemoryState()
+        self.runtime = ContractRuntime(default_registry())
+        self.state_hash = blk.ZERO_HASH
+        self.height = 0
+        self.time_ms = NOW_MS
+        self.n = 0
+        self.run_raw(SCF.genesis.txs[0])
+
+    def run_raw(self, raw: bytes) -> dict[str, Any]:
+        ex = executor.execute(
+            self.state,
+            self.runtime,
+            chain_id=SCF.chain_id,
+            height=self.height,
+            time_ms=self.time_ms,
+            prev_state_hash=self.state_hash,
+            txs=[raw],
+        )
+        self.state.apply(ex.writes, [t for t, c in zip(ex.tx_ids, ex.consumed, strict=True) if c])
+        self.state_hash = ex.state_hash
+        self.height += 1
+        self.time_ms += 1000
+        receipt: dict[str, Any] = encoding.decode(ex.receipts[0])  # type: ignore[assignment]
+        return receipt
+
+    def run(self, contract: str, method: str, args: dict[str, Any], *who: str) -> dict[str, Any]:
+        self.n += 1
+        signers = [SCF.org(w.split("/")[0]).signer(w.split("/")[1] if "/" in w else "admin") for w in who]
+        t = txm.build(
+            SCF.chain_id, contract, method, args, signers, not_after=self.time_ms + 60_000, nonce=f"n{self.n}"
+        )
+        return self.run_raw(t.raw)
+
+    def ok(self, contract: str, method: str, args: dict[str, Any], *who: str) -> Any:
+        r = self.run(contract, method, args, *who)
+        assert r["code"] == 0, r
+        return r["result"]
+
+    def query(self, contract: str, method: str, args: dict[str, Any]) -> Any:
+        return self.runtime.query(self.state, contract, method, args, height=self.height, time_ms=self.time_ms)
+
+    def balance(self, org: str, bank: str = BANK) -> int:
+        return int(self.query("scf.tokens", "balance", {"bank": bank, "org": org})["balance"])
+
+    def today_iso(self, plus_days: int = 0) -> str:
+        return iso_of(self.time_ms // DAY_MS + plus_days)
+
+
+def register_invoice(led: Ledger, seller: str, buyer: str, amount: int, number: str) -> str:
+    doc = hashlib.sha256(number.encode()).hexdigest()
+    return str(
+        led.ok(
+            "scf.invoices",
+            "register",
+            {
+                "code": "3100",
+                "number": number,
+                "seller": seller,
+                "buyer": buyer,
+                "amount": amount,
+                "date": led.today_iso(),
+                "doc_hash": doc,
+            },
+            seller,
+        )["key"]
+    )
+
+
+def test_discount_is_integer_actual_360_half_up() -> None:
+    assert discount_fen(30_000_000, 600, 90) == 450_000
+    assert discount_fen(100, 600, 1) == 0  # 0.0166 fen rounds down
+    assert discount_fen(10_000, 600, 360) == 600
+    assert discount_fen(15, 10_000, 12) == 1  # 0.5 fen rounds half up
+    assert day_of("2026-11-11") - day_of("2026-11-10") == 1
+
+
+def test_double_11_story() -> None:
+    led = Ledger()
+    inv = register_invoice(led, T1, CORE, 120_000_000, "0001")
+    led.ok("scf.tokens", "issue", {"to": BANK, "amount": 1_000_000_000}, BANK)
+    led.ok("scf.tokens", "issue", {"to": CORE, "amount": 200_000_000}, BANK)
+    # the factory issues 1,000,000.00 yuan to tier 1, maturing in 90 days
+    vid = led.ok(
+        "scf.vouchers",
+        "issue",
+        {"to": T1, "face": 100_000_000, "maturity": led.today_iso(90), "invoices": [inv], "settlement_bank": BANK},
+        CORE,
+    )["voucher"]
+    led.ok("scf.vouchers", "accept", {"voucher": vid}, T1)
+    # tier 1 passes 500,000.00 to tier 2, which passes 300,000.00 to tier 3
+    a, _rest = led.ok("scf.vouchers", "split", {"voucher": vid, "amounts": [50_000_000]}, T1)["children"]
+    led.ok("scf.vouchers", "offer", {"voucher": a, "to": T2}, T1)
+    led.ok("scf.vouchers", "accept", {"voucher": a}, T2)
+    b, _rest2 = led.ok("scf.vouchers", "split", {"voucher": a, "amounts": [30_000_000]}, T2)["children"]
+    led.ok("scf.vouchers", "offer", {"voucher": b, "to": T3}, T2)
+    led.ok("scf.vouchers", "accept", {"voucher": b}, T3)
+    # tier 3 finances at the bank at 6 % a year
+    led.ok("scf.vouchers", "request_financing", {"voucher": b, "bank": BANK, "rate_bps": 600}, T3)
+    before = led.balance(T3)
+    paid = led.ok("scf.vouchers", "accept_financing", {"voucher": b}, BANK)
+    days = paid["days"]
+    assert paid["discount"] == discount_fen(30_000_000, 600, days) and days in (89, 90)
+    assert led.balance(T3) - before == 30_000_000 - paid["discount"]
+    # never twice
+    r = led.run("scf.vouchers", "request_financing", {"voucher": b, "bank": BANK, "rate_bps": 500}, BANK)
+    assert r["code"] == ScfCode.ALREADY_FINANCED
+    # the invoice cannot back a second voucher
+    r = led.run(
+        "scf.vouchers",
+        "issue",
+        {"to": T1, "face": 1, "maturity": led.today_iso(30), "invoices": [inv], "settlement_bank": BANK},
+        CORE,
+    )
+    assert r["code"] == ScfCode.INVOICE_USED
+    tree = led.query("scf.vouchers", "tree", {"voucher": b})
+    assert tree["id"] == vid and [c["face"] for c in tree["children"]] == [50_000_000, 50_000_000]
+    assert led.query("scf.vouchers", "financed_book", {"org": BANK})["total"] == 30_000_000
+    assert led.query("scf.vouchers", "portfolio", {"org": T2})["total"] == 20_000_000
+    assert [r["id"] for r in led.query("scf.vouchers", "maturities", {"until": led.today_iso(100)})["roots"]] == [vid]
+    # not before maturity; then every leaf holder is paid exactly its face in one transaction
+    assert led.run("scf.vouchers", "settle", {"voucher": vid}, CORE)["code"] == ScfCode.NOT_MATURE
+    led.time_ms += 91 * DAY_MS
+    held = {org: led.balance(org) for org in (T1, T2, T3, BANK, CORE)}
+    payments = led.ok("scf.vouchers", "settle", {"voucher": vid}, CORE)["payments"]
+    assert sorted((p["holder"], p["amount"]) for p in payments) == [
+        (T1, 50_000_000),
+        (T2, 20_000_000),
+        (BANK, 30_000_000),
+    ]
+    assert led.balance(T1) - held[T1] == 50_000_000 and led.balance(T2) - held[T2] == 20_000_000
+    assert led.balance(BANK) - held[BANK] == 30_000_000 and held[CORE] - led.balance(CORE) == 100_000_000
+    assert led.run("scf.vouchers", "settle", {"voucher": vid}, CORE)["code"] == ScfCode.NOT_ACTIVE
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "who", "code"),
+    [
+        (
+            "issue",
+            {"to": T1, "face": 1, "maturity": "2099-01-01", "invoices": ["3100-0009"], "settlement_bank": BANK},
+            T1,
+            Code.WRONG_ORG_TYPE,
+        ),
+        (
+            "issue",
+            {"to": T1, "face": 1, "maturity": "2099-01-01", "invoices": ["3100-0009"], "settlement_bank": T2},
+            CORE,
+            ScfCode.NOT_A_BANK,
+        ),
+        (
+            "issue",
+            {"to": T1, "face": 1, "maturity": "2000-01-01", "invoices": ["3100-0009"], "settlement_bank": BANK},
+            CORE,
+            ScfCode.BAD_DATE,
+        ),
+        (
+            "issue",
+            {"to": T1, "face": 1, "maturity": "2099-02-30", "invoices": ["3100-0009"], "settlement_bank": BANK},
+            CORE,
+            ScfCode.BAD_DATE,
+        ),
+        (
+            "issue",
+            {"to": T1, "face": 10**12, "maturity": "2099-01-01", "invoices": ["3100-0009"], "settlement_bank": BANK},
+            CORE,
+            ScfCode.FACE_EXCEEDS_INVOICES,
+        ),
+        (
+            "issue",
+            {"to": T1, "face": 1.5, "maturity": "2099-01-01", "invoices": ["3100-0009"], "settlement_bank": BANK},
+            CORE,
+            Code.FLOAT_NOT_ALLOWED,
+        ),
+        (
+            "issue",
+            {"to": T1, "face": 1, "maturity": "2099-01-01", "invoices": ["3100-0404"], "settlement_bank": BANK},
+            CORE,
+            Code.NOT_FOUND,
+        ),
+    ],
+)
+def test_forbidden_issues(method: str, args: dict[str, Any], who: str, code: int) -> None:
+    led = Ledger()
+    register_invoice(led, T1, CORE, 1_000, "0009")
+    before = dict(led.state.data)
+    if code == Code.FLOAT_NOT_ALLOWED:
+        with pytest.raises(Exception, match="float"):
+            led.run("scf.vouchers", method, args, who)
+        return
+    assert led.run("scf.vouchers", method, args, who)["code"] == code
+    assert led.state.data == before
+
+
+def test_internal_methods_cannot_be_called_directly() -> None:
+    led = Ledger()
+    led.ok("scf.tokens", "issue", {"to": CORE, "amount": 100}, BANK)
+    r = led.run("scf.tokens", "pay", {"bank": BANK, "payer": CORE, "payee": T1, "amount": 100}, T1)
+    assert r["code"] == Code.FORBIDDEN
+    r = led.run("scf.invoices", "bind", {"keys": ["1-1"], "seller": T1, "buyer": CORE, "instrument": "x"}, T1)
+    assert r["code"] == Code.FORBIDDEN
+
+
+def movable(v: dict[str, Any]) -> bool:
+    return v["status"] == "active" and v["offer_to"] is None and v["financing"] is None and not v["frozen"]
+
+
+class ScfMachine(RuleBasedStateMachine):
+    """Random issue, split, offer, accept, finance, settle, overdue, freeze and token moves by random parties."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.led = Ledger()
+        self.led.ok("scf.tokens", "issue", {"to": BANK, "amount": 10**12}, BANK)
+        self.led.ok("scf.tokens", "issue", {"to": CORE, "amount": 10**12}, BANK)
+        self.invoices: list[str] = []
+        self.financed: list[str] = []
+
+    def vouchers(self) -> list[dict[str, Any]]:
+        return [encoding.decode(v) for k, v in self.led.state.data.items() if k.startswith("scf.vouchers/v/")]  # type: ignore[misc]
+
+    def attempt(self, contract: str, method: str, args: dict[str, Any], who: str) -> dict[str, Any]:
+        before = dict(self.led.state.data)
+        r = self.led.run(contract, method, args, who)
+        if r["code"] != 0:
+            assert r["message"]
+            assert self.led.state.data == before  # a refusal changes nothing
+        elif method == "accept_financing":
+            self.financed.append(args["voucher"])
+        return r
+
+    parties = st.sampled_from([CORE, T1, T2, T3, BANK, REGULATOR])
+
+    @rule(seller=st.sampled_from([T1, T2, T3]), amount=st.integers(1, 10**9))
+    def register(self, seller: str, amount: int) -> None:
+        self.invoices.append(register_invoice(self.led, seller, CORE, amount, f"{len(self.invoices) + 100}"))
+
+    @precondition(lambda self: self.invoices)
+    @rule(
+        data=st.data(),
+        who=st.sampled_from([CORE, CORE, CORE, T1, BANK]),
+        share=st.integers(1, 110),
+        days=st.integers(1, 60),
+    )
+    def issue(self, data: st.DataObject, who: str, share: int, days: int) -> None:
+        key = data.draw(st.sampled_from(self.invoices))
+        inv: Any = encoding.decode(self.led.state.data[f"scf.invoices/inv/{key}"])
+        face = max(1, inv["amount"] * share // 100)
+        self.attempt(
+            "scf.vouchers",
+            "issue",
+            {
+                "to": inv["seller"],
+                "face": face,
+                "maturity": self.led.today_iso(days),
+                "invoices": [key],
+                "settlement_bank": BANK,
+            },
+            who,
+        )
+
+    def pick(self, data: st.DataObject, fit: Any = None) -> tuple[dict[str, Any], str] | None:
+        """A voucher and an actor: usually one the action fits and a party it needs, sometimes anything."""
+        vs = sorted(self.vouchers(), key=lambda v: v["id"])
+        fitting = [v for v in vs if fit(v)] if fit is not None else []
+        if fitting and data.draw(st.integers(0, 4)):
+            vs = fitting
+        if not vs:
+            return None
+        v = data.draw(st.sampled_from(vs))
+        likely = [v["holder"], v["offer_to"] or v["holder"], (v["financing"] or {}).get("bank", BANK), v["issuer"]]
+        who = data.draw(st.sampled_from([*likely, *likely, REGULATOR, CORE, T1, T2, T3, BANK]))
+        return v, who
+
+    @rule(
+        data=st.data(),
+        method=st.sampled_from(
+            [
+                "accept",
+                "accept",
+                "reject",
+                "accept_financing",
+                "accept_financing",
+                "settle",
+                "mark_overdue",
+                "freeze",
+                "unfreeze",
+                "cancel_financing",
+            ]
+        ),
+    )
+    def simple(self, data: st.DataObject, method: str) -> None:
+        fits = {
+            "accept": lambda v: v["offer_to"] is not None,
+            "reject": lambda v: v["offer_to"] is not None,
+            "accept_financing": lambda v: v["financing"] is not None,
+            "cancel_financing": lambda v: v["financing"] is not None,
+            "settle": lambda v: v["root"] == v["id"],
+            "mark_overdue": lambda v: v["root"] == v["id"],
+            "unfreeze": lambda v: v["frozen"],
+        }
+        if (picked := self.pick(data, fits.get(method))) is not None:
+            v, who = picked
+            self.attempt("scf.vouchers", method, {"voucher": v["id"]}, who)
+
+    @rule(data=st.data())
+    def accept_offer(self, data: st.DataObject) -> None:
+        if (picked := self.pick(data, lambda v: v["offer_to"] is not None)) is not None:
+            v, who = picked
+            self.attempt("scf.vouchers", "accept", {"voucher": v["id"]}, v["offer_to"] or who)
+
+    @rule(data=st.data())
+    def finance(self, data: st.DataObject) -> None:
+        if (picked := self.pick(data, lambda v: v["financing"] is not None)) is not None:
+            v, who = picked
+            self.attempt(
+                "scf.vouchers", "accept_financing", {"voucher": v["id"]}, (v["financing"] or {}).get("bank", who)
+            )
+
+    @rule(data=st.data())
+    def settle_root(self, data: st.DataObject) -> None:
+        if (picked := self.pick(data, lambda v: v["root"] == v["id"])) is not None:
+            v, _ = picked
+            if data.draw(st.booleans()):
+                self.led.time_ms = max(self.led.time_ms, (v["maturity_day"] + 1) * DAY_MS)
+            self.attempt("scf.vouchers", "settle", {"voucher": v["id"]}, v["issuer"])
+
+    @rule(data=st.data(), to=parties)
+    def offer(self, data: st.DataObject, to: str) -> None:
+        if (picked := self.pick(data, movable)) is not None:
+            v, who = picked
+            who = v["holder"] if data.draw(st.integers(0, 4)) else who
+            self.attempt("scf.vouchers", "offer", {"voucher": v["id"], "to": to}, who)
+
+    @rule(data=st.data(), shares=st.lists(st.integers(1, 60), min_size=1, max_size=3))
+    def split(self, data: st.DataObject, shares: list[int]) -> None:
+        if (picked := self.pick(data, movable)) is not None:
+            v, who = picked
+            who = v["holder"] if data.draw(st.integers(0, 4)) else who
+            amounts = [max(1, v["face"] * s // 100) for s in shares]
+            self.attempt("scf.vouchers", "split", {"voucher": v["id"], "amounts": amounts}, who)
+
+    @rule(data=st.data(), bank=st.sampled_from([BANK, BANK, BANK, T1]), rate=st.integers(0, 2000))
+    def request_financing(self, data: st.DataObject, bank: str, rate: int) -> None:
+        if (picked := self.pick(data, movable)) is not None:
+            v, who = picked
+            who = v["holder"] if data.draw(st.integers(0, 4)) else who
+            self.attempt("scf.vouchers", "request_financing", {"voucher": v["id"], "bank": bank, "rate_bps": rate}, who)
+
+    @rule(who=parties, to=parties, amount=st.integers(1, 10**10))
+    def token_transfer(self, who: str, to: str, amount: int) -> None:
+        self.attempt("scf.tokens", "transfer", {"bank": BANK, "to": to, "amount": amount}, who)
+
+    @rule(days=st.integers(1, 20))
+    def time_passes(self, days: int) -> None:
+        self.led.time_ms += days * DAY_MS
+
+    @invariant()
+    def leaves_sum_to_root_face(self) -> None:
+        vs = {v["id"]: v for v in self.vouchers()}
+        for root in (v for v in vs.values() if v["root"] == v["id"]):
+            leaves = [v for v in vs.values() if v["root"] == root["id"] and v["status"] != "retired"]
+            assert sum(v["face"] for v in leaves) == root["face"]
+
+    @invariant()
+    def tokens_conserved(self) -> None:
+        token = self.led.query("scf.tokens", "supply", {"bank": BANK})
+        balances = sum(
+            int(encoding.decode(v)) for k, v in self.led.state.data.items() if k.startswith(f"scf.tokens/bal/{BANK}/")
+        )  # type: ignore[call-overload]
+        assert token["outstanding"] == balances
+
+    @invariant()
+    def financed_once_and_invoices_once(self) -> None:
+        assert len(self.financed) == len(set(self.financed))
+        for vid in self.financed:  # no ancestor or descendant of a financed voucher was financed too
+            assert not any(o != vid and (o.startswith(vid + ".") or vid.startswith(o + ".")) for o in self.financed)
+        roots = [v for v in self.vouchers() if v["root"] == v["id"]]
+        used = [k for r in roots for k in r["invoices"]]
+        assert len(used) == len(set(used))
+        for r in roots:
+            for k in r["invoices"]:
+                assert encoding.decode(self.led.state.data[f"scf.invoices/inv/{k}"])["used_by"] == r["id"]  # type: ignore[index]
+
+
+ScfMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=50, deadline=None)
+TestScf = ScfMachine.TestCase
