@@ -212,5 +212,7 @@ def test_demo_no_serve_then_audit(tmp_path: Path) -> None:
     home = tmp_path / "demo"
     r = cli("demo", "--home", str(home), "--no-serve", "--port", str(free_port(0)))
     assert "proof verifies" in r.stdout and "checks out" in r.stdout
+    assert "discount 4,500.00" in r.stdout or "discount 4,450.00" in r.stdout  # 90 (or 89) days at 6 % on 300,000.00
+    assert "ALREADY_FINANCED" in r.stdout and "INVOICE_USED" in r.stdout
     assert "audit passed" in cli("audit", "--home", str(home)).stdout
     assert "proof verifies" in cli("verify-proof", str(home / "proofs" / "payment.json")).stdout

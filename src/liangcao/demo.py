@@ -18,6 +18,10 @@ from liangcao.genesis import make_org
 from liangcao.ledger.audit import audit
 from liangcao.node.home import NodeHome, Server, init_network, load_signer, member_dir
 
+#: The seed story's cast: a brand's factory, its tier-1/2/3 suppliers, a bank, a warehouse, a regulator.
+DEMO_ORG_TYPES = ("core_enterprise", "supplier", "supplier", "supplier", "bank", "warehouse", "regulator")
+FACTORY, TIER1, TIER2, TIER3, BANK = "org1", "org2", "org3", "org4", "org5"
+
 
 def yuan(fen: int) -> str:
     return f"{fen // 100:,}.{fen % 100:02d}"
@@ -35,10 +39,14 @@ def free_port(preferred: int) -> int:
 
 
 def code_name(code: int) -> str:
-    try:
-        return Code(code).name
-    except ValueError:
-        return str(code)
+    from liangcao.apps.scf.common import ScfCode
+
+    for enum in (Code, ScfCode):
+        try:
+            return enum(code).name
+        except ValueError:
+            continue
+    return str(code)
 
 
 class Story:
@@ -72,7 +80,7 @@ def scenario(home: NodeHome, client: Client, console: Console) -> dict[str, Any]
     names = ", ".join(f"{o['org_id']} ({o['type']})" for o in cfg["orgs"])
     story.say(f"The consortium [bold]{cfg['chain']['chain_id']}[/] has {len(cfg['orgs'])} organisations: {names}.")
 
-    story.say("The platform's admin (org1/admin) mints 1,000,000.00 points to org1/alice.")
+    story.say("The factory's admin (org1/admin) mints 1,000,000.00 loyalty points to org1/alice.")
     story.result(client.call("demo.wallet", "mint", {"to": "org1/alice", "amount": 100_000_000}, [who("org1/admin")]))
 
     story.say("org1/alice pays org2/bob 250,000.00 for Double 11 stock.")
@@ -98,18 +106,24 @@ def scenario(home: NodeHome, client: Client, console: Console) -> dict[str, Any]
     r = client.submit(encoding.canonical(forged), wait=True)
     story.result(r["receipt"])
 
-    story.say("A fourth organisation, a logistics company, asks to join; only org1's admin signs.")
-    org4 = make_org("org4", "logistics", "Organisation 4 (logistics)")
-    story.result(client.call("consortium", "add_org", org4.org_args(), [who("org1/admin")]))
+    n_orgs = len(cfg["orgs"])
+    newcomer = make_org(f"org{n_orgs + 1}", "logistics", f"Organisation {n_orgs + 1} (logistics)")
+    story.say(f"A logistics company ({newcomer.org_id}) asks to join; only org1's admin signs.")
+    story.result(client.call("consortium", "add_org", newcomer.org_args(), [who("org1/admin")]))
 
-    story.say("The admins of org1 and org2 sign together: a majority of three organisations.")
-    story.result(
-        client.call("consortium", "add_org", org4.org_args(), [who("org1/admin"), who("org2/admin")]),
-        "org4 is a member",
+    majority = n_orgs // 2 + 1
+    admins = [who(f"org{i}/admin") for i in range(1, majority + 1)]
+    story.say(f"The admins of org1..org{majority} sign together: a majority of {n_orgs} organisations.")
+    story.result(client.call("consortium", "add_org", newcomer.org_args(), admins), f"{newcomer.org_id} is a member")
+
+    story.say(
+        f"{newcomer.org_id}'s own admin mints 500.00 points to {newcomer.org_id}/alice: its certificate is recognised."
     )
-
-    story.say("org4's own admin now mints 500.00 points to org4/alice: its certificate is recognised.")
-    story.result(client.call("demo.wallet", "mint", {"to": "org4/alice", "amount": 50_000}, [org4.signer("admin")]))
+    story.result(
+        client.call(
+            "demo.wallet", "mint", {"to": f"{newcomer.org_id}/alice", "amount": 50_000}, [newcomer.signer("admin")]
+        )
+    )
 
     story.say("A client fetches the payment's Merkle inclusion proof and checks it offline.")
     proof = client.proof(payment_id)
@@ -127,12 +141,14 @@ def scenario(home: NodeHome, client: Client, console: Console) -> dict[str, Any]
     table = Table(title="Balances (points)")
     table.add_column("member")
     table.add_column("balance", justify="right")
-    balances = {m: balance(m) for m in ("org1/alice", "org2/bob", "org3/alice", "org4/alice")}
+    balances = {m: balance(m) for m in ("org1/alice", "org2/bob", "org3/alice", f"{newcomer.org_id}/alice")}
     for m, b in balances.items():
         table.add_row(m, yuan(b))
     supply = int(client.query("demo.wallet", "supply", {})["supply"])
     table.add_row("[bold]supply[/]", f"[bold]{yuan(supply)}[/]")
     console.print(table)
+
+    scf = double_11(client, who, story, console) if n_orgs >= 5 else {}
 
     head = client.head()
     report = audit(home.store_path, _runtime)
@@ -152,7 +168,114 @@ def scenario(home: NodeHome, client: Client, console: Console) -> dict[str, Any]
         "audit_ok": report.ok,
         "events": len(events),
         "payment_tx": payment_id,
+        "scf": scf,
     }
+
+
+def double_11(client: Client, who: Any, story: Story, console: Console) -> dict[str, Any]:
+    """The supply-chain finance story: a factory's credit travels to its tier-3 supplier, who is paid early."""
+    import datetime as dt
+    import hashlib
+
+    def tokens(org: str) -> int:
+        return int(client.query("scf.tokens", "balance", {"bank": BANK, "org": org})["balance"])
+
+    def ok(contract: str, method: str, args: dict[str, Any], *signers: str) -> Any:
+        r = client.submit(client.build(contract, method, args, [who(s) for s in signers]), wait=True)
+        receipt = r["receipt"]
+        if receipt["code"] != 0:
+            raise ClientError(400, receipt["code"], receipt["message"])
+        return receipt["result"]
+
+    console.print("\n[bold]Double 11 supply-chain finance[/]")
+    today = dt.date.today()
+    maturity = (today + dt.timedelta(days=90)).isoformat()
+    story.say(
+        f"The bank ({BANK}) issues settlement tokens: 10,000,000.00 to itself, 2,000,000.00 to the factory's deposit."
+    )
+    ok("scf.tokens", "issue", {"to": BANK, "amount": 1_000_000_000}, f"{BANK}/admin")
+    ok("scf.tokens", "issue", {"to": FACTORY, "amount": 200_000_000}, f"{BANK}/admin")
+    number = today.strftime("%m%d") + str(int(client.head()["header"]["height"]))
+    story.say(
+        f"Tier 1 ({TIER1}) registers its invoice {number} to the factory for 1,200,000.00 (only its hash goes on chain)."
+    )
+    inv = ok(
+        "scf.invoices",
+        "register",
+        {
+            "code": "3100",
+            "number": number,
+            "seller": TIER1,
+            "buyer": FACTORY,
+            "amount": 120_000_000,
+            "date": today.isoformat(),
+            "doc_hash": hashlib.sha256(number.encode()).hexdigest(),
+        },
+        f"{TIER1}/alice",
+    )["key"]
+    story.say(f"The brand's factory ({FACTORY}) issues a voucher of 1,000,000.00 to tier 1, due {maturity}.")
+    root = ok(
+        "scf.vouchers",
+        "issue",
+        {"to": TIER1, "face": 100_000_000, "maturity": maturity, "invoices": [inv], "settlement_bank": BANK},
+        f"{FACTORY}/admin",
+    )["voucher"]
+    ok("scf.vouchers", "accept", {"voucher": root}, f"{TIER1}/alice")
+    story.say("Tier 1 accepts it, splits off 500,000.00 and passes it to tier 2, who accepts.")
+    part2, _ = ok("scf.vouchers", "split", {"voucher": root, "amounts": [50_000_000]}, f"{TIER1}/alice")["children"]
+    ok("scf.vouchers", "offer", {"voucher": part2, "to": TIER2}, f"{TIER1}/alice")
+    ok("scf.vouchers", "accept", {"voucher": part2}, f"{TIER2}/alice")
+    story.say("Tier 2 splits off 300,000.00 and passes it to tier 3, who accepts.")
+    part3, _ = ok("scf.vouchers", "split", {"voucher": part2, "amounts": [30_000_000]}, f"{TIER2}/alice")["children"]
+    ok("scf.vouchers", "offer", {"voucher": part3, "to": TIER3}, f"{TIER2}/alice")
+    ok("scf.vouchers", "accept", {"voucher": part3}, f"{TIER3}/alice")
+    before = tokens(TIER3)
+    story.say(
+        "Tier 3 asks the bank to finance its 300,000.00 at 6 % a year; the bank pays and becomes the holder, atomically."
+    )
+    ok("scf.vouchers", "request_financing", {"voucher": part3, "bank": BANK, "rate_bps": 600}, f"{TIER3}/alice")
+    paid = ok("scf.vouchers", "accept_financing", {"voucher": part3}, f"{BANK}/admin")
+    console.print(
+        f"    tier 3 receives {yuan(paid['paid'])} today ({paid['days']} days at 6 %: discount {yuan(paid['discount'])}); "
+        f"its token balance went from {yuan(before)} to {yuan(tokens(TIER3))}"
+    )
+    r = client.call(
+        "scf.vouchers", "request_financing", {"voucher": part3, "bank": BANK, "rate_bps": 500}, [who(f"{BANK}/admin")]
+    )
+    console.print("    financing the same part a second time:")
+    story.result(r)
+    r = client.call(
+        "scf.vouchers",
+        "issue",
+        {"to": TIER1, "face": 100, "maturity": maturity, "invoices": [inv], "settlement_bank": BANK},
+        [who(f"{FACTORY}/admin")],
+    )
+    console.print("    the factory tries to issue a second voucher on the same invoice:")
+    story.result(r)
+    tree = client.query("scf.vouchers", "tree", {"voucher": root})
+    table = Table(title=f"Voucher {root}: the split tree today")
+    for col in ("voucher", "holder", "face", "status", "financed by"):
+        table.add_column(col, justify="right" if col == "face" else "left")
+
+    def walk(node: dict[str, Any], depth: int) -> None:
+        table.add_row(
+            "  " * depth + ("root" if node["id"] == root else node["id"][len(root) :]),
+            node["holder"],
+            yuan(node["face"]),
+            node["status"],
+            node["financed_by"] or "",
+        )
+        for c in node["children"]:
+            walk(c, depth + 1)
+
+    walk(tree, 0)
+    console.print(table)
+    leaves = client.query("scf.vouchers", "portfolio", {"org": BANK})
+    console.print(
+        f"    at maturity ({maturity}) the factory settles the root in one transaction and every leaf holder "
+        f"receives exactly its face; the bank's book holds {yuan(leaves['total'])} of it."
+    )
+    return {"root": root, "paid": paid, "tree": tree}
 
 
 def _runtime() -> Any:
@@ -164,8 +287,8 @@ def _runtime() -> Any:
 
 def run_demo(home_dir: Path, port: int, serve: bool, console: Console) -> dict[str, Any]:
     if not (home_dir / "node" / "node.json").exists():
-        init_network(home_dir, 3, port=free_port(port))
-        console.print(f"Created a 3-organisation consortium in [bold]{home_dir}[/]")
+        init_network(home_dir, len(DEMO_ORG_TYPES), port=free_port(port), org_types=list(DEMO_ORG_TYPES))
+        console.print(f"Created a {len(DEMO_ORG_TYPES)}-organisation consortium in [bold]{home_dir}[/]")
     home = NodeHome.open(home_dir)
     home.config["port"] = free_port(int(home.config["port"]))
     node = home.node()

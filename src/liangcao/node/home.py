@@ -53,11 +53,12 @@ def init_network(
     port: int = DEFAULT_PORT,
     block_txs_max: int = 1000,
     block_wait_ms: int = 20,
+    org_types: list[str] | None = None,
 ) -> Consortium:
     root = Path(out)
     if (root / "consortium.json").exists():
         raise FileExistsError(f"{root} already holds a network")
-    consortium = create_consortium(orgs, chain_id=chain_id)
+    consortium = create_consortium(orgs, chain_id=chain_id, org_types=org_types)
     consortium.write(root)
     node_dir = root / "node"
     node_dir.mkdir(parents=True, exist_ok=True)
