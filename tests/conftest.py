@@ -56,6 +56,41 @@ class Chain:
         return {k: v for k, v in self.ledger.store.range("")}
 
 
+class Replica:
+    """One independent in-memory peer with its own state, runtime and clock (no cache shared with others)."""
+
+    def __init__(self, consortium: Consortium, time_ms: int = NOW_MS) -> None:
+        from liangcao.ledger import block as blk
+        from liangcao.ledger.state import MemoryState
+
+        self.consortium = consortium
+        self.state = MemoryState()
+        self.runtime = ContractRuntime(default_registry())
+        self.state_hash = blk.ZERO_HASH
+        self.height = 0
+        self.time_ms = time_ms
+        self.apply([consortium.genesis.txs[0]])
+
+    def apply(self, txs: Sequence[bytes]) -> Any:
+        """Execute ``txs`` as the next block and apply it; the clock moves one second."""
+        from liangcao.ledger import executor
+
+        ex = executor.execute(
+            self.state,
+            self.runtime,
+            chain_id=self.consortium.chain_id,
+            height=self.height,
+            time_ms=self.time_ms,
+            prev_state_hash=self.state_hash,
+            txs=txs,
+        )
+        self.state.apply(ex.writes, [t for t, c in zip(ex.tx_ids, ex.consumed, strict=True) if c])
+        self.state_hash = ex.state_hash
+        self.height += 1
+        self.time_ms += 1000
+        return ex
+
+
 def open_ledger(path: Path) -> Ledger:
     return Ledger.open(path, ContractRuntime(default_registry()))
 

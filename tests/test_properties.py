@@ -8,16 +8,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from conftest import NOW_MS
+from conftest import NOW_MS, Replica
 from liangcao import encoding
-from liangcao.apps.bundle import default_registry
 from liangcao.codes import Code
-from liangcao.contracts.runtime import ContractRuntime
 from liangcao.genesis import Consortium, create_consortium
-from liangcao.ledger import block as blk
-from liangcao.ledger import executor
 from liangcao.ledger import tx as txm
-from liangcao.ledger.state import MemoryState
 
 CONSORTIUM: Consortium = create_consortium(3, now_ms=NOW_MS)
 MEMBERS = [(f"org{o}", m) for o in (1, 2, 3) for m in ("alice", "bob", "admin")]
@@ -36,34 +31,6 @@ op = st.tuples(
     st.sampled_from(MEMBERS),
     st.integers(min_value=-5, max_value=5_000),
 )
-
-
-class Replica:
-    """One independent peer: its own state and its own runtime (so no cache is shared)."""
-
-    def __init__(self) -> None:
-        self.state = MemoryState()
-        self.runtime = ContractRuntime(default_registry())
-        self.state_hash = blk.ZERO_HASH
-        self.height = 0
-        self.time_ms = NOW_MS
-        self.apply([CONSORTIUM.genesis.txs[0]])
-
-    def apply(self, txs: list[bytes]) -> executor.Execution:
-        ex = executor.execute(
-            self.state,
-            self.runtime,
-            chain_id=CONSORTIUM.chain_id,
-            height=self.height,
-            time_ms=self.time_ms,
-            prev_state_hash=self.state_hash,
-            txs=txs,
-        )
-        self.state.apply(ex.writes, [t for t, c in zip(ex.tx_ids, ex.consumed, strict=True) if c])
-        self.state_hash = ex.state_hash
-        self.height += 1
-        self.time_ms += 1000
-        return ex
 
 
 def build_blocks(ops: list[tuple[str, tuple[str, str], tuple[str, str], int]], cuts: list[int]) -> list[list[bytes]]:
@@ -89,7 +56,7 @@ def build_blocks(ops: list[tuple[str, tuple[str, str], tuple[str, str], int]], c
 @given(st.lists(op, min_size=1, max_size=40), st.lists(st.integers(0, 40), max_size=5))
 def test_two_independent_executions_agree(ops: list[Any], cuts: list[int]) -> None:
     blocks = build_blocks(ops, cuts)
-    a, b = Replica(), Replica()
+    a, b = Replica(CONSORTIUM), Replica(CONSORTIUM)
     for txs in blocks:
         ea, eb = a.apply(txs), b.apply(list(txs))
         assert ea.receipts == eb.receipts
@@ -102,7 +69,7 @@ class WalletMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.replica = Replica()
+        self.replica = Replica(CONSORTIUM)
         self.n = 0
         self.model: dict[str, int] = {}
 

@@ -10,17 +10,12 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from conftest import NOW_MS
+from conftest import NOW_MS, Replica
 from liangcao import encoding
-from liangcao.apps.bundle import default_registry
 from liangcao.apps.scf.common import ScfCode, day_of, discount_fen, iso_of
 from liangcao.codes import Code
-from liangcao.contracts.runtime import ContractRuntime
 from liangcao.genesis import Consortium, create_consortium
-from liangcao.ledger import block as blk
-from liangcao.ledger import executor
 from liangcao.ledger import tx as txm
-from liangcao.ledger.state import MemoryState
 
 DAY_MS = 86_400_000
 TYPES = ["core_enterprise", "supplier", "supplier", "supplier", "bank", "warehouse", "regulator"]
@@ -28,32 +23,15 @@ CORE, T1, T2, T3, BANK, WAREHOUSE, REGULATOR = (f"org{i}" for i in range(1, 8))
 SCF: Consortium = create_consortium(7, org_types=TYPES, now_ms=NOW_MS, chain_id="scf-test")
 
 
-class Ledger:
-    """An in-memory replica with a clock, for fast contract tests."""
+class Ledger(Replica):
+    """An in-memory replica of the SCF consortium with helpers to act as its parties."""
 
     def __init__(self) -> None:
-        self.state = MemoryState()
-        self.runtime = ContractRuntime(default_registry())
-        self.state_hash = blk.ZERO_HASH
-        self.height = 0
-        self.time_ms = NOW_MS
+        super().__init__(SCF)
         self.n = 0
-        self.run_raw(SCF.genesis.txs[0])
 
     def run_raw(self, raw: bytes) -> dict[str, Any]:
-        ex = executor.execute(
-            self.state,
-            self.runtime,
-            chain_id=SCF.chain_id,
-            height=self.height,
-            time_ms=self.time_ms,
-            prev_state_hash=self.state_hash,
-            txs=[raw],
-        )
-        self.state.apply(ex.writes, [t for t, c in zip(ex.tx_ids, ex.consumed, strict=True) if c])
-        self.state_hash = ex.state_hash
-        self.height += 1
-        self.time_ms += 1000
+        ex = self.apply([raw])
         receipt: dict[str, Any] = encoding.decode(ex.receipts[0])  # type: ignore[assignment]
         return receipt
 
