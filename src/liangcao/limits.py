@@ -36,9 +36,28 @@ block_bytes_max = 16 * 1024 * 1024
 # The node.
 mempool_txs_max = 50_000
 
+# The node's memory of recent commits, for clients waiting on a transaction.
+recent_txs_max = 200_000
+
 # Identity.
 cert_cache_max = 100_000
 orgs_max = 256
+
+# The HTTP API.
+wait_ms_max = 60_000
+page_blocks_max = 100
+page_state_max = 1000
+batch_txs_max = 2000
+batch_bytes_max = 16 * 1024 * 1024
+sse_queue_max = 10_000
+replay_window_blocks = 100
+token_ttl_days_max = 366
+
+# Supply-chain finance.
+split_children_max = 64
+invoices_per_instrument_max = 64
+rate_bps_max = 10_000  # 100 % a year
+tree_nodes_max = 5_000
 
 
 def _check() -> None:
@@ -50,6 +69,8 @@ def _check() -> None:
         raise AssertionError("a full block of small transactions must fit in block_bytes_max")
     if not (mempool_txs_max >= block_txs_max):
         raise AssertionError("the mempool must hold at least one full block")
+    if not (batch_txs_max <= mempool_txs_max and batch_bytes_max >= batch_txs_max * 64):
+        raise AssertionError("a full batch must fit in the mempool and in batch_bytes_max")
 
 
 _check()

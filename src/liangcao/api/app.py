@@ -31,14 +31,14 @@ from liangcao.errors import LiangcaoError
 from liangcao.ledger.chain import tx_with_proofs
 from liangcao.node.node import Committed, Node
 
-#: Bounds of the API itself.
-wait_ms_max = 60_000
-page_blocks_max = 100
-page_state_max = 1000
-batch_txs_max = 2000
-batch_bytes_max = 16 * 1024 * 1024
-sse_queue_max = 10_000
-replay_window_blocks = 100
+# Bounds of the API itself (named in liangcao.limits).
+wait_ms_max = limits.wait_ms_max
+page_blocks_max = limits.page_blocks_max
+page_state_max = limits.page_state_max
+batch_txs_max = limits.batch_txs_max
+batch_bytes_max = limits.batch_bytes_max
+sse_queue_max = limits.sse_queue_max
+replay_window_blocks = limits.replay_window_blocks
 
 _STATUS: dict[int, int] = {
     Code.UNAUTHORIZED: 401,

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from liangcao.codes import Code
 from liangcao.errors import LiangcaoError
+from liangcao.limits import token_ttl_days_max
 
 PREFIX = "lc1"
-token_ttl_days_max = 366
 
 
 def _b64(data: bytes) -> str:

@@ -42,8 +42,7 @@ from liangcao.node.verify import SigVerifier
 
 log = logging.getLogger("liangcao.node")
 
-#: How many recently committed transaction positions the node remembers for waiting clients.
-recent_txs_max = 200_000
+recent_txs_max = limits.recent_txs_max
 
 
 @dataclass(frozen=True)

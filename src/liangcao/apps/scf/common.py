@@ -16,12 +16,6 @@ Fen = Annotated[int, msgspec.Meta(gt=0, le=10**15)]
 IsoDate = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
 VoucherId = Annotated[str, msgspec.Meta(pattern=r"^V[0-9a-f]{20}(\.\d{1,3})*$", max_length=120)]
 
-#: Bounds of the supply-chain finance contracts.
-split_children_max = 64
-invoices_per_instrument_max = 64
-rate_bps_max = 10_000  # 100 % a year
-tree_nodes_max = 5_000
-
 
 class ScfCode(IntEnum):
     NOT_PARTY = 2000  # the signer does not act for the party the action needs

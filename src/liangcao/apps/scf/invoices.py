@@ -17,11 +17,11 @@ from liangcao.apps.scf.common import (
     ScfCode,
     acting_for,
     day_of,
-    invoices_per_instrument_max,
     org_type,
 )
 from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, query, transaction
+from liangcao.limits import invoices_per_instrument_max
 
 CALLERS = ("scf.vouchers",)
 InvoiceKey = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Za-z]{1,20}-[0-9A-Za-z]{1,20}$")]

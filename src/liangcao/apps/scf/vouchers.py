@@ -38,17 +38,14 @@ from liangcao.apps.scf.common import (
     acting_for,
     day_of,
     discount_fen,
-    invoices_per_instrument_max,
     iso_of,
     org_type,
-    rate_bps_max,
-    split_children_max,
     today,
-    tree_nodes_max,
 )
 from liangcao.apps.scf.invoices import InvoiceKey
 from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, NoArgs, query, transaction
+from liangcao.limits import invoices_per_instrument_max, rate_bps_max, split_children_max, tree_nodes_max
 
 
 class IssueArgs(Args):
