@@ -188,7 +188,9 @@ class Hub:
                 q.put_nowait(info)
             except asyncio.QueueFull:  # a slow reader is cut off; it resumes with Last-Event-ID
                 self.subscribers.discard(q)
-                q.put_nowait(None) if not q.full() else None
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    q.get_nowait()  # make room for the end-of-stream marker
+                q.put_nowait(None)
 
     def wait_for(self, tx_id: str) -> asyncio.Future[tuple[int, int, int]]:
         loop = asyncio.get_running_loop()
@@ -274,12 +276,12 @@ def create_app(node: Node, auth: TokenAuth) -> FastAPI:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > size_max:
             raise ApiError(413, Code.TOO_LARGE, f"request body is larger than {size_max} bytes")
-        body = b""
+        body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > size_max:
                 raise ApiError(413, Code.TOO_LARGE, f"request body is larger than {size_max} bytes")
-        return body
+        return bytes(body)
 
     def committed_body(tx_id: str, pos: tuple[int, int, int]) -> dict[str, Any]:
         height, idx, code = pos

@@ -172,8 +172,9 @@ class Node:
         tx = self.check(raw)
         if tx.tx_id in self._recent or self.reader().tx_seen(tx.tx_id):
             return tx, "committed"
-        self._admitted.setdefault(tx.tx_id, now_ms())
-        self.mempool.add(tx)
+        admitted = now_ms()
+        if self.mempool.add(tx):  # raises MEMPOOL_FULL before anything is remembered
+            self._admitted.setdefault(tx.tx_id, admitted)
         return tx, "pending"
 
     def position(self, tx_id: str) -> tuple[int, int, int] | None:
