@@ -203,6 +203,34 @@ def test_forbidden_issues(method: str, args: dict[str, Any], who: str, code: int
     assert led.state.data == before
 
 
+def test_warehouse_receipts() -> None:
+    led = Ledger()
+    led.ok(
+        "scf.receipts",
+        "declare",
+        {"lot": "milk-2026-11", "owner": T1, "goods": "infant formula 800g", "quantity": 1000},
+        WAREHOUSE,
+    )
+    rid = led.ok("scf.receipts", "issue", {"lot": "milk-2026-11", "quantity": 600}, WAREHOUSE, T1)["receipt"]
+    r = led.run("scf.receipts", "issue", {"lot": "milk-2026-11", "quantity": 401}, WAREHOUSE, T1)
+    assert r["code"] == ScfCode.EXCEEDS_STOCK  # never more receipts than stock
+    assert led.run("scf.receipts", "issue", {"lot": "milk-2026-11", "quantity": 400}, T1)["code"] == ScfCode.NOT_PARTY
+    led.ok("scf.receipts", "pledge", {"receipt": rid, "bank": BANK}, T1, BANK)
+    for method, args, who in [
+        ("pledge", {"receipt": rid, "bank": BANK}, (T1, BANK)),
+        ("transfer", {"receipt": rid, "to": T2}, (T1,)),
+        ("deliver", {"receipt": rid}, (T1, WAREHOUSE)),
+        ("cancel", {"receipt": rid}, (T1, WAREHOUSE)),
+    ]:
+        assert led.run("scf.receipts", method, args, *who)["code"] == ScfCode.PLEDGED
+    assert led.run("scf.receipts", "release", {"receipt": rid}, T1)["code"] == ScfCode.NOT_PARTY
+    led.ok("scf.receipts", "release", {"receipt": rid}, BANK)
+    led.ok("scf.receipts", "transfer", {"receipt": rid, "to": T2}, T1)
+    led.ok("scf.receipts", "deliver", {"receipt": rid}, T2, WAREHOUSE)
+    assert led.query("scf.receipts", "lot", {"lot": "milk-2026-11"})["stock"] == 400
+    assert led.run("scf.receipts", "transfer", {"receipt": rid, "to": T3}, T2)["code"] == ScfCode.NOT_ACTIVE
+
+
 def test_internal_methods_cannot_be_called_directly() -> None:
     led = Ledger()
     led.ok("scf.tokens", "issue", {"to": CORE, "amount": 100}, BANK)
@@ -231,8 +259,11 @@ class ScfMachine(RuleBasedStateMachine):
         return [encoding.decode(v) for k, v in self.led.state.data.items() if k.startswith("scf.vouchers/v/")]  # type: ignore[misc]
 
     def attempt(self, contract: str, method: str, args: dict[str, Any], who: str) -> dict[str, Any]:
+        return self.attempt_many(contract, method, args, [who])
+
+    def attempt_many(self, contract: str, method: str, args: dict[str, Any], who: list[str]) -> dict[str, Any]:
         before = dict(self.led.state.data)
-        r = self.led.run(contract, method, args, who)
+        r = self.led.run(contract, method, args, *who)
         if r["code"] != 0:
             assert r["message"]
             assert self.led.state.data == before  # a refusal changes nothing
@@ -358,6 +389,38 @@ class ScfMachine(RuleBasedStateMachine):
             who = v["holder"] if data.draw(st.integers(0, 4)) else who
             self.attempt("scf.vouchers", "request_financing", {"voucher": v["id"], "bank": bank, "rate_bps": rate}, who)
 
+    @rule(who=st.sampled_from([WAREHOUSE, WAREHOUSE, T1]), owner=st.sampled_from([T1, T2]), qty=st.integers(1, 500))
+    def declare(self, who: str, owner: str, qty: int) -> None:
+        self.attempt(
+            "scf.receipts", "declare", {"lot": f"lot-{owner}", "owner": owner, "goods": "rice", "quantity": qty}, who
+        )
+
+    @rule(owner=st.sampled_from([T1, T2]), qty=st.integers(1, 400), cosign=st.booleans())
+    def issue_receipt(self, owner: str, qty: int, cosign: bool) -> None:
+        self.attempt_many(
+            "scf.receipts",
+            "issue",
+            {"lot": f"lot-{owner}", "quantity": qty},
+            [WAREHOUSE, owner] if cosign else [WAREHOUSE],
+        )
+
+    @rule(data=st.data(), method=st.sampled_from(["pledge", "release", "transfer", "deliver", "cancel"]))
+    def receipt_action(self, data: st.DataObject, method: str) -> None:
+        rs = sorted(k.rsplit("/", 1)[1] for k in self.led.state.data if k.startswith("scf.receipts/r/"))
+        if not rs:
+            return
+        rid = data.draw(st.sampled_from(rs))
+        r: Any = encoding.decode(self.led.state.data[f"scf.receipts/r/{rid}"])
+        signers = data.draw(
+            st.sampled_from([[r["holder"]], [r["holder"], BANK], [r["holder"], WAREHOUSE], [BANK], [T3]])
+        )
+        args: dict[str, Any] = {"receipt": rid}
+        if method == "pledge":
+            args["bank"] = BANK
+        if method == "transfer":
+            args["to"] = data.draw(st.sampled_from([T1, T2, T3]))
+        self.attempt_many("scf.receipts", method, args, signers)
+
     @rule(who=parties, to=parties, amount=st.integers(1, 10**10))
     def token_transfer(self, who: str, to: str, amount: int) -> None:
         self.attempt("scf.tokens", "transfer", {"bank": BANK, "to": to, "amount": amount}, who)
@@ -372,6 +435,21 @@ class ScfMachine(RuleBasedStateMachine):
         for root in (v for v in vs.values() if v["root"] == v["id"]):
             leaves = [v for v in vs.values() if v["root"] == root["id"] and v["status"] != "retired"]
             assert sum(v["face"] for v in leaves) == root["face"]
+
+    @invariant()
+    def receipts_never_exceed_stock(self) -> None:
+        data = self.led.state.data
+        open_by_lot: dict[str, int] = {}
+        for k, v in data.items():
+            if k.startswith("scf.receipts/r/"):
+                r: Any = encoding.decode(v)
+                if r["status"] == "open":
+                    open_by_lot[r["lot"]] = open_by_lot.get(r["lot"], 0) + r["quantity"]
+                    assert r["pledged_to"] in (None, BANK)
+        for k, v in data.items():
+            if k.startswith("scf.receipts/lot/"):
+                lot: Any = encoding.decode(v)
+                assert lot["reserved"] == open_by_lot.get(lot["lot"], 0) <= lot["stock"]
 
     @invariant()
     def tokens_conserved(self) -> None:

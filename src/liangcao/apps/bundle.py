@@ -11,9 +11,10 @@ from liangcao.contracts.base import Registry
 def default_registry() -> Registry:
     """Every built-in contract: the system contract and the shipped applications."""
     from liangcao.apps.scf.invoices import Invoices
+    from liangcao.apps.scf.receipts import Receipts
     from liangcao.apps.scf.tokens import Tokens
     from liangcao.apps.scf.vouchers import Vouchers
     from liangcao.apps.wallet import Wallet
     from liangcao.contracts.consortium import Consortium
 
-    return Registry([Consortium(), Wallet(), Tokens(), Invoices(), Vouchers()])
+    return Registry([Consortium(), Wallet(), Tokens(), Invoices(), Vouchers(), Receipts()])

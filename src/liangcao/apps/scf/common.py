@@ -30,6 +30,8 @@ class ScfCode(IntEnum):
     NOT_A_BANK = 2009
     BAD_DATE = 2010
     NO_OFFER = 2011
+    EXCEEDS_STOCK = 2012  # receipts would exceed the declared stock
+    PLEDGED = 2013  # a pledged receipt cannot move, be pledged again, delivered or cancelled
 
 
 def day_of(iso: str) -> int:
