@@ -20,7 +20,7 @@ from liangcao.node.home import NodeHome, Server, init_network, load_signer, memb
 
 #: The seed story's cast: a brand's factory, its tier-1/2/3 suppliers, a bank, a warehouse, a regulator.
 DEMO_ORG_TYPES = ("core_enterprise", "supplier", "supplier", "supplier", "bank", "warehouse", "regulator")
-FACTORY, TIER1, TIER2, TIER3, BANK = "org1", "org2", "org3", "org4", "org5"
+FACTORY, TIER1, TIER2, TIER3, BANK, WAREHOUSE = "org1", "org2", "org3", "org4", "org5", "org6"
 
 
 def yuan(fen: int) -> str:
@@ -252,6 +252,28 @@ def double_11(client: Client, who: Any, story: Story, console: Console) -> dict[
     )
     console.print("    the factory tries to issue a second voucher on the same invoice:")
     story.result(r)
+    lot = f"rice-{number}"
+    story.say(
+        f"The warehouse ({WAREHOUSE}) declares 20,000 bags of rice held for tier 1 and issues a receipt for 12,000."
+    )
+    ok(
+        "scf.receipts",
+        "declare",
+        {"lot": lot, "owner": TIER1, "goods": "rice, 25 kg bags", "quantity": 20_000},
+        f"{WAREHOUSE}/admin",
+    )
+    receipt = ok("scf.receipts", "issue", {"lot": lot, "quantity": 12_000}, f"{WAREHOUSE}/admin", f"{TIER1}/alice")[
+        "receipt"
+    ]
+    story.say("Tier 1 pledges the receipt to the bank; while pledged it cannot be moved or pledged again.")
+    ok("scf.receipts", "pledge", {"receipt": receipt, "bank": BANK}, f"{TIER1}/alice", f"{BANK}/admin")
+    story.result(client.call("scf.receipts", "transfer", {"receipt": receipt, "to": TIER2}, [who(f"{TIER1}/alice")]))
+    r = client.call(
+        "scf.receipts", "issue", {"lot": lot, "quantity": 9_000}, [who(f"{WAREHOUSE}/admin"), who(f"{TIER1}/alice")]
+    )
+    console.print("    a second receipt for 9,000 bags, more than the 8,000 the lot still holds free:")
+    story.result(r)
+
     tree = client.query("scf.vouchers", "tree", {"voucher": root})
     table = Table(title=f"Voucher {root}: the split tree today")
     for col in ("voucher", "holder", "face", "status", "financed by"):
@@ -275,7 +297,7 @@ def double_11(client: Client, who: Any, story: Story, console: Console) -> dict[
         f"    at maturity ({maturity}) the factory settles the root in one transaction and every leaf holder "
         f"receives exactly its face; the bank's book holds {yuan(leaves['total'])} of it."
     )
-    return {"root": root, "paid": paid, "tree": tree}
+    return {"root": root, "paid": paid, "tree": tree, "receipt": receipt}
 
 
 def _runtime() -> Any:
