@@ -231,6 +231,77 @@ def test_warehouse_receipts() -> None:
     assert led.run("scf.receipts", "transfer", {"receipt": rid, "to": T3}, T2)["code"] == ScfCode.NOT_ACTIVE
 
 
+def test_commercial_bill_lifecycle_with_recourse() -> None:
+    led = Ledger()
+    led.ok("scf.tokens", "issue", {"to": BANK, "amount": 10**10}, BANK)
+    led.ok("scf.tokens", "issue", {"to": CORE, "amount": 10**10}, BANK)
+    led.ok("scf.tokens", "issue", {"to": T1, "amount": 10**10}, BANK)
+    # the factory (drawer) issues a bill to tier 1, accepted by the factory itself, due in 60 days
+    bill = led.ok(
+        "scf.bills",
+        "issue",
+        {"payee": T1, "acceptor": CORE, "amount": 5_000_000, "maturity": led.today_iso(60), "settlement_bank": BANK},
+        CORE,
+    )["bill"]
+    assert (
+        led.run("scf.bills", "endorse", {"bill": bill, "to": T2}, T1, T2)["code"] == ScfCode.NOT_ACTIVE
+    )  # not accepted yet
+    assert led.run("scf.bills", "accept", {"bill": bill}, T1)["code"] == ScfCode.NOT_PARTY
+    led.ok("scf.bills", "accept", {"bill": bill}, CORE)
+    # endorsement needs both sides
+    assert led.run("scf.bills", "endorse", {"bill": bill, "to": T2}, T1)["code"] == ScfCode.NOT_PARTY
+    led.ok("scf.bills", "endorse", {"bill": bill, "to": T2}, T1, T2)
+    # tier 2 discounts it at the bank: paid at once, the bank holds it
+    before = led.balance(T2)
+    paid = led.ok("scf.bills", "discount", {"bill": bill, "bank": BANK, "rate_bps": 500}, T2, BANK)
+    assert led.balance(T2) - before == paid["paid"] == 5_000_000 - discount_fen(5_000_000, 500, paid["days"])
+    b = led.query("scf.bills", "bill", {"bill": bill})
+    assert b["holder"] == BANK and b["endorsers"] == [T1, T2]
+    assert led.run("scf.bills", "present", {"bill": bill}, BANK)["code"] == ScfCode.NOT_MATURE
+    led.time_ms += 61 * DAY_MS
+    led.ok("scf.bills", "present", {"bill": bill}, BANK)
+    led.ok("scf.bills", "dishonour", {"bill": bill}, CORE)
+    # recourse: the bank claims against tier 2, which pays and then claims against tier 1, which claims the drawer
+    assert led.run("scf.bills", "recourse", {"bill": bill, "against": T3}, BANK)["code"] == Code.INVALID_ARGUMENT
+    led.ok("scf.bills", "recourse", {"bill": bill, "against": T2}, BANK)
+    # tier 2 got only the discounted amount: it cannot pay the face yet, and the refusal changes nothing
+    state = dict(led.state.data)
+    assert led.run("scf.bills", "honour_recourse", {"bill": bill}, T2)["code"] == Code.INSUFFICIENT_FUNDS
+    assert led.state.data == state
+    led.ok("scf.tokens", "issue", {"to": T2, "amount": 1_000_000}, BANK)
+    bank_before = led.balance(BANK)
+    led.ok("scf.bills", "honour_recourse", {"bill": bill}, T2)
+    assert led.balance(BANK) - bank_before == 5_000_000
+    led.ok("scf.bills", "recourse", {"bill": bill, "against": T1}, T2)
+    led.ok("scf.bills", "honour_recourse", {"bill": bill}, T1)
+    led.ok("scf.bills", "recourse", {"bill": bill, "against": CORE}, T1)
+    led.ok("scf.bills", "honour_recourse", {"bill": bill}, CORE)
+    assert led.query("scf.bills", "bill", {"bill": bill})["status"] == "paid"
+
+
+def test_bill_paid_at_maturity_and_pledge_rules() -> None:
+    led = Ledger()
+    led.ok("scf.tokens", "issue", {"to": CORE, "amount": 10**10}, BANK)
+    bill = led.ok(
+        "scf.bills",
+        "issue",
+        {"payee": T1, "acceptor": CORE, "amount": 700, "maturity": led.today_iso(10), "settlement_bank": BANK},
+        CORE,
+    )["bill"]
+    led.ok("scf.bills", "accept", {"bill": bill}, CORE)
+    led.ok("scf.bills", "pledge", {"bill": bill, "bank": BANK}, T1, BANK)
+    assert led.run("scf.bills", "endorse", {"bill": bill, "to": T2}, T1, T2)["code"] == ScfCode.PLEDGED
+    assert led.run("scf.bills", "pledge", {"bill": bill, "bank": BANK}, T1, BANK)["code"] == ScfCode.PLEDGED
+    led.ok("scf.bills", "release", {"bill": bill}, BANK)
+    led.time_ms += 11 * DAY_MS
+    assert led.run("scf.bills", "endorse", {"bill": bill, "to": T2}, T1, T2)["code"] == ScfCode.MATURED
+    led.ok("scf.bills", "present", {"bill": bill}, T1)
+    before = led.balance(T1)
+    led.ok("scf.bills", "pay", {"bill": bill}, CORE)
+    assert led.balance(T1) - before == 700
+    assert led.run("scf.bills", "pay", {"bill": bill}, CORE)["code"] == ScfCode.NOT_ACTIVE
+
+
 def test_internal_methods_cannot_be_called_directly() -> None:
     led = Ledger()
     led.ok("scf.tokens", "issue", {"to": CORE, "amount": 100}, BANK)

@@ -58,6 +58,7 @@ split_children_max = 64
 invoices_per_instrument_max = 64
 rate_bps_max = 10_000  # 100 % a year
 tree_nodes_max = 5_000
+endorsements_max = 64
 
 
 def _check() -> None:
