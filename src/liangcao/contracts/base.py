@@ -190,6 +190,13 @@ class Context:
                 )
             yield key[cut:], msgspec.json.decode(raw)
 
+    def must_get(self, key: str, missing: str) -> Any:
+        """The value at ``key`` in this key space; fails NOT_FOUND with the message ``missing`` if absent."""
+        value = self.get(key)
+        if value is None:
+            self.fail(Code.NOT_FOUND, missing)
+        return value
+
     def load(self, type_: type[S], key: str) -> S | None:
         """Read ``key`` as a msgspec Struct of ``type_`` (or None)."""
         raw = self._view.get(self._key(key))

@@ -37,7 +37,11 @@ from liangcao.apps.scf.common import (
     discount_fen,
     iso_of,
     org_type,
+    pledged,
+    released,
+    require_bank,
     today,
+    unpledged,
 )
 from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, query, transaction
@@ -84,17 +88,10 @@ class Bills(Contract):
 
     @staticmethod
     def load(ctx: Context, bid: str, *statuses: str) -> dict[str, Any]:
-        b: dict[str, Any] | None = ctx.get(f"b/{bid}")
-        if b is None:
-            ctx.fail(Code.NOT_FOUND, f"no bill {bid}")
+        b: dict[str, Any] = ctx.must_get(f"b/{bid}", f"no bill {bid}")
         if statuses and b["status"] not in statuses:
             ctx.fail(ScfCode.NOT_ACTIVE, f"bill {bid} is {b['status']}, not {' or '.join(statuses)}")
         return b
-
-    @staticmethod
-    def unpledged(ctx: Context, b: dict[str, Any]) -> None:
-        if b["pledged_to"] is not None:
-            ctx.fail(ScfCode.PLEDGED, f"bill {b['id']} is pledged to {b['pledged_to']}")
 
     @staticmethod
     def _move(ctx: Context, b: dict[str, Any], payer: str, payee: str, amount: int) -> None:
@@ -109,8 +106,7 @@ class Bills(Contract):
         acting_for(ctx, drawer)
         org_type(ctx, args.payee)
         org_type(ctx, args.acceptor)
-        if org_type(ctx, args.settlement_bank) != "bank":
-            ctx.fail(ScfCode.NOT_A_BANK, f"{args.settlement_bank} is not a bank")
+        require_bank(ctx, args.settlement_bank)
         maturity = day_of(args.maturity)
         if maturity <= today(ctx):
             ctx.fail(ScfCode.BAD_DATE, "maturity must be after today")
@@ -155,7 +151,7 @@ class Bills(Contract):
         b = self.load(ctx, args.bill, "accepted")
         acting_for(ctx, b["holder"])
         acting_for(ctx, args.to)
-        self.unpledged(ctx, b)
+        unpledged(ctx, b, "bill")
         if today(ctx) >= b["maturity_day"]:
             ctx.fail(ScfCode.MATURED, f"bill {b['id']} has matured: present it instead")
         if args.to == b["holder"]:
@@ -170,10 +166,9 @@ class Bills(Contract):
         """A bank buys the bill at a discount: pays in its token and becomes the holder, atomically."""
         b = self.load(ctx, args.bill, "accepted")
         acting_for(ctx, b["holder"])
-        if org_type(ctx, args.bank) != "bank":
-            ctx.fail(ScfCode.NOT_A_BANK, f"{args.bank} is not a bank")
+        require_bank(ctx, args.bank)
         acting_for(ctx, args.bank)
-        self.unpledged(ctx, b)
+        unpledged(ctx, b, "bill")
         if args.bank != b["settlement_bank"]:
             ctx.fail(Code.INVALID_ARGUMENT, f"discount with the settlement bank {b['settlement_bank']}")
         days = b["maturity_day"] - today(ctx)
@@ -191,28 +186,20 @@ class Bills(Contract):
     @transaction
     def pledge(self, ctx: Context, args: PledgeArgs) -> None:
         b = self.load(ctx, args.bill, "accepted")
-        acting_for(ctx, b["holder"])
-        if org_type(ctx, args.bank) != "bank":
-            ctx.fail(ScfCode.NOT_A_BANK, f"{args.bank} is not a bank")
-        acting_for(ctx, args.bank)
-        self.unpledged(ctx, b)
-        ctx.put(f"b/{b['id']}", {**b, "pledged_to": args.bank})
+        ctx.put(f"b/{b['id']}", pledged(ctx, b, args.bank, "bill"))
         ctx.emit("pledged", {"bill": b["id"], "bank": args.bank})
 
     @transaction
     def release(self, ctx: Context, args: BillArgs) -> None:
         b = self.load(ctx, args.bill)
-        if b["pledged_to"] is None:
-            ctx.fail(ScfCode.NOT_ACTIVE, f"bill {b['id']} is not pledged")
-        acting_for(ctx, b["pledged_to"])
-        ctx.put(f"b/{b['id']}", {**b, "pledged_to": None})
+        ctx.put(f"b/{b['id']}", released(ctx, b, "bill"))
         ctx.emit("released", {"bill": b["id"]})
 
     @transaction
     def present(self, ctx: Context, args: BillArgs) -> None:
         b = self.load(ctx, args.bill, "accepted")
         acting_for(ctx, b["holder"])
-        self.unpledged(ctx, b)
+        unpledged(ctx, b, "bill")
         if today(ctx) < b["maturity_day"]:
             ctx.fail(ScfCode.NOT_MATURE, f"bill {b['id']} matures on {b['maturity']}")
         ctx.put(f"b/{b['id']}", {**b, "status": "presented"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import IntEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
@@ -62,6 +62,34 @@ def org_type(ctx: Context, org: str) -> str:
     if entry is None or not entry.active:
         ctx.fail(ScfCode.NOT_PARTY, f"{org} is not an active organisation of the consortium")
     return str(entry.type)
+
+
+def require_bank(ctx: Context, org: str) -> None:
+    if org_type(ctx, org) != "bank":
+        ctx.fail(ScfCode.NOT_A_BANK, f"{org} is not a bank")
+
+
+def unpledged(ctx: Context, record: dict[str, Any], what: str) -> None:
+    """Fails PLEDGED if ``record`` (a bill or a warehouse receipt) is pledged."""
+    if record["pledged_to"] is not None:
+        ctx.fail(ScfCode.PLEDGED, f"{what} {record['id']} is pledged to {record['pledged_to']}")
+
+
+def pledged(ctx: Context, record: dict[str, Any], bank: str, what: str) -> dict[str, Any]:
+    """``record`` pledged to ``bank``: signed by the holder and the bank, at most one pledge at a time."""
+    acting_for(ctx, record["holder"])
+    require_bank(ctx, bank)
+    acting_for(ctx, bank)
+    unpledged(ctx, record, what)
+    return {**record, "pledged_to": bank}
+
+
+def released(ctx: Context, record: dict[str, Any], what: str) -> dict[str, Any]:
+    """``record`` released from its pledge: signed by the bank that holds the pledge."""
+    if record["pledged_to"] is None:
+        ctx.fail(ScfCode.NOT_ACTIVE, f"{what} {record['id']} is not pledged")
+    acting_for(ctx, record["pledged_to"])
+    return {**record, "pledged_to": None}
 
 
 def discount_fen(face: int, rate_bps: int, days: int) -> int:

@@ -82,9 +82,7 @@ class Invoices(Contract):
             ctx.fail(Code.INVALID_ARGUMENT, "an invoice is listed twice")
         total = 0
         for key in args.keys:
-            inv: dict[str, Any] | None = ctx.get(f"inv/{key}")
-            if inv is None:
-                ctx.fail(Code.NOT_FOUND, f"invoice {key} is not registered")
+            inv: dict[str, Any] = ctx.must_get(f"inv/{key}", f"invoice {key} is not registered")
             if inv["used_by"] is not None:
                 ctx.fail(ScfCode.INVOICE_USED, f"invoice {key} already backs {inv['used_by']}")
             if (inv["seller"], inv["buyer"]) != (args.seller, args.buyer):
@@ -95,7 +93,5 @@ class Invoices(Contract):
 
     @query
     def invoice(self, ctx: Context, args: KeyArgs) -> dict[str, Any]:
-        inv: dict[str, Any] | None = ctx.get(f"inv/{args.key}")
-        if inv is None:
-            ctx.fail(Code.NOT_FOUND, f"invoice {args.key} is not registered")
+        inv: dict[str, Any] = ctx.must_get(f"inv/{args.key}", f"invoice {args.key} is not registered")
         return inv

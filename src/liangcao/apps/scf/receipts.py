@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from liangcao.apps.scf.common import OrgId, ScfCode, acting_for, org_type
+from liangcao.apps.scf.common import OrgId, ScfCode, acting_for, org_type, pledged, released, unpledged
 from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, query, transaction
 
@@ -60,24 +60,15 @@ class Receipts(Contract):
 
     @staticmethod
     def _lot(ctx: Context, lot: str) -> dict[str, Any]:
-        found: dict[str, Any] | None = ctx.get(f"lot/{lot}")
-        if found is None:
-            ctx.fail(Code.NOT_FOUND, f"no stock lot {lot}")
+        found: dict[str, Any] = ctx.must_get(f"lot/{lot}", f"no stock lot {lot}")
         return found
 
     @staticmethod
     def _receipt(ctx: Context, rid: str) -> dict[str, Any]:
-        found: dict[str, Any] | None = ctx.get(f"r/{rid}")
-        if found is None:
-            ctx.fail(Code.NOT_FOUND, f"no warehouse receipt {rid}")
+        found: dict[str, Any] = ctx.must_get(f"r/{rid}", f"no warehouse receipt {rid}")
         if found["status"] != "open":
             ctx.fail(ScfCode.NOT_ACTIVE, f"receipt {rid} is {found['status']}")
         return found
-
-    @staticmethod
-    def _unpledged(ctx: Context, r: dict[str, Any]) -> None:
-        if r["pledged_to"] is not None:
-            ctx.fail(ScfCode.PLEDGED, f"receipt {r['id']} is pledged to {r['pledged_to']}")
 
     @transaction
     def declare(self, ctx: Context, args: DeclareArgs) -> None:
@@ -135,7 +126,7 @@ class Receipts(Contract):
     def transfer(self, ctx: Context, args: TransferArgs) -> None:
         r = self._receipt(ctx, args.receipt)
         acting_for(ctx, r["holder"])
-        self._unpledged(ctx, r)
+        unpledged(ctx, r, "receipt")
         org_type(ctx, args.to)
         ctx.put(f"r/{r['id']}", {**r, "holder": args.to})
         ctx.emit("transferred", {"receipt": r["id"], "from": r["holder"], "to": args.to})
@@ -144,28 +135,20 @@ class Receipts(Contract):
     def pledge(self, ctx: Context, args: PledgeArgs) -> None:
         """Pledge to a bank: signed by the holder and the bank; at most one pledge at a time."""
         r = self._receipt(ctx, args.receipt)
-        acting_for(ctx, r["holder"])
-        if org_type(ctx, args.bank) != "bank":
-            ctx.fail(ScfCode.NOT_A_BANK, f"{args.bank} is not a bank")
-        acting_for(ctx, args.bank)
-        self._unpledged(ctx, r)
-        ctx.put(f"r/{r['id']}", {**r, "pledged_to": args.bank})
+        ctx.put(f"r/{r['id']}", pledged(ctx, r, args.bank, "receipt"))
         ctx.emit("pledged", {"receipt": r["id"], "holder": r["holder"], "bank": args.bank})
 
     @transaction
     def release(self, ctx: Context, args: ReceiptArgs) -> None:
         r = self._receipt(ctx, args.receipt)
-        if r["pledged_to"] is None:
-            ctx.fail(ScfCode.NOT_ACTIVE, f"receipt {r['id']} is not pledged")
-        acting_for(ctx, r["pledged_to"])
-        ctx.put(f"r/{r['id']}", {**r, "pledged_to": None})
+        ctx.put(f"r/{r['id']}", released(ctx, r, "receipt"))
         ctx.emit("released", {"receipt": r["id"], "bank": r["pledged_to"]})
 
     def _close(self, ctx: Context, args: ReceiptArgs, status: str, stock_leaves: bool) -> None:
         r = self._receipt(ctx, args.receipt)
         acting_for(ctx, r["holder"])
         acting_for(ctx, r["warehouse"])
-        self._unpledged(ctx, r)
+        unpledged(ctx, r, "receipt")
         lot = self._lot(ctx, r["lot"])
         lot = {**lot, "reserved": lot["reserved"] - r["quantity"]}
         if stock_leaves:
@@ -186,9 +169,7 @@ class Receipts(Contract):
 
     @query
     def receipt(self, ctx: Context, args: ReceiptArgs) -> dict[str, Any]:
-        found: dict[str, Any] | None = ctx.get(f"r/{args.receipt}")
-        if found is None:
-            ctx.fail(Code.NOT_FOUND, f"no warehouse receipt {args.receipt}")
+        found: dict[str, Any] = ctx.must_get(f"r/{args.receipt}", f"no warehouse receipt {args.receipt}")
         return found
 
     @query

@@ -40,6 +40,7 @@ from liangcao.apps.scf.common import (
     discount_fen,
     iso_of,
     org_type,
+    require_bank,
     today,
 )
 from liangcao.apps.scf.invoices import InvoiceKey
@@ -90,9 +91,7 @@ class Vouchers(Contract):
     # ---- helpers ----------------------------------------------------------------------------------------
     @staticmethod
     def load(ctx: Context, vid: str) -> dict[str, Any]:
-        v: dict[str, Any] | None = ctx.get(f"v/{vid}")
-        if v is None:
-            ctx.fail(Code.NOT_FOUND, f"no voucher {vid}")
+        v: dict[str, Any] = ctx.must_get(f"v/{vid}", f"no voucher {vid}")
         return v
 
     @staticmethod
@@ -124,8 +123,7 @@ class Vouchers(Contract):
         issuer = ctx.require_org_type("core_enterprise").org
         acting_for(ctx, issuer)
         org_type(ctx, args.to)
-        if org_type(ctx, args.settlement_bank) != "bank":
-            ctx.fail(ScfCode.NOT_A_BANK, f"{args.settlement_bank} is not a bank")
+        require_bank(ctx, args.settlement_bank)
         maturity = day_of(args.maturity)
         if maturity <= today(ctx):
             ctx.fail(ScfCode.BAD_DATE, "maturity must be after today")
@@ -224,8 +222,7 @@ class Vouchers(Contract):
         self.movable(ctx, v)
         if v["financed_by"] is not None:
             ctx.fail(ScfCode.ALREADY_FINANCED, f"voucher {v['id']} was already financed by {v['financed_by']}")
-        if org_type(ctx, args.bank) != "bank":
-            ctx.fail(ScfCode.NOT_A_BANK, f"{args.bank} is not a bank")
+        require_bank(ctx, args.bank)
         ctx.put(f"v/{v['id']}", {**v, "financing": {"bank": args.bank, "rate_bps": args.rate_bps}})
         ctx.emit(
             "financing_requested",
