@@ -59,6 +59,9 @@ invoices_per_instrument_max = 64
 rate_bps_max = 10_000  # 100 % a year
 tree_nodes_max = 5_000
 endorsements_max = 64
+pool_assets_max = 1000  # assets in one factoring pool (a draw reads them all)
+pool_assign_max = 64  # assets assigned in one transaction
+pool_tenor_days_max = 366  # an invoice assigned to a pool is due within a year
 
 
 def _check() -> None:

@@ -11,6 +11,7 @@ from liangcao.contracts.base import Registry
 def default_registry() -> Registry:
     """Every built-in contract: the system contract and the shipped applications."""
     from liangcao.apps.scf.bills import Bills
+    from liangcao.apps.scf.factoring import Factoring
     from liangcao.apps.scf.invoices import Invoices
     from liangcao.apps.scf.receipts import Receipts
     from liangcao.apps.scf.tokens import Tokens
@@ -18,4 +19,4 @@ def default_registry() -> Registry:
     from liangcao.apps.wallet import Wallet
     from liangcao.contracts.consortium import Consortium
 
-    return Registry([Consortium(), Wallet(), Tokens(), Invoices(), Vouchers(), Receipts(), Bills()])
+    return Registry([Consortium(), Wallet(), Tokens(), Invoices(), Vouchers(), Receipts(), Bills(), Factoring()])

@@ -1,4 +1,5 @@
-"""Supply-chain finance: settlement tokens, invoices and receivable vouchers (e信 / 云信 style).
+"""Supply-chain finance: settlement tokens, invoices, receivable vouchers (e信 / 云信 style), warehouse
+receipts, commercial bills and factoring pools.
 
 Parties are organisations (``org1``); a party acts through a signature of one of its members with role
 ``admin`` or ``member``. Dates are ISO ``YYYY-MM-DD`` in arguments and day numbers (days since

@@ -32,6 +32,9 @@ class ScfCode(IntEnum):
     NO_OFFER = 2011
     EXCEEDS_STOCK = 2012  # receipts would exceed the declared stock
     PLEDGED = 2013  # a pledged receipt cannot move, be pledged again, delivered or cancelled
+    IN_POOL = 2014  # the asset is assigned to a factoring pool (or already was: at most one pool)
+    OVER_ADVANCE = 2015  # the advance would exceed the pool's credit line or advance_rate x eligible balance
+    NOT_ELIGIBLE = 2016  # the asset cannot enter (or leave) a pool: matured, financed, frozen, not the seller's
 
 
 def day_of(iso: str) -> int:

@@ -23,7 +23,7 @@ from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, query, transaction
 from liangcao.limits import invoices_per_instrument_max
 
-CALLERS = ("scf.vouchers",)
+CALLERS = ("scf.vouchers", "scf.factoring")
 InvoiceKey = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Za-z]{1,20}-[0-9A-Za-z]{1,20}$")]
 
 

@@ -12,7 +12,7 @@ from liangcao.apps.scf.common import Fen, OrgId, ScfCode, acting_for, org_type
 from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, query, transaction
 
-CALLERS = ("scf.vouchers", "scf.bills")
+CALLERS = ("scf.vouchers", "scf.bills", "scf.factoring")
 
 
 class IssueArgs(Args):

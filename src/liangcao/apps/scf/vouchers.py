@@ -85,6 +85,22 @@ class UntilArgs(Args):
     until: IsoDate
 
 
+class PoolAssignArgs(Args):
+    voucher: VoucherId
+    pool: str
+    seller: OrgId
+    factor: OrgId
+
+
+class PoolReleaseArgs(Args):
+    voucher: VoucherId
+    pool: str
+    seller: OrgId
+
+
+POOL_CALLERS = ("scf.factoring",)
+
+
 class Vouchers(Contract):
     name = "scf.vouchers"
 
@@ -95,10 +111,38 @@ class Vouchers(Contract):
         return v
 
     @staticmethod
+    def index_keys(v: dict[str, Any]) -> set[str]:
+        """The read-model index entries a voucher record implies (see the module docstring)."""
+        keys = set()
+        if v["status"] in ("active", "overdue"):
+            keys.add(f"ih/{v['holder']}/{v['id']}")
+            keys.add(f"im/{v['maturity_day']:07d}/{v['id']}")
+        if v["financed_by"] is not None and v["status"] != "retired":
+            keys.add(f"ib/{v['financed_by']}/{v['id']}")
+        if v["id"] == v["root"]:
+            keys.add(f"ir/{v['issuer']}/{v['id']}")
+        return keys
+
+    def save(self, ctx: Context, new: dict[str, Any], old: dict[str, Any] | None = None) -> None:
+        """Write a voucher and keep its indexes in step, so read models never scan every voucher."""
+        ctx.put(f"v/{new['id']}", new)
+        before = self.index_keys(old) if old is not None else set()
+        after = self.index_keys(new)
+        for key in sorted(before - after):
+            ctx.delete(key)
+        for key in sorted(after - before):
+            ctx.put(key, new["face"])
+
+    def indexed(self, ctx: Context, prefix: str) -> list[dict[str, Any]]:
+        return [self.load(ctx, key.rsplit("/", 1)[1]) for key, _ in ctx.range(prefix)]
+
+    @staticmethod
     def movable(ctx: Context, v: dict[str, Any]) -> None:
-        """The checks every holder action shares: active, no pending offer or financing, not frozen."""
+        """The checks every holder action shares: active, no pending offer or financing, not frozen or pooled."""
         if v["frozen"]:
             ctx.fail(ScfCode.FROZEN, f"voucher {v['id']} is frozen")
+        if v["pool"] is not None:
+            ctx.fail(ScfCode.IN_POOL, f"voucher {v['id']} is assigned to factoring pool {v['pool']}")
         if v["status"] != "active" or v["offer_to"] is not None or v["financing"] is not None:
             ctx.fail(ScfCode.NOT_ACTIVE, f"voucher {v['id']} is {v['status']} or has a pending offer or financing")
         if today(ctx) >= v["maturity_day"]:
@@ -150,9 +194,10 @@ class Vouchers(Contract):
             "financing": None,
             "financed_by": None,
             "frozen": False,
+            "pool": None,
             "issued_day": today(ctx),
         }
-        ctx.put(f"v/{vid}", v)
+        self.save(ctx, v)
         ctx.emit(
             "issued", {"voucher": vid, "issuer": issuer, "to": args.to, "face": args.face, "maturity": v["maturity"]}
         )
@@ -167,7 +212,7 @@ class Vouchers(Contract):
         org_type(ctx, args.to)
         if args.to == v["holder"]:
             ctx.fail(Code.INVALID_ARGUMENT, "cannot offer a voucher to its holder")
-        ctx.put(f"v/{v['id']}", {**v, "offer_to": args.to})
+        self.save(ctx, {**v, "offer_to": args.to}, v)
         ctx.emit("offered", {"voucher": v["id"], "from": v["holder"], "to": args.to, "face": v["face"]})
 
     @transaction
@@ -178,7 +223,7 @@ class Vouchers(Contract):
         acting_for(ctx, v["offer_to"])
         if v["frozen"]:
             ctx.fail(ScfCode.FROZEN, f"voucher {v['id']} is frozen")
-        ctx.put(f"v/{v['id']}", {**v, "holder": v["offer_to"], "offer_to": None})
+        self.save(ctx, {**v, "holder": v["offer_to"], "offer_to": None}, v)
         ctx.emit("accepted", {"voucher": v["id"], "holder": v["offer_to"], "face": v["face"]})
 
     @transaction
@@ -187,7 +232,7 @@ class Vouchers(Contract):
         if v["offer_to"] is None:
             ctx.fail(ScfCode.NO_OFFER, f"voucher {v['id']} is not offered to anyone")
         acting_for(ctx, v["offer_to"])
-        ctx.put(f"v/{v['id']}", {**v, "offer_to": None})
+        self.save(ctx, {**v, "offer_to": None}, v)
         ctx.emit("rejected", {"voucher": v["id"], "by": v["offer_to"]})
 
     @transaction
@@ -208,9 +253,9 @@ class Vouchers(Contract):
         for i, amount in enumerate(amounts, start=1):
             cid = f"{v['id']}.{i}"
             child = {**v, "id": cid, "parent": v["id"], "children": [], "face": amount, "offer_to": None}
-            ctx.put(f"v/{cid}", child)
+            self.save(ctx, child)
             children.append(cid)
-        ctx.put(f"v/{v['id']}", {**v, "status": "retired", "children": children})
+        self.save(ctx, {**v, "status": "retired", "children": children}, v)
         ctx.emit("split", {"voucher": v["id"], "children": children, "amounts": amounts})
         return {"children": children}
 
@@ -223,7 +268,7 @@ class Vouchers(Contract):
         if v["financed_by"] is not None:
             ctx.fail(ScfCode.ALREADY_FINANCED, f"voucher {v['id']} was already financed by {v['financed_by']}")
         require_bank(ctx, args.bank)
-        ctx.put(f"v/{v['id']}", {**v, "financing": {"bank": args.bank, "rate_bps": args.rate_bps}})
+        self.save(ctx, {**v, "financing": {"bank": args.bank, "rate_bps": args.rate_bps}}, v)
         ctx.emit(
             "financing_requested",
             {"voucher": v["id"], "holder": v["holder"], "bank": args.bank, "rate_bps": args.rate_bps},
@@ -248,7 +293,7 @@ class Vouchers(Contract):
         discount = discount_fen(v["face"], req["rate_bps"], days)
         payout = v["face"] - discount
         ctx.invoke("scf.tokens", "pay", {"bank": bank, "payer": bank, "payee": v["holder"], "amount": payout})
-        ctx.put(f"v/{v['id']}", {**v, "holder": bank, "financing": None, "financed_by": bank})
+        self.save(ctx, {**v, "holder": bank, "financing": None, "financed_by": bank}, v)
         ctx.emit(
             "financed",
             {
@@ -271,7 +316,36 @@ class Vouchers(Contract):
             ctx.fail(ScfCode.NO_OFFER, f"no financing was requested for voucher {v['id']}")
         if ctx.signer_of_org(v["holder"], "admin", "member") is None:
             acting_for(ctx, v["financing"]["bank"])
-        ctx.put(f"v/{v['id']}", {**v, "financing": None})
+        self.save(ctx, {**v, "financing": None}, v)
+
+    # ---- factoring pools (called by scf.factoring inside its own transactions) ---------------------------
+    @transaction
+    def pool_assign(self, ctx: Context, args: PoolAssignArgs) -> dict[str, Any]:
+        """Internal: assign a voucher the seller holds to a factor's pool; the factor becomes the holder."""
+        ctx.require_caller(*POOL_CALLERS)
+        v = self.load(ctx, args.voucher)
+        if v["pool"] is not None:
+            ctx.fail(ScfCode.IN_POOL, f"voucher {v['id']} is already in factoring pool {v['pool']}")
+        if v["holder"] != args.seller:
+            ctx.fail(ScfCode.NOT_ELIGIBLE, f"voucher {v['id']} is held by {v['holder']}, not {args.seller}")
+        self.movable(ctx, v)
+        if v["financed_by"] is not None:
+            ctx.fail(ScfCode.ALREADY_FINANCED, f"voucher {v['id']} was already financed by {v['financed_by']}")
+        self.save(ctx, {**v, "holder": args.factor, "pool": args.pool}, v)
+        ctx.emit("pooled", {"voucher": v["id"], "pool": args.pool, "seller": args.seller, "factor": args.factor})
+        return {k: v[k] for k in ("face", "maturity_day", "settlement_bank", "issuer")}
+
+    @transaction
+    def pool_release(self, ctx: Context, args: PoolReleaseArgs) -> None:
+        """Internal: a voucher leaves its pool and goes back to the seller."""
+        ctx.require_caller(*POOL_CALLERS)
+        v = self.load(ctx, args.voucher)
+        if v["pool"] != args.pool:
+            ctx.fail(ScfCode.NOT_ELIGIBLE, f"voucher {v['id']} is not in pool {args.pool}")
+        if v["status"] != "active" or v["frozen"] or v["offer_to"] is not None or v["financing"] is not None:
+            ctx.fail(ScfCode.NOT_ELIGIBLE, f"voucher {v['id']} cannot leave the pool while {v['status']}")
+        self.save(ctx, {**v, "holder": args.seller, "pool": None}, v)
+        ctx.emit("unpooled", {"voucher": v["id"], "pool": args.pool, "seller": args.seller})
 
     # ---- maturity ---------------------------------------------------------------------------------------
     @transaction
@@ -296,7 +370,7 @@ class Vouchers(Contract):
                     "pay",
                     {"bank": root["settlement_bank"], "payer": root["issuer"], "payee": holder, "amount": leaf["face"]},
                 )
-            ctx.put(f"v/{leaf['id']}", {**leaf, "status": "settled", "offer_to": None, "financing": None})
+            self.save(ctx, {**leaf, "status": "settled", "offer_to": None, "financing": None}, leaf)
             payments.append({"voucher": leaf["id"], "holder": holder, "amount": leaf["face"]})
         if not payments:
             ctx.fail(ScfCode.NOT_ACTIVE, f"voucher {root['id']} is already settled")
@@ -312,7 +386,7 @@ class Vouchers(Contract):
         marked = []
         for leaf in self.leaves(ctx, root):
             if leaf["status"] == "active":
-                ctx.put(f"v/{leaf['id']}", {**leaf, "status": "overdue"})
+                self.save(ctx, {**leaf, "status": "overdue"}, leaf)
                 marked.append(leaf["id"])
         if not marked:
             ctx.fail(ScfCode.NOT_ACTIVE, "no active leaf to mark overdue")
@@ -325,14 +399,14 @@ class Vouchers(Contract):
         v = self.load(ctx, args.voucher)
         if v["status"] in ("retired", "settled"):
             ctx.fail(ScfCode.NOT_ACTIVE, f"voucher {v['id']} is {v['status']}")
-        ctx.put(f"v/{v['id']}", {**v, "frozen": True})
+        self.save(ctx, {**v, "frozen": True}, v)
         ctx.emit("frozen", {"voucher": v["id"]})
 
     @transaction
     def unfreeze(self, ctx: Context, args: IdArgs) -> None:
         ctx.require_org_type("regulator")
         v = self.load(ctx, args.voucher)
-        ctx.put(f"v/{v['id']}", {**v, "frozen": False})
+        self.save(ctx, {**v, "frozen": False}, v)
         ctx.emit("unfrozen", {"voucher": v["id"]})
 
     # ---- read models ------------------------------------------------------------------------------------
@@ -351,34 +425,48 @@ class Vouchers(Contract):
 
         return node(root)
 
-    def _scan(self, ctx: Context) -> list[dict[str, Any]]:
-        return [v for _, v in ctx.range("v/")]
-
     @query
     def portfolio(self, ctx: Context, args: OrgArgs) -> dict[str, Any]:
-        held = [v for v in self._scan(ctx) if v["holder"] == args.org and v["status"] in ("active", "overdue")]
+        """Vouchers an organisation holds now (active or overdue), from the holder index."""
+        held = self.indexed(ctx, f"ih/{args.org}/")
         return {"org": args.org, "vouchers": held, "total": sum(v["face"] for v in held)}
 
     @query
     def financed_book(self, ctx: Context, args: OrgArgs) -> dict[str, Any]:
-        book = [v for v in self._scan(ctx) if v["financed_by"] == args.org and v["status"] != "retired"]
-        return {"bank": args.org, "vouchers": book, "total": sum(v["face"] for v in book)}
+        """Every voucher part a bank financed that is not retired, with what is still outstanding."""
+        book = self.indexed(ctx, f"ib/{args.org}/")
+        outstanding = sum(v["face"] for v in book if v["status"] != "settled")
+        return {"bank": args.org, "vouchers": book, "total": sum(v["face"] for v in book), "outstanding": outstanding}
 
     @query
     def maturities(self, ctx: Context, args: UntilArgs) -> dict[str, Any]:
+        """Roots with unpaid parts maturing on or before ``until``: what each issuer must pay, and to whom."""
         until = day_of(args.until)
-        roots = [
-            v
-            for v in self._scan(ctx)
-            if v["root"] == v["id"] and v["maturity_day"] <= until and v["status"] != "settled"
-        ]
-        return {
-            "until": args.until,
-            "roots": [
-                {"id": v["id"], "issuer": v["issuer"], "face": v["face"], "maturity": v["maturity"]} for v in roots
-            ],
-        }
+        by_root: dict[str, dict[str, Any]] = {}
+        for key, _ in ctx.range("im/"):
+            day, vid = key.split("/")[1:]
+            if int(day) > until:
+                break  # the index is ordered by day
+            leaf = self.load(ctx, vid)
+            entry = by_root.setdefault(
+                leaf["root"],
+                {
+                    "id": leaf["root"],
+                    "issuer": leaf["issuer"],
+                    "maturity": leaf["maturity"],
+                    "outstanding": 0,
+                    "holders": {},
+                },
+            )
+            entry["outstanding"] += leaf["face"]
+            entry["holders"][leaf["holder"]] = entry["holders"].get(leaf["holder"], 0) + leaf["face"]
+        return {"until": args.until, "roots": list(by_root.values())}
+
+    @query
+    def roots(self, ctx: Context, args: OrgArgs) -> list[str]:
+        """Root vouchers an issuer has issued."""
+        return [key.rsplit("/", 1)[1] for key, _ in ctx.range(f"ir/{args.org}/")]
 
     @query
     def all_roots(self, ctx: Context, args: NoArgs) -> list[str]:
-        return [v["id"] for v in self._scan(ctx) if v["root"] == v["id"]]
+        return sorted(key.rsplit("/", 1)[1] for key, _ in ctx.range("ir/"))

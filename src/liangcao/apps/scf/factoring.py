@@ -1,0 +1,345 @@
+"""``scf.factoring``: factoring pools (账速融 style), a revolving advance against a pool of receivables.
+
+Theory of operation
+-------------------
+A factor (a bank) and a seller open a pool together, fixing an advance rate (basis points) and a credit
+line (fen). The seller assigns receivables to it: vouchers it holds (the factor becomes their holder, so at
+maturity the issuer pays the factor) and registered invoices with their due dates (bound to the pool, so
+they can never back anything else; the buyer pays the factor through ``collect_invoice``). At any time the
+seller may draw an advance, paid at once in the factor's settlement token, as long as the amount advanced
+stays within ``min(credit line, advance_rate x eligible balance)``. An asset is *eligible* while it is in
+the pool, not yet due and not frozen: maturing assets thereby leave the eligible balance on their own, and
+the seller replaces them by assigning new ones. ``sweep`` collects the vouchers that were settled: each
+collection first pays down the advance, and the factor passes the surplus to the seller in the same
+transaction. A voucher may be withdrawn (replaced) while it is not due, if what remains still covers the
+advance. A receivable is in at most one pool, ever: a voucher carries its pool, an invoice its binding.
+
+============  ====================================  ===============================================
+action        signed by                              rule
+============  ====================================  ===============================================
+open          seller and factor (a bank)            advance rate <= 100 %, credit line > 0
+assign        seller                                seller holds the voucher (active, not financed,
+                                                    not frozen, not due) or sold the invoice
+draw          seller                                advanced + amount <= capacity
+repay         seller                                amount <= advanced
+withdraw      seller                                a not-due voucher; capacity still >= advanced
+collect_inv.  the invoice's buyer                   pays the invoice amount to the factor
+sweep         anyone                                settled vouchers are collected
+close         seller or factor                      no new assets or draws; collection goes on
+============  ====================================  ===============================================
+
+Invariants: ``advanced`` never exceeds the credit line; it exceeds ``advance_rate x eligible`` only after
+assets matured (never because of a draw or a withdrawal); no voucher or invoice is in two pools.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+from liangcao.apps.scf.common import (
+    Fen,
+    IsoDate,
+    OrgId,
+    ScfCode,
+    VoucherId,
+    acting_for,
+    day_of,
+    iso_of,
+    require_bank,
+    today,
+)
+from liangcao.apps.scf.invoices import InvoiceKey
+from liangcao.codes import Code
+from liangcao.contracts.base import Args, Context, Contract, query, transaction
+from liangcao.limits import pool_assets_max, pool_assign_max, pool_tenor_days_max
+
+PoolId = Annotated[str, msgspec.Meta(pattern=r"^P[0-9a-f]{20}$")]
+
+
+class OpenArgs(Args):
+    seller: OrgId
+    factor: OrgId
+    advance_rate_bps: Annotated[int, msgspec.Meta(gt=0, le=10_000)]
+    credit_line: Fen
+
+
+class InvoiceAsset(Args):
+    key: InvoiceKey
+    due: IsoDate
+
+
+class AssignArgs(Args):
+    pool: PoolId
+    vouchers: Annotated[list[VoucherId], msgspec.Meta(max_length=pool_assign_max)] = msgspec.field(default_factory=list)
+    invoices: Annotated[list[InvoiceAsset], msgspec.Meta(max_length=pool_assign_max)] = msgspec.field(
+        default_factory=list
+    )
+
+
+class AmountArgs(Args):
+    pool: PoolId
+    amount: Fen
+
+
+class WithdrawArgs(Args):
+    pool: PoolId
+    voucher: VoucherId
+
+
+class CollectInvoiceArgs(Args):
+    pool: PoolId
+    invoice: InvoiceKey
+    bank: OrgId
+
+
+class PoolArgs(Args):
+    pool: PoolId
+
+
+class OrgArgs(Args):
+    org: OrgId
+
+
+class Factoring(Contract):
+    name = "scf.factoring"
+
+    # ---- helpers ----------------------------------------------------------------------------------------
+    @staticmethod
+    def load(ctx: Context, pid: str) -> dict[str, Any]:
+        p: dict[str, Any] = ctx.must_get(f"p/{pid}", f"no factoring pool {pid}")
+        return p
+
+    @staticmethod
+    def assets(ctx: Context, pid: str) -> list[dict[str, Any]]:
+        return [a for _, a in ctx.range(f"a/{pid}/")]
+
+    @staticmethod
+    def eligible(ctx: Context, asset: dict[str, Any]) -> bool:
+        if asset["maturity_day"] <= today(ctx):
+            return False
+        if asset["kind"] == "voucher":
+            v = ctx.read(f"scf.vouchers/v/{asset['id']}")
+            return bool(v["status"] == "active" and not v["frozen"])
+        return True
+
+    def position(self, ctx: Context, pool: dict[str, Any]) -> dict[str, Any]:
+        """The pool's figures now: assets, eligible balance, capacity and headroom for a draw."""
+        assets = self.assets(ctx, pool["id"])
+        eligible = sum(a["face"] for a in assets if self.eligible(ctx, a))
+        # Rounded down: the advance a rate allows is never more than the rate says.
+        capacity = min(pool["credit_line"], eligible * pool["advance_rate_bps"] // 10_000)
+        return {
+            **pool,
+            "assets": assets,
+            "in_pool": sum(a["face"] for a in assets),
+            "eligible": eligible,
+            "capacity": capacity,
+            "headroom": max(0, capacity - pool["advanced"]),
+        }
+
+    @staticmethod
+    def pay(ctx: Context, bank: str, payer: str, payee: str, amount: int) -> None:
+        if amount > 0:
+            ctx.invoke("scf.tokens", "pay", {"bank": bank, "payer": payer, "payee": payee, "amount": amount})
+
+    def seller_of(self, ctx: Context, pid: str, *, open_only: bool = False) -> dict[str, Any]:
+        pool = self.load(ctx, pid)
+        acting_for(ctx, pool["seller"])
+        if open_only and pool["status"] != "open":
+            ctx.fail(ScfCode.NOT_ACTIVE, f"pool {pid} is closed")
+        return pool
+
+    def collect(self, ctx: Context, pool: dict[str, Any], asset: dict[str, Any], bank: str) -> dict[str, Any]:
+        """An asset was paid to the factor in ``bank``'s token: pay down the advance, pass the rest on."""
+        to_advance = min(pool["advanced"], asset["face"])
+        surplus = asset["face"] - to_advance
+        self.pay(ctx, bank, pool["factor"], pool["seller"], surplus)
+        ctx.delete(f"a/{pool['id']}/{asset['id']}")
+        pool = {
+            **pool,
+            "advanced": pool["advanced"] - to_advance,
+            "collected": pool["collected"] + asset["face"],
+            "assets_in": pool["assets_in"] - 1,
+        }
+        ctx.emit(
+            "collected",
+            {"pool": pool["id"], "asset": asset["id"], "face": asset["face"], "repaid": to_advance, "surplus": surplus},
+        )
+        return pool
+
+    # ---- transactions -----------------------------------------------------------------------------------
+    @transaction
+    def open(self, ctx: Context, args: OpenArgs) -> dict[str, str]:
+        require_bank(ctx, args.factor)
+        acting_for(ctx, args.factor)
+        acting_for(ctx, args.seller)
+        if args.seller == args.factor:
+            ctx.fail(Code.INVALID_ARGUMENT, "the seller cannot be its own factor")
+        pid = "P" + ctx.tx_id[:20]
+        pool = {
+            "id": pid,
+            "seller": args.seller,
+            "factor": args.factor,
+            "advance_rate_bps": args.advance_rate_bps,
+            "credit_line": args.credit_line,
+            "advanced": 0,
+            "collected": 0,
+            "assets_in": 0,
+            "status": "open",
+            "opened": iso_of(today(ctx)),
+        }
+        ctx.put(f"p/{pid}", pool)
+        ctx.put(f"by/{args.seller}/{pid}", "seller")
+        ctx.put(f"by/{args.factor}/{pid}", "factor")
+        ctx.emit("opened", {k: pool[k] for k in ("id", "seller", "factor", "advance_rate_bps", "credit_line")})
+        return {"pool": pid}
+
+    @transaction
+    def assign(self, ctx: Context, args: AssignArgs) -> dict[str, Any]:
+        pool = self.seller_of(ctx, args.pool, open_only=True)
+        if not args.vouchers and not args.invoices:
+            ctx.fail(Code.INVALID_ARGUMENT, "assign at least one voucher or invoice")
+        if pool["assets_in"] + len(args.vouchers) + len(args.invoices) > pool_assets_max:
+            ctx.fail(Code.LIMIT_EXCEEDED, f"a pool holds at most pool_assets_max={pool_assets_max} assets")
+        now = today(ctx)
+        added = []
+        for vid in args.vouchers:
+            v = ctx.invoke(
+                "scf.vouchers",
+                "pool_assign",
+                {"voucher": vid, "pool": pool["id"], "seller": pool["seller"], "factor": pool["factor"]},
+            )
+            added.append({"id": vid, "kind": "voucher", "face": v["face"], "maturity_day": v["maturity_day"]})
+        for inv in args.invoices:
+            record = ctx.read(f"scf.invoices/inv/{inv.key}")
+            if record is None:
+                ctx.fail(Code.NOT_FOUND, f"invoice {inv.key} is not registered")
+            due = day_of(inv.due)
+            if not now < due <= now + pool_tenor_days_max:
+                ctx.fail(
+                    ScfCode.NOT_ELIGIBLE,
+                    f"invoice {inv.key} is due {inv.due}: not after today or more than {pool_tenor_days_max} days ahead",
+                )
+            ctx.invoke(
+                "scf.invoices",
+                "bind",
+                {"keys": [inv.key], "seller": pool["seller"], "buyer": record["buyer"], "instrument": pool["id"]},
+            )
+            added.append(
+                {
+                    "id": inv.key,
+                    "kind": "invoice",
+                    "face": int(record["amount"]),
+                    "maturity_day": due,
+                    "buyer": record["buyer"],
+                }
+            )
+        for asset in added:
+            asset["maturity"] = iso_of(asset["maturity_day"])
+            ctx.put(f"a/{pool['id']}/{asset['id']}", asset)
+        ctx.put(f"p/{pool['id']}", {**pool, "assets_in": pool["assets_in"] + len(added)})
+        ctx.emit("assigned", {"pool": pool["id"], "assets": [a["id"] for a in added]})
+        return {"assigned": [a["id"] for a in added], "face": sum(a["face"] for a in added)}
+
+    @transaction
+    def draw(self, ctx: Context, args: AmountArgs) -> dict[str, int]:
+        """The seller draws an advance within the pool's headroom; the factor pays in its own token."""
+        pool = self.seller_of(ctx, args.pool, open_only=True)
+        pos = self.position(ctx, pool)
+        if pool["advanced"] + args.amount > pos["capacity"]:
+            ctx.fail(
+                ScfCode.OVER_ADVANCE,
+                f"advance of {args.amount} exceeds the headroom {pos['headroom']} "
+                f"(capacity {pos['capacity']}, advanced {pool['advanced']})",
+            )
+        self.pay(ctx, pool["factor"], pool["factor"], pool["seller"], args.amount)
+        ctx.put(f"p/{pool['id']}", {**pool, "advanced": pool["advanced"] + args.amount})
+        ctx.emit("advanced", {"pool": pool["id"], "amount": args.amount})
+        return {"advanced": pool["advanced"] + args.amount, "headroom": pos["headroom"] - args.amount}
+
+    @transaction
+    def repay(self, ctx: Context, args: AmountArgs) -> dict[str, int]:
+        pool = self.seller_of(ctx, args.pool)
+        if args.amount > pool["advanced"]:
+            ctx.fail(Code.INVALID_ARGUMENT, f"repayment {args.amount} is more than the {pool['advanced']} advanced")
+        self.pay(ctx, pool["factor"], pool["seller"], pool["factor"], args.amount)
+        ctx.put(f"p/{pool['id']}", {**pool, "advanced": pool["advanced"] - args.amount})
+        ctx.emit("repaid", {"pool": pool["id"], "amount": args.amount})
+        return {"advanced": pool["advanced"] - args.amount}
+
+    @transaction
+    def withdraw(self, ctx: Context, args: WithdrawArgs) -> dict[str, int]:
+        """The seller takes a voucher back (to replace it, or to use it elsewhere) if the rest still covers."""
+        pool = self.seller_of(ctx, args.pool)
+        asset: dict[str, Any] = ctx.must_get(f"a/{pool['id']}/{args.voucher}", f"{args.voucher} is not in the pool")
+        if not self.eligible(ctx, asset):
+            ctx.fail(
+                ScfCode.NOT_ELIGIBLE, f"voucher {args.voucher} is due, frozen or settled: it stays until collected"
+            )
+        ctx.delete(f"a/{pool['id']}/{args.voucher}")
+        pool = {**pool, "assets_in": pool["assets_in"] - 1}
+        pos = self.position(ctx, pool)
+        if pool["advanced"] > pos["capacity"]:
+            ctx.fail(
+                ScfCode.OVER_ADVANCE,
+                f"without {args.voucher} the pool covers {pos['capacity']}, less than the {pool['advanced']} advanced",
+            )
+        ctx.invoke(
+            "scf.vouchers", "pool_release", {"voucher": args.voucher, "pool": pool["id"], "seller": pool["seller"]}
+        )
+        ctx.put(f"p/{pool['id']}", pool)
+        ctx.emit("withdrawn", {"pool": pool["id"], "voucher": args.voucher})
+        return {"capacity": pos["capacity"]}
+
+    @transaction
+    def collect_invoice(self, ctx: Context, args: CollectInvoiceArgs) -> dict[str, int]:
+        """The invoice's buyer pays it to the factor (in ``bank``'s token); the pool collects it."""
+        pool = self.load(ctx, args.pool)
+        asset: dict[str, Any] = ctx.must_get(f"a/{pool['id']}/{args.invoice}", f"{args.invoice} is not in the pool")
+        acting_for(ctx, asset["buyer"])
+        require_bank(ctx, args.bank)
+        self.pay(ctx, args.bank, asset["buyer"], pool["factor"], asset["face"])
+        pool = self.collect(ctx, pool, asset, args.bank)
+        ctx.put(f"p/{pool['id']}", pool)
+        return {"advanced": pool["advanced"], "collected": asset["face"]}
+
+    @transaction
+    def sweep(self, ctx: Context, args: PoolArgs) -> dict[str, Any]:
+        """Collect every voucher in the pool that its issuer has settled (anyone may ask)."""
+        ctx.signer()
+        pool = self.load(ctx, args.pool)
+        swept = []
+        for asset in self.assets(ctx, pool["id"]):
+            if asset["kind"] != "voucher":
+                continue
+            v = ctx.read(f"scf.vouchers/v/{asset['id']}")
+            if v["status"] == "settled":
+                pool = self.collect(ctx, pool, asset, v["settlement_bank"])
+                swept.append(asset["id"])
+        if not swept:
+            ctx.fail(ScfCode.NOT_ACTIVE, f"nothing in pool {pool['id']} has been settled")
+        ctx.put(f"p/{pool['id']}", pool)
+        return {"collected": swept, "advanced": pool["advanced"]}
+
+    @transaction
+    def close(self, ctx: Context, args: PoolArgs) -> None:
+        """No more assets or draws; what is in the pool is still collected and the advance repaid."""
+        pool = self.load(ctx, args.pool)
+        if ctx.signer_of_org(pool["seller"], "admin", "member") is None:
+            acting_for(ctx, pool["factor"])
+        if pool["status"] != "open":
+            ctx.fail(ScfCode.NOT_ACTIVE, f"pool {pool['id']} is already closed")
+        ctx.put(f"p/{pool['id']}", {**pool, "status": "closed"})
+        ctx.emit("closed", {"pool": pool["id"]})
+
+    # ---- read models ------------------------------------------------------------------------------------
+    @query
+    def pool(self, ctx: Context, args: PoolArgs) -> dict[str, Any]:
+        return self.position(ctx, self.load(ctx, args.pool))
+
+    @query
+    def pools(self, ctx: Context, args: OrgArgs) -> list[dict[str, Any]]:
+        """Pools an organisation is the seller or the factor of, with their figures now."""
+        return [self.position(ctx, self.load(ctx, key.rsplit("/", 1)[1])) for key, _ in ctx.range(f"by/{args.org}/")]
