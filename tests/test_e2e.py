@@ -214,6 +214,10 @@ def test_demo_no_serve_then_audit(tmp_path: Path) -> None:
     assert "proof verifies" in r.stdout and "checks out" in r.stdout
     assert "discount 4,500.00" in r.stdout or "discount 4,450.00" in r.stdout  # 90 (or 89) days at 6 % on 300,000.00
     assert "ALREADY_FINANCED" in r.stdout and "INVOICE_USED" in r.stdout
-    assert "PLEDGED" in r.stdout and "EXCEEDS_STOCK" in r.stdout
+    assert "PLEDGED" in r.stdout and "EXCEEDS_STOCK" in r.stdout and "OVER_ADVANCE" in r.stdout
+    assert "after settlement" in r.stdout and "10,004,500.00" in r.stdout  # the bank: +4,500.00 on the financing
+    # again on the same home: the chain's time is now 91 days ahead of the wall clock, and the node follows it
+    r = cli("demo", "--home", str(home), "--no-serve", "--port", str(free_port(0)))
+    assert "after settlement" in r.stdout and "checks out" in r.stdout
     assert "audit passed" in cli("audit", "--home", str(home)).stdout
     assert "proof verifies" in cli("verify-proof", str(home / "proofs" / "payment.json")).stdout

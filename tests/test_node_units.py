@@ -55,3 +55,17 @@ def test_mempool_dedupes_bounds_and_keeps_order(consortium: Consortium) -> None:
     got = pool.take(block_txs_max=2, block_wait_ms=50, timeout_s=0, stopping=lambda: False)
     assert [t.tx_id for t in got] == [txs[0].tx_id, txs[1].tx_id]
     assert len(pool) == 1 and pool.add(txs[3])
+
+
+def test_clock_starts_at_the_chain_head_and_only_moves_forward() -> None:
+    from liangcao.clock import Clock, now_ms
+
+    ahead = now_ms() + 10 * 86_400_000
+    clock = Clock(not_before_ms=ahead)
+    assert clock.now_ms() >= ahead
+    behind = Clock(not_before_ms=0)
+    assert behind.offset_ms == 0 and abs(behind.now_ms() - now_ms()) < 1_000
+    behind.advance(5_000)
+    assert behind.offset_ms == 5_000
+    with pytest.raises(ValueError, match="forward"):
+        behind.advance(-1)

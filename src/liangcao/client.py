@@ -18,12 +18,12 @@ from typing import Any
 
 import httpx
 
+from liangcao.clock import now_ms
 from liangcao.errors import LiangcaoError
 from liangcao.ledger import block as blk
 from liangcao.ledger import tx as txm
 from liangcao.ledger.tx import Signer, Tx
 from liangcao.node.home import load_signer
-from liangcao.node.mempool import now_ms
 
 __all__ = ["Client", "ClientError", "Signer", "load_signer", "verify_proof"]
 
@@ -49,6 +49,7 @@ class Client:
         self.url = url.rstrip("/")
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
         self._chain_id = chain_id
+        self._skew_ms: int | None = None
 
     def close(self) -> None:
         self.http.close()
@@ -83,6 +84,24 @@ class Client:
             self._chain_id = str(self.health()["chain_id"])
         return self._chain_id
 
+    def node_time_ms(self) -> int:
+        """The node's clock, estimated from the local one (one /v1/health call, then cached skew).
+
+        Transactions expire by the node's clock, so ``not_after`` is computed from it: a client whose
+        clock is behind (or a node whose chain time ran ahead in a rehearsal) still builds valid ones.
+        """
+        if self._skew_ms is None:
+            before = now_ms()
+            health = self.health()
+            self._skew_ms = int(health.get("time_ms", before)) - (before + now_ms()) // 2
+            self._chain_id = self._chain_id or str(health["chain_id"])
+        return now_ms() + self._skew_ms
+
+    def sync_clock(self) -> int:
+        """Forget the cached clock skew and measure it again (after the node's clock moved)."""
+        self._skew_ms = None
+        return self.node_time_ms()
+
     def head(self) -> dict[str, Any]:
         return dict(self.get("/v1/head"))
 
@@ -110,7 +129,9 @@ class Client:
         nonce: str | None = None,
     ) -> Tx:
         """Build and sign a transaction locally, with every signer in ``signers``."""
-        return txm.build(self.chain_id, contract, method, args, signers, not_after=now_ms() + ttl_ms, nonce=nonce)
+        return txm.build(
+            self.chain_id, contract, method, args, signers, not_after=self.node_time_ms() + ttl_ms, nonce=nonce
+        )
 
     def submit(self, tx: Tx | bytes, *, wait: bool = False, timeout_ms: int = 10_000) -> dict[str, Any]:
         raw = tx.raw if isinstance(tx, Tx) else tx

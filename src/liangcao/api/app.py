@@ -84,6 +84,7 @@ class Health(BaseModel):
     block_hash: str
     mempool: int
     version: str
+    time_ms: int = Field(description="the node's clock: clients compute not_after from it, not from their own")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -537,6 +538,7 @@ def create_app(node: Node, auth: TokenAuth) -> FastAPI:
             "block_hash": head.hash,
             "mempool": len(node.mempool),
             "version": __version__,
+            "time_ms": node.clock.now_ms(),
         }
         return JSONResponse(body, status_code=503 if node.failed is not None else 200)
 

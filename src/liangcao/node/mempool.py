@@ -8,14 +8,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from liangcao import limits
+from liangcao.clock import now_ms
 from liangcao.codes import Code
 from liangcao.errors import TxRejected
 from liangcao.ledger.tx import Tx
 from liangcao.ordering import solo
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Mempool:

@@ -28,6 +28,7 @@ from typing import Any
 
 from liangcao import encoding, limits
 from liangcao.apps.bundle import default_registry
+from liangcao.clock import Clock
 from liangcao.codes import Code
 from liangcao.contracts.runtime import ContractRuntime
 from liangcao.errors import LiangcaoError, TxRejected
@@ -37,7 +38,7 @@ from liangcao.ledger.chain import Ledger
 from liangcao.ledger.executor import Execution
 from liangcao.ledger.store import Store
 from liangcao.ledger.tx import Signer, Tx
-from liangcao.node.mempool import Mempool, now_ms
+from liangcao.node.mempool import Mempool
 from liangcao.node.verify import SigVerifier
 
 log = logging.getLogger("liangcao.node")
@@ -101,6 +102,7 @@ class Node:
         self.chain_id = genesis.header.chain_id
         self.orderer = orderer
         self.peer = peer
+        self.clock = Clock(self.ledger.head.time_ms if self.ledger.head is not None else 0)
         self.mempool = Mempool(self.settings.mempool_txs_max)
         self.verifier = SigVerifier(self.settings.verify_workers, self.runtime.certs)
         self.listeners: list[Listener] = []
@@ -156,7 +158,7 @@ class Node:
             raise TxRejected(
                 Code.WRONG_CHAIN, f"transaction is for chain {tx.chain_id!r}, this node runs {self.chain_id!r}"
             )
-        now = now_ms()
+        now = self.clock.now_ms()
         if tx.not_after < now:
             raise TxRejected(Code.EXPIRED, f"transaction expired at {tx.not_after}; it is now {now}")
         if tx.not_after - now > limits.tx_ttl_ms_max:
@@ -172,7 +174,7 @@ class Node:
         tx = self.check(raw)
         if tx.tx_id in self._recent or self.reader().tx_seen(tx.tx_id):
             return tx, "committed"
-        admitted = now_ms()
+        admitted = self.clock.now_ms()
         if self.mempool.add(tx):  # raises MEMPOOL_FULL before anything is remembered
             self._admitted.setdefault(tx.tx_id, admitted)
         return tx, "pending"
@@ -213,7 +215,7 @@ class Node:
 
     def _commit(self, batch: list[Tx], sig_ok: dict[str, bool]) -> None:
         raws = [t.raw for t in batch]
-        block, ex = self.ledger.produce(raws, now_ms(), self.orderer, sig_ok, batch)
+        block, ex = self.ledger.produce(raws, self.clock.now_ms(), self.orderer, sig_ok, batch)
         att = self._attest(block.header)
         self._publish(block, ex, att)
 
