@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from liangcao.client import Client, ClientError
+from liangcao.codes import Code
 from liangcao.demo import free_port
 from liangcao.node.home import NodeHome, load_signer, member_dir
 
@@ -221,3 +222,60 @@ def test_demo_no_serve_then_audit(tmp_path: Path) -> None:
     assert "after settlement" in r.stdout and "checks out" in r.stdout
     assert "audit passed" in cli("audit", "--home", str(home)).stdout
     assert "proof verifies" in cli("verify-proof", str(home / "proofs" / "payment.json")).stdout
+
+
+def test_scf_cli_commands_and_sdk_handles(tmp_path: Path) -> None:
+    home = tmp_path / "scf"
+    types = "core_enterprise,supplier,supplier,bank"
+    cli("network", "init", "--orgs", "4", "--out", str(home), "--port", str(free_port(0)), "--org-types", types)
+    r = cli("network", "init", "--orgs", "2", "--out", str(tmp_path / "x"), "--org-types", "bank,pirate", check=False)
+    assert r.returncode == 1 and "unknown organisation types pirate" in r.stderr
+    node = NodeProcess(home)
+    node.start()
+    try:
+
+        def scf(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+            return cli("scf", *args, "--home", str(home), check=check)
+
+        scf("tokens", "issue", "--to", "org1", "--amount", "100000", "--as", "org4/admin")
+        doc = "ab" * 32
+        r = scf(
+            "invoices", "register", "--code", "3100", "--number", "77", "--seller", "org2", "--buyer", "org1",
+            "--amount", "50000", "--date", "2026-11-11", "--doc-hash", doc, "--as", "org2/alice",
+        )  # fmt: skip
+        inv = json.loads(r.stdout)["receipt"]["result"]["key"]
+        r = scf(
+            "vouchers", "issue", "--to", "org2", "--face", "40000", "--maturity", "2099-01-01", "--invoices", inv,
+            "--settlement-bank", "org4", "--as", "org1/admin",
+        )  # fmt: skip
+        vid = json.loads(r.stdout)["receipt"]["result"]["voucher"]
+        scf("vouchers", "accept", "--voucher", vid, "--as", "org2/alice")
+        r = scf("vouchers", "split", "--voucher", vid, "--amounts", "10000,5000", "--as", "org2/alice")
+        assert len(json.loads(r.stdout)["receipt"]["result"]["children"]) == 3
+        tree = json.loads(scf("vouchers", "tree", "--voucher", vid).stdout)
+        assert [c["face"] for c in tree["children"]] == [10_000, 5_000, 25_000]
+        # refused by the contract: exit 2 with the code; bad input: exit 1 with the field, nothing sent
+        r = scf("vouchers", "split", "--voucher", vid, "--amounts", "1", "--as", "org2/alice", check=False)
+        assert r.returncode == 2 and '"code": 2004' in r.stdout
+        r = scf("vouchers", "split", "--voucher", vid, "--amounts", "ten", "--as", "org2/alice", check=False)
+        assert r.returncode == 1 and "amounts" in r.stderr and "Traceback" not in r.stderr
+        listed = cli("scf", "tokens", "--help").stdout.split("Commands")[1].split()
+        assert "transfer" in listed and "pay" not in listed  # internal methods are not offered
+        # the SDK: the same actions as methods, arguments checked before anything is signed
+        h = NodeHome.open(home)
+        with Client(h.url, h.auth().create("org3/alice", 1)) as c:
+            tier1 = c.contract("scf.vouchers", load_signer(member_dir(home, "org2/alice")))
+            part = tier1.tree(voucher=vid)["children"][0]["id"]
+            tier1.offer(voucher=part, to="org3")
+            with pytest.raises(ClientError) as refused:
+                tier1.offer(voucher=part, to="org3")
+            assert refused.value.code == 2004
+            with pytest.raises(ClientError) as bad:
+                tier1.split(voucher=part, amounts=["1"])
+            assert bad.value.code == Code.INVALID_ARGUMENT and "amounts" in bad.value.message
+            with pytest.raises(AttributeError):
+                getattr(c.contract("scf.vouchers"), "pool_assign")  # noqa: B009
+            c.contract("scf.vouchers", load_signer(member_dir(home, "org3/alice"))).accept(voucher=part)
+            assert c.contract("scf.vouchers").portfolio(org="org3")["total"] == 10_000
+    finally:
+        node.signal(signal.SIGTERM)

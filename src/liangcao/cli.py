@@ -62,12 +62,26 @@ def network_init(
     orgs: Annotated[int, typer.Option("--orgs", min=1, max=64, help="number of organisations")] = 3,
     chain_id: Annotated[str, typer.Option("--chain-id")] = "liangcao-local",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 7800,
+    org_types: Annotated[
+        str | None,
+        typer.Option(
+            "--org-types", help="comma-separated type of each organisation, e.g. core_enterprise,supplier,bank"
+        ),
+    ] = None,
 ) -> None:
     """Keys, certificates, genesis and node configuration for ORGS organisations."""
+    from liangcao.crypto.identity import ORG_TYPES
     from liangcao.node.home import init_network
 
+    types = [t.strip() for t in org_types.split(",")] if org_types else None
+    if types is not None:
+        unknown = sorted(set(types) - set(ORG_TYPES))
+        if unknown:
+            fail(f"unknown organisation types {', '.join(unknown)}; known: {', '.join(sorted(ORG_TYPES))}")
+        if len(types) != orgs:
+            fail(f"--org-types names {len(types)} types for {orgs} organisations")
     try:
-        c = init_network(out, orgs, chain_id=chain_id, port=port)
+        c = init_network(out, orgs, chain_id=chain_id, port=port, org_types=types)
     except FileExistsError as exc:
         fail(str(exc))
     console.print(f"Created {orgs} organisations in {out} (chain {c.chain_id}, genesis {c.genesis.hash[:16]}…)")
@@ -146,6 +160,15 @@ def tx_cmd(
     wait: Annotated[bool, typer.Option(help="wait for the commit")] = True,
 ) -> None:
     """Build, sign (locally) and submit a transaction; print the receipt. Exit 2 if the contract refused it."""
+    parsed = _json_arg(args, "ARGS")
+    if not isinstance(parsed, dict):
+        fail("ARGS must be a JSON object")
+    _submit(home, contract, method, parsed, as_, url, wait)
+
+
+def _submit(
+    home: Path, contract: str, method: str, args: dict[str, Any], as_: list[str], url: str | None, wait: bool
+) -> None:
     from liangcao.client import Client, ClientError
     from liangcao.node.home import load_signer, member_dir
 
@@ -156,12 +179,9 @@ def tx_cmd(
         signers = [load_signer(member_dir(h.root, m)) for m in as_]
     except (FileNotFoundError, ValueError) as exc:
         fail(f"cannot load signer: {exc}")
-    parsed = _json_arg(args, "ARGS")
-    if not isinstance(parsed, dict):
-        fail("ARGS must be a JSON object")
     try:
         with Client(url or h.url, chain_id=h.chain_id()) as c:
-            result = c.submit(c.build(contract, method, parsed, signers), wait=wait)
+            result = c.submit(c.build(contract, method, args, signers), wait=wait)
     except ClientError as exc:
         fail(f"{exc.code} {exc.message}")
     except OSError as exc:
@@ -181,19 +201,114 @@ def query_cmd(
     url: Annotated[str | None, typer.Option(help="node URL (default from node.json)")] = None,
 ) -> None:
     """Run a contract query on the node and print the result."""
-    from liangcao.client import Client, ClientError
-
-    h = _home(home)
     parsed = _json_arg(args, "ARGS")
     if not isinstance(parsed, dict):
         fail("ARGS must be a JSON object")
+    _query(home, contract, method, parsed, as_, url)
+
+
+def _query(home: Path, contract: str, method: str, args: dict[str, Any], as_: str, url: str | None) -> None:
+    from liangcao.client import Client, ClientError
+
+    h = _home(home)
     try:
         with Client(url or h.url, h.auth().create(as_, 1)) as c:
-            console.print_json(json.dumps(c.query(contract, method, parsed)))
+            console.print_json(json.dumps(c.query(contract, method, args)))
     except ClientError as exc:
         fail(f"{exc.code} {exc.message}")
     except OSError as exc:
         fail(f"cannot reach the node: {exc}")
+
+
+# ---- one command per contract action (supply-chain finance) -----------------------------------------------
+def _option_value(text: str, is_list: bool) -> Any:
+    """A command-line value: JSON when it looks like JSON, a comma-separated list for list fields, else text."""
+    if text[:1] in "[{":
+        return _json_arg(text, f"the value {text[:40]!r}")
+    if is_list:
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return text
+
+
+def _action_command(contract: str, method: Any) -> Any:
+    """A typer command for one contract method, with an option per argument field.
+
+    Built from the contract's own argument type, so the CLI cannot drift from the contract; values are
+    converted by msgspec (``"100"`` becomes 100 where the field is an integer) and checked before signing.
+    """
+    import inspect
+
+    import msgspec
+
+    fields = msgspec.structs.fields(method.args_type)
+    params: list[inspect.Parameter] = [inspect.Parameter("home", inspect.Parameter.KEYWORD_ONLY, annotation=Home)]
+    for f in fields:
+        help_text = "list: a,b,c or JSON" if "list" in str(f.type) else "value (JSON for objects)"
+        option = typer.Option(f"--{f.name.replace('_', '-')}", help=help_text)
+        default = inspect.Parameter.empty if f.required else None
+        annotation = Annotated[str, option] if f.required else Annotated[str | None, option]
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default))
+    if method.kind == "transaction":
+        signer_opt = typer.Option("--as", help="signing member, e.g. org2/alice (repeat for several)")
+        params.append(
+            inspect.Parameter(
+                "as_", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[list[str], signer_opt], default=[]
+            )
+        )
+    else:
+        reader_opt = typer.Option("--as", help="member to read as")
+        params.append(
+            inspect.Parameter(
+                "as_", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[str, reader_opt], default="org1/admin"
+            )
+        )
+    url_opt = typer.Option(help="node URL (default from node.json)")
+    params.append(
+        inspect.Parameter(
+            "url", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[str | None, url_opt], default=None
+        )
+    )
+
+    def command(**kw: Any) -> None:
+        args = {f.name: _option_value(kw[f.name], "list" in str(f.type)) for f in fields if kw.get(f.name) is not None}
+        try:
+            typed = msgspec.convert(args, method.args_type, strict=False)
+        except msgspec.ValidationError as exc:
+            fail(f"invalid arguments for {contract}.{method.name}: {exc}")
+        clean = msgspec.to_builtins(typed)
+        if method.kind == "transaction":
+            _submit(kw["home"], contract, method.name, clean, kw["as_"], kw["url"], True)
+        else:
+            _query(kw["home"], contract, method.name, clean, kw["as_"], kw["url"])
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = (
+        (method.fn.__doc__ or f"{method.kind.capitalize()} {contract}.{method.name}.").strip().split("\n")[0]
+    )
+    return command
+
+
+def _contract_apps() -> None:
+    from liangcao.apps.bundle import default_registry
+
+    registry = default_registry()
+    scf_app = typer.Typer(help="Supply-chain finance: one command per contract action.", no_args_is_help=True)
+    app.add_typer(scf_app, name="scf")
+    for name in registry.names():
+        if not name.startswith("scf."):
+            continue
+        contract = registry.get(name)
+        assert contract is not None
+        module_doc = sys.modules[type(contract).__module__].__doc__ or name
+        sub = typer.Typer(help=module_doc.strip().split("\n")[0].replace("``", ""), no_args_is_help=True)
+        scf_app.add_typer(sub, name=name.removeprefix("scf."))
+        for method in sorted(contract.methods.values(), key=lambda m: m.name):
+            if not method.internal:
+                sub.command(method.name.replace("_", "-"))(_action_command(name, method))
+
+
+_contract_apps()
 
 
 # ---- audit and proofs -------------------------------------------------------------------------------------

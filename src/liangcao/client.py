@@ -17,15 +17,17 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
+import msgspec
 
 from liangcao.clock import now_ms
+from liangcao.codes import Code
 from liangcao.errors import LiangcaoError
 from liangcao.ledger import block as blk
 from liangcao.ledger import tx as txm
 from liangcao.ledger.tx import Signer, Tx
 from liangcao.node.home import load_signer
 
-__all__ = ["Client", "ClientError", "Signer", "load_signer", "verify_proof"]
+__all__ = ["Client", "ClientError", "ContractHandle", "Refused", "Signer", "load_signer", "verify_proof"]
 
 
 class ClientError(LiangcaoError):
@@ -152,6 +154,16 @@ class Client:
             raise ClientError(504, 502, f"transaction {result['tx_id']} not committed in time")
         return dict(result["receipt"])
 
+    def contract(self, name: str, *signers: Signer) -> ContractHandle:
+        """Every action and read model of contract ``name`` as Python methods, signed by ``signers``.
+
+        >>> vouchers = c.contract("scf.vouchers", tier1_alice)
+        >>> part, rest = vouchers.split(voucher=vid, amounts=[50_000_000])["children"]
+        >>> vouchers.tree(voucher=vid)["children"][0]["face"]
+        50000000
+        """
+        return ContractHandle(self, name, signers)
+
     def proof(self, tx_id: str) -> dict[str, Any]:
         return dict(self.tx(tx_id)["tx_proof"])
 
@@ -194,3 +206,62 @@ class Client:
                     continue
                 key, _, value = line.partition(":")
                 event[key] = value.lstrip(" ")
+
+
+class Refused(ClientError):
+    """The transaction was committed with a non-zero code: the contract refused it and changed nothing."""
+
+    def __init__(self, receipt: dict[str, Any]) -> None:
+        super().__init__(200, int(receipt["code"]), str(receipt["message"]), receipt)
+        self.receipt = receipt
+
+
+class ContractHandle:
+    """One contract's methods as Python calls (see ``Client.contract``).
+
+    Arguments are keyword arguments, checked here against the contract's own argument types before
+    anything is signed or sent, so a typo fails at once with INVALID_ARGUMENT and the field's name.
+    A transaction returns its result once committed, or raises ``Refused`` with the receipt's code; a
+    query returns its result. Methods only other contracts may invoke are not offered.
+    """
+
+    def __init__(self, client: Client, name: str, signers: Sequence[Signer]) -> None:
+        from liangcao.apps.bundle import default_registry
+
+        found = default_registry().get(name)
+        if found is None:
+            raise ClientError(400, Code.UNKNOWN_CONTRACT, f"no contract named {name!r}")
+        self._client = client
+        self._contract = found
+        self.name = name
+        self.signers = tuple(signers)
+
+    def methods(self) -> dict[str, str]:
+        """Method name -> kind (``transaction`` or ``query``), internal ones left out."""
+        return {n: m.kind for n, m in sorted(self._contract.methods.items()) if not m.internal}
+
+    def __dir__(self) -> list[str]:
+        return [*super().__dir__(), *self.methods()]
+
+    def __getattr__(self, method: str) -> Any:
+        m = self._contract.methods.get(method)
+        if m is None or m.internal or method.startswith("_"):
+            raise AttributeError(f"contract {self.name!r} has no method {method!r}")
+
+        def call(**args: Any) -> Any:
+            try:
+                msgspec.convert(args, m.args_type, strict=True)
+            except msgspec.ValidationError as exc:
+                raise ClientError(400, Code.INVALID_ARGUMENT, f"{self.name}.{method}: {exc}") from None
+            if m.kind == "query":
+                return self._client.query(self.name, method, args)
+            if not self.signers:
+                raise ClientError(400, Code.MISSING_SIGNATURE, f"{self.name}.{method} needs signers")
+            receipt = self._client.call(self.name, method, args, self.signers)
+            if receipt["code"] != 0:
+                raise Refused(receipt)
+            return receipt["result"]
+
+        call.__name__ = method
+        call.__doc__ = m.fn.__doc__
+        return call

@@ -59,6 +59,7 @@ class Method:
     kind: str  # "transaction" | "query"
     fn: Callable[..., Any]
     args_type: type[msgspec.Struct]
+    internal: bool = False  # only other contracts call it (see ``internal``); clients and the CLI hide it
 
 
 def _mark(kind: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -71,6 +72,12 @@ def _mark(kind: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
 
 transaction = _mark("transaction")
 query = _mark("query")
+
+
+def internal(fn: Callable[..., T]) -> Callable[..., T]:
+    """Marks a transaction method that only other contracts invoke (it should ``require_caller``)."""
+    fn.__liangcao_internal__ = True  # type: ignore[attr-defined]
+    return fn
 
 
 class Contract:
@@ -94,7 +101,7 @@ class Contract:
                 args_type = hints.get(params[2])
                 if not (isinstance(args_type, type) and issubclass(args_type, msgspec.Struct)):
                     raise TypeError(f"{cls.__name__}.{attr}: args must be annotated with a msgspec Struct")
-                methods[attr] = Method(attr, kind, fn, args_type)
+                methods[attr] = Method(attr, kind, fn, args_type, bool(getattr(fn, "__liangcao_internal__", False)))
         cls.methods = methods
 
 
@@ -330,6 +337,8 @@ class Registry:
 
     def call(self, ctx: Context, contract: str, method: str, args: dict[str, Any], kind: str) -> Any:
         c, m = self.method(contract, method, kind)
+        if m.internal and not ctx.caller:
+            raise ContractFailure(Code.FORBIDDEN, f"{contract}.{method} is internal: only other contracts invoke it")
         try:
             typed = msgspec.convert(args, m.args_type, strict=True)
         except msgspec.ValidationError as exc:

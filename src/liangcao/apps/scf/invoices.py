@@ -20,7 +20,7 @@ from liangcao.apps.scf.common import (
     org_type,
 )
 from liangcao.codes import Code
-from liangcao.contracts.base import Args, Context, Contract, query, transaction
+from liangcao.contracts.base import Args, Context, Contract, internal, query, transaction
 from liangcao.limits import invoices_per_instrument_max
 
 CALLERS = ("scf.vouchers", "scf.factoring")
@@ -74,6 +74,7 @@ class Invoices(Contract):
         ctx.emit("registered", {"key": key, "seller": args.seller, "buyer": args.buyer, "amount": args.amount})
         return {"key": key}
 
+    @internal
     @transaction
     def bind(self, ctx: Context, args: BindArgs) -> dict[str, int]:
         """Internal: mark invoices as backing ``instrument``; returns their total. Each may be bound once."""

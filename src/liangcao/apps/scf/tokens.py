@@ -10,7 +10,7 @@ from typing import Any
 
 from liangcao.apps.scf.common import Fen, OrgId, ScfCode, acting_for, org_type
 from liangcao.codes import Code
-from liangcao.contracts.base import Args, Context, Contract, query, transaction
+from liangcao.contracts.base import Args, Context, Contract, internal, query, transaction
 
 CALLERS = ("scf.vouchers", "scf.bills", "scf.factoring")
 
@@ -102,6 +102,7 @@ class Tokens(Contract):
         org_type(ctx, args.to)
         move(ctx, args.bank, payer, args.to, args.amount)
 
+    @internal
     @transaction
     def pay(self, ctx: Context, args: PayArgs) -> None:
         """Internal: a payment made by another contract inside its own transaction (financing, settlement)."""

@@ -45,7 +45,7 @@ from liangcao.apps.scf.common import (
 )
 from liangcao.apps.scf.invoices import InvoiceKey
 from liangcao.codes import Code
-from liangcao.contracts.base import Args, Context, Contract, NoArgs, query, transaction
+from liangcao.contracts.base import Args, Context, Contract, NoArgs, internal, query, transaction
 from liangcao.limits import invoices_per_instrument_max, rate_bps_max, split_children_max, tree_nodes_max
 
 
@@ -319,6 +319,7 @@ class Vouchers(Contract):
         self.save(ctx, {**v, "financing": None}, v)
 
     # ---- factoring pools (called by scf.factoring inside its own transactions) ---------------------------
+    @internal
     @transaction
     def pool_assign(self, ctx: Context, args: PoolAssignArgs) -> dict[str, Any]:
         """Internal: assign a voucher the seller holds to a factor's pool; the factor becomes the holder."""
@@ -335,6 +336,7 @@ class Vouchers(Contract):
         ctx.emit("pooled", {"voucher": v["id"], "pool": args.pool, "seller": args.seller, "factor": args.factor})
         return {k: v[k] for k in ("face", "maturity_day", "settlement_bank", "issuer")}
 
+    @internal
     @transaction
     def pool_release(self, ctx: Context, args: PoolReleaseArgs) -> None:
         """Internal: a voucher leaves its pool and goes back to the seller."""
