@@ -311,6 +311,37 @@ def _contract_apps() -> None:
 _contract_apps()
 
 
+# ---- traceability ------------------------------------------------------------------------------------------
+trace_app = typer.Typer(help="GS1 EPCIS 2.0 traceability.", no_args_is_help=True)
+app.add_typer(trace_app, name="trace")
+
+
+@trace_app.command("hash")
+def trace_hash_cmd(
+    file: Annotated[Path, typer.Argument(help="an EPCIS 2.0 document or query document in JSON-LD")],
+    prehash: Annotated[bool, typer.Option("--prehash", help="print the pre-hash strings too")] = False,
+) -> None:
+    """Print the CBV 2.0 event hash id of each event, one per line, in document order."""
+    from liangcao.trace.hashing import Hasher, events_of, hash_of_prehash, ignored_fields
+
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        fail(f"{file} is not JSON (only JSON-LD documents are read for now): {exc}")
+    if not isinstance(document, dict) or not isinstance(document.get("epcisBody"), dict):
+        fail(f"{file} is not an EPCIS document: it has no epcisBody object")
+    hasher = Hasher(document.get("@context"), ignored_fields(document))
+    for n, event in enumerate(events_of(document)):
+        if not isinstance(event, dict):
+            fail(f"event {n} of {file} is not an object")
+        pre = hasher.event(event)
+        print(hash_of_prehash(pre))
+        if prehash:
+            print(pre)
+
+
 # ---- audit and proofs -------------------------------------------------------------------------------------
 @app.command("audit")
 def audit_cmd(

@@ -1,0 +1,277 @@
+"""The CBV 2.0 EPCIS event hash id: ``ni:///sha-256;<hex>?ver=CBV2.0``.
+
+The pre-hash string of an event is built by the rules of CBV 2.0 section 8.9 (the reference
+implementation is GS1's epcis-event-hash-generator): fields in the canonical property order, ``key=value``
+pairs concatenated without separators, list members sorted by code point, timestamps in UTC with
+milliseconds, numbers without trailing zeros, CBV vocabulary as GS1 Web URIs, EPCs as constrained canonical
+GS1 Digital Link URIs, user extensions as ``{namespace}localName`` sorted, ``eventID`` and ``recordTime``
+and ``errorDeclaration`` left out. The same event in any field order (or, once parsed, in XML) has the
+same id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from liangcao.trace.identifiers import normalise_identifier
+
+HASH_VERSION = "CBV2.0"
+DEFAULT_PREFIXES = {
+    "gs1": "https://gs1.org/voc/",
+    "cbv": "https://ref.gs1.org/cbv/",
+    "epcis": "https://ref.gs1.org/epcis/",
+}
+CBV_URNS = {
+    "urn:epcglobal:cbv:bizstep:": "https://ref.gs1.org/cbv/BizStep-",
+    "urn:epcglobal:cbv:disp:": "https://ref.gs1.org/cbv/Disp-",
+    "urn:epcglobal:cbv:btt:": "https://ref.gs1.org/cbv/BTT-",
+    "urn:epcglobal:cbv:sdt:": "https://ref.gs1.org/cbv/SDT-",
+    "urn:epcglobal:cbv:er:": "https://ref.gs1.org/cbv/ER-",
+}
+# Bare words of the standard vocabularies, by the field that holds them.
+BARE = {
+    "bizStep": "https://ref.gs1.org/cbv/BizStep-",
+    "disposition": "https://ref.gs1.org/cbv/Disp-",
+    "set": "https://ref.gs1.org/cbv/Disp-",
+    "unset": "https://ref.gs1.org/cbv/Disp-",
+    "bizTransaction.type": "https://ref.gs1.org/cbv/BTT-",
+    "source.type": "https://ref.gs1.org/cbv/SDT-",
+    "destination.type": "https://ref.gs1.org/cbv/SDT-",
+    "sensorReport.type": "https://gs1.org/voc/",
+    "sensorReport.exception": "https://gs1.org/voc/",
+    "sensorReport.component": "https://ref.gs1.org/cbv/Comp-",
+    "reason": "https://ref.gs1.org/cbv/ER-",
+}
+IGNORED = {"type", "eventID", "recordTime", "errorDeclaration", "@context", "comment", "rdfs:comment", "#text"}
+EPC_LISTS = ("epcList", "inputEPCList", "childEPCs", "outputEPCList")
+QUANTITY_LISTS = ("quantityList", "childQuantityList", "inputQuantityList", "outputQuantityList")
+TYPED_LISTS = {"bizTransactionList": "bizTransaction", "destinationList": "destination", "sourceList": "source"}
+METADATA_ORDER = (
+    "time", "startTime", "endTime", "deviceID", "deviceMetadata", "rawData", "dataProcessingMethod", "bizRules",
+)  # fmt: skip
+REPORT_ORDER = (
+    "type", "exception", "deviceID", "deviceMetadata", "rawData", "dataProcessingMethod", "time", "microorganism",
+    "chemicalSubstance", "value", "component", "stringValue", "booleanValue", "hexBinaryValue", "uriValue",
+    "minValue", "maxValue", "meanValue", "sDev", "percRank", "percValue", "uom", "coordinateReferenceSystem",
+)  # fmt: skip
+ORDER = (
+    "eventTime", "eventTimeZoneOffset", "certificationInfo", "epcList", "parentID", "inputEPCList", "childEPCs",
+    "quantityList", "childQuantityList", "inputQuantityList", "outputEPCList", "outputQuantityList", "action",
+    "transformationID", "bizStep", "disposition", "persistentDisposition", "readPoint", "bizLocation",
+    "bizTransactionList", "destinationList", "sourceList", "sensorElementList", "ilmd",
+)  # fmt: skip
+# The reference vectors put destinationList before sourceList (the CBV text lists them the other way round).
+_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$")
+
+
+def fix_time(value: str) -> str:
+    """UTC with millisecond precision; a fourth fraction digit of 5 or more rounds up."""
+    m = _TIME.match(value.strip())
+    if m is None:
+        return value.strip()
+    base, frac, zone = m.groups()
+    frac = frac or "0"
+    ms = int((frac + "000")[:3]) + (1 if len(frac) > 3 and frac[3] >= "5" else 0)
+    when = dt.datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone)) + dt.timedelta(milliseconds=ms)
+    utc = when.astimezone(dt.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def format_number(value: Any) -> str:
+    """Numbers without trailing zeros or exponent: 1.0 -> 1, 0.34340 -> 0.3434, 12 -> 12."""
+    try:
+        d = Decimal(str(value))
+    except InvalidOperation:
+        return str(value)
+    if not d.is_finite():
+        return str(value)
+    if d == d.to_integral_value():
+        return str(d.quantize(Decimal(1)))
+    return format(d.normalize(), "f")
+
+
+class Hasher:
+    """Pre-hash strings for the events of one document (its JSON-LD ``@context`` gives the prefixes)."""
+
+    def __init__(self, context: Any = None, ignore: list[str] | tuple[str, ...] = ()) -> None:
+        self.prefixes = dict(DEFAULT_PREFIXES)
+        for entry in context if isinstance(context, list) else [context]:
+            if isinstance(entry, Mapping):
+                for k, v in entry.items():
+                    if isinstance(v, str):
+                        self.prefixes[k] = v
+        # Extension fields a document declares as repository metadata (``...:ignoreFields``), not event content.
+        self.ignore = {self.key(name) for name in ignore}
+
+    # ---- values -----------------------------------------------------------------------------------------
+    def expand(self, text: str) -> str:
+        prefix, sep, rest = text.partition(":")
+        if sep and prefix in self.prefixes and not rest.startswith("//"):
+            return self.prefixes[prefix] + rest
+        return text
+
+    def value(self, raw: Any, field: str = "") -> str:
+        if isinstance(raw, bool):
+            return "true" if raw else "false"
+        if isinstance(raw, int | float):
+            return format_number(raw)
+        text = str(raw).strip()
+        if field.rsplit(".", 1)[-1].lower().endswith("time") and _TIME.match(text):
+            return fix_time(text)
+        for urn, web in CBV_URNS.items():
+            if text.startswith(urn):
+                return web + text[len(urn) :]
+        bare = BARE.get(field) or BARE.get(field.rsplit(".", 1)[-1] if field.count(".") == 0 else "")
+        if bare and ":" not in text and text:
+            return bare + text
+        text = self.expand(text)
+        if re.fullmatch(r"[+-]?\d+(\.\d+)?", text):
+            return format_number(text)
+        return normalise_identifier(text) or text
+
+    def key(self, name: str) -> str:
+        prefix, sep, rest = name.partition(":")
+        if sep and prefix in self.prefixes:
+            return "{" + self.prefixes[prefix] + "}" + rest
+        return name
+
+    # ---- structures -------------------------------------------------------------------------------------
+    def extension(self, name: str, value: Any) -> list[str]:
+        """``{ns}local=value`` strings for one user extension (several if it holds a list)."""
+        key = self.key(name)
+        if isinstance(value, list):
+            return [s for item in value for s in self.extension(name, item)]
+        if isinstance(value, Mapping):
+            inner = sorted(s for k, v in value.items() if k not in ("#text",) for s in self.extension(k, v))
+            text = f"={self.value(value['#text'])}" if "#text" in value else ""
+            return [key + text + "".join(inner)]
+        return [f"{key}={self.value(value)}"]
+
+    def extensions(self, obj: Mapping[str, Any], known: set[str] | tuple[str, ...]) -> str:
+        found = [
+            s
+            for k, v in obj.items()
+            if k not in known and k not in IGNORED and self.key(k) not in self.ignore
+            for s in self.extension(k, v)
+        ]
+        return "".join(sorted(found))
+
+    def ordered(self, obj: Mapping[str, Any], order: tuple[str, ...], parent: str) -> str:
+        out = []
+        for name in order:
+            if name in obj and obj[name] is not None and obj[name] != "":
+                out.append(f"{name}={self.value(obj[name], f'{parent}.{name}')}")
+        return "".join(out)
+
+    def event(self, event: Mapping[str, Any]) -> str:
+        parts = [f"eventType={event.get('type', '')}"]
+        handlers: dict[str, Callable[[Any], str]] = {
+            "persistentDisposition": self._persistent,
+            "readPoint": lambda v: self._located("readPoint", v),
+            "bizLocation": lambda v: self._located("bizLocation", v),
+            "sensorElementList": self._sensors,
+            "ilmd": lambda v: "ilmd" + self.extensions(v, ()) if isinstance(v, Mapping) else "",
+        }
+        for name in ORDER:
+            if name not in event or event[name] is None:
+                continue
+            v = event[name]
+            if name in EPC_LISTS:
+                items = sorted(f"epc={self.value(e)}" for e in v)
+                parts.append(name + "".join(items) if items else "")
+            elif name in QUANTITY_LISTS:
+                items = sorted("quantityElement" + self.ordered(q, ("epcClass", "quantity", "uom"), "q") for q in v)
+                parts.append(name + "".join(items) if items else "")
+            elif name in TYPED_LISTS:
+                member = TYPED_LISTS[name]
+                items = sorted(
+                    (f"type={self.value(t['type'], f'{member}.type')}" if t.get("type") else "")
+                    + f"{member}={self.value(t.get(member, ''), member)}"
+                    for t in v
+                )
+                parts.append(name + "".join(items) if items else "")
+            elif name in handlers:
+                parts.append(handlers[name](v))
+            else:
+                parts.append(f"{name}={self.value(v, name)}")
+        parts.append(self.extensions(event, ORDER))
+        return "".join(parts)
+
+    def _persistent(self, v: Mapping[str, Any]) -> str:
+        body = "".join(
+            "".join(sorted(f"{which}={self.value(d, which)}" for d in v.get(which) or [])) for which in ("set", "unset")
+        )
+        return "persistentDisposition" + body if body else ""
+
+    def _located(self, name: str, v: Any) -> str:
+        if isinstance(v, str):
+            return f"{name}id={self.value(v)}"
+        ident = f"id={self.value(v['id'])}" if v.get("id") else ""
+        return name + ident + self.extensions(v, ("id",))
+
+    def _sensors(self, elements: list[Mapping[str, Any]]) -> str:
+        out = []
+        for el in elements:
+            text = "sensorElement"
+            meta = el.get("sensorMetadata")
+            if isinstance(meta, Mapping):
+                text += "sensorMetadata" + self.ordered(meta, METADATA_ORDER, "sensorMetadata")
+                text += self.extensions(meta, METADATA_ORDER)
+            reports = el.get("sensorReport") or []
+            text += "".join(
+                sorted(
+                    "sensorReport" + self.ordered(r, REPORT_ORDER, "sensorReport") + self.extensions(r, REPORT_ORDER)
+                    for r in reports
+                )
+            )
+            text += self.extensions(el, ("sensorMetadata", "sensorReport"))
+            out.append(text)
+        return "sensorElementList" + "".join(sorted(out)) if out else ""
+
+
+def events_of(document: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The events of an EPCIS document or query document, in document order."""
+    body = document.get("epcisBody") or {}
+    if "eventList" in body:
+        return list(body["eventList"])
+    if "event" in body:
+        return [body["event"]]
+    results = (body.get("queryResults") or {}).get("resultsBody") or {}
+    return list(results.get("eventList") or [])
+
+
+def ignored_fields(document: Mapping[str, Any]) -> list[str]:
+    """Field names a document (or its query results) lists under an ``ignoreFields`` extension."""
+    found: list[str] = []
+    body = document.get("epcisBody") or {}
+    for holder in (document, document.get("epcisHeader") or {}, body, body.get("queryResults") or {}):
+        if isinstance(holder, Mapping):
+            for k, v in holder.items():
+                if k.rsplit(":", 1)[-1] == "ignoreFields" and isinstance(v, list):
+                    found.extend(str(x) for x in v)
+    return found
+
+
+def prehash(event: Mapping[str, Any], context: Any = None, ignore: list[str] | tuple[str, ...] = ()) -> str:
+    """The pre-hash string of one event (JSON-LD form), before SHA-256."""
+    return Hasher(context, ignore).event(event)
+
+
+def hash_of_prehash(pre: str) -> str:
+    return f"ni:///sha-256;{hashlib.sha256(pre.encode('utf-8')).hexdigest()}?ver={HASH_VERSION}"
+
+
+def event_hash(event: Mapping[str, Any], context: Any = None, ignore: list[str] | tuple[str, ...] = ()) -> str:
+    """The CBV 2.0 event hash id of one event (JSON-LD form)."""
+    return hash_of_prehash(prehash(event, context, ignore))
+
+
+def document_hashes(document: Mapping[str, Any]) -> list[str]:
+    """The hash id of every event of an EPCIS (query) document, in document order."""
+    hasher = Hasher(document.get("@context"), ignored_fields(document))
+    return [hash_of_prehash(hasher.event(e)) for e in events_of(document)]

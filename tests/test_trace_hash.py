@@ -1,0 +1,103 @@
+"""CBV 2.0 event hash ids: every JSON-LD reference vector, field-order invariance, identifier normalisation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from liangcao.trace.hashing import document_hashes, events_of, fix_time, format_number
+from liangcao.trace.identifiers import check_digit, constrain_dl, epc_urn_to_dl
+
+VECTORS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "epcis" / "hash-vectors"
+JSONLD = sorted(VECTORS.glob("*.jsonld"))
+
+
+def expected(path: Path) -> list[str]:
+    return [line.strip() for line in path.with_suffix(".hashes").read_text().splitlines() if line.strip()]
+
+
+def test_vectors_are_there() -> None:
+    assert len(JSONLD) >= 20, f"expected the reference vectors in {VECTORS}"
+
+
+@pytest.mark.parametrize("path", JSONLD, ids=[p.stem for p in JSONLD])
+def test_reference_vector(path: Path) -> None:
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert document_hashes(document) == expected(path)
+
+
+def shuffled(value: Any, rnd: Any) -> Any:
+    if isinstance(value, dict):
+        keys = list(value)
+        rnd.shuffle(keys)
+        return {k: shuffled(value[k], rnd) for k in keys}
+    if isinstance(value, list):
+        items = [shuffled(v, rnd) for v in value]
+        rnd.shuffle(items)
+        return items
+    return value
+
+
+@settings(max_examples=30, deadline=None)
+@given(path=st.sampled_from(JSONLD), rnd=st.randoms(use_true_random=False))
+def test_field_and_list_order_do_not_change_the_hash(path: Path, rnd: Any) -> None:
+    document = json.loads(path.read_text(encoding="utf-8"))
+    events = events_of(document)
+    mixed = [shuffled(e, rnd) for e in events]
+    body = {"eventList": mixed}
+    again = {**document, "epcisBody": body}
+    if "queryResults" in document["epcisBody"]:
+        again["epcisBody"] = {**document["epcisBody"], "queryResults": {"resultsBody": body}}
+        again["epcisBody"]["queryResults"].update(
+            {k: v for k, v in document["epcisBody"]["queryResults"].items() if k != "resultsBody"}
+        )
+    assert document_hashes(again) == expected(path)
+
+
+def test_any_change_of_a_value_changes_the_hash() -> None:
+    document = json.loads((VECTORS / "ReferenceEventHashAlgorithm.jsonld").read_text())
+    before = document_hashes(document)
+    document["epcisBody"]["eventList"][0]["example:myField2"] = "1"
+    assert document_hashes(document) != before
+    del document["epcisBody"]["eventList"][0]["example:myField2"]
+    assert document_hashes(document) != before
+
+
+def test_identifiers() -> None:
+    assert check_digit("629104150021") == "3"  # GTIN-13 6291041500213
+    assert epc_urn_to_dl("urn:epc:id:sgtin:4012345.011111.9876") == "https://id.gs1.org/01/04012345111118/21/9876"
+    assert epc_urn_to_dl("urn:epc:id:sscc:4012345.0000000333") == "https://id.gs1.org/00/040123450000003338"
+    assert epc_urn_to_dl("urn:epc:id:sgln:4012345.00011.987") == "https://id.gs1.org/414/4012345000115/254/987"
+    assert epc_urn_to_dl("urn:epc:id:sgln:4012345.00005.0") == "https://id.gs1.org/414/4012345000054"
+    assert epc_urn_to_dl("urn:epc:id:nonsense:1.2") is None
+    assert (
+        constrain_dl("https://example.com/shop/gtin/09780345418913/lot/A1/ser/765tz?abc=1")
+        == "https://id.gs1.org/01/09780345418913/21/765tz"
+    )
+    assert constrain_dl("http://transaction.acme.com/po/12345678") is None
+
+
+def test_time_and_number_formats() -> None:
+    assert fix_time("2020-03-04T11:00:30+01:00") == "2020-03-04T10:00:30.000Z"
+    assert fix_time("2023-02-02T12:04:03.1415+01:00") == "2023-02-02T11:04:03.142Z"
+    assert fix_time("2023-12-31T23:59:59.9996Z") == "2024-01-01T00:00:00.000Z"
+    assert [format_number(x) for x in (1.0, "0.34340", 12, "-3.50", 1e-05)] == ["1", "0.3434", "12", "-3.5", "0.00001"]
+
+
+def test_cli_prints_each_hash_in_document_order(tmp_path: Path) -> None:
+    path = VECTORS / "epcisDocWithVariousEventTypes.jsonld"
+    run = [sys.executable, "-m", "liangcao.cli", "trace", "hash"]
+    r = subprocess.run([*run, str(path)], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 0 and r.stdout.split() == expected(path)
+    bad = tmp_path / "bad.jsonld"
+    bad.write_text('{"epcisBody": 3}')
+    r = subprocess.run([*run, str(bad)], capture_output=True, text=True)
+    assert r.returncode == 1 and "no epcisBody" in r.stderr and "Traceback" not in r.stderr
