@@ -316,14 +316,7 @@ trace_app = typer.Typer(help="GS1 EPCIS 2.0 traceability.", no_args_is_help=True
 app.add_typer(trace_app, name="trace")
 
 
-@trace_app.command("hash")
-def trace_hash_cmd(
-    file: Annotated[Path, typer.Argument(help="an EPCIS 2.0 document or query document in JSON-LD")],
-    prehash: Annotated[bool, typer.Option("--prehash", help="print the pre-hash strings too")] = False,
-) -> None:
-    """Print the CBV 2.0 event hash id of each event, one per line, in document order."""
-    from liangcao.trace.hashing import Hasher, events_of, hash_of_prehash, ignored_fields
-
+def _epcis_document(file: Path) -> dict[str, Any]:
     try:
         document = json.loads(file.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -332,6 +325,37 @@ def trace_hash_cmd(
         fail(f"{file} is not JSON (only JSON-LD documents are read for now): {exc}")
     if not isinstance(document, dict) or not isinstance(document.get("epcisBody"), dict):
         fail(f"{file} is not an EPCIS document: it has no epcisBody object")
+    return document
+
+
+@trace_app.command("validate")
+def trace_validate_cmd(
+    file: Annotated[Path, typer.Argument(help="an EPCIS 2.0 document in JSON-LD")],
+) -> None:
+    """Check a document against GS1's EPCIS 2.0 JSON schema; exit 1 listing each problem by event and field."""
+    from liangcao.trace.validate import validate_document
+
+    document = _epcis_document(file)
+    try:
+        problems = validate_document(document)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    if problems:
+        for p in problems:
+            err.print(str(p), soft_wrap=True, markup=False)
+        raise typer.Exit(1)
+    console.print(f"valid: {len(document['epcisBody'].get('eventList') or [])} events")
+
+
+@trace_app.command("hash")
+def trace_hash_cmd(
+    file: Annotated[Path, typer.Argument(help="an EPCIS 2.0 document or query document in JSON-LD")],
+    prehash: Annotated[bool, typer.Option("--prehash", help="print the pre-hash strings too")] = False,
+) -> None:
+    """Print the CBV 2.0 event hash id of each event, one per line, in document order."""
+    from liangcao.trace.hashing import Hasher, events_of, hash_of_prehash, ignored_fields
+
+    document = _epcis_document(file)
     hasher = Hasher(document.get("@context"), ignored_fields(document))
     for n, event in enumerate(events_of(document)):
         if not isinstance(event, dict):

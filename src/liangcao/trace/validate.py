@@ -1,0 +1,87 @@
+"""Validation of EPCIS 2.0 JSON-LD documents against GS1's official JSON schema.
+
+The schema files are GS1's (``EPCIS-JSON-Schema-root.json`` and the files it references); they are read
+from a directory, not copied into liangcao: ``LIANGCAO_EPCIS_SCHEMA_DIR`` if set, else the
+``shared/fixtures/epcis/schema`` folder beside the checkout. Errors name the event (by index) and the
+field (as a JSON path), so a producer can fix its document.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft7Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT7
+
+ROOT_SCHEMA = "EPCIS-JSON-Schema-root.json"
+EVENT_TYPES = ("ObjectEvent", "AggregationEvent", "TransactionEvent", "TransformationEvent", "AssociationEvent")
+errors_max = 20  # errors reported for one document; the rest are counted
+
+
+def schema_dir() -> Path:
+    env = os.environ.get("LIANGCAO_EPCIS_SCHEMA_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "epcis" / "schema"
+
+
+@dataclass(frozen=True)
+class Problem:
+    event: int | None  # index in the document's event list, None for the document itself
+    path: str  # JSON path of the field, e.g. $.epcisBody.eventList[2].bizStep
+    message: str
+
+    def __str__(self) -> str:
+        where = f"event {self.event}" if self.event is not None else "document"
+        return f"{where}: {self.path}: {self.message}"
+
+
+@cache
+def _validator(directory: str) -> Draft7Validator:
+    base = Path(directory)
+    if not (base / ROOT_SCHEMA).exists():
+        raise FileNotFoundError(f"no {ROOT_SCHEMA} in {base} (set LIANGCAO_EPCIS_SCHEMA_DIR)")
+    resources = []
+    # The schema's own test folder reuses $ids for its fixtures: only the schema files proper are loaded.
+    for path in sorted([*base.glob("*.json"), *base.glob("schemas/*.json")]):
+        schema = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(schema, dict) and "$id" in schema:
+            resources.append((schema["$id"], Resource.from_contents(schema, default_specification=DRAFT7)))
+    registry: Registry[Any] = Registry().with_resources(resources)
+    root = json.loads((base / ROOT_SCHEMA).read_text(encoding="utf-8"))
+    return Draft7Validator(root, registry=registry)
+
+
+def validate_document(document: Any, directory: Path | None = None) -> list[Problem]:
+    """Every schema violation of an EPCIS document (empty when it is valid), most specific first."""
+    validator = _validator(str(directory or schema_dir()))
+    problems = []
+    for error in sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path)):
+        # Report the deepest cause: an allOf/if-then failure says little; its sub-error names the field.
+        leaf = error
+        while leaf.context:
+            leaf = min(leaf.context, key=lambda e: -len(e.absolute_path))
+        path = list(leaf.absolute_path)
+        event = None
+        if len(path) >= 3 and path[0] == "epcisBody" and path[1] == "eventList" and isinstance(path[2], int):
+            event = path[2]
+        text = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+        problems.append(Problem(event, text, leaf.message[:300]))
+        if len(problems) >= errors_max:
+            break
+    # The schema checks known event types and lets others through (an extension point of EPCIS 1.x);
+    # liangcao anchors only the five EPCIS 2.0 event types, so anything else is refused by name.
+    body = document.get("epcisBody") if isinstance(document, dict) else None
+    events = body.get("eventList") if isinstance(body, dict) else None
+    for i, event in enumerate(events if isinstance(events, list) else []):
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind not in EVENT_TYPES:
+            message = f"unknown event type {kind!r}; EPCIS 2.0 has {', '.join(EVENT_TYPES)}"
+            problems.append(Problem(i, f"$.epcisBody.eventList[{i}].type", message))
+    return problems[:errors_max]
