@@ -8,13 +8,19 @@ from typing import Annotated, Any
 
 import msgspec
 
-from liangcao.contracts.base import Context, Signer
+from liangcao.contracts.base import Args, Context, Signer
 
 ACTING_ROLES = ("admin", "member")
 OrgId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
 Fen = Annotated[int, msgspec.Meta(gt=0, le=10**15)]
 IsoDate = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
 VoucherId = Annotated[str, msgspec.Meta(pattern=r"^V[0-9a-f]{20}(\.\d{1,3})*$", max_length=120)]
+
+
+class OrgArgs(Args):
+    """Arguments of the read models that take one organisation (portfolio, financed book, pools)."""
+
+    org: OrgId
 
 
 class ScfCode(IntEnum):

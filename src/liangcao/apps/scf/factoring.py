@@ -41,6 +41,7 @@ import msgspec
 from liangcao.apps.scf.common import (
     Fen,
     IsoDate,
+    OrgArgs,
     OrgId,
     ScfCode,
     VoucherId,
@@ -96,10 +97,6 @@ class CollectInvoiceArgs(Args):
 
 class PoolArgs(Args):
     pool: PoolId
-
-
-class OrgArgs(Args):
-    org: OrgId
 
 
 class Factoring(Contract):

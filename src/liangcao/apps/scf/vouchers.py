@@ -32,6 +32,7 @@ import msgspec
 from liangcao.apps.scf.common import (
     Fen,
     IsoDate,
+    OrgArgs,
     OrgId,
     ScfCode,
     VoucherId,
@@ -75,10 +76,6 @@ class FinanceArgs(Args):
     voucher: VoucherId
     bank: OrgId
     rate_bps: Annotated[int, msgspec.Meta(ge=0, le=rate_bps_max)]
-
-
-class OrgArgs(Args):
-    org: OrgId
 
 
 class UntilArgs(Args):
