@@ -133,6 +133,13 @@ class Vouchers(Contract):
     def indexed(self, ctx: Context, prefix: str) -> list[dict[str, Any]]:
         return [self.load(ctx, key.rsplit("/", 1)[1]) for key, _ in ctx.range(prefix)]
 
+    def held(self, ctx: Context, vid: str) -> dict[str, Any]:
+        """A voucher its holder acts on: signed by the holder, and movable."""
+        v = self.load(ctx, vid)
+        acting_for(ctx, v["holder"])
+        self.movable(ctx, v)
+        return v
+
     @staticmethod
     def movable(ctx: Context, v: dict[str, Any]) -> None:
         """The checks every holder action shares: active, no pending offer or financing, not frozen or pooled."""
@@ -203,9 +210,7 @@ class Vouchers(Contract):
     @transaction
     def offer(self, ctx: Context, args: OfferArgs) -> None:
         """The holder offers the whole voucher to another organisation, which must accept it."""
-        v = self.load(ctx, args.voucher)
-        acting_for(ctx, v["holder"])
-        self.movable(ctx, v)
+        v = self.held(ctx, args.voucher)
         org_type(ctx, args.to)
         if args.to == v["holder"]:
             ctx.fail(Code.INVALID_ARGUMENT, "cannot offer a voucher to its holder")
@@ -235,9 +240,7 @@ class Vouchers(Contract):
     @transaction
     def split(self, ctx: Context, args: SplitArgs) -> dict[str, Any]:
         """Children of the given amounts plus, if anything is left, a remainder child; all kept by the holder."""
-        v = self.load(ctx, args.voucher)
-        acting_for(ctx, v["holder"])
-        self.movable(ctx, v)
+        v = self.held(ctx, args.voucher)
         total = sum(args.amounts)
         if total > v["face"]:
             ctx.fail(ScfCode.BAD_SPLIT, f"amounts sum to {total}, more than the face {v['face']}")
@@ -259,9 +262,7 @@ class Vouchers(Contract):
     # ---- financing --------------------------------------------------------------------------------------
     @transaction
     def request_financing(self, ctx: Context, args: FinanceArgs) -> None:
-        v = self.load(ctx, args.voucher)
-        acting_for(ctx, v["holder"])
-        self.movable(ctx, v)
+        v = self.held(ctx, args.voucher)
         if v["financed_by"] is not None:
             ctx.fail(ScfCode.ALREADY_FINANCED, f"voucher {v['id']} was already financed by {v['financed_by']}")
         require_bank(ctx, args.bank)
