@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from liangcao.trace.validate import validate_document
+from liangcao.trace.validate import _validator, is_valid, validate_document
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "epcis"
 DOCUMENTS = sorted([*FIXTURES.glob("gs1-examples/**/*.json*"), *FIXTURES.glob("openepcis/**/*.json")])
@@ -36,6 +36,14 @@ def test_fixture_document(path: Path) -> None:
         assert "'type' is a required property" in problems[0].message  # the openepcis document without type
     else:
         assert problems == []
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=[str(p.relative_to(FIXTURES)) for p in DOCUMENTS])
+def test_compiled_and_reference_validators_agree(path: Path) -> None:
+    from liangcao.trace.validate import schema_dir
+
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert is_valid(document) == _validator(str(schema_dir())).is_valid(document)
 
 
 def test_exactly_five_fixtures_are_invalid() -> None:
