@@ -20,8 +20,8 @@ SCF: Consortium = create_consortium(7, org_types=TYPES, now_ms=NOW_MS, chain_id=
 class Ledger(Replica):
     """An in-memory replica of the SCF consortium with helpers to act as its parties."""
 
-    def __init__(self) -> None:
-        super().__init__(SCF)
+    def __init__(self, consortium: Consortium = SCF) -> None:
+        super().__init__(consortium)
         self.n = 0
 
     def run_raw(self, raw: bytes) -> dict[str, Any]:
@@ -31,10 +31,9 @@ class Ledger(Replica):
 
     def run(self, contract: str, method: str, args: dict[str, Any], *who: str) -> dict[str, Any]:
         self.n += 1
-        signers = [SCF.org(w.split("/")[0]).signer(w.split("/")[1] if "/" in w else "admin") for w in who]
-        t = txm.build(
-            SCF.chain_id, contract, method, args, signers, not_after=self.time_ms + 60_000, nonce=f"n{self.n}"
-        )
+        c = self.consortium
+        signers = [c.org(w.split("/")[0]).signer(w.split("/")[1] if "/" in w else "admin") for w in who]
+        t = txm.build(c.chain_id, contract, method, args, signers, not_after=self.time_ms + 60_000, nonce=f"n{self.n}")
         return self.run_raw(t.raw)
 
     def ok(self, contract: str, method: str, args: dict[str, Any], *who: str) -> Any:

@@ -63,6 +63,19 @@ pool_assets_max = 1000  # assets in one factoring pool (a draw reads them all)
 pool_assign_max = 64  # assets assigned in one transaction
 pool_tenor_days_max = 366  # an invoice assigned to a pool is due within a year
 
+# Traceability (EPCIS 2.0).
+trace_events_per_tx_max = 64  # events anchored by one capture transaction
+trace_event_bytes_max = 24 * 1024  # one event's JSON (it is stored whole, within value_bytes_max)
+trace_ids_per_event_max = 500  # identifiers (EPCs, classes, parent) indexed for one event
+trace_context_bytes_max = 4 * 1024  # a document's @context, carried with its events for the hash
+capture_document_bytes_max = 32 * 1024 * 1024  # GS1-EPCIS-Capture-File-Size-Limit
+capture_events_max = 100_000  # GS1-EPCIS-Capture-Limit: events in one capture document
+capture_jobs_max = 10_000  # capture jobs a node remembers (oldest finished ones are forgotten first)
+query_per_page_max = 1000  # events in one EPCIS query page
+query_scan_max = 200_000  # index entries one query page may read before it answers with what it found
+provenance_events_max = 5_000  # events in one item's provenance
+provenance_ids_max = 2_000  # identifiers (containers, inputs) one provenance walk follows
+
 
 def _check() -> None:
     if not (args_depth_max < value_depth_max):
@@ -75,6 +88,10 @@ def _check() -> None:
         raise AssertionError("the mempool must hold at least one full block")
     if not (batch_txs_max <= mempool_txs_max and batch_bytes_max >= batch_txs_max * 64):
         raise AssertionError("a full batch must fit in the mempool and in batch_bytes_max")
+    if not (trace_event_bytes_max + trace_context_bytes_max + 1024 <= value_bytes_max):
+        raise AssertionError("an anchored event record (event, context, metadata) must fit in one value")
+    if not (trace_ids_per_event_max + 8 <= writes_per_tx_max):
+        raise AssertionError("the writes of one event at its largest must fit in one transaction")
 
 
 _check()

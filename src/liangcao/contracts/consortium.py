@@ -87,20 +87,28 @@ def _check_policy(ctx: Context, name: str, num: int, den: int) -> None:
         ctx.fail(Code.INVALID_ARGUMENT, "a policy threshold num/den must satisfy 0 <= num < den")
 
 
+def governance_quorum(ctx: Context) -> cfgmod.Config:
+    """The configuration, if admins of enough organisations signed (the ``governance`` policy); else fail.
+
+    Any contract whose rules the consortium changes by vote (trace permissions, for one) calls this.
+    """
+    config: cfgmod.Config = ctx.consortium()
+    admins = {s.org for s in ctx.signers if s.role == "admin" and s.org in config.active_orgs}
+    if not config.threshold_met("governance", len(admins)):
+        ctx.fail(
+            Code.QUORUM_NOT_MET,
+            f"needs admins of at least {config.quorum_size('governance')} of {len(config.active_orgs)} "
+            f"organisations; signed by admins of {len(admins)}",
+        )
+    return config
+
+
 class Consortium(Contract):
     name = "consortium"
 
     # ---- helpers ----------------------------------------------------------------------------------------
     def _quorum(self, ctx: Context) -> cfgmod.Config:
-        config: cfgmod.Config = ctx.consortium()
-        admins = {s.org for s in ctx.signers if s.role == "admin" and s.org in config.active_orgs}
-        if not config.threshold_met("governance", len(admins)):
-            ctx.fail(
-                Code.QUORUM_NOT_MET,
-                f"needs admins of at least {config.quorum_size('governance')} of {len(config.active_orgs)} "
-                f"organisations; signed by admins of {len(admins)}",
-            )
-        return config
+        return governance_quorum(ctx)
 
     def _bump(self, ctx: Context) -> None:
         ctx.put("version", int(ctx.get("version") or 0) + 1)

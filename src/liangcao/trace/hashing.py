@@ -118,7 +118,7 @@ class Hasher:
     def value(self, raw: Any, field: str = "") -> str:
         if isinstance(raw, bool):
             return "true" if raw else "false"
-        if isinstance(raw, int | float):
+        if isinstance(raw, int | float | Decimal):
             return format_number(raw)
         text = str(raw).strip()
         if field.rsplit(".", 1)[-1].lower().endswith("time") and _TIME.match(text):

@@ -20,8 +20,10 @@ from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
+from liangcao.trace.facts import EVENT_TYPES
+
 ROOT_SCHEMA = "EPCIS-JSON-Schema-root.json"
-EVENT_TYPES = ("ObjectEvent", "AggregationEvent", "TransactionEvent", "TransformationEvent", "AssociationEvent")
+
 errors_max = 20  # errors reported for one document; the rest are counted
 
 

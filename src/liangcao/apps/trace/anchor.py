@@ -1,0 +1,315 @@
+"""``trace``: EPCIS 2.0 events anchored on the ledger under their CBV 2.0 event hash id.
+
+A capture transaction carries up to ``trace_events_per_tx_max`` events, each as the JSON text it was
+captured in (events hold decimals, which the ledger's own encoding refuses, so they travel as text), with
+the document's ``@context`` and ``ignoreFields``. For each event the contract recomputes the hash id (a
+client cannot anchor an event under a made-up id), checks the capturer's permission, and writes:
+
+=====================================  ==========================================================
+``trace/e/<hex>``                      the record: id, type, time, recording org and member, tx,
+                                       height, the event text and its context
+``trace/i/<id> <time13> <hex>``        identifier index (EPCs, parent, children, inputs, outputs,
+                                       quantity classes), value = the role; ids in index form
+``trace/l/<place> <time13> <hex>``     readPoint / bizLocation index, value = which
+``trace/t/<time13> <hex>``             time index, value = the event type
+``trace/d/<eventID>``                  a declared ``eventID`` other than the hash id -> hex (first wins)
+=====================================  ==========================================================
+
+The same event captured again (same hash id) is recognised: it is reported as ``duplicate`` and changes
+nothing. ``<time13>`` is the event time in ms, zero-padded, so each index lists an item's events in time
+order.
+
+Permissions are a ledger rule, per organisation type: a policy ``{own, steps}`` says whether the type may
+record events about its own products (identifiers whose GS1 company prefix the consortium assigned to the
+recording organisation; none may be another organisation's) and which business steps it may record about
+anyone's goods (``*``: any event at all, for an organisation the consortium trusts with everything). Defaults are below; the consortium changes them by a governance vote (``set_policy``), and
+assigns company prefixes the same way (``assign_prefix``).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import IntEnum
+from typing import Annotated, Any
+
+import msgspec
+
+from liangcao import limits
+from liangcao.codes import Code
+from liangcao.contracts.base import Args, Context, Contract, NoArgs, Signer, query, transaction
+from liangcao.contracts.consortium import governance_quorum
+from liangcao.crypto.identity import ORG_TYPES
+from liangcao.trace.facts import BadEvent, Facts, facts
+from liangcao.trace.hashing import Hasher, hash_of_prehash
+
+ACTING_ROLES = ("admin", "member")
+_decoder = msgspec.json.Decoder(float_hook=Decimal)
+
+_TRANSPORT = ["shipping", "receiving", "loading", "unloading", "departing", "arriving", "transporting",
+              "staging_outbound", "accepting"]  # fmt: skip
+#: Who may record what, until the consortium votes otherwise (``set_policy``).
+DEFAULT_POLICIES: dict[str, dict[str, Any]] = {
+    "brand": {"own": True, "steps": []},
+    "core_enterprise": {"own": True, "steps": []},
+    "supplier": {"own": True, "steps": []},
+    "logistics": {"own": False, "steps": _TRANSPORT},
+    "carrier": {"own": False, "steps": _TRANSPORT},
+    "shipper": {"own": False, "steps": ["shipping", "loading", "packing", "staging_outbound"]},
+    "warehouse": {
+        "own": False,
+        "steps": [
+            "receiving",
+            "storing",
+            "picking",
+            "packing",
+            "unpacking",
+            "shipping",
+            "staging_outbound",
+            "stock_taking",
+            "cycle_counting",
+            "loading",
+            "unloading",
+            "holding",
+            "accepting",
+            "repackaging",
+        ],
+    },
+    "customs": {
+        "own": False,
+        "steps": ["inspecting", "holding", "entering_exiting", "sampling", "accepting", "destroying"],
+    },
+    "regulator": {"own": False, "steps": ["inspecting", "sampling"]},
+    "platform": {
+        "own": False,
+        "steps": [
+            "receiving",
+            "accepting",
+            "storing",
+            "stocking",
+            "retail_selling",
+            "dispensing",
+            "shipping",
+            "void_shipping",
+        ],
+    },
+}
+NO_POLICY: dict[str, Any] = {"own": False, "steps": []}
+
+
+class TraceCode(IntEnum):
+    BAD_EVENT = 2100  # the event cannot be anchored (type, time, identifiers, JSON)
+    NOT_PERMITTED = 2101  # the recording organisation's type may not record this event
+
+
+Prefix = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4,12}$")]
+Step = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class CaptureArgs(Args):
+    events: Annotated[list[str], msgspec.Meta(min_length=1, max_length=limits.trace_events_per_tx_max)]
+    context: Annotated[str, msgspec.Meta(max_length=limits.trace_context_bytes_max)] = ""
+    ignore: Annotated[list[Annotated[str, msgspec.Meta(max_length=200)]], msgspec.Meta(max_length=32)] = msgspec.field(
+        default_factory=list
+    )
+
+
+class PolicyArgs(Args):
+    org_type: str
+    own: bool
+    steps: Annotated[list[Step], msgspec.Meta(max_length=64)]
+
+
+class OrgTypeArgs(Args):
+    org_type: str
+
+
+class PrefixArgs(Args):
+    prefix: Prefix
+    org: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+
+
+class PrefixOnlyArgs(Args):
+    prefix: Prefix
+
+
+class EventArgs(Args):
+    id: Annotated[str, msgspec.Meta(max_length=300)]
+
+
+def _key_digits(index_id: str) -> str:
+    """The digits of a GS1 key where its company prefix begins (after an indicator or extension digit)."""
+    parts = index_id.split("/")
+    if len(parts) < 2 or not parts[1][:1].isdigit():
+        return ""
+    ai, value = parts[0], parts[1]
+    return value[1:] if ai in ("01", "00", "8003", "8006") else value
+
+
+class Trace(Contract):
+    name = "trace"
+
+    # ---- rules ------------------------------------------------------------------------------------------
+    def _policy(self, ctx: Context, org_type: str) -> dict[str, Any]:
+        stored = ctx.get(f"p/{org_type}")
+        return dict(stored) if stored is not None else DEFAULT_POLICIES.get(org_type, NO_POLICY)
+
+    def _owner(self, ctx: Context, index_id: str, cache: dict[str, str]) -> str:
+        """The organisation the consortium assigned this key's company prefix to ("" if none)."""
+        digits = _key_digits(index_id)
+        for n in range(4, min(12, len(digits)) + 1):
+            prefix = digits[:n]
+            if prefix not in cache:
+                cache[prefix] = str(ctx.get(f"cp/{prefix}") or "")
+            if cache[prefix]:
+                return cache[prefix]
+        return ""
+
+    def _permit(
+        self, ctx: Context, signer: Signer, policy: dict[str, Any], f: Facts, owners_of: dict[str, str]
+    ) -> None:
+        org, org_type = signer.org, signer.org_type
+        if "*" in policy["steps"] or (f.biz_step and f.biz_step in policy["steps"]):
+            return
+        if policy["own"]:
+            owners = {self._owner(ctx, i, owners_of) for _, i in f.ids}
+            others = owners - {org, ""}
+            if org in owners and not others:
+                return
+            if others:
+                ctx.fail(
+                    TraceCode.NOT_PERMITTED,
+                    f"{org} may not record events about goods of {', '.join(sorted(others))}",
+                )
+        step = f.biz_step or "(none)"
+        ctx.fail(
+            TraceCode.NOT_PERMITTED,
+            f"a {org_type} organisation may not record a {f.type} with bizStep {step}"
+            + (" about goods whose company prefix is not assigned to it" if policy["own"] else ""),
+        )
+
+    # ---- capture ----------------------------------------------------------------------------------------
+    @transaction
+    def capture(self, ctx: Context, a: CaptureArgs) -> list[dict[str, str]]:
+        """Anchor events; each result is ``{id, status}`` with status ``captured`` or ``duplicate``."""
+        signer = ctx.require_role(*ACTING_ROLES)
+        try:
+            context = _decoder.decode(a.context) if a.context else None
+        except msgspec.DecodeError as exc:
+            ctx.fail(TraceCode.BAD_EVENT, f"context is not JSON: {exc}")
+        hasher = Hasher(context, a.ignore)
+        policy = self._policy(ctx, signer.org_type)
+        owners_of: dict[str, str] = {}
+        results: list[dict[str, str]] = []
+        captured: set[str] = set()
+        for n, text in enumerate(a.events):
+            if len(text.encode()) > limits.trace_event_bytes_max:
+                ctx.fail(TraceCode.BAD_EVENT, f"event {n} is larger than trace_event_bytes_max")
+            try:
+                event = _decoder.decode(text)
+                f = facts(event, limits.trace_ids_per_event_max)
+                hash_id = hash_of_prehash(hasher.event(event))
+            except (msgspec.DecodeError, BadEvent) as exc:
+                ctx.fail(TraceCode.BAD_EVENT, f"event {n}: {exc}")
+            except Exception as exc:  # a malformed value deep inside (a list where a string belongs, ...)
+                ctx.fail(TraceCode.BAD_EVENT, f"event {n} is malformed: {type(exc).__name__}")
+            hx = hash_id[len("ni:///sha-256;") : len("ni:///sha-256;") + 64]
+            if ctx.get(f"e/{hx}") is not None or hx in captured:
+                results.append({"id": hash_id, "status": "duplicate"})
+                continue
+            self._permit(ctx, signer, policy, f, owners_of)
+            result = {"id": hash_id, "status": "captured"}
+            declared = event.get("eventID")
+            if isinstance(declared, str) and declared and declared != hash_id:
+                if len(declared) > 200 or not declared.isprintable():
+                    ctx.fail(TraceCode.BAD_EVENT, f"event {n}: eventID is longer than 200 characters")
+                # Producers copy eventIDs (GS1's own examples share some): the first event keeps the alias,
+                # a later one is anchored all the same, known by its hash id, and the result says so.
+                if ctx.get(f"d/{declared}") is None:
+                    ctx.put(f"d/{declared}", hx)
+                else:
+                    result["eventID_taken"] = declared
+            when = f"{f.time_ms:013d}"
+            ctx.put(
+                f"e/{hx}",
+                {
+                    "id": hash_id,
+                    "type": f.type,
+                    "time_ms": f.time_ms,
+                    "org": signer.org,
+                    "by": signer.member_id,
+                    "tx": ctx.tx_id,
+                    "height": ctx.height,
+                    "record_ms": ctx.time_ms,
+                    "event": text,
+                    "context": a.context,
+                    "ignore": a.ignore,
+                },
+            )
+            ctx.put(f"t/{when} {hx}", f.type)
+            roles: dict[str, str] = {}
+            for role, ident in f.ids:
+                roles[ident] = f"{roles[ident]},{role}" if ident in roles else role
+            for ident, role in roles.items():
+                ctx.put(f"i/{ident} {when} {hx}", role)
+            places: dict[str, str] = {}
+            for which, place in f.places:
+                places[place] = f"{places[place]},{which}" if place in places else which
+            for place, which in places.items():
+                ctx.put(f"l/{place} {when} {hx}", which)
+            captured.add(hx)
+            results.append(result)
+        ctx.emit("captured", {"org": signer.org, "ids": [r["id"] for r in results if r["status"] == "captured"]})
+        return results
+
+    # ---- governance -------------------------------------------------------------------------------------
+    @transaction
+    def set_policy(self, ctx: Context, a: PolicyArgs) -> None:
+        """Who of an organisation type may record what (a governance vote)."""
+        governance_quorum(ctx)
+        if a.org_type not in ORG_TYPES:
+            ctx.fail(Code.INVALID_ARGUMENT, f"unknown organisation type {a.org_type!r}")
+        ctx.put(f"p/{a.org_type}", {"own": a.own, "steps": sorted(set(a.steps))})
+        ctx.emit("policy", {"org_type": a.org_type, "own": a.own, "steps": sorted(set(a.steps))})
+
+    @transaction
+    def assign_prefix(self, ctx: Context, a: PrefixArgs) -> None:
+        """A GS1 company prefix belongs to an organisation (a governance vote; one owner per prefix)."""
+        config = governance_quorum(ctx)
+        if a.org not in config.active_orgs:
+            ctx.fail(Code.NOT_FOUND, f"{a.org} is not an active organisation")
+        owner = ctx.get(f"cp/{a.prefix}")
+        if owner is not None and owner != a.org:
+            ctx.fail(Code.ALREADY_EXISTS, f"company prefix {a.prefix} belongs to {owner}")
+        for n in range(4, len(a.prefix)):  # a prefix may not nest inside another organisation's
+            other = ctx.get(f"cp/{a.prefix[:n]}")
+            if other is not None and other != a.org:
+                ctx.fail(Code.ALREADY_EXISTS, f"company prefix {a.prefix[:n]} of {other} covers {a.prefix}")
+        ctx.put(f"cp/{a.prefix}", a.org)
+
+    @transaction
+    def revoke_prefix(self, ctx: Context, a: PrefixOnlyArgs) -> None:
+        governance_quorum(ctx)
+        ctx.must_get(f"cp/{a.prefix}", f"company prefix {a.prefix} is not assigned")
+        ctx.delete(f"cp/{a.prefix}")
+
+    # ---- reads ------------------------------------------------------------------------------------------
+    @query
+    def policy(self, ctx: Context, a: OrgTypeArgs) -> dict[str, Any]:
+        return {"org_type": a.org_type, **self._policy(ctx, a.org_type)}
+
+    @query
+    def policies(self, ctx: Context, a: NoArgs) -> dict[str, Any]:
+        return {t: self._policy(ctx, t) for t in ORG_TYPES}
+
+    @query
+    def prefixes(self, ctx: Context, a: NoArgs) -> dict[str, str]:
+        return {k[3:]: str(v) for k, v in ctx.range("cp/")}
+
+    @query
+    def event(self, ctx: Context, a: EventArgs) -> Any:
+        """An anchored event's record by hash id (or declared eventID)."""
+        hx = a.id[len("ni:///sha-256;") :][:64] if a.id.startswith("ni:///sha-256;") else ctx.get(f"d/{a.id}")
+        record = ctx.get(f"e/{hx}") if isinstance(hx, str) and hx else None
+        if record is None:
+            ctx.fail(Code.NOT_FOUND, f"no event {a.id}")
+        return record
