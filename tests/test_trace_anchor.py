@@ -185,7 +185,7 @@ def test_large_documents_are_packed_within_the_transaction_bounds() -> None:
     ]
     prepared = capture.prepare(json.dumps(document(events)).encode())
     packs = capture.pack(prepared)
-    assert sum(packs, []) == list(range(150)) and all(len(p) <= 64 for p in packs) and len(packs) == 3
+    assert [i for p in packs for i in p] == list(range(150)) and all(len(p) <= 64 for p in packs) and len(packs) == 3
 
 
 def test_paths_exist() -> None:
