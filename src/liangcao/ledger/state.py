@@ -47,6 +47,16 @@ class MemoryState:
             yield keys[i], self.data[keys[i]]
             i += 1
 
+    def scan(self, lo: str, hi: str) -> Iterator[tuple[str, bytes]]:
+        """(key, value) with ``lo <= key < hi``, ascending (the store's ``scan``)."""
+        if self._sorted is None:
+            self._sorted = sorted(self.data)
+        keys = self._sorted
+        i = bisect.bisect_left(keys, lo)
+        while i < len(keys) and keys[i] < hi:
+            yield keys[i], self.data[keys[i]]
+            i += 1
+
     def tx_seen(self, tx_id: str) -> bool:
         return tx_id in self.seen
 

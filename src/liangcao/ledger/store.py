@@ -124,6 +124,14 @@ class Store:
         for key, value in cur:
             yield bytes(key).decode(), bytes(value)
 
+    def scan(self, lo: str, hi: str) -> Iterator[tuple[str, bytes]]:
+        """(key, value) with ``lo <= key < hi``, ascending, lazily: a bounded slice of one index."""
+        cur = self._db.execute(
+            "SELECT key, value FROM state WHERE key >= ? AND key < ? ORDER BY key", (lo.encode(), hi.encode())
+        )
+        for key, value in cur:
+            yield bytes(key).decode(), bytes(value)
+
     def tx_seen(self, tx_id: str) -> bool:
         row = self._db.execute("SELECT 1 FROM txs WHERE tx_id=? AND consumed=1 LIMIT 1", (tx_id,)).fetchone()
         return row is not None

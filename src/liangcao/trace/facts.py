@@ -82,6 +82,11 @@ def time_ms(text: str) -> int:
     return ms
 
 
+def time_key(ms: int) -> str:
+    """An event time as it sorts in index keys (13 digits); past the last one, a bound above every key."""
+    return f"{ms:013d}" if ms < 10_000_000_000_000 else "~"
+
+
 def bare(value: Any, prefixes: tuple[str, ...]) -> str:
     """``shipping`` for ``https://ref.gs1.org/cbv/BizStep-shipping``, ``urn:epcglobal:cbv:bizstep:shipping``."""
     if not isinstance(value, str):

@@ -21,7 +21,7 @@ order.
 
 Permissions are a ledger rule, per organisation type: a policy ``{own, steps}`` says whether the type may
 record events about its own products (identifiers whose GS1 company prefix the consortium assigned to the
-recording organisation; none may be another organisation's) and which business steps it may record about
+recording organisation; none may be another organisation's, except a transformation's inputs) and which business steps it may record about
 anyone's goods (``*``: any event at all, for an organisation the consortium trusts with everything). Defaults are below; the consortium changes them by a governance vote (``set_policy``), and
 assigns company prefixes the same way (``assign_prefix``).
 """
@@ -39,7 +39,7 @@ from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, NoArgs, Signer, query, transaction
 from liangcao.contracts.consortium import governance_quorum
 from liangcao.crypto.identity import ORG_TYPES
-from liangcao.trace.facts import BadEvent, Facts, facts
+from liangcao.trace.facts import INPUT, INPUT_QTY, BadEvent, Facts, facts
 from liangcao.trace.hashing import Hasher, hash_of_prehash
 
 ACTING_ROLES = ("admin", "member")
@@ -171,7 +171,9 @@ class Trace(Contract):
         if "*" in policy["steps"] or (f.biz_step and f.biz_step in policy["steps"]):
             return
         if policy["own"]:
-            owners = {self._owner(ctx, i, owners_of) for _, i in f.ids}
+            # what the event is about: a transformation's inputs are consumed goods, whoever made them
+            subject = [i for r, i in f.ids if r not in (INPUT, INPUT_QTY)]
+            owners = {self._owner(ctx, i, owners_of) for i in subject}
             others = owners - {org, ""}
             if org in owners and not others:
                 return

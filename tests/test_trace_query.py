@@ -1,0 +1,190 @@
+"""EPCIS queries and provenance over anchored events: a tin of milk powder from raw milk to the shop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from liangcao.trace import query as tq
+from liangcao.trace.facts import index_form
+from liangcao.trace.hashing import document_hashes
+from liangcao.trace.provenance import provenance
+from liangcao.trace.query import QueryError
+from liangcao.trace.validate import validate_document
+from trace_ledger import BRAND, CUSTOMS, LOGISTICS, OTHER_BRAND, PLATFORM, WAREHOUSE, TraceLedger, document, obj
+
+RAW1 = "urn:epc:class:lgtin:4012345.011111.RAW1"
+RAW2 = "urn:epc:class:lgtin:4012345.011111.RAW2"
+TINS = [f"urn:epc:id:sgtin:0614141.107346.{n}" for n in range(1, 5)]
+CASE = "urn:epc:id:sscc:0614141.1234567890"
+CASE2 = "urn:epc:id:sscc:0614141.1234567892"
+PALLET = "urn:epc:id:sscc:0614141.1234567891"
+DOCK = "urn:epc:id:sgln:0614141.00001.0"
+CUSTOMS_POST = "urn:epc:id:sgln:0614141.00002.0"
+TIN1_DL = "https://brand.example/01/10614141073464/21/1?linkType=all"
+
+
+def agg(parent: str, children: list[str], action: str, step: str, when: str) -> dict[str, Any]:
+    return {
+        "type": "AggregationEvent",
+        "eventTime": when,
+        "eventTimeZoneOffset": "+08:00",
+        "parentID": parent,
+        "childEPCs": children,
+        "action": action,
+        "bizStep": step,
+    }
+
+
+class Story:
+    """The events, in order, and who records each; ids filled in as they are captured."""
+
+    def __init__(self) -> None:
+        self.led = TraceLedger()
+        self.ids: dict[str, str] = {}
+
+    def add(self, name: str, event: dict[str, Any], who: str) -> str:
+        doc = document([event])
+        assert validate_document(doc) == []
+        (result,) = self.led.captured(doc, who)
+        assert result["id"] == document_hashes(doc)[0]
+        self.ids[name] = result["id"]
+        return result["id"]
+
+
+@pytest.fixture(scope="module")
+def story() -> Story:
+    s = Story()
+    for n, lot in enumerate((RAW1, RAW2)):
+        farm = obj([], "commissioning", f"2026-09-0{n + 1}T06:00:00+08:00", action="ADD")
+        farm["quantityList"] = [{"epcClass": lot, "quantity": 1500.5, "uom": "KGM"}]
+        del farm["epcList"]
+        s.add(f"farm{n}", farm, OTHER_BRAND)
+    s.add(
+        "transform",
+        {
+            "type": "TransformationEvent",
+            "eventTime": "2026-09-05T10:00:00+08:00",
+            "eventTimeZoneOffset": "+08:00",
+            "inputQuantityList": [{"epcClass": RAW1, "quantity": 1000, "uom": "KGM"}, {"epcClass": RAW2, "quantity": 500, "uom": "KGM"}],
+            "outputEPCList": TINS,
+            "bizStep": "commissioning",
+            "readPoint": {"id": DOCK},
+        },
+        BRAND,
+    )  # fmt: skip
+    s.add("pack_case", agg(CASE, TINS[:2], "ADD", "packing", "2026-09-06T10:00:00+08:00"), BRAND)
+    s.add("pack_case2", agg(CASE2, TINS[2:], "ADD", "packing", "2026-09-06T10:05:00+08:00"), BRAND)
+    s.add("pack_pallet", agg(PALLET, [CASE, CASE2], "ADD", "packing", "2026-09-06T11:00:00+08:00"), BRAND)
+    s.add("ship", obj([PALLET], "shipping", "2026-09-07T08:00:00+08:00", readPoint={"id": DOCK}), LOGISTICS)
+    s.add(
+        "inspect",
+        obj([PALLET], "inspecting", "2026-09-10T09:00:00+08:00", disposition="in_progress", bizLocation={"id": CUSTOMS_POST}),
+        CUSTOMS,
+    )  # fmt: skip
+    s.add("unpack", agg(PALLET, [CASE], "DELETE", "unpacking", "2026-09-12T09:00:00+08:00"), WAREHOUSE)
+    s.add("ship_again", obj([PALLET], "shipping", "2026-09-13T08:00:00+08:00"), LOGISTICS)
+    s.add("receive_case", obj([CASE], "receiving", "2026-09-14T08:00:00+08:00"), PLATFORM)
+    s.add("sell", obj([TINS[0]], "retail_selling", "2026-11-11T00:00:01+08:00", disposition="retail_sold"), PLATFORM)
+    return s
+
+
+def names(s: Story, events: list[dict[str, Any]]) -> list[str]:
+    back = {v: k for k, v in s.ids.items()}
+    return [back[e["id"]] for e in events]
+
+
+def q(s: Story, *params: tuple[str, str]) -> tq.Page:
+    return tq.run(s.led.state, tq.parse(list(params)))
+
+
+def found(s: Story, *params: tuple[str, str]) -> list[str]:
+    page = q(s, *params)
+    return names(s, page.records)
+
+
+def test_provenance_of_a_tin_through_packing_and_transformation(story: Story) -> None:
+    p = provenance(story.led.state, TINS[0])
+    assert p["complete"]
+    assert names(story, p["events"]) == [
+        "farm0", "farm1", "transform", "pack_case", "pack_pallet", "ship", "inspect", "unpack", "receive_case", "sell",
+    ]  # fmt: skip
+    orgs = {e["id"]: e["org"] for e in p["events"]}
+    assert orgs[story.ids["inspect"]] == CUSTOMS and orgs[story.ids["farm0"]] == OTHER_BRAND
+    kinds = {(e["kind"], e["to"]) for e in p["edges"]}
+    assert ("contained_in", index_form(CASE)) in kinds and ("made_from", "01/04012345111118/10/RAW1") in kinds
+    inspect = next(e for e in p["events"] if e["id"] == story.ids["inspect"])
+    assert [v["contained_in"] for v in inspect["via"][0]["path"]] == [index_form(CASE), index_form(PALLET)]
+    # the same history by Digital Link, and the other case's tins never saw the platform's receiving
+    assert names(story, provenance(story.led.state, TIN1_DL)["events"]) == names(story, p["events"])
+    other = names(story, provenance(story.led.state, TINS[3])["events"])
+    assert "receive_case" not in other and "ship_again" in other and "sell" not in other
+
+
+def test_query_by_epc_any_epc_and_parent(story: Story) -> None:
+    assert found(story, ("MATCH_epc", PALLET)) == ["ship", "inspect", "ship_again"]
+    assert found(story, ("MATCH_anyEPC", PALLET)) == ["pack_pallet", "ship", "inspect", "unpack", "ship_again"]
+    assert found(story, ("MATCH_parentID", CASE)) == ["pack_case"]
+    assert found(story, ("MATCH_epc", TINS[0])) == ["pack_case", "sell"]
+    assert found(story, ("MATCH_anyEPC", TIN1_DL)) == ["transform", "pack_case", "sell"]
+    assert found(story, ("MATCH_epc", "urn:epc:idpat:sgtin:0614141.107346.*")) == ["pack_case", "pack_case2", "sell"]
+    assert found(story, ("MATCH_anyEPCClass", RAW1)) == ["farm0", "transform"]
+
+
+def test_query_by_type_time_step_disposition_and_place(story: Story) -> None:
+    assert found(story, ("eventType", "TransformationEvent")) == ["transform"]
+    assert found(story, ("eventType", "ObjectEvent"), ("EQ_bizStep", "shipping")) == ["ship", "ship_again"]
+    assert found(story, ("EQ_bizStep", "https://ref.gs1.org/cbv/BizStep-inspecting")) == ["inspect"]
+    assert found(story, ("EQ_disposition", "retail_sold,in_progress")) == ["inspect", "sell"]
+    assert found(story, ("EQ_readPoint", DOCK)) == ["transform", "ship"]
+    assert found(story, ("EQ_bizLocation", CUSTOMS_POST)) == ["inspect"]
+    window = found(story, ("GE_eventTime", "2026-09-07T00:00:00Z"), ("LT_eventTime", "2026-09-13T00:00:00Z"))
+    assert window == ["ship", "inspect", "unpack"]
+    assert found(story, ("MATCH_epc", PALLET), ("GE_eventTime", "2026-09-08T00:00:00+08:00")) == [
+        "inspect",
+        "ship_again",
+    ]
+
+
+def test_pages_and_count_limit(story: Story) -> None:
+    everything = found(story)
+    assert len(everything) == len(story.ids) == 12
+    seen: list[str] = []
+    token = None
+    while True:
+        params = [("perPage", "5")] + ([("nextPageToken", token)] if token else [])
+        page = q(story, *params)
+        seen += names(story, page.records)
+        token = page.next_token
+        if token is None:
+            break
+    assert seen == everything
+    first = q(story, ("eventCountLimit", "3"), ("perPage", "2"))
+    second = q(story, ("eventCountLimit", "3"), ("perPage", "2"), ("nextPageToken", first.next_token or ""))
+    assert len(first.records) == 2 and len(second.records) == 1 and second.next_token is None
+
+
+def test_query_document_is_valid_epcis(story: Story) -> None:
+    page = q(story, ("MATCH_anyEPC", TINS[0]))
+    doc = tq.query_document(page.records, story.led.time_ms)
+    assert doc["type"] == "EPCISQueryDocument" and validate_document(doc) == []
+    assert document_hashes(doc) == [r["id"] for r in page.records]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        [("EQ_colour", "red")],
+        [("GE_eventTime", "last tuesday")],
+        [("perPage", "0")],
+        [("perPage", "100000")],
+        [("eventType", "TeleportEvent")],
+        [("nextPageToken", "not-a-token")],
+        [("orderDirection", "DESC")],
+    ],
+)
+def test_bad_parameters_are_refused_by_name(params: list[tuple[str, str]]) -> None:
+    with pytest.raises(QueryError) as err:
+        tq.parse(params)
+    assert params[0][0] in err.value.message or "nextPageToken" in err.value.message or "order" in err.value.message
