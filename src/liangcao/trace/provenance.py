@@ -111,9 +111,9 @@ def _removed(loaded: list[tuple[int, str, set[str]]], records: dict[str, Any], p
     """When the item left ``parent`` after ``after`` (a DELETE naming it), else ``hi``."""
     for t, hx, roles in loaded:
         _, _, f = records[hx]
-        if t > after and fx.CHILD in roles and f.type == "AggregationEvent" and f.action == "DELETE":
-            if parent in f.of(fx.PARENT) or not f.of(fx.PARENT):
-                return min(t, hi)
+        removal = t > after and fx.CHILD in roles and f.type == "AggregationEvent" and f.action == "DELETE"
+        if removal and (parent in f.of(fx.PARENT) or not f.of(fx.PARENT)):
+            return min(t, hi)
     return hi
 
 
