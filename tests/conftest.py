@@ -106,14 +106,16 @@ def chain(tmp_path: Path, consortium: Consortium) -> Iterator[Chain]:
 class Live:
     """A node serving its API from a background thread, on a free loopback port."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, org_types: list[str] | None = None) -> None:
         from liangcao.demo import free_port
         from liangcao.node.home import NodeHome, Server, init_network
 
-        init_network(root, 3, port=free_port(0), block_wait_ms=5)
+        orgs = len(org_types) if org_types else 3
+        init_network(root, orgs, port=free_port(0), block_wait_ms=5, org_types=org_types)
         self.home = NodeHome.open(root)
         self.node = self.home.node(verify_workers=1)
-        self.server = Server(self.node, self.home.auth(), "127.0.0.1", int(self.home.config["port"]))
+        port = int(self.home.config["port"])
+        self.server = Server(self.node, self.home.auth(), "127.0.0.1", port, home=self.home.root)
         self.thread = self.server.start_in_thread()
         self.url = self.home.url
         self.token = self.home.auth().create("org2/alice", 1)

@@ -115,7 +115,7 @@ def node_start(
         f"liangcao node for {h.config['org']}: chain {head.chain_id} at height {head.height}, serving http://{bind_host}:{bind_port}"
     )
     sys.stdout.flush()
-    Server(node, h.auth(), bind_host, bind_port).run()
+    Server(node, h.auth(), bind_host, bind_port, home=h.root).run()
     console.print("node stopped cleanly")
 
 

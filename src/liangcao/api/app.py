@@ -24,7 +24,9 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from liangcao import __version__, encoding, limits
+from liangcao.api import epcis
 from liangcao.api.auth import TokenAuth
+from liangcao.api.epcis import Custody
 from liangcao.codes import Code
 from liangcao.contracts.runtime import ContractRuntime
 from liangcao.errors import LiangcaoError
@@ -42,6 +44,7 @@ replay_window_blocks = limits.replay_window_blocks
 
 _STATUS: dict[int, int] = {
     Code.UNAUTHORIZED: 401,
+    Code.FORBIDDEN: 403,
     Code.NOT_FOUND: 404,
     Code.TOO_LARGE: 413,
     Code.MEMPOOL_FULL: 503,
@@ -90,6 +93,7 @@ class Health(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "bad input"},
     401: {"model": ErrorBody, "description": "missing or invalid bearer token"},
+    403: {"model": ErrorBody, "description": "forbidden"},
     404: {"model": ErrorBody, "description": "not found"},
     413: {"model": ErrorBody, "description": "too large"},
     503: {"model": ErrorBody, "description": "node busy or shutting down"},
@@ -200,8 +204,8 @@ class Hub:
         return fut
 
 
-def create_app(node: Node, auth: TokenAuth) -> FastAPI:
-    """The FastAPI application serving ``node``."""
+def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> FastAPI:
+    """The FastAPI application serving ``node`` (``custody``: member keys the node may sign captures with)."""
     hub = Hub()
 
     @contextlib.asynccontextmanager
@@ -300,6 +304,18 @@ def create_app(node: Node, auth: TokenAuth) -> FastAPI:
         rc = node.reader().receipts(found[0])
         receipt: Any = encoding.decode(rc[found[1]]) if found[1] < len(rc) else {"code": -1}
         return found[0], found[1], int(receipt["code"])
+
+    epcis.mount(
+        app,
+        node,
+        reader_member=reader_member,
+        runtime=runtime,
+        read_body=read_body,
+        wait_for=hub.wait_for,
+        lookup=lookup_committed,
+        custody=custody or Custody(None),
+        errors=ERRORS,
+    )
 
     # ---- writes -----------------------------------------------------------------------------------------
     @app.post(

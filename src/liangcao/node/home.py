@@ -127,13 +127,16 @@ class NodeHome:
 class Server:
     """uvicorn serving a node's API; ``run`` blocks (main thread: SIGINT/SIGTERM stop it gracefully)."""
 
-    def __init__(self, node: Node, auth: TokenAuth, host: str, port: int, log_level: str = "warning") -> None:
+    def __init__(
+        self, node: Node, auth: TokenAuth, host: str, port: int, log_level: str = "warning", home: Path | None = None
+    ) -> None:
         import uvicorn
 
         from liangcao.api.app import create_app
+        from liangcao.api.epcis import Custody
 
         self.node = node
-        self.app = create_app(node, auth)
+        self.app = create_app(node, auth, Custody(home))
         self.server = uvicorn.Server(
             uvicorn.Config(self.app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on")
         )
