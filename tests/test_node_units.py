@@ -69,3 +69,20 @@ def test_clock_starts_at_the_chain_head_and_only_moves_forward() -> None:
     assert behind.offset_ms == 5_000
     with pytest.raises(ValueError, match="forward"):
         behind.advance(-1)
+
+
+def test_a_cut_never_outgrows_block_bytes_max(consortium: Consortium, monkeypatch: pytest.MonkeyPatch) -> None:
+    from liangcao import limits
+    from liangcao.ledger.chain import check_block_size
+
+    txs = [make(consortium, i) for i in range(5)]
+    monkeypatch.setattr(limits, "block_bytes_max", len(txs[0].raw) * 2 + 10)
+    pool = Mempool(clock=lambda: 10**9)
+    for t in txs:
+        pool.add(t)
+    cuts = []
+    while len(pool):
+        cut = pool.take(block_txs_max=10, block_wait_ms=0, timeout_s=0, stopping=lambda: True)
+        check_block_size([t.raw for t in cut])
+        cuts.append(len(cut))
+    assert cuts == [2, 2, 1]

@@ -69,11 +69,24 @@ class Mempool:
                     stopping=stopping(),
                 )
                 if cut.count:
-                    return [self._items.popitem(last=False)[1][0] for _ in range(cut.count)]
+                    return self._pop(cut.count)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return []
                 self._cond.wait(left if cut.wait_ms < 0 else min(left, cut.wait_ms / 1000))
+
+    def _pop(self, count: int) -> list[Tx]:
+        """Up to ``count`` oldest transactions whose bytes fit in ``block_bytes_max`` (at least one)."""
+        out: list[Tx] = []
+        size = 0
+        while self._items and len(out) < count:
+            tx = next(iter(self._items.values()))[0]
+            if out and size + len(tx.raw) > limits.block_bytes_max:
+                break  # the rest waits for the next block: a block never outgrows what peers accept
+            self._items.popitem(last=False)
+            out.append(tx)
+            size += len(tx.raw)
+        return out
 
     def wake(self) -> None:
         with self._cond:
