@@ -164,6 +164,39 @@ class Client:
         """
         return ContractHandle(self, name, signers)
 
+    # ---- traceability (EPCIS 2.0) -------------------------------------------------------------------------
+    def capture(self, document: bytes | dict[str, Any], signer: Signer) -> list[dict[str, Any]]:
+        """Capture an EPCIS 2.0 document, signed here: ``[{id, status}]`` per event, in document order.
+
+        The document is validated and hashed locally first (``CaptureRefused`` names each problem), then
+        sent as ``trace.capture`` transactions of up to ``trace_events_per_tx_max`` events, each atomic;
+        a refused transaction raises ``Refused`` (the events before it stay captured). For all-or-nothing
+        capture of a large document, post it to the node's ``/epcis/v2/capture`` instead.
+        """
+        from liangcao.trace import capture as cap
+
+        data = document if isinstance(document, bytes) else json.dumps(document).encode()
+        prepared = cap.prepare(data)
+        txs = cap.sign(prepared, cap.pack(prepared), signer, self.chain_id, self.node_time_ms() + 600_000)
+        out: list[dict[str, Any]] = []
+        for t in txs:
+            result = self.submit(t, wait=True, timeout_ms=60_000)
+            if result["status"] != "committed":
+                raise ClientError(504, 502, f"transaction {t.tx_id} not committed in time")
+            if result["receipt"]["code"] != 0:
+                raise Refused(result["receipt"])
+            out += result["receipt"]["result"]
+        return out
+
+    def epcis_query(self, **params: str) -> dict[str, Any]:
+        """One page of ``GET /epcis/v2/events`` (an EPCISQueryDocument); parameters by their EPCIS names."""
+        r = self.http.get("/epcis/v2/events", params=params)
+        return dict(self._check(r))
+
+    def provenance(self, identifier: str) -> dict[str, Any]:
+        """An item's history through packing and making, with who recorded each event."""
+        return dict(self.get("/v1/trace/provenance", id=identifier))
+
     def proof(self, tx_id: str) -> dict[str, Any]:
         return dict(self.tx(tx_id)["tx_proof"])
 

@@ -16,6 +16,7 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 from liangcao.trace.identifiers import normalise_identifier
@@ -69,6 +70,7 @@ ORDER = (
 _TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$")
 
 
+@lru_cache(maxsize=1 << 14)
 def fix_time(value: str) -> str:
     """UTC with millisecond precision; a fourth fraction digit of 5 or more rounds up."""
     m = _TIME.match(value.strip())

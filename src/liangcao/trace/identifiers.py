@@ -10,6 +10,7 @@ Digital Link URI Syntax 1.2 section 4.11 are the specification).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from urllib.parse import quote, unquote, urlsplit
 
 DL_ROOT = "https://id.gs1.org"
@@ -44,7 +45,8 @@ PRIMARY = {"00", "01", "253", "255", "401", "402", "414", "417", "8003", "8004",
 
 def check_digit(digits: str) -> str:
     """GS1 mod-10 check digit: weights 3, 1, 3, ... from the rightmost digit."""
-    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(digits)))
+    rev = digits[::-1]
+    total = 3 * sum(map(int, rev[0::2])) + sum(map(int, rev[1::2]))
     return str((10 - total % 10) % 10)
 
 
@@ -153,8 +155,13 @@ def constrain_dl(uri: str) -> str | None:
     return out
 
 
+@lru_cache(maxsize=1 << 16)
 def normalise_identifier(value: str) -> str | None:
-    """The constrained canonical Digital Link of an EPC URN or a Digital Link URI; None for anything else."""
+    """The constrained canonical Digital Link of an EPC URN or a Digital Link URI; None for anything else.
+
+    Cached: the same identifiers recur across the events of a capture (a case is packed, shipped and
+    received), and the result depends on the text alone.
+    """
     if value.startswith("urn:epc:"):
         return epc_urn_to_dl(value)
     if value.startswith(("http://", "https://")):

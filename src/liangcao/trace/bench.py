@@ -1,0 +1,219 @@
+"""``liangcao trace bench``: bulk EPCIS capture into committed blocks, and history lookups by EPC.
+
+A real node runs in its own process (``liangcao node start``) on a fresh consortium of a brand, a logistics
+company and a warehouse. This process builds the workload the way a capture client does: EPCIS 2.0
+documents, validated against GS1's schema, every event's hash id computed, packed and signed as
+``trace.capture`` transactions (all before timing starts, so the client's signing is not measured). Per
+case of four tins of milk powder: four commissioning events and the packing of the case (brand), its
+shipping (logistics) and its receiving (warehouse): seven events. The transactions go over HTTP
+(``/v1/batch/txs``); the commit time of each is read from the node's block events; events per second is
+events / (last commit - first submission). Then it looks up random tins' histories over HTTP: the full
+provenance (``/v1/trace/provenance``: the tin's own events and its case's) and the EPCIS query
+``MATCH_anyEPC``, one request at a time, and reports p50 and p99 of each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.progress import Progress
+
+from liangcao.bench import BlockWatcher, peak_rss_mb
+from liangcao.client import Client
+from liangcao.demo import free_port
+from liangcao.ledger.tx import Tx
+from liangcao.node.home import NodeHome, init_network, load_signer, member_dir
+from liangcao.trace import capture
+
+CONTEXT = ["https://ref.gs1.org/standards/epcis/epcis-context.jsonld"]
+CASES_PER_DOCUMENT = 400
+
+
+def tin(n: int) -> str:
+    return f"urn:epc:id:sgtin:0614141.107346.{n}"
+
+
+def case(n: int) -> str:
+    return f"urn:epc:id:sscc:0614141.{n:010d}"
+
+
+def _when(n: int, minutes: int) -> str:
+    base = 1_790_000_000 + n * 60 + minutes * 60
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000+08:00", time.gmtime(base + 8 * 3600))
+
+
+def _doc(events: list[dict[str, Any]]) -> bytes:
+    body = {"@context": CONTEXT, "type": "EPCISDocument", "schemaVersion": "2.0",
+            "creationDate": "2026-11-01T00:00:00Z", "epcisBody": {"eventList": events}}  # fmt: skip
+    return json.dumps(body).encode()
+
+
+def documents(first_case: int, cases: int) -> dict[str, bytes]:
+    """The brand's, the carrier's and the warehouse's documents for ``cases`` cases."""
+    brand: list[dict[str, Any]] = []
+    ship: list[dict[str, Any]] = []
+    receive: list[dict[str, Any]] = []
+    base = {"eventTimeZoneOffset": "+08:00"}
+    for c in range(first_case, first_case + cases):
+        tins = [tin(c * 4 + k) for k in range(4)]
+        for k, t in enumerate(tins):
+            brand.append({"type": "ObjectEvent", "eventTime": _when(c, k), **base, "epcList": [t], "action": "ADD",
+                          "bizStep": "commissioning", "disposition": "active",
+                          "readPoint": {"id": "urn:epc:id:sgln:0614141.00001.0"}})  # fmt: skip
+        brand.append({"type": "AggregationEvent", "eventTime": _when(c, 5), **base, "parentID": case(c),
+                      "childEPCs": tins, "action": "ADD", "bizStep": "packing"})  # fmt: skip
+        ship.append({"type": "ObjectEvent", "eventTime": _when(c, 60), **base, "epcList": [case(c)],
+                     "action": "OBSERVE", "bizStep": "shipping", "disposition": "in_transit"})  # fmt: skip
+        receive.append({"type": "ObjectEvent", "eventTime": _when(c, 600), **base, "epcList": [case(c)],
+                        "action": "OBSERVE", "bizStep": "receiving", "disposition": "in_progress",
+                        "bizLocation": {"id": "urn:epc:id:sgln:0614141.00009.0"}})  # fmt: skip
+    return {"org1": _doc(brand), "org2": _doc(ship), "org3": _doc(receive)}
+
+
+def _pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(len(s) * q))] if s else float("nan")
+
+
+def run_trace_bench(*, events: int, lookups: int, as_json: bool, console: Console) -> dict[str, Any]:
+    cores = os.cpu_count() or 1
+    tmp = Path(tempfile.mkdtemp(prefix="liangcao-trace-bench-"))
+    init_network(tmp, 3, port=free_port(7950), block_txs_max=200, block_wait_ms=20,
+                 org_types=["brand", "logistics", "warehouse"])  # fmt: skip
+    home = NodeHome.open(tmp)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "liangcao.cli", "node", "start", "--home", str(tmp)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        token = home.auth().create("org1/admin", 1)
+        client = Client(home.url, token, timeout_s=300)
+        deadline = time.time() + 60
+        while True:
+            try:
+                if client.health()["status"] == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline or proc.poll() is not None:
+                raise RuntimeError("the node did not start: " + (proc.stderr.read().decode() if proc.stderr else ""))
+            time.sleep(0.1)
+        admins = [load_signer(member_dir(tmp, f"org{i}/admin")) for i in (1, 2, 3)]
+        r = client.call("trace", "assign_prefix", {"prefix": "0614141", "org": "org1"}, admins)
+        if r["code"] != 0:
+            raise RuntimeError(f"assigning the brand's prefix failed: {r['message']}")
+        signers = {o: load_signer(member_dir(tmp, f"{o}/alice")) for o in ("org1", "org2", "org3")}
+        cases = max(1, events // 7)
+        txs: list[Tx] = []
+        n_events = 0
+        t_prep = time.perf_counter()
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("building, validating, hashing and signing EPCIS documents", total=cases)
+            for first in range(0, cases, CASES_PER_DOCUMENT):
+                for org, data in documents(first, min(CASES_PER_DOCUMENT, cases - first)).items():
+                    prepared = capture.prepare(data)
+                    n_events += len(prepared)
+                    txs += capture.sign(
+                        prepared,
+                        capture.pack(prepared),
+                        signers[org],
+                        client.chain_id,
+                        client.node_time_ms() + 3_600_000,
+                    )
+                progress.update(task, completed=min(cases, first + CASES_PER_DOCUMENT))
+        prep_s = time.perf_counter() - t_prep
+        console.print(f"{n_events:,} events in {len(txs):,} transactions prepared in {prep_s:.0f} s; capturing…")
+        start_height = int(client.head()["header"]["height"]) + 1
+        watcher = BlockWatcher(Client(home.url, token, timeout_s=300), start_height)
+        watcher.start()
+        watcher.ready.wait()
+        time.sleep(0.3)
+        ids = [t.tx_id for t in txs]
+        batches = [txs[i : i + 100] for i in range(0, len(txs), 100)]
+
+        def submitter() -> None:
+            with Client(home.url, token, chain_id=client.chain_id, timeout_s=300) as c:
+                for chunk in batches:
+                    while True:
+                        results = c.submit_many(chunk)
+                        retry = [t for t, r in zip(chunk, results, strict=True) if r.get("code") == 500]
+                        if not retry:
+                            break
+                        chunk = retry
+                        time.sleep(0.05)
+
+        t0 = time.perf_counter()
+        th = threading.Thread(target=submitter)
+        th.start()
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"capture: {n_events:,} events", total=len(ids))
+            while (done := watcher.count(ids)) < len(ids):
+                progress.update(task, completed=done)
+                if proc.poll() is not None:
+                    raise RuntimeError("the node died during the run")
+                time.sleep(0.2)
+        th.join()
+        t_last = max(watcher.committed[t] for t in ids)
+        eps = n_events / (t_last - t0)
+        failed = sum(1 for info in (client.tx(t) for t in random.Random(1).sample(ids, min(50, len(ids))))
+                     if info["receipt"]["code"] != 0)  # fmt: skip
+        rng = random.Random(7)
+        hist: list[float] = []
+        match: list[float] = []
+        sizes: list[int] = []
+        with httpx.Client(base_url=home.url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as h:
+            for _ in range(lookups):
+                epc = tin(rng.randrange(cases * 4))
+                t = time.perf_counter()
+                p = h.get("/v1/trace/provenance", params={"id": epc})
+                hist.append((time.perf_counter() - t) * 1000)
+                sizes.append(len(p.json()["events"]))
+                t = time.perf_counter()
+                q = h.get("/epcis/v2/events", params={"MATCH_anyEPC": epc})
+                match.append((time.perf_counter() - t) * 1000)
+                if p.status_code != 200 or q.status_code != 200:
+                    raise RuntimeError(f"lookup failed: {p.status_code} {q.status_code}")
+        node_rss = peak_rss_mb(proc.pid)
+        db_mb = sum(f.stat().st_size for f in (tmp / "node").glob("ledger.sqlite*")) / 2**20
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    result = {
+        "via": "HTTP (batch endpoint, node in its own process)",
+        "cores": cores,
+        "events": n_events,
+        "txs": len(ids),
+        "events_per_s": round(eps, 1),
+        "failed_in_sample": failed,
+        "lookup_p50_ms": round(_pct(hist, 0.5), 2),
+        "lookup_p99_ms": round(_pct(hist, 0.99), 2),
+        "lookup_events_mean": round(sum(sizes) / max(1, len(sizes)), 2),
+        "query_p50_ms": round(_pct(match, 0.5), 2),
+        "query_p99_ms": round(_pct(match, 0.99), 2),
+        "lookups": lookups,
+        "client_prepare_s": round(prep_s, 1),
+        "db_mb": round(db_mb, 1),
+        "node_peak_rss_mb": round(node_rss, 1),
+        "client_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    console.print(result)
+    if as_json:
+        print(json.dumps(result))
+    return result
