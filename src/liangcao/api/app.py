@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from liangcao import __version__, encoding, limits
-from liangcao.api import epcis
+from liangcao.api import epcis, verify
 from liangcao.api.auth import TokenAuth
 from liangcao.api.epcis import Custody
 from liangcao.codes import Code
@@ -563,6 +563,7 @@ def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> F
         metrics.mempool.set(len(node.mempool))
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    verify.mount(app, node, ERRORS)  # last: its Digital Link resolver matches any /<ai>/<key> path
     return app
 
 

@@ -1,0 +1,147 @@
+"""The public consumer verification of one item: a proof bundle, the page that checks it, and its QR code.
+
+``GET /v1/trace/verify?id=…`` (no token: a consumer has none) returns the item's provenance with, for every
+event, everything needed to check it without trusting this node: the capture transaction's bytes and its
+Merkle path to the block header's ``tx_root``, the receipt's bytes and path to ``receipt_root`` (the
+capture succeeded and names the event's hash id), the header (whose SHA-256 is the block hash) and the
+peers' signed attestations of that block hash with their certificates, and the organisations' CA
+certificates. ``GET /verify?id=…`` is the page that does those checks in the browser with Web Crypto
+(``liangcao/web/verify.js``); ``anchors=`` in its address (put there by the QR code printed on the pack)
+names the CA fingerprints the consumer trusts, so a node that invents an organisation is caught.
+``GET /verify/qr.svg?id=…`` draws that QR code as a GS1 Digital Link URI on this node, which
+``GET /{ai}/{key}/…`` resolves to the page.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import msgspec
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+
+from liangcao import encoding
+from liangcao.codes import Code
+from liangcao.contracts import config as cfgmod
+from liangcao.crypto import keys
+from liangcao.errors import LiangcaoError
+from liangcao.ledger import block as blk
+from liangcao.node.node import Node
+from liangcao.trace.identifiers import DL_ROOT, normalise_identifier
+from liangcao.trace.provenance import provenance
+
+_json = msgspec.json.Encoder(decimal_format="number")
+ASSETS = ("verify.html", "verify.js")
+_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+
+
+def _asset(name: str) -> bytes:
+    return resources.files("liangcao.web").joinpath(name).read_bytes()
+
+
+def anchors(view: Any) -> list[dict[str, Any]]:
+    """The organisations and their CA certificates, as the configuration in state has them."""
+    out = []
+    for _, raw in view.range(cfgmod.ORG_PREFIX):
+        entry = msgspec.json.decode(raw)
+        der = keys.unb64(entry["ca_cert"])
+        out.append(
+            {
+                "org": entry["org_id"],
+                "name": entry["name"],
+                "type": entry["type"],
+                "active": bool(entry["active"]),
+                "ca_cert": entry["ca_cert"],
+                "fingerprint": encoding.sha256_hex(der),
+            }
+        )
+    return out
+
+
+def bundle(node: Node, identifier: str) -> dict[str, Any]:
+    """The item's provenance with a self-contained proof for every event (see the module docstring)."""
+    if not identifier or len(identifier) > 500:
+        raise LiangcaoError(Code.INVALID_ARGUMENT, "id must be an EPC URI or a GS1 Digital Link URI")
+    store = node.reader()
+    history = provenance(store, identifier)
+    proofs: dict[str, Any] = {}
+    blocks: dict[int, tuple[list[bytes], list[bytes], blk.Header, list[Any]]] = {}
+    for event in history["events"]:
+        pos = store.tx_position(event["tx"])
+        if pos is None:
+            continue
+        height, idx = pos
+        if height not in blocks:
+            header = store.header(height)
+            if header is None:
+                continue
+            atts = [msgspec.json.decode(a) for a in store.attestations(height)]
+            blocks[height] = (store.block_txs(height), store.receipts(height), header, atts)
+        txs, receipts, header, atts = blocks[height]
+        event["proof"] = {
+            "tx": blk.proof_dict(txs, idx, header, "tx"),
+            "receipt": blk.proof_dict(receipts, idx, header, "receipt"),
+            "attestations": atts,
+        }
+        proofs[event["id"]] = True
+    config = cfgmod.load(store, node.runtime.certs)
+    return {
+        "id": identifier,
+        "index_id": history["index_id"],
+        "chain_id": node.chain_id,
+        "complete": history["complete"],
+        "organisations": anchors(store),
+        "finality_quorum": config.quorum_size("finality"),
+        "events": history["events"],
+        "edges": history["edges"],
+    }
+
+
+def mount(app: FastAPI, node: Node, errors: dict[int | str, dict[str, Any]]) -> None:
+    @app.get("/v1/trace/verify", responses=errors, tags=["trace"], summary="Public: an item's history with proofs")
+    def verify_bundle(id: str) -> Response:
+        return Response(_json.encode(bundle(node, id)), media_type="application/json")
+
+    @app.get("/verify", include_in_schema=False)
+    def verify_page() -> Response:
+        return Response(_asset("verify.html"), media_type=_TYPES[".html"])
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
+
+    @app.get("/verify/verify.js", include_in_schema=False)
+    def verify_script() -> Response:
+        return Response(_asset("verify.js"), media_type=_TYPES[".js"])
+
+    @app.get("/verify/qr.svg", responses=errors, tags=["trace"], summary="Public: the QR code of an item's page")
+    def verify_qr(request: Request, id: str, anchors_: bool = True) -> Response:
+        import segno
+
+        dl = normalise_identifier(id)
+        if dl is None:
+            raise LiangcaoError(Code.INVALID_ARGUMENT, "id must be a GS1 key as an EPC URI or a Digital Link URI")
+        base = str(request.base_url).rstrip("/")
+        link = base + dl[len(DL_ROOT) :]
+        if anchors_:
+            fingerprints = [a["fingerprint"][:16] for a in anchors(node.reader()) if a["active"]]
+            link += "?" + urlencode({"anchors": ",".join(fingerprints)})
+        svg = segno.make(link, error="m").svg_inline(scale=4, title=link)
+        return Response(svg.encode(), media_type="image/svg+xml", headers={"X-Digital-Link": link})
+
+    # A GS1 Digital Link resolver for this node's items: the QR code's address opens the verify page.
+    @app.get("/{ai}/{key}/{qualifier}/{value}", include_in_schema=False)
+    @app.get("/{ai}/{key}", include_in_schema=False)
+    def resolve(request: Request, ai: str, key: str, qualifier: str = "", value: str = "") -> Response:
+        if not ai.isdigit():
+            raise LiangcaoError(Code.NOT_FOUND, f"no such page: /{ai}/{key}")
+        path = f"/{ai}/{key}" + (f"/{qualifier}/{value}" if qualifier else "")
+        dl = normalise_identifier(DL_ROOT + path)
+        if dl is None:
+            raise LiangcaoError(Code.NOT_FOUND, f"{path} is not a GS1 Digital Link path")
+        params = {"id": dl}
+        if "anchors" in request.query_params:
+            params["anchors"] = request.query_params["anchors"]
+        return RedirectResponse("/verify?" + urlencode(params, quote_via=quote), status_code=307)
