@@ -217,6 +217,8 @@ def test_demo_no_serve_then_audit(tmp_path: Path) -> None:
     assert "ALREADY_FINANCED" in r.stdout and "INVOICE_USED" in r.stdout
     assert "PLEDGED" in r.stdout and "EXCEEDS_STOCK" in r.stdout and "OVER_ADVANCE" in r.stdout
     assert "after settlement" in r.stdout and "10,004,500.00" in r.stdout  # the bank: +4,500.00 on the financing
+    assert "History of tin" in r.stdout and "NOT_PERMITTED" in r.stdout and "inspecting" in r.stdout
+    assert "/01/10614141073464/21/1?anchors=" in r.stdout and (home / "proofs" / "tin-1-qr.svg").exists()
     # again on the same home: the chain's time is now 91 days ahead of the wall clock, and the node follows it
     r = cli("demo", "--home", str(home), "--no-serve", "--port", str(free_port(0)))
     assert "after settlement" in r.stdout and "checks out" in r.stdout

@@ -41,8 +41,9 @@ def free_port(preferred: int) -> int:
 
 def code_name(code: int) -> str:
     from liangcao.apps.scf.common import ScfCode
+    from liangcao.apps.trace.anchor import TraceCode
 
-    for enum in (Code, ScfCode):
+    for enum in (Code, ScfCode, TraceCode):
         try:
             return enum(code).name
         except ValueError:
@@ -156,6 +157,7 @@ def scenario(
     console.print(table)
 
     scf = double_11(client, who, story, console, advance) if n_orgs >= 5 else {}
+    trace = milk_powder(home, client, who, story, console, newcomer.signer("alice"), admins) if n_orgs >= 7 else {}
 
     head = client.head()
     report = audit(home.store_path, _runtime)
@@ -176,7 +178,69 @@ def scenario(
         "events": len(events),
         "payment_tx": payment_id,
         "scf": scf,
+        "trace": trace,
     }
+
+
+def milk_powder(
+    home: NodeHome,
+    client: Client,
+    who: Callable[[str], Any],
+    story: Story,
+    console: Console,
+    carrier: Any,
+    admins: list[Any],
+) -> dict[str, Any]:
+    """Traceability: a tin of milk powder from the factory to the bonded warehouse, checked by a consumer."""
+    tins = [f"urn:epc:id:sgtin:0614141.107346.{n}" for n in (1, 2)]
+    case = "urn:epc:id:sscc:0614141.1234567890"
+
+    def doc(*events: dict[str, Any]) -> dict[str, Any]:
+        return {"@context": ["https://ref.gs1.org/standards/epcis/epcis-context.jsonld"], "type": "EPCISDocument",
+                "schemaVersion": "2.0", "creationDate": "2026-11-01T00:00:00Z", "epcisBody": {"eventList": list(events)}}  # fmt: skip
+
+    def ev(kind: str, when: str, step: str, **fields: Any) -> dict[str, Any]:
+        return {"type": kind, "eventTime": when, "eventTimeZoneOffset": "+08:00", "bizStep": step, **fields}
+
+    story.say("Traceability: the consortium assigns GS1 company prefix 0614141 to the factory (a governance vote).")
+    story.result(client.call("trace", "assign_prefix", {"prefix": "0614141", "org": "org1"}, admins))
+    story.say("The factory commissions two tins of milk powder and packs them into a case (EPCIS 2.0 events).")
+    made = client.capture(
+        doc(
+            ev("ObjectEvent", "2026-10-20T08:00:00+08:00", "commissioning", epcList=tins, action="ADD"),
+            ev("AggregationEvent", "2026-10-20T09:00:00+08:00", "packing", parentID=case, childEPCs=tins, action="ADD"),
+        ),
+        who("org1/alice"),
+    )
+    console.print(f"    [green]anchored[/] {len(made)} events, e.g. {made[0]['id']} ({made[0]['status']})")
+    story.say("The bank tries to record a shipping event: a bank's organisation type may not.")
+    try:
+        client.capture(doc(ev("ObjectEvent", "2026-10-21T08:00:00+08:00", "shipping", epcList=[case],
+                              action="OBSERVE")), who("org5/alice"))  # fmt: skip
+    except ClientError as exc:
+        console.print(f"    [yellow]refused[/] with code {exc.code} {code_name(exc.code)}: {exc.message}")
+    story.say("The logistics company ships the case; the warehouse receives it; the regulator inspects it.")
+    client.capture(doc(ev("ObjectEvent", "2026-10-21T08:00:00+08:00", "shipping", epcList=[case],
+                          action="OBSERVE")), carrier)  # fmt: skip
+    client.capture(doc(ev("ObjectEvent", "2026-10-23T10:00:00+08:00", "receiving", epcList=[case],
+                          action="OBSERVE")), who("org6/alice"))  # fmt: skip
+    client.capture(doc(ev("ObjectEvent", "2026-10-24T10:00:00+08:00", "inspecting", epcList=[case],
+                          action="OBSERVE", disposition="conformant")), who("org7/alice"))  # fmt: skip
+    history = client.provenance(tins[0])
+    table = Table(title=f"History of tin {tins[0]} (through its case)")
+    for col in ("event time (UTC)", "type", "bizStep", "recorded by", "block"):
+        table.add_column(col)
+    for e in history["events"]:
+        table.add_row(e["event"]["eventTime"], e["type"], e["event"].get("bizStep", ""), e["org"], str(e["height"]))
+    console.print(table)
+    qr = client.http.get("/verify/qr.svg", params={"id": tins[0]})
+    qr_file = home.root / "proofs" / "tin-1-qr.svg"
+    qr_file.parent.mkdir(exist_ok=True)
+    qr_file.write_bytes(qr.content)
+    link = qr.headers.get("X-Digital-Link", "")
+    story.say(f"A consumer scans the QR code on the tin ({qr_file}): {link}")
+    console.print("    the page checks every event's Merkle proof and attestations in the browser (Web Crypto).")
+    return {"events": len(history["events"]), "link": link, "orgs": [e["org"] for e in history["events"]]}
 
 
 def double_11(
