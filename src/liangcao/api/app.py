@@ -563,7 +563,7 @@ def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> F
         metrics.mempool.set(len(node.mempool))
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    verify.mount(app, node, ERRORS)  # last: its Digital Link resolver matches any /<ai>/<key> path
+    verify.mount(app, node, ERRORS)
     return app
 
 

@@ -29,7 +29,7 @@ from liangcao.crypto import keys
 from liangcao.errors import LiangcaoError
 from liangcao.ledger import block as blk
 from liangcao.node.node import Node
-from liangcao.trace.identifiers import DL_ROOT, normalise_identifier
+from liangcao.trace.identifiers import DL_ROOT, PRIMARY, normalise_identifier
 from liangcao.trace.provenance import provenance
 
 _json = msgspec.json.Encoder(decimal_format="number")
@@ -131,13 +131,10 @@ def mount(app: FastAPI, node: Node, errors: dict[int | str, dict[str, Any]]) -> 
         svg = segno.make(link, error="m").svg_inline(scale=4, title=link)
         return Response(svg.encode(), media_type="image/svg+xml", headers={"X-Digital-Link": link})
 
-    # A GS1 Digital Link resolver for this node's items: the QR code's address opens the verify page.
-    @app.get("/{ai}/{key}/{qualifier}/{value}", include_in_schema=False)
-    @app.get("/{ai}/{key}", include_in_schema=False)
-    def resolve(request: Request, ai: str, key: str, qualifier: str = "", value: str = "") -> Response:
-        if not ai.isdigit():
-            raise LiangcaoError(Code.NOT_FOUND, f"no such page: /{ai}/{key}")
-        path = f"/{ai}/{key}" + (f"/{qualifier}/{value}" if qualifier else "")
+    # A GS1 Digital Link resolver for this node's items: the QR code's address opens the verify page. One route
+    # per primary key (/01/…, /00/…), so it never shadows the API's own paths.
+    def resolve(request: Request) -> Response:
+        path = request.url.path
         dl = normalise_identifier(DL_ROOT + path)
         if dl is None:
             raise LiangcaoError(Code.NOT_FOUND, f"{path} is not a GS1 Digital Link path")
@@ -145,3 +142,7 @@ def mount(app: FastAPI, node: Node, errors: dict[int | str, dict[str, Any]]) -> 
         if "anchors" in request.query_params:
             params["anchors"] = request.query_params["anchors"]
         return RedirectResponse("/verify?" + urlencode(params, quote_via=quote), status_code=307)
+
+    for ai in sorted(PRIMARY):
+        app.add_api_route(f"/{ai}/{{key}}", resolve, methods=["GET"], include_in_schema=False)
+        app.add_api_route(f"/{ai}/{{key}}/{{qualifier}}/{{value}}", resolve, methods=["GET"], include_in_schema=False)
