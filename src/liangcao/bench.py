@@ -67,6 +67,29 @@ def peak_rss_mb(pid: int) -> float:
     return total_kb / 1024
 
 
+def start_node(home: Path) -> subprocess.Popen[bytes]:
+    """``liangcao node start`` on ``home`` in its own process, as an operator runs it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "liangcao.cli", "node", "start", "--home", str(home)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_ready(client: Client, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    """Until the node answers its health check; RuntimeError with its stderr if it dies or never does."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            if client.health()["status"] == "ok":
+                return
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline or proc.poll() is not None:
+            raise RuntimeError("the node did not start: " + (proc.stderr.read().decode() if proc.stderr else ""))
+        time.sleep(0.1)
+
+
 class BlockWatcher(threading.Thread):
     """Follows the node's block events and records when each transaction was reported committed."""
 
@@ -118,24 +141,11 @@ def run_bench(
     tmp = Path(tempfile.mkdtemp(prefix="liangcao-bench-"))
     init_network(tmp, 3, port=free_port(7900), block_txs_max=2000, block_wait_ms=10)
     home = NodeHome.open(tmp)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "liangcao.cli", "node", "start", "--home", str(tmp)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_node(tmp)
     try:
         token = home.auth().create("org1/admin", 1)
         client = Client(home.url, token, timeout_s=120)
-        deadline = time.time() + 60
-        while True:
-            try:
-                if client.health()["status"] == "ok":
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline or proc.poll() is not None:
-                raise RuntimeError("the node did not start: " + (proc.stderr.read().decode() if proc.stderr else ""))
-            time.sleep(0.1)
+        wait_ready(client, proc)
         signers = {m: load_signer(member_dir(tmp, m)) for m in SENDERS}
         for m in SENDERS:  # fund every sender
             org = m.split("/")[0]

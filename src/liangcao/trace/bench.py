@@ -20,7 +20,6 @@ import random
 import resource
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,7 +30,7 @@ import httpx
 from rich.console import Console
 from rich.progress import Progress
 
-from liangcao.bench import peak_rss_mb
+from liangcao.bench import peak_rss_mb, start_node, wait_ready
 from liangcao.client import Client
 from liangcao.demo import free_port
 from liangcao.ledger.tx import Tx
@@ -94,24 +93,11 @@ def run_trace_bench(*, events: int, lookups: int, as_json: bool, console: Consol
     init_network(tmp, 3, port=free_port(7950), block_txs_max=200, block_wait_ms=20,
                  org_types=["brand", "logistics", "warehouse"])  # fmt: skip
     home = NodeHome.open(tmp)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "liangcao.cli", "node", "start", "--home", str(tmp)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_node(tmp)
     try:
         token = home.auth().create("org1/admin", 1)
         client = Client(home.url, token, timeout_s=300)
-        deadline = time.time() + 60
-        while True:
-            try:
-                if client.health()["status"] == "ok":
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline or proc.poll() is not None:
-                raise RuntimeError("the node did not start: " + (proc.stderr.read().decode() if proc.stderr else ""))
-            time.sleep(0.1)
+        wait_ready(client, proc)
         admins = [load_signer(member_dir(tmp, f"org{i}/admin")) for i in (1, 2, 3)]
         r = client.call("trace", "assign_prefix", {"prefix": "0614141", "org": "org1"}, admins)
         if r["code"] != 0:
