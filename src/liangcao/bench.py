@@ -90,6 +90,19 @@ def wait_ready(client: Client, proc: subprocess.Popen[bytes], timeout_s: float =
         time.sleep(0.1)
 
 
+def submit_all(client: Client, chunks: list[list[Tx]]) -> None:
+    """Submit every chunk over the batch endpoint, resending what a full mempool turned away."""
+    for chunk in chunks:
+        while True:
+            results = client.submit_many(chunk)
+            # a full mempool answers code 500 (MEMPOOL_FULL) per transaction: back off and resend those
+            retry = [t for t, r in zip(chunk, results, strict=True) if r.get("code") == 500]
+            if not retry:
+                break
+            chunk = retry
+            time.sleep(0.05)
+
+
 class BlockWatcher(threading.Thread):
     """Follows the node's block events and records when each transaction was reported committed."""
 
@@ -166,15 +179,7 @@ def run_bench(
 
             def submitter(k: int) -> None:
                 with Client(home.url, token, chain_id=client.chain_id, timeout_s=120) as c:
-                    for chunk in chunks[k::clients]:
-                        while True:
-                            results = c.submit_many(chunk)
-                            # a full mempool answers 503 per transaction: back off and resend those
-                            retry = [t for t, r in zip(chunk, results, strict=True) if r.get("code") == 500]
-                            if not retry:
-                                break
-                            chunk = retry
-                            time.sleep(0.05)
+                    submit_all(c, chunks[k::clients])
 
             t0 = time.perf_counter()
             threads = [threading.Thread(target=submitter, args=(k,)) for k in range(clients)]

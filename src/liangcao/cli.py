@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -208,12 +209,17 @@ def query_cmd(
 
 
 def _query(home: Path, contract: str, method: str, args: dict[str, Any], as_: str, url: str | None) -> None:
+    console.print_json(json.dumps(_read(home, as_, url, lambda c: c.query(contract, method, args))))
+
+
+def _read(home: Path, as_: str, url: str | None, fn: Callable[[Any], Any]) -> Any:
+    """``fn(client)`` with a client reading as member ``as_``; node errors end the command with exit 1."""
     from liangcao.client import Client, ClientError
 
     h = _home(home)
     try:
         with Client(url or h.url, h.auth().create(as_, 1)) as c:
-            console.print_json(json.dumps(c.query(contract, method, args)))
+            return fn(c)
     except ClientError as exc:
         fail(f"{exc.code} {exc.message}")
     except OSError as exc:
@@ -412,22 +418,13 @@ def trace_query_cmd(
     url: Annotated[str | None, typer.Option(help="node URL (default from node.json)")] = None,
 ) -> None:
     """Query events (eventType, GE_eventTime, EQ_bizStep, MATCH_epc, perPage, …); print the query document."""
-    from liangcao.client import Client, ClientError
-
     pairs = {}
     for p in params:
         name, sep, value = p.partition("=")
         if not sep:
             fail(f"{p!r} is not NAME=VALUE")
         pairs[name] = value
-    h = _home(home)
-    try:
-        with Client(url or h.url, h.auth().create(as_, 1)) as c:
-            print(json.dumps(c.epcis_query(**pairs), indent=1))
-    except ClientError as exc:
-        fail(f"{exc.code} {exc.message}")
-    except OSError as exc:
-        fail(f"cannot reach the node: {exc}")
+    print(json.dumps(_read(home, as_, url, lambda c: c.epcis_query(**pairs)), indent=1))
 
 
 @trace_app.command("history")
@@ -441,17 +438,9 @@ def trace_history_cmd(
     """An item's history through packing and making: each event, who recorded it, in which block."""
     from rich.table import Table
 
-    from liangcao.client import Client, ClientError
     from liangcao.trace.query import iso
 
-    h = _home(home)
-    try:
-        with Client(url or h.url, h.auth().create(as_, 1)) as c:
-            p = c.provenance(identifier)
-    except ClientError as exc:
-        fail(f"{exc.code} {exc.message}")
-    except OSError as exc:
-        fail(f"cannot reach the node: {exc}")
+    p = _read(home, as_, url, lambda c: c.provenance(identifier))
     if as_json:
         print(json.dumps(p, indent=1))
         return

@@ -30,7 +30,7 @@ import httpx
 from rich.console import Console
 from rich.progress import Progress
 
-from liangcao.bench import peak_rss_mb, start_node, wait_ready
+from liangcao.bench import peak_rss_mb, start_node, submit_all, wait_ready
 from liangcao.client import Client
 from liangcao.demo import free_port
 from liangcao.ledger.tx import Tx
@@ -129,14 +129,7 @@ def run_trace_bench(*, events: int, lookups: int, as_json: bool, console: Consol
 
         def submitter() -> None:
             with Client(home.url, token, chain_id=client.chain_id, timeout_s=300) as c:
-                for chunk in batches:
-                    while True:
-                        results = c.submit_many(chunk)
-                        retry = [t for t, r in zip(chunk, results, strict=True) if r.get("code") == 500]
-                        if not retry:
-                            break
-                        chunk = retry
-                        time.sleep(0.05)
+                submit_all(c, batches)
 
         # Commits are counted from block headers (cheap, and nothing to fall behind on, unlike an event
         # stream a slow reader can be cut off from): done when the new blocks hold every transaction.
