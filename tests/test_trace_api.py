@@ -149,3 +149,31 @@ def test_a_gs1_example_document_round_trips(net: Live) -> None:
         assert job["success"], job
         got = c.get("/epcis/v2/events", params={"EQ_eventID": ",".join(job["captured"])}).json()
         assert sorted(document_hashes(got)) == sorted(document_hashes(doc))
+
+
+def test_xml_capture_gets_the_reference_hash_ids(net: Live) -> None:
+    """An EPCIS XML document is captured as the JSON-LD it means, under the ids GS1's reference vectors give."""
+    admins = [net.signer(f"org{i}/admin") for i in (1, 2, 3)]
+    with Client(net.url, net.token) as cl:
+        r = cl.call("trace", "set_policy", {"org_type": "customs", "own": False, "steps": ["*"]}, admins)
+        assert r["code"] == 0
+    path = FIXTURES / "hash-vectors" / "SensorDataExamples.xml"
+    want = [line for line in path.with_suffix(".hashes").read_text().split() if line]
+    with http(net, f"{CUSTOMS}/alice") as c:
+        headers = {"Content-Type": "application/xml"}
+        job = wait_job(c, c.post("/epcis/v2/capture", content=path.read_bytes(), headers=headers).headers["Location"])
+        assert job["success"], job
+        assert sorted(job["captured"] + job["duplicates"]) == sorted(set(want))
+        got = c.get("/epcis/v2/events", params={"EQ_eventID": ",".join(want), "perPage": 50}).json()
+        assert sorted(document_hashes(got)) == sorted(set(want))
+        assert validate_document(got) == []
+        # Bad XML is refused at once, naming what is wrong, and nothing is captured.
+        before = c.get("/epcis/v2/capture").json()
+        r = c.post(
+            "/epcis/v2/capture", content=b"<epcis:EPCISDocument xmlns:epcis='urn:x'><EPCISBody>", headers=headers
+        )
+        assert r.status_code == 400 and r.json()["code"] == Code.BAD_ENCODING and "well-formed" in r.json()["message"]
+        bomb = b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><EPCISDocument>&b;</EPCISDocument>'
+        r = c.post("/epcis/v2/capture", content=bomb, headers=headers)
+        assert r.status_code == 400 and "entities are refused" in r.json()["message"]
+        assert c.get("/epcis/v2/capture").json() == before

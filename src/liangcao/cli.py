@@ -323,12 +323,18 @@ app.add_typer(trace_app, name="trace")
 
 
 def _epcis_document(file: Path) -> dict[str, Any]:
+    """An EPCIS document from a JSON-LD or XML file (XML read as the JSON-LD it means)."""
+    from liangcao.trace.xml import XmlRefused, looks_like_xml, read
+
     try:
-        document = json.loads(file.read_text(encoding="utf-8"))
+        data = file.read_bytes()
+        document = read(data) if looks_like_xml(data) else json.loads(data.decode("utf-8"))
     except OSError as exc:
         fail(f"cannot read {file}: {exc.strerror}")
+    except XmlRefused as exc:
+        fail(f"{file}: {exc}")
     except (ValueError, UnicodeDecodeError) as exc:
-        fail(f"{file} is not JSON (only JSON-LD documents are read for now): {exc}")
+        fail(f"{file} is neither JSON nor XML: {exc}")
     if not isinstance(document, dict) or not isinstance(document.get("epcisBody"), dict):
         fail(f"{file} is not an EPCIS document: it has no epcisBody object")
     return document
@@ -336,7 +342,7 @@ def _epcis_document(file: Path) -> dict[str, Any]:
 
 @trace_app.command("validate")
 def trace_validate_cmd(
-    file: Annotated[Path, typer.Argument(help="an EPCIS 2.0 document in JSON-LD")],
+    file: Annotated[Path, typer.Argument(help="an EPCIS 2.0 document in JSON-LD or XML")],
 ) -> None:
     """Check a document against GS1's EPCIS 2.0 JSON schema; exit 1 listing each problem by event and field."""
     from liangcao.trace.validate import validate_document
@@ -355,7 +361,7 @@ def trace_validate_cmd(
 
 @trace_app.command("hash")
 def trace_hash_cmd(
-    file: Annotated[Path, typer.Argument(help="an EPCIS 2.0 document or query document in JSON-LD")],
+    file: Annotated[Path, typer.Argument(help="an EPCIS 2.0 document or query document in JSON-LD or XML")],
     prehash: Annotated[bool, typer.Option("--prehash", help="print the pre-hash strings too")] = False,
 ) -> None:
     """Print the CBV 2.0 event hash id of each event, one per line, in document order."""
@@ -375,7 +381,7 @@ def trace_hash_cmd(
 @trace_app.command("capture")
 def trace_capture_cmd(
     home: Home,
-    file: Annotated[Path, typer.Argument(help="an EPCIS 2.0 capture document in JSON-LD")],
+    file: Annotated[Path, typer.Argument(help="an EPCIS 2.0 capture document in JSON-LD or XML")],
     as_: Annotated[str, typer.Option("--as", help="the member who records the events, e.g. org2/alice")],
     url: Annotated[str | None, typer.Option(help="node URL (default from node.json)")] = None,
 ) -> None:

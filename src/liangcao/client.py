@@ -166,7 +166,7 @@ class Client:
 
     # ---- traceability (EPCIS 2.0) -------------------------------------------------------------------------
     def capture(self, document: bytes | dict[str, Any], signer: Signer) -> list[dict[str, Any]]:
-        """Capture an EPCIS 2.0 document, signed here: ``[{id, status}]`` per event, in document order.
+        """Capture an EPCIS 2.0 document (JSON-LD, or XML bytes), signed here: ``[{id, status}]`` per event.
 
         The document is validated and hashed locally first (``CaptureRefused`` names each problem), then
         sent as ``trace.capture`` transactions of up to ``trace_events_per_tx_max`` events, each atomic;

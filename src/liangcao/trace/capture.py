@@ -3,7 +3,8 @@
 The same code serves the node's ``/epcis/v2/capture`` endpoint (signing with a key the node holds for the
 caller) and the SDK and CLI (signing on the caller's side):
 
-1. ``parse`` reads the document (JSON-LD) and refuses what is not a JSON object, or too large;
+1. ``parse`` reads the document (JSON-LD, or XML translated to JSON-LD by ``liangcao.trace.xml``) and
+   refuses what is not an object, or too large;
 2. ``prepare`` validates it against GS1's schema (problems name the event and the field), checks what the
    ledger needs of each event (``liangcao.trace.facts``) and computes every event's hash id;
 3. ``pack`` groups the events into transactions within ``trace_events_per_tx_max``, the transaction size
@@ -30,6 +31,7 @@ from liangcao.ledger import tx as txm
 from liangcao.trace.facts import BadEvent, facts
 from liangcao.trace.hashing import Hasher, events_of, hash_of_prehash, ignored_fields
 from liangcao.trace.validate import Problem, validate_document
+from liangcao.trace.xml import XmlRefused, looks_like_xml, read
 
 _exact = msgspec.json.Decoder(float_hook=Decimal)
 _encode = msgspec.json.Encoder(decimal_format="number").encode
@@ -59,12 +61,23 @@ class Prepared:
         return len(self.texts)
 
 
-def parse(data: bytes) -> Any:
-    """The document in ``data`` (JSON-LD). Raises CaptureRefused."""
+def as_json(data: bytes) -> bytes:
+    """``data`` as JSON-LD text: JSON as it is, an EPCIS XML document translated. Raises CaptureRefused."""
     if len(data) > limits.capture_document_bytes_max:
         raise CaptureRefused(
             Code.TOO_LARGE, f"document is larger than capture_document_bytes_max={limits.capture_document_bytes_max}"
         )
+    if not looks_like_xml(data):
+        return data
+    try:
+        return _encode(read(data))
+    except XmlRefused as exc:
+        raise CaptureRefused(Code.BAD_ENCODING, str(exc)) from exc
+
+
+def parse(data: bytes) -> Any:
+    """The document in ``data`` (JSON-LD). Raises CaptureRefused."""
+    data = as_json(data)
     try:
         document = msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
@@ -89,6 +102,7 @@ def prepare(data: bytes, *, single: bool = False) -> Prepared:
 
     Raises CaptureRefused naming every problem found.
     """
+    data = as_json(data)
     document = parse(data)
     if single:
         if document.get("type") == "EPCISDocument":

@@ -14,8 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Callable, Mapping
-from decimal import Decimal, InvalidOperation
+from collections.abc import Mapping
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -64,9 +64,12 @@ ORDER = (
     "eventTime", "eventTimeZoneOffset", "certificationInfo", "epcList", "parentID", "inputEPCList", "childEPCs",
     "quantityList", "childQuantityList", "inputQuantityList", "outputEPCList", "outputQuantityList", "action",
     "transformationID", "bizStep", "disposition", "persistentDisposition", "readPoint", "bizLocation",
-    "bizTransactionList", "destinationList", "sourceList", "sensorElementList", "ilmd",
+    "sensorElementList", "bizTransactionList", "destinationList", "ilmd", "sourceList",
 )  # fmt: skip
-# The reference vectors put destinationList before sourceList (the CBV text lists them the other way round).
+# The reference generator writes business transactions, sources, destinations and the ILMD after everything
+# else, sorted together with the user extensions (its vectors show ``sensorElementList`` before
+# ``bizTransactionList``, and ``destinationList`` before ``sourceList``): these fields are the event's tail.
+TAIL = frozenset(("bizTransactionList", "destinationList", "ilmd", "sourceList"))
 _TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$")
 
 
@@ -84,17 +87,26 @@ def fix_time(value: str) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def format_number(value: Any) -> str:
-    """Numbers without trailing zeros or exponent: 1.0 -> 1, 0.34340 -> 0.3434, 12 -> 12."""
-    try:
-        d = Decimal(str(value))
-    except InvalidOperation:
-        return str(value)
-    if not d.is_finite():
-        return str(value)
-    if d == d.to_integral_value():
-        return str(d.quantize(Decimal(1)))
-    return format(d.normalize(), "f")
+    """A number as the pre-hash writes it: 1.0 -> 1, 0.34340 -> 0.3434, 12 -> 12.
+
+    This is the reference generator's rule, which the published vectors encode: the value is read as an
+    IEEE 754 double, written as an integer when integral, else in the shortest form that reads back to the
+    same double. Two implementations agree on an id only if they agree on this, so liangcao follows it even
+    where it loses digits (a 24-digit sensor string value is rounded, as in ``SensorDataExamples``). The
+    double exists only to produce this text: it never enters ledger state or arithmetic, and Python's
+    conversions both ways are correctly rounded, so every peer writes the same text.
+    """
+    text = str(value).strip()
+    if not _NUMBER.fullmatch(text):
+        return text
+    number = float(text)
+    if number != number or number in (float("inf"), float("-inf")):
+        return text
+    return str(int(number)) if number == int(number) else repr(number)
 
 
 class Hasher:
@@ -113,7 +125,7 @@ class Hasher:
     # ---- values -----------------------------------------------------------------------------------------
     def expand(self, text: str) -> str:
         prefix, sep, rest = text.partition(":")
-        if sep and prefix in self.prefixes and not rest.startswith("//"):
+        if sep and prefix in DEFAULT_PREFIXES and not rest.startswith("//"):
             return self.prefixes[prefix] + rest
         return text
 
@@ -132,7 +144,7 @@ class Hasher:
         if bare and ":" not in text and text:
             return bare + text
         text = self.expand(text)
-        if re.fullmatch(r"[+-]?\d+(\.\d+)?", text):
+        if _NUMBER.fullmatch(text):
             return format_number(text)
         return normalise_identifier(text) or text
 
@@ -154,14 +166,16 @@ class Hasher:
             return [key + text + "".join(inner)]
         return [f"{key}={self.value(value)}"]
 
-    def extensions(self, obj: Mapping[str, Any], known: set[str] | tuple[str, ...]) -> str:
-        found = [
+    def _extension_strings(self, obj: Mapping[str, Any], known: set[str] | tuple[str, ...]) -> list[str]:
+        return [
             s
             for k, v in obj.items()
             if k not in known and k not in IGNORED and self.key(k) not in self.ignore
             for s in self.extension(k, v)
         ]
-        return "".join(sorted(found))
+
+    def extensions(self, obj: Mapping[str, Any], known: set[str] | tuple[str, ...]) -> str:
+        return "".join(sorted(self._extension_strings(obj, known)))
 
     def ordered(self, obj: Mapping[str, Any], order: tuple[str, ...], parent: str) -> str:
         out = []
@@ -172,37 +186,39 @@ class Hasher:
 
     def event(self, event: Mapping[str, Any]) -> str:
         parts = [f"eventType={event.get('type', '')}"]
-        handlers: dict[str, Callable[[Any], str]] = {
-            "persistentDisposition": self._persistent,
-            "readPoint": lambda v: self._located("readPoint", v),
-            "bizLocation": lambda v: self._located("bizLocation", v),
-            "sensorElementList": self._sensors,
-            "ilmd": lambda v: "ilmd" + self.extensions(v, ()) if isinstance(v, Mapping) else "",
-        }
+        tail: list[str] = []
         for name in ORDER:
-            if name not in event or event[name] is None:
-                continue
-            v = event[name]
-            if name in EPC_LISTS:
-                items = sorted(f"epc={self.value(e)}" for e in v)
-                parts.append(name + "".join(items) if items else "")
-            elif name in QUANTITY_LISTS:
-                items = sorted("quantityElement" + self.ordered(q, ("epcClass", "quantity", "uom"), "q") for q in v)
-                parts.append(name + "".join(items) if items else "")
-            elif name in TYPED_LISTS:
-                member = TYPED_LISTS[name]
-                items = sorted(
-                    (f"type={self.value(t['type'], f'{member}.type')}" if t.get("type") else "")
-                    + f"{member}={self.value(t.get(member, ''), member)}"
-                    for t in v
-                )
-                parts.append(name + "".join(items) if items else "")
-            elif name in handlers:
-                parts.append(handlers[name](v))
-            else:
-                parts.append(f"{name}={self.value(v, name)}")
-        parts.append(self.extensions(event, ORDER))
+            if name in event and event[name] is not None:
+                (tail if name in TAIL else parts).append(self._field(name, event[name]))
+        strays = self._sensor_strays(event.get("sensorElementList"))
+        rest = [t for t in tail if t] + self._extension_strings(event, ORDER) + strays
+        parts.append("".join(sorted(rest)))
         return "".join(parts)
+
+    def _field(self, name: str, v: Any) -> str:
+        if name in EPC_LISTS:
+            items = sorted(f"epc={self.value(e)}" for e in v)
+            return name + "".join(items) if items else ""
+        if name in QUANTITY_LISTS:
+            items = sorted("quantityElement" + self.ordered(q, ("epcClass", "quantity", "uom"), "q") for q in v)
+            return name + "".join(items) if items else ""
+        if name in TYPED_LISTS:
+            member = TYPED_LISTS[name]
+            items = sorted(
+                (f"type={self.value(t['type'], f'{member}.type')}" if t.get("type") else "")
+                + f"{member}={self.value(t.get(member, ''), member)}"
+                for t in v
+            )
+            return name + "".join(items) if items else ""
+        if name == "persistentDisposition":
+            return self._persistent(v)
+        if name in ("readPoint", "bizLocation"):
+            return self._located(name, v)
+        if name == "sensorElementList":
+            return self._sensors(v)
+        if name == "ilmd":
+            return "ilmd" + self.extensions(v, ()) if isinstance(v, Mapping) else ""
+        return f"{name}={self.value(v, name)}"
 
     def _persistent(self, v: Mapping[str, Any]) -> str:
         body = "".join(
@@ -216,6 +232,26 @@ class Hasher:
         ident = f"id={self.value(v['id'])}" if v.get("id") else ""
         return name + ident + self.extensions(v, ("id",))
 
+    def _sensor_strays(self, elements: Any) -> list[str]:
+        """Standard-looking fields a sensor element holds where the standard has none (``bizRules`` on a report).
+
+        The reference generator leaves them out of the sensor element and writes them, with their full path,
+        among the event's extensions; its vectors do the same, so liangcao follows.
+        """
+        if not isinstance(elements, list):
+            return []
+        out = []
+        for el in elements:
+            found = []
+            meta = el.get("sensorMetadata") if isinstance(el, Mapping) else None
+            if isinstance(meta, Mapping):
+                found += [f"sensorMetadata{k}={self.value(v, k)}" for k, v in meta.items() if _stray(k, METADATA_ORDER)]
+            for r in el.get("sensorReport") or [] if isinstance(el, Mapping) else []:
+                found += [f"sensorReport{k}={self.value(v, k)}" for k, v in r.items() if _stray(k, REPORT_ORDER)]
+            if found:
+                out.append("sensorElement" + "".join(sorted(found)))
+        return ["sensorElementList" + "".join(sorted(out))] if out else []
+
     def _sensors(self, elements: list[Mapping[str, Any]]) -> str:
         out = []
         for el in elements:
@@ -223,17 +259,25 @@ class Hasher:
             meta = el.get("sensorMetadata")
             if isinstance(meta, Mapping):
                 text += "sensorMetadata" + self.ordered(meta, METADATA_ORDER, "sensorMetadata")
-                text += self.extensions(meta, METADATA_ORDER)
+                text += self.extensions(
+                    {k: v for k, v in meta.items() if not _stray(k, METADATA_ORDER)}, METADATA_ORDER
+                )
             reports = el.get("sensorReport") or []
             text += "".join(
                 sorted(
-                    "sensorReport" + self.ordered(r, REPORT_ORDER, "sensorReport") + self.extensions(r, REPORT_ORDER)
+                    "sensorReport"
+                    + self.ordered(r, REPORT_ORDER, "sensorReport")
+                    + self.extensions({k: v for k, v in r.items() if not _stray(k, REPORT_ORDER)}, REPORT_ORDER)
                     for r in reports
                 )
             )
             text += self.extensions(el, ("sensorMetadata", "sensorReport"))
             out.append(text)
         return "sensorElementList" + "".join(sorted(out)) if out else ""
+
+
+def _stray(key: str, known: tuple[str, ...]) -> bool:
+    return ":" not in key and key not in known and key not in IGNORED
 
 
 def events_of(document: Mapping[str, Any]) -> list[Mapping[str, Any]]:
