@@ -56,6 +56,13 @@ def _json_arg(text: str, what: str) -> Any:
         fail(f"{what} is not valid JSON for liangcao: {exc.message}")
 
 
+def _read_text(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {file}: {exc}")
+
+
 # ---- network ----------------------------------------------------------------------------------------------
 @network_app.command("init")
 def network_init(
@@ -582,6 +589,143 @@ def bench_cmd(
 
 def main() -> None:
     app()
+
+
+# ---- dangerous-goods declarations (shipping) ----------------------------------------------------------------
+dg_app = typer.Typer(
+    help="Dangerous-goods declarations, sealed for the shipper, carrier and terminals.", no_args_is_help=True
+)
+app.add_typer(dg_app, name="dg")
+As = Annotated[str, typer.Option("--as", help="the member acting, e.g. org1/alice")]
+Url = Annotated[str | None, typer.Option(help="node URL (default from node.json)")]
+
+
+def dg_key_path(home: Path, org: str) -> Path:
+    """Where an organisation keeps its X25519 private key for declarations in a network folder."""
+    return home / "orgs" / org / "dg" / "x25519.pem"
+
+
+def _dg(home: Path, as_: str, url: str | None, fn: Callable[[Any], Any]) -> Any:
+    """``fn(desk)`` for member ``as_`` with its organisation's key; refusals end the command with exit 2."""
+    from liangcao.client import Client, ClientError, Refused
+    from liangcao.node.home import load_signer, member_dir
+    from liangcao.shipping import declaration as dg
+    from liangcao.shipping.sdk import Declarations
+
+    h = _home(home)
+    org = as_.partition("/")[0]
+    try:
+        signer = load_signer(member_dir(h.root, as_))
+        path = dg_key_path(h.root, org)
+        key = dg.load_private(path.read_bytes()) if path.exists() else None
+    except (OSError, ValueError) as exc:
+        fail(f"cannot load the keys of {as_}: {exc}")
+    try:
+        with Client(url or h.url, h.auth().create(as_, 1)) as c:
+            return fn(Declarations(c, signer, key))
+    except dg.DeclarationError as exc:
+        fail(str(exc))
+    except Refused as exc:
+        fail(f"refused ({exc.code}): {exc.message}", 2)
+    except ClientError as exc:
+        fail(f"{exc.code} {exc.message}")
+    except OSError as exc:
+        fail(f"cannot reach the node: {exc}")
+
+
+@dg_app.command("keygen")
+def dg_keygen_cmd(
+    home: Home, as_: Annotated[str, typer.Option("--as", help="an admin, e.g. org3/admin")], url: Url = None
+) -> None:
+    """Make the organisation's X25519 key (kept 0600 in the network folder) and register it on the ledger."""
+    from liangcao.shipping import declaration as dg
+
+    path = dg_key_path(_home(home).root, as_.partition("/")[0])
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_bytes(dg.private_pem(dg.new_key()))
+    entry = _dg(home, as_, url, lambda d: d.register_key())
+    print(f"{entry['org']} key {entry['fp']} registered at height {entry['height']}")
+
+
+@dg_app.command("submit")
+def dg_submit_cmd(
+    home: Home,
+    decl_id: Annotated[str, typer.Argument(help="the declaration's id, e.g. DG-2026-0001")],
+    file: Annotated[Path, typer.Argument(help="the declaration's content as JSON (see docs/dangerous-goods.md)")],
+    carrier: Annotated[str, typer.Option(help="the carrier organisation")],
+    as_: As,
+    terminal: Annotated[
+        list[str] | None, typer.Option(help="a terminal that reads it once approved (repeatable)")
+    ] = None,
+    url: Url = None,
+) -> None:
+    """Seal a declaration for your organisation and the carrier, and submit it."""
+    content = _json_arg(_read_text(file), str(file))
+    r = _dg(home, as_, url, lambda d: d.submit(decl_id, content, carrier=carrier, terminals=terminal or []))
+    print(json.dumps(r))
+
+
+@dg_app.command("amend")
+def dg_amend_cmd(
+    home: Home,
+    decl_id: Annotated[str, typer.Argument()],
+    file: Annotated[Path, typer.Argument(help="the amended content as JSON")],
+    as_: As,
+    terminal: Annotated[list[str] | None, typer.Option(help="replace the terminals (repeatable)")] = None,
+    url: Url = None,
+) -> None:
+    """Submit a new version of a declaration, linked to the latest one."""
+    content = _json_arg(_read_text(file), str(file))
+    print(json.dumps(_dg(home, as_, url, lambda d: d.amend(decl_id, content, terminals=terminal))))
+
+
+@dg_app.command("approve")
+def dg_approve_cmd(
+    home: Home, decl_id: Annotated[str, typer.Argument()], version: int, as_: As, url: Url = None
+) -> None:
+    """As the carrier: open the version, check it, and let its terminals read it."""
+    print(json.dumps(_dg(home, as_, url, lambda d: d.approve(decl_id, version))))
+
+
+@dg_app.command("reject")
+def dg_reject_cmd(
+    home: Home,
+    decl_id: Annotated[str, typer.Argument()],
+    version: int,
+    reason: Annotated[str, typer.Option(help="why, for the shipper")],
+    as_: As,
+    url: Url = None,
+) -> None:
+    """As the carrier: refuse the version, saying why."""
+    print(json.dumps(_dg(home, as_, url, lambda d: d.reject(decl_id, version, reason))))
+
+
+@dg_app.command("show")
+def dg_show_cmd(
+    home: Home,
+    decl_id: Annotated[str, typer.Argument()],
+    as_: As,
+    version: Annotated[int, typer.Option(help="0: the latest")] = 0,
+    url: Url = None,
+) -> None:
+    """Open a version your organisation may read and print it with its status and links."""
+    import msgspec
+
+    def show(d: Any) -> dict[str, Any]:
+        opened = d.read(decl_id, version)
+        meta = {k: opened.record[k] for k in ("id", "version", "prev", "status", "shipper", "carrier", "terminals")}
+        return {**meta, "decision": opened.record.get("decision"), "content": msgspec.to_builtins(opened.content)}
+
+    print(json.dumps(_dg(home, as_, url, show), ensure_ascii=False, indent=1))
+
+
+@dg_app.command("versions")
+def dg_versions_cmd(home: Home, decl_id: Annotated[str, typer.Argument()], as_: As, url: Url = None) -> None:
+    """A declaration's versions, oldest first (no content)."""
+    for v in _dg(home, as_, url, lambda d: d.versions(decl_id)):
+        print(f"v{v['version']} prev={v['prev'] or '-'} {v['status']} terminals={','.join(v['terminals']) or '-'}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from liangcao import __version__, encoding, limits
-from liangcao.api import epcis, verify
+from liangcao.api import dg, epcis, verify
 from liangcao.api.auth import TokenAuth
 from liangcao.api.epcis import Custody
 from liangcao.codes import Code
@@ -316,6 +316,8 @@ def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> F
         custody=custody or Custody(None),
         errors=ERRORS,
     )
+
+    dg.mount(app, node, reader_member=reader_member, runtime=runtime, errors=ERRORS)
 
     # ---- writes -----------------------------------------------------------------------------------------
     @app.post(

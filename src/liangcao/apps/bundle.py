@@ -16,10 +16,22 @@ def default_registry() -> Registry:
     from liangcao.apps.scf.receipts import Receipts
     from liangcao.apps.scf.tokens import Tokens
     from liangcao.apps.scf.vouchers import Vouchers
+    from liangcao.apps.shipping.dangerous_goods import DangerousGoods
     from liangcao.apps.trace.anchor import Trace
     from liangcao.apps.wallet import Wallet
     from liangcao.contracts.consortium import Consortium
 
     return Registry(
-        [Consortium(), Wallet(), Tokens(), Invoices(), Vouchers(), Receipts(), Bills(), Factoring(), Trace()]
+        [
+            Consortium(),
+            Wallet(),
+            Tokens(),
+            Invoices(),
+            Vouchers(),
+            Receipts(),
+            Bills(),
+            Factoring(),
+            Trace(),
+            DangerousGoods(),
+        ]
     )

@@ -1,0 +1,1 @@
+"""Shipping contracts: ``dg`` (dangerous-goods declarations)."""

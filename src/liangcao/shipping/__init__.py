@@ -1,0 +1,1 @@
+"""Shipping: dangerous-goods declarations sealed for the parties that may read them."""
