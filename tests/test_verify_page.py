@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -16,6 +21,7 @@ from conftest import Live
 from liangcao.client import Client
 from liangcao.crypto import keys
 from liangcao.ledger.block import verify_proof_dict
+from liangcao.trace.bundle_check import check_bundle
 from liangcao.trace.facts import index_form
 from trace_ledger import BRAND_PREFIX, document, obj
 
@@ -156,3 +162,46 @@ def test_an_invented_organisation_is_caught_by_the_qr_anchors(net: Live, browser
     page, _ = open_page(browser, link, forge_org)
     assert page.get_attribute("#result", "data-state") == "not-verified"
     page.close()
+
+
+def test_the_cli_checks_the_same_bundle_offline(net: Live, tmp_path: Path) -> None:
+    """``liangcao verify-proof`` on the page's bundle: verified; tampered in any part, not verified."""
+    bundle = httpx.get(f"{net.url}/v1/trace/verify", params={"id": TIN}).json()
+    assert check_bundle(bundle).verified
+
+    def cli(data: dict[str, Any], *extra: str) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "bundle.json"
+        path.write_text(json.dumps(data))
+        cmd = [sys.executable, "-m", "liangcao.cli", "verify-proof", str(path), *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+
+    r = cli(bundle)
+    assert r.returncode == 0 and "verified: 4 events" in r.stdout, r.stdout + r.stderr
+    fp = hashlib.sha256(keys.unb64(bundle["organisations"][0]["ca_cert"])).hexdigest()
+    assert cli(bundle, "--anchors", fp[:16]).returncode == 0  # org1's CA alone attested every block here
+
+    def tampered(change: Any) -> dict[str, Any]:
+        copy = json.loads(json.dumps(bundle))
+        change(copy)
+        return copy
+
+    def edit_event(b: dict[str, Any]) -> None:
+        tx = json.loads(b["events"][0]["proof"]["tx"]["leaf"])
+        tx["body"]["args"]["events"][0] = tx["body"]["args"]["events"][0].replace("commissioning", "inspecting")
+        b["events"][0]["proof"]["tx"]["leaf"] = json.dumps(tx)
+
+    cases = {
+        "path": lambda b: (
+            b["events"][1]["proof"]["tx"]["path"].__setitem__(0, "00" * 32)
+            if b["events"][1]["proof"]["tx"]["path"]
+            else b["events"][1]["proof"]["tx"].__setitem__("index", 5)
+        ),
+        "event": edit_event,
+        "header": lambda b: b["events"][2]["proof"]["tx"]["header"].__setitem__("time_ms", 1),
+        "nobody": lambda b: b["events"][3]["proof"].__setitem__("attestations", []),
+    }
+    for name, change in cases.items():
+        r = cli(tampered(change))
+        assert r.returncode == 1 and "NOT verified" in r.stdout + r.stderr, name
+    r = cli(bundle, "--anchors", "0000")
+    assert r.returncode == 1 and "nobody trusted" in r.stdout

@@ -533,14 +533,37 @@ def audit_cmd(
 
 
 @app.command("verify-proof")
-def verify_proof_cmd(file: Annotated[Path, typer.Argument(help="a proof JSON file (from the API or the SDK)")]) -> None:
-    """Check a Merkle inclusion proof offline. Exit 1 if it does not verify."""
+def verify_proof_cmd(
+    file: Annotated[Path, typer.Argument(help="a proof JSON file, or an item's /v1/trace/verify bundle")],
+    anchors: Annotated[
+        str | None,
+        typer.Option(help="trust only CAs whose SHA-256 fingerprint starts with one of these (comma-separated)"),
+    ] = None,
+) -> None:
+    """Check a Merkle inclusion proof, or a whole traceability bundle, offline. Exit 1 if it does not verify.
+
+    A bundle gets the checks the consumer page makes: header hashes, transaction and receipt inclusion, the
+    anchored event hashing to its id, and attestations by organisations whose CA is trusted.
+    """
     from liangcao.ledger.block import verify_proof_dict
 
     try:
         proof = json.loads(file.read_text())
     except (OSError, ValueError) as exc:
         fail(f"cannot read {file}: {exc}")
+    if isinstance(proof, dict) and "events" in proof and "organisations" in proof:
+        from liangcao.trace.bundle_check import check_bundle
+
+        result = check_bundle(proof, [a for a in (anchors or "").split(",") if a] or None)
+        for e in result.events:
+            mark = "[green]ok[/]" if not e.problems else "[red]NOT verified[/]"
+            console.print(f"{mark} {e.id} attested by {', '.join(e.orgs) or 'nobody trusted'}", soft_wrap=True)
+            for problem in e.problems:
+                console.print(f"    {problem}", soft_wrap=True)
+        if not result.verified:
+            fail(f"the history of {result.item} is NOT verified" + ("" if result.events else ": it has no events"))
+        console.print(f"[green]verified[/]: {len(result.events)} events of {result.item}")
+        return
     if isinstance(proof, dict) and "tx_proof" in proof:
         proof = proof["tx_proof"]
     if not isinstance(proof, dict):
