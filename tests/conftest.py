@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -134,3 +135,21 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     node = Live(tmp_path_factory.mktemp("live") / "net")
     yield node
     node.stop()
+
+
+# ---- a real browser: Debian's Chromium driven by Playwright (never a downloaded one) ------------------------
+CHROMIUM = shutil.which("chromium")
+FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None:
+        pytest.fail("Debian's chromium is not installed: run scripts/install-chromium.sh (scripts/test.sh does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Route
 
 from conftest import Live
 from liangcao.client import Client
@@ -28,9 +27,6 @@ from trace_ledger import BRAND_PREFIX, document, obj
 TYPES = ["brand", "logistics", "customs"]
 TIN = "urn:epc:id:sgtin:0614141.107346.7"
 CASE = "urn:epc:id:sscc:0614141.1234567897"
-CHROMIUM = shutil.which("chromium")
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -52,16 +48,6 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         c.capture(document([inspect]), live.signer("org3/alice"))
     yield live
     live.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if CHROMIUM is None:
-        pytest.fail("Debian's chromium is not installed: run scripts/install-chromium.sh (scripts/test.sh does)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        b.close()
 
 
 def open_page(browser: Browser, url: str, tamper: Any = None) -> tuple[Page, list[str]]:

@@ -24,12 +24,13 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from liangcao import __version__, encoding, limits
-from liangcao.api import dg, epcis, verify
+from liangcao.api import dg, epcis, explorer, verify
 from liangcao.api.auth import TokenAuth
 from liangcao.api.epcis import Custody
 from liangcao.codes import Code
 from liangcao.contracts.runtime import ContractRuntime
 from liangcao.errors import LiangcaoError
+from liangcao.ledger import tx as txm
 from liangcao.ledger.chain import tx_with_proofs
 from liangcao.node.node import Committed, Node
 
@@ -259,12 +260,20 @@ def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> F
         return _error(500, Code.INTERNAL, f"internal error ({type(exc).__name__}); the node logged it")
 
     # ---- helpers ----------------------------------------------------------------------------------------
-    def reader_member(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:  # noqa: B008
-        if creds is None:
-            raise ApiError(
-                401, Code.UNAUTHORIZED, "reads need a bearer token: ask the node's admin (liangcao token create)"
-            )
-        return auth.verify(creds.credentials)
+    def reader_member(
+        request: Request,
+        creds: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
+    ) -> str:
+        if creds is not None:
+            return auth.verify(creds.credentials)
+        # RFC 6750 section 2.3: a browser's EventSource cannot set headers, so reads may carry the token
+        # in the query (the explorer's live view); only for GET, never for writes.
+        token = request.query_params.get("access_token") if request.method == "GET" else None
+        if token:
+            return auth.verify(token)
+        raise ApiError(
+            401, Code.UNAUTHORIZED, "reads need a bearer token: ask the node's admin (liangcao token create)"
+        )
 
     def runtime() -> ContractRuntime:
         import threading
@@ -318,6 +327,7 @@ def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> F
     )
 
     dg.mount(app, node, reader_member=reader_member, runtime=runtime, errors=ERRORS)
+    explorer.mount(app)
 
     # ---- writes -----------------------------------------------------------------------------------------
     @app.post(
@@ -393,11 +403,12 @@ def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> F
     # ---- reads ------------------------------------------------------------------------------------------
     @app.get("/v1/txs/{tx_id}", responses=ERRORS, summary="A transaction with its receipt, block header and proofs")
     def get_tx(tx_id: str = Path(pattern=_HEX64.pattern), member: str = Depends(reader_member)) -> dict[str, Any]:
-        info = tx_with_proofs(node.reader(), tx_id)
+        store = node.reader()
+        info = tx_with_proofs(store, tx_id)
         if info is None:
             pending = node.mempool.contains(tx_id)
             raise ApiError(404, Code.NOT_FOUND, f"transaction {tx_id} is {'pending' if pending else 'unknown'}")
-        return info
+        return {**info, **explorer.who_and_finality(store, node.runtime.certs, info)}
 
     @app.get("/v1/head", responses=ERRORS, summary="The latest block header")
     def get_head(member: str = Depends(reader_member)) -> dict[str, Any]:
@@ -431,11 +442,14 @@ def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> F
         block = store.block(height)
         if block is None:
             raise ApiError(404, Code.NOT_FOUND, f"no block at height {height}")
+        atts: list[Any] = [encoding.decode(a) for a in store.attestations(height)]
+        txs: list[Any] = [encoding.decode(r) for r in store.block_txs(height)]
         return {
             **block.to_dict(),
             "block_hash": block.hash,
+            "tx_ids": [txm.body_id(t["body"]) for t in txs],
             "receipts": [encoding.decode(r) for r in store.receipts(height)],
-            "attestations": [encoding.decode(a) for a in store.attestations(height)],
+            "attestations": [{**a, **explorer.signer_of(a["cert"])} for a in atts],
         }
 
     @app.get("/v1/blocks/{height}/header", responses=ERRORS, summary="A block header")
