@@ -464,6 +464,7 @@ def run_demo(home_dir: Path, port: int, serve: bool, console: Console) -> dict[s
             console.print("\nServing until Ctrl-C. A read token for org1/alice:")
             console.print(token, soft_wrap=True)
             console.print(f"curl -H 'Authorization: Bearer {token}' {home.url}/v1/head", soft_wrap=True)
+            console.print(f"The explorer: {home.url}/explorer?token={token}", soft_wrap=True)
             try:
                 while thread.is_alive():
                     time.sleep(0.5)
