@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -219,18 +220,28 @@ def _query(home: Path, contract: str, method: str, args: dict[str, Any], as_: st
     console.print_json(json.dumps(_read(home, as_, url, lambda c: c.query(contract, method, args))))
 
 
-def _read(home: Path, as_: str, url: str | None, fn: Callable[[Any], Any]) -> Any:
-    """``fn(client)`` with a client reading as member ``as_``; node errors end the command with exit 1."""
-    from liangcao.client import Client, ClientError
+@contextmanager
+def _node_errors() -> Iterator[None]:
+    """Node answers that end a command: a refused transaction exits 2, other errors and no connection exit 1."""
+    from liangcao.client import ClientError, Refused
 
-    h = _home(home)
     try:
-        with Client(url or h.url, h.auth().create(as_, 1)) as c:
-            return fn(c)
+        yield
+    except Refused as exc:
+        fail(f"refused ({exc.code}): {exc.message}", 2)
     except ClientError as exc:
         fail(f"{exc.code} {exc.message}")
     except OSError as exc:
         fail(f"cannot reach the node: {exc}")
+
+
+def _read(home: Path, as_: str, url: str | None, fn: Callable[[Any], Any]) -> Any:
+    """``fn(client)`` with a client reading as member ``as_``; node errors end the command with exit 1."""
+    from liangcao.client import Client
+
+    h = _home(home)
+    with _node_errors(), Client(url or h.url, h.auth().create(as_, 1)) as c:
+        return fn(c)
 
 
 # ---- one command per contract action (supply-chain finance) -----------------------------------------------
@@ -396,7 +407,7 @@ def trace_capture_cmd(
 
     Exit 1 if the document is invalid (each problem by event and field), 2 if the ledger refused events.
     """
-    from liangcao.client import Client, ClientError, Refused
+    from liangcao.client import Client
     from liangcao.node.home import load_signer, member_dir
     from liangcao.trace.capture import CaptureRefused
 
@@ -407,18 +418,12 @@ def trace_capture_cmd(
     except (FileNotFoundError, ValueError) as exc:
         fail(f"cannot load {exc}")
     try:
-        with Client(url or h.url, chain_id=h.chain_id()) as c:
+        with _node_errors(), Client(url or h.url, chain_id=h.chain_id()) as c:
             results = c.capture(data, signer)
     except CaptureRefused as exc:
         for p in exc.problems or []:
             err.print(str(p), soft_wrap=True, markup=False)
         fail(exc.message)
-    except Refused as exc:
-        fail(f"refused ({exc.code}): {exc.message}", 2)
-    except ClientError as exc:
-        fail(f"{exc.code} {exc.message}")
-    except OSError as exc:
-        fail(f"cannot reach the node: {exc}")
     for r in results:
         print(f"{r['id']} {r['status']}")
 
@@ -630,7 +635,7 @@ def dg_key_path(home: Path, org: str) -> Path:
 
 def _dg(home: Path, as_: str, url: str | None, fn: Callable[[Any], Any]) -> Any:
     """``fn(desk)`` for member ``as_`` with its organisation's key; refusals end the command with exit 2."""
-    from liangcao.client import Client, ClientError, Refused
+    from liangcao.client import Client
     from liangcao.node.home import load_signer, member_dir
     from liangcao.shipping import declaration as dg
     from liangcao.shipping.sdk import Declarations
@@ -644,16 +649,10 @@ def _dg(home: Path, as_: str, url: str | None, fn: Callable[[Any], Any]) -> Any:
     except (OSError, ValueError) as exc:
         fail(f"cannot load the keys of {as_}: {exc}")
     try:
-        with Client(url or h.url, h.auth().create(as_, 1)) as c:
+        with _node_errors(), Client(url or h.url, h.auth().create(as_, 1)) as c:
             return fn(Declarations(c, signer, key))
     except dg.DeclarationError as exc:
         fail(str(exc))
-    except Refused as exc:
-        fail(f"refused ({exc.code}): {exc.message}", 2)
-    except ClientError as exc:
-        fail(f"{exc.code} {exc.message}")
-    except OSError as exc:
-        fail(f"cannot reach the node: {exc}")
 
 
 @dg_app.command("keygen")
@@ -661,13 +660,14 @@ def dg_keygen_cmd(
     home: Home, as_: Annotated[str, typer.Option("--as", help="an admin, e.g. org3/admin")], url: Url = None
 ) -> None:
     """Make the organisation's X25519 key (kept 0600 in the network folder) and register it on the ledger."""
+    from liangcao.crypto import keys
     from liangcao.shipping import declaration as dg
 
     path = dg_key_path(_home(home).root, as_.partition("/")[0])
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
-        path.write_bytes(dg.private_pem(dg.new_key()))
+        path.write_bytes(keys.private_pem(dg.new_key()))
     entry = _dg(home, as_, url, lambda d: d.register_key())
     print(f"{entry['org']} key {entry['fp']} registered at height {entry['height']}")
 

@@ -8,6 +8,7 @@ import binascii
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 # Each kind of signed message gets its own prefix, so that a signature made for one purpose can never be
 # replayed as another (a transaction signature as a block seal, say).
@@ -44,7 +45,8 @@ def verify(public: Ed25519PublicKey, domain: bytes, message: bytes, signature: b
     return True
 
 
-def private_pem(key: Ed25519PrivateKey) -> bytes:
+def private_pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
+    """PKCS#8 PEM, unencrypted: the file's permissions protect it (a node home, mode 0600)."""
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
