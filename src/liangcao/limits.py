@@ -79,6 +79,14 @@ query_scan_max = 200_000  # index entries one query page may read before it answ
 provenance_events_max = 5_000  # events in one item's provenance
 provenance_ids_max = 2_000  # identifiers (containers, inputs) one provenance walk follows
 
+# The payments core (liangcao.payments).
+pay_batch_events_max = 8190  # events in one create_accounts / create_transfers batch (TigerBeetle's figure)
+pay_lookup_ids_max = 8190  # ids in one lookup
+pay_query_limit_max = 8190  # transfers or balances one account query returns
+pay_batch_bytes_max = 8 * 1024 * 1024  # one batch as JSON on the wire and in the log
+pay_timeout_s_max = 2**32 - 1  # a pending transfer's timeout, seconds (u32)
+pay_http_body_bytes_max = 16 * 1024 * 1024  # one HTTP request to the payments service
+
 
 def _check() -> None:
     if not (args_depth_max < value_depth_max):
@@ -95,6 +103,10 @@ def _check() -> None:
         raise AssertionError("an anchored event record (event, context, metadata) must fit in one value")
     if not (trace_ids_per_event_max + 8 <= writes_per_tx_max):
         raise AssertionError("the writes of one event at its largest must fit in one transaction")
+    if not (pay_batch_events_max * 540 <= pay_batch_bytes_max):
+        raise AssertionError("a full payments batch of large transfers must fit in pay_batch_bytes_max")
+    if not (pay_batch_bytes_max <= pay_http_body_bytes_max):
+        raise AssertionError("a full payments batch must fit in one HTTP request")
 
 
 _check()
