@@ -153,3 +153,17 @@ def browser() -> Iterator[Any]:
         b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    """A real PostgreSQL server (Debian's packages) on loopback for the whole run; never skipped."""
+    from liangcao.payments.pgserver import PgServer
+
+    # In the system temp folder: under root the server runs as the postgres user, who cannot enter
+    # pytest's private (0700) temp folders.
+    server = PgServer().start()
+    try:
+        yield server.dsn
+    finally:
+        server.stop()

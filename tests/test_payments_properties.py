@@ -1,0 +1,235 @@
+"""Random batches (every flag, duplicates, timeouts, restarts) against the embedded engine, the PostgreSQL
+backend and the plain reference model: identical results, identical balances, and debits equal credits on
+every ledger after every batch."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from payments_model import Model
+
+from liangcao.payments import Account, AccountFilter, Engine, Transfer
+from liangcao.payments.postgres import PostgresBackend
+from liangcao.payments.types import U128_MAX
+
+S = 1_000_000_000
+ACCOUNT_IDS = st.integers(1, 8)
+TRANSFER_IDS = st.integers(1, 24)  # the ids of transfers that do not exist
+LEDGERS = st.sampled_from([1, 1, 1, 2])
+
+def _rare(common: st.SearchStrategy[int], *odd: int) -> st.SearchStrategy[int]:
+    """Mostly ``common``, one time in twenty one of the odd values (zero, the maximum, out of range...)."""
+
+    @st.composite
+    def pick(draw: st.DrawFn) -> int:
+        if draw(st.sampled_from(range(20))) == 0:
+            return draw(st.sampled_from(odd))
+        return draw(common)
+
+    return pick()
+
+
+AMOUNTS = _rare(st.one_of(st.integers(0, 50), st.integers(0, 3000)), U128_MAX, 1 << 127, 1 << 129)
+
+accounts_st = st.builds(
+    Account,
+    id=_rare(ACCOUNT_IDS, 0, U128_MAX, 1 << 200),
+    ledger=_rare(LEDGERS, 0, 1 << 40),
+    code=_rare(st.just(1), 0, 70000),
+    flags=_rare(st.sampled_from([0, 1, 2, 4, 8]), 6, 32, 3),
+    user_data_64=_rare(st.just(0), 9),
+    debits_posted=_rare(st.just(0), 3),
+)
+
+
+@st.composite
+def transfers_st(draw: st.DrawFn, known: list[int], pending: list[int]) -> Transfer:
+    """A transfer that is mostly valid, of every kind, often reusing ids and naming real pending transfers."""
+    kind = draw(
+        st.sampled_from(["plain"] * 4 + ["pending"] * 3 + ["post", "post", "void", "balancing", "closing", "chaos"])
+    )
+    flags = 1 if draw(st.sampled_from(range(5))) == 0 else 0
+    pending_id = 0
+    timeout = 0
+    dr = draw(ACCOUNT_IDS)
+    cr = draw(_rare(st.integers(1, 5) if dr < 6 else st.integers(6, 7), 8, dr))
+    ledger = draw(_rare(st.just(1 if dr < 6 else 2), 0, 1, 2))
+    code = 1
+    amount = draw(AMOUNTS)
+    if kind == "pending":
+        flags |= 2
+        timeout = draw(st.sampled_from([0, 0, 1, 2, 5]))
+    elif kind in ("post", "void"):
+        flags |= 4 if kind == "post" else 8
+        pending_id = draw(st.sampled_from(pending)) if pending and draw(st.sampled_from(range(5))) else draw(TRANSFER_IDS)
+        if draw(st.booleans()):
+            dr = cr = ledger = code = 0
+        amount = draw(st.sampled_from([0, 0, 1, 10, amount]))
+    elif kind == "balancing":
+        flags |= draw(st.sampled_from([16, 32, 48])) | draw(st.sampled_from([0, 0, 2]))
+    elif kind == "closing":
+        flags |= 2 | draw(st.sampled_from([64, 128, 192]))
+        amount = draw(st.sampled_from([0, amount]))
+    elif kind == "chaos":
+        flags = draw(st.integers(0, 255))
+        pending_id = draw(st.one_of(st.just(0), TRANSFER_IDS))
+        timeout = draw(st.sampled_from([0, 1, 1 << 40]))
+        ledger = draw(st.sampled_from([0, 1, 2]))
+        code = draw(st.sampled_from([0, 1, 1 << 20]))
+    fresh = draw(st.integers(100, 10**6))
+    tid = draw(st.sampled_from(known)) if known and draw(st.sampled_from(range(6))) == 0 else fresh
+    return Transfer(
+        id=draw(_rare(st.just(tid), 0, U128_MAX, -1)),
+        debit_account_id=dr,
+        credit_account_id=cr,
+        amount=amount,
+        ledger=ledger,
+        code=code,
+        flags=flags,
+        pending_id=pending_id,
+        timeout=timeout,
+        user_data_32=draw(_rare(st.just(0), 3)),
+    )
+
+
+class PaymentsMachine(RuleBasedStateMachine):
+    pg_dsn: str = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 1_700_000_000 * S
+        self.dir = Path(tempfile.mkdtemp(prefix="liangcao-pay-prop-"))
+        self.engine = Engine(self.dir, clock=self.clock)
+        self.pg = PostgresBackend(self.pg_dsn, clock=self.clock)
+        self.pg.reset()
+        self.model = Model()
+        self.last = 0
+        self.history: dict[int, int] = defaultdict(int)
+
+    def clock(self) -> int:
+        return self.now
+
+    def _ts(self, n: int) -> int:
+        ts = max(self.now, self.last + 1)
+        self.last = ts + n - 1 if n else ts
+        return ts
+
+    @initialize(accounts=st.lists(accounts_st, min_size=3, max_size=10))
+    def open_accounts(self, accounts: list[Account]) -> None:
+        # Accounts 1-5 on ledger 1 (some with limits, 5 keeps history), 6-7 on ledger 2, then random ones.
+        flags = {1: 0, 2: 2, 3: 4, 4: 0, 5: 8, 6: 0, 7: 2}
+        base = [Account(i, ledger=1 if i < 6 else 2, code=1, flags=flags[i]) for i in range(1, 8)]
+        self.create_accounts(base + accounts)
+        # Fund the limited accounts so that spending is possible at all.
+        self.create_transfers([Transfer(1000 + i, 4, i, 10_000, ledger=1, code=1) for i in (1, 2, 3, 5)])
+
+    @rule(accounts=st.lists(accounts_st, max_size=4))
+    def create_accounts(self, accounts: list[Account]) -> None:
+        ts = self._ts(len(accounts))
+        want = self.model.run(accounts, ts, "accounts")
+        assert self.engine.create_accounts(accounts) == want
+        assert self.pg.create_accounts(accounts) == want
+
+    @rule(data=st.data())
+    def random_transfers(self, data: st.DataObject) -> None:
+        known = sorted(set(self.model.s.transfers) | set(self.model.s.failed_t))
+        pending = sorted(self.model.s.status)  # pending, posted, voided and expired ones
+        self.create_transfers(data.draw(st.lists(transfers_st(known, pending), min_size=1, max_size=12)))
+
+    def create_transfers(self, transfers: list[Transfer]) -> None:
+        ts = self._ts(len(transfers))
+        want = self.model.run(transfers, ts, "transfers")
+        got = self.engine.create_transfers(transfers)
+        assert got == want, (transfers, got, want)
+        assert self.pg.create_transfers(transfers) == want
+
+    @rule(seconds=st.integers(0, 4))
+    def time_passes(self, seconds: int) -> None:
+        self.now += seconds * S
+
+    @rule()
+    def pulse(self) -> None:
+        ts = self._ts(0)
+        self.model.expire(ts)
+        self.engine.pulse()
+        self.pg.pulse()
+
+    @rule(snapshot=st.booleans())
+    def restart_engine(self, snapshot: bool) -> None:
+        before = self.engine.digest()
+        if snapshot:
+            self.engine.snapshot()
+        self.engine.close()
+        self.engine = Engine(self.dir, clock=self.clock)
+        assert self.engine.digest() == before
+
+    @invariant()
+    def same_balances_and_money_conserved(self) -> None:
+        want = self.model.balances()
+        ids = sorted(want)
+        for backend in (self.engine, self.pg):
+            got = {a.id: a for a in backend.lookup_accounts(ids)}
+            assert sorted(got) == ids
+            for i in ids:
+                a = got[i]
+                closed = bool(a.flags & 16)
+                assert (a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted, closed) == want[i]
+            sums: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+            for a in got.values():
+                s = sums[a.ledger]
+                s[0] += a.debits_pending
+                s[1] += a.debits_posted
+                s[2] += a.credits_pending
+                s[3] += a.credits_posted
+            for dp, dpo, cp, cpo in sums.values():
+                assert dp == cp and dpo == cpo
+
+    @invariant()
+    def same_transfers_and_statuses(self) -> None:
+        ids = sorted(self.model.s.transfers)
+        e = self.engine.lookup_transfers(ids)
+        p = self.pg.lookup_transfers(ids)
+        assert e == p
+        assert [t.id for t in e] == ids
+        for t in e:
+            m = self.model.s.transfers[t.id]
+            assert (t.debit_account_id, t.credit_account_id, t.amount, t.timestamp) == (
+                m["dr"],
+                m["cr"],
+                m["amount"],
+                m["timestamp"],
+            )
+        for i, status in self.model.s.status.items():
+            names = {1: "pending", 2: "posted", 3: "voided", 4: "expired"}
+            assert names[self.engine.transfer_status(i) or 0] == status
+            assert names[self.pg.transfer_status(i) or 0] == status
+        for account_id in range(1, 9):
+            f = AccountFilter(account_id=account_id, limit=1000)
+            assert self.engine.get_account_transfers(f) == self.pg.get_account_transfers(f)
+            assert self.engine.get_account_balances(f) == self.pg.get_account_balances(f)
+
+    def teardown(self) -> None:
+        self.engine.close()
+        self.pg.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_backends_agree_with_the_model(pg_dsn: str) -> None:
+    PaymentsMachine.pg_dsn = pg_dsn
+    run: Any = PaymentsMachine.TestCase
+    run.settings = settings(
+        max_examples=60,
+        stateful_step_count=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+    run().runTest()
