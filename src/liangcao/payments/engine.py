@@ -107,8 +107,12 @@ class Engine:
         self.clock = clock
         self.snapshot_every = snapshot_every
         self._wal = Wal(self.path, fsync=fsync)
-        self.machine, self.seq = self._recover()
-        self._wal.open_for_append(self.seq + 1)
+        try:
+            self.machine, self.seq = self._recover()
+            self._wal.open_for_append(self.seq + 1)
+        except BaseException:
+            self._lockfile.close()
+            raise
         self._state = threading.Lock()  # the single writer: apply, assign seq, enqueue, in one step
         self._cv = threading.Condition(threading.Lock())
         self._queue: list[_Pending] = []
