@@ -209,7 +209,14 @@ class Model:
         if t.timestamp != 0:
             return R.TIMESTAMP_MUST_BE_ZERO
         u128 = (t.id, t.debit_account_id, t.credit_account_id, t.amount, t.pending_id, t.user_data_128)
-        small = [(t.user_data_64, 64), (t.user_data_32, 32), (t.timeout, 32), (t.ledger, 32), (t.code, 16), (t.flags, 16)]
+        small = [
+            (t.user_data_64, 64),
+            (t.user_data_32, 32),
+            (t.timeout, 32),
+            (t.ledger, 32),
+            (t.code, 16),
+            (t.flags, 16),
+        ]
         if any(not 0 <= v <= MAX for v in u128) or any(not 0 <= v < 1 << bits for v, bits in small):
             return R.FIELD_OUT_OF_RANGE
         if t.flags & ~0xFF:

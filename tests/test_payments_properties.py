@@ -14,16 +14,17 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from payments_model import Model
 
 from liangcao.payments import Account, AccountFilter, Engine, Transfer
 from liangcao.payments.postgres import PostgresBackend
 from liangcao.payments.types import U128_MAX
+from payments_model import Model
 
 S = 1_000_000_000
 ACCOUNT_IDS = st.integers(1, 8)
 TRANSFER_IDS = st.integers(1, 24)  # the ids of transfers that do not exist
 LEDGERS = st.sampled_from([1, 1, 1, 2])
+
 
 def _rare(common: st.SearchStrategy[int], *odd: int) -> st.SearchStrategy[int]:
     """Mostly ``common``, one time in twenty one of the odd values (zero, the maximum, out of range...)."""
@@ -69,7 +70,9 @@ def transfers_st(draw: st.DrawFn, known: list[int], pending: list[int]) -> Trans
         timeout = draw(st.sampled_from([0, 0, 1, 2, 5]))
     elif kind in ("post", "void"):
         flags |= 4 if kind == "post" else 8
-        pending_id = draw(st.sampled_from(pending)) if pending and draw(st.sampled_from(range(5))) else draw(TRANSFER_IDS)
+        pending_id = (
+            draw(st.sampled_from(pending)) if pending and draw(st.sampled_from(range(5))) else draw(TRANSFER_IDS)
+        )
         if draw(st.booleans()):
             dr = cr = ledger = code = 0
         amount = draw(st.sampled_from([0, 0, 1, 10, amount]))

@@ -61,7 +61,9 @@ def bal(e: Engine, i: int) -> tuple[int, int, int, int]:
 
 
 def T(i: int, dr: int, cr: int, amount: int, **kw: int) -> Transfer:
-    return Transfer(i, debit_account_id=dr, credit_account_id=cr, amount=amount, ledger=kw.pop("ledger", 156), code=1, **kw)
+    return Transfer(
+        i, debit_account_id=dr, credit_account_id=cr, amount=amount, ledger=kw.pop("ledger", 156), code=1, **kw
+    )
 
 
 def test_posted_transfer_moves_money_and_limits_hold(eng: Engine) -> None:
@@ -129,7 +131,9 @@ def test_linked_chain_all_or_nothing(eng: Engine) -> None:
         R.LINKED_EVENT_CHAIN_OPEN,
     ]
     # Accounts can be linked as well.
-    ra = eng.create_accounts([Account(20, ledger=156, code=1, flags=AccountFlags.LINKED), Account(21, ledger=0, code=1)])
+    ra = eng.create_accounts(
+        [Account(20, ledger=156, code=1, flags=AccountFlags.LINKED), Account(21, ledger=0, code=1)]
+    )
     assert ra == [A.LINKED_EVENT_FAILED, A.LEDGER_MUST_NOT_BE_ZERO]
     assert eng.lookup_accounts([20]) == []
 
@@ -151,7 +155,9 @@ def test_two_phase_post_partial_void_and_at_most_once(eng: Engine) -> None:
     ]
     (post,) = eng.lookup_transfers([54])
     assert (post.debit_account_id, post.credit_account_id, post.ledger, post.amount) == (2, 3, 156, 600)
-    assert eng.create_transfers([T(56, 2, 3, 100, flags=F.PENDING), Transfer(57, pending_id=56, flags=F.VOID_PENDING_TRANSFER)]) == [0, 0]
+    assert eng.create_transfers(
+        [T(56, 2, 3, 100, flags=F.PENDING), Transfer(57, pending_id=56, flags=F.VOID_PENDING_TRANSFER)]
+    ) == [0, 0]
     assert eng.create_transfers([Transfer(58, pending_id=56, flags=F.POST_PENDING_TRANSFER)]) == [
         R.PENDING_TRANSFER_ALREADY_VOIDED
     ]

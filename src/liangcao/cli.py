@@ -28,6 +28,15 @@ token_app = typer.Typer(help="Bearer tokens for reads.", no_args_is_help=True)
 app.add_typer(network_app, name="network")
 app.add_typer(node_app, name="node")
 app.add_typer(token_app, name="token")
+
+
+def _pay_app() -> None:
+    from liangcao.payments.cli import pay_app
+
+    app.add_typer(pay_app, name="pay", no_args_is_help=True)
+
+
+_pay_app()
 console = Console()
 err = Console(stderr=True)
 

@@ -190,7 +190,7 @@ class Engine:
         try:
             # What the engine applies is what it logs: its own copies, decoded from the logged bytes (this is
             # also where a float, a string or a bool standing for an integer is refused).
-            events = decoder.decode(payload) if decoder is not None else None
+            events: Any = decoder.decode(payload) if decoder is not None else None
         except msgspec.ValidationError as exc:
             raise PaymentsError(Code.INVALID_ARGUMENT, f"bad batch: {exc}") from None
         if events is not None:
@@ -324,10 +324,9 @@ class Engine:
         """Make everything submitted durable, stop the committer and release the folder."""
         if self._closing:
             return
-        with self._state:
-            with self._cv:
-                self._closing = True
-                self._cv.notify()
+        with self._state, self._cv:
+            self._closing = True
+            self._cv.notify()
         self._committer.join()
         self._wal.close()
         self._lockfile.close()

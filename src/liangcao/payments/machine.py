@@ -127,10 +127,8 @@ class Machine:
                 in_chain = True
                 self._journal = []
                 self._mark()
-            if in_chain and i == n - 1 and e.flags & linked:
-                code = 2  # LINKED_EVENT_CHAIN_OPEN: the batch ended inside the chain
-            else:
-                code = apply(e, timestamp + i)
+            # 2 is LINKED_EVENT_CHAIN_OPEN: the batch ended inside the chain.
+            code = 2 if in_chain and i == n - 1 and e.flags & linked else apply(e, timestamp + i)
             if code == 0:
                 if in_chain and not e.flags & linked:
                     chain_start = -1  # the chain closed with every event applied

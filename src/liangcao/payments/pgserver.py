@@ -66,7 +66,15 @@ class PgServer:
         options = [f"-p {self.port}", f"-k {self.root}", "-c listen_addresses=127.0.0.1"]
         options += [f"-c {k}={v}" for k, v in self.settings.items()]
         self._run(
-            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", " ".join(options), "-l", str(self.root / "log"), "-w", "start"
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            " ".join(options),
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "start",
         )
         return self
 

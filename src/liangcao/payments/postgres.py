@@ -18,6 +18,7 @@ import msgspec
 import psycopg
 from psycopg.types.numeric import IntLoader
 
+from liangcao.codes import Code
 from liangcao.payments.engine import PaymentsError, check_batch, check_filter, check_ids
 from liangcao.payments.machine import Changes, Machine
 from liangcao.payments.types import (
@@ -30,7 +31,6 @@ from liangcao.payments.types import (
     TransferFlags,
     TransferStatus,
 )
-from liangcao.codes import Code
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pay_meta (k text PRIMARY KEY, v numeric(39,0) NOT NULL);
@@ -132,7 +132,7 @@ class PostgresBackend:
     def pulse(self) -> None:
         self._batch([], accounts=False, pulse=True)
 
-    def _batch(self, events: list[Any], *, accounts: bool, pulse: bool = False) -> list[int]:
+    def _batch(self, events: Any, *, accounts: bool, pulse: bool = False) -> list[int]:
         try:
             # The same copy-through-JSON as the embedded engine, so both refuse the same bad values.
             events = (_dec_accounts if accounts else _dec_transfers).decode(_enc(events))

@@ -1,0 +1,290 @@
+"""The payments service's HTTP API (FastAPI): batch endpoints, lookups, account queries, OpenAPI.
+
+Bodies are read with msgspec, not pydantic: a batch of 8,190 transfers is decoded in a few milliseconds and
+validated strictly (integers only, no unknown fields). Every error is JSON ``{code, message, detail}``.
+Per-event outcomes are not errors: a batch answers 200 with one result per event.
+JSON numbers carry u128 values exactly; clients whose JSON numbers are doubles (JavaScript) must use a
+parser that keeps big integers.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+import msgspec
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from liangcao import __version__, limits
+from liangcao.codes import Code
+from liangcao.errors import LiangcaoError
+from liangcao.payments.engine import PaymentsError
+from liangcao.payments.types import (
+    Account,
+    AccountBalance,
+    AccountFilter,
+    CreateAccountResult,
+    CreateTransferResult,
+    Transfer,
+    TransferStatus,
+)
+
+
+class Backend(Protocol):
+    """What the service needs of a backend (``Engine`` and ``PostgresBackend`` both are one)."""
+
+    def create_accounts(self, accounts: list[Account]) -> list[int]: ...
+    def create_transfers(self, transfers: list[Transfer]) -> list[int]: ...
+    def pulse(self) -> None: ...
+    def lookup_accounts(self, ids: list[int]) -> list[Account]: ...
+    def lookup_transfers(self, ids: list[int]) -> list[Transfer]: ...
+    def transfer_status(self, transfer_id: int) -> int | None: ...
+    def get_account_transfers(self, f: AccountFilter) -> list[Transfer]: ...
+    def get_account_balances(self, f: AccountFilter) -> list[AccountBalance]: ...
+
+
+class AccountIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    id: int
+    ledger: int
+    code: int
+    flags: int = 0
+    user_data_128: int = 0
+    user_data_64: int = 0
+    user_data_32: int = 0
+
+
+class TransferIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    id: int
+    debit_account_id: int = 0
+    credit_account_id: int = 0
+    amount: int = 0
+    ledger: int = 0
+    code: int = 0
+    flags: int = 0
+    pending_id: int = 0
+    timeout: int = 0
+    user_data_128: int = 0
+    user_data_64: int = 0
+    user_data_32: int = 0
+
+
+class Ids(msgspec.Struct, forbid_unknown_fields=True):
+    ids: list[int]
+
+
+_accounts_in = msgspec.json.Decoder(list[AccountIn])
+_transfers_in = msgspec.json.Decoder(list[TransferIn])
+_ids_in = msgspec.json.Decoder(Ids)
+_STATUS: dict[int, int] = {Code.TOO_LARGE: 413, Code.NOT_READY: 503, Code.NOT_FOUND: 404, Code.INTERNAL: 500}
+_STATUS_NAMES = {int(s): s.name.lower() for s in TransferStatus}
+
+
+def _schema(t: Any) -> dict[str, Any]:
+    schema, components = msgspec.json.schema_components([t], ref_template="#/components/schemas/{name}")
+    (one,) = schema
+    out: dict[str, Any] = {"content": {"application/json": {"schema": one}}, "required": True}
+    out["x-components"] = components
+    return out
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
+
+
+def _err(status: int, code: int, message: str, detail: Any = None) -> JSONResponse:
+    return JSONResponse({"code": int(code), "message": message, "detail": detail}, status_code=status)
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    return msgspec.structs.asdict(obj)
+
+
+def _results(codes: list[int], names: type[CreateAccountResult] | type[CreateTransferResult]) -> dict[str, Any]:
+    failed = [{"index": i, "code": int(c), "result": names(c).name.lower()} for i, c in enumerate(codes) if c]
+    return {"results": [int(c) for c in codes], "failed": failed}
+
+
+def create_app(backend: Backend, *, serialize: bool = False) -> FastAPI:
+    """The service over ``backend``; ``serialize`` puts one lock around it (a backend that is not thread-safe)."""
+    app = FastAPI(
+        title="liangcao payments",
+        version=__version__,
+        description="Batch double-entry payments: accounts, transfers, two-phase transfers, idempotent ids.",
+    )
+    lock = threading.Lock() if serialize else None
+
+    def call(fn: Any, *args: Any) -> Any:
+        if lock is None:
+            return fn(*args)
+        with lock:
+            return fn(*args)
+
+    @app.exception_handler(LiangcaoError)
+    async def _liangcao(_: Request, exc: LiangcaoError) -> JSONResponse:
+        return _err(_STATUS.get(exc.code, 400), exc.code, exc.message, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return _err(400, Code.INVALID_ARGUMENT, f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = Code.NOT_FOUND if exc.status_code == 404 else Code.INVALID_ARGUMENT
+        return _err(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        return _err(500, Code.INTERNAL, f"internal error: {type(exc).__name__}")
+
+    async def body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limits.pay_http_body_bytes_max:
+            raise PaymentsError(Code.TOO_LARGE, f"body over pay_http_body_bytes_max={limits.pay_http_body_bytes_max}")
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > limits.pay_http_body_bytes_max:
+                raise PaymentsError(
+                    Code.TOO_LARGE, f"body over pay_http_body_bytes_max={limits.pay_http_body_bytes_max}"
+                )
+        return bytes(data)
+
+    def decode(decoder: msgspec.json.Decoder[Any], data: bytes) -> Any:
+        try:
+            return decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            raise PaymentsError(Code.INVALID_ARGUMENT, f"invalid body: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise PaymentsError(Code.BAD_ENCODING, f"body is not JSON: {exc}") from None
+
+    @app.post("/v1/accounts", openapi_extra={"requestBody": _schema(list[AccountIn])}, summary="Create accounts")
+    async def create_accounts(request: Request) -> Response:
+        items = decode(_accounts_in, await body(request))
+        accounts = [Account(**_as_dict(a)) for a in items]
+        codes = await _run(call, backend.create_accounts, accounts)
+        return _json(_results(codes, CreateAccountResult))
+
+    @app.post("/v1/transfers", openapi_extra={"requestBody": _schema(list[TransferIn])}, summary="Create transfers")
+    async def create_transfers(request: Request) -> Response:
+        items = decode(_transfers_in, await body(request))
+        transfers = [Transfer(**_as_dict(t)) for t in items]
+        codes = await _run(call, backend.create_transfers, transfers)
+        return _json(_results(codes, CreateTransferResult))
+
+    @app.post("/v1/accounts/lookup", openapi_extra={"requestBody": _schema(Ids)}, summary="Look up accounts")
+    async def lookup_accounts(request: Request) -> Response:
+        ids = decode(_ids_in, await body(request)).ids
+        found = await _run(call, backend.lookup_accounts, ids)
+        return _json([_as_dict(a) for a in found])
+
+    @app.post("/v1/transfers/lookup", openapi_extra={"requestBody": _schema(Ids)}, summary="Look up transfers")
+    async def lookup_transfers(request: Request) -> Response:
+        ids = decode(_ids_in, await body(request)).ids
+        found = await _run(call, backend.lookup_transfers, ids)
+        return _json([_transfer_out(t, call(backend.transfer_status, t.id)) for t in found])
+
+    @app.get("/v1/accounts/{account_id}", summary="One account")
+    async def get_account(account_id: int) -> Response:
+        found = await _run(call, backend.lookup_accounts, [account_id])
+        if not found:
+            raise PaymentsError(Code.NOT_FOUND, f"no account {account_id}")
+        return _json(_as_dict(found[0]))
+
+    @app.get("/v1/transfers/{transfer_id}", summary="One transfer")
+    async def get_transfer(transfer_id: int) -> Response:
+        found = await _run(call, backend.lookup_transfers, [transfer_id])
+        if not found:
+            raise PaymentsError(Code.NOT_FOUND, f"no transfer {transfer_id}")
+        return _json(_transfer_out(found[0], call(backend.transfer_status, transfer_id)))
+
+    def _filter(
+        account_id: int,
+        limit: int,
+        timestamp_min: int,
+        timestamp_max: int,
+        reversed_: bool,
+        debits: bool,
+        credits: bool,
+    ) -> AccountFilter:
+        return AccountFilter(
+            account_id=account_id,
+            limit=limit,
+            timestamp_min=timestamp_min,
+            timestamp_max=timestamp_max,
+            reversed=reversed_,
+            debits=debits,
+            credits=credits,
+        )
+
+    @app.get("/v1/accounts/{account_id}/transfers", summary="An account's transfers, in timestamp order")
+    async def account_transfers(
+        account_id: int,
+        limit: int = Query(100, ge=1, le=limits.pay_query_limit_max),
+        timestamp_min: int = Query(0, ge=0),
+        timestamp_max: int = Query(0, ge=0),
+        reversed: bool = False,
+        debits: bool = True,
+        credits: bool = True,
+    ) -> Response:
+        f = _filter(account_id, limit, timestamp_min, timestamp_max, reversed, debits, credits)
+        rows = await _run(call, backend.get_account_transfers, f)
+        return _json([_as_dict(t) for t in rows])
+
+    @app.get("/v1/accounts/{account_id}/balances", summary="An account's balance history (HISTORY flag)")
+    async def account_balances(
+        account_id: int,
+        limit: int = Query(100, ge=1, le=limits.pay_query_limit_max),
+        timestamp_min: int = Query(0, ge=0),
+        timestamp_max: int = Query(0, ge=0),
+        reversed: bool = False,
+    ) -> Response:
+        f = _filter(account_id, limit, timestamp_min, timestamp_max, reversed, True, True)
+        rows = await _run(call, backend.get_account_balances, f)
+        return _json([_as_dict(b) for b in rows])
+
+    @app.post("/v1/pulse", summary="Let engine time pass: expire due pending transfers")
+    async def pulse() -> Response:
+        await _run(call, backend.pulse)
+        return _json({"ok": True})
+
+    @app.get("/v1/health", summary="Liveness")
+    async def health() -> Response:
+        return _json({"status": "ok", "backend": type(backend).__name__, "version": __version__})
+
+    _components = {}
+    for route_schema in (list[AccountIn], list[TransferIn], Ids):
+        _components.update(_schema(route_schema)["x-components"])
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(_components)
+            for path in spec.get("paths", {}).values():
+                for op in path.values():
+                    op.get("requestBody", {}).pop("x-components", None)
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _transfer_out(t: Transfer, status: int | None) -> dict[str, Any]:
+    out = _as_dict(t)
+    out["status"] = _STATUS_NAMES.get(status or 0)
+    return out
+
+
+async def _run(call: Any, fn: Any, *args: Any) -> Any:
+    # The backends block (fsync, PostgreSQL): run them on the thread pool so concurrent requests overlap,
+    # which is what lets the engine's committer group their fsyncs.
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(call, fn, *args)

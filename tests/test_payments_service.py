@@ -1,0 +1,276 @@
+"""The payments service end to end: `liangcao pay start` in its own process, the CLI and the HTTP API,
+on the embedded engine and on PostgreSQL; and a small run of `liangcao pay bench`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from liangcao import limits
+from liangcao.codes import Code
+from liangcao.demo import free_port
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "liangcao.cli", "pay", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    if check and r.returncode != 0:
+        raise AssertionError(f"liangcao pay {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+class Service:
+    def __init__(self, *args: str) -> None:
+        self.port = free_port(0)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "liangcao.cli", "pay", "start", "--port", str(self.port), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/v1/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                assert self.proc.stderr is not None
+                raise AssertionError("service exited: " + self.proc.stderr.read().decode())
+            time.sleep(0.05)
+        raise AssertionError("service did not start")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        self.proc.send_signal(sig)
+        self.proc.wait(30)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+@pytest.fixture(params=["embedded", "postgres"])
+def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]:
+    if request.param == "embedded":
+        s = Service("--data", str(tmp_path / "pay"))
+    else:
+        from liangcao.payments.postgres import PostgresBackend
+
+        dsn = request.getfixturevalue("pg_dsn")
+        with PostgresBackend(dsn) as pg:
+            pg.reset()
+        s = Service("--postgres", dsn)
+    yield s
+    s.kill(signal.SIGTERM)
+
+
+def test_cli_and_http_round_trip(service: Service) -> None:
+    url = ("--url", service.url)
+    cli("accounts", "create", "--id", "1", "--ledger", "156", "--code", "1", *url)
+    cli(
+        "accounts",
+        "create",
+        "--id",
+        "2",
+        "--ledger",
+        "156",
+        "--code",
+        "2",
+        "--flags",
+        "debits_must_not_exceed_credits",
+        *url,
+    )
+    cli("accounts", "create", "--id", "3", "--ledger", "156", "--code", "3", "--flags", "history", *url)
+    cli(
+        "transfer",
+        "--id",
+        "10",
+        "--debit",
+        "1",
+        "--credit",
+        "2",
+        "--amount",
+        "5000",
+        "--ledger",
+        "156",
+        "--code",
+        "1",
+        *url,
+    )
+    r = cli(
+        "transfer",
+        "--id",
+        "11",
+        "--debit",
+        "2",
+        "--credit",
+        "3",
+        "--amount",
+        "9000",
+        "--ledger",
+        "156",
+        "--code",
+        "1",
+        *url,
+        check=False,
+    )
+    assert r.returncode == 2 and "exceeds_credits" in r.stdout
+    cli(
+        "transfer",
+        "--id",
+        "12",
+        "--debit",
+        "2",
+        "--credit",
+        "3",
+        "--amount",
+        "3000",
+        "--ledger",
+        "156",
+        "--code",
+        "1",
+        "--flags",
+        "pending",
+        "--timeout",
+        "60",
+        *url,
+    )
+    cli("transfer", "--id", "13", "--pending-id", "12", "--amount", "2500", "--flags", "post_pending_transfer", *url)
+    accounts = json.loads(cli("lookup", "accounts", "1", "2", "3", "99", "--json", *url).stdout)
+    assert [(a["id"], a["debits_posted"], a["credits_posted"]) for a in accounts] == [
+        (1, 5000, 0),
+        (2, 2500, 5000),
+        (3, 0, 2500),
+    ]
+    transfers = json.loads(cli("lookup", "transfers", "12", "13", "--json", *url).stdout)
+    assert [t["status"] for t in transfers] == ["posted", None]
+    hist = json.loads(cli("history", "2", "--json", *url).stdout)
+    assert [t["id"] for t in hist] == [10, 12, 13]
+    r = cli(
+        "transfer",
+        "--id",
+        "14",
+        "--debit",
+        "1",
+        "--credit",
+        "2",
+        "--amount",
+        "1",
+        "--ledger",
+        "156",
+        "--code",
+        "1",
+        "--flags",
+        "bogus",
+        *url,
+        check=False,
+    )
+    assert r.returncode == 1 and "unknown flag" in r.stderr
+
+    # The HTTP API directly.
+    batch = [
+        {"id": 20 + k, "debit_account_id": 1, "credit_account_id": 3, "amount": 1, "ledger": 156, "code": 1}
+        for k in range(5)
+    ]
+    batch[2]["ledger"] = 840
+    r = httpx.post(service.url + "/v1/transfers", json=batch)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["results"] == [0, 0, 37, 0, 0]
+    assert body["failed"] == [{"index": 2, "code": 37, "result": "transfer_must_have_the_same_ledger_as_accounts"}]
+    assert httpx.post(service.url + "/v1/transfers", json=batch).json()["results"] == [0, 0, 37, 0, 0]  # idempotent
+    assert httpx.get(service.url + "/v1/accounts/3").json()["credits_posted"] == 2504
+    balances = httpx.get(service.url + "/v1/accounts/3/balances", params={"limit": 2, "reversed": True}).json()
+    assert [b["credits_posted"] for b in balances] == [2504, 2503]
+
+
+def test_http_errors_are_json_and_change_nothing(service: Service) -> None:
+    u = service.url
+    before = httpx.post(u + "/v1/accounts/lookup", json={"ids": [1]}).json()
+    cases = [
+        (httpx.post(u + "/v1/transfers", content=b"[not json"), 400, Code.BAD_ENCODING),
+        (httpx.post(u + "/v1/transfers", json=[{"id": 1, "amount": 1.5}]), 400, Code.INVALID_ARGUMENT),
+        (httpx.post(u + "/v1/transfers", json=[{"id": 1, "colour": "red"}]), 400, Code.INVALID_ARGUMENT),
+        (
+            httpx.post(
+                u + "/v1/accounts", json=[{"id": 1, "ledger": 1, "code": 1}] * (limits.pay_batch_events_max + 1)
+            ),
+            413,
+            Code.TOO_LARGE,
+        ),
+        (httpx.get(u + "/v1/transfers/424242"), 404, Code.NOT_FOUND),
+        (
+            httpx.get(u + "/v1/accounts/1/transfers", params={"limit": limits.pay_query_limit_max + 1}),
+            400,
+            Code.INVALID_ARGUMENT,
+        ),
+        (httpx.get(u + "/v1/accounts/abc"), 400, Code.INVALID_ARGUMENT),
+    ]
+    for r, status, code in cases:
+        assert r.status_code == status, r.text
+        assert r.json()["code"] == code and r.json()["message"], r.text
+    assert httpx.post(u + "/v1/accounts/lookup", json={"ids": [1]}).json() == before
+    spec = httpx.get(u + "/openapi.json").json()
+    assert "/v1/transfers" in spec["paths"] and "TransferIn" in spec["components"]["schemas"]
+
+
+def test_service_kill_9_keeps_what_it_acknowledged(tmp_path: Path) -> None:
+    data = tmp_path / "pay"
+    s = Service("--data", str(data))
+    try:
+        accounts = [{"id": i, "ledger": 1, "code": 1} for i in (1, 2)]
+        assert httpx.post(s.url + "/v1/accounts", json=accounts).json()["results"] == [0, 0]
+        for k in range(30):
+            batch = [
+                {
+                    "id": 1000 * k + j + 1,
+                    "debit_account_id": 1,
+                    "credit_account_id": 2,
+                    "amount": 1,
+                    "ledger": 1,
+                    "code": 1,
+                }
+                for j in range(100)
+            ]
+            assert httpx.post(s.url + "/v1/transfers", json=batch).json()["results"] == [0] * 100
+    finally:
+        s.kill()
+    with_data = json.loads(cli("lookup", "accounts", "2", "--json", "--data", str(data)).stdout)
+    assert with_data[0]["credits_posted"] == 3000
+
+
+def test_pay_bench_small_run(pg_dsn: str) -> None:
+    r = cli(
+        "bench",
+        "--transfers",
+        "20000",
+        "--pg-transfers",
+        "2000",
+        "--accounts",
+        "1000",
+        "--batch",
+        "1000",
+        "--pgbench-seconds",
+        "1",
+        "--postgres",
+        pg_dsn,
+        "--json",
+    )
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in ("embedded_tps", "postgres_tps", "pgbench_tps", "ratio_embedded_to_pgbench", "p99_batch_ms"):
+        assert result[key] > 0
+    assert result["transfers"] == 20000 and result["pg_transfers"] == 2000
+    assert "cores" in r.stdout and "peak RSS" in r.stdout
