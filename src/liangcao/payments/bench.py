@@ -41,7 +41,7 @@ class BenchConfig:
     transfers: int = 2_000_000
     pg_transfers: int = 100_000
     accounts: int = 100_000
-    batch: int = 4096
+    batch: int = 2048
     pgbench_seconds: int = 15
     postgres: str | None = None
     seed: int = 11

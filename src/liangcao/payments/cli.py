@@ -248,7 +248,7 @@ def bench_cmd(
     transfers: Annotated[int, typer.Option("--transfers", help="transfers for the embedded engine")] = 2_000_000,
     pg_transfers: Annotated[int, typer.Option("--pg-transfers", help="transfers for PostgreSQL")] = 100_000,
     accounts: Annotated[int, typer.Option("--accounts")] = 100_000,
-    batch: Annotated[int, typer.Option("--batch", help="transfers per batch")] = 4096,
+    batch: Annotated[int, typer.Option("--batch", help="transfers per batch")] = 2048,
     pgbench_seconds: Annotated[int, typer.Option("--pgbench-seconds")] = 15,
     postgres: Annotated[
         str | None, typer.Option("--postgres", help="an existing PostgreSQL DSN (else one is started)")

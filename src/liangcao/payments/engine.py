@@ -109,6 +109,7 @@ class Engine:
         self._wal = Wal(self.path, fsync=fsync)
         try:
             self.machine, self.seq = self._recover()
+            self.machine.owns_events = True  # every batch it sees is decoded afresh from the logged bytes
             self._wal.open_for_append(self.seq + 1)
         except BaseException:
             self._lockfile.close()
@@ -129,7 +130,7 @@ class Engine:
         return sorted(self.path.glob("snapshot-*.json"))
 
     def _recover(self) -> tuple[Machine, int]:
-        machine = Machine()
+        machine = Machine(owns_events=True)
         seq = 0
         for snap in reversed(self._snapshots()):
             data = snap.read_bytes()
@@ -141,6 +142,7 @@ class Engine:
             if zlib.crc32(body) != want_crc:
                 continue  # a snapshot interrupted before its rename cannot exist; a damaged one is skipped
             machine = Machine.from_snapshot(_SNAPSHOT.decode(body))
+            machine.owns_events = True
             seq = want_seq
             break
         for rec in self._wal.replay(seq):

@@ -82,7 +82,10 @@ class Changes:
 class Machine:
     """All payments state and the rules over it. Not thread-safe by design: one writer at a time."""
 
-    def __init__(self, *, index: bool = True) -> None:
+    def __init__(self, *, index: bool = True, owns_events: bool = False) -> None:
+        # owns_events: the events passed in are the machine's to keep and stamp (the backends decode a fresh
+        # copy of every batch); otherwise the machine copies what it stores.
+        self.owns_events = owns_events
         self.accounts: dict[int, Account] = {}
         self.transfers: dict[int, Transfer] = {}
         # The request as sent, where the stored transfer differs from it (post/void fields taken from the
@@ -301,18 +304,21 @@ class Machine:
         cr_id = t.credit_account_id
         amount = t.amount
         ledger = t.ledger
+        transfers = self.transfers
         if (
-            0 < tid < U128_MAX
-            and 0 < dr_id < U128_MAX
-            and 0 < cr_id < U128_MAX
+            0 <= (tid | dr_id | cr_id | amount | t.user_data_128) <= U128_MAX
+            and tid
+            and dr_id
+            and cr_id
             and dr_id != cr_id
-            and 0 <= amount <= U128_MAX
+            and tid != U128_MAX
+            and dr_id != U128_MAX
+            and cr_id != U128_MAX
             and 0 < ledger <= U32_MAX
             and 0 < t.code <= U16_MAX
-            and 0 <= t.user_data_128 <= U128_MAX
             and 0 <= t.user_data_64 <= U64_MAX
             and 0 <= t.user_data_32 <= U32_MAX
-            and tid not in self.transfers
+            and tid not in transfers
             and tid not in self.failed_transfers
         ):
             accounts = self.accounts
@@ -331,8 +337,12 @@ class Machine:
             ):
                 dr.debits_posted += amount
                 cr.credits_posted += amount
-                stored = msgspec.structs.replace(t, timestamp=ts)
-                self.transfers[tid] = stored
+                if self.owns_events:
+                    t.timestamp = ts  # the caller handed over this object (decoded for us), so no copy
+                    stored = t
+                else:
+                    stored = msgspec.structs.replace(t, timestamp=ts)
+                transfers[tid] = stored
                 index = self.account_transfers
                 if index is not None:
                     index[dr_id].append(tid)

@@ -145,7 +145,7 @@ class PostgresBackend:
                 assert row is not None
                 last = int(row[0])
                 ts = max(self.clock(), last + 1)
-                m = Machine(index=False)
+                m = Machine(index=False, owns_events=True)
                 m.last_timestamp = last
                 m.changes = Changes()
                 if accounts:
