@@ -274,3 +274,31 @@ def test_pay_bench_small_run(pg_dsn: str) -> None:
         assert result[key] > 0
     assert result["transfers"] == 20000 and result["pg_transfers"] == 2000
     assert "cores" in r.stdout and "peak RSS" in r.stdout
+
+
+def test_the_service_expires_pending_transfers_without_traffic(tmp_path: Path) -> None:
+    s = Service("--data", str(tmp_path / "pay"))
+    try:
+        accounts = [{"id": i, "ledger": 1, "code": 1} for i in (1, 2)]
+        assert httpx.post(s.url + "/v1/accounts", json=accounts).json()["results"] == [0, 0]
+        hold = [
+            {
+                "id": 7,
+                "debit_account_id": 1,
+                "credit_account_id": 2,
+                "amount": 5,
+                "ledger": 1,
+                "code": 1,
+                "flags": 2,
+                "timeout": 1,
+            }
+        ]
+        assert httpx.post(s.url + "/v1/transfers", json=hold).json()["results"] == [0]
+        assert httpx.get(s.url + "/v1/transfers/7").json()["status"] == "pending"
+        deadline = time.time() + 10
+        while httpx.get(s.url + "/v1/transfers/7").json()["status"] != "expired":
+            assert time.time() < deadline, "pending transfer never expired"
+            time.sleep(0.2)
+        assert httpx.get(s.url + "/v1/accounts/1").json()["debits_pending"] == 0
+    finally:
+        s.kill()

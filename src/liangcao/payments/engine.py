@@ -184,6 +184,15 @@ class Engine:
         """Let engine time advance now, expiring pending transfers whose timeout has passed (durably)."""
         self._submit(OP_PULSE, b"[]", None).result()
 
+    def pulse_if_due(self) -> bool:
+        """Pulse only if some pending transfer's timeout has passed by the clock (the service calls this)."""
+        with self._state:
+            heap = self.machine.expiries
+            due = bool(heap) and heap[0][0] <= self.clock()
+        if due:
+            self.pulse()
+        return due
+
     def _submit(self, op: int, payload: bytes, decoder: Any) -> Future[list[int]]:
         if len(payload) > limits.pay_batch_bytes_max:
             raise PaymentsError(

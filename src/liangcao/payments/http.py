@@ -9,7 +9,9 @@ parser that keeps big integers.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import msgspec
@@ -39,6 +41,7 @@ class Backend(Protocol):
     def create_accounts(self, accounts: list[Account]) -> list[int]: ...
     def create_transfers(self, transfers: list[Transfer]) -> list[int]: ...
     def pulse(self) -> None: ...
+    def pulse_if_due(self) -> bool: ...
     def lookup_accounts(self, ids: list[int]) -> list[Account]: ...
     def lookup_transfers(self, ids: list[int]) -> list[Transfer]: ...
     def transfer_status(self, transfer_id: int) -> int | None: ...
@@ -107,14 +110,33 @@ def _results(codes: list[int], names: type[CreateAccountResult] | type[CreateTra
     return {"results": [int(c) for c in codes], "failed": failed}
 
 
-def create_app(backend: Backend, *, serialize: bool = False) -> FastAPI:
+def create_app(backend: Backend, *, serialize: bool = False, expire_every_s: float = 1.0) -> FastAPI:
     """The service over ``backend``; ``serialize`` puts one lock around it (a backend that is not thread-safe)."""
+    lock = threading.Lock() if serialize else None
+    stop = threading.Event()
+
+    def expirer() -> None:
+        # Engine time passes even with no traffic: a pending transfer whose timeout has gone by is expired
+        # within about a second, durably, not only when the next batch arrives.
+        while not stop.wait(expire_every_s):
+            try:
+                call(backend.pulse_if_due)
+            except LiangcaoError:
+                continue
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if expire_every_s > 0:
+            threading.Thread(target=expirer, name="pay-expirer", daemon=True).start()
+        yield
+        stop.set()
+
     app = FastAPI(
         title="liangcao payments",
         version=__version__,
         description="Batch double-entry payments: accounts, transfers, two-phase transfers, idempotent ids.",
+        lifespan=lifespan,
     )
-    lock = threading.Lock() if serialize else None
 
     def call(fn: Any, *args: Any) -> Any:
         if lock is None:

@@ -132,6 +132,14 @@ class PostgresBackend:
     def pulse(self) -> None:
         self._batch([], accounts=False, pulse=True)
 
+    def pulse_if_due(self) -> bool:
+        """Pulse only if some pending transfer's timeout has passed by the clock (the service calls this)."""
+        q = "SELECT 1 FROM pay_transfers WHERE status = 1 AND expires_at <= %s LIMIT 1"
+        due = bool(self._read(q, [self.clock()]))
+        if due:
+            self.pulse()
+        return due
+
     def _batch(self, events: Any, *, accounts: bool, pulse: bool = False) -> list[int]:
         try:
             # The same copy-through-JSON as the embedded engine, so both refuse the same bad values.
