@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
 bash scripts/install-chromium.sh
 bash scripts/install-postgres.sh
+bash scripts/install-nats.sh
 exec .venv/bin/python -m pytest "$@"

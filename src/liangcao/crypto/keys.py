@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 DOMAIN_TX = b"liangcao/tx/v1\n"
 DOMAIN_BLOCK = b"liangcao/block/v1\n"
 DOMAIN_ATTEST = b"liangcao/attest/v1\n"
+DOMAIN_CUT = b"liangcao/cut/v1\n"
 
 
 def b64(data: bytes) -> str:

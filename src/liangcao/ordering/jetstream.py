@@ -1,0 +1,313 @@
+"""Ordering on a NATS JetStream cluster: one replicated stream per chain, blocks delimited by cut markers.
+
+Every organisation runs a ``nats-server`` in one JetStream cluster. Transactions are published to
+``lc.<chain>.tx`` (deduplicated by the server on their tx id, ``Nats-Msg-Id``); orderer processes publish
+signed cut markers to ``lc.<chain>.cut``, in the same stream, so transactions and cuts share one total order
+(the stream sequence), replicated with RAFT on ``min(3, organisations)`` servers.
+
+Every peer derives the same blocks from that log with :class:`BlockDeriver`, a pure function of the
+messages in stream order:
+
+=====================================================  ==============================================
+message                                                effect
+=====================================================  ==============================================
+transaction                                            appended to the pending list
+cut for the next height, signed by a known orderer,    block = the first ``block_txs_max`` pending
+with pending transactions                              transactions; the rest stay pending
+cut for a height already cut (a duplicate: several     ignored
+orderers race; one per organisation)
+cut with nothing pending (an empty cut)                ignored: the height is not consumed
+cut for any other height, or with a bad signature      ignored
+=====================================================  ==============================================
+
+A block's time is its cut's time, never behind the previous block's. Each derived block carries
+``resume_seq``: the stream sequence from which a peer must read again to derive every later block (the
+first transaction left pending, else the message after the cut), and ``cut_seq``; a peer stores both with
+the block and after a restart reads from ``resume_seq`` ignoring cuts up to ``cut_seq`` (they were judged
+already: a cut once ignored as early must not be taken on the second reading).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from liangcao import encoding, limits
+from liangcao.crypto import keys
+from liangcao.crypto.identity import CertInfo, parse_certificate
+
+TX = "tx"
+CUT = "cut"
+
+
+def stream_name(chain_id: str) -> str:
+    return "LIANGCAO_" + re.sub(r"[^A-Za-z0-9_-]", "_", chain_id)
+
+
+def subject(chain_id: str, kind: str) -> str:
+    return f"lc.{re.sub(r'[^A-Za-z0-9_-]', '_', chain_id)}.{kind}"
+
+
+def replicas_for(organisations: int) -> int:
+    """Stream replicas: every organisation's server up to three (RAFT tolerates one lost of three)."""
+    return max(1, min(3, organisations))
+
+
+@dataclass(frozen=True)
+class CutMarker:
+    chain_id: str
+    height: int
+    time_ms: int
+    orderer: str  # the orderer's member id (org/member)
+    cert: str  # its certificate (DER, base64url); the peer checks it belongs to the consortium
+    sig: str  # Ed25519 over DOMAIN_CUT + the canonical body, base64url
+
+    def body(self) -> bytes:
+        return encoding.canonical(
+            {"chain_id": self.chain_id, "height": self.height, "time_ms": self.time_ms, "orderer": self.orderer}
+        )
+
+    def to_bytes(self) -> bytes:
+        return encoding.canonical(
+            {
+                "chain_id": self.chain_id,
+                "height": self.height,
+                "time_ms": self.time_ms,
+                "orderer": self.orderer,
+                "cert": self.cert,
+                "sig": self.sig,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CutMarker | None:
+        try:
+            v: Any = encoding.decode(data, 16 * 1024)
+            return cls(
+                str(v["chain_id"]),
+                int(v["height"]),
+                int(v["time_ms"]),
+                str(v["orderer"]),
+                str(v["cert"]),
+                str(v["sig"]),
+            )
+        except Exception:  # a malformed marker is ignored like any other invalid cut
+            return None
+
+    @classmethod
+    def make(cls, chain_id: str, height: int, time_ms: int, orderer: str, key: Any, cert_der: bytes) -> CutMarker:
+        cert = keys.b64(cert_der)
+        unsigned = cls(chain_id, height, time_ms, orderer, cert, "")
+        return cls(chain_id, height, time_ms, orderer, cert, keys.b64(keys.sign(key, keys.DOMAIN_CUT, unsigned.body())))
+
+    def signature_ok(self) -> CertInfo | None:
+        """The signer's certificate if the signature verifies under it (membership is the caller's check)."""
+        try:
+            info = parse_certificate(keys.unb64(self.cert))
+            ok = keys.verify(info.public_key, keys.DOMAIN_CUT, self.body(), keys.unb64(self.sig))
+        except Exception:  # a malformed certificate or signature is simply not a valid cut
+            return None
+        return info if ok else None
+
+
+@dataclass(frozen=True)
+class DerivedBlock:
+    height: int
+    time_ms: int
+    txs: tuple[bytes, ...]
+    cut_seq: int
+    resume_seq: int
+    orderer: str
+
+
+@dataclass
+class BlockDeriver:
+    """Turns the stream, message by message in sequence order, into blocks. Pure and deterministic.
+
+    ``verify_cut(marker) -> bool`` decides whether a cut is signed by a known orderer of the chain.
+    """
+
+    chain_id: str
+    next_height: int
+    last_time_ms: int = 0
+    block_txs_max: int = limits.block_txs_max
+    verify_cut: Callable[[CutMarker], bool] = lambda _m: True
+    # Cuts at or before this sequence were already judged before a restart (the last block's cut_seq):
+    # resuming at resume_seq re-reads them, and one ignored then must not be taken now.
+    after_cut_seq: int = 0
+    pending: list[tuple[int, bytes]] = field(default_factory=list)
+    last_seq: int = 0
+    ignored_cuts: int = 0
+
+    def feed(self, seq: int, kind: str, data: bytes) -> DerivedBlock | None:
+        if seq <= self.last_seq:
+            return None  # redelivered
+        self.last_seq = seq
+        if kind == TX:
+            self.pending.append((seq, data))
+            return None
+        if kind != CUT:
+            return None
+        marker = CutMarker.from_bytes(data)
+        if (
+            seq <= self.after_cut_seq
+            or marker is None
+            or marker.chain_id != self.chain_id
+            or marker.height != self.next_height
+            or not self.pending
+            or not self.verify_cut(marker)
+        ):
+            self.ignored_cuts += 1
+            return None
+        take = self.pending[: self.block_txs_max]
+        self.pending = self.pending[self.block_txs_max :]
+        time_ms = max(marker.time_ms, self.last_time_ms)
+        resume = self.pending[0][0] if self.pending else seq + 1
+        block = DerivedBlock(self.next_height, time_ms, tuple(d for _, d in take), seq, resume, marker.orderer)
+        self.next_height += 1
+        self.last_time_ms = time_ms
+        return block
+
+
+# ---- the JetStream side ------------------------------------------------------------------------------------
+
+
+async def ensure_stream(js: Any, chain_id: str, replicas: int) -> None:
+    """Create the chain's stream if missing: file storage, ``replicas`` copies, a 2-minute dedup window."""
+    from nats.js.api import StorageType, StreamConfig
+    from nats.js.errors import NotFoundError
+
+    name = stream_name(chain_id)
+    try:
+        await js.stream_info(name)
+        return
+    except NotFoundError:
+        pass
+    cfg = StreamConfig(
+        name=name,
+        subjects=[subject(chain_id, TX), subject(chain_id, CUT)],
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=120.0,
+    )
+    await js.add_stream(cfg)
+
+
+async def publish_tx(js: Any, chain_id: str, raw: bytes, tx_id: str, timeout_s: float = 5.0) -> int:
+    """Publish a transaction; returns its stream sequence once a majority of replicas hold it."""
+    ack = await js.publish(subject(chain_id, TX), raw, timeout=timeout_s, headers={"Nats-Msg-Id": tx_id})
+    return int(ack.seq)
+
+
+async def publish_cut(js: Any, marker: CutMarker, timeout_s: float = 5.0) -> int:
+    ack = await js.publish(subject(marker.chain_id, CUT), marker.to_bytes(), timeout=timeout_s)
+    return int(ack.seq)
+
+
+async def subscribe_from(js: Any, chain_id: str, start_seq: int, cb: Callable[[int, str, bytes], Any]) -> Any:
+    """An ordered consumer from ``start_seq``: ``cb(seq, kind, data)`` for each message, in stream order."""
+    from nats.js.api import ConsumerConfig, DeliverPolicy
+
+    tx_subject = subject(chain_id, TX)
+
+    async def handler(msg: Any) -> None:
+        kind = TX if msg.subject == tx_subject else CUT
+        cb(int(msg.metadata.sequence.stream), kind, msg.data)
+
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start_seq))
+    return await js.subscribe(
+        f"lc.{re.sub(r'[^A-Za-z0-9_-]', '_', chain_id)}.*",
+        stream=stream_name(chain_id),
+        cb=handler,
+        ordered_consumer=True,
+        config=config,
+    )
+
+
+@dataclass
+class CutPolicy:
+    """When an orderer cuts: ``block_txs_max`` pending, or the oldest pending is ``block_wait_ms`` old."""
+
+    block_txs_max: int = 1000
+    block_wait_ms: int = 20
+
+    def due(self, pending: int, oldest_seen_ms: float | None, now_ms: float) -> bool:
+        if pending <= 0 or oldest_seen_ms is None:
+            return False
+        return pending >= self.block_txs_max or now_ms - oldest_seen_ms >= self.block_wait_ms
+
+
+class Orderer:
+    """One organisation's orderer: follows the stream and publishes a signed cut when the policy says so.
+
+    Several run at once (one per organisation); the cuts they race to publish for the same height are
+    duplicates every peer ignores, so any one of them keeps the chain moving. ``now_ms`` is the orderer's
+    clock; it only sets block times, which peers never let run backwards.
+    """
+
+    def __init__(
+        self,
+        js: Any,
+        chain_id: str,
+        signer: Any,
+        *,
+        next_height: int,
+        start_seq: int,
+        policy: CutPolicy,
+        now_ms: Callable[[], float],
+        verify_cut: Callable[[CutMarker], bool] = lambda _m: True,
+    ) -> None:
+        self.js = js
+        self.chain_id = chain_id
+        self.signer = signer
+        self.policy = policy
+        self.now_ms = now_ms
+        self.deriver = BlockDeriver(chain_id, next_height, block_txs_max=policy.block_txs_max, verify_cut=verify_cut)
+        self.start_seq = start_seq
+        self._oldest_seen: float | None = None
+        self._cut_sent: tuple[int, float] | None = None  # (height, when) of our last cut not yet seen back
+        self.cuts_published = 0
+        self._sub: Any = None
+
+    def _on_message(self, seq: int, kind: str, data: bytes) -> None:
+        had = len(self.deriver.pending)
+        block = self.deriver.feed(seq, kind, data)
+        if block is not None:
+            self._oldest_seen = self.now_ms() if self.deriver.pending else None
+        elif kind == TX and had == 0 and self.deriver.pending:
+            self._oldest_seen = self.now_ms()
+
+    async def start(self) -> None:
+        self._sub = await subscribe_from(self.js, self.chain_id, self.start_seq, self._on_message)
+
+    async def tick(self) -> bool:
+        """Publish a cut if one is due; returns whether it did."""
+        now = self.now_ms()
+        height = self.deriver.next_height
+        if self._cut_sent is not None and self._cut_sent[0] == height and now - self._cut_sent[1] < 500:
+            return False  # ours is on its way; do not flood the stream with duplicates
+        if not self.policy.due(len(self.deriver.pending), self._oldest_seen, now):
+            return False
+        marker = CutMarker.make(
+            self.chain_id, height, int(now), self.signer.member_id, self.signer.key, self.signer.cert
+        )
+        await publish_cut(self.js, marker)
+        self._cut_sent = (height, now)
+        self.cuts_published += 1
+        return True
+
+    async def run(self, stop: Any, interval_s: float = 0.005) -> None:
+        import asyncio
+
+        await self.start()
+        try:
+            while not stop.is_set():
+                try:
+                    await self.tick()
+                except Exception:  # a server lost mid-publish: the next tick tries again (another may cut)
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(interval_s)
+        finally:
+            await self._sub.unsubscribe()
