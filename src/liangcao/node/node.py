@@ -17,20 +17,24 @@ than risk a half-applied block.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from liangcao import encoding, limits
 from liangcao.apps.bundle import default_registry
 from liangcao.clock import Clock
 from liangcao.codes import Code
 from liangcao.contracts.runtime import ContractRuntime
+from liangcao.crypto import identity, keys
 from liangcao.errors import LiangcaoError, TxRejected
 from liangcao.ledger import block as blk
 from liangcao.ledger import tx as txm
@@ -40,6 +44,10 @@ from liangcao.ledger.store import Store
 from liangcao.ledger.tx import Signer, Tx
 from liangcao.node.mempool import Mempool
 from liangcao.node.verify import SigVerifier
+from liangcao.ordering.jetstream import BlockDeriver, CutMarker, CutPolicy, DerivedBlock
+
+if TYPE_CHECKING:  # the link pulls in nats-py, which a solo node never imports
+    from liangcao.node.link import JetStreamLink
 
 log = logging.getLogger("liangcao.node")
 
@@ -87,8 +95,15 @@ class Node:
         orderer: Signer,
         peer: Signer,
         settings: NodeSettings | None = None,
+        link: JetStreamLink | None = None,
     ) -> None:
+        """``link``: order through the consortium's JetStream cluster instead of the embedded solo orderer."""
         self.settings = settings or NodeSettings()
+        self.link = link
+        self.fork_alarms: list[dict[str, Any]] = []
+        self._derived: queue.Queue[DerivedBlock] = queue.Queue()
+        self._att_inbox: queue.Queue[bytes] = queue.Queue()
+        self._early_atts: dict[int, list[bytes]] = {}
         self.store_path = Path(store_path)
         self.runtime = ContractRuntime(default_registry())
         self.ledger = Ledger.open(self.store_path, self.runtime)
@@ -118,7 +133,12 @@ class Node:
 
     # ---- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="liangcao-commit", daemon=True)
+        if self.link is not None:
+            self._follow()
+            target = self._run_consortium
+        else:
+            target = self._run
+        self._thread = threading.Thread(target=target, name="liangcao-commit", daemon=True)
         self._thread.start()
 
     def stop(self, timeout_s: float = 60.0) -> None:
@@ -128,6 +148,9 @@ class Node:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+        if self.link is not None:
+            self.link.close()
+            self.link = None
         self.verifier.close()
         for reader in self._readers:  # the last connection to close checkpoints the WAL into the database
             reader.close()
@@ -175,6 +198,13 @@ class Node:
         if tx.tx_id in self._recent or self.reader().tx_seen(tx.tx_id):
             return tx, "committed"
         admitted = self.clock.now_ms()
+        if self.link is not None:
+            try:
+                self.link.publish_tx(tx.raw, tx.tx_id)
+            except Exception as exc:  # no quorum of ordering servers reachable: the client may retry
+                raise TxRejected(Code.NOT_READY, f"the ordering service did not take the transaction: {exc}") from exc
+            self._admitted.setdefault(tx.tx_id, admitted)
+            return tx, "pending"
         if self.mempool.add(tx):  # raises MEMPOOL_FULL before anything is remembered
             self._admitted.setdefault(tx.tx_id, admitted)
         return tx, "pending"
@@ -212,6 +242,136 @@ class Node:
         except BaseException as exc:  # an infrastructure fault: stop rather than risk a half-applied block
             self.failed = exc
             log.exception("commit thread stopped: %s", exc)
+
+    # ---- consortium mode: blocks derived from the JetStream log --------------------------------------------
+    RESUME_META = "jetstream_resume"
+
+    def _genesis_orderer_cas(self) -> list[identity.CertInfo]:
+        # Cuts are judged by the genesis organisations' CAs only, the same on every peer whenever it starts;
+        # an organisation admitted later orders once the others' configuration says so (not yet: its cuts
+        # are ignored by all, deterministically, and the others' orderers keep cutting).
+        genesis_tx: Any = encoding.decode(self.genesis.txs[0])
+        orgs = genesis_tx["body"]["args"]["orgs"]
+        return [identity.parse_certificate(keys.unb64(o["ca_cert"])) for o in orgs]
+
+    def _verify_cut(self, marker: CutMarker) -> bool:
+        info = marker.signature_ok()
+        if info is None or info.role != "orderer":
+            return False
+        return any(ca.org == info.org and identity.issued_by(info, ca) for ca in self._cut_cas)
+
+    def _follow(self) -> None:
+        assert self.link is not None
+        self._cut_cas = self._genesis_orderer_cas()
+        saved = self.ledger.store.meta(self.RESUME_META)
+        r = json.loads(saved) if saved else {"height": 0, "resume_seq": 1, "cut_seq": 0, "time_ms": 0}
+        deriver = BlockDeriver(
+            self.chain_id,
+            r["height"] + 1,
+            last_time_ms=r["time_ms"],
+            block_txs_max=limits.block_txs_max,
+            verify_cut=self._verify_cut,
+            after_cut_seq=r["cut_seq"],
+        )
+        self.link.follow_blocks(deriver, r["resume_seq"], self._derived.put)
+        self.link.follow_attestations(self._att_inbox.put)
+        self.link.run_orderer(
+            self.orderer,
+            next_height=r["height"] + 1,
+            start_seq=r["resume_seq"],
+            after_cut_seq=r["cut_seq"],
+            policy=CutPolicy(self.settings.block_txs_max, self.settings.block_wait_ms),
+            verify_cut=self._verify_cut,
+        )
+        # Re-announce our attestation of the head (it may have been lost with a crash before publishing).
+        for raw in self.ledger.store.attestations(self.head.height):
+            mine: Any = encoding.decode(raw)
+            if blk.check_attestation(mine) == self.peer.member_id:
+                self.link.publish_attestation(raw)
+
+    def _run_consortium(self) -> None:
+        try:
+            while not (self._stopping and self._derived.empty()):
+                self._take_attestations()
+                try:
+                    derived = self._derived.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if derived.height <= self.head.height:
+                    continue  # committed before a restart; the deriver only replays it to find its place
+                if derived.height != self.head.height + 1:
+                    raise LiangcaoError(Code.BAD_BLOCK, f"derived block {derived.height} after head {self.head.height}")
+                parsed: list[Tx] = []
+                for raw in derived.txs:
+                    with contextlib.suppress(LiangcaoError):  # the executor records a malformed one's code
+                        parsed.append(txm.parse(raw))
+                sig_ok = SigVerifier.gather(self.verifier.submit(parsed)) if parsed else {}
+                block, ex = self.ledger.produce(
+                    list(derived.txs),
+                    derived.time_ms,
+                    self.orderer,
+                    sig_ok,
+                    parsed if len(parsed) == len(derived.txs) else None,
+                )
+                self.ledger.store.set_meta(
+                    self.RESUME_META,
+                    json.dumps(
+                        {
+                            "height": derived.height,
+                            "resume_seq": derived.resume_seq,
+                            "cut_seq": derived.cut_seq,
+                            "time_ms": derived.time_ms,
+                        }
+                    ),
+                )
+                att = self._attest(block.header)
+                assert self.link is not None
+                self.link.publish_attestation(encoding.canonical(att))
+                for raw in self._early_atts.pop(derived.height, []):
+                    self._attestation(raw)
+                self._publish(block, ex, att)
+        except BaseException as exc:
+            self.failed = exc
+            log.exception("commit thread stopped: %s", exc)
+
+    def _take_attestations(self) -> None:
+        while True:
+            try:
+                raw = self._att_inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._attestation(raw)
+
+    def _attestation(self, raw: bytes) -> None:
+        """Keep another peer's attestation if it matches our block; a different state is a fork alarm."""
+        try:
+            att: Any = encoding.decode(raw)
+            member = blk.check_attestation(att)
+        except LiangcaoError:
+            return
+        if att.get("chain_id") != self.chain_id or member == self.peer.member_id:
+            return
+        height = int(att["height"])
+        if height > self.head.height:
+            self._early_atts.setdefault(height, []).append(raw)
+            return
+        ours = self.ledger.store.header(height)
+        if ours is None:
+            return
+        if att["block_hash"] == ours.hash and att["state_hash"] == ours.state_hash:
+            self.ledger.store.add_attestation(height, member, raw)
+            return
+        alarm = {
+            "height": height,
+            "member": member,
+            "their_block_hash": att["block_hash"],
+            "their_state_hash": att["state_hash"],
+            "our_block_hash": ours.hash,
+            "our_state_hash": ours.state_hash,
+        }
+        if alarm not in self.fork_alarms:
+            self.fork_alarms.append(alarm)
+            log.error("FORK ALARM at height %s: %s attests a different block or state", height, member)
 
     def _commit(self, batch: list[Tx], sig_ok: dict[str, bool]) -> None:
         raws = [t.raw for t in batch]
