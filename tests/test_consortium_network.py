@@ -113,3 +113,47 @@ def test_restart_and_an_empty_store_catch_up_from_the_stream(
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_peer_attesting_another_state_raises_a_fork_alarm(
+    tmp_path: Path, cluster: NatsCluster, net: Consortium
+) -> None:
+    import httpx
+
+    from liangcao.api.auth import TokenAuth, new_secret
+    from liangcao.demo import free_port
+    from liangcao.encoding import canonical
+    from liangcao.ledger import block as blk
+    from liangcao.node.home import Server
+
+    a = make_node(net, "org1", tmp_path, cluster.urls)
+    b = make_node(net, "org2", tmp_path, cluster.urls)
+    auth = TokenAuth(new_secret(tmp_path / "secret"))
+    port = free_port(0)
+    server = Server(a, auth, "127.0.0.1", port)
+    thread = server.start_in_thread()  # starts node a
+    b.start()
+    try:
+        txs = mint(net, 20)
+        for t in txs:
+            a.submit(t.raw)
+        wait_for(lambda: b.head.hash == a.head.hash and b.reader().tx_seen(txs[-1].tx_id))
+        head = a.head
+        url = f"http://127.0.0.1:{port}"
+        token = auth.create("org1/admin")
+        wait_for(lambda: httpx.get(f"{url}/v1/txs/{txs[0].tx_id}", headers={"Authorization": f"Bearer {token}"}).json()["finality"]["final"])
+        # org3's peer (a real key of the consortium) signs a different state for a height both hold.
+        liar = net.org("org3").signer("peer0")
+        att = blk.make_attestation(liar.key, liar.cert, net.chain_id, head.height, head.hash, "ab" * 32)
+        assert a.link is not None
+        a.link.publish_attestation(canonical(att))
+        wait_for(lambda: bool(a.fork_alarms and b.fork_alarms))
+        assert a.fork_alarms[0]["member"] == "org3/peer0" and a.fork_alarms[0]["height"] == head.height
+        health = httpx.get(f"{url}/v1/health").json()
+        assert health["status"] == "fork" and health["ordering"] == "jetstream"
+        r = httpx.get(f"{url}/v1/txs/{txs[0].tx_id}", headers={"Authorization": f"Bearer {token}"}).json()
+        assert r["finality"]["fork_alarm"] is True and r["finality"]["final"] is False
+        assert "liangcao_fork_alarms 1.0" in httpx.get(f"{url}/metrics").text
+    finally:
+        server.stop_thread(thread)
+        b.stop()

@@ -89,6 +89,10 @@ class Health(BaseModel):
     mempool: int
     version: str
     time_ms: int = Field(description="the node's clock: clients compute not_after from it, not from their own")
+    ordering: str = Field("solo", description="solo (embedded) or jetstream (the consortium's NATS cluster)")
+    fork_alarms: list[dict[str, Any]] = Field(
+        default_factory=list, description="peers that attested another block or state at a height we hold"
+    )
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -147,6 +151,9 @@ class Metrics:
         self.blocks = Counter("liangcao_blocks_committed", "Blocks committed", registry=r)
         self.height = Gauge("liangcao_height", "Height of the last committed block", registry=r)
         self.mempool = Gauge("liangcao_mempool_txs", "Transactions waiting in the mempool", registry=r)
+        self.forks = Gauge(
+            "liangcao_fork_alarms", "Attestations of another block or state seen (0 is healthy)", registry=r
+        )
         self.block_txs = Histogram(
             "liangcao_block_txs", "Transactions per block", buckets=(1, 10, 50, 100, 250, 500, 1000, 2000), registry=r
         )
@@ -408,7 +415,7 @@ def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> F
         if info is None:
             pending = node.mempool.contains(tx_id)
             raise ApiError(404, Code.NOT_FOUND, f"transaction {tx_id} is {'pending' if pending else 'unknown'}")
-        return {**info, **explorer.who_and_finality(store, node.runtime.certs, info)}
+        return {**info, **explorer.who_and_finality(store, node.runtime.certs, info, forked=bool(node.fork_alarms))}
 
     @app.get("/v1/head", responses=ERRORS, summary="The latest block header")
     def get_head(member: str = Depends(reader_member)) -> dict[str, Any]:
@@ -562,7 +569,7 @@ def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> F
         head = node.reader().head()
         if head is None:
             raise ApiError(503, Code.NOT_READY, "no blocks yet")
-        status = "failed" if node.failed is not None else "ok"
+        status = "failed" if node.failed is not None else ("fork" if node.fork_alarms else "ok")
         body = {
             "status": status,
             "chain_id": head.chain_id,
@@ -571,12 +578,15 @@ def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> F
             "mempool": len(node.mempool),
             "version": __version__,
             "time_ms": node.clock.now_ms(),
+            "ordering": "solo" if node.link is None else "jetstream",
+            "fork_alarms": list(node.fork_alarms),
         }
         return JSONResponse(body, status_code=503 if node.failed is not None else 200)
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
     def prometheus() -> Response:
         metrics.mempool.set(len(node.mempool))
+        metrics.forks.set(len(node.fork_alarms))
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     verify.mount(app, node, ERRORS)

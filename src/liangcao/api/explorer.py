@@ -34,8 +34,11 @@ def signer_of(cert_b64: str) -> dict[str, str]:
             "fingerprint": info.fingerprint}  # fmt: skip
 
 
-def who_and_finality(store: Any, certs: Any, info: dict[str, Any]) -> dict[str, Any]:
-    """The transaction's signers (organisation, role) and its block's finality (attesting organisations)."""
+def who_and_finality(store: Any, certs: Any, info: dict[str, Any], *, forked: bool = False) -> dict[str, Any]:
+    """The transaction's signers (organisation, role) and its block's finality (attesting organisations).
+
+    While the node has a fork alarm it reports nothing as final: a peer disagreeing on the state means the
+    attestations no longer say what they should."""
     signers = [signer_of(s["cert"]) for s in info["tx"].get("signatures") or []]
     attested = set()
     for raw in store.attestations(info["height"]):
@@ -45,7 +48,12 @@ def who_and_finality(store: Any, certs: Any, info: dict[str, Any]) -> dict[str, 
     quorum = cfgmod.load(store, certs).quorum_size("finality")
     return {
         "signers": signers,
-        "finality": {"attested_by": sorted(attested), "quorum": quorum, "final": len(attested) >= quorum},
+        "finality": {
+            "attested_by": sorted(attested),
+            "quorum": quorum,
+            "final": len(attested) >= quorum and not forked,
+            "fork_alarm": forked,
+        },
     }
 
 
