@@ -48,11 +48,11 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _home(home: Path) -> Any:
+def _home(home: Path, node: str = "node") -> Any:
     from liangcao.node.home import NodeHome
 
     try:
-        return NodeHome.open(home)
+        return NodeHome.open(home, node)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         fail(str(exc))
 
@@ -108,6 +108,62 @@ def network_init(
     console.print(f"Start the node with: liangcao node start --home {out}")
 
 
+@network_app.command("up")
+def network_up(
+    home: Home,
+    orgs: Annotated[int, typer.Option("--orgs", min=1, max=16, help="organisations (for a new network)")] = 3,
+    block_txs_max: Annotated[int, typer.Option(help="orderers cut at this many transactions")] = 1000,
+    block_wait_ms: Annotated[int, typer.Option(help="or when the oldest pending is this old")] = 20,
+) -> None:
+    """Start a local consortium: one nats-server (JetStream cluster) and one node per organisation."""
+    from liangcao.node import network
+
+    try:
+        state = network.up(home, orgs, block_txs_max=block_txs_max, block_wait_ms=block_wait_ms)
+    except (RuntimeError, OSError, ValueError) as exc:
+        fail(str(exc))
+    for o in state["orgs"]:
+        console.print(f"  {o['org']:6s} node http://127.0.0.1:{o['port']}  nats 127.0.0.1:{o['nats_port']}")
+    console.print(f"Consortium up in {home}; 'liangcao network status --home {home}', 'network down' to stop.")
+
+
+@network_app.command("status")
+def network_status(home: Home, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Each organisation's node and server: up or down, height, head, fork alarms. Exit 1 if any is not ok."""
+    from rich.table import Table
+
+    from liangcao.node import network
+
+    try:
+        rows = network.status(home)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    if as_json:
+        print(json.dumps(rows))
+    else:
+        table = Table("org", "node", "nats", "height", "head", "status", "fork alarms", "url")
+        for r in rows:
+            head = (r["block_hash"] or "")[:16]
+            table.add_row(
+                r["org"], r["node"], r["nats"], str(r["height"]), head, r["status"], str(r["forks"]), r["url"]
+            )
+        console.print(table)
+    if any(r["status"] != "ok" or r["nats"] != "up" for r in rows):
+        raise typer.Exit(1)
+
+
+@network_app.command("down")
+def network_down(home: Home) -> None:
+    """Stop the local consortium: nodes first (each commits what it admitted), then the servers."""
+    from liangcao.node import network
+
+    try:
+        network.down(home)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    console.print("consortium stopped")
+
+
 # ---- node -------------------------------------------------------------------------------------------------
 @node_app.command("start")
 def node_start(
@@ -117,14 +173,26 @@ def node_start(
     block_txs_max: Annotated[int | None, typer.Option(help="cut a block at this many transactions")] = None,
     block_wait_ms: Annotated[int | None, typer.Option(help="or when the oldest pending is this old")] = None,
     verify_workers: Annotated[int | None, typer.Option(help="signature-checking processes (default: cores)")] = None,
+    node_dir: Annotated[
+        str, typer.Option("--node", help="the organisation's node folder in the network folder, e.g. nodes/org2")
+    ] = "node",
+    nats: Annotated[
+        str | None,
+        typer.Option("--nats", help="comma-separated NATS server URLs of the consortium's JetStream cluster"),
+    ] = None,
 ) -> None:
-    """Run the node in the foreground; SIGINT/SIGTERM stop it after committing what it admitted."""
+    """Run the node in the foreground; SIGINT/SIGTERM stop it after committing what it admitted.
+
+    With --nats (or "nats" in node.json) it orders through the consortium's JetStream cluster."""
     from liangcao.node.home import Server
 
-    h = _home(home)
+    h = _home(home, node_dir)
+    urls = [u.strip() for u in nats.split(",") if u.strip()] if nats else None
     try:
-        node = h.node(block_txs_max=block_txs_max, block_wait_ms=block_wait_ms, verify_workers=verify_workers)
-    except (LiangcaoError, ValueError) as exc:
+        node = h.node(
+            block_txs_max=block_txs_max, block_wait_ms=block_wait_ms, verify_workers=verify_workers, nats=urls
+        )
+    except (LiangcaoError, ValueError, RuntimeError, TimeoutError) as exc:
         fail(getattr(exc, "message", str(exc)))
     bind_host = host or str(h.config["host"])
     bind_port = port or int(h.config["port"])

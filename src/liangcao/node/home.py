@@ -82,25 +82,26 @@ def init_network(
 class NodeHome:
     root: Path
     config: dict[str, Any]
+    node_dir: str = "node"  # one organisation's node folder inside the network folder
 
     @classmethod
-    def open(cls, root: str | Path) -> NodeHome:
+    def open(cls, root: str | Path, node: str = "node") -> NodeHome:
         r = Path(root)
-        path = r / "node" / "node.json"
+        path = r / node / "node.json"
         if not path.exists():
-            raise FileNotFoundError(f"{r} is not a network folder (no node/node.json); run 'liangcao network init'")
-        return cls(r, json.loads(path.read_text()))
+            raise FileNotFoundError(f"{r} is not a network folder (no {node}/node.json); run 'liangcao network init'")
+        return cls(r, json.loads(path.read_text()), node)
 
     @property
     def store_path(self) -> Path:
-        return self.root / "node" / str(self.config["store"])
+        return self.root / self.node_dir / str(self.config["store"])
 
     @property
     def url(self) -> str:
         return f"http://{self.config['host']}:{self.config['port']}"
 
     def auth(self) -> TokenAuth:
-        return TokenAuth(load_secret(self.root / "node" / "token.secret"))
+        return TokenAuth(load_secret(self.root / self.node_dir / "token.secret"))
 
     def genesis(self) -> blk.Block:
         return blk.block_from_dict(json.loads((self.root / "genesis.json").read_text()))
@@ -108,8 +109,18 @@ class NodeHome:
     def chain_id(self) -> str:
         return str(json.loads((self.root / "consortium.json").read_text())["chain_id"])
 
+    def organisations(self) -> int:
+        return len(json.loads((self.root / "consortium.json").read_text())["orgs"])
+
     def node(self, **overrides: Any) -> Node:
+        """The node this folder describes; with ``nats`` (a list of server URLs, in node.json or given here)
+        it orders through the consortium's JetStream cluster instead of the embedded solo orderer."""
         cfg = {**self.config, **{k: v for k, v in overrides.items() if v is not None}}
+        link = None
+        if cfg.get("nats"):
+            from liangcao.node.link import JetStreamLink
+
+            link = JetStreamLink(list(cfg["nats"]), self.chain_id(), self.organisations())
         settings = NodeSettings(
             block_txs_max=int(cfg["block_txs_max"]),
             block_wait_ms=int(cfg["block_wait_ms"]),
@@ -121,6 +132,7 @@ class NodeHome:
             orderer=load_signer(self.root / cfg["orderer"]),
             peer=load_signer(self.root / cfg["peer"]),
             settings=settings,
+            link=link,
         )
 
 
