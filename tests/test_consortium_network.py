@@ -141,7 +141,11 @@ def test_a_peer_attesting_another_state_raises_a_fork_alarm(
         head = a.head
         url = f"http://127.0.0.1:{port}"
         token = auth.create("org1/admin")
-        wait_for(lambda: httpx.get(f"{url}/v1/txs/{txs[0].tx_id}", headers={"Authorization": f"Bearer {token}"}).json()["finality"]["final"])
+        wait_for(
+            lambda: httpx.get(f"{url}/v1/txs/{txs[0].tx_id}", headers={"Authorization": f"Bearer {token}"}).json()[
+                "finality"
+            ]["final"]
+        )
         # org3's peer (a real key of the consortium) signs a different state for a height both hold.
         liar = net.org("org3").signer("peer0")
         att = blk.make_attestation(liar.key, liar.cert, net.chain_id, head.height, head.hash, "ab" * 32)

@@ -27,6 +27,9 @@ from liangcao.api.auth import new_secret
 from liangcao.ordering.natsserver import NatsCluster, NatsNode, free_ports, wait_port
 
 STATE = "network.json"
+# Children started by this process. They are detached (their own session) and outlive a CLI run; kept here
+# so a long-lived caller (the tests) can reap them in down() instead of leaving zombies behind.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 @dataclass
@@ -42,6 +45,10 @@ class OrgProcess:
 
 def _alive(pid: int | None) -> bool:
     if not pid:
+        return False
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:
+        del _CHILDREN[pid]
         return False
     try:
         os.kill(pid, 0)
@@ -149,6 +156,7 @@ def _start_detached_nats(cluster: NatsCluster, node: NatsNode) -> None:
         node.proc = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf)], stdout=log, stderr=log, start_new_session=True
         )
+    _CHILDREN[node.proc.pid] = node.proc
 
 
 def start_node_process(home: Path, node_dir: str, log_path: Path) -> int:
@@ -159,6 +167,7 @@ def start_node_process(home: Path, node_dir: str, log_path: Path) -> int:
             stderr=log,
             start_new_session=True,
         )
+    _CHILDREN[proc.pid] = proc
     return proc.pid
 
 
