@@ -155,3 +155,25 @@ def test_cli_network_up_status_down(tmp_path: Path) -> None:
         assert cli("down").returncode == 0
     r = cli("status")
     assert r.returncode == 1 and "down" in r.stdout
+
+
+def test_a_fourth_organisation_admitted_by_governance_catches_up(net: Path) -> None:
+    u = urls(net)
+    load = Load(net, [u["org1"]])
+    load.start()
+    time.sleep(1)
+    load.stop.set()
+    load.join()
+    receipt = network.add_org(net, "logistics")
+    assert receipt["code"] == 0
+    state = network.load_state(net)
+    assert [o["org"] for o in state["orgs"]] == ["org1", "org2", "org3", "org4"]
+    wait_all_have(net, load.accepted)  # org4's node, from an empty store, has everything
+    # org4's own admin can now transact, and every organisation attests the same head.
+    with Client(urls(net)["org4"]) as c:
+        admin4 = load_signer(member_dir(net, "org4/admin"))
+        r = c.submit(c.build("demo.wallet", "mint", {"to": "org4/alice", "amount": 50_000}, [admin4]), wait=True)
+        assert r["receipt"]["code"] == 0
+    wait_all_have(net, [r["tx_id"]])
+    rows = network.status(net)
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)

@@ -148,8 +148,26 @@ def network_status(home: Home, as_json: Annotated[bool, typer.Option("--json")] 
                 r["org"], r["node"], r["nats"], str(r["height"]), head, r["status"], str(r["forks"]), r["url"]
             )
         console.print(table)
-    if any(r["status"] != "ok" or r["nats"] != "up" for r in rows):
+    if any(r["status"] != "ok" or r["nats"] == "down" for r in rows):
         raise typer.Exit(1)
+
+
+@network_app.command("add-org")
+def network_add_org(
+    home: Home,
+    org_type: Annotated[str, typer.Option("--type", help="the new organisation's type")] = "logistics",
+) -> None:
+    """Admit a new organisation by a majority of admins and start its node; it catches up from the stream."""
+    from liangcao.crypto.identity import ORG_TYPES
+    from liangcao.node import network
+
+    if org_type not in ORG_TYPES:
+        fail(f"unknown organisation type {org_type}; known: {', '.join(sorted(ORG_TYPES))}")
+    try:
+        receipt = network.add_org(home, org_type)
+    except (RuntimeError, OSError, FileNotFoundError) as exc:
+        fail(str(exc))
+    console.print(f"admitted in tx {receipt.get('tx_id', '')[:16]}…; its node is up and catching up")
 
 
 @network_app.command("down")

@@ -104,6 +104,20 @@ def make_org(org_id: str, org_type: str, name: str = "", now_ms: int | None = No
     return org
 
 
+def write_org(root: Path, org: OrgMaterial) -> Path:
+    """An organisation's CA and members' keys and certificates under ``root/orgs/<org>`` (keys 0600)."""
+    base = root / "orgs" / org.org_id
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "ca.pem").write_bytes(identity.der_to_pem(org.ca_cert))
+    _write_secret(base / "ca.key.pem", keys.private_pem(org.ca_key))
+    for m in org.members.values():
+        mdir = base / "members" / m.name
+        mdir.mkdir(parents=True, exist_ok=True)
+        (mdir / "cert.pem").write_bytes(identity.der_to_pem(m.cert))
+        _write_secret(mdir / "key.pem", keys.private_pem(m.key))
+    return base
+
+
 @dataclass
 class Consortium:
     chain_id: str
@@ -122,15 +136,7 @@ class Consortium:
         root = Path(directory)
         root.mkdir(parents=True, exist_ok=True)
         for org in self.orgs:
-            base = root / "orgs" / org.org_id
-            base.mkdir(parents=True, exist_ok=True)
-            (base / "ca.pem").write_bytes(identity.der_to_pem(org.ca_cert))
-            _write_secret(base / "ca.key.pem", keys.private_pem(org.ca_key))
-            for m in org.members.values():
-                mdir = base / "members" / m.name
-                mdir.mkdir(parents=True, exist_ok=True)
-                (mdir / "cert.pem").write_bytes(identity.der_to_pem(m.cert))
-                _write_secret(mdir / "key.pem", keys.private_pem(m.key))
+            write_org(root, org)
         (root / "genesis.json").write_text(json.dumps(self.genesis.to_dict(), indent=1, sort_keys=True))
         summary = {
             "chain_id": self.chain_id,

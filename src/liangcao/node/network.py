@@ -117,6 +117,7 @@ def up(
     names = [o["org_id"] for o in json.loads((home / "consortium.json").read_text())["orgs"]]
     state = json.loads((home / STATE).read_text()) if (home / STATE).exists() else {"orgs": []}
     known = {o["org"]: OrgProcess(**o) for o in state["orgs"]}
+    names += [o for o in known if o not in names]  # organisations admitted later (add_org)
     ports = free_ports(3 * len(names))
     procs: list[OrgProcess] = []
     for k, org in enumerate(names):
@@ -126,7 +127,7 @@ def up(
         port = base_port + k if base_port else ports[3 * k]
         procs.append(OrgProcess(org, f"nodes/{org}", port, ports[3 * k + 1], ports[3 * k + 2]))
     cluster = _cluster(home, procs)
-    for o, n in zip(procs, cluster.nodes, strict=True):
+    for o, n in zip([o for o in procs if o.nats_port], cluster.nodes, strict=True):
         if not _alive(o.nats_pid):
             _start_detached_nats(cluster, n)
             o.nats_pid = n.proc.pid if n.proc else None
@@ -136,7 +137,8 @@ def up(
     logs = home / "logs"
     logs.mkdir(exist_ok=True)
     for o in procs:
-        add_org_node(home, o.org, o.port, urls, block_txs_max=block_txs_max, block_wait_ms=block_wait_ms)
+        if not (home / o.node_dir / "node.json").exists():
+            add_org_node(home, o.org, o.port, urls, block_txs_max=block_txs_max, block_wait_ms=block_wait_ms)
         if not _alive(o.node_pid):
             o.node_pid = start_node_process(home, o.node_dir, logs / f"{o.org}.log")
     state = {"orgs": [o.__dict__ for o in procs], "nats": urls}
@@ -196,7 +198,7 @@ def status(home: Path) -> list[dict[str, Any]]:
             "org": o["org"],
             "url": f"http://127.0.0.1:{o['port']}",
             "node": "up" if _alive(o["node_pid"]) else "down",
-            "nats": "up" if _alive(o["nats_pid"]) else "down",
+            "nats": ("up" if _alive(o["nats_pid"]) else "down") if o["nats_port"] else "none",
         }
         try:
             h = httpx.get(row["url"] + "/v1/health", timeout=2).json()
@@ -205,6 +207,44 @@ def status(home: Path) -> list[dict[str, Any]]:
             row.update(height=None, block_hash=None, status="unreachable", forks=None)
         rows.append(row)
     return rows
+
+
+def add_org(home: Path, org_type: str = "logistics") -> dict[str, Any]:
+    """Admit a new organisation by governance (a majority of the admins sign ``consortium.add_org``), give it
+    a node of its own and start it: it catches up from the stream. Returns the receipt of the admission."""
+    from liangcao.client import Client
+    from liangcao.genesis import make_org, write_org
+    from liangcao.node.home import load_signer, member_dir
+
+    state = load_state(home)
+    orgs = [o["org"] for o in state["orgs"]]
+    new_id = f"org{len(orgs) + 1}"
+    material = make_org(new_id, org_type, f"Organisation {len(orgs) + 1} ({org_type})")
+    write_org(home, material)
+    admins = [load_signer(member_dir(home, f"{o}/admin")) for o in orgs[: len(orgs) // 2 + 1]]
+    first = state["orgs"][0]
+    with Client(f"http://127.0.0.1:{first['port']}") as client:
+        tx = client.build("consortium", "add_org", material.org_args(), admins)
+        result = client.submit(tx, wait=True, timeout_ms=30_000)
+    receipt = result.get("receipt") or {}
+    if receipt.get("code") != 0:
+        raise RuntimeError(f"the consortium refused {new_id}: {receipt.get('message')}")
+    (port,) = free_ports(1)
+    config = json.loads((home / first["node_dir"] / "node.json").read_text())
+    node_dir = add_org_node(
+        home,
+        new_id,
+        port,
+        state["nats"],
+        block_txs_max=config["block_txs_max"],
+        block_wait_ms=config["block_wait_ms"],
+    )
+    proc = OrgProcess(new_id, node_dir, port, 0, 0)
+    proc.node_pid = start_node_process(home, node_dir, home / "logs" / f"{new_id}.log")
+    state["orgs"].append(proc.__dict__)
+    _save(home, state)
+    wait_healthy(f"http://127.0.0.1:{port}", proc.node_pid)
+    return dict(receipt)
 
 
 def down(home: Path, timeout_s: float = 60) -> None:
