@@ -703,8 +703,24 @@ def bench_cmd(
     batch: Annotated[int, typer.Option(min=1, max=2000, help="transactions per HTTP batch")] = 500,
     latency_s: Annotated[float, typer.Option(min=1, max=120, help="length of the latency phase")] = 8.0,
     as_json: Annotated[bool, typer.Option("--json", help="end with one JSON object on the last line")] = False,
+    network_home: Annotated[
+        Path | None,
+        typer.Option("--network", help="a consortium started with 'network up': measure finality across its orgs"),
+    ] = None,
 ) -> None:
-    """Throughput and commit latency of a real node over HTTP, next to this machine's signature rate."""
+    """Throughput and commit latency of a real node over HTTP, next to this machine's signature rate.
+
+    With --network DIR: transactions finalised by every organisation per second, and time to finality."""
+    if network_home is not None:
+        from liangcao.node.network_bench import run_network_bench
+
+        try:
+            result = run_network_bench(network_home, txs=txs, batch=batch, latency_s=latency_s, console=console)
+        except (FileNotFoundError, RuntimeError) as exc:
+            fail(str(exc))
+        if as_json:
+            print(json.dumps(result))
+        return
     from liangcao.bench import run_bench
 
     run_bench(txs=txs, clients=clients, batch=batch, latency_s=latency_s, as_json=as_json, console=console)

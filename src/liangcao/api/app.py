@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from liangcao import __version__, encoding, limits
@@ -395,16 +396,24 @@ def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> F
             raise ApiError(400, Code.MALFORMED_TX, 'body must be {"txs": [transaction, ...]}')
         if len(doc["txs"]) > batch_txs_max:
             raise ApiError(413, Code.TOO_LARGE, f"more than batch_txs_max={batch_txs_max} transactions")
-        results: list[dict[str, Any]] = []
+        results: list[dict[str, Any] | None] = []
+        datas: list[bytes] = []
         for item in doc["txs"]:
             try:
-                data = msgspec.json.encode(item)
-                tx, status = node.submit(data)
-                results.append({"tx_id": tx.tx_id, "status": status})
-            except LiangcaoError as exc:
-                results.append({"status": "rejected", "code": exc.code, "message": exc.message})
+                datas.append(msgspec.json.encode(item))
+                results.append(None)
             except (TypeError, ValueError) as exc:
                 results.append({"status": "rejected", "code": int(Code.BAD_ENCODING), "message": str(exc)})
+        # Off the event loop: admission may wait on the ordering service (JetStream acknowledgements).
+        admitted = iter(await run_in_threadpool(node.submit_many, datas))
+        for k, r in enumerate(results):
+            if r is not None:
+                continue
+            outcome = next(admitted)
+            if isinstance(outcome, LiangcaoError):
+                results[k] = {"status": "rejected", "code": outcome.code, "message": outcome.message}
+            else:
+                results[k] = {"tx_id": outcome[0].tx_id, "status": outcome[1]}
         return {"results": results}
 
     # ---- reads ------------------------------------------------------------------------------------------

@@ -96,6 +96,18 @@ class JetStreamLink:
     def publish_tx(self, raw: bytes, tx_id: str, timeout_s: float = 5.0) -> int:
         return int(self._call(publish_tx(self.js, self.chain_id, raw, tx_id, timeout_s), timeout_s + 1))
 
+    def publish_many(self, items: list[tuple[bytes, str]], timeout_s: float = 10.0) -> list[BaseException | None]:
+        """Publish many transactions at once (their acks awaited together); an error or None for each."""
+
+        async def many() -> list[Any]:
+            return await asyncio.gather(
+                *(publish_tx(self.js, self.chain_id, raw, tx_id, timeout_s) for raw, tx_id in items),
+                return_exceptions=True,
+            )
+
+        results = self._call(many(), timeout_s + 5)
+        return [r if isinstance(r, BaseException) else None for r in results]
+
     # ---- blocks -----------------------------------------------------------------------------------------
     def follow_blocks(self, deriver: BlockDeriver, start_seq: int, on_block: Callable[[DerivedBlock], None]) -> None:
         def on(seq: int, kind: str, data: bytes) -> None:

@@ -209,6 +209,42 @@ class Node:
             self._admitted.setdefault(tx.tx_id, admitted)
         return tx, "pending"
 
+    def submit_many(self, raws: list[bytes]) -> list[tuple[Tx, str] | LiangcaoError]:
+        """Admit many transactions; for each, (tx, status) or the error that refused it.
+
+        Through JetStream the publishes go out together and their acknowledgements are awaited together, so
+        a batch costs about one round trip to the ordering service rather than one per transaction."""
+        out: list[tuple[Tx, str] | LiangcaoError | None] = [None] * len(raws)
+        if self.link is None:
+            for i, raw in enumerate(raws):
+                try:
+                    out[i] = self.submit(raw)
+                except LiangcaoError as exc:
+                    out[i] = exc
+            return [o for o in out if o is not None]
+        if self.failed is not None or self._stopping:
+            return [TxRejected(Code.NOT_READY, "the node is shutting down or has stopped") for _ in raws]
+        fresh: list[tuple[int, Tx]] = []
+        for i, raw in enumerate(raws):
+            try:
+                tx = self.check(raw)
+            except LiangcaoError as exc:
+                out[i] = exc
+                continue
+            if tx.tx_id in self._recent or self.reader().tx_seen(tx.tx_id):
+                out[i] = (tx, "committed")
+            else:
+                fresh.append((i, tx))
+        admitted = self.clock.now_ms()
+        errors = self.link.publish_many([(t.raw, t.tx_id) for _, t in fresh]) if fresh else []
+        for (i, tx), error in zip(fresh, errors, strict=True):
+            if error is None:
+                self._admitted.setdefault(tx.tx_id, admitted)
+                out[i] = (tx, "pending")
+            else:
+                out[i] = TxRejected(Code.NOT_READY, f"the ordering service did not take the transaction: {error}")
+        return [o for o in out if o is not None]
+
     def position(self, tx_id: str) -> tuple[int, int, int] | None:
         """(height, index, code) of a recently committed transaction, if the node remembers it."""
         return self._recent.get(tx_id)
