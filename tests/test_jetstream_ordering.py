@@ -140,7 +140,8 @@ async def _cluster_run(cluster: NatsCluster, consortium: Consortium) -> None:
             await asyncio.sleep(0.2)
 
     stop = asyncio.Event()
-    policy = CutPolicy(block_txs_max=50, block_wait_ms=20)
+    # Orderers cut at 20 pending while blocks hold up to 50: they must still count blocks as the peers do.
+    policy = CutPolicy(block_txs_max=20, block_wait_ms=20)
     orderers = []
     for org in ("org1", "org2"):
         onc = await _connect(cluster.urls)
@@ -152,6 +153,7 @@ async def _cluster_run(cluster: NatsCluster, consortium: Consortium) -> None:
             start_seq=1,
             policy=policy,
             now_ms=lambda: time.time() * 1000,
+            derive_txs_max=50,
         )
         orderers.append((onc, o, asyncio.create_task(o.run(stop))))
 

@@ -27,6 +27,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from liangcao.client import Client
+from liangcao.codes import Code
 from liangcao.crypto import keys
 from liangcao.demo import free_port
 from liangcao.ledger.tx import Signer, Tx
@@ -91,12 +92,14 @@ def wait_ready(client: Client, proc: subprocess.Popen[bytes], timeout_s: float =
 
 
 def submit_all(client: Client, chunks: list[list[Tx]]) -> None:
-    """Submit every chunk over the batch endpoint, resending what a full mempool turned away."""
+    """Submit every chunk over the batch endpoint, resending what a busy node turned away."""
+    busy = (int(Code.MEMPOOL_FULL), int(Code.NOT_READY))
     for chunk in chunks:
         while True:
             results = client.submit_many(chunk)
-            # a full mempool answers code 500 (MEMPOOL_FULL) per transaction: back off and resend those
-            retry = [t for t, r in zip(chunk, results, strict=True) if r.get("code") == 500]
+            # A full mempool (MEMPOOL_FULL) or an ordering service slow to acknowledge (NOT_READY) is
+            # backpressure: back off and resend those (JetStream drops a resent one it already has).
+            retry = [t for t, r in zip(chunk, results, strict=True) if r.get("code") in busy]
             if not retry:
                 break
             chunk = retry

@@ -258,13 +258,16 @@ class Orderer:
         policy: CutPolicy,
         now_ms: Callable[[], float],
         verify_cut: Callable[[CutMarker], bool] = lambda _m: True,
+        derive_txs_max: int = limits.block_txs_max,
     ) -> None:
         self.js = js
         self.chain_id = chain_id
         self.signer = signer
         self.policy = policy
         self.now_ms = now_ms
-        self.deriver = BlockDeriver(chain_id, next_height, block_txs_max=policy.block_txs_max, verify_cut=verify_cut)
+        # The orderer derives exactly as the peers do (the consortium-wide block_txs_max, not the policy's cut
+        # size): if it counted blocks differently it would cut for heights the peers are not at, and stall.
+        self.deriver = BlockDeriver(chain_id, next_height, block_txs_max=derive_txs_max, verify_cut=verify_cut)
         self.start_seq = start_seq
         self._oldest_seen: float | None = None
         self._cut_sent: tuple[int, float] | None = None  # (height, when) of our last cut not yet seen back
