@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -30,18 +29,20 @@ from liangcao.ordering.jetstream import (
     ensure_stream,
     publish_tx,
     replicas_for,
+    subject,
     subscribe_from,
+    token,
 )
 
 log = logging.getLogger("liangcao.link")
 
 
 def att_stream(chain_id: str) -> str:
-    return "LIANGCAO_ATT_" + re.sub(r"[^A-Za-z0-9_-]", "_", chain_id)
+    return "LIANGCAO_ATT_" + token(chain_id)
 
 
 def att_subject(chain_id: str) -> str:
-    return f"lc.{re.sub(r'[^A-Za-z0-9_-]', '_', chain_id)}.att"
+    return subject(chain_id, "att")
 
 
 class JetStreamLink:

@@ -42,12 +42,17 @@ TX = "tx"
 CUT = "cut"
 
 
+def token(chain_id: str) -> str:
+    """The chain id as one NATS subject token / stream name part (no dots, spaces or wildcards)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", chain_id)
+
+
 def stream_name(chain_id: str) -> str:
-    return "LIANGCAO_" + re.sub(r"[^A-Za-z0-9_-]", "_", chain_id)
+    return "LIANGCAO_" + token(chain_id)
 
 
 def subject(chain_id: str, kind: str) -> str:
-    return f"lc.{re.sub(r'[^A-Za-z0-9_-]', '_', chain_id)}.{kind}"
+    return f"lc.{token(chain_id)}.{kind}"
 
 
 def replicas_for(organisations: int) -> int:
@@ -218,7 +223,7 @@ async def subscribe_from(js: Any, chain_id: str, start_seq: int, cb: Callable[[i
 
     config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start_seq))
     return await js.subscribe(
-        f"lc.{re.sub(r'[^A-Za-z0-9_-]', '_', chain_id)}.*",
+        subject(chain_id, "*"),
         stream=stream_name(chain_id),
         cb=handler,
         ordered_consumer=True,

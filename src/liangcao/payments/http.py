@@ -49,6 +49,8 @@ class Backend(Protocol):
     def get_account_balances(self, f: AccountFilter) -> list[AccountBalance]: ...
 
 
+# The wire forms are objects with named fields, while types.Account/Transfer are array-like (compact in the
+# log); msgspec fixes that per type, hence these object-form twins with the create fields only.
 class AccountIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     id: int
     ledger: int
