@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,9 +40,17 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def eng(tmp_path: Path, clock: Clock) -> Iterator[Engine]:
-    e = Engine(tmp_path / "pay", clock=clock)
+@pytest.fixture(params=["embedded", "postgres"])
+def eng(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iterator[Any]:
+    """Each rule test runs on both backends: the embedded engine and PostgreSQL."""
+    e: Any
+    if request.param == "embedded":
+        e = Engine(tmp_path / "pay", clock=clock)
+    else:
+        from liangcao.payments.postgres import PostgresBackend
+
+        e = PostgresBackend(request.getfixturevalue("pg_dsn"), clock=clock)
+        e.reset()
     assert e.create_accounts(
         [
             Account(1, ledger=156, code=1),  # the platform's settlement account (may go negative)
@@ -227,7 +236,7 @@ def test_queries_account_transfers_and_balance_history(eng: Engine) -> None:
 
 
 def test_bad_batches_are_refused_whole(eng: Engine) -> None:
-    before = eng.digest()
+    before = eng.lookup_accounts([1, 2, 3, 4, 5])
     with pytest.raises(PaymentsError) as exc:
         eng.create_transfers([T(1000 + k, 1, 3, 1) for k in range(limits.pay_batch_events_max + 1)])
     assert "pay_batch_events_max" in exc.value.message
@@ -236,7 +245,8 @@ def test_bad_batches_are_refused_whole(eng: Engine) -> None:
     assert exc.value.message.startswith("bad batch")
     with pytest.raises(PaymentsError):
         eng.create_transfers([T(112, 1, 3, 1), {"id": 5}])  # type: ignore[list-item]
-    assert eng.digest() == before
+    assert eng.lookup_accounts([1, 2, 3, 4, 5]) == before
+    assert eng.lookup_transfers([110, 112]) == []
 
 
 def test_big_ids_and_amounts_are_exact(eng: Engine) -> None:
@@ -248,7 +258,8 @@ def test_big_ids_and_amounts_are_exact(eng: Engine) -> None:
     assert eng.create_transfers([T(big + 5, big, big + 1, U128_MAX)]) == [R.OVERFLOWS_DEBITS_POSTED]
 
 
-def test_a_second_engine_on_the_same_folder_is_refused(eng: Engine) -> None:
-    with pytest.raises(PaymentsError) as exc:
-        Engine(eng.path)
-    assert "in use" in exc.value.message
+def test_a_second_engine_on_the_same_folder_is_refused(tmp_path: Path) -> None:
+    with Engine(tmp_path / "pay"):
+        with pytest.raises(PaymentsError) as exc:
+            Engine(tmp_path / "pay")
+        assert "in use" in exc.value.message
