@@ -118,11 +118,13 @@ class Ledger:
         sealer: Signer,
         sig_ok: Mapping[str, bool] | None = None,
         parsed: Sequence[Tx] | None = None,
+        meta: dict[str, str] | None = None,
     ) -> tuple[blk.Block, Execution]:
-        """Execute, seal and durably commit the next block (the solo orderer's path)."""
+        """Execute, seal and durably commit the next block (the solo orderer's path, and a consortium peer's
+        for a block derived from the stream, with its stream position in ``meta``)."""
         header, ex = self.execute_next(txs, time_ms, sig_ok, parsed)
         block = blk.Block(header, blk.Seal.make(sealer.key, sealer.cert, header.hash), tuple(txs))
-        self.store.commit_block(block, ex)
+        self.store.commit_block(block, ex, meta=meta)
         self._head = header
         return block, ex
 

@@ -208,10 +208,13 @@ class Store:
         ]
 
     # ---- commit -----------------------------------------------------------------------------------------
-    def commit_block(self, block: Block, execution: Execution, *, derived_only: bool = False) -> None:
+    def commit_block(
+        self, block: Block, execution: Execution, *, derived_only: bool = False, meta: dict[str, str] | None = None
+    ) -> None:
         """Write a block and everything it implies in one SQLite transaction (all or nothing, durable).
 
-        ``derived_only`` writes only the derived tables, for rebuilding from blocks already stored.
+        ``derived_only`` writes only the derived tables, for rebuilding from blocks already stored;
+        ``meta`` entries are written in the same transaction (a consortium peer's stream position).
         """
         h = block.header.height
         with self.lock:
@@ -236,6 +239,8 @@ class Store:
                         [(h, i, execution.codes[i], r) for i, r in enumerate(execution.receipts)],
                     )
                 self._write_derived(h, execution)
+                for name, value in (meta or {}).items():
+                    self._db.execute("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", (name, value))
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:

@@ -342,23 +342,21 @@ class Node:
                     with contextlib.suppress(LiangcaoError):  # the executor records a malformed one's code
                         parsed.append(txm.parse(raw))
                 sig_ok = SigVerifier.gather(self.verifier.submit(parsed)) if parsed else {}
+                # The stream position is written with the block, in one transaction: a restart resumes
+                # exactly after the last committed block.
+                resume = {
+                    "height": derived.height,
+                    "resume_seq": derived.resume_seq,
+                    "cut_seq": derived.cut_seq,
+                    "time_ms": derived.time_ms,
+                }
                 block, ex = self.ledger.produce(
                     list(derived.txs),
                     derived.time_ms,
                     self.orderer,
                     sig_ok,
                     parsed if len(parsed) == len(derived.txs) else None,
-                )
-                self.ledger.store.set_meta(
-                    self.RESUME_META,
-                    json.dumps(
-                        {
-                            "height": derived.height,
-                            "resume_seq": derived.resume_seq,
-                            "cut_seq": derived.cut_seq,
-                            "time_ms": derived.time_ms,
-                        }
-                    ),
+                    meta={self.RESUME_META: json.dumps(resume)},
                 )
                 att = self._attest(block.header)
                 assert self.link is not None
