@@ -46,14 +46,16 @@ def _flags(text: str, enum: type[AccountFlags] | type[TransferFlags]) -> int:
 def _call(url: str, data: Path | None, op: str, payload: Any) -> Any:
     """Run one operation through the service, or through the engine folder with ``--data``."""
     if data is not None:
-        from liangcao.payments import Account, AccountFilter, Engine, PaymentsError, Transfer
+        from liangcao.payments import AccountFilter, Engine, PaymentsError
+        from liangcao.payments.http import accounts_from_json, transfers_from_json
 
         try:
             with Engine(data) as e:
+                # The same strict wire form as the service: unknown fields or non-integers are refused.
                 if op == "accounts":
-                    return {"results": e.create_accounts([Account(**a) for a in payload])}
+                    return {"results": e.create_accounts(accounts_from_json(json.dumps(payload).encode()))}
                 if op == "transfers":
-                    return {"results": e.create_transfers([Transfer(**t) for t in payload])}
+                    return {"results": e.create_transfers(transfers_from_json(json.dumps(payload).encode()))}
                 if op == "lookup_accounts":
                     return [_plain(a) for a in e.lookup_accounts(payload)]
                 if op == "lookup_transfers":

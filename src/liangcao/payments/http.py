@@ -87,6 +87,25 @@ _STATUS: dict[int, int] = {Code.TOO_LARGE: 413, Code.NOT_READY: 503, Code.NOT_FO
 _STATUS_NAMES = {int(s): s.name.lower() for s in TransferStatus}
 
 
+def decode(decoder: msgspec.json.Decoder[Any], data: bytes) -> Any:
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise PaymentsError(Code.INVALID_ARGUMENT, f"invalid body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise PaymentsError(Code.BAD_ENCODING, f"body is not JSON: {exc}") from None
+
+
+def accounts_from_json(data: bytes) -> list[Account]:
+    """Accounts from a JSON array of objects (the wire form), strictly checked; PaymentsError if not."""
+    return [Account(**_as_dict(a)) for a in decode(_accounts_in, data)]
+
+
+def transfers_from_json(data: bytes) -> list[Transfer]:
+    """Transfers from a JSON array of objects (the wire form), strictly checked; PaymentsError if not."""
+    return [Transfer(**_as_dict(t)) for t in decode(_transfers_in, data)]
+
+
 def _schema(t: Any) -> dict[str, Any]:
     schema, components = msgspec.json.schema_components([t], ref_template="#/components/schemas/{name}")
     (one,) = schema
@@ -178,25 +197,15 @@ def create_app(backend: Backend, *, serialize: bool = False, expire_every_s: flo
                 )
         return bytes(data)
 
-    def decode(decoder: msgspec.json.Decoder[Any], data: bytes) -> Any:
-        try:
-            return decoder.decode(data)
-        except msgspec.ValidationError as exc:
-            raise PaymentsError(Code.INVALID_ARGUMENT, f"invalid body: {exc}") from None
-        except msgspec.DecodeError as exc:
-            raise PaymentsError(Code.BAD_ENCODING, f"body is not JSON: {exc}") from None
-
     @app.post("/v1/accounts", openapi_extra={"requestBody": _schema(list[AccountIn])}, summary="Create accounts")
     async def create_accounts(request: Request) -> Response:
-        items = decode(_accounts_in, await body(request))
-        accounts = [Account(**_as_dict(a)) for a in items]
+        accounts = accounts_from_json(await body(request))
         codes = await _run(call, backend.create_accounts, accounts)
         return _json(_results(codes, CreateAccountResult))
 
     @app.post("/v1/transfers", openapi_extra={"requestBody": _schema(list[TransferIn])}, summary="Create transfers")
     async def create_transfers(request: Request) -> Response:
-        items = decode(_transfers_in, await body(request))
-        transfers = [Transfer(**_as_dict(t)) for t in items]
+        transfers = transfers_from_json(await body(request))
         codes = await _run(call, backend.create_transfers, transfers)
         return _json(_results(codes, CreateTransferResult))
 
