@@ -165,6 +165,10 @@ def create_app(backend: Backend, *, serialize: bool = False, expire_every_s: flo
         with lock:
             return fn(*args)
 
+    def transfers_with_status(ids: list[int]) -> list[dict[str, Any]]:
+        # Lookup and statuses in one call on the thread pool: the backend never blocks the event loop.
+        return [_transfer_out(t, backend.transfer_status(t.id)) for t in backend.lookup_transfers(ids)]
+
     @app.exception_handler(LiangcaoError)
     async def _liangcao(_: Request, exc: LiangcaoError) -> JSONResponse:
         return _err(_STATUS.get(exc.code, 400), exc.code, exc.message, exc.detail)
@@ -218,8 +222,7 @@ def create_app(backend: Backend, *, serialize: bool = False, expire_every_s: flo
     @app.post("/v1/transfers/lookup", openapi_extra={"requestBody": _schema(Ids)}, summary="Look up transfers")
     async def lookup_transfers(request: Request) -> Response:
         ids = decode(_ids_in, await body(request)).ids
-        found = await _run(call, backend.lookup_transfers, ids)
-        return _json([_transfer_out(t, call(backend.transfer_status, t.id)) for t in found])
+        return _json(await _run(call, transfers_with_status, ids))
 
     @app.get("/v1/accounts/{account_id}", summary="One account")
     async def get_account(account_id: int) -> Response:
@@ -230,10 +233,10 @@ def create_app(backend: Backend, *, serialize: bool = False, expire_every_s: flo
 
     @app.get("/v1/transfers/{transfer_id}", summary="One transfer")
     async def get_transfer(transfer_id: int) -> Response:
-        found = await _run(call, backend.lookup_transfers, [transfer_id])
+        found = await _run(call, transfers_with_status, [transfer_id])
         if not found:
             raise PaymentsError(Code.NOT_FOUND, f"no transfer {transfer_id}")
-        return _json(_transfer_out(found[0], call(backend.transfer_status, transfer_id)))
+        return _json(found[0])
 
     def _filter(
         account_id: int,
