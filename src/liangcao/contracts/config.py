@@ -14,12 +14,16 @@ It lives under the ``consortium/`` key space, written only by the system contrac
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
 from liangcao.crypto import keys
-from liangcao.crypto.identity import CertCache, CertInfo
+from liangcao.crypto.identity import CertCache, CertificateError, CertInfo
+from liangcao.errors import LiangcaoError
+from liangcao.ledger import block as blk
 from liangcao.ledger.state import StateView
 
 PREFIX = "consortium/"
@@ -67,6 +71,36 @@ class Config:
     def quorum_size(self, policy: str) -> int:
         n = len(self.active_orgs)
         return next((k for k in range(n + 1) if self.threshold_met(policy, k)), n + 1)
+
+    def member_org(self, info: CertInfo, certs: CertCache, role: str | None = None) -> str | None:
+        """The organisation ``info`` speaks for under this configuration, or None if it speaks for none.
+
+        A certificate counts only if its organisation is active, its type is the organisation's, it was
+        issued by the organisation's *current* CA, it is not revoked and (if ``role`` is given) it has that
+        role. A self-signed certificate that merely names an organisation never counts.
+        """
+        org = self.orgs.get(info.org)
+        if org is None or not org.active or info.is_ca or info.org_type != org.type:
+            return None
+        if role is not None and info.role != role:
+            return None
+        if info.fingerprint in self.revoked or not certs.issued_by(info, org.ca):
+            return None
+        return info.org
+
+    def attesting_org(self, att: Mapping[str, Any], certs: CertCache) -> str | None:
+        """The organisation whose peer signed attestation ``att``, if the signature verifies and the peer
+        is a current, unrevoked peer of an active organisation; None for anything else (never raises).
+
+        Finality, fork alarms, the explorer, audit and the verify bundle all count attestations through
+        this one rule: an attestation by anyone else says nothing.
+        """
+        try:
+            blk.check_attestation(att)
+            info = certs.parse(keys.unb64(att["cert"]))
+        except (LiangcaoError, CertificateError, KeyError, TypeError, ValueError):
+            return None
+        return self.member_org(info, certs, role="peer")
 
 
 def version_of(view: StateView) -> int:
