@@ -437,14 +437,17 @@ app.add_typer(trace_app, name="trace")
 
 def _epcis_document(file: Path) -> dict[str, Any]:
     """An EPCIS document from a JSON-LD or XML file (XML read as the JSON-LD it means)."""
+    from liangcao.trace.depth import TooDeep, check_json
     from liangcao.trace.xml import XmlRefused, looks_like_xml, read
 
     try:
         data = file.read_bytes()
+        if not looks_like_xml(data):
+            check_json(data, "the document")  # before json.loads recurses into it
         document = read(data) if looks_like_xml(data) else json.loads(data.decode("utf-8"))
     except OSError as exc:
         fail(f"cannot read {file}: {exc.strerror}")
-    except XmlRefused as exc:
+    except (XmlRefused, TooDeep) as exc:
         fail(f"{file}: {exc}")
     except (ValueError, UnicodeDecodeError) as exc:
         fail(f"{file} is neither JSON nor XML: {exc}")
@@ -646,9 +649,12 @@ def verify_proof_cmd(
     anchored event hashing to its id, and attestations by organisations whose CA is trusted.
     """
     from liangcao.ledger.block import verify_proof_dict
+    from liangcao.trace.depth import check_json
 
     try:
-        proof = json.loads(file.read_text())
+        text = file.read_text()
+        check_json(text, "the file")  # a bundle from anywhere: refused before json.loads recurses into it
+        proof = json.loads(text)
     except (OSError, ValueError) as exc:
         fail(f"cannot read {file}: {exc}")
     if isinstance(proof, dict) and "events" in proof and "organisations" in proof:

@@ -68,6 +68,7 @@ trace_events_per_tx_max = 64  # events anchored by one capture transaction
 trace_event_bytes_max = 24 * 1024  # one event's JSON (it is stored whole, within value_bytes_max)
 trace_ids_per_event_max = 500  # identifiers (EPCs, classes, parent) indexed for one event
 trace_context_bytes_max = 4 * 1024  # a document's @context, carried with its events for the hash
+trace_depth_max = 32  # nesting of arrays/objects in an EPCIS document, event or @context, and of XML elements
 dg_ciphertext_b64_max = 16 * 1024  # a sealed dangerous-goods declaration, base64 (its JSON is a few hundred bytes)
 dg_terminals_max = 8  # terminals named in one declaration
 dg_readers_max = dg_terminals_max + 2  # wraps of a declaration's data key: shipper, carrier and the terminals

@@ -25,6 +25,7 @@ import msgspec
 from liangcao.crypto import identity, keys
 from liangcao.errors import LiangcaoError
 from liangcao.ledger import block as blk
+from liangcao.trace.depth import TooDeep, check_json
 from liangcao.trace.hashing import Hasher, hash_of_prehash
 
 _exact = msgspec.json.Decoder(float_hook=Decimal)
@@ -86,6 +87,8 @@ def _check_event(ev: dict[str, Any], chain_id: str, cas: dict[str, identity.Cert
     if tx_p.get("header") != rc_p.get("header") or tx_p.get("index") != rc_p.get("index"):
         out.problems.append("the transaction and receipt proofs are for different places")
     try:
+        for leaf in (tx_p["leaf"], rc_p["leaf"]):
+            check_json(leaf, "a proof leaf")  # a bundle comes from anywhere: no decoder recursion on its say-so
         tx, receipt = json.loads(tx_p["leaf"]), json.loads(rc_p["leaf"])
         body = tx["body"]
         if body["contract"] != "trace" or body["method"] != "capture" or body["chain_id"] != chain_id:
@@ -95,10 +98,16 @@ def _check_event(ev: dict[str, Any], chain_id: str, cas: dict[str, identity.Cert
             out.problems.append("the receipt does not record this event as captured")
         else:
             args = body["args"]
-            event = _exact.decode(args["events"][ids.index(out.id)])
+            text = args["events"][ids.index(out.id)]
+            check_json(text, "the anchored event")
+            event = _exact.decode(text)
+            if args.get("context"):
+                check_json(args["context"], "the anchored context")
             context = _exact.decode(args["context"]) if args.get("context") else None
             if hash_of_prehash(Hasher(context, args.get("ignore") or []).event(event)) != out.id:
                 out.problems.append("the anchored event does not hash to its id")
+    except TooDeep as exc:
+        out.problems.append(f"the proof is malformed: {exc}")
     except (KeyError, TypeError, ValueError, IndexError, msgspec.DecodeError):
         out.problems.append("the proof is malformed")
     block_hash = str(tx_p.get("block_hash", ""))

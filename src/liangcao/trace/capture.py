@@ -4,7 +4,8 @@ The same code serves the node's ``/epcis/v2/capture`` endpoint (signing with a k
 caller) and the SDK and CLI (signing on the caller's side):
 
 1. ``parse`` reads the document (JSON-LD, or XML translated to JSON-LD by ``liangcao.trace.xml``) and
-   refuses what is not an object, or too large;
+   refuses what is not an object, too large, or nested deeper than ``trace_depth_max`` (``VALUE_TOO_DEEP``,
+   found before anything recursive reads it: ``liangcao.trace.depth``);
 2. ``prepare`` validates it against GS1's schema (problems name the event and the field), checks what the
    ledger needs of each event (``liangcao.trace.facts``) and computes every event's hash id;
 3. ``pack`` groups the events into transactions within ``trace_events_per_tx_max``, the transaction size
@@ -28,6 +29,7 @@ from liangcao import limits
 from liangcao.codes import Code
 from liangcao.errors import LiangcaoError
 from liangcao.ledger import tx as txm
+from liangcao.trace.depth import TooDeep, check_json
 from liangcao.trace.facts import BadEvent, facts
 from liangcao.trace.hashing import Hasher, events_of, hash_of_prehash, ignored_fields
 from liangcao.trace.validate import Problem, validate_document
@@ -73,13 +75,18 @@ def as_json(data: bytes) -> bytes:
         return _encode(read(data))
     except XmlRefused as exc:
         raise CaptureRefused(Code.BAD_ENCODING, str(exc)) from exc
+    except TooDeep as exc:
+        raise CaptureRefused(Code.VALUE_TOO_DEEP, str(exc)) from exc
 
 
 def parse(data: bytes) -> Any:
     """The document in ``data`` (JSON-LD). Raises CaptureRefused."""
     data = as_json(data)
     try:
+        check_json(data, "the document")  # before the decoder recurses into it
         document = msgspec.json.decode(data)
+    except TooDeep as exc:
+        raise CaptureRefused(Code.VALUE_TOO_DEEP, str(exc)) from exc
     except msgspec.DecodeError as exc:
         raise CaptureRefused(Code.BAD_ENCODING, f"document is not JSON: {exc}") from exc
     if not isinstance(document, dict):
@@ -141,11 +148,12 @@ def prepare(data: bytes, *, single: bool = False) -> Prepared:
             continue
         try:
             f = facts(event, limits.trace_ids_per_event_max)
-        except BadEvent as exc:
+            hash_id = hash_of_prehash(hasher.event(event))
+        except (BadEvent, TooDeep) as exc:
             bad.append(Problem(n, where, str(exc)))
             continue
         out.texts.append(text)
-        out.ids.append(hash_of_prehash(hasher.event(event)))
+        out.ids.append(hash_id)
         out.writes.append(3 + len({i for _, i in f.ids}) + len(f.places))
     if bad:
         raise CaptureRefused(Code.INVALID_ARGUMENT, f"{len(bad)} event(s) cannot be anchored: {bad[0]}", bad)

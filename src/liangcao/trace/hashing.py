@@ -19,6 +19,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
+from liangcao.trace.depth import check_value
 from liangcao.trace.identifiers import normalise_identifier
 
 HASH_VERSION = "CBV2.0"
@@ -156,15 +157,30 @@ class Hasher:
 
     # ---- structures -------------------------------------------------------------------------------------
     def extension(self, name: str, value: Any) -> list[str]:
-        """``{ns}local=value`` strings for one user extension (several if it holds a list)."""
-        key = self.key(name)
-        if isinstance(value, list):
-            return [s for item in value for s in self.extension(name, item)]
-        if isinstance(value, Mapping):
-            inner = sorted(s for k, v in value.items() if k not in ("#text",) for s in self.extension(k, v))
-            text = f"={self.value(value['#text'])}" if "#text" in value else ""
-            return [key + text + "".join(inner)]
-        return [f"{key}={self.value(value)}"]
+        """``{ns}local=value`` strings for one user extension (several if it holds a list).
+
+        A list gives one string per member; an object gives ``{ns}local`` (``=text`` if it has ``#text``)
+        followed by its members' strings, sorted. Written as a loop over an explicit stack rather than a
+        recursion, so how deep the caller's stack is never matters.
+        """
+        out: list[str] = []
+        # ("visit", name, value, sink): append the strings of one value to sink;
+        # ("close", head, inner, sink): all of an object's members are in inner: append its string to sink.
+        stack: list[tuple[str, str, Any, list[str]]] = [("visit", name, value, out)]
+        while stack:
+            op, n, v, sink = stack.pop()
+            if op == "close":
+                sink.append(n + "".join(sorted(v)))
+            elif isinstance(v, list):
+                stack.extend(("visit", n, item, sink) for item in reversed(v))
+            elif isinstance(v, Mapping):
+                inner: list[str] = []
+                text = f"={self.value(v['#text'])}" if "#text" in v else ""
+                stack.append(("close", self.key(n) + text, inner, sink))
+                stack.extend(("visit", k, c, inner) for k, c in reversed(list(v.items())) if k != "#text")
+            else:
+                sink.append(f"{self.key(n)}={self.value(v)}")
+        return out
 
     def _extension_strings(self, obj: Mapping[str, Any], known: set[str] | tuple[str, ...]) -> list[str]:
         return [
@@ -185,6 +201,12 @@ class Hasher:
         return "".join(out)
 
     def event(self, event: Mapping[str, Any]) -> str:
+        """The pre-hash string of one event. Raises TooDeep if it nests deeper than ``trace_depth_max``.
+
+        The walk below recurses into user extensions; checking the depth first (without recursion) keeps
+        it a few dozen frames deep, so the outcome never depends on how deep the caller's stack is.
+        """
+        check_value(event, "the event")
         parts = [f"eventType={event.get('type', '')}"]
         tail: list[str] = []
         for name in ORDER:

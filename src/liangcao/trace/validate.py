@@ -20,6 +20,8 @@ from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
+from liangcao import limits
+from liangcao.trace.depth import value_depth
 from liangcao.trace.facts import EVENT_TYPES
 
 ROOT_SCHEMA = "EPCIS-JSON-Schema-root.json"
@@ -86,13 +88,25 @@ def _fast(directory: str) -> Any:
     )
 
 
+def _too_deep(document: Any) -> list[Problem]:
+    """A document nested deeper than ``trace_depth_max`` is refused before either validator walks it."""
+    if value_depth(document, limits.trace_depth_max) > limits.trace_depth_max:
+        return [Problem(None, "$", f"the document nests deeper than trace_depth_max={limits.trace_depth_max}")]
+    return []
+
+
 def is_valid(document: Any, directory: Path | None = None) -> bool:
     """Whether ``document`` satisfies the schema (the fast check; see :func:`validate_document` for why not)."""
+    if _too_deep(document):
+        return False
     return bool(_fast(str(directory or schema_dir())).is_valid(document)) and not _unknown_types(document)
 
 
 def validate_document(document: Any, directory: Path | None = None) -> list[Problem]:
     """Every schema violation of an EPCIS document (empty when it is valid), most specific first."""
+    deep = _too_deep(document)
+    if deep:
+        return deep
     where = str(directory or schema_dir())
     if _fast(where).is_valid(document):
         return _unknown_types(document)

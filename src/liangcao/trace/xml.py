@@ -16,6 +16,8 @@ The mapping follows the EPCIS 2.0 standard's XML/JSON correspondence:
   sensor values become exact decimals, ``booleanValue`` a boolean.
 
 Parsing goes through ``defusedxml``: entity expansion and external DTDs, the classic XML bombs, are refused.
+Elements nested deeper than ``limits.trace_depth_max`` are refused while parsing (``TooDeep``), before the
+translation below, which recurses once per level, walks them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from xml.etree.ElementTree import Element
 
 import defusedxml.ElementTree as safe_et
 from defusedxml import DefusedXmlException
+
+from liangcao import limits
+from liangcao.trace.depth import TooDeep
 
 EVENT_TYPES = ("ObjectEvent", "AggregationEvent", "TransactionEvent", "TransformationEvent", "AssociationEvent")
 CONTEXT_URL = "https://ref.gs1.org/standards/epcis/epcis-context.jsonld"
@@ -263,11 +268,33 @@ def _event_elements(root: Element) -> list[Element]:
     return events
 
 
+def _parse(data: bytes) -> tuple[Element, list[tuple[str, str]]]:
+    """The root element and the namespace declarations, in one pass that stops at ``trace_depth_max``."""
+    declared: list[tuple[str, str]] = []
+    depth = 0
+    parser = safe_et.iterparse(io.BytesIO(data), events=("start", "end", "start-ns"))
+    for kind, item in parser:
+        if kind == "start":
+            depth += 1
+            if depth > limits.trace_depth_max:
+                raise TooDeep("the XML document")
+        elif kind == "end":
+            depth -= 1
+        else:
+            declared.append(item)
+    root = parser.root  # type: ignore[attr-defined]
+    if root is None:  # pragma: no cover - a well-formed document has a root
+        raise XmlRefused("the document has no root element")
+    return root, declared
+
+
 def read(data: bytes) -> dict[str, Any]:
-    """The EPCIS (query) document in the XML ``data`` as a JSON-LD document. Raises XmlRefused."""
+    """The EPCIS (query) document in the XML ``data`` as a JSON-LD document.
+
+    Raises XmlRefused, or TooDeep for elements nested deeper than ``trace_depth_max``.
+    """
     try:
-        declared = [ns for _, ns in safe_et.iterparse(io.BytesIO(data), events=("start-ns",))]
-        root = safe_et.fromstring(data)
+        root, declared = _parse(data)
     except DefusedXmlException as exc:
         raise XmlRefused(
             f"the XML uses a forbidden construct ({type(exc).__name__}): DTDs and entities are refused"

@@ -15,6 +15,11 @@ client cannot anchor an event under a made-up id), checks the capturer's permiss
 ``trace/d/<eventID>``                  a declared ``eventID`` other than the hash id -> hex (first wins)
 =====================================  ==========================================================
 
+Every event text and the context are checked to nest no deeper than ``limits.trace_depth_max`` before they
+are decoded (``TOO_DEEP``, 2102): decoding and hashing recurse once per level, and a limit counted in the
+interpreter's frames would make the outcome depend on the caller's stack (the node, ``audit`` and ``node
+rebuild`` run the contract at different depths), so the bound is this explicit one.
+
 The same event captured again (same hash id) is recognised: it is reported as ``duplicate`` and changes
 nothing. ``<time13>`` is the event time in ms, zero-padded, so each index lists an item's events in time
 order.
@@ -39,6 +44,7 @@ from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, NoArgs, Signer, query, transaction
 from liangcao.contracts.consortium import governance_quorum
 from liangcao.crypto.identity import ORG_TYPES
+from liangcao.trace.depth import TooDeep, check_json
 from liangcao.trace.facts import INPUT, INPUT_QTY, BadEvent, Facts, facts
 from liangcao.trace.hashing import Hasher, hash_of_prehash
 
@@ -99,6 +105,7 @@ NO_POLICY: dict[str, Any] = {"own": False, "steps": []}
 class TraceCode(IntEnum):
     BAD_EVENT = 2100  # the event cannot be anchored (type, time, identifiers, JSON)
     NOT_PERMITTED = 2101  # the recording organisation's type may not record this event
+    TOO_DEEP = 2102  # an event or the context nests deeper than limits.trace_depth_max
 
 
 Prefix = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4,12}$")]
@@ -195,7 +202,10 @@ class Trace(Contract):
         """Anchor events; each result is ``{id, status}`` with status ``captured`` or ``duplicate``."""
         signer = ctx.require_role(*ACTING_ROLES)
         try:
+            check_json(a.context, "the context")  # before anything recursive reads it: see the module notes
             context = _decoder.decode(a.context) if a.context else None
+        except TooDeep as exc:
+            ctx.fail(TraceCode.TOO_DEEP, str(exc))
         except msgspec.DecodeError as exc:
             ctx.fail(TraceCode.BAD_EVENT, f"context is not JSON: {exc}")
         hasher = Hasher(context, a.ignore)
@@ -207,11 +217,17 @@ class Trace(Contract):
             if len(text.encode()) > limits.trace_event_bytes_max:
                 ctx.fail(TraceCode.BAD_EVENT, f"event {n} is larger than trace_event_bytes_max")
             try:
+                check_json(text, f"event {n}")
                 event = _decoder.decode(text)
                 f = facts(event, limits.trace_ids_per_event_max)
                 hash_id = hash_of_prehash(hasher.event(event))
+            except TooDeep as exc:
+                ctx.fail(TraceCode.TOO_DEEP, str(exc))
             except (msgspec.DecodeError, BadEvent) as exc:
                 ctx.fail(TraceCode.BAD_EVENT, f"event {n}: {exc}")
+            except (RecursionError, MemoryError):
+                # Never a business outcome: it depends on the caller's stack or the machine, not the event.
+                raise
             except Exception as exc:  # a malformed value deep inside (a list where a string belongs, ...)
                 ctx.fail(TraceCode.BAD_EVENT, f"event {n} is malformed: {type(exc).__name__}")
             hx = hash_id[len("ni:///sha-256;") : len("ni:///sha-256;") + 64]
