@@ -2,32 +2,89 @@
 
 Theory of operation
 -------------------
-The audit replays every stored block into a fresh in-memory state with a fresh runtime and checks, for
-each block: the row's hash against its header bytes, canonical header and seal bytes, the link to the
-previous block, time order, the seal's signature and the sealer's right to seal, the transaction rows
-(their order, ids and count, the tx root), every signature and certificate (by re-execution), every
-receipt byte for byte and the receipt root, the ``consumed`` flags, and the state hash. After the last block it
-compares the derived tables (``state``, ``history``, ``events``) row by row with what the replay produced,
-and checks that no table holds rows for blocks that do not exist. Every difference becomes a
-:class:`Finding` naming its table and its place (a height and index, or a key). An untouched store gives
-no findings.
+The audit reads the database through a read-only connection of its own and checks, in this order:
+
+1. **Storage classes.** SQLite column types are advisory: a BLOB written as TEXT still compares equal once
+   decoded, so the storage class (``typeof``) of every column is checked against the schema first.
+2. **Blocks, by replay.** Every stored block is replayed into a fresh in-memory state with a fresh runtime:
+   the row's hash against its header bytes, canonical header and seal bytes, the link to the previous
+   block, time order, the seal's signature and the sealer's right to seal, the transaction rows (order, ids,
+   count, tx root), every signature and certificate (by re-execution), every receipt byte for byte and the
+   receipt root, the ``consumed`` flags, and the state hash.
+3. **Pins from outside the store.** The genesis block's hash must be the pinned genesis (the network
+   folder's ``genesis.json`` or ``--genesis-hash``): a store replaced by another chain's is self-consistent,
+   so only a pin catches it. A pinned head (``expect_head``) must be present with its hash.
+4. **Attestation rows.** Each row must be canonical, name the chain, its row's height and member, carry the
+   stored block's hashes, verify, and be signed by a *trusted peer*
+   (:meth:`liangcao.contracts.config.Config.attesting_org`) under a configuration in force at that height
+   or later (see :func:`_trusted_org` for why not only the one at that height). A row for a height above
+   the head means blocks were removed after they were attested.
+5. **Evidence from outside the store** (``evidence``: attestations the network holds, e.g. the chain's
+   JetStream attestation stream): a trusted attestation of a height the store holds must carry its hashes;
+   one of a height above the head *by this node's own peer* (``peer``) proves the node committed a block
+   the store no longer has: a rollback. (Another organisation's attestations above the head only show that
+   the network is ahead: a stopped node lags honestly, so they are a note, not a finding.)
+6. **Meta rows.** Only ``schema_version`` and a consortium peer's ``jetstream_resume`` (its stream position,
+   written in the same transaction as each block it commits) exist; the position must be exactly the head's.
+7. **Derived tables** (``state``, ``history``, ``events``) row by row against the replay, and no rows for
+   blocks that do not exist.
+
+Every difference becomes a :class:`Finding` naming its table and its place (a height and index, a key, a
+meta name). An untouched store gives no findings.
+
+What a rollback can and cannot be detected from: an attacker who can write the disk but holds no keys
+cannot forge a block or an attestation, but can delete the last blocks together with everything derived
+from them, leaving a store that is exactly what the node held earlier (or simply restore an old backup).
+Nothing inside such a store contradicts it, and nothing the node signs and keeps on the same disk helps
+(signed rows can be deleted as well as blocks). Only evidence held elsewhere does: the network's copies of
+this node's attestations, or a head pinned by the operator. The audit therefore finds a careless rollback
+from the store alone (attestations or a stream position above the head, rows of missing blocks) and a
+careful one only with ``evidence``/``peer`` or ``expect_head``.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from liangcao import encoding
+from liangcao.contracts import config as cfgmod
+from liangcao.crypto.identity import CertCache
 from liangcao.errors import LiangcaoError
 from liangcao.ledger import block as blk
 from liangcao.ledger import executor
 from liangcao.ledger.executor import Runtime
 from liangcao.ledger.state import MemoryState, Overlay, StateView
 from liangcao.ledger.store import SCHEMA_VERSION, Store
+
+#: The meta row a consortium peer writes with every block it commits (``liangcao.node.node.Node``).
+RESUME_META = "jetstream_resume"
+RESUME_FIELDS = ("height", "resume_seq", "cut_seq", "time_ms")
+KNOWN_META = ("schema_version", RESUME_META)
+ATTESTATION_FIELDS = frozenset({"chain_id", "height", "block_hash", "state_hash", "cert", "sig"})
+
+_INT, _TEXT, _BLOB = ("integer",), ("text",), ("blob",)
+#: table -> (primary key columns, {column: the storage classes the store writes})
+COLUMNS: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] = {
+    "meta": (("name",), {"name": _TEXT, "value": _TEXT}),
+    "blocks": (("height",), {"height": _INT, "hash": _TEXT, "header": _BLOB, "seal": _BLOB}),
+    "txs": (("height", "idx"), {"height": _INT, "idx": _INT, "tx_id": _TEXT, "raw": _BLOB, "consumed": _INT}),
+    "receipts": (("height", "idx"), {"height": _INT, "idx": _INT, "code": _INT, "receipt": _BLOB}),
+    "state": (("key",), {"key": _BLOB, "value": _BLOB, "height": _INT}),
+    "history": (
+        ("key", "height", "idx"),
+        {"key": _BLOB, "height": _INT, "idx": _INT, "value": ("blob", "null")},
+    ),
+    "events": (
+        ("height", "idx", "seq"),
+        {"height": _INT, "idx": _INT, "seq": _INT, "contract": _TEXT, "name": _TEXT, "data": _BLOB},
+    ),
+    "attestations": (("height", "member"), {"height": _INT, "member": _TEXT, "attestation": _BLOB}),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +103,10 @@ class AuditReport:
     txs: int = 0
     findings: list[Finding] = field(default_factory=list)
     complete: bool = True
+    head: int = -1  # the last stored height (-1: no blocks)
+    genesis_hash: str = ""  # the stored genesis block's hash, from its header bytes
+    genesis_pinned: bool = False  # whether it was compared with a genesis given from outside the store
+    notes: list[str] = field(default_factory=list)  # facts that are not findings (e.g. the network is ahead)
 
     @property
     def ok(self) -> bool:
@@ -55,8 +116,18 @@ class AuditReport:
         self.findings.append(Finding(table, place, message))
 
 
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """What later checks need of a replayed block: its hash (of the header bytes), state hash and time."""
+
+    hash: str
+    state_hash: str
+    time_ms: int
+
+
 def _b(value: Any) -> bytes | None:
-    """A stored BLOB as bytes. A tampered row may hold TEXT or a number instead: compare its bytes anyway."""
+    """A stored BLOB as bytes. A tampered row may hold TEXT or a number instead (reported by the storage
+    class check): compare its bytes anyway."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -66,12 +137,27 @@ def _b(value: Any) -> bytes | None:
     return bytes(value)
 
 
+def _name(value: Any) -> str:
+    return bytes(value).decode(errors="replace") if isinstance(value, bytes | memoryview) else str(value)
+
+
 def audit(
     store: Store | Path,
     runtime_factory: Callable[[], Runtime],
     progress: Callable[[int, int], None] | None = None,
+    *,
+    genesis_hash: str | None = None,
+    expect_head: tuple[int, str | None] | None = None,
+    peer: str | None = None,
+    evidence: Iterable[bytes | Mapping[str, Any]] = (),
 ) -> AuditReport:
     """Re-verify ``store`` (a Store or a database path) from genesis.
+
+    ``genesis_hash``: the chain's genesis block hash, from outside the store (a network folder's
+    ``genesis.json``, the consortium's published hash); the store's genesis must be it. ``expect_head``:
+    ``(height, block hash or None)`` the store must hold (a head recorded elsewhere). ``evidence``:
+    attestations from outside the store (raw bytes or decoded objects), e.g. the chain's attestation stream;
+    ``peer``: this node's peer member id, whose attestations above the head prove blocks were removed.
 
     ``progress(done, total)`` is called after each block. The store is read through a connection of its own
     (read-only): tampered TEXT may not be valid UTF-8, which would make the store's own connection raise,
@@ -84,8 +170,9 @@ def audit(
         return report
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     db.text_factory = lambda b: b.decode("utf-8", errors="replace")
+    pins = _Pins(genesis_hash.lower() if genesis_hash else None, expect_head, peer, list(evidence))
     try:
-        return _audit(db, runtime_factory, progress, report)
+        return _audit(db, runtime_factory, progress, report, pins)
     except sqlite3.Error as exc:  # a file that is not a liangcao ledger at all, or a damaged one
         report.add("store", str(path), f"cannot be read as a liangcao ledger: {exc}")
         report.complete = False
@@ -98,25 +185,38 @@ def audit(
         db.close()
 
 
+@dataclass(frozen=True, slots=True)
+class _Pins:
+    genesis_hash: str | None
+    expect_head: tuple[int, str | None] | None
+    peer: str | None
+    evidence: Sequence[bytes | Mapping[str, Any]]
+
+
 def _audit(
     db: sqlite3.Connection,
     runtime_factory: Callable[[], Runtime],
     progress: Callable[[int, int], None] | None,
     report: AuditReport,
+    pins: _Pins,
 ) -> AuditReport:
+    _check_storage_classes(db, report)
     rt = runtime_factory()
+    certs = CertCache()
     state = MemoryState()
     last_write: dict[str, int] = {}
     history: dict[tuple[bytes, int, int], bytes | None] = {}
     events: dict[tuple[int, int, int], tuple[str, str, bytes]] = {}
+    replayed: dict[int, _Block] = {}
+    configs: list[tuple[int, cfgmod.Config]] = []  # (first height in force, configuration), ascending
 
-    meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
-    if meta != {"schema_version": str(SCHEMA_VERSION)}:
-        report.add("meta", "schema_version", f"meta rows are {sorted(meta.items())!r}")
-
+    meta: dict[str, str] = {str(n): str(v) for n, v in db.execute("SELECT name, value FROM meta")}
     heights = [int(r[0]) for r in db.execute("SELECT height FROM blocks ORDER BY height")]
     if heights != list(range(len(heights))):
         report.add("blocks", "heights", "block heights are not 0..N without gaps")
+    report.head = heights[-1] if heights else -1
+    if not heights:
+        report.add("blocks", "height 0", "the store holds no genesis block")
     total = len(heights)
     prev: blk.Header | None = None
     chain_id = ""
@@ -125,6 +225,17 @@ def _audit(
         row = db.execute("SELECT hash, header, seal FROM blocks WHERE height=?", (height,)).fetchone()
         place = f"height {height}"
         hash_col, header_b, seal_b = str(row[0]), _b(row[1]) or b"", _b(row[2]) or b""
+        if height == 0:
+            report.genesis_hash = encoding.sha256_hex(header_b)
+            if pins.genesis_hash is not None:
+                report.genesis_pinned = True
+                if report.genesis_hash != pins.genesis_hash:
+                    report.add(
+                        "blocks",
+                        place,
+                        f"genesis block {report.genesis_hash} is not the pinned genesis {pins.genesis_hash}: "
+                        "the store holds another chain",
+                    )
         try:
             header = blk.Header.from_bytes(header_b)
         except LiangcaoError as exc:
@@ -217,6 +328,8 @@ def _audit(
             report.add("blocks", place, f"seal: {exc.message}")
 
         state.apply(ex.writes, [t for t, c in zip(ex.tx_ids, ex.consumed, strict=True) if c])
+        if not configs or cfgmod.version_of(state) != configs[-1][1].version:
+            configs.append((height, cfgmod.load(state, certs)))
         for key in ex.writes:
             last_write[key] = height
         for i, writes in enumerate(ex.tx_writes):
@@ -229,6 +342,7 @@ def _audit(
                     e["name"],
                     encoding.canonical(e["data"], checked=True),
                 )
+        replayed[height] = _Block(encoding.sha256_hex(header_b), header.state_hash, header.time_ms)
         prev = header
         tx_total += len(txs)
         report.blocks += 1
@@ -242,38 +356,278 @@ def _audit(
         if count != tx_total and report.complete:
             report.add(table, "rows", f"{count} rows, but the blocks hold {tx_total} transactions")
 
+    _check_expected_head(pins.expect_head, replayed, report)
     if not report.complete:
+        _check_meta(meta, None, report)
         return report
-    _check_attestations(db, report)
+    trust = _Trust(configs, certs)
+    _check_attestations(db, chain_id, replayed, trust, report)
+    _check_evidence(pins, chain_id, replayed, trust, report)
+    _check_meta(meta, replayed, report)
     _compare_state(db, state, last_write, report)
     _compare_history(db, history, report)
     _compare_events(db, events, report)
     return report
 
 
-def _check_attestations(db: Any, report: AuditReport) -> None:
-    hashes: dict[int, tuple[str, str]] = {}
-    for h, bh, hd in db.execute("SELECT height, hash, header FROM blocks"):
-        try:
-            hashes[int(h)] = (str(bh), blk.Header.from_bytes(_b(hd) or b"").state_hash)
-        except (LiangcaoError, ValueError, TypeError):
-            continue  # the block checks report it
+# ---- storage classes ---------------------------------------------------------------------------------------
+def _place(table: str, pk: Sequence[Any]) -> str:
+    """A row's place, worded as every other finding about that table words it."""
+    v = [_name(x) for x in pk]
+    if table == "blocks":
+        return f"height {v[0]}"
+    if table in ("txs", "receipts"):
+        return f"height {v[0]} tx {v[1]}"
+    if table == "state":
+        return f"key {v[0]}"
+    if table == "history":
+        return f"key {v[0]} height {v[1]} tx {v[2]}"
+    if table == "events":
+        return f"height {v[0]} tx {v[1]} event {v[2]}"
+    if table == "attestations":
+        return f"height {v[0]} by {v[1]}"
+    return v[0]
+
+
+def _check_storage_classes(db: sqlite3.Connection, report: AuditReport) -> None:
+    """Every column holds the storage class the store writes: a BLOB stored as TEXT (or a number) is an
+    alteration even where its bytes would compare equal."""
+    for table, (pk, columns) in COLUMNS.items():
+        for column, allowed in columns.items():
+            kinds = ", ".join(f"'{k}'" for k in allowed)
+            sql = f"SELECT {', '.join(pk)}, typeof({column}) FROM {table} WHERE typeof({column}) NOT IN ({kinds})"
+            for row in db.execute(sql):
+                report.add(
+                    table,
+                    _place(table, row[: len(pk)]),
+                    f"column {column} is stored as {row[-1]}, the store writes {' or '.join(allowed)}",
+                )
+
+
+# ---- pins and attestations ---------------------------------------------------------------------------------
+def _check_expected_head(
+    expect: tuple[int, str | None] | None, replayed: dict[int, _Block], report: AuditReport
+) -> None:
+    if expect is None:
+        return
+    height, block_hash = expect
+    if height > report.head:
+        report.add(
+            "blocks",
+            f"height {height}",
+            f"the pinned head is height {height} but the store ends at height {report.head}: "
+            "blocks were removed (rolled back) or the store was restored from an older copy",
+        )
+    elif block_hash is not None and height in replayed and replayed[height].hash != block_hash.lower():
+        report.add(
+            "blocks",
+            f"height {height}",
+            f"block {replayed[height].hash} is not the pinned {block_hash.lower()}: the history was rewritten",
+        )
+
+
+@dataclass
+class _Trust:
+    configs: list[tuple[int, cfgmod.Config]]
+    certs: CertCache
+
+    def org(self, att: Mapping[str, Any], height: int) -> str | None:
+        return _trusted_org(att, height, self.configs, self.certs)
+
+
+def _trusted_org(
+    att: Mapping[str, Any], height: int, configs: Sequence[tuple[int, cfgmod.Config]], certs: CertCache
+) -> str | None:
+    """The organisation whose trusted peer signed ``att`` about ``height``, or None.
+
+    A peer attests a height after committing it, so the configuration in force after that block is the one
+    the attestation was made under; a *later* one (up to the head's) counts too, because an organisation
+    admitted later runs a node that catches up from genesis and attests every old height it re-executed,
+    and its peers' attestations of that history are honest and stored by the others. What never counts is a
+    signer that no configuration from that height on trusts: not a peer, not of an active organisation,
+    not issued by its current CA, or revoked (a peer revoked at height r keeps its attestations of heights
+    before r, loses those at or after r). For a height above the head the head's configuration decides.
+    """
+    start = 0
+    for i, (first, _) in enumerate(configs):
+        if first <= height:
+            start = i
+    for _, cfg in configs[start:]:
+        org = cfg.attesting_org(att, certs)
+        if org is not None:
+            return org
+    return None
+
+
+def _check_attestations(
+    db: sqlite3.Connection, chain_id: str, replayed: dict[int, _Block], trust: _Trust, report: AuditReport
+) -> None:
     for height, member, data in db.execute("SELECT height, member, attestation FROM attestations"):
-        place = f"height {height} by {member}"
+        place = f"height {_name(height)} by {_name(member)}"
+        raw = _b(data) or b""
         try:
-            att = encoding.decode(_b(data) or b"")
-            if not isinstance(att, dict):
-                raise LiangcaoError(0, "not an object")
+            att = encoding.decode(raw)
+            if not isinstance(att, dict) or set(att) != ATTESTATION_FIELDS:
+                raise LiangcaoError(0, f"an attestation has exactly the fields {sorted(ATTESTATION_FIELDS)}")
+            if encoding.canonical(att) != raw:
+                raise LiangcaoError(0, "attestation bytes are not in canonical form")
             signer = blk.check_attestation(att)
         except LiangcaoError as exc:
             report.add("attestations", place, f"attestation does not verify: {exc.message}")
             continue
+        if att["chain_id"] != chain_id:
+            report.add("attestations", place, f"attestation is for chain {att['chain_id']!r}")
+            continue
         if signer != member or att["height"] != height:
             report.add("attestations", place, "attestation names another member or height")
-        elif (att["block_hash"], att["state_hash"]) != hashes.get(int(height)):
+            continue
+        if not isinstance(height, int) or height < 0:
+            report.add("attestations", place, "height is not a block height")
+            continue
+        block = replayed.get(height)
+        if block is None:
+            report.add(
+                "attestations",
+                place,
+                f"attests height {height}, above the head {report.head}: blocks were removed after "
+                "they were committed and attested (rolled back)",
+            )
+        elif (att["block_hash"], att["state_hash"]) != (block.hash, block.state_hash):
             report.add("attestations", place, "attested hashes differ from the stored block")
+        if trust.org(att, height) is None:
+            report.add(
+                "attestations",
+                place,
+                f"{signer} is not a trusted peer (a current, unrevoked peer of an active organisation) "
+                f"under the configuration at height {height} or later",
+            )
 
 
+def _evidence_items(evidence: Sequence[bytes | Mapping[str, Any]]) -> Iterable[tuple[Mapping[str, Any] | None, str]]:
+    for item in evidence:
+        value: Any
+        if isinstance(item, bytes | bytearray):
+            try:
+                value = encoding.decode(bytes(item))
+            except LiangcaoError as exc:
+                yield None, exc.message
+                continue
+        else:
+            value = item
+        yield (value, "") if isinstance(value, Mapping) else (None, "not an object")
+
+
+def _check_evidence(
+    pins: _Pins, chain_id: str, replayed: dict[int, _Block], trust: _Trust, report: AuditReport
+) -> None:
+    """Attestations held outside the store, against the store."""
+    if not pins.evidence:
+        return
+    ignored: list[str] = []
+    ahead: dict[int, set[str]] = {}
+    seen: set[tuple[str, int, str, str]] = set()
+    for att, why in _evidence_items(pins.evidence):
+        if att is None:
+            ignored.append(why)
+            continue
+        try:
+            height, block_hash, state_hash = int(att["height"]), str(att["block_hash"]), str(att["state_hash"])
+            member = blk.check_attestation(att)
+        except (KeyError, TypeError, ValueError, LiangcaoError) as exc:
+            ignored.append(getattr(exc, "message", str(exc)))
+            continue
+        if att.get("chain_id") != chain_id:
+            ignored.append(f"for chain {att.get('chain_id')!r}")
+            continue
+        if (member, height, block_hash, state_hash) in seen:
+            continue
+        seen.add((member, height, block_hash, state_hash))
+        if trust.org(att, height) is None:
+            ignored.append(f"{member} is not a trusted peer")
+            continue
+        block = replayed.get(height)
+        if block is not None:
+            if (block_hash, state_hash) != (block.hash, block.state_hash):
+                report.add(
+                    "blocks",
+                    f"height {height}",
+                    f"{member} attests block {block_hash} with state {state_hash} at this height, the store "
+                    "holds another: the store was replaced or rewritten (or that peer forked)",
+                )
+        elif height > report.head and member == pins.peer:
+            report.add(
+                "blocks",
+                f"height {height}",
+                f"this node's peer {member} attested height {height} (network evidence) but the store ends "
+                f"at height {report.head}: blocks were removed (rolled back) or an older copy was restored",
+            )
+        elif height > report.head:
+            ahead.setdefault(height, set()).add(member)
+    if ahead:
+        top = max(ahead)
+        who = ", ".join(sorted(ahead[top]))
+        tell = "" if pins.peer else " (give this node's peer to tell a rollback from a lag)"
+        report.notes.append(
+            f"the network has attested up to height {top} ({who}); this store ends at height {report.head}: "
+            f"it lags, or was rolled back{tell}"
+        )
+    if ignored:
+        report.notes.append(f"{len(ignored)} attestations of the evidence were ignored (e.g. {ignored[0]})")
+
+
+# ---- meta -----------------------------------------------------------------------------------------------
+def _check_meta(meta: dict[str, str], replayed: dict[int, _Block] | None, report: AuditReport) -> None:
+    """Only the rows the code writes: ``schema_version`` and a consortium peer's stream position."""
+    for name in sorted(set(meta) - set(KNOWN_META)):
+        report.add("meta", name, f"unknown meta row (value {meta[name][:80]!r})")
+    version = meta.get("schema_version")
+    if version != str(SCHEMA_VERSION):
+        report.add("meta", "schema_version", f"schema version is {version!r}, not {SCHEMA_VERSION}")
+    if RESUME_META in meta and replayed is not None:
+        problem = _resume_problem(meta[RESUME_META], replayed, report.head)
+        if problem:
+            report.add("meta", RESUME_META, problem)
+
+
+def _resume_problem(text: str, replayed: dict[int, _Block], head: int) -> str:
+    """Why a ``jetstream_resume`` row cannot be what the node wrote with the head block, or "".
+
+    The node writes ``json.dumps({"height", "resume_seq", "cut_seq", "time_ms"})`` of the block it commits
+    in that block's own transaction, so the row names the head; the block's time is the derived time, or the
+    previous block's if that was later; the stream position after the block is at most one past its cut.
+    """
+    try:
+        r = json.loads(text)
+    except ValueError:
+        return "stream position is not JSON"
+    if (
+        not isinstance(r, dict)
+        or tuple(r) != RESUME_FIELDS
+        or any(type(r[f]) is not int or r[f] < 0 for f in RESUME_FIELDS)
+    ):
+        return f"stream position is not {{{', '.join(RESUME_FIELDS)}}} of non-negative integers"
+    if json.dumps(r) != text:
+        return "stream position is not in the form the node writes"
+    height = r["height"]
+    if height > head:
+        return (
+            f"stream position is of height {height}, above the head {head}: blocks were removed after they "
+            "were committed (rolled back)"
+        )
+    if height < head:
+        return (
+            f"stream position is of height {height}, below the head {head}: blocks after it were not "
+            "committed from the stream"
+        )
+    if height < 1 or not 1 <= r["resume_seq"] <= r["cut_seq"] + 1:
+        return "stream position is not one a committed block leaves"
+    block, before = replayed.get(height), replayed.get(height - 1)
+    if block is None or before is None or block.time_ms != max(r["time_ms"], before.time_ms):
+        return f"stream position's time {r['time_ms']} is not the head block's"
+    return ""
+
+
+# ---- derived tables ---------------------------------------------------------------------------------------
 def _compare_state(db: Any, state: MemoryState, last_write: dict[str, int], report: AuditReport) -> None:
     stored: dict[bytes, tuple[bytes, int]] = {
         _b(k) or b"": (_b(v) or b"", h) for k, v, h in db.execute("SELECT key, value, height FROM state")
