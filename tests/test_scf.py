@@ -12,6 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from liangcao import encoding
 from liangcao.apps.scf.common import ScfCode, day_of, discount_fen
 from liangcao.codes import Code
+from liangcao.limits import split_depth_max, voucher_leaves_max
 from scf_ledger import BANK, CORE, DAY_MS, REGULATOR, T1, T2, T3, WAREHOUSE, Ledger, register_invoice
 
 
@@ -86,43 +87,43 @@ def test_double_11_story() -> None:
     [
         (
             "issue",
-            {"to": T1, "face": 1, "maturity": "2099-01-01", "invoices": ["3100-0009"], "settlement_bank": BANK},
+            {"to": T1, "face": 1, "maturity": "2099-01-01", "invoices": [f"{T1}:3100-0009"], "settlement_bank": BANK},
             T1,
             Code.WRONG_ORG_TYPE,
         ),
         (
             "issue",
-            {"to": T1, "face": 1, "maturity": "2099-01-01", "invoices": ["3100-0009"], "settlement_bank": T2},
+            {"to": T1, "face": 1, "maturity": "2099-01-01", "invoices": [f"{T1}:3100-0009"], "settlement_bank": T2},
             CORE,
             ScfCode.NOT_A_BANK,
         ),
         (
             "issue",
-            {"to": T1, "face": 1, "maturity": "2000-01-01", "invoices": ["3100-0009"], "settlement_bank": BANK},
+            {"to": T1, "face": 1, "maturity": "2000-01-01", "invoices": [f"{T1}:3100-0009"], "settlement_bank": BANK},
             CORE,
             ScfCode.BAD_DATE,
         ),
         (
             "issue",
-            {"to": T1, "face": 1, "maturity": "2099-02-30", "invoices": ["3100-0009"], "settlement_bank": BANK},
+            {"to": T1, "face": 1, "maturity": "2099-02-30", "invoices": [f"{T1}:3100-0009"], "settlement_bank": BANK},
             CORE,
             ScfCode.BAD_DATE,
         ),
         (
             "issue",
-            {"to": T1, "face": 10**12, "maturity": "2099-01-01", "invoices": ["3100-0009"], "settlement_bank": BANK},
+            {"to": T1, "face": 10**12, "maturity": "2099-01-01", "invoices": [f"{T1}:3100-0009"], "settlement_bank": BANK},
             CORE,
             ScfCode.FACE_EXCEEDS_INVOICES,
         ),
         (
             "issue",
-            {"to": T1, "face": 1.5, "maturity": "2099-01-01", "invoices": ["3100-0009"], "settlement_bank": BANK},
+            {"to": T1, "face": 1.5, "maturity": "2099-01-01", "invoices": [f"{T1}:3100-0009"], "settlement_bank": BANK},
             CORE,
             Code.FLOAT_NOT_ALLOWED,
         ),
         (
             "issue",
-            {"to": T1, "face": 1, "maturity": "2099-01-01", "invoices": ["3100-0404"], "settlement_bank": BANK},
+            {"to": T1, "face": 1, "maturity": "2099-01-01", "invoices": [f"{T1}:3100-0404"], "settlement_bank": BANK},
             CORE,
             Code.NOT_FOUND,
         ),
@@ -148,10 +149,11 @@ def test_warehouse_receipts() -> None:
         {"lot": "milk-2026-11", "owner": T1, "goods": "infant formula 800g", "quantity": 1000},
         WAREHOUSE,
     )
-    rid = led.ok("scf.receipts", "issue", {"lot": "milk-2026-11", "quantity": 600}, WAREHOUSE, T1)["receipt"]
-    r = led.run("scf.receipts", "issue", {"lot": "milk-2026-11", "quantity": 401}, WAREHOUSE, T1)
+    lot = {"warehouse": WAREHOUSE, "lot": "milk-2026-11"}
+    rid = led.ok("scf.receipts", "issue", {**lot, "quantity": 600}, WAREHOUSE, T1)["receipt"]
+    r = led.run("scf.receipts", "issue", {**lot, "quantity": 401}, WAREHOUSE, T1)
     assert r["code"] == ScfCode.EXCEEDS_STOCK  # never more receipts than stock
-    assert led.run("scf.receipts", "issue", {"lot": "milk-2026-11", "quantity": 400}, T1)["code"] == ScfCode.NOT_PARTY
+    assert led.run("scf.receipts", "issue", {**lot, "quantity": 400}, T1)["code"] == ScfCode.NOT_PARTY
     led.ok("scf.receipts", "pledge", {"receipt": rid, "bank": BANK}, T1, BANK)
     for method, args, who in [
         ("pledge", {"receipt": rid, "bank": BANK}, (T1, BANK)),
@@ -164,7 +166,7 @@ def test_warehouse_receipts() -> None:
     led.ok("scf.receipts", "release", {"receipt": rid}, BANK)
     led.ok("scf.receipts", "transfer", {"receipt": rid, "to": T2}, T1)
     led.ok("scf.receipts", "deliver", {"receipt": rid}, T2, WAREHOUSE)
-    assert led.query("scf.receipts", "lot", {"lot": "milk-2026-11"})["stock"] == 400
+    assert led.query("scf.receipts", "lot", lot)["stock"] == 400
     assert led.run("scf.receipts", "transfer", {"receipt": rid, "to": T3}, T2)["code"] == ScfCode.NOT_ACTIVE
 
 
@@ -426,7 +428,7 @@ class ScfMachine(RuleBasedStateMachine):
         self.attempt_many(
             "scf.receipts",
             "issue",
-            {"lot": f"lot-{owner}", "quantity": qty},
+            {"warehouse": WAREHOUSE, "lot": f"lot-{owner}", "quantity": qty},
             [WAREHOUSE, owner] if cosign else [WAREHOUSE],
         )
 
@@ -456,11 +458,17 @@ class ScfMachine(RuleBasedStateMachine):
             self.attempt("scf.factoring", "assign", {"pool": self.pool, "vouchers": [v["id"]]}, who)
 
     @precondition(lambda self: self.invoices)
-    @rule(data=st.data(), days=st.integers(-1, 60))
-    def pool_assign_invoice(self, data: st.DataObject, days: int) -> None:
+    @rule(data=st.data(), days=st.integers(-1, 60), who=st.sampled_from([CORE, CORE, CORE, T1, T2]))
+    def confirm_invoice(self, data: st.DataObject, days: int, who: str) -> None:
+        """The buyer (usually) confirms an invoice and its due date; anyone else is refused."""
         key = data.draw(st.sampled_from(self.invoices))
-        due = self.led.today_iso(days)
-        self.attempt("scf.factoring", "assign", {"pool": self.pool, "invoices": [{"key": key, "due": due}]}, T1)
+        self.attempt("scf.invoices", "confirm", {"key": key, "due": self.led.today_iso(days)}, who)
+
+    @precondition(lambda self: self.invoices)
+    @rule(data=st.data())
+    def pool_assign_invoice(self, data: st.DataObject) -> None:
+        key = data.draw(st.sampled_from(self.invoices))
+        self.attempt("scf.factoring", "assign", {"pool": self.pool, "invoices": [key]}, T1)
 
     @rule(
         method=st.sampled_from(["draw", "draw", "repay"]),
@@ -484,9 +492,7 @@ class ScfMachine(RuleBasedStateMachine):
                 self.attempt("scf.factoring", "withdraw", {"pool": self.pool, "voucher": a["id"]}, T1)
             else:
                 payer = a.get("buyer") or data.draw(self.parties)
-                self.attempt(
-                    "scf.factoring", "collect_invoice", {"pool": self.pool, "invoice": a["id"], "bank": BANK}, payer
-                )
+                self.attempt("scf.factoring", "collect_invoice", {"pool": self.pool, "invoice": a["id"]}, payer)
 
     # ---- commercial bills ---------------------------------------------------------------------------------
     @rule(
@@ -602,20 +608,35 @@ class ScfMachine(RuleBasedStateMachine):
             if k.startswith("scf.receipts/r/"):
                 r: Any = encoding.decode(v)
                 if r["status"] == "open":
-                    open_by_lot[r["lot"]] = open_by_lot.get(r["lot"], 0) + r["quantity"]
+                    at = f"{r['warehouse']}/{r['lot']}"
+                    open_by_lot[at] = open_by_lot.get(at, 0) + r["quantity"]
                     assert r["pledged_to"] in (None, BANK)
         for k, v in data.items():
             if k.startswith("scf.receipts/lot/"):
                 lot: Any = encoding.decode(v)
-                assert lot["reserved"] == open_by_lot.get(lot["lot"], 0) <= lot["stock"]
+                assert k == f"scf.receipts/lot/{lot['warehouse']}/{lot['lot']}"
+                assert lot["reserved"] == open_by_lot.get(f"{lot['warehouse']}/{lot['lot']}", 0) <= lot["stock"]
 
     @invariant()
     def indexes_match_records(self) -> None:
         from liangcao.apps.scf.vouchers import Vouchers
 
-        expected = {f"scf.vouchers/{k}" for v in self.vouchers() for k in Vouchers.index_keys(v)}
-        indexed = {k for k in self.led.state.data if k.startswith(("scf.vouchers/i", "scf.vouchers/im/"))}
+        vs = self.vouchers()
+        expected = {f"scf.vouchers/{k}": value for v in vs for k, value in Vouchers.index_entries(v).items()}
+        data = self.led.state.data
+        indexed = {k: encoding.decode(raw) for k, raw in data.items() if k.startswith("scf.vouchers/i")}
         assert indexed == expected
+        totals: dict[str, int] = {}
+        for v in vs:
+            for k, amount in Vouchers.totals(v).items():
+                totals[f"scf.vouchers/{k}"] = totals.get(f"scf.vouchers/{k}", 0) + amount
+        kept = {k: encoding.decode(raw) for k, raw in data.items() if k.startswith("scf.vouchers/t/")}
+        assert kept == {k: n for k, n in totals.items() if n}
+        for root in (v for v in vs if v["root"] == v["id"]):  # the root knows what is paid: its settled leaves
+            settled = [v for v in vs if v["root"] == root["id"] and v["status"] == "settled"]
+            assert root["paid"] == sum(v["face"] for v in settled)
+        for v in vs:  # no part is deeper or has more leaves than the bounds allow
+            assert v["id"].count(".") <= split_depth_max and 1 <= v["budget"] <= voucher_leaves_max
 
     @invariant()
     def pool_assets_in_one_pool(self) -> None:

@@ -370,7 +370,8 @@ def double_11(
         {"lot": lot, "owner": TIER1, "goods": "rice, 25 kg bags", "quantity": 20_000},
         f"{WAREHOUSE}/admin",
     )
-    receipt = ok("scf.receipts", "issue", {"lot": lot, "quantity": 12_000}, f"{WAREHOUSE}/admin", f"{TIER1}/alice")[
+    stock = {"warehouse": WAREHOUSE, "lot": lot}
+    receipt = ok("scf.receipts", "issue", {**stock, "quantity": 12_000}, f"{WAREHOUSE}/admin", f"{TIER1}/alice")[
         "receipt"
     ]
     story.say("Tier 1 pledges the receipt to the bank; while pledged it cannot be moved or pledged again.")
@@ -378,7 +379,7 @@ def double_11(
     console.print("    tier 1 tries to transfer the pledged receipt to tier 2:")
     story.result(client.call("scf.receipts", "transfer", {"receipt": receipt, "to": TIER2}, [who(f"{TIER1}/alice")]))
     r = client.call(
-        "scf.receipts", "issue", {"lot": lot, "quantity": 9_000}, [who(f"{WAREHOUSE}/admin"), who(f"{TIER1}/alice")]
+        "scf.receipts", "issue", {**stock, "quantity": 9_000}, [who(f"{WAREHOUSE}/admin"), who(f"{TIER1}/alice")]
     )
     console.print("    a second receipt for 9,000 bags, more than the 8,000 the lot still holds free:")
     story.result(r)
@@ -400,11 +401,11 @@ def double_11(
     due = client.query("scf.vouchers", "maturities", {"until": maturity})["roots"]
     for entry in due:
         holders = ", ".join(f"{cast.get(o, o)} {yuan(f)}" for o, f in sorted(entry["holders"].items()))
-        console.print(f"    {entry['id']} due {entry['maturity']}: {yuan(entry['outstanding'])} ({holders})")
+        console.print(f"    {short_id(entry['id'])} due {entry['maturity']}: {yuan(entry['outstanding'])} ({holders})")
     story.say("The factory settles the root: every current holder is paid exactly its face, in one transaction.")
     settled = ok("scf.vouchers", "settle", {"voucher": root}, f"{FACTORY}/admin")
     for p in settled["payments"]:
-        console.print(f"    {p['voucher']} -> {cast.get(p['holder'], p['holder'])}: {yuan(p['amount'])}")
+        console.print(f"    {short_id(p['voucher'])} -> {cast.get(p['holder'], p['holder'])}: {yuan(p['amount'])}")
     story.say("The pool collects the settled voucher: 400,000.00 repays the advance, 100,000.00 goes to tier 1.")
     swept = ok("scf.factoring", "sweep", {"pool": pool}, f"{TIER1}/alice")
     steps["settled"] = balances("after settlement")
@@ -414,8 +415,13 @@ def double_11(
     return summary
 
 
+def short_id(iid: str) -> str:
+    """An instrument id for people: its letter, the first 12 of its 64 hex digits, and its part suffix."""
+    return iid[:13] + "…" + iid[65:] if len(iid) >= 65 else iid
+
+
 def print_tree(console: Console, root: str, tree: dict[str, Any], when: str) -> None:
-    table = Table(title=f"Voucher {root}: the split tree {when}")
+    table = Table(title=f"Voucher {short_id(root)}: the split tree {when}")
     for col in ("voucher", "holder", "face", "status", "financed by"):
         table.add_column(col, justify="right" if col == "face" else "left")
 

@@ -62,6 +62,11 @@ endorsements_max = 64
 pool_assets_max = 1000  # assets in one factoring pool (a draw reads them all)
 pool_assign_max = 64  # assets assigned in one transaction
 pool_tenor_days_max = 366  # an invoice assigned to a pool is due within a year
+voucher_leaves_max = 1000  # parts one root voucher may ever be split into: a budget shared out by face at each split
+split_depth_max = 16  # splits between a root voucher and its deepest part (each adds ".n" to the part's id)
+settle_page_max = 64  # leaves one settlement (or overdue marking) transaction handles; the rest in later pages
+sweep_page_max = 64  # settled vouchers one factoring sweep collects; the rest in later sweeps
+scf_page_max = 100  # entries in one page of an SCF read model (maturities, portfolios, books, roots, pools)
 
 # Traceability (EPCIS 2.0).
 trace_events_per_tx_max = 64  # events anchored by one capture transaction
@@ -104,6 +109,18 @@ def _check() -> None:
         raise AssertionError("an anchored event record (event, context, metadata) must fit in one value")
     if not (trace_ids_per_event_max + 8 <= writes_per_tx_max):
         raise AssertionError("the writes of one event at its largest must fit in one transaction")
+    if not (2 * voucher_leaves_max - 1 <= tree_nodes_max and split_children_max <= voucher_leaves_max):
+        raise AssertionError("a root voucher's whole split tree must fit in tree_nodes_max")
+    if not (split_children_max <= 99 and voucher_leaves_max + pool_assets_max < range_results_max):
+        raise AssertionError("a part's index is two digits; a tree's leaves and a pool's assets fit in one range")
+    if not (
+        2 * max(settle_page_max, sweep_page_max) + 1 <= events_per_tx_max and settle_page_max * 8 <= writes_per_tx_max
+    ):
+        raise AssertionError(
+            "a page of settlement (two events and up to eight writes a leaf) must fit in one transaction"
+        )
+    if not (scf_page_max <= range_results_max):
+        raise AssertionError("an SCF read-model page must fit in one range")
     if not (pay_batch_events_max * 540 <= pay_batch_bytes_max):
         raise AssertionError("a full payments batch of large transfers must fit in pay_batch_bytes_max")
     if not (pay_batch_bytes_max <= pay_http_body_bytes_max):

@@ -36,6 +36,7 @@ from liangcao.apps.scf.common import (
     day_of,
     discount_fen,
     iso_of,
+    new_id,
     org_type,
     pledged,
     released,
@@ -47,7 +48,7 @@ from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, query, transaction
 from liangcao.limits import endorsements_max, rate_bps_max
 
-BillId = Annotated[str, msgspec.Meta(pattern=r"^B[0-9a-f]{20}$")]
+BillId = Annotated[str, msgspec.Meta(pattern=r"^B[0-9a-f]{64}$")]
 
 
 class IssueArgs(Args):
@@ -112,7 +113,7 @@ class Bills(Contract):
             ctx.fail(ScfCode.BAD_DATE, "maturity must be after today")
         if args.payee == drawer:
             ctx.fail(Code.INVALID_ARGUMENT, "the payee must differ from the drawer")
-        bid = "B" + ctx.tx_id[:20]
+        bid = new_id(ctx, "B", "b/{}")
         ctx.put(
             f"b/{bid}",
             {

@@ -3,24 +3,37 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from enum import IntEnum
 from typing import Annotated, Any
 
 import msgspec
 
+from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Signer
+from liangcao.limits import scf_page_max, split_depth_max
 
 ACTING_ROLES = ("admin", "member")
 OrgId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
 Fen = Annotated[int, msgspec.Meta(gt=0, le=10**15)]
 IsoDate = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
-VoucherId = Annotated[str, msgspec.Meta(pattern=r"^V[0-9a-f]{20}(\.\d{1,3})*$", max_length=120)]
+# Instrument ids are a letter and the whole id (64 hex digits) of the transaction that created them; a
+# voucher's parts add ".n" per split (n <= split_children_max <= 99), at most split_depth_max times.
+VoucherId = Annotated[str, msgspec.Meta(pattern=rf"^V[0-9a-f]{{64}}(\.[1-9][0-9]?){{0,{split_depth_max}}}$")]
+#: Every character an SCF index key can hold (org ids, days, instrument ids, invoice keys), in key order.
+KEY_CHARS = "".join(sorted("-./:_" + "0123456789" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ" + "abcdefghijklmnopqrstuvwxyz"))
+Cursor = Annotated[str, msgspec.Meta(pattern=r"^[-./:_0-9A-Za-z]{0,240}$")]
+PageLimit = Annotated[int, msgspec.Meta(ge=1, le=scf_page_max)]
 
 
 class OrgArgs(Args):
-    """Arguments of the read models that take one organisation (portfolio, financed book, pools)."""
+    """Arguments of the read models that take one organisation (portfolio, financed book, pools), paged.
+
+    ``after`` is the ``next`` cursor of the previous page ("" for the first); at most ``limit`` entries."""
 
     org: OrgId
+    after: Cursor = ""
+    limit: PageLimit = scf_page_max
 
 
 class ScfCode(IntEnum):
@@ -41,6 +54,7 @@ class ScfCode(IntEnum):
     IN_POOL = 2014  # the asset is assigned to a factoring pool (or already was: at most one pool)
     OVER_ADVANCE = 2015  # the advance would exceed the pool's credit line or advance_rate x eligible balance
     NOT_ELIGIBLE = 2016  # the asset cannot enter (or leave) a pool: matured, financed, frozen, not the seller's
+    NOT_CONFIRMED = 2017  # the invoice's buyer has not confirmed it (amount owed and due date)
 
 
 def day_of(iso: str) -> int:
@@ -108,3 +122,45 @@ def discount_fen(face: int, rate_bps: int, days: int) -> int:
     """
     denominator = 10_000 * 360
     return (face * rate_bps * days * 2 + denominator) // (denominator * 2)
+
+
+def new_id(ctx: Context, letter: str, key: str) -> str:
+    """A new instrument's id: ``letter`` and the whole id of this transaction (256 bits, never a prefix).
+
+    ``key`` is where the record will live, with ``{}`` for the id; an existing record there is never
+    overwritten (ALREADY_EXISTS), so not even two creations inside one transaction can collide."""
+    iid = letter + ctx.tx_id
+    if ctx.get(key.format(iid)) is not None:
+        ctx.fail(Code.ALREADY_EXISTS, f"{iid} already exists")
+    return iid
+
+
+def range_after(ctx: Context, prefix: str, after: str) -> Iterator[tuple[str, Any]]:
+    """(key, value) under ``prefix`` whose key comes after ``prefix + after``, ascending, read lazily.
+
+    A page resumes where the last one stopped without reading what came before it (so no earlier entries
+    can push a page past ``range_results_max``): first the keys that extend ``after``, then, from its last
+    character back to its first, every key that shares ``after[:i]`` and has a larger character at ``i``.
+    Only prefix ranges are used, each read no further than the caller iterates."""
+    if not after:
+        yield from ctx.range(prefix)
+        return
+    start = prefix + after
+    for key, value in ctx.range(start):
+        if key != start:
+            yield key, value
+    for i in range(len(after) - 1, -1, -1):
+        for c in KEY_CHARS:
+            if c > after[i]:
+                yield from ctx.range(prefix + after[:i] + c)
+
+
+def page(ctx: Context, prefix: str, after: str, limit: int) -> tuple[list[tuple[str, Any]], str | None]:
+    """Up to ``limit`` (key suffix, value) pairs under ``prefix`` after the cursor ``after``, and the cursor
+    of the next page (None when there is none)."""
+    out: list[tuple[str, Any]] = []
+    for key, value in range_after(ctx, prefix, after):
+        if len(out) == limit:
+            return out, out[-1][0]
+        out.append((key[len(prefix) :], value))
+    return out, None

@@ -3,14 +3,16 @@
 Theory of operation
 -------------------
 A factor (a bank) and a seller open a pool together, fixing an advance rate (basis points) and a credit
-line (fen). The seller assigns receivables to it: vouchers it holds (the factor becomes their holder, so at
-maturity the issuer pays the factor) and registered invoices with their due dates (bound to the pool, so
-they can never back anything else; the buyer pays the factor through ``collect_invoice``). At any time the
-seller may draw an advance, paid at once in the factor's settlement token, as long as the amount advanced
-stays within ``min(credit line, advance_rate x eligible balance)``. An asset is *eligible* while it is in
+line (fen). The pool's settlement token is the factor's own: every advance, repayment and collection moves
+in it, never in a token someone else picks. The seller assigns receivables to it: vouchers it holds that
+settle in that token (the factor becomes their holder, so at maturity the issuer pays the factor) and
+registered invoices their buyer has confirmed (bound to the pool, so they can never back anything else;
+the asset falls due on the date the buyer confirmed, and the buyer pays the factor through
+``collect_invoice``). At any time the seller may draw an advance, paid at once in the factor's token, as
+long as the amount advanced stays within ``min(credit line, advance_rate x eligible balance)``. An asset is *eligible* while it is in
 the pool, not yet due and not frozen: maturing assets thereby leave the eligible balance on their own, and
-the seller replaces them by assigning new ones. ``sweep`` collects the vouchers that were settled: each
-collection first pays down the advance, and the factor passes the surplus to the seller in the same
+the seller replaces them by assigning new ones. ``sweep`` collects the vouchers that were settled (up to
+``sweep_page_max`` a transaction; sweep again for the rest): each collection first pays down the advance, and the factor passes the surplus to the seller in the same
 transaction. A voucher may be withdrawn (replaced) while it is not due, if what remains still covers the
 advance. A receivable is in at most one pool, ever: a voucher carries its pool, an invoice its binding.
 
@@ -19,11 +21,14 @@ action        signed by                              rule
 ============  ====================================  ===============================================
 open          seller and factor (a bank)            advance rate <= 100 %, credit line > 0
 assign        seller                                seller holds the voucher (active, not financed,
-                                                    not frozen, not due) or sold the invoice
+                                                    not frozen, not due, settles in the factor's
+                                                    token) or sold the invoice, which its buyer
+                                                    confirmed (the due date is the buyer's)
 draw          seller                                advanced + amount <= capacity
 repay         seller                                amount <= advanced
 withdraw      seller                                a not-due voucher; capacity still >= advanced
-collect_inv.  the invoice's buyer                   pays the invoice amount to the factor
+collect_inv.  the invoice's buyer                   pays the invoice amount to the factor, in the
+                                                    factor's token
 sweep         anyone                                settled vouchers are collected
 close         seller or factor                      no new assets or draws; collection goes on
 ============  ====================================  ===============================================
@@ -40,23 +45,25 @@ import msgspec
 
 from liangcao.apps.scf.common import (
     Fen,
-    IsoDate,
     OrgArgs,
     OrgId,
+    PageLimit,
     ScfCode,
     VoucherId,
     acting_for,
-    day_of,
     iso_of,
+    new_id,
+    page,
     require_bank,
     today,
 )
 from liangcao.apps.scf.invoices import InvoiceKey
 from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, query, transaction
-from liangcao.limits import pool_assets_max, pool_assign_max, pool_tenor_days_max
+from liangcao.limits import pool_assets_max, pool_assign_max, pool_tenor_days_max, sweep_page_max
 
-PoolId = Annotated[str, msgspec.Meta(pattern=r"^P[0-9a-f]{20}$")]
+PoolId = Annotated[str, msgspec.Meta(pattern=r"^P[0-9a-f]{64}$")]
+POOLS_PAGE = 20  # pools in one page of ``pools`` unless asked otherwise (each reads all its assets)
 
 
 class OpenArgs(Args):
@@ -66,15 +73,10 @@ class OpenArgs(Args):
     credit_line: Fen
 
 
-class InvoiceAsset(Args):
-    key: InvoiceKey
-    due: IsoDate
-
-
 class AssignArgs(Args):
     pool: PoolId
     vouchers: Annotated[list[VoucherId], msgspec.Meta(max_length=pool_assign_max)] = msgspec.field(default_factory=list)
-    invoices: Annotated[list[InvoiceAsset], msgspec.Meta(max_length=pool_assign_max)] = msgspec.field(
+    invoices: Annotated[list[InvoiceKey], msgspec.Meta(max_length=pool_assign_max)] = msgspec.field(
         default_factory=list
     )
 
@@ -92,11 +94,14 @@ class WithdrawArgs(Args):
 class CollectInvoiceArgs(Args):
     pool: PoolId
     invoice: InvoiceKey
-    bank: OrgId
 
 
 class PoolArgs(Args):
     pool: PoolId
+
+
+class PoolsArgs(OrgArgs):
+    limit: PageLimit = POOLS_PAGE
 
 
 class Factoring(Contract):
@@ -148,11 +153,11 @@ class Factoring(Contract):
             ctx.fail(ScfCode.NOT_ACTIVE, f"pool {pid} is closed")
         return pool
 
-    def collect(self, ctx: Context, pool: dict[str, Any], asset: dict[str, Any], bank: str) -> dict[str, Any]:
-        """An asset was paid to the factor in ``bank``'s token: pay down the advance, pass the rest on."""
+    def collect(self, ctx: Context, pool: dict[str, Any], asset: dict[str, Any]) -> dict[str, Any]:
+        """An asset was paid to the factor in its own token: pay down the advance, pass the rest on."""
         to_advance = min(pool["advanced"], asset["face"])
         surplus = asset["face"] - to_advance
-        self.pay(ctx, bank, pool["factor"], pool["seller"], surplus)
+        self.pay(ctx, pool["factor"], pool["factor"], pool["seller"], surplus)
         ctx.delete(f"a/{pool['id']}/{asset['id']}")
         pool = {
             **pool,
@@ -174,11 +179,12 @@ class Factoring(Contract):
         acting_for(ctx, args.seller)
         if args.seller == args.factor:
             ctx.fail(Code.INVALID_ARGUMENT, "the seller cannot be its own factor")
-        pid = "P" + ctx.tx_id[:20]
+        pid = new_id(ctx, "P", "p/{}")
         pool = {
             "id": pid,
             "seller": args.seller,
             "factor": args.factor,
+            "token": args.factor,
             "advance_rate_bps": args.advance_rate_bps,
             "credit_line": args.credit_line,
             "advanced": 0,
@@ -208,25 +214,33 @@ class Factoring(Contract):
                 "pool_assign",
                 {"voucher": vid, "pool": pool["id"], "seller": pool["seller"], "factor": pool["factor"]},
             )
+            if v["settlement_bank"] != pool["factor"]:
+                ctx.fail(
+                    ScfCode.NOT_ELIGIBLE,
+                    f"voucher {vid} settles in {v['settlement_bank']}'s token, not the pool's ({pool['factor']})",
+                )
             added.append({"id": vid, "kind": "voucher", "face": v["face"], "maturity_day": v["maturity_day"]})
-        for inv in args.invoices:
-            record = ctx.read(f"scf.invoices/inv/{inv.key}")
+        for key in args.invoices:
+            record = ctx.read(f"scf.invoices/inv/{key}")
             if record is None:
-                ctx.fail(Code.NOT_FOUND, f"invoice {inv.key} is not registered")
-            due = day_of(inv.due)
+                ctx.fail(Code.NOT_FOUND, f"invoice {key} is not registered")
+            if record["confirmed"] is None:
+                ctx.fail(ScfCode.NOT_CONFIRMED, f"invoice {key} has not been confirmed by its buyer {record['buyer']}")
+            due = int(record["confirmed"]["due_day"])
             if not now < due <= now + pool_tenor_days_max:
                 ctx.fail(
                     ScfCode.NOT_ELIGIBLE,
-                    f"invoice {inv.key} is due {inv.due}: not after today or more than {pool_tenor_days_max} days ahead",
+                    f"invoice {key} is due {iso_of(due)} (as its buyer confirmed): not after today or more than "
+                    f"{pool_tenor_days_max} days ahead",
                 )
             ctx.invoke(
                 "scf.invoices",
                 "bind",
-                {"keys": [inv.key], "seller": pool["seller"], "buyer": record["buyer"], "instrument": pool["id"]},
+                {"keys": [key], "seller": pool["seller"], "buyer": record["buyer"], "instrument": pool["id"]},
             )
             added.append(
                 {
-                    "id": inv.key,
+                    "id": key,
                     "kind": "invoice",
                     "face": int(record["amount"]),
                     "maturity_day": due,
@@ -292,33 +306,39 @@ class Factoring(Contract):
 
     @transaction
     def collect_invoice(self, ctx: Context, args: CollectInvoiceArgs) -> dict[str, int]:
-        """The invoice's buyer pays it to the factor (in ``bank``'s token); the pool collects it."""
+        """The invoice's buyer pays it to the factor, in the pool's token (the factor's); the pool collects it."""
         pool = self.load(ctx, args.pool)
         asset: dict[str, Any] = ctx.must_get(f"a/{pool['id']}/{args.invoice}", f"{args.invoice} is not in the pool")
         acting_for(ctx, asset["buyer"])
-        require_bank(ctx, args.bank)
-        self.pay(ctx, args.bank, asset["buyer"], pool["factor"], asset["face"])
-        pool = self.collect(ctx, pool, asset, args.bank)
+        self.pay(ctx, pool["factor"], asset["buyer"], pool["factor"], asset["face"])
+        pool = self.collect(ctx, pool, asset)
         ctx.put(f"p/{pool['id']}", pool)
         return {"advanced": pool["advanced"], "collected": asset["face"]}
 
     @transaction
     def sweep(self, ctx: Context, args: PoolArgs) -> dict[str, Any]:
-        """Collect every voucher in the pool that its issuer has settled (anyone may ask)."""
+        """Collect vouchers in the pool that their issuer has settled, up to ``sweep_page_max`` (anyone may ask;
+        ``more`` says whether another sweep has settled vouchers left to collect)."""
         ctx.signer()
         pool = self.load(ctx, args.pool)
-        swept = []
+        swept: list[str] = []
+        more = False
         for asset in self.assets(ctx, pool["id"]):
             if asset["kind"] != "voucher":
                 continue
             v = ctx.read(f"scf.vouchers/v/{asset['id']}")
             if v["status"] == "settled":
-                pool = self.collect(ctx, pool, asset, v["settlement_bank"])
+                if len(swept) == sweep_page_max:
+                    more = True
+                    break
+                if v["settlement_bank"] != pool["factor"]:  # never admitted by assign; refuse rather than guess
+                    ctx.fail(ScfCode.NOT_ELIGIBLE, f"voucher {v['id']} settled in another token than the pool's")
+                pool = self.collect(ctx, pool, asset)
                 swept.append(asset["id"])
         if not swept:
             ctx.fail(ScfCode.NOT_ACTIVE, f"nothing in pool {pool['id']} has been settled")
         ctx.put(f"p/{pool['id']}", pool)
-        return {"collected": swept, "advanced": pool["advanced"]}
+        return {"collected": swept, "advanced": pool["advanced"], "more": more}
 
     @transaction
     def close(self, ctx: Context, args: PoolArgs) -> None:
@@ -337,6 +357,7 @@ class Factoring(Contract):
         return self.position(ctx, self.load(ctx, args.pool))
 
     @query
-    def pools(self, ctx: Context, args: OrgArgs) -> list[dict[str, Any]]:
-        """Pools an organisation is the seller or the factor of, with their figures now."""
-        return [self.position(ctx, self.load(ctx, key.rsplit("/", 1)[1])) for key, _ in ctx.range(f"by/{args.org}/")]
+    def pools(self, ctx: Context, args: PoolsArgs) -> dict[str, Any]:
+        """Pools an organisation is the seller or the factor of, with their figures now, a page at a time."""
+        entries, cursor = page(ctx, f"by/{args.org}/", args.after, args.limit)
+        return {"pools": [self.position(ctx, self.load(ctx, pid)) for pid, _ in entries], "next": cursor}

@@ -1,7 +1,9 @@
 """``scf.receipts``: warehouse receipts (仓单) against declared stock.
 
 A warehouse declares the stock it holds for an owner (goods code, quantity in the smallest unit) and
-issues receipts against it, never more than the stock. A receipt can be transferred (the receiver
+issues receipts against it. A lot's name is the warehouse's own (lots are kept per warehouse, so no
+warehouse can take another's lot name first); a receipt's id is the whole id of the transaction that
+issued it, never more than the stock. A receipt can be transferred (the receiver
 accepts nothing: a receipt is a bearer-like title recorded on the ledger), pledged to a bank (one pledge
 at a time; no transfer, delivery or cancellation while pledged), released by that bank, delivered (the
 goods leave the warehouse: the stock falls and the receipt is closed) or cancelled by the warehouse with
@@ -16,13 +18,13 @@ from typing import Annotated, Any
 
 import msgspec
 
-from liangcao.apps.scf.common import OrgId, ScfCode, acting_for, org_type, pledged, released, unpledged
+from liangcao.apps.scf.common import OrgId, ScfCode, acting_for, new_id, org_type, pledged, released, unpledged
 from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, query, transaction
 
 Qty = Annotated[int, msgspec.Meta(gt=0, le=10**15)]
 LotId = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Za-z_.-]{1,64}$")]
-ReceiptId = Annotated[str, msgspec.Meta(pattern=r"^R[0-9a-f]{20}$")]
+ReceiptId = Annotated[str, msgspec.Meta(pattern=r"^R[0-9a-f]{64}$")]
 
 
 class DeclareArgs(Args):
@@ -33,6 +35,7 @@ class DeclareArgs(Args):
 
 
 class IssueArgs(Args):
+    warehouse: OrgId
     lot: LotId
     quantity: Qty
 
@@ -52,6 +55,7 @@ class PledgeArgs(Args):
 
 
 class LotArgs(Args):
+    warehouse: OrgId
     lot: LotId
 
 
@@ -59,8 +63,8 @@ class Receipts(Contract):
     name = "scf.receipts"
 
     @staticmethod
-    def _lot(ctx: Context, lot: str) -> dict[str, Any]:
-        found: dict[str, Any] = ctx.must_get(f"lot/{lot}", f"no stock lot {lot}")
+    def _lot(ctx: Context, warehouse: str, lot: str) -> dict[str, Any]:
+        found: dict[str, Any] = ctx.must_get(f"lot/{warehouse}/{lot}", f"{warehouse} has no stock lot {lot}")
         return found
 
     @staticmethod
@@ -76,7 +80,7 @@ class Receipts(Contract):
         warehouse = ctx.require_org_type("warehouse").org
         acting_for(ctx, warehouse)
         org_type(ctx, args.owner)
-        lot: dict[str, Any] | None = ctx.get(f"lot/{args.lot}")
+        lot: dict[str, Any] | None = ctx.get(f"lot/{warehouse}/{args.lot}")
         if lot is None:
             lot = {
                 "lot": args.lot,
@@ -86,19 +90,25 @@ class Receipts(Contract):
                 "stock": 0,
                 "reserved": 0,
             }
-        elif (lot["warehouse"], lot["owner"], lot["goods"]) != (warehouse, args.owner, args.goods):
-            ctx.fail(
-                Code.INVALID_ARGUMENT,
-                f"lot {args.lot} is held by {lot['warehouse']} for {lot['owner']} ({lot['goods']})",
-            )
+        elif (lot["owner"], lot["goods"]) != (args.owner, args.goods):
+            ctx.fail(Code.INVALID_ARGUMENT, f"lot {args.lot} is held for {lot['owner']} ({lot['goods']})")
         lot["stock"] += args.quantity
-        ctx.put(f"lot/{args.lot}", lot)
-        ctx.emit("declared", {"lot": args.lot, "owner": args.owner, "goods": args.goods, "quantity": args.quantity})
+        ctx.put(f"lot/{warehouse}/{args.lot}", lot)
+        ctx.emit(
+            "declared",
+            {
+                "warehouse": warehouse,
+                "lot": args.lot,
+                "owner": args.owner,
+                "goods": args.goods,
+                "quantity": args.quantity,
+            },
+        )
 
     @transaction
     def issue(self, ctx: Context, args: IssueArgs) -> dict[str, str]:
         """A receipt for part of a lot, to its owner; signed by the warehouse and the owner."""
-        lot = self._lot(ctx, args.lot)
+        lot = self._lot(ctx, args.warehouse, args.lot)
         acting_for(ctx, lot["warehouse"])
         acting_for(ctx, lot["owner"])
         if lot["reserved"] + args.quantity > lot["stock"]:
@@ -106,8 +116,8 @@ class Receipts(Contract):
                 ScfCode.EXCEEDS_STOCK,
                 f"lot {args.lot} has {lot['stock'] - lot['reserved']} free, asked {args.quantity}",
             )
-        rid = "R" + ctx.tx_id[:20]
-        ctx.put(f"lot/{args.lot}", {**lot, "reserved": lot["reserved"] + args.quantity})
+        rid = new_id(ctx, "R", "r/{}")
+        ctx.put(f"lot/{args.warehouse}/{args.lot}", {**lot, "reserved": lot["reserved"] + args.quantity})
         receipt = {
             "id": rid,
             "lot": args.lot,
@@ -149,11 +159,11 @@ class Receipts(Contract):
         acting_for(ctx, r["holder"])
         acting_for(ctx, r["warehouse"])
         unpledged(ctx, r, "receipt")
-        lot = self._lot(ctx, r["lot"])
+        lot = self._lot(ctx, r["warehouse"], r["lot"])
         lot = {**lot, "reserved": lot["reserved"] - r["quantity"]}
         if stock_leaves:
             lot["stock"] -= r["quantity"]
-        ctx.put(f"lot/{r['lot']}", lot)
+        ctx.put(f"lot/{r['warehouse']}/{r['lot']}", lot)
         ctx.put(f"r/{r['id']}", {**r, "status": status})
         ctx.emit(status, {"receipt": r["id"], "holder": r["holder"], "quantity": r["quantity"]})
 
@@ -174,4 +184,4 @@ class Receipts(Contract):
 
     @query
     def lot(self, ctx: Context, args: LotArgs) -> dict[str, Any]:
-        return self._lot(ctx, args.lot)
+        return self._lot(ctx, args.warehouse, args.lot)

@@ -8,8 +8,15 @@ parent is retired; children inherit root, issuer and maturity; children plus rem
 offer a voucher to another organisation (which accepts or rejects), or ask a bank to finance it; when the
 bank accepts, in one transaction it pays the discounted amount in its settlement token and becomes the
 holder. A voucher is financed at most once (its children inherit the mark). At maturity the issuer settles
-the root: every current leaf holder is paid exactly its face in one transaction. After maturity unpaid
-leaves can be marked overdue (and still be settled). A regulator may freeze and unfreeze a voucher.
+the root in pages: each settlement transaction pays up to ``settle_page_max`` unpaid leaves exactly their
+face, and the root records how much is paid, so settlement always completes however many parts holders
+made. After maturity unpaid leaves can be marked overdue (and still be settled). A regulator may freeze and
+unfreeze a voucher; a frozen leaf is skipped by settlement (it waits, the others are paid).
+
+What one holder can make is bounded: a root may have at most ``voucher_leaves_max`` leaves, a budget that
+each split shares out among the children by face (each child at least one), so a holder can only split
+what its own share allows and never uses up another holder's; and a part is at most ``split_depth_max``
+splits below its root.
 
 ============  =====================================  =======================================
 state         how it is entered                      what may happen next
@@ -20,7 +27,14 @@ overdue       mark_overdue after maturity            settle
 settled       settle                                 nothing
 ============  =====================================  =======================================
 
-Invariant: the faces of a root's leaves (vouchers not retired) always sum to the root's face.
+Invariant: the faces of a root's leaves (vouchers not retired) always sum to the root's face, and the
+root's ``paid`` is the sum of its settled leaves.
+
+Read-model indexes, kept in step with every write (``save``) so that no read scans all vouchers:
+``ih/<holder>/<id>`` and ``il/<root>/<id>`` (unpaid leaves), ``ib/<bank>/<id>`` (financed parts),
+``ir/<issuer>/<root>`` and ``im/<day>/<root>`` (roots with something unpaid, by maturity day), and the
+running totals ``t/held/<org>``, ``t/book/<bank>``, ``t/owed/<bank>``. Every list read is paged (``after``
+cursor and ``limit``), so no holder can make a read fail for others by making many parts.
 """
 
 from __future__ import annotations
@@ -30,24 +44,40 @@ from typing import Annotated, Any
 import msgspec
 
 from liangcao.apps.scf.common import (
+    Cursor,
     Fen,
     IsoDate,
     OrgArgs,
     OrgId,
+    PageLimit,
     ScfCode,
     VoucherId,
     acting_for,
     day_of,
     discount_fen,
     iso_of,
+    new_id,
     org_type,
+    page,
+    range_after,
     require_bank,
     today,
 )
 from liangcao.apps.scf.invoices import InvoiceKey
 from liangcao.codes import Code
-from liangcao.contracts.base import Args, Context, Contract, NoArgs, internal, query, transaction
-from liangcao.limits import invoices_per_instrument_max, rate_bps_max, split_children_max, tree_nodes_max
+from liangcao.contracts.base import Args, Context, Contract, internal, query, transaction
+from liangcao.limits import (
+    invoices_per_instrument_max,
+    rate_bps_max,
+    scf_page_max,
+    settle_page_max,
+    split_children_max,
+    split_depth_max,
+    tree_nodes_max,
+    voucher_leaves_max,
+)
+
+MATURITIES_PAGE = 20  # roots in one maturities page unless asked otherwise (each reads its unpaid leaves)
 
 
 class IssueArgs(Args):
@@ -78,8 +108,22 @@ class FinanceArgs(Args):
     rate_bps: Annotated[int, msgspec.Meta(ge=0, le=rate_bps_max)]
 
 
+class PageArgs(Args):
+    """A root voucher and how many of its leaves this transaction handles (settle, mark_overdue)."""
+
+    voucher: VoucherId
+    limit: Annotated[int, msgspec.Meta(ge=1, le=settle_page_max)] = settle_page_max
+
+
 class UntilArgs(Args):
     until: IsoDate
+    after: Cursor = ""
+    limit: PageLimit = MATURITIES_PAGE
+
+
+class ListArgs(Args):
+    after: Cursor = ""
+    limit: PageLimit = scf_page_max
 
 
 class PoolAssignArgs(Args):
@@ -96,6 +140,17 @@ class PoolReleaseArgs(Args):
 
 
 POOL_CALLERS = ("scf.factoring",)
+UNPAID = ("active", "overdue")
+
+
+def share_budget(budget: int, faces: list[int]) -> list[int]:
+    """A parent's leaf budget shared among its children: one each, the rest by face (rounded down), and
+    what rounding leaves over to the largest child. The shares always sum to ``budget``."""
+    spare = budget - len(faces)
+    total = sum(faces)
+    shares = [1 + spare * face // total for face in faces]
+    shares[faces.index(max(faces))] += budget - sum(shares)
+    return shares
 
 
 class Vouchers(Contract):
@@ -108,30 +163,60 @@ class Vouchers(Contract):
         return v
 
     @staticmethod
-    def index_keys(v: dict[str, Any]) -> set[str]:
-        """The read-model index entries a voucher record implies (see the module docstring)."""
-        keys = set()
-        if v["status"] in ("active", "overdue"):
-            keys.add(f"ih/{v['holder']}/{v['id']}")
-            keys.add(f"im/{v['maturity_day']:07d}/{v['id']}")
+    def index_entries(v: dict[str, Any]) -> dict[str, Any]:
+        """The read-model index entries (key -> value) a voucher record implies (see the module docstring)."""
+        out: dict[str, Any] = {}
+        if v["status"] in UNPAID:
+            out[f"ih/{v['holder']}/{v['id']}"] = v["face"]
+            out[f"il/{v['root']}/{v['id']}"] = {"holder": v["holder"], "face": v["face"]}
         if v["financed_by"] is not None and v["status"] != "retired":
-            keys.add(f"ib/{v['financed_by']}/{v['id']}")
+            out[f"ib/{v['financed_by']}/{v['id']}"] = v["face"]
         if v["id"] == v["root"]:
-            keys.add(f"ir/{v['issuer']}/{v['id']}")
-        return keys
+            out[f"ir/{v['issuer']}/{v['id']}"] = v["face"]
+            if v["paid"] < v["face"]:
+                out[f"im/{v['maturity_day']:07d}/{v['id']}"] = v["face"] - v["paid"]
+        return out
+
+    @classmethod
+    def index_keys(cls, v: dict[str, Any]) -> set[str]:
+        return set(cls.index_entries(v))
+
+    @staticmethod
+    def totals(v: dict[str, Any]) -> dict[str, int]:
+        """What a voucher adds to the running totals: held by its holder, financed and owed to its bank."""
+        out: dict[str, int] = {}
+        if v["status"] in UNPAID:
+            out[f"t/held/{v['holder']}"] = v["face"]
+        if v["financed_by"] is not None and v["status"] != "retired":
+            out[f"t/book/{v['financed_by']}"] = v["face"]
+            if v["status"] != "settled":
+                out[f"t/owed/{v['financed_by']}"] = v["face"]
+        return out
 
     def save(self, ctx: Context, new: dict[str, Any], old: dict[str, Any] | None = None) -> None:
-        """Write a voucher and keep its indexes in step, so read models never scan every voucher."""
+        """Write a voucher and keep its indexes and totals in step, so read models never scan every voucher."""
         ctx.put(f"v/{new['id']}", new)
-        before = self.index_keys(old) if old is not None else set()
-        after = self.index_keys(new)
-        for key in sorted(before - after):
+        before = self.index_entries(old) if old is not None else {}
+        after = self.index_entries(new)
+        for key in sorted(before.keys() - after.keys()):
             ctx.delete(key)
-        for key in sorted(after - before):
-            ctx.put(key, new["face"])
+        for key in sorted(after):
+            if before.get(key) != after[key]:
+                ctx.put(key, after[key])
+        delta = dict(self.totals(new))
+        for key, amount in (self.totals(old) if old is not None else {}).items():
+            delta[key] = delta.get(key, 0) - amount
+        for key in sorted(delta):
+            if delta[key]:
+                total = int(ctx.get(key) or 0) + delta[key]
+                if total:
+                    ctx.put(key, total)
+                else:
+                    ctx.delete(key)
 
-    def indexed(self, ctx: Context, prefix: str) -> list[dict[str, Any]]:
-        return [self.load(ctx, key.rsplit("/", 1)[1]) for key, _ in ctx.range(prefix)]
+    def unpaid_leaves(self, ctx: Context, root: str) -> list[str]:
+        """Ids of a root's unpaid leaves, in key order (at most ``voucher_leaves_max``: the split budget)."""
+        return [key.rsplit("/", 1)[1] for key, _ in ctx.range(f"il/{root}/")]
 
     def held(self, ctx: Context, vid: str) -> dict[str, Any]:
         """A voucher its holder acts on: signed by the holder, and movable."""
@@ -152,19 +237,6 @@ class Vouchers(Contract):
         if today(ctx) >= v["maturity_day"]:
             ctx.fail(ScfCode.MATURED, f"voucher {v['id']} has matured")
 
-    def leaves(self, ctx: Context, root: dict[str, Any]) -> list[dict[str, Any]]:
-        out, stack, seen = [], [root["id"]], 0
-        while stack:
-            v = self.load(ctx, stack.pop())
-            seen += 1
-            if seen > tree_nodes_max:
-                ctx.fail(Code.LIMIT_EXCEEDED, f"voucher tree larger than tree_nodes_max={tree_nodes_max}")
-            if v["status"] == "retired":
-                stack.extend(reversed(v["children"]))
-            else:
-                out.append(v)
-        return out
-
     # ---- issue and move ---------------------------------------------------------------------------------
     @transaction
     def issue(self, ctx: Context, args: IssueArgs) -> dict[str, Any]:
@@ -175,7 +247,7 @@ class Vouchers(Contract):
         maturity = day_of(args.maturity)
         if maturity <= today(ctx):
             ctx.fail(ScfCode.BAD_DATE, "maturity must be after today")
-        vid = "V" + ctx.tx_id[:20]
+        vid = new_id(ctx, "V", "v/{}")
         bound = ctx.invoke(
             "scf.invoices", "bind", {"keys": args.invoices, "seller": args.to, "buyer": issuer, "instrument": vid}
         )
@@ -200,6 +272,8 @@ class Vouchers(Contract):
             "frozen": False,
             "pool": None,
             "issued_day": today(ctx),
+            "budget": voucher_leaves_max,
+            "paid": 0,
         }
         self.save(ctx, v)
         ctx.emit(
@@ -249,10 +323,29 @@ class Vouchers(Contract):
             ctx.fail(ScfCode.BAD_SPLIT, "a split makes at least two children")
         if len(amounts) > split_children_max:
             ctx.fail(ScfCode.BAD_SPLIT, f"more than split_children_max={split_children_max} children")
+        if v["id"].count(".") >= split_depth_max:
+            ctx.fail(Code.LIMIT_EXCEEDED, f"voucher {v['id']} is split_depth_max={split_depth_max} splits deep")
+        if len(amounts) > v["budget"]:
+            ctx.fail(
+                Code.LIMIT_EXCEEDED,
+                f"voucher {v['id']} may become at most {v['budget']} parts "
+                f"(its share by face of voucher_leaves_max={voucher_leaves_max})",
+            )
+        base = {k: value for k, value in v.items() if k != "paid"}  # only the root keeps what is paid
         children = []
-        for i, amount in enumerate(amounts, start=1):
+        for i, (amount, budget) in enumerate(zip(amounts, share_budget(v["budget"], amounts), strict=True), start=1):
             cid = f"{v['id']}.{i}"
-            child = {**v, "id": cid, "parent": v["id"], "children": [], "face": amount, "offer_to": None}
+            if ctx.get(f"v/{cid}") is not None:
+                ctx.fail(Code.ALREADY_EXISTS, f"{cid} already exists")
+            child = {
+                **base,
+                "id": cid,
+                "parent": v["id"],
+                "children": [],
+                "face": amount,
+                "offer_to": None,
+                "budget": budget,
+            }
             self.save(ctx, child)
             children.append(cid)
         self.save(ctx, {**v, "status": "retired", "children": children}, v)
@@ -348,21 +441,32 @@ class Vouchers(Contract):
         ctx.emit("unpooled", {"voucher": v["id"], "pool": args.pool, "seller": args.seller})
 
     # ---- maturity ---------------------------------------------------------------------------------------
-    @transaction
-    def settle(self, ctx: Context, args: IdArgs) -> dict[str, Any]:
-        """At maturity the issuer pays every current leaf holder exactly its face, in one transaction."""
-        root = self.load(ctx, args.voucher)
+    def matured_root(self, ctx: Context, vid: str) -> dict[str, Any]:
+        root = self.load(ctx, vid)
         if root["root"] != root["id"]:
-            ctx.fail(Code.INVALID_ARGUMENT, f"settle the root voucher {root['root']}, not a part of it")
+            ctx.fail(Code.INVALID_ARGUMENT, f"name the root voucher {root['root']}, not a part of it")
+        return root
+
+    @transaction
+    def settle(self, ctx: Context, args: PageArgs) -> dict[str, Any]:
+        """At maturity the issuer pays unpaid leaves exactly their face: up to ``limit`` a transaction.
+
+        Resumable: each page pays the next unpaid leaves (a paid leaf is never paid again) and adds to the
+        root's ``paid``; ``remaining`` says what is still unpaid and ``done`` when nothing is. A frozen
+        leaf is skipped until a regulator unfreezes it; the others are paid."""
+        root = self.matured_root(ctx, args.voucher)
         acting_for(ctx, root["issuer"])
         if today(ctx) < root["maturity_day"]:
             ctx.fail(ScfCode.NOT_MATURE, f"voucher {root['id']} matures on {root['maturity']}")
-        payments = []
-        for leaf in self.leaves(ctx, root):
-            if leaf["status"] == "settled":
-                continue
+        payments: list[dict[str, Any]] = []
+        frozen = []
+        for lid in self.unpaid_leaves(ctx, root["id"]):
+            if len(payments) == args.limit:
+                break
+            leaf = self.load(ctx, lid)
             if leaf["frozen"]:
-                ctx.fail(ScfCode.FROZEN, f"leaf {leaf['id']} is frozen: unfreeze before settling")
+                frozen.append(lid)
+                continue
             holder = leaf["holder"]
             if holder != root["issuer"]:
                 ctx.invoke(
@@ -371,27 +475,44 @@ class Vouchers(Contract):
                     {"bank": root["settlement_bank"], "payer": root["issuer"], "payee": holder, "amount": leaf["face"]},
                 )
             self.save(ctx, {**leaf, "status": "settled", "offer_to": None, "financing": None}, leaf)
-            payments.append({"voucher": leaf["id"], "holder": holder, "amount": leaf["face"]})
+            payment = {"voucher": lid, "holder": holder, "amount": leaf["face"]}
+            ctx.emit("paid", {"root": root["id"], **payment})
+            payments.append(payment)
         if not payments:
+            if frozen:
+                ctx.fail(ScfCode.FROZEN, f"every unpaid leaf of {root['id']} is frozen: unfreeze before settling")
             ctx.fail(ScfCode.NOT_ACTIVE, f"voucher {root['id']} is already settled")
-        ctx.emit("settled", {"voucher": root["id"], "payments": payments})
-        return {"payments": payments}
+        amount = sum(p["amount"] for p in payments)
+        root = self.load(ctx, root["id"])  # the root itself may have been the leaf just paid
+        paid = root["paid"] + amount
+        self.save(ctx, {**root, "paid": paid}, root)
+        remaining = root["face"] - paid
+        summary = {"voucher": root["id"], "leaves": len(payments), "amount": amount, "paid": paid}
+        ctx.emit("settled", {**summary, "remaining": remaining, "done": remaining == 0})
+        return {"payments": payments, "paid": paid, "remaining": remaining, "done": remaining == 0, "frozen": frozen}
 
     @transaction
-    def mark_overdue(self, ctx: Context, args: IdArgs) -> dict[str, Any]:
-        root = self.load(ctx, args.voucher)
+    def mark_overdue(self, ctx: Context, args: PageArgs) -> dict[str, Any]:
+        """After maturity anyone may mark unpaid active leaves overdue, up to ``limit`` a transaction."""
+        root = self.matured_root(ctx, args.voucher)
         ctx.signer()
         if today(ctx) <= root["maturity_day"]:
             ctx.fail(ScfCode.NOT_MATURE, f"voucher {root['id']} is not past its maturity {root['maturity']}")
-        marked = []
-        for leaf in self.leaves(ctx, root):
-            if leaf["status"] == "active":
-                self.save(ctx, {**leaf, "status": "overdue"}, leaf)
-                marked.append(leaf["id"])
+        marked: list[str] = []
+        more = False
+        for lid in self.unpaid_leaves(ctx, root["id"]):
+            leaf = self.load(ctx, lid)
+            if leaf["status"] != "active":
+                continue
+            if len(marked) == args.limit:
+                more = True
+                break
+            self.save(ctx, {**leaf, "status": "overdue"}, leaf)
+            ctx.emit("overdue", {"root": root["id"], "voucher": lid, "holder": leaf["holder"], "face": leaf["face"]})
+            marked.append(lid)
         if not marked:
             ctx.fail(ScfCode.NOT_ACTIVE, "no active leaf to mark overdue")
-        ctx.emit("overdue", {"voucher": root["id"], "leaves": marked})
-        return {"overdue": marked}
+        return {"overdue": marked, "more": more}
 
     @transaction
     def freeze(self, ctx: Context, args: IdArgs) -> None:
@@ -416,57 +537,76 @@ class Vouchers(Contract):
 
     @query
     def tree(self, ctx: Context, args: IdArgs) -> dict[str, Any]:
-        """The whole split tree from the root, with holders, faces and financing at every node."""
+        """The whole split tree from the root, with holders, faces and financing at every node, and at the
+        root what is paid and what remains (at most 2 x voucher_leaves_max - 1 nodes)."""
         root = self.load(ctx, self.load(ctx, args.voucher)["root"])
+        seen = 0
 
         def node(v: dict[str, Any]) -> dict[str, Any]:
+            nonlocal seen
+            seen += 1
+            if seen > tree_nodes_max:
+                ctx.fail(Code.LIMIT_EXCEEDED, f"voucher tree larger than tree_nodes_max={tree_nodes_max}")
             keep = ("id", "holder", "face", "status", "financed_by", "frozen", "offer_to", "maturity")
             return {**{k: v[k] for k in keep}, "children": [node(self.load(ctx, c)) for c in v["children"]]}
 
-        return node(root)
+        return {**node(root), "paid": root["paid"], "remaining": root["face"] - root["paid"]}
 
     @query
     def portfolio(self, ctx: Context, args: OrgArgs) -> dict[str, Any]:
-        """Vouchers an organisation holds now (active or overdue), from the holder index."""
-        held = self.indexed(ctx, f"ih/{args.org}/")
-        return {"org": args.org, "vouchers": held, "total": sum(v["face"] for v in held)}
+        """Vouchers an organisation holds now (active or overdue), a page at a time; ``total`` is all of them."""
+        entries, cursor = page(ctx, f"ih/{args.org}/", args.after, args.limit)
+        held = [self.load(ctx, vid) for vid, _ in entries]
+        total = int(ctx.get(f"t/held/{args.org}") or 0)
+        return {"org": args.org, "vouchers": held, "total": total, "next": cursor}
 
     @query
     def financed_book(self, ctx: Context, args: OrgArgs) -> dict[str, Any]:
-        """Every voucher part a bank financed that is not retired, with what is still outstanding."""
-        book = self.indexed(ctx, f"ib/{args.org}/")
-        outstanding = sum(v["face"] for v in book if v["status"] != "settled")
-        return {"bank": args.org, "vouchers": book, "total": sum(v["face"] for v in book), "outstanding": outstanding}
+        """Voucher parts a bank financed (not retired), a page at a time; totals over the whole book."""
+        entries, cursor = page(ctx, f"ib/{args.org}/", args.after, args.limit)
+        book = [self.load(ctx, vid) for vid, _ in entries]
+        total = int(ctx.get(f"t/book/{args.org}") or 0)
+        outstanding = int(ctx.get(f"t/owed/{args.org}") or 0)
+        return {"bank": args.org, "vouchers": book, "total": total, "outstanding": outstanding, "next": cursor}
 
     @query
     def maturities(self, ctx: Context, args: UntilArgs) -> dict[str, Any]:
-        """Roots with unpaid parts maturing on or before ``until``: what each issuer must pay, and to whom."""
+        """Roots with unpaid parts maturing on or before ``until``, by maturity, a page at a time: what each
+        issuer still owes, and to whom."""
         until = day_of(args.until)
-        by_root: dict[str, dict[str, Any]] = {}
-        for key, _ in ctx.range("im/"):
-            day, vid = key.split("/")[1:]
+        roots: list[dict[str, Any]] = []
+        cursor = None
+        for key, outstanding in range_after(ctx, "im/", args.after):
+            day, rid = key.split("/")[1:]
             if int(day) > until:
                 break  # the index is ordered by day
-            leaf = self.load(ctx, vid)
-            entry = by_root.setdefault(
-                leaf["root"],
+            if len(roots) == args.limit:
+                cursor = f"{roots[-1]['maturity_day']:07d}/{roots[-1]['id']}"
+                break
+            root = self.load(ctx, rid)
+            holders: dict[str, int] = {}
+            for _, part in ctx.range(f"il/{rid}/"):
+                holders[part["holder"]] = holders.get(part["holder"], 0) + part["face"]
+            roots.append(
                 {
-                    "id": leaf["root"],
-                    "issuer": leaf["issuer"],
-                    "maturity": leaf["maturity"],
-                    "outstanding": 0,
-                    "holders": {},
-                },
+                    "id": rid,
+                    "issuer": root["issuer"],
+                    "maturity": root["maturity"],
+                    "maturity_day": root["maturity_day"],
+                    "outstanding": outstanding,
+                    "holders": dict(sorted(holders.items())),
+                }
             )
-            entry["outstanding"] += leaf["face"]
-            entry["holders"][leaf["holder"]] = entry["holders"].get(leaf["holder"], 0) + leaf["face"]
-        return {"until": args.until, "roots": list(by_root.values())}
+        return {"until": args.until, "roots": roots, "next": cursor}
 
     @query
-    def roots(self, ctx: Context, args: OrgArgs) -> list[str]:
-        """Root vouchers an issuer has issued."""
-        return [key.rsplit("/", 1)[1] for key, _ in ctx.range(f"ir/{args.org}/")]
+    def roots(self, ctx: Context, args: OrgArgs) -> dict[str, Any]:
+        """Root vouchers an issuer has issued, a page at a time."""
+        entries, cursor = page(ctx, f"ir/{args.org}/", args.after, args.limit)
+        return {"roots": [vid for vid, _ in entries], "next": cursor}
 
     @query
-    def all_roots(self, ctx: Context, args: NoArgs) -> list[str]:
-        return sorted(key.rsplit("/", 1)[1] for key, _ in ctx.range("ir/"))
+    def all_roots(self, ctx: Context, args: ListArgs) -> dict[str, Any]:
+        """Every root voucher, by issuer, a page at a time."""
+        entries, cursor = page(ctx, "ir/", args.after, args.limit)
+        return {"roots": [key.rsplit("/", 1)[1] for key, _ in entries], "next": cursor}
