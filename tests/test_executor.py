@@ -128,8 +128,8 @@ def test_multi_signer_and_receipt_contents(chain: Chain) -> None:
 
 def test_sig_ok_precomputed_verdicts_give_the_same_results(chain: Chain) -> None:
     t = chain.tx("demo.wallet", "mint", {"to": "org1/alice", "amount": 5}, chain.signer("org1", "admin"))
-    h1, ex1 = chain.ledger.execute_next([t.raw], chain.time_ms + 1, sig_ok={t.tx_id: True})
+    h1, ex1 = chain.ledger.execute_next([t.raw], chain.time_ms + 1, sig_ok={t.envelope_id: True})
     h2, ex2 = chain.ledger.execute_next([t.raw], chain.time_ms + 1)
     assert h1 == h2 and ex1.receipts == ex2.receipts
-    _, ex3 = chain.ledger.execute_next([t.raw], chain.time_ms + 1, sig_ok={t.tx_id: False})
+    _, ex3 = chain.ledger.execute_next([t.raw], chain.time_ms + 1, sig_ok={t.envelope_id: False})
     assert encoding.decode(ex3.receipts[0])["code"] == Code.BAD_SIGNATURE  # type: ignore[index]

@@ -22,6 +22,7 @@ from liangcao.ordering.jetstream import (
     CutPolicy,
     DerivedBlock,
     Orderer,
+    StreamMessage,
     ensure_stream,
     publish_tx,
     replicas_for,
@@ -163,8 +164,8 @@ async def _cluster_run(cluster: NatsCluster, consortium: Consortium) -> None:
         fnc = await _connect(cluster.urls)
         d = BlockDeriver(CHAIN, 1, block_txs_max=50)
 
-        def on(seq: int, kind: str, data: bytes, d: BlockDeriver = d, out: list[DerivedBlock] = followers[k]) -> None:
-            b = d.feed(seq, kind, data)
+        def on(m: StreamMessage, d: BlockDeriver = d, out: list[DerivedBlock] = followers[k]) -> None:
+            b = d.feed(m.seq, m.kind, m.data, server_ms=m.server_ms)
             if b is not None:
                 out.append(b)
 

@@ -22,6 +22,7 @@ the canonical bytes, so "key order and whitespace never matter".
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any, TypeAlias
 
 import msgspec
@@ -68,7 +69,7 @@ def _check(item: Any, depth: int, depth_max: int) -> None:
             raise _bad(item)
         return
     if depth >= depth_max:
-        raise EncodingError(Code.VALUE_TOO_DEEP, f"value nested deeper than value_depth_max={depth_max}")
+        raise deep_error(depth_max)
     if kind is dict:
         for k, v in item.items():
             if type(k) is not str:
@@ -95,14 +96,48 @@ def canonical(value: Any, *, checked: bool = False) -> bytes:
     return _ENCODER.encode(value)
 
 
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def too_deep(data: bytes | str, depth_max: int = limits.value_depth_max) -> bool:
+    """Whether JSON text nests arrays/objects deeper than ``depth_max``, judged on the text, before decoding.
+
+    Why before: the decoders recurse, so a 3,000-deep array raises ``RecursionError`` at a depth that
+    depends on the interpreter and the caller's stack, and the outcome would differ between peers. This
+    scan counts brackets outside strings; it never recurses. The common case (fewer brackets than the
+    limit) costs two C-level counts.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    if raw.count(b"[") + raw.count(b"{") <= depth_max:
+        return False
+    depth = 0
+    for m in _BRACKETS.finditer(_STRINGS.sub(b'""', raw)):
+        if m.group() in (b"[", b"{"):
+            depth += 1
+            if depth > depth_max:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def deep_error(depth_max: int = limits.value_depth_max) -> EncodingError:
+    return EncodingError(Code.VALUE_TOO_DEEP, f"value nested deeper than value_depth_max={depth_max}")
+
+
 def decode(data: bytes | str, size_max: int = limits.tx_bytes_max) -> Value:
     """Parse JSON text into a canonical-model value, refusing floats, deep nesting and oversize input."""
     if len(data) > size_max:
         raise EncodingError(Code.TOO_LARGE, f"input is {len(data)} bytes, more than the limit {size_max}")
+    if too_deep(data):
+        raise deep_error()
     try:
         value = _DECODER.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise EncodingError(Code.BAD_ENCODING, f"not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # cannot happen after the scan; kept so no input ever escapes as a crash
+        raise deep_error() from exc
     check_value(value)
     result: Value = value
     return result
@@ -124,3 +159,24 @@ def sha256_hex(data: bytes) -> str:
 def hash_value(value: Any) -> str:
     """Hex SHA-256 of the canonical bytes of ``value``."""
     return sha256_hex(canonical(value))
+
+
+# Characters a name or key may not contain, as fixed ranges rather than ``str.isprintable()``: Python's answer
+# follows the Unicode version of the interpreter (3.11 and 3.12 differ), and a rule that moves with the
+# interpreter would let two honest peers record different outcomes for the same transaction. Refused: C0 and
+# C1 controls, DEL, surrogates, line/paragraph separators, zero-width and bidirectional controls, the BOM,
+# other Unicode spaces, noncharacters, and every character beyond planes 0-2
+# (planes 3-16 are mostly unassigned, and a rule that depends on assignment would depend on the version).
+_NOT_PRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\xa0\xad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
+    "\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\u3164\ud800-\udfff\ufdd0-\ufdef"
+    "\ufe00-\ufe0f\ufeff\uffa0\ufff0-\uffff\U0001fffe\U0001ffff\U0002fffe\U0002ffff\U00030000-\U0010ffff]"
+)
+
+
+def printable(text: str) -> bool:
+    """Whether ``text`` is non-empty and has only characters allowed in names and keys (see above).
+
+    Version-independent by construction: a fixed table, no ``unicodedata``. The ASCII space is allowed, as before.
+    """
+    return bool(text) and _NOT_PRINTABLE.search(text) is None

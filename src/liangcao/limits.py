@@ -17,6 +17,7 @@ signatures_max = 8
 nonce_chars_max = 64
 contract_name_chars_max = 64
 method_name_chars_max = 64
+member_id_chars_max = 129  # org/member: 64 characters each and the slash
 tx_ttl_ms_max = 24 * 60 * 60 * 1000
 
 # What one transaction may do.
@@ -38,6 +39,12 @@ mempool_txs_max = 50_000
 
 # The node's memory of recent commits, for clients waiting on a transaction.
 recent_txs_max = 200_000
+# Consortium ordering: a cut's time may differ from the stream's own timestamp of the cut message by at most
+# this much (orderers and servers keep NTP time), and a peer never commits a block stamped further ahead of
+# its own clock.
+cut_clock_skew_ms_max = 30_000
+attestation_bytes_max = 4 * 1024  # one attestation message: four fields, a certificate and a signature
+early_attestation_heights_max = 1000  # attestations for heights this far ahead of the head are kept for later
 
 # Identity.
 cert_cache_max = 100_000
@@ -77,6 +84,8 @@ trace_depth_max = 32  # nesting of arrays/objects in an EPCIS document, event or
 dg_ciphertext_b64_max = 16 * 1024  # a sealed dangerous-goods declaration, base64 (its JSON is a few hundred bytes)
 dg_terminals_max = 8  # terminals named in one declaration
 dg_readers_max = dg_terminals_max + 2  # wraps of a declaration's data key: shipper, carrier and the terminals
+dg_reason_chars_max = 500  # a carrier's reason for rejecting, sealed for shipper and carrier
+dg_reason_b64_max = 4 * ((dg_reason_chars_max * 4 + 16 + 2) // 3)  # that reason as UTF-8 + GCM tag, base64
 capture_document_bytes_max = 32 * 1024 * 1024  # GS1-EPCIS-Capture-File-Size-Limit
 capture_events_max = 100_000  # GS1-EPCIS-Capture-Limit: events in one capture document
 capture_jobs_max = 10_000  # capture jobs a node remembers (oldest finished ones are forgotten first)

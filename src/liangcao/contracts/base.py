@@ -105,6 +105,11 @@ class Contract:
         cls.methods = methods
 
 
+#: Roles that take business actions. ``peer`` and ``orderer`` certificates belong to an organisation's nodes:
+#: they attest and seal, and a stolen node key must not freeze a voucher or vote.
+PARTY_ROLES = frozenset({"admin", "member"})
+
+
 class Context:
     """What a contract sees while it runs. See the module docstring."""
 
@@ -124,6 +129,7 @@ class Context:
         depth: int = 0,
         consortium: Callable[[], Any] | None = None,
         caller: str = "",
+        actor: str = "",
     ) -> None:
         self._view = view
         self.contract = contract
@@ -139,6 +145,8 @@ class Context:
         self._consortium = consortium
         #: The contract that invoked this one ("" when the transaction called it directly).
         self.caller = caller
+        #: The acting party named in the signed body ("" when the transaction has one signer or names none).
+        self.actor = actor
 
     def consortium(self) -> Any:
         """The consortium configuration (:class:`liangcao.contracts.config.Config`) as of this transaction."""
@@ -148,7 +156,7 @@ class Context:
 
     # ---- keys -----------------------------------------------------------------------------------------
     def _key(self, key: str) -> str:
-        if type(key) is not str or not key or not key.isprintable():
+        if type(key) is not str or not key or not encoding.printable(key):
             self.fail(Code.BAD_KEY, f"key {key!r} must be a non-empty printable string")
         full = f"{self.contract}/{key}"
         if len(full.encode()) > limits.key_bytes_max:
@@ -230,9 +238,14 @@ class Context:
         return any(s.org == org and (role is None or s.role == role) for s in self.signers)
 
     def signer(self) -> Signer:
-        """The first signer: by convention the party acting."""
+        """The acting party: the only signer, or the one the signed body names as ``actor``.
+
+        Signers come from the runtime with the actor first and the rest in member order, so no order of
+        signatures (which the tx id does not cover) can change who acts."""
         if not self.signers:
             self.fail(Code.NOT_SIGNED, "this action needs a signer")
+        if len(self.signers) > 1 and not self.actor:
+            self.fail(Code.NOT_SIGNED, "a transaction with several signers must name its acting party (body.actor)")
         return self.signers[0]
 
     def require(self, condition: object, code: int, message: str) -> None:
@@ -250,9 +263,11 @@ class Context:
         self.fail(Code.WRONG_ROLE, f"needs a signer with role {' or '.join(roles)}")
 
     def require_org_type(self, *org_types: str) -> Signer:
-        """The first signer whose organisation type is one of ``org_types``; fails WRONG_ORG_TYPE if none."""
+        """The first signer whose organisation type is one of ``org_types`` and who acts for it as a person
+        (role admin or member: a node's peer or orderer certificate never takes business actions); fails
+        WRONG_ORG_TYPE if none."""
         for s in self.signers:
-            if s.org_type in org_types:
+            if s.org_type in org_types and s.role in PARTY_ROLES:
                 return s
         self.fail(Code.WRONG_ORG_TYPE, f"needs a signer from an organisation of type {' or '.join(org_types)}")
 
@@ -303,6 +318,7 @@ class Context:
             depth=self._depth + 1,
             consortium=self._consortium,
             caller=self.contract,
+            actor=self.actor,
         )
         return self._registry.call(child, contract, method, args, "query" if self.read_only else "transaction")
 

@@ -85,6 +85,13 @@ def _check_policy(ctx: Context, name: str, num: int, den: int) -> None:
         ctx.fail(Code.INVALID_ARGUMENT, f"unknown policy {name!r}; known: {', '.join(KNOWN_POLICIES)}")
     if not 0 <= num < den:
         ctx.fail(Code.INVALID_ARGUMENT, "a policy threshold num/den must satisfy 0 <= num < den")
+    # Less than half would let two disjoint groups of organisations each govern, or each make a different
+    # block final; num = 0 would let one organisation alone do either.
+    if 2 * num < den:
+        ctx.fail(
+            Code.INVALID_ARGUMENT,
+            f"policy {name!r} needs more than half of the organisations: num/den must be at least 1/2",
+        )
 
 
 def governance_quorum(ctx: Context) -> cfgmod.Config:

@@ -79,56 +79,7 @@ class ContractRuntime:
         return self.check_signers(view, tx, sig_ok)
 
     def check_signers(self, view: StateView, tx: Tx, sig_ok: bool | None) -> tuple[Signer, ...]:
-        config = self.config(view)
-        signers: list[Signer] = []
-        infos = []
-        seen: set[str] = set()
-        for i, s in enumerate(tx.signatures):
-            try:
-                info = self.certs.parse(s.cert)
-            except CertificateError as exc:
-                raise LiangcaoError(exc.code, f"signature {i}: {exc.message}") from exc
-            if info.is_ca:
-                raise LiangcaoError(Code.BAD_CERTIFICATE, f"signature {i}: a CA certificate cannot sign transactions")
-            org = config.orgs.get(info.org)
-            if org is None or not org.active:
-                raise LiangcaoError(
-                    Code.UNKNOWN_ORGANIZATION,
-                    f"signature {i}: organisation {info.org!r} is not in the consortium",
-                )
-            if org.type != info.org_type:
-                raise LiangcaoError(
-                    Code.BAD_CERTIFICATE,
-                    f"signature {i}: certificate says type {info.org_type!r}, organisation is {org.type!r}",
-                )
-            if not self.certs.issued_by(info, org.ca):
-                raise LiangcaoError(
-                    Code.UNKNOWN_CERTIFICATE,
-                    f"signature {i}: certificate of {info.member_id} was not issued by the current CA of {info.org}",
-                )
-            if info.fingerprint in config.revoked:
-                raise LiangcaoError(
-                    Code.CERTIFICATE_REVOKED, f"signature {i}: certificate of {info.member_id} is revoked"
-                )
-            if not info.not_before_ms <= self.time_ms <= info.not_after_ms:
-                raise LiangcaoError(
-                    Code.CERTIFICATE_EXPIRED,
-                    f"signature {i}: certificate of {info.member_id} is not valid at block time",
-                )
-            if info.fingerprint in seen:
-                raise LiangcaoError(Code.DUPLICATE_SIGNER, f"signature {i}: {info.member_id} signed twice")
-            seen.add(info.fingerprint)
-            infos.append(info)
-            signers.append(Signer(info.member_id, info.org, info.org_type, info.role, info.fingerprint))
-        if sig_ok is None:
-            tid = tx.id_bytes
-            sig_ok = all(
-                keys.verify(info.public_key, keys.DOMAIN_TX, tid, s.sig)
-                for info, s in zip(infos, tx.signatures, strict=True)
-            )
-        if not sig_ok:
-            raise LiangcaoError(Code.BAD_SIGNATURE, "a signature does not match the transaction id and its certificate")
-        return tuple(signers)
+        return check_signers(self.config(view), self.certs, tx, self.time_ms, sig_ok)
 
     def run(self, view: Overlay, tx: Tx, signers: tuple[Signer, ...]) -> TxOutcome:
         ctx = Context(
@@ -142,6 +93,7 @@ class ContractRuntime:
             registry=self.registry,
             read_only=False,
             consortium=lambda: self.config(view),
+            actor=tx.actor,
         )
         code, message, result = run_guarded(
             lambda: self.registry.call(ctx, tx.contract, tx.method, tx.args, "transaction")
@@ -191,3 +143,68 @@ class ContractRuntime:
         if code != Code.OK:
             raise ContractFailure(code, message)
         return result
+
+
+def check_signers(
+    config: cfgmod.Config, certs: CertCache, tx: Tx, time_ms: int, sig_ok: bool | None
+) -> tuple[Signer, ...]:
+    """The signers of ``tx`` under ``config`` at ``time_ms``, in the order of the module docstring's table.
+
+    Pure: the executor calls it through the runtime, and the node's admission calls it directly on the
+    configuration at its head, so what can never authenticate is refused before it reaches ordering.
+    """
+    signers: list[Signer] = []
+    infos = []
+    seen: set[str] = set()
+    for i, s in enumerate(tx.signatures):
+        try:
+            info = certs.parse(s.cert)
+        except CertificateError as exc:
+            raise LiangcaoError(exc.code, f"signature {i}: {exc.message}") from exc
+        if info.is_ca:
+            raise LiangcaoError(Code.BAD_CERTIFICATE, f"signature {i}: a CA certificate cannot sign transactions")
+        org = config.orgs.get(info.org)
+        if org is None or not org.active:
+            raise LiangcaoError(
+                Code.UNKNOWN_ORGANIZATION,
+                f"signature {i}: organisation {info.org!r} is not in the consortium",
+            )
+        if org.type != info.org_type:
+            raise LiangcaoError(
+                Code.BAD_CERTIFICATE,
+                f"signature {i}: certificate says type {info.org_type!r}, organisation is {org.type!r}",
+            )
+        if not certs.issued_by(info, org.ca):
+            raise LiangcaoError(
+                Code.UNKNOWN_CERTIFICATE,
+                f"signature {i}: certificate of {info.member_id} was not issued by the current CA of {info.org}",
+            )
+        if info.fingerprint in config.revoked:
+            raise LiangcaoError(Code.CERTIFICATE_REVOKED, f"signature {i}: certificate of {info.member_id} is revoked")
+        if not info.not_before_ms <= time_ms <= info.not_after_ms:
+            raise LiangcaoError(
+                Code.CERTIFICATE_EXPIRED,
+                f"signature {i}: certificate of {info.member_id} is not valid at block time",
+            )
+        if info.fingerprint in seen:
+            raise LiangcaoError(Code.DUPLICATE_SIGNER, f"signature {i}: {info.member_id} signed twice")
+        seen.add(info.fingerprint)
+        infos.append(info)
+        signers.append(Signer(info.member_id, info.org, info.org_type, info.role, info.fingerprint))
+    if tx.actor:
+        # The actor first, the others in member order: nothing a relayer can reorder decides who acts.
+        acting = [s for s in signers if s.member_id == tx.actor]
+        if not acting:
+            raise LiangcaoError(Code.MISSING_SIGNATURE, f"the acting party {tx.actor} did not sign")
+        signers = acting + sorted((s for s in signers if s.member_id != tx.actor), key=lambda s: s.member_id)
+    elif len(signers) > 1:
+        signers = sorted(signers, key=lambda s: s.member_id)
+    if sig_ok is None:
+        tid = tx.id_bytes
+        sig_ok = all(
+            keys.verify(info.public_key, keys.DOMAIN_TX, tid, s.sig)
+            for info, s in zip(infos, tx.signatures, strict=True)
+        )
+    if not sig_ok:
+        raise LiangcaoError(Code.BAD_SIGNATURE, "a signature does not match the transaction id and its certificate")
+    return tuple(signers)

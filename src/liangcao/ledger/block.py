@@ -20,6 +20,7 @@ A write set hashes as the SHA-256 of, for each key in ascending byte order,
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from liangcao.crypto.identity import CertificateError, parse_certificate
 from liangcao.errors import BlockInvalid
 
 ZERO_HASH = "00" * 32
+_HEX64 = re.compile("[0-9a-f]{64}")
 HEADER_FIELDS = (
     "chain_id",
     "height",
@@ -261,6 +263,20 @@ def make_attestation(
 
 def check_attestation(att: Mapping[str, Any]) -> str:
     """Verify an attestation's signature; return the attesting member id. Raises BlockInvalid."""
+    if (
+        not isinstance(att, Mapping)
+        or set(att) != {"chain_id", "height", "block_hash", "state_hash", "cert", "sig"}
+        or type(att["chain_id"]) is not str
+        or type(att["height"]) is not int
+        or att["height"] < 0
+        or not all(type(att[k]) is str and _HEX64.fullmatch(att[k]) for k in ("block_hash", "state_hash"))
+        or type(att["cert"]) is not str
+        or type(att["sig"]) is not str
+    ):
+        raise BlockInvalid(
+            Code.BAD_BLOCK,
+            "attestation must be {chain_id: str, height: int >= 0, block_hash, state_hash: 64 hex, cert, sig}",
+        )
     try:
         body = {k: att[k] for k in ("chain_id", "height", "block_hash", "state_hash")}
         info = parse_certificate(keys.unb64(att["cert"]))

@@ -121,6 +121,9 @@ def execute(
 ) -> Execution:
     """Execute ``txs`` as block ``height`` on top of ``view``. Pure: same inputs, same bytes out.
 
+    ``sig_ok`` maps an envelope id (:attr:`Tx.envelope_id`, the hash of the exact signed bytes) to a verdict
+    on its Ed25519 signatures; a verdict is never shared by two envelopes of one tx id.
+
     ``parsed`` may hold the transactions already parsed (by the node's admission): parsing is a pure
     function of the bytes, so a parse whose ``raw`` equals the block's bytes is reused, not repeated.
     """
@@ -148,7 +151,7 @@ def execute(
                 )
             if block_view.tx_seen(tx.tx_id):
                 raise LiangcaoError(Code.DUPLICATE_TX, f"transaction {tx.tx_id} was already committed")
-            signers = runtime.authenticate(block_view, tx, None if sig_ok is None else sig_ok.get(tx.tx_id))
+            signers = runtime.authenticate(block_view, tx, None if sig_ok is None else sig_ok.get(tx.envelope_id))
             consumed = True
             tx_view = Overlay(block_view)
             outcome = runtime.run(tx_view, tx, signers)

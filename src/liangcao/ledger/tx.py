@@ -27,6 +27,10 @@ from liangcao.crypto.identity import parse_certificate
 from liangcao.errors import EncodingError, TxRejected
 
 _BODY_FIELDS = frozenset({"chain_id", "contract", "method", "args", "nonce", "not_after"})
+#: ``actor``: the member id of the acting party, in the signed body. Optional (and omitted by the SDK) when
+#: one party signs; a transaction with several signers names its actor, because the order of signatures is
+#: not covered by the tx id and must never decide who acts.
+_OPTIONAL_FIELDS = frozenset({"actor"})
 _ENVELOPE_FIELDS = frozenset({"body", "signatures"})
 
 
@@ -49,6 +53,11 @@ class Tx:
     nonce: str
     not_after: int
     signatures: tuple[Signature, ...]
+    #: hex SHA-256 of ``raw``. Several envelopes can share one ``tx_id`` (the same body with other
+    #: signatures, genuine or forged): every verdict on signatures belongs to the envelope, never the id.
+    envelope_id: str = ""
+    #: the acting party's member id, from the signed body ("" if the body names none)
+    actor: str = ""
 
     @property
     def id_bytes(self) -> bytes:
@@ -72,7 +81,7 @@ class Signer:
 
 
 def _name(value: Any, what: str, chars_max: int) -> str:
-    if type(value) is not str or not value or len(value) > chars_max or not value.isprintable():
+    if type(value) is not str or not value or len(value) > chars_max or not encoding.printable(value):
         raise TxRejected(Code.MALFORMED_TX, f"{what} must be a printable string of 1 to {chars_max} characters")
     return value
 
@@ -94,9 +103,9 @@ def parse_value(value: Any) -> Tx:
     if type(value) is not dict or set(value) != _ENVELOPE_FIELDS:
         raise TxRejected(Code.MALFORMED_TX, "a transaction is an object with exactly 'body' and 'signatures'")
     body = value["body"]
-    if type(body) is not dict or set(body) != _BODY_FIELDS:
+    if type(body) is not dict or not _BODY_FIELDS <= set(body) <= _BODY_FIELDS | _OPTIONAL_FIELDS:
         missing = sorted(_BODY_FIELDS - set(body)) if type(body) is dict else sorted(_BODY_FIELDS)
-        extra = sorted(set(body) - _BODY_FIELDS) if type(body) is dict else []
+        extra = sorted(set(body) - _BODY_FIELDS - _OPTIONAL_FIELDS) if type(body) is dict else []
         raise TxRejected(
             Code.MALFORMED_TX,
             f"body must have exactly the fields {sorted(_BODY_FIELDS)}",
@@ -106,6 +115,7 @@ def parse_value(value: Any) -> Tx:
     contract = _name(body["contract"], "contract", limits.contract_name_chars_max)
     method = _name(body["method"], "method", limits.method_name_chars_max)
     nonce = _name(body["nonce"], "nonce", limits.nonce_chars_max)
+    actor = _name(body["actor"], "actor", limits.member_id_chars_max) if "actor" in body else ""
     not_after = body["not_after"]
     if type(not_after) is not int or not_after < 0:
         raise TxRejected(Code.MALFORMED_TX, "not_after must be a non-negative integer (ms since the epoch)")
@@ -137,11 +147,23 @@ def parse_value(value: Any) -> Tx:
         chain_id=chain_id,
         contract=contract,
         method=method,
-        args=args,
+        # The contract sees args in canonical key order, never in the order a client happened to send:
+        # a contract that iterates an object must record the same receipt on every peer.
+        args=_canonical_order(args),
         nonce=nonce,
         not_after=not_after,
         signatures=tuple(parsed),
+        envelope_id=encoding.sha256_hex(raw),
+        actor=actor,
     )
+
+
+def _canonical_order(value: Any) -> Any:
+    if type(value) is dict:
+        return {k: _canonical_order(value[k]) for k in sorted(value)}
+    if type(value) is list:
+        return [_canonical_order(v) for v in value]
+    return value
 
 
 def parse(data: bytes | str) -> Tx:
@@ -166,9 +188,12 @@ def build(
     *,
     not_after: int,
     nonce: str | None = None,
+    actor: str | None = None,
 ) -> Tx:
-    """Build and sign a transaction with every signer in ``signers`` (each signs the same ``tx_id``)."""
-    body = {
+    """Build and sign a transaction with every signer in ``signers`` (each signs the same ``tx_id``).
+
+    With several signers the body names the acting party: ``actor``, by default the first signer."""
+    body: dict[str, Any] = {
         "chain_id": chain_id,
         "contract": contract,
         "method": method,
@@ -176,6 +201,10 @@ def build(
         "nonce": nonce if nonce is not None else os.urandom(12).hex(),
         "not_after": not_after,
     }
+    if actor is None and len(signers) > 1:
+        actor = signers[0].member_id
+    if actor:
+        body["actor"] = actor
     encoding.check_value(body)
     tx_id = body_id(body)
     sigs = [s.sign_tx_id(tx_id) for s in signers]

@@ -21,11 +21,9 @@ from concurrent.futures import Future
 from typing import Any
 
 from liangcao.ordering.jetstream import (
-    BlockDeriver,
-    CutMarker,
     CutPolicy,
-    DerivedBlock,
     Orderer,
+    StreamMessage,
     ensure_stream,
     publish_tx,
     replicas_for,
@@ -94,8 +92,8 @@ class JetStreamLink:
                 await asyncio.sleep(0.2)
 
     # ---- transactions -----------------------------------------------------------------------------------
-    def publish_tx(self, raw: bytes, tx_id: str, timeout_s: float = 5.0) -> int:
-        return int(self._call(publish_tx(self.js, self.chain_id, raw, tx_id, timeout_s), timeout_s + 1))
+    def publish_tx(self, raw: bytes, envelope_id: str, timeout_s: float = 5.0) -> int:
+        return int(self._call(publish_tx(self.js, self.chain_id, raw, envelope_id, timeout_s), timeout_s + 1))
 
     def publish_many(self, items: list[tuple[bytes, str]], timeout_s: float = 10.0) -> list[BaseException | None]:
         """Publish many transactions at once (their acks awaited together); an error or None for each."""
@@ -110,13 +108,12 @@ class JetStreamLink:
         return [r if isinstance(r, BaseException) else None for r in results]
 
     # ---- blocks -----------------------------------------------------------------------------------------
-    def follow_blocks(self, deriver: BlockDeriver, start_seq: int, on_block: Callable[[DerivedBlock], None]) -> None:
-        def on(seq: int, kind: str, data: bytes) -> None:
-            block = deriver.feed(seq, kind, data)
-            if block is not None:
-                on_block(block)
+    def follow_stream(self, start_seq: int, on_message: Callable[[StreamMessage], None]) -> None:
+        """Hand every message of the chain's stream from ``start_seq`` on to ``on_message``, in order.
 
-        self._subs.append(self._call(subscribe_from(self.js, self.chain_id, start_seq, on)))
+        The peer derives blocks on its commit thread, not here: a cut is judged by the configuration after
+        the block before it, which only the commit thread knows."""
+        self._subs.append(self._call(subscribe_from(self.js, self.chain_id, start_seq, on_message)))
 
     # ---- attestations -----------------------------------------------------------------------------------
     def publish_attestation(self, att: bytes) -> None:
@@ -144,26 +141,19 @@ class JetStreamLink:
 
     # ---- ordering ---------------------------------------------------------------------------------------
     def run_orderer(
-        self,
-        signer: Any,
-        *,
-        next_height: int,
-        start_seq: int,
-        after_cut_seq: int,
-        policy: CutPolicy,
-        verify_cut: Callable[[CutMarker], bool],
+        self, signer: Any, *, policy: CutPolicy, position: Callable[[], tuple[int, int, float | None]]
     ) -> None:
+        """Run this organisation's orderer, cutting where ``position`` (the peer's deriver) says the chain is."""
         orderer = Orderer(
             self.js,
             self.chain_id,
             signer,
-            next_height=next_height,
-            start_seq=start_seq,
+            next_height=0,
+            start_seq=0,
             policy=policy,
             now_ms=lambda: time.time() * 1000,
-            verify_cut=verify_cut,
+            position=position,
         )
-        orderer.deriver.after_cut_seq = after_cut_seq
 
         async def start() -> None:
             self._tasks.append(asyncio.ensure_future(orderer.run(self._stop)))

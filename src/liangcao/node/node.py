@@ -24,7 +24,6 @@ import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,9 +31,11 @@ from typing import TYPE_CHECKING, Any
 from liangcao import encoding, limits
 from liangcao.apps.bundle import default_registry
 from liangcao.clock import Clock
+from liangcao.clock import now_ms as wall_ms
 from liangcao.codes import Code
-from liangcao.contracts.runtime import ContractRuntime
-from liangcao.crypto import identity, keys
+from liangcao.contracts import config as cfgmod
+from liangcao.contracts.runtime import ContractRuntime, check_signers
+from liangcao.crypto import identity
 from liangcao.errors import LiangcaoError, TxRejected
 from liangcao.ledger import block as blk
 from liangcao.ledger import tx as txm
@@ -44,7 +45,7 @@ from liangcao.ledger.store import Store
 from liangcao.ledger.tx import Signer, Tx
 from liangcao.node.mempool import Mempool
 from liangcao.node.verify import SigVerifier
-from liangcao.ordering.jetstream import BlockDeriver, CutMarker, CutPolicy, DerivedBlock
+from liangcao.ordering.jetstream import BlockDeriver, CutMarker, CutPolicy, DerivedBlock, StreamMessage
 
 if TYPE_CHECKING:  # the link pulls in nats-py, which a solo node never imports
     from liangcao.node.link import JetStreamLink
@@ -101,7 +102,14 @@ class Node:
         self.settings = settings or NodeSettings()
         self.link = link
         self.fork_alarms: list[dict[str, Any]] = []
-        self._derived: queue.Queue[DerivedBlock] = queue.Queue()
+        #: stream messages that could not be used (malformed, forged): counted and logged, never fatal
+        self.poison_messages = 0
+        #: set while a derived block's time is ahead of this peer's own clock (see ``_wait_for_clock``)
+        self.clock_alarm: str = ""
+        self._stream_inbox: queue.Queue[StreamMessage] = queue.Queue()
+        self._deriver: BlockDeriver | None = None
+        self._cut_cfg = cfgmod.Config()
+        self._pending_since_ms: float | None = None
         self._att_inbox: queue.Queue[bytes] = queue.Queue()
         self._early_atts: dict[int, list[bytes]] = {}
         self.store_path = Path(store_path)
@@ -119,7 +127,12 @@ class Node:
         self.peer = peer
         self.clock = Clock(self.ledger.head.time_ms if self.ledger.head is not None else 0)
         self.mempool = Mempool(self.settings.mempool_txs_max)
-        self.verifier = SigVerifier(self.settings.verify_workers, self.runtime.certs)
+        # Admission has its own certificate cache and configuration: API threads must not share the commit
+        # thread's runtime caches.
+        self._admission_certs = identity.CertCache()
+        self._admission_lock = threading.Lock()
+        self._admission_config = cfgmod.Config()
+        self.verifier = SigVerifier(self.settings.verify_workers, self._admission_certs)
         self.listeners: list[Listener] = []
         self.failed: BaseException | None = None
         self._stopping = False
@@ -174,8 +187,13 @@ class Node:
         return store
 
     # ---- admission --------------------------------------------------------------------------------------
-    def check(self, raw: bytes) -> Tx:
-        """Parse and pre-check a transaction without admitting it. Raises TxRejected."""
+    def check(self, raw: bytes, *, verify: bool = True) -> Tx:
+        """Parse and pre-check a transaction without admitting it. Raises TxRejected.
+
+        Everything that can never commit is refused here, before it reaches ordering and every peer's blocks:
+        a certificate that is not a current member's of an active organisation (a self-signed one naming any
+        organisation), a revoked or expired one, and (``verify``) a signature that does not verify. The
+        executor checks all of it again at block time; this only keeps what cannot authenticate out."""
         tx = txm.parse(raw)
         if tx.chain_id != self.chain_id:
             raise TxRejected(
@@ -188,55 +206,83 @@ class Node:
             raise TxRejected(Code.TTL_TOO_LONG, f"not_after is more than tx_ttl_ms_max={limits.tx_ttl_ms_max} ms ahead")
         if not tx.signatures:
             raise TxRejected(Code.MISSING_SIGNATURE, "transaction has no signatures")
+        self._authenticate(tx, now, None if verify else True)
         return tx
+
+    def _head_config(self) -> cfgmod.Config:
+        """The configuration at the committed head, reloaded when its version changes (API threads)."""
+        reader = self.reader()
+        with self._admission_lock:
+            if cfgmod.version_of(reader) != self._admission_config.version:
+                self._admission_config = cfgmod.load(reader, self._admission_certs)
+            return self._admission_config
+
+    def _authenticate(self, tx: Tx, now: int, sig_ok: bool | None) -> None:
+        try:
+            check_signers(self._head_config(), self._admission_certs, tx, now, sig_ok)
+        except LiangcaoError as exc:
+            raise TxRejected(exc.code, exc.message) from exc
 
     def submit(self, raw: bytes) -> tuple[Tx, str]:
         """Admit one transaction. Returns (tx, status) with status ``pending`` or ``committed``."""
-        if self.failed is not None or self._stopping:
-            raise TxRejected(Code.NOT_READY, "the node is shutting down or has stopped")
-        tx = self.check(raw)
-        if tx.tx_id in self._recent or self.reader().tx_seen(tx.tx_id):
-            return tx, "committed"
-        admitted = self.clock.now_ms()
-        if self.link is not None:
+        result = self.submit_many([raw])[0]
+        if isinstance(result, LiangcaoError):
+            raise result
+        return result
+
+    def _committed(self, tx_id: str) -> bool:
+        """Whether a transaction with this id consumed it (a forged copy that failed never counts)."""
+        return tx_id in self._recent or self.reader().tx_seen(tx_id)
+
+    def _check_many(self, raws: list[bytes], out: list[Any]) -> list[tuple[int, Tx]]:
+        """Pre-check ``raws``; errors and already-committed ones go into ``out``; returns the fresh ones.
+
+        Certificates are checked one by one; the Ed25519 signatures of the whole batch are verified
+        together, in the process pool when the batch is large enough to pay for it."""
+        fresh: list[tuple[int, Tx]] = []
+        for i, raw in enumerate(raws):
             try:
-                self.link.publish_tx(tx.raw, tx.tx_id)
-            except Exception as exc:  # no quorum of ordering servers reachable: the client may retry
-                raise TxRejected(Code.NOT_READY, f"the ordering service did not take the transaction: {exc}") from exc
-            self._admitted.setdefault(tx.tx_id, admitted)
-            return tx, "pending"
-        if self.mempool.add(tx):  # raises MEMPOOL_FULL before anything is remembered
-            self._admitted.setdefault(tx.tx_id, admitted)
-        return tx, "pending"
+                tx = self.check(raw, verify=False)
+            except LiangcaoError as exc:
+                out[i] = exc
+                continue
+            if self._committed(tx.tx_id):
+                out[i] = (tx, "committed")
+            else:
+                fresh.append((i, tx))
+        if not fresh:
+            return fresh
+        verdicts = self.verifier.verify([t for _, t in fresh])
+        good: list[tuple[int, Tx]] = []
+        for i, tx in fresh:
+            if verdicts.get(tx.envelope_id):
+                good.append((i, tx))
+            else:
+                out[i] = TxRejected(
+                    Code.BAD_SIGNATURE, "a signature does not match the transaction id and its certificate"
+                )
+        return good
 
     def submit_many(self, raws: list[bytes]) -> list[tuple[Tx, str] | LiangcaoError]:
         """Admit many transactions; for each, (tx, status) or the error that refused it.
 
         Through JetStream the publishes go out together and their acknowledgements are awaited together, so
         a batch costs about one round trip to the ordering service rather than one per transaction."""
+        if self.failed is not None or self._stopping:
+            return [TxRejected(Code.NOT_READY, "the node is shutting down or has stopped") for _ in raws]
         out: list[tuple[Tx, str] | LiangcaoError | None] = [None] * len(raws)
+        fresh = self._check_many(raws, out)
+        admitted = self.clock.now_ms()
         if self.link is None:
-            for i, raw in enumerate(raws):
+            for i, tx in fresh:
                 try:
-                    out[i] = self.submit(raw)
+                    if self.mempool.add(tx):  # raises MEMPOOL_FULL before anything is remembered
+                        self._admitted.setdefault(tx.tx_id, admitted)
+                    out[i] = (tx, "pending")
                 except LiangcaoError as exc:
                     out[i] = exc
             return [o for o in out if o is not None]
-        if self.failed is not None or self._stopping:
-            return [TxRejected(Code.NOT_READY, "the node is shutting down or has stopped") for _ in raws]
-        fresh: list[tuple[int, Tx]] = []
-        for i, raw in enumerate(raws):
-            try:
-                tx = self.check(raw)
-            except LiangcaoError as exc:
-                out[i] = exc
-                continue
-            if tx.tx_id in self._recent or self.reader().tx_seen(tx.tx_id):
-                out[i] = (tx, "committed")
-            else:
-                fresh.append((i, tx))
-        admitted = self.clock.now_ms()
-        errors = self.link.publish_many([(t.raw, t.tx_id) for _, t in fresh]) if fresh else []
+        errors = self.link.publish_many([(t.raw, t.envelope_id) for _, t in fresh]) if fresh else []
         for (i, tx), error in zip(fresh, errors, strict=True):
             if error is None:
                 self._admitted.setdefault(tx.tx_id, admitted)
@@ -259,22 +305,17 @@ class Node:
         )
 
     def _run(self) -> None:
-        current: tuple[list[Tx], list[Future[list[tuple[str, bool]]]]] | None = None
         try:
             while True:
-                if current is None:
-                    batch = self._take(0.2)
-                    if not batch:
-                        if self._stopping and len(self.mempool) == 0:
-                            return
-                        continue
-                    current = (batch, self.verifier.submit(batch))
-                # Cut the next block now, so its signatures are checked while this one executes.
-                nxt_batch = self._take(0.0) if len(self.mempool) else []
-                nxt = (nxt_batch, self.verifier.submit(nxt_batch)) if nxt_batch else None
-                batch, futures = current
-                self._commit(batch, SigVerifier.gather(futures))
-                current = nxt
+                batch = self._take(0.2)
+                if not batch:
+                    if self._stopping and len(self.mempool) == 0:
+                        return
+                    continue
+                # Every envelope in the mempool had its signatures verified at admission (in the pool, in
+                # parallel with this thread's execution of the previous block); certificates are checked
+                # again by the executor against the configuration at block time.
+                self._commit(batch, {t.envelope_id: True for t in batch})
         except BaseException as exc:  # an infrastructure fault: stop rather than risk a half-applied block
             self.failed = exc
             log.exception("commit thread stopped: %s", exc)
@@ -282,26 +323,32 @@ class Node:
     # ---- consortium mode: blocks derived from the JetStream log --------------------------------------------
     RESUME_META = "jetstream_resume"
 
-    def _genesis_orderer_cas(self) -> list[identity.CertInfo]:
-        # Cuts are judged by the genesis organisations' CAs only, the same on every peer whenever it starts;
-        # an organisation admitted later orders once the others' configuration says so (not yet: its cuts
-        # are ignored by all, deterministically, and the others' orderers keep cutting).
-        genesis_tx: Any = encoding.decode(self.genesis.txs[0])
-        orgs = genesis_tx["body"]["args"]["orgs"]
-        return [identity.parse_certificate(keys.unb64(o["ca_cert"])) for o in orgs]
-
     def _verify_cut(self, marker: CutMarker) -> bool:
+        """Whether ``marker`` is signed by a current orderer of an active organisation, valid at its time.
+
+        Judged by the configuration at this peer's head, which is the configuration after the block
+        before the cut's height: the commit thread derives a block only after committing the one before it,
+        so every peer judges every cut on the same configuration (a removed organisation's orderer, a
+        revoked certificate: ignored by all from the block that removed or revoked it)."""
         info = marker.signature_ok()
-        if info is None or info.role != "orderer":
+        if info is None:
             return False
-        return any(ca.org == info.org and identity.issued_by(info, ca) for ca in self._cut_cas)
+        config = self._cut_config()
+        if config.member_org(info, self.runtime.certs, role="orderer") is None:
+            return False
+        return info.not_before_ms <= marker.time_ms <= info.not_after_ms
+
+    def _cut_config(self) -> cfgmod.Config:
+        store = self.ledger.store
+        if cfgmod.version_of(store) != self._cut_cfg.version:
+            self._cut_cfg = cfgmod.load(store, self.runtime.certs)
+        return self._cut_cfg
 
     def _follow(self) -> None:
         assert self.link is not None
-        self._cut_cas = self._genesis_orderer_cas()
         saved = self.ledger.store.meta(self.RESUME_META)
         r = json.loads(saved) if saved else {"height": 0, "resume_seq": 1, "cut_seq": 0, "time_ms": 0}
-        deriver = BlockDeriver(
+        self._deriver = BlockDeriver(
             self.chain_id,
             r["height"] + 1,
             last_time_ms=r["time_ms"],
@@ -309,15 +356,12 @@ class Node:
             verify_cut=self._verify_cut,
             after_cut_seq=r["cut_seq"],
         )
-        self.link.follow_blocks(deriver, r["resume_seq"], self._derived.put)
+        self.link.follow_stream(r["resume_seq"], self._stream_inbox.put)
         self.link.follow_attestations(self._att_inbox.put)
         self.link.run_orderer(
             self.orderer,
-            next_height=r["height"] + 1,
-            start_seq=r["resume_seq"],
-            after_cut_seq=r["cut_seq"],
             policy=CutPolicy(self.settings.block_txs_max, self.settings.block_wait_ms),
-            verify_cut=self._verify_cut,
+            position=self._order_position,
         )
         # Re-announce our attestation of the head (it may have been lost with a crash before publishing).
         for raw in self.ledger.store.attestations(self.head.height):
@@ -325,48 +369,94 @@ class Node:
             if blk.check_attestation(mine) == self.peer.member_id:
                 self.link.publish_attestation(raw)
 
+    def _order_position(self) -> tuple[int, int, float | None]:
+        """What this organisation's orderer cuts for: (next height, pending transactions, since when).
+
+        The orderer reads the commit thread's own deriver instead of deriving a second time: it then cuts
+        for exactly the height the peers are at, judged by exactly the same rules."""
+        d = self._deriver
+        if d is None:
+            return 0, 0, None
+        return d.next_height, len(d.pending), self._pending_since_ms
+
     def _run_consortium(self) -> None:
         try:
-            while not (self._stopping and self._derived.empty()):
+            while not (self._stopping and self._stream_inbox.empty()):
                 self._take_attestations()
                 try:
-                    derived = self._derived.get(timeout=0.05)
+                    msg = self._stream_inbox.get(timeout=0.05)
                 except queue.Empty:
                     continue
-                if derived.height <= self.head.height:
-                    continue  # committed before a restart; the deriver only replays it to find its place
-                if derived.height != self.head.height + 1:
-                    raise LiangcaoError(Code.BAD_BLOCK, f"derived block {derived.height} after head {self.head.height}")
-                parsed: list[Tx] = []
-                for raw in derived.txs:
-                    with contextlib.suppress(LiangcaoError):  # the executor records a malformed one's code
-                        parsed.append(txm.parse(raw))
-                sig_ok = SigVerifier.gather(self.verifier.submit(parsed)) if parsed else {}
-                # The stream position is written with the block, in one transaction: a restart resumes
-                # exactly after the last committed block.
-                resume = {
-                    "height": derived.height,
-                    "resume_seq": derived.resume_seq,
-                    "cut_seq": derived.cut_seq,
-                    "time_ms": derived.time_ms,
-                }
-                block, ex = self.ledger.produce(
-                    list(derived.txs),
-                    derived.time_ms,
-                    self.orderer,
-                    sig_ok,
-                    parsed if len(parsed) == len(derived.txs) else None,
-                    meta={self.RESUME_META: json.dumps(resume)},
-                )
-                att = self._attest(block.header)
-                assert self.link is not None
-                self.link.publish_attestation(encoding.canonical(att))
-                for raw in self._early_atts.pop(derived.height, []):
-                    self._attestation(raw)
-                self._publish(block, ex, att)
+                derived = self._derive(msg)
+                if derived is not None:
+                    self._commit_derived(derived)
         except BaseException as exc:
             self.failed = exc
             log.exception("commit thread stopped: %s", exc)
+
+    def _derive(self, msg: StreamMessage) -> DerivedBlock | None:
+        """Feed one stream message to the deriver. Whatever the message holds, it never stops the peer:
+        the deriver judges it (a transaction is kept for the executor to record, a bad cut is ignored) and
+        anything that still fails is counted and skipped."""
+        assert self._deriver is not None
+        had = len(self._deriver.pending)
+        try:
+            derived = self._deriver.feed(msg.seq, msg.kind, msg.data, server_ms=msg.server_ms)
+        except Exception as exc:  # a bug in judging a message must not halt the chain on every peer
+            self.poison_messages += 1
+            log.error("stream message %s skipped: %s", msg.seq, exc)
+            return None
+        if self._deriver.pending and (derived is not None or had == 0):
+            self._pending_since_ms = wall_ms()
+        elif not self._deriver.pending:
+            self._pending_since_ms = None
+        return derived
+
+    def _wait_for_clock(self, derived: DerivedBlock) -> None:
+        """A peer never commits a block stamped later than its own clock allows (cut_clock_skew_ms_max).
+
+        Cut times are bounded by the stream's own timestamps when derived; this is the peer's own check on
+        top, against a stream whose clock is wrong: it waits (and says so in health) rather than let chain
+        time run ahead, which would expire every later transaction."""
+        while derived.time_ms > wall_ms() + limits.cut_clock_skew_ms_max and not self._stopping:
+            if not self.clock_alarm:
+                self.clock_alarm = f"block {derived.height} is stamped {derived.time_ms}, ahead of this peer's clock"
+                log.error("CLOCK ALARM: %s", self.clock_alarm)
+            threading.Event().wait(0.2)
+        self.clock_alarm = ""
+
+    def _commit_derived(self, derived: DerivedBlock) -> None:
+        if derived.height <= self.head.height:
+            return  # committed before a restart; the deriver only replays it to find its place
+        if derived.height != self.head.height + 1:
+            raise LiangcaoError(Code.BAD_BLOCK, f"derived block {derived.height} after head {self.head.height}")
+        self._wait_for_clock(derived)
+        # The deriver parsed each transaction; one that does not parse is left to the executor to record.
+        parsed = [t for t in derived.parsed if t is not None]
+        sig_ok = self.verifier.verify(parsed) if parsed else {}
+        # The stream position is written with the block, in one transaction: a restart resumes
+        # exactly after the last committed block.
+        resume = {
+            "height": derived.height,
+            "resume_seq": derived.resume_seq,
+            "cut_seq": derived.cut_seq,
+            "time_ms": derived.time_ms,
+        }
+        block, ex = self.ledger.produce(
+            list(derived.txs),
+            derived.time_ms,
+            self.orderer,
+            sig_ok,
+            parsed if len(parsed) == len(derived.txs) else None,
+            meta={self.RESUME_META: json.dumps(resume)},
+        )
+        att = self._attest(block.header)
+        assert self.link is not None
+        self.link.publish_attestation(encoding.canonical(att))
+        for raw in self._early_atts.pop(derived.height, []):
+            with contextlib.suppress(Exception):  # judged like any other; a malformed one was counted
+                self._attestation(raw)
+        self._publish(block, ex, att)
 
     def _take_attestations(self) -> None:
         while True:
@@ -374,20 +464,34 @@ class Node:
                 raw = self._att_inbox.get_nowait()
             except queue.Empty:
                 return
-            self._attestation(raw)
+            try:
+                self._attestation(raw)
+            except LiangcaoError:
+                raise  # the store failed: a fault, not a bad message
+            except Exception as exc:  # a malformed attestation is skipped, never fatal
+                self.poison_messages += 1
+                log.error("attestation skipped: %s", exc)
 
     def _attestation(self, raw: bytes) -> None:
-        """Keep another peer's attestation if it matches our block; a different state is a fork alarm."""
+        """Keep another peer's attestation if it matches our block; a different state is a fork alarm.
+
+        Only attestations that count (:meth:`Config.attesting_org`: a current, unrevoked peer certificate of
+        an active organisation) are kept or raise alarms: anyone else's say nothing, either way."""
         try:
-            att: Any = encoding.decode(raw)
+            att: Any = encoding.decode(raw, limits.attestation_bytes_max)
             member = blk.check_attestation(att)
         except LiangcaoError:
+            self.poison_messages += 1
             return
-        if att.get("chain_id") != self.chain_id or member == self.peer.member_id:
+        if att["chain_id"] != self.chain_id or member == self.peer.member_id:
             return
-        height = int(att["height"])
+        if self._cut_config().attesting_org(att, self.runtime.certs) is None:
+            return
+        height = att["height"]
         if height > self.head.height:
-            self._early_atts.setdefault(height, []).append(raw)
+            early = self._early_atts.setdefault(height, [])
+            if height - self.head.height <= limits.early_attestation_heights_max and len(early) < limits.orgs_max:
+                early.append(raw)
             return
         ours = self.ledger.store.header(height)
         if ours is None:

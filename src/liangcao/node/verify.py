@@ -21,7 +21,9 @@ from liangcao.crypto import keys
 from liangcao.crypto.identity import CertCache, CertificateError
 from liangcao.ledger.tx import Tx
 
-Item = tuple[str, list[tuple[bytes, bytes]]]  # (tx_id, [(raw public key, signature)])
+#: (envelope id, tx id, [(raw public key, signature)]). Verdicts are keyed by the envelope: two envelopes of
+#: one tx id (a genuine one and a copy with a junk signature) must never share one.
+Item = tuple[str, str, list[tuple[bytes, bytes]]]
 
 #: Below this many transactions a batch is verified inline: the pool's round trip would cost more.
 INLINE_TXS_MAX = 32
@@ -34,7 +36,7 @@ def _public(raw: bytes) -> Ed25519PublicKey:
 
 def verify_items(items: list[Item]) -> list[tuple[str, bool]]:
     out = []
-    for tx_id, sigs in items:
+    for envelope_id, tx_id, sigs in items:
         msg = keys.DOMAIN_TX + bytes.fromhex(tx_id)
         ok = True
         for pub, sig in sigs:
@@ -43,7 +45,7 @@ def verify_items(items: list[Item]) -> list[tuple[str, bool]]:
             except (InvalidSignature, ValueError):
                 ok = False
                 break
-        out.append((tx_id, ok))
+        out.append((envelope_id, ok))
     return out
 
 
@@ -66,7 +68,7 @@ class SigVerifier:
             except CertificateError:
                 continue  # the executor reports the certificate problem itself
             if sigs:
-                items.append((tx.tx_id, sigs))
+                items.append((tx.envelope_id, tx.tx_id, sigs))
         return items
 
     def submit(self, txs: list[Tx]) -> list[Future[list[tuple[str, bool]]]]:

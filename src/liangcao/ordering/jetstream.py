@@ -18,7 +18,13 @@ cut for a height already cut (a duplicate: several     ignored
 orderers race; one per organisation)
 cut with nothing pending (an empty cut)                ignored: the height is not consumed
 cut for any other height, or with a bad signature      ignored
+cut whose time differs from the stream's timestamp     ignored: an orderer cannot move chain time
+of the cut message by more than cut_clock_skew_ms_max
 =====================================================  ==============================================
+
+A block never holds two envelopes with one tx id: a block ends before a second envelope of a tx id it
+already holds, which stays pending for the next block (it is not dropped: a forged copy published first
+must not crowd out the genuine one; the executor refuses the forged one without consuming the id).
 
 A block's time is its cut's time, never behind the previous block's. Each derived block carries
 ``resume_seq``: the stream sequence from which a peer must read again to derive every later block (the
@@ -37,6 +43,8 @@ from typing import Any
 from liangcao import encoding, limits
 from liangcao.crypto import keys
 from liangcao.crypto.identity import CertInfo, parse_certificate
+from liangcao.errors import LiangcaoError
+from liangcao.ledger.tx import Tx, parse
 
 TX = "tx"
 CUT = "cut"
@@ -117,6 +125,17 @@ class CutMarker:
         return info if ok else None
 
 
+@dataclass(frozen=True, slots=True)
+class StreamMessage:
+    """One message of the chain's stream as a peer reads it: its sequence, kind, bytes, and the stream's own
+    timestamp of it (ms; set by the stream's leader when it stored the message, the same on every replica)."""
+
+    seq: int
+    kind: str
+    data: bytes
+    server_ms: int | None = None
+
+
 @dataclass(frozen=True)
 class DerivedBlock:
     height: int
@@ -125,6 +144,8 @@ class DerivedBlock:
     cut_seq: int
     resume_seq: int
     orderer: str
+    #: each transaction parsed (None where it does not parse), so the peer does not parse it again
+    parsed: tuple[Tx | None, ...] = ()
 
 
 @dataclass
@@ -146,7 +167,10 @@ class BlockDeriver:
     last_seq: int = 0
     ignored_cuts: int = 0
 
-    def feed(self, seq: int, kind: str, data: bytes) -> DerivedBlock | None:
+    def feed(self, seq: int, kind: str, data: bytes, *, server_ms: int | None = None) -> DerivedBlock | None:
+        """Take the next message of the stream. ``server_ms`` is the stream's timestamp of the message: when
+        given (a peer always gives it), a cut whose time is further than ``cut_clock_skew_ms_max`` from it is
+        ignored, so no orderer can stamp a block days ahead."""
         if seq <= self.last_seq:
             return None  # redelivered
         self.last_seq = seq
@@ -162,18 +186,48 @@ class BlockDeriver:
             or marker.chain_id != self.chain_id
             or marker.height != self.next_height
             or not self.pending
+            or (server_ms is not None and abs(marker.time_ms - server_ms) > limits.cut_clock_skew_ms_max)
             or not self.verify_cut(marker)
         ):
             self.ignored_cuts += 1
             return None
-        take = self.pending[: self.block_txs_max]
-        self.pending = self.pending[self.block_txs_max :]
+        take, parsed, rest = _take_distinct(self.pending, self.block_txs_max)
+        self.pending = rest
         time_ms = max(marker.time_ms, self.last_time_ms)
         resume = self.pending[0][0] if self.pending else seq + 1
-        block = DerivedBlock(self.next_height, time_ms, tuple(d for _, d in take), seq, resume, marker.orderer)
+        block = DerivedBlock(
+            self.next_height, time_ms, tuple(d for _, d in take), seq, resume, marker.orderer, tuple(parsed)
+        )
         self.next_height += 1
         self.last_time_ms = time_ms
         return block
+
+
+def _take_distinct(
+    pending: list[tuple[int, bytes]], count_max: int
+) -> tuple[list[tuple[int, bytes]], list[Tx | None], list[tuple[int, bytes]]]:
+    """The block's messages: pending ones in order, up to ``count_max``, ending before the first message
+    whose tx id is already in the block; with their parses, and what stays pending.
+
+    Ending there (rather than skipping the repeat) keeps "everything from ``resume_seq`` on is pending"
+    true, so a peer that restarts derives the same blocks as one that did not. The tx id is read from the
+    message (a pure function of its bytes); a message that does not parse has none and is taken as it
+    comes (the executor records why it fails)."""
+    parsed: list[Tx | None] = []
+    ids: set[str] = set()
+    n = 0
+    for _, data in pending[:count_max]:
+        try:
+            tx: Tx | None = parse(data)
+        except LiangcaoError:
+            tx = None
+        if tx is not None:
+            if tx.tx_id in ids:
+                break
+            ids.add(tx.tx_id)
+        parsed.append(tx)
+        n += 1
+    return pending[:n], parsed, pending[n:]
 
 
 # ---- the JetStream side ------------------------------------------------------------------------------------
@@ -200,9 +254,12 @@ async def ensure_stream(js: Any, chain_id: str, replicas: int) -> None:
     await js.add_stream(cfg)
 
 
-async def publish_tx(js: Any, chain_id: str, raw: bytes, tx_id: str, timeout_s: float = 5.0) -> int:
-    """Publish a transaction; returns its stream sequence once a majority of replicas hold it."""
-    ack = await js.publish(subject(chain_id, TX), raw, timeout=timeout_s, headers={"Nats-Msg-Id": tx_id})
+async def publish_tx(js: Any, chain_id: str, raw: bytes, envelope_id: str, timeout_s: float = 5.0) -> int:
+    """Publish a transaction; returns its stream sequence once a majority of replicas hold it.
+
+    The server deduplicates by the envelope's hash, not the tx id: a forged copy of someone's transaction
+    (same id, junk signature) published first must not make the server drop the genuine one."""
+    ack = await js.publish(subject(chain_id, TX), raw, timeout=timeout_s, headers={"Nats-Msg-Id": envelope_id})
     return int(ack.seq)
 
 
@@ -211,15 +268,17 @@ async def publish_cut(js: Any, marker: CutMarker, timeout_s: float = 5.0) -> int
     return int(ack.seq)
 
 
-async def subscribe_from(js: Any, chain_id: str, start_seq: int, cb: Callable[[int, str, bytes], Any]) -> Any:
-    """An ordered consumer from ``start_seq``: ``cb(seq, kind, data)`` for each message, in stream order."""
+async def subscribe_from(js: Any, chain_id: str, start_seq: int, cb: Callable[[StreamMessage], Any]) -> Any:
+    """An ordered consumer from ``start_seq``: ``cb(message)`` for each message, in stream order, with the
+    stream's timestamp of it."""
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
     tx_subject = subject(chain_id, TX)
 
     async def handler(msg: Any) -> None:
         kind = TX if msg.subject == tx_subject else CUT
-        cb(int(msg.metadata.sequence.stream), kind, msg.data)
+        md = msg.metadata
+        cb(StreamMessage(int(md.sequence.stream), kind, msg.data, int(md.timestamp.timestamp() * 1000)))
 
     config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start_seq))
     return await js.subscribe(
@@ -264,8 +323,13 @@ class Orderer:
         now_ms: Callable[[], float],
         verify_cut: Callable[[CutMarker], bool] = lambda _m: True,
         derive_txs_max: int = limits.block_txs_max,
+        position: Callable[[], tuple[int, int, float | None]] | None = None,
     ) -> None:
+        """``position``: where the chain is, as ``(next height, pending transactions, pending since ms)``, read
+        from a peer that derives blocks in the same process; without it the orderer follows the stream and
+        derives for itself."""
         self.js = js
+        self.position = position
         self.chain_id = chain_id
         self.signer = signer
         self.policy = policy
@@ -279,24 +343,32 @@ class Orderer:
         self.cuts_published = 0
         self._sub: Any = None
 
-    def _on_message(self, seq: int, kind: str, data: bytes) -> None:
+    def _on_message(self, msg: StreamMessage) -> None:
         had = len(self.deriver.pending)
-        block = self.deriver.feed(seq, kind, data)
+        block = self.deriver.feed(msg.seq, msg.kind, msg.data, server_ms=msg.server_ms)
         if block is not None:
             self._oldest_seen = self.now_ms() if self.deriver.pending else None
-        elif kind == TX and had == 0 and self.deriver.pending:
+        elif msg.kind == TX and had == 0 and self.deriver.pending:
             self._oldest_seen = self.now_ms()
 
     async def start(self) -> None:
-        self._sub = await subscribe_from(self.js, self.chain_id, self.start_seq, self._on_message)
+        if self.position is None:
+            self._sub = await subscribe_from(self.js, self.chain_id, self.start_seq, self._on_message)
+
+    def _where(self) -> tuple[int, int, float | None]:
+        if self.position is not None:
+            return self.position()
+        return self.deriver.next_height, len(self.deriver.pending), self._oldest_seen
 
     async def tick(self) -> bool:
         """Publish a cut if one is due; returns whether it did."""
         now = self.now_ms()
-        height = self.deriver.next_height
+        height, pending, oldest_seen = self._where()
+        if height <= 0:
+            return False
         if self._cut_sent is not None and self._cut_sent[0] == height and now - self._cut_sent[1] < 500:
             return False  # ours is on its way; do not flood the stream with duplicates
-        if not self.policy.due(len(self.deriver.pending), self._oldest_seen, now):
+        if not self.policy.due(pending, oldest_seen, now):
             return False
         marker = CutMarker.make(
             self.chain_id, height, int(now), self.signer.member_id, self.signer.key, self.signer.cert
@@ -318,4 +390,5 @@ class Orderer:
                     await asyncio.sleep(0.1)
                 await asyncio.sleep(interval_s)
         finally:
-            await self._sub.unsubscribe()
+            if self._sub is not None:
+                await self._sub.unsubscribe()
