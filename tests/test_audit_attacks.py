@@ -277,7 +277,12 @@ def _forged(net: Net, kind: str) -> tuple[int, str, bytes]:
     peer2 = c.org("org2").members["peer0"]
 
     def att(key: Any, cert: bytes, **change: Any) -> bytes:
-        body = {"chain_id": c.chain_id, "height": h, "block_hash": header.hash, "state_hash": header.state_hash}
+        body: dict[str, Any] = {
+            "chain_id": c.chain_id,
+            "height": h,
+            "block_hash": header.hash,
+            "state_hash": header.state_hash,
+        }
         body.update(change)
         return encoding.canonical(
             blk.make_attestation(key, cert, body["chain_id"], body["height"], body["block_hash"], body["state_hash"])
