@@ -111,7 +111,13 @@ def test_double_11_story() -> None:
         ),
         (
             "issue",
-            {"to": T1, "face": 10**12, "maturity": "2099-01-01", "invoices": [f"{T1}:3100-0009"], "settlement_bank": BANK},
+            {
+                "to": T1,
+                "face": 10**12,
+                "maturity": "2099-01-01",
+                "invoices": [f"{T1}:3100-0009"],
+                "settlement_bank": BANK,
+            },
             CORE,
             ScfCode.FACE_EXCEEDS_INVOICES,
         ),
