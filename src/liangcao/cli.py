@@ -6,6 +6,7 @@ Every command that can fail exits non-zero with a one-line reason; none prints a
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -48,13 +49,32 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+#: A node folder inside a network folder (``node``, ``nodes/org2``): plain names, never ``..`` or absolute.
+_NODE_DIR = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_-]{0,63})?")
+
+
 def _home(home: Path, node: str = "node") -> Any:
     from liangcao.node.home import NodeHome
 
+    if not _NODE_DIR.fullmatch(node):
+        fail(f"--node {node!r} is a folder of the network folder such as node or nodes/org2 (plain names, no '..')")
     try:
         return NodeHome.open(home, node)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         fail(str(exc))
+
+
+def _member_id(member: str, option: str = "--as") -> str:
+    """A member id that will name folders (``orgs/<org>/members/<name>``), checked before anything is read or
+    written: ``org/name`` with plain names only (no path separator, no ``..``); exit 1 otherwise."""
+    from liangcao.node.home import valid_member_id
+
+    if not valid_member_id(member):
+        fail(
+            f"{option} {member!r} is not ORG/MEMBER such as org1/alice "
+            "(an organisation id and a member name: letters, digits, '_' or '-', no path)"
+        )
+    return member
 
 
 def _json_arg(text: str, what: str) -> Any:
@@ -279,6 +299,7 @@ def _submit(
     h = _home(home)
     if not as_:
         fail("name at least one signer with --as ORG/MEMBER")
+    as_ = [_member_id(m) for m in as_]
     try:
         signers = [load_signer(member_dir(h.root, m)) for m in as_]
     except (FileNotFoundError, ValueError) as exc:
@@ -509,6 +530,7 @@ def trace_capture_cmd(
     from liangcao.node.home import load_signer, member_dir
     from liangcao.trace.capture import CaptureRefused
 
+    _member_id(as_)
     h = _home(home)
     try:
         signer = load_signer(member_dir(h.root, as_))
@@ -904,6 +926,10 @@ Url = Annotated[str | None, typer.Option(help="node URL (default from node.json)
 
 def dg_key_path(home: Path, org: str) -> Path:
     """Where an organisation keeps its X25519 private key for declarations in a network folder."""
+    from liangcao.node.home import valid_member_id
+
+    if not valid_member_id(f"{org}/x"):
+        raise ValueError(f"{org!r} is not an organisation id (letters, digits, '_' or '-': no path)")
     return home / "orgs" / org / "dg" / "x25519.pem"
 
 
@@ -914,6 +940,7 @@ def _dg(home: Path, as_: str, url: str | None, fn: Callable[[Any], Any]) -> Any:
     from liangcao.shipping import declaration as dg
     from liangcao.shipping.sdk import Declarations
 
+    _member_id(as_)
     h = _home(home)
     org = as_.partition("/")[0]
     try:
@@ -935,9 +962,14 @@ def dg_keygen_cmd(
 ) -> None:
     """Make the organisation's X25519 key (kept 0600 in the network folder) and register it on the ledger."""
     from liangcao.crypto import keys
+    from liangcao.node.home import member_dir
     from liangcao.shipping import declaration as dg
 
-    path = dg_key_path(_home(home).root, as_.partition("/")[0])
+    _member_id(as_)  # before any path is made from it: nothing is written for a bad name
+    root = _home(home).root
+    if not (member_dir(root, as_) / "key.pem").exists():
+        fail(f"{as_} is not a member of this network folder (no {member_dir(root, as_).relative_to(root)})")
+    path = dg_key_path(root, as_.partition("/")[0])
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
@@ -949,7 +981,9 @@ def dg_keygen_cmd(
 @dg_app.command("submit")
 def dg_submit_cmd(
     home: Home,
-    decl_id: Annotated[str, typer.Argument(help="the declaration's id, e.g. DG-2026-0001")],
+    decl_id: Annotated[
+        str, typer.Argument(help="a name such as DG-2026-0001: the declaration is then yours/DG-2026-0001")
+    ],
     file: Annotated[Path, typer.Argument(help="the declaration's content as JSON (see docs/dangerous-goods.md)")],
     carrier: Annotated[str, typer.Option(help="the carrier organisation")],
     as_: As,
@@ -991,7 +1025,7 @@ def dg_reject_cmd(
     home: Home,
     decl_id: Annotated[str, typer.Argument()],
     version: int,
-    reason: Annotated[str, typer.Option(help="why, for the shipper")],
+    reason: Annotated[str, typer.Option(help="why, for the shipper (sealed: only shipper and carrier read it)")],
     as_: As,
     url: Url = None,
 ) -> None:
@@ -1013,7 +1047,10 @@ def dg_show_cmd(
     def show(d: Any) -> dict[str, Any]:
         opened = d.read(decl_id, version)
         meta = {k: opened.record[k] for k in ("id", "version", "prev", "status", "shipper", "carrier", "terminals")}
-        return {**meta, "decision": opened.record.get("decision"), "content": msgspec.to_builtins(opened.content)}
+        decision = opened.record.get("decision")
+        if decision is not None and opened.reason is not None:  # sealed on the ledger; opened here
+            decision = {**decision, "reason": opened.reason}
+        return {**meta, "decision": decision, "content": msgspec.to_builtins(opened.content)}
 
     print(json.dumps(_dg(home, as_, url, show), ensure_ascii=False, indent=1))
 

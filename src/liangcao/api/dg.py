@@ -4,6 +4,8 @@ The content is sealed (``liangcao.shipping.declaration``): even a member who rea
 ciphertext and the wraps of its data key. These routes add the rule a user expects from the API itself: the
 shipper and the carrier see their declaration, a terminal sees a version once it holds a wrap for it (after
 the carrier's approval), and everyone else gets 403.
+
+A declaration's id is ``<shipper org>/<name>``, so its paths are ``/v1/dg/{shipper}/{name}``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from liangcao.codes import Code
 from liangcao.errors import LiangcaoError
 from liangcao.node.node import Node
 
-_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_ORG = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
 def readable_by(record: dict[str, Any], org: str) -> bool:
@@ -41,12 +44,16 @@ def mount(
             raise LiangcaoError(Code.NOT_READY, "no blocks yet")
         return runtime().query(store, "dg", method, args, height=head.height, time_ms=head.time_ms)
 
-    @app.get("/v1/dg/{decl_id}", responses=errors, tags=["dg"], summary="A declaration version's sealed envelope")
+    @app.get(
+        "/v1/dg/{shipper}/{name}", responses=errors, tags=["dg"], summary="A declaration version's sealed envelope"
+    )
     async def get_declaration(
-        decl_id: str = Path(pattern=_ID),
+        shipper: str = Path(pattern=_ORG),
+        name: str = Path(pattern=_NAME),
         version: int = Query(0, ge=0, le=999_999, description="0: the latest"),
         member: str = Depends(reader_member),
     ) -> Any:
+        decl_id = f"{shipper}/{name}"
         record = await asyncio.to_thread(run, "declaration", {"id": decl_id, "version": version})
         org = member.partition("/")[0]
         if not readable_by(record, org):
@@ -56,8 +63,13 @@ def mount(
             )
         return record
 
-    @app.get("/v1/dg/{decl_id}/versions", responses=errors, tags=["dg"], summary="A declaration's version history")
-    async def get_versions(decl_id: str = Path(pattern=_ID), member: str = Depends(reader_member)) -> Any:
+    @app.get(
+        "/v1/dg/{shipper}/{name}/versions", responses=errors, tags=["dg"], summary="A declaration's version history"
+    )
+    async def get_versions(
+        shipper: str = Path(pattern=_ORG), name: str = Path(pattern=_NAME), member: str = Depends(reader_member)
+    ) -> Any:
+        decl_id = f"{shipper}/{name}"
         latest = await asyncio.to_thread(run, "declaration", {"id": decl_id})
         org = member.partition("/")[0]
         if org not in (latest["shipper"], latest["carrier"], *latest["terminals"]):

@@ -69,9 +69,9 @@ class Custody:
         self._lock = threading.Lock()
 
     def signer(self, member_id: str) -> txm.Signer | None:
-        from liangcao.node.home import load_signer, member_dir
+        from liangcao.node.home import load_signer, member_dir, valid_member_id
 
-        if self.home is None or member_id.count("/") != 1 or ".." in member_id:
+        if self.home is None or not valid_member_id(member_id):  # a plain org/name: never a path of its own
             return None
         with self._lock:
             if member_id not in self._signers:

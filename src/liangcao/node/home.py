@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 from collections.abc import Callable
@@ -39,7 +40,19 @@ def load_signer(member_dir: str | Path) -> Signer:
     )
 
 
+#: A member id as it may name folders: ``org/name``, each part a plain name (no separator, no ``..``, no
+#: leading dot), the organisation as the consortium contract allows it.
+MEMBER_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}/[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def valid_member_id(member_id: object) -> bool:
+    return isinstance(member_id, str) and MEMBER_ID.fullmatch(member_id) is not None
+
+
 def member_dir(home: str | Path, member_id: str) -> Path:
+    """``home/orgs/<org>/members/<name>``; ValueError for anything but a plain ``org/name`` (no path tricks)."""
+    if not valid_member_id(member_id):
+        raise ValueError(f"{member_id!r} is not a member id ORG/NAME (letters, digits, '_' or '-': no path)")
     org, _, name = member_id.partition("/")
     return Path(home) / "orgs" / org / "members" / name
 

@@ -11,7 +11,14 @@ alone would not do (every peer holds every value), so the content is encrypted b
 - the data key is wrapped for each reader (ephemeral X25519 agreement with the reader's registered key,
   HKDF-SHA256, AES-256-GCM), so a reader needs its organisation's private key, which never leaves it;
 - the shipper wraps for itself and the carrier; the carrier, approving, unwraps and wraps for the terminals.
-  Before approval no wrap for a terminal exists anywhere: a terminal cannot read early even with the raw state.
+  Before approval no wrap for a terminal exists anywhere: a terminal cannot read early even with the raw state;
+- a carrier's reason for rejecting is sealed too (:func:`seal_reason`): AES-256-GCM under a key derived from
+  the version's data key, which only the shipper and the carrier hold (a rejected version is never wrapped
+  for a terminal), bound to the same header. The decision itself (``rejected``) stays public.
+
+A declaration's id is its shipper's organisation and a name, ``org1/DG-2026-0001``: the ledger accepts a new
+declaration only under the submitting shipper's own organisation, so nobody can take another shipper's
+names first. The SDK and CLI take a bare name (``DG-2026-0001``) as one of the caller's own organisation.
 
 The ledger checks the envelope (sizes, that each wrap is for the reader's registered key); what is inside is
 checked here, by the shipper before sealing and by every reader after opening.
@@ -33,6 +40,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from liangcao import limits
+
 SCHEME = "liangcao/dg/v1"
 #: IMDG Code classes and divisions.
 HAZARD_CLASSES = (
@@ -44,6 +53,7 @@ HAZARD_CLASSES = (
 NO_PACKING_GROUP = ("1.", "2.", "5.2", "6.2", "7")
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+REASON_CHARS_MAX = limits.dg_reason_chars_max
 
 
 class DeclarationError(ValueError):
@@ -197,6 +207,39 @@ def seal(content: Declaration, header: Header, readers: dict[str, str]) -> dict[
     }
 
 
+def _reason_key(data_key: bytes, header: Header) -> bytes:
+    """The key a version's rejection reason is sealed with: derived from its data key, bound to its header."""
+    info = b"%s/reason\n%s" % (SCHEME.encode(), header.aad())
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(data_key)
+
+
+def seal_reason(reason: str, data_key: bytes, header: Header) -> dict[str, str]:
+    """``{ct, nonce}``: a rejection reason readable by whoever holds the version's data key (shipper, carrier)."""
+    if not 1 <= len(reason) <= REASON_CHARS_MAX:
+        raise DeclarationError(f"a reason is 1 to {REASON_CHARS_MAX} characters")
+    nonce = os.urandom(12)
+    ct = AESGCM(_reason_key(data_key, header)).encrypt(nonce, reason.encode(), header.aad() + b"\nreason")
+    return {"ct": b64(ct), "nonce": b64(nonce)}
+
+
+def open_reason(record: dict[str, Any], chain_id: str, org: str, key: X25519PrivateKey) -> str | None:
+    """The carrier's reason for rejecting this version, as ``org`` reads it (None if the version has none)."""
+    sealed = (record.get("decision") or {}).get("reason")
+    if sealed is None:
+        return None
+    if not isinstance(sealed, dict):
+        raise DeclarationError(f"the reason of version {record['version']} of {record['id']} is not sealed")
+    header = header_of(record, chain_id)
+    data_key = data_key_of(record, chain_id, org, key)
+    try:
+        plain = AESGCM(_reason_key(data_key, header)).decrypt(
+            unb64(sealed["nonce"]), unb64(sealed["ct"]), header.aad() + b"\nreason"
+        )
+    except (InvalidTag, KeyError, TypeError, ValueError) as exc:
+        raise DeclarationError(f"the reason of version {record['version']} of {record['id']} does not open") from exc
+    return plain.decode("utf-8", "replace")
+
+
 def header_of(record: dict[str, Any], chain_id: str) -> Header:
     return Header(chain_id, record["id"], record["version"], record["shipper"], record["carrier"])
 
@@ -229,8 +272,22 @@ def rewrap(
     return {o: wrap(data_key, header, o, pub) for o, pub in sorted(readers.items())}
 
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ORG = r"[a-z0-9][a-z0-9_-]{0,31}"
+NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+#: A declaration id: its shipper's organisation, a slash, and a name of the shipper's choosing.
+ID = re.compile(rf"^{ORG}/{NAME}\Z")
 
 
 def valid_id(decl_id: str) -> bool:
-    return bool(_ID.match(decl_id))
+    """Whether ``decl_id`` is a full declaration id ``<shipper org>/<name>``."""
+    return bool(ID.match(decl_id))
+
+
+def qualify(decl_id: str, org: str) -> str:
+    """``org1/DG-1`` for ``DG-1`` said by a member of ``org1``; a full id as it is. Raises DeclarationError."""
+    full = decl_id if "/" in decl_id else f"{org}/{decl_id}"
+    if not valid_id(full):
+        raise DeclarationError(
+            f"declaration id {decl_id!r}: [shipper org/]name, the name 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return full

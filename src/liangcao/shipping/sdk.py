@@ -1,14 +1,19 @@
 """The SDK side of dangerous-goods declarations: seal, submit, amend, decide and read, for one member.
 
->>> desk = Declarations(client, shipper_alice, shipper_key)
->>> desk.submit("DG-2026-0001", content, carrier="org2", terminals=["org3"])
->>> Declarations(client, carrier_bob, carrier_key).approve("DG-2026-0001", 1)
->>> Declarations(client, terminal_carol, terminal_key).read("DG-2026-0001").content.un_number
+>>> desk = Declarations(client, shipper_alice, shipper_key)        # a member of org1
+>>> desk.submit("DG-2026-0001", content, carrier="org2", terminals=["org3"])["id"]
+'org1/DG-2026-0001'
+>>> Declarations(client, carrier_bob, carrier_key).approve("org1/DG-2026-0001", 1)
+>>> Declarations(client, terminal_carol, terminal_key).read("org1/DG-2026-0001").content.un_number
 'UN1203'
+
+Declaration ids are ``<shipper org>/<name>``; a bare name means one of the caller's own organisation (so a
+shipper writes ``DG-2026-0001``, its carrier and terminals ``org1/DG-2026-0001``).
 
 Content is checked (:func:`liangcao.shipping.declaration.check`) before it is sealed, and again by every
 reader after it is opened; a carrier's ``approve`` opens the version first, so it never approves what it
-could not read.
+could not read. A carrier's reason for rejecting is sealed for the shipper and the carrier; ``read`` opens
+it (``Opened.reason``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ class Opened:
 
     record: dict[str, Any]
     content: dg.Declaration
+    reason: str | None = None  # the carrier's reason, opened, if it rejected this version
 
 
 class Declarations:
@@ -46,6 +52,9 @@ class Declarations:
             raise Refused(receipt)
         return receipt.get("result")
 
+    def _id(self, decl_id: str) -> str:
+        return dg.qualify(decl_id, self.org)
+
     def _key(self) -> X25519PrivateKey:
         if self.key is None:
             raise dg.DeclarationError(f"{self.org}'s X25519 key is needed to read or approve declarations")
@@ -61,8 +70,7 @@ class Declarations:
     def submit(self, decl_id: str, content: Any, *, carrier: str, terminals: list[str]) -> dict[str, Any]:
         """Seal ``content`` for this organisation and the carrier, and submit it as version 1."""
         checked = dg.check(content)
-        if not dg.valid_id(decl_id):
-            raise dg.DeclarationError(f"declaration id {decl_id!r}: 1-64 letters, digits, '.', '_' or '-'")
+        decl_id = self._id(decl_id)
         header = dg.Header(self.client.chain_id, decl_id, 1, self.org, carrier)
         readers = {self.org: self.public_key(self.org), carrier: self.public_key(carrier)}
         envelope = dg.seal(checked, header, readers)
@@ -71,6 +79,7 @@ class Declarations:
     def amend(self, decl_id: str, content: Any, *, terminals: list[str] | None = None) -> dict[str, Any]:
         """A new version of one of this organisation's declarations, linked to the latest one."""
         checked = dg.check(content)
+        decl_id = self._id(decl_id)
         latest = self.client.query("dg", "declaration", {"id": decl_id})
         version = int(latest["version"]) + 1
         header = dg.Header(self.client.chain_id, decl_id, version, latest["shipper"], latest["carrier"])
@@ -82,19 +91,27 @@ class Declarations:
 
     def read(self, decl_id: str, version: int = 0) -> Opened:
         """A version this organisation is party to, fetched from ``/v1/dg`` and opened with its key."""
-        record = dict(self.client.get(f"/v1/dg/{decl_id}", version=version or None))
-        return Opened(record, dg.open_record(record, self.client.chain_id, self.org, self._key()))
+        record = dict(self.client.get(f"/v1/dg/{self._id(decl_id)}", version=version or None))
+        chain, key = self.client.chain_id, self._key()
+        return Opened(
+            record, dg.open_record(record, chain, self.org, key), dg.open_reason(record, chain, self.org, key)
+        )
 
     def approve(self, decl_id: str, version: int) -> dict[str, Any]:
         """As the carrier: open the version (its content must be valid), wrap its key for the terminals."""
+        decl_id = self._id(decl_id)
         opened = self.read(decl_id, version)
         terminals = {t: self.public_key(t) for t in opened.record["terminals"]}
         keys = dg.rewrap(opened.record, self.client.chain_id, self.org, self._key(), terminals)
         return dict(self._call("approve", {"id": decl_id, "version": version, "keys": keys}))
 
     def reject(self, decl_id: str, version: int, reason: str) -> dict[str, Any]:
-        """As the carrier: refuse the version, saying why."""
-        return dict(self._call("reject", {"id": decl_id, "version": version, "reason": reason}))
+        """As the carrier: refuse the version, saying why; the reason is sealed for the shipper and carrier."""
+        decl_id = self._id(decl_id)
+        record = dict(self.client.get(f"/v1/dg/{decl_id}", version=version))
+        header = dg.header_of(record, self.client.chain_id)
+        sealed = dg.seal_reason(reason, dg.data_key_of(record, self.client.chain_id, self.org, self._key()), header)
+        return dict(self._call("reject", {"id": decl_id, "version": version, "reason": sealed}))
 
     def versions(self, decl_id: str) -> list[dict[str, Any]]:
-        return list(self.client.get(f"/v1/dg/{decl_id}/versions"))
+        return list(self.client.get(f"/v1/dg/{self._id(decl_id)}/versions"))

@@ -11,11 +11,17 @@ the envelope and enforces who may do what, and that every wrap is made for the r
 ``dg/h/<id>``                         the head: ``{version, status}``
 ====================================  ==========================================================
 
+A declaration's id is ``<shipper org>/<name>`` (``org1/DG-2026-0001``): ``submit`` accepts only ids under
+the signing shipper's own organisation (``FORBIDDEN`` otherwise), so no one can register another shipper's
+name before it does.
+
 Lifecycle: ``submit`` (version 1, ``submitted``, readable by shipper and carrier) -> the carrier
 ``approve``s (adding wraps for every terminal named: from then on they can read it) or ``reject``s with a
-reason. The shipper ``amend``s at any time with a new sealed version linked to the previous one
-(``prev``); the previous version becomes ``superseded`` (a rejected one stays ``rejected``) and the new one
-needs the carrier's decision again. Terminals keep the versions they were shown, never an unapproved one.
+reason, sealed like the content for the shipper and the carrier (``{ct, nonce}`` under a key derived from
+the version's data key: the ledger stores and shows only that the version was rejected, by whom and when).
+The shipper ``amend``s at any time with a new sealed version linked to the previous one (``prev``); the
+previous version becomes ``superseded`` (a rejected one stays ``rejected``) and the new one needs the
+carrier's decision again. Terminals keep the versions they were shown, never an unapproved one.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ TERMINAL_TYPES = ("terminal",)
 ACTING_ROLES = ("admin", "member")
 OPEN = ("submitted",)
 
-DeclId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+#: ``<shipper org>/<name>``; ``\Z``, not ``$``, so that no trailing newline slips through.
+DeclId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}/[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")]
 OrgId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 B64 = Annotated[str, msgspec.Meta(max_length=64)]
 
@@ -85,10 +92,17 @@ class ApproveArgs(Args):
     keys: Wraps
 
 
+class SealedReason(msgspec.Struct, forbid_unknown_fields=True):
+    """A rejection reason encrypted for the shipper and the carrier (``liangcao.shipping.declaration``)."""
+
+    ct: Annotated[str, msgspec.Meta(min_length=1, max_length=limits.dg_reason_b64_max)]
+    nonce: B64
+
+
 class RejectArgs(Args):
     id: DeclId
     version: Annotated[int, msgspec.Meta(ge=1)]
-    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    reason: SealedReason  # plaintext is refused: the shared ledger would show it to every organisation
 
 
 class DeclArgs(Args):
@@ -204,6 +218,12 @@ class DangerousGoods(Contract):
         """A shipper's new declaration (version 1), sealed for itself and the carrier."""
         signer = ctx.require_org_type(*SHIPPER_TYPES)
         ctx.require(signer.role in ACTING_ROLES, Code.WRONG_ROLE, "a declaration is signed by an admin or member")
+        owner = a.id.partition("/")[0]
+        ctx.require(
+            owner == signer.org,
+            Code.FORBIDDEN,
+            f"{signer.org} names its declarations {signer.org}/<name>: {a.id} is in {owner}'s names",
+        )
         ctx.require(ctx.get(f"h/{a.id}") is None, Code.ALREADY_EXISTS, f"declaration {a.id} exists: amend it")
         self._org_of_type(ctx, a.carrier, CARRIER_TYPES, "carrier")
         record = {
@@ -259,15 +279,19 @@ class DangerousGoods(Contract):
 
     @transaction
     def reject(self, ctx: Context, a: RejectArgs) -> dict[str, Any]:
-        """The carrier refuses the declaration, saying why; the shipper may amend and resubmit."""
+        """The carrier refuses the declaration, saying why (sealed for shipper and carrier); the shipper may amend."""
         record, signer = self._decide(ctx, a.id, a.version)
+        _bytes(ctx, a.reason.nonce, 12, "reason.nonce")
+        if len(_bytes(ctx, a.reason.ct, None, "reason.ct")) <= 16:  # a GCM tag and at least one byte
+            ctx.fail(Code.INVALID_ARGUMENT, "reason.ct is too short to hold a sealed reason")
         record = {**record, "status": "rejected"}
+        reason = {"ct": a.reason.ct, "nonce": a.reason.nonce}
         record["decision"] = {
-            "by": signer.member_id, "tx": ctx.tx_id, "height": ctx.height, "time_ms": ctx.time_ms, "reason": a.reason,
+            "by": signer.member_id, "tx": ctx.tx_id, "height": ctx.height, "time_ms": ctx.time_ms, "reason": reason,
         }  # fmt: skip
         ctx.put(_vkey(a.id, a.version), record)
         ctx.put(f"h/{a.id}", {"version": a.version, "status": "rejected"})
-        ctx.emit("rejected", {"id": a.id, "version": a.version, "reason": a.reason})
+        ctx.emit("rejected", {"id": a.id, "version": a.version})
         return self._summary(record)
 
     # ---- reads (envelopes only: the content is sealed) ----------------------------------------------------
