@@ -107,7 +107,7 @@ def chain(tmp_path: Path, consortium: Consortium) -> Iterator[Chain]:
 class Live:
     """A node serving its API from a background thread, on a free loopback port."""
 
-    def __init__(self, root: Path, org_types: list[str] | None = None) -> None:
+    def __init__(self, root: Path, org_types: list[str] | None = None, *, custody: bool = False) -> None:
         from liangcao.demo import free_port
         from liangcao.node.home import NodeHome, Server, init_network
 
@@ -116,7 +116,8 @@ class Live:
         self.home = NodeHome.open(root)
         self.node = self.home.node(verify_workers=1)
         port = int(self.home.config["port"])
-        self.server = Server(self.node, self.home.auth(), "127.0.0.1", port, home=self.home.root)
+        # custody (opt-in): the node may sign EPCIS captures with members' keys from the network folder
+        self.server = Server(self.node, self.home.auth(), "127.0.0.1", port, custody=self.home.custody_root(custody))
         self.thread = self.server.start_in_thread()
         self.url = self.home.url
         self.token = self.home.auth().create("org2/alice", 1)

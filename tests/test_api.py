@@ -109,6 +109,13 @@ def test_reads_need_a_valid_token(live: Live) -> None:
         r = h.get("/v1/head", headers={"Authorization": "Bearer lc1.e30.AAAA"})
         assert r.status_code == 401 and r.json()["code"] == Code.UNAUTHORIZED
         assert h.get("/v1/health").status_code == 200  # liveness is public
+        now = int(time.time() * 1000)
+        expired = live.home.auth().create("org2/alice", 1, now_ms=now - 86_400_000 - 1)
+        r = h.get("/v1/head", headers={"Authorization": f"Bearer {expired}"})
+        assert r.status_code == 401 and "expired" in r.json()["message"]
+        # a write token reads too (scopes: read < write)
+        write = live.home.auth().create("org2/alice", 1, scope="write")
+        assert h.get("/v1/head", headers={"Authorization": f"Bearer {write}"}).status_code == 200
 
 
 def test_not_found_and_bad_parameters(live: Live) -> None:

@@ -26,7 +26,7 @@ TIN = "urn:epc:id:sgtin:0614141.107346.1"
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    live = Live(tmp_path_factory.mktemp("trace") / "net", TYPES)
+    live = Live(tmp_path_factory.mktemp("trace") / "net", TYPES, custody=True)  # the node signs REST captures
     with Client(live.url, live.token) as c:
         admins = [live.signer(f"org{i}/admin") for i in (1, 2, 3)]
         r = c.call("trace", "assign_prefix", {"prefix": BRAND_PREFIX, "org": BRAND}, admins)
@@ -36,7 +36,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 
 
 def http(net: Live, member: str) -> httpx.Client:
-    token = net.home.auth().create(member, 1)
+    token = net.home.auth().create(member, 1, scope="write")  # capture makes the node sign: a write token
     return httpx.Client(base_url=net.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
 

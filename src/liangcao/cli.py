@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 network_app = typer.Typer(help="Create and inspect a local network.", no_args_is_help=True)
 node_app = typer.Typer(help="Run a node.", no_args_is_help=True)
-token_app = typer.Typer(help="Bearer tokens for reads.", no_args_is_help=True)
+token_app = typer.Typer(help="Bearer tokens: read (the default) or write, and their revocation.", no_args_is_help=True)
 app.add_typer(network_app, name="network")
 app.add_typer(node_app, name="node")
 app.add_typer(token_app, name="token")
@@ -218,10 +218,19 @@ def node_start(
         str | None,
         typer.Option("--nats", help="comma-separated NATS server URLs of the consortium's JetStream cluster"),
     ] = None,
+    custody: Annotated[
+        bool | None,
+        typer.Option(
+            "--custody/--no-custody",
+            help="let the node sign EPCIS captures as a member with that member's key from the network folder, "
+            "for a write token (default from node.json: off)",
+        ),
+    ] = None,
 ) -> None:
     """Run the node in the foreground; SIGINT/SIGTERM stop it after committing what it admitted.
 
-    With --nats (or "nats" in node.json) it orders through the consortium's JetStream cluster."""
+    With --nats (or "nats" in node.json) it orders through the consortium's JetStream cluster.
+    Without --custody (or "custody": true in node.json) the node holds no member's key: members sign."""
     from liangcao.node.home import Server
 
     h = _home(home, node_dir)
@@ -239,7 +248,10 @@ def node_start(
         f"liangcao node for {h.config['org']}: chain {head.chain_id} at height {head.height}, serving http://{bind_host}:{bind_port}"
     )
     sys.stdout.flush()
-    Server(node, h.auth(), bind_host, bind_port, home=h.root).run()
+    custody_root = h.custody_root(custody)
+    if custody_root is not None:
+        console.print(f"custody on: signs captures for write tokens with member keys under {custody_root}/orgs")
+    Server(node, h.auth(), bind_host, bind_port, custody=custody_root).run()
     console.print("node stopped cleanly")
 
 
@@ -267,9 +279,28 @@ def token_create(
     home: Home,
     member: Annotated[str, typer.Option(help="the member the token reads as, e.g. org1/alice")],
     days: Annotated[int, typer.Option(min=1, max=366)] = 30,
+    scope: Annotated[
+        str, typer.Option(help="read (the default), or write: also lets a custody node sign captures as the member")
+    ] = "read",
+    node_dir: Annotated[str, typer.Option("--node", help="the node folder whose secret signs the token")] = "node",
 ) -> None:
-    """Issue a read token (needs the node's token.secret: an admin's command)."""
-    console.print(_home(home).auth().create(member, days), soft_wrap=True)
+    """Issue a token (needs the node's token.secret: an admin's command)."""
+    from liangcao.api.auth import SCOPES
+
+    if scope not in SCOPES:
+        fail(f"--scope is one of: {', '.join(SCOPES)}")
+    console.print(_home(home, node_dir).auth().create(member, days, scope=scope), soft_wrap=True)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    home: Home,
+    member: Annotated[str, typer.Option(help="the member whose tokens to void, e.g. org1/alice")],
+    node_dir: Annotated[str, typer.Option("--node", help="the node folder whose tokens to revoke")] = "node",
+) -> None:
+    """Void every token of a member issued until now; the running node refuses them and ends their streams."""
+    at = _home(home, node_dir).auth().revoke(member)
+    console.print(f"tokens of {member} issued up to {at} ms are revoked; issue a new one with 'token create'")
 
 
 # ---- transactions and queries -----------------------------------------------------------------------------

@@ -61,6 +61,7 @@ class Code(IntEnum):
     UNAUTHORIZED = 501
     NOT_READY = 502
     BAD_BLOCK = 503
+    INSUFFICIENT_SCOPE = 504  # a valid bearer token without the scope the endpoint needs (e.g. read, not write)
     INTERNAL = 599
 
 

@@ -454,7 +454,8 @@ def run_demo(home_dir: Path, port: int, serve: bool, console: Console) -> dict[s
     home = NodeHome.open(home_dir)
     home.config["port"] = free_port(int(home.config["port"]))
     node = home.node()
-    server = Server(node, home.auth(), str(home.config["host"]), int(home.config["port"]), home=home.root)
+    # No custody: every party signs on its own side through the SDK (the node holds no member's key).
+    server = Server(node, home.auth(), str(home.config["host"]), int(home.config["port"]))
     thread = server.start_in_thread()
     token = home.auth().create("org1/alice", days=7)
     console.print(f"Node for org1 serving the API at [bold]{home.url}[/] (OpenAPI: {home.url}/docs)\n")

@@ -2,7 +2,9 @@
 
 Every error is JSON ``{code, message, detail}`` with a stable ``code`` (``liangcao.codes``) and a fitting
 HTTP status; errors are translated once, here. Reads need a bearer token issued by the node's admin
-(``liangcao token create``); writes need none, because a transaction carries its own signatures.
+(``liangcao token create``); submitting a transaction needs none, because it carries its own signatures.
+The only requests that make the node sign (capture with custody, ``liangcao.api.epcis``) need a token
+with the ``write`` scope. An event stream ends when the token that opened it expires or is revoked.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -26,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from liangcao import __version__, encoding, limits
 from liangcao.api import dg, epcis, explorer, verify
-from liangcao.api.auth import TokenAuth
+from liangcao.api.auth import WRITE, Grant, TokenAuth
 from liangcao.api.epcis import Custody
 from liangcao.codes import Code
 from liangcao.contracts.runtime import ContractRuntime
@@ -43,10 +45,12 @@ batch_txs_max = limits.batch_txs_max
 batch_bytes_max = limits.batch_bytes_max
 sse_queue_max = limits.sse_queue_max
 replay_window_blocks = limits.replay_window_blocks
+token_check_s = 1.0  # an idle event stream re-checks its token (expiry, revocation) this often
 
 _STATUS: dict[int, int] = {
     Code.UNAUTHORIZED: 401,
     Code.FORBIDDEN: 403,
+    Code.INSUFFICIENT_SCOPE: 403,
     Code.NOT_FOUND: 404,
     Code.TOO_LARGE: 413,
     Code.MEMPOOL_FULL: 503,
@@ -99,7 +103,7 @@ class Health(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "bad input"},
     401: {"model": ErrorBody, "description": "missing or invalid bearer token"},
-    403: {"model": ErrorBody, "description": "forbidden"},
+    403: {"model": ErrorBody, "description": "forbidden, or the token lacks the scope (504 INSUFFICIENT_SCOPE)"},
     404: {"model": ErrorBody, "description": "not found"},
     413: {"model": ErrorBody, "description": "too large"},
     503: {"model": ErrorBody, "description": "node busy or shutting down"},
@@ -268,20 +272,42 @@ def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> F
         return _error(500, Code.INTERNAL, f"internal error ({type(exc).__name__}); the node logged it")
 
     # ---- helpers ----------------------------------------------------------------------------------------
-    def reader_member(
+    def reader_grant(
         request: Request,
         creds: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
-    ) -> str:
+    ) -> Grant:
         if creds is not None:
-            return auth.verify(creds.credentials)
+            return auth.check(creds.credentials)
         # RFC 6750 section 2.3: a browser's EventSource cannot set headers, so reads may carry the token
         # in the query (the explorer's live view); only for GET, never for writes.
         token = request.query_params.get("access_token") if request.method == "GET" else None
         if token:
-            return auth.verify(token)
+            return auth.check(token)
         raise ApiError(
             401, Code.UNAUTHORIZED, "reads need a bearer token: ask the node's admin (liangcao token create)"
         )
+
+    def reader_member(grant: Grant = Depends(reader_grant)) -> str:  # noqa: B008
+        return grant.member
+
+    def writer_member(
+        creds: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
+    ) -> str:
+        """The member a ``write`` token names: only such a token may make the node sign (never from the query)."""
+        if creds is None:
+            raise ApiError(
+                401, Code.UNAUTHORIZED, "this request needs a bearer token with the write scope (Authorization header)"
+            )
+        grant = auth.check(creds.credentials)
+        if not grant.allows(WRITE):
+            raise ApiError(
+                403,
+                Code.INSUFFICIENT_SCOPE,
+                f"this token only reads; making the node sign as {grant.member} needs a write token "
+                "(liangcao token create --scope write), or sign on your side with the SDK",
+                {"scope_needed": WRITE, "scopes": sorted(grant.scopes)},
+            )
+        return grant.member
 
     def runtime() -> ContractRuntime:
         import threading
@@ -326,6 +352,7 @@ def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> F
         app,
         node,
         reader_member=reader_member,
+        writer_member=writer_member,
         runtime=runtime,
         read_body=read_body,
         wait_for=hub.wait_for,
@@ -552,7 +579,7 @@ def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> F
         name: str | None = Query(None, max_length=64),
         blocks: bool = Query(True, description="also send a 'block' message per committed block"),
         follow: bool = Query(True, description="keep the stream open for new blocks"),
-        member: str = Depends(reader_member),
+        grant: Grant = Depends(reader_grant),  # noqa: B008
     ) -> StreamingResponse:
         last = request.headers.get("last-event-id")
         start = from_height
@@ -567,7 +594,19 @@ def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> F
         if follow:
             hub.subscribers.add(queue)
         return StreamingResponse(
-            _stream(node, queue, hub, start, skip_upto, contract, name, blocks, follow),
+            _stream(
+                node,
+                queue,
+                hub,
+                start,
+                skip_upto,
+                contract,
+                name,
+                blocks,
+                follow,
+                lambda: auth.still_valid(grant),
+                grant.exp,
+            ),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -606,6 +645,12 @@ def _sse(event: str, ident: str, data: Any) -> bytes:
     return f"event: {event}\nid: {ident}\ndata: {msgspec.json.encode(data).decode()}\n\n".encode()
 
 
+def _sse_end(why: str) -> bytes:
+    """The last message of a stream whose token no longer holds (no id: a resume starts where the last one was)."""
+    data = {"code": int(Code.UNAUTHORIZED), "message": why}
+    return f"event: end\ndata: {msgspec.json.encode(data).decode()}\n\n".encode()
+
+
 async def _stream(
     node: Node,
     queue: asyncio.Queue[Committed | None],
@@ -616,19 +661,29 @@ async def _stream(
     name: str | None,
     blocks: bool,
     follow: bool,
+    token_void: Callable[[], str | None],
+    token_exp_ms: int,
 ) -> AsyncIterator[bytes]:
+    """Replay, then live blocks. Ends (with an ``end`` message) as soon as ``token_void()`` says why the token
+    that opened the stream no longer holds: checked between replay windows, before every live block and at
+    least every ``token_check_s`` while idle."""
+
     def wanted(ev: dict[str, Any]) -> bool:
         return (contract is None or ev["contract"] == contract) and (name is None or ev["name"] == name)
 
     def after_resume(h: int, i: int, s: int) -> bool:
         return skip_upto is None or (h, i, s) > skip_upto
 
+    getter: asyncio.Task[Committed | None] | None = None
     try:
         # 1. Replay from the store, in windows of heights, up to the head as it is now.
         store = node.reader()
         sent_height = start - 1
         top = store.height()
         for lo in range(start, top + 1, replay_window_blocks):
+            if (why := token_void()) is not None:
+                yield _sse_end(why)
+                return
             hi = min(top, lo + replay_window_blocks - 1)
             rows = await asyncio.to_thread(store.events, contract, name, lo, 1 << 30, hi)
             by_height: dict[int, list[dict[str, Any]]] = {}
@@ -646,9 +701,21 @@ async def _stream(
                 sent_height = hh
         if not follow:
             return
-        # 2. Live blocks, skipping what the replay already sent.
+        # 2. Live blocks, skipping what the replay already sent; the token is re-checked while waiting.
         while True:
-            info = await queue.get()
+            if (why := token_void()) is not None:
+                yield _sse_end(why)
+                return
+            if getter is None:
+                getter = asyncio.ensure_future(queue.get())
+            left_s = max(0.0, token_exp_ms / 1000 - time.time())
+            done, _ = await asyncio.wait({getter}, timeout=min(token_check_s, left_s + 0.001))
+            if not done:
+                continue
+            info, getter = getter.result(), None
+            if (why := token_void()) is not None:
+                yield _sse_end(why)
+                return
             if info is None:
                 return
             hh = info.header.height
@@ -664,4 +731,6 @@ async def _stream(
                 yield _sse("block", str(hh), block_msg)
             sent_height = hh
     finally:
+        if getter is not None:
+            getter.cancel()
         hub.subscribers.discard(queue)

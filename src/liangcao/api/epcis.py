@@ -12,9 +12,14 @@ transactions and records the outcome. ``GS1-Capture-Error-Behaviour``:
 - ``proceed``: events that would be refused are left out, each reported in the job's errors; the rest
   are captured.
 
-Transactions are signed with a key the node holds for the caller (the member its bearer token names,
-found in the node's home folder: a custodial signer, as an organisation's own node would hold). A caller
-whose key the node does not hold signs on its own side with the SDK or ``liangcao trace capture``.
+Capture through these endpoints makes the node *sign as the caller*, so it needs two things, both off by
+default: the node must have been started with custody (``node start --custody`` or ``"custody": true`` in
+``node.json``: it may then use member keys from its home folder, as an organisation's own node would hold
+for its staff), and the bearer token must carry the ``write`` scope (``liangcao token create --scope
+write``); a read token is refused with 403 ``INSUFFICIENT_SCOPE`` and nothing is signed. Without custody
+(the default) the node holds no member's key and refuses with 403 ``FORBIDDEN``: members capture with the
+SDK (``Client.capture``) or ``liangcao trace capture``, which sign on their side and submit the signed
+``trace.capture`` transactions to ``POST /v1/txs``.
 """
 
 from __future__ import annotations
@@ -61,7 +66,8 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 class Custody:
-    """Member keys a node holds in its home folder, loaded when first used."""
+    """Member keys a node may sign with: those in ``home`` (a network folder), loaded when first used.
+    ``Custody(None)``, the default everywhere, holds none: the node signs for no one."""
 
     def __init__(self, home: str | Path | None) -> None:
         self.home = Path(home) if home is not None else None
@@ -143,6 +149,7 @@ def mount(
     node: Node,
     *,
     reader_member: Callable[..., str],
+    writer_member: Callable[..., str],
     runtime: Callable[[], Any],
     read_body: Callable[[Request, int], Coroutine[Any, Any, bytes]],
     wait_for: Callable[[str], asyncio.Future[tuple[int, int, int]]],
@@ -262,8 +269,8 @@ def mount(
         if signer is None:
             raise LiangcaoError(
                 Code.FORBIDDEN,
-                f"this node holds no signing key for {member}: capture with the SDK or 'liangcao trace capture', "
-                "which sign on your side",
+                (f"this node holds no signing key for {member}" if custody.home else "custody is off on this node")
+                + ": capture with the SDK or 'liangcao trace capture', which sign on your side",
             )
         data = await read_body(request, limits.capture_document_bytes_max)
         prepared = await run_in_threadpool(cap.prepare, data, single=single)
@@ -276,7 +283,7 @@ def mount(
     @app.post(
         "/epcis/v2/capture", status_code=202, responses=errors, tags=["epcis"], summary="Capture an EPCIS 2.0 document"
     )
-    async def capture_document(request: Request, member: str = Depends(reader_member)) -> Response:
+    async def capture_document(request: Request, member: str = Depends(writer_member)) -> Response:
         job = await start_capture(request, member, single=False)
         headers = {**CAPTURE_HEADERS, "Location": f"/epcis/v2/capture/{job.capture_id}"}
         return json_response(job.to_dict(), 202, headers)
@@ -302,7 +309,7 @@ def mount(
         tags=["epcis"],
         summary="Capture one event (waits for commit)",
     )
-    async def capture_event(request: Request, member: str = Depends(reader_member)) -> Response:
+    async def capture_event(request: Request, member: str = Depends(writer_member)) -> Response:
         job = await start_capture(request, member, single=True)
         deadline = time.monotonic() + limits.wait_ms_max / 1000
         while job.running and time.monotonic() < deadline:

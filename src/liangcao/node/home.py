@@ -5,10 +5,16 @@
     DIR/consortium.json, DIR/genesis.json, DIR/orgs/...     keys, certificates, genesis (liangcao.genesis)
     DIR/node/node.json                                      the node's settings (below)
     DIR/node/token.secret                                   the key its bearer tokens are made with (0600)
+    DIR/node/token.revoked                                  members whose tokens were revoked, and when
     DIR/node/ledger.sqlite                                  created by the node on first start
 
 ``node.json``: ``{"org", "host", "port", "store", "orderer", "peer", "block_txs_max", "block_wait_ms",
-"verify_workers"}`` where ``orderer`` and ``peer`` are member folders relative to DIR.
+"verify_workers", "custody"}`` where ``orderer`` and ``peer`` are member folders relative to DIR.
+
+``custody`` (false unless the operator sets it, or starts the node with ``--custody``): whether the node
+may sign as a member with that member's key from ``DIR/orgs/<org>/members/<name>/`` (EPCIS capture through
+the API, for a ``write`` token). Off, the node uses only its own orderer and peer keys; members sign on
+their side with the SDK or the CLI.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from liangcao.api.auth import TokenAuth, load_secret, new_secret
+from liangcao.api.auth import REVOKED_FILE, TokenAuth, load_secret, new_secret
 from liangcao.crypto import identity, keys
 from liangcao.genesis import Consortium, create_consortium
 from liangcao.ledger import block as blk
@@ -85,6 +91,7 @@ def init_network(
         "block_txs_max": block_txs_max,
         "block_wait_ms": block_wait_ms,
         "verify_workers": None,
+        "custody": False,
     }
     (node_dir / "node.json").write_text(json.dumps(config, indent=1))
     new_secret(node_dir / "token.secret")
@@ -114,7 +121,17 @@ class NodeHome:
         return f"http://{self.config['host']}:{self.config['port']}"
 
     def auth(self) -> TokenAuth:
-        return TokenAuth(load_secret(self.root / self.node_dir / "token.secret"))
+        d = self.root / self.node_dir
+        return TokenAuth(load_secret(d / "token.secret"), revoked=d / REVOKED_FILE)
+
+    @property
+    def custody(self) -> bool:
+        """Whether node.json opts in to signing with members' keys (off unless set to true)."""
+        return self.config.get("custody") is True
+
+    def custody_root(self, override: bool | None = None) -> Path | None:
+        """The folder the node may take member keys from, or None (the default): ``override`` beats node.json."""
+        return self.root if (self.custody if override is None else override) else None
 
     def genesis(self) -> blk.Block:
         return blk.block_from_dict(json.loads((self.root / "genesis.json").read_text()))
@@ -153,15 +170,22 @@ class Server:
     """uvicorn serving a node's API; ``run`` blocks (main thread: SIGINT/SIGTERM stop it gracefully)."""
 
     def __init__(
-        self, node: Node, auth: TokenAuth, host: str, port: int, log_level: str = "warning", home: Path | None = None
+        self,
+        node: Node,
+        auth: TokenAuth,
+        host: str,
+        port: int,
+        log_level: str = "warning",
+        custody: Path | None = None,
     ) -> None:
+        """``custody``: a network folder whose members' keys the node may sign with (opt-in; None: none)."""
         import uvicorn
 
         from liangcao.api.app import create_app
         from liangcao.api.epcis import Custody
 
         self.node = node
-        self.app = create_app(node, auth, Custody(home))
+        self.app = create_app(node, auth, Custody(custody))
         self.server = uvicorn.Server(
             uvicorn.Config(self.app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on")
         )
