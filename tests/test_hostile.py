@@ -259,11 +259,18 @@ def test_the_acting_party_is_named_in_the_signed_body(chain: Chain) -> None:
     assert chain.commit([t3])[0]["code"] == Code.MISSING_SIGNATURE
 
 
-def test_node_keys_take_no_business_actions(chain: Chain) -> None:
-    """A peer's or orderer's certificate belongs to a machine; it never passes a party check by type."""
-    from liangcao.contracts.base import PARTY_ROLES
+def test_node_keys_take_no_business_actions() -> None:
+    """A regulator's peer or orderer certificate belongs to a machine: it never freezes a voucher."""
+    from scf_ledger import REGULATOR, Ledger
 
-    assert {"admin", "member"} == PARTY_ROLES
+    led = Ledger()
+    for machine in ("peer0", "orderer0"):
+        assert (
+            led.run("scf.vouchers", "freeze", {"voucher": "V" + "ab" * 32}, f"{REGULATOR}/{machine}")["code"]
+            == Code.WRONG_ORG_TYPE
+        )
+    # the regulator's people pass the party check (and then meet the voucher's absence)
+    assert led.run("scf.vouchers", "freeze", {"voucher": "V" + "ab" * 32}, f"{REGULATOR}/alice")["code"] != Code.WRONG_ORG_TYPE
 
 
 # ---- 6. execution depends only on canonical bytes and fixed rules ------------------------------------------
