@@ -17,6 +17,7 @@ const TEXT = {
     active: "active", attestedHead: "attested the head", forks: "Fork alarms", none: "none", state: "State",
     needToken: "This explorer reads the node's API with your bearer token (liangcao token create).", open: "Open",
     due: "Due", issuer: "Issuer", value: "Value", member: "Member", recordedBy: "Recorded by", block: "Block",
+    more: "Next page",
   },
   zh: {
     chain: "链", consortium: "联盟", maturities: "到期", height: "高度", txs: "交易", tps: "每秒交易(近期)",
@@ -29,6 +30,7 @@ const TEXT = {
     throughput: "吞吐量(每块交易数)与出块间隔", active: "有效", attestedHead: "已背书最新区块", forks: "分叉告警",
     none: "无", state: "状态数据", needToken: "浏览器需要您的访问令牌(liangcao token create)。", open: "打开",
     due: "应付", issuer: "出票方", value: "值", member: "成员", recordedBy: "记录机构", block: "区块",
+    more: "下一页",
   },
 };
 let lang = localStorage.getItem("liangcao.lang") || (navigator.language.startsWith("zh") ? "zh" : "en");
@@ -226,25 +228,27 @@ async function voucherView(id) {
   walk(tree);
   show(el("h1", {}, `${t("tree")} ${id}`), g, table(["hash", "holder", "face", "status", "financed"], rows));
 }
-async function portfolioView(org) {
-  const p = await query("scf.vouchers", "portfolio", { org });
+// SCF lists come a page at a time (no holder can make one fail for everyone): "next" links to the page after.
+const nextPage = (base, next) => (next ? el("p", {}, link(`${base}/${encodeURIComponent(next)}`, t("more"))) : "");
+async function portfolioView(org, after) {
+  const p = await query("scf.vouchers", "portfolio", { org, after: decodeURIComponent(after || "") });
   show(el("h1", {}, `${t("portfolio")} ${org}`), el("p", { id: "total" }, `${t("total")} ${yuan(p.total)}`),
     table(["hash", "face", "status", "maturity"], p.vouchers.map((v) => el("tr", {}, el("td", { class: "mono" }, link(`#/voucher/${v.id}`, v.id)),
-      el("td", {}, yuan(v.face)), el("td", {}, v.status), el("td", {}, v.maturity)))));
+      el("td", {}, yuan(v.face)), el("td", {}, v.status), el("td", {}, v.maturity)))), nextPage(`#/portfolio/${org}`, p.next));
 }
-async function bookView(org) {
-  const b = await query("scf.vouchers", "financed_book", { org });
+async function bookView(org, after) {
+  const b = await query("scf.vouchers", "financed_book", { org, after: decodeURIComponent(after || "") });
   show(el("h1", {}, `${t("book")} ${org}`),
     el("p", { id: "total" }, `${t("total")} ${yuan(b.total)} · ${t("outstanding")} ${yuan(b.outstanding)}`),
     table(["hash", "holder", "face", "status"], b.vouchers.map((v) => el("tr", {}, el("td", { class: "mono" }, link(`#/voucher/${v.id}`, v.id)),
-      el("td", {}, v.holder), el("td", {}, yuan(v.face)), el("td", {}, v.status)))));
+      el("td", {}, v.holder), el("td", {}, yuan(v.face)), el("td", {}, v.status)))), nextPage(`#/book/${org}`, b.next));
 }
-async function maturitiesView() {
+async function maturitiesView(after) {
   const until = new Date(Date.now() + 365 * 86400000).toISOString().slice(0, 10);
-  const m = await query("scf.vouchers", "maturities", { until });
+  const m = await query("scf.vouchers", "maturities", { until, after: decodeURIComponent(after || "") });
   show(el("h1", {}, `${t("maturities")} ≤ ${until}`),
     table(["root", "maturity", "issuer", "outstanding"], m.roots.map((r) => el("tr", {}, el("td", { class: "mono" }, link(`#/voucher/${r.id}`, r.id)),
-      el("td", {}, r.maturity), el("td", {}, r.issuer || ""), el("td", {}, yuan(r.outstanding))))));
+      el("td", {}, r.maturity), el("td", {}, r.issuer || ""), el("td", {}, yuan(r.outstanding))))), nextPage("#/maturities", m.next));
 }
 
 // ---- traceability ---------------------------------------------------------------------------------------
@@ -310,7 +314,8 @@ async function stateView(key) {
 }
 const ROUTES = [
   [/^#\/block\/(\d+)$/, blockView], [/^#\/tx\/([0-9a-f]{64})$/, txView], [/^#\/voucher\/(.+)$/, voucherView],
-  [/^#\/portfolio\/(.+)$/, portfolioView], [/^#\/book\/(.+)$/, bookView], [/^#\/maturities$/, maturitiesView],
+  [/^#\/portfolio\/([^/]+)(?:\/(.+))?$/, portfolioView], [/^#\/book\/([^/]+)(?:\/(.+))?$/, bookView],
+  [/^#\/maturities(?:\/(.+))?$/, maturitiesView],
   [/^#\/item\/(.+)$/, (id) => itemView(decodeURIComponent(id))], [/^#\/consortium$/, consortiumView],
   [/^#\/state\/(.+)$/, (k) => stateView(decodeURIComponent(k))],
 ];
