@@ -53,6 +53,7 @@ from typing import Any
 
 from liangcao import encoding
 from liangcao.contracts import config as cfgmod
+from liangcao.crypto import keys
 from liangcao.crypto.identity import CertCache
 from liangcao.errors import LiangcaoError
 from liangcao.ledger import block as blk
@@ -431,8 +432,14 @@ class _Trust:
     configs: list[tuple[int, cfgmod.Config]]
     certs: CertCache
 
-    def org(self, att: Mapping[str, Any], height: int) -> str | None:
-        return _trusted_org(att, height, self.configs, self.certs)
+    def judge(self, att: Mapping[str, Any], height: int) -> tuple[str, str | None]:
+        """(the signing member, its organisation if it is a trusted peer for ``height``, else None).
+
+        Raises LiangcaoError if the attestation does not verify. One signature check for a trusted one."""
+        org = _trusted_org(att, height, self.configs, self.certs)
+        if org is None:
+            return blk.check_attestation(att), None
+        return self.certs.parse(keys.unb64(att["cert"])).member_id, org
 
 
 def _trusted_org(
@@ -471,7 +478,7 @@ def _check_attestations(
                 raise LiangcaoError(0, f"an attestation has exactly the fields {sorted(ATTESTATION_FIELDS)}")
             if encoding.canonical(att) != raw:
                 raise LiangcaoError(0, "attestation bytes are not in canonical form")
-            signer = blk.check_attestation(att)
+            signer, org = trust.judge(att, height if isinstance(height, int) else -1)
         except LiangcaoError as exc:
             report.add("attestations", place, f"attestation does not verify: {exc.message}")
             continue
@@ -494,7 +501,7 @@ def _check_attestations(
             )
         elif (att["block_hash"], att["state_hash"]) != (block.hash, block.state_hash):
             report.add("attestations", place, "attested hashes differ from the stored block")
-        if trust.org(att, height) is None:
+        if org is None:
             report.add(
                 "attestations",
                 place,
@@ -532,17 +539,18 @@ def _check_evidence(
             continue
         try:
             height, block_hash, state_hash = int(att["height"]), str(att["block_hash"]), str(att["state_hash"])
-            member = blk.check_attestation(att)
+            if att.get("chain_id") != chain_id:
+                ignored.append(f"for chain {att.get('chain_id')!r}")
+                continue
+            key = (str(att["cert"]), height, block_hash, state_hash)
+            if key in seen:
+                continue
+            seen.add(key)
+            member, org = trust.judge(att, height)
         except (KeyError, TypeError, ValueError, LiangcaoError) as exc:
             ignored.append(getattr(exc, "message", str(exc)))
             continue
-        if att.get("chain_id") != chain_id:
-            ignored.append(f"for chain {att.get('chain_id')!r}")
-            continue
-        if (member, height, block_hash, state_hash) in seen:
-            continue
-        seen.add((member, height, block_hash, state_hash))
-        if trust.org(att, height) is None:
+        if org is None:
             ignored.append(f"{member} is not a trusted peer")
             continue
         block = replayed.get(height)
