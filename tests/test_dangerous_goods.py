@@ -175,7 +175,7 @@ def test_bad_envelopes_change_nothing(net: Live, keys: dict[str, Any]) -> None:
     header = dg.Header(chain, "org1/DG-3", 1, SHIPPER, CARRIER)
     readers = {SHIPPER: dg.public_b64(keys[SHIPPER]), CARRIER: dg.public_b64(keys[CARRIER])}
     envelope = dg.seal(dg.check(CONTENT), header, readers)
-    cases = [
+    cases: list[tuple[dict[str, Any], int]] = [
         ({"carrier": BANK}, Code.WRONG_ORG_TYPE),  # a bank is no carrier
         ({"terminals": [CARRIER]}, Code.WRONG_ORG_TYPE),
         ({"keys": {SHIPPER: envelope["keys"][SHIPPER]}}, 2200),  # the carrier could not read it
