@@ -224,7 +224,7 @@ class Factoring(Contract):
             record = ctx.read(f"scf.invoices/inv/{key}")
             if record is None:
                 ctx.fail(Code.NOT_FOUND, f"invoice {key} is not registered")
-            if record["confirmed"] is None:
+            if record.get("confirmed") is None:
                 ctx.fail(ScfCode.NOT_CONFIRMED, f"invoice {key} has not been confirmed by its buyer {record['buyer']}")
             due = int(record["confirmed"]["due_day"])
             if not now < due <= now + pool_tenor_days_max:

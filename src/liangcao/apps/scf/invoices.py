@@ -91,7 +91,7 @@ class Invoices(Contract):
         """The buyer confirms it owes the invoice's amount, due on ``due``; once, and for good."""
         inv: dict[str, Any] = ctx.must_get(f"inv/{args.key}", f"invoice {args.key} is not registered")
         signer = acting_for(ctx, inv["buyer"])
-        if inv["confirmed"] is not None:
+        if inv.get("confirmed") is not None:
             ctx.fail(Code.ALREADY_EXISTS, f"invoice {args.key} was already confirmed, due {inv['confirmed']['due']}")
         due = day_of(args.due)
         if due < inv["day"]:
