@@ -27,7 +27,7 @@ import msgspec
 
 from liangcao import encoding, limits
 from liangcao.codes import Code
-from liangcao.errors import ContractFailure, EncodingError, LiangcaoError
+from liangcao.errors import ContractFailure, EncodingError, Fault, LiangcaoError
 from liangcao.ledger.state import Overlay, StateView
 
 T = TypeVar("T")
@@ -373,6 +373,8 @@ def run_guarded(fn: Callable[[], Any]) -> tuple[int, str, Any]:
         result = fn()
     except LiangcaoError as exc:
         return exc.code, exc.message, None
+    except (Fault, MemoryError, OSError):
+        raise  # this machine failed, not the transaction: the commit stops (errors.py, "two channels")
     except RecursionError:
         return Code.LIMIT_EXCEEDED, "contract recursed too deeply", None
     except Exception as exc:

@@ -14,13 +14,14 @@ and commit nothing.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from liangcao import encoding, limits
 from liangcao.codes import Code
-from liangcao.errors import BlockInvalid, LiangcaoError
+from liangcao.errors import BlockInvalid, LiangcaoError, StoreError
 from liangcao.ledger import block as blk
 from liangcao.ledger import executor
 from liangcao.ledger.executor import Execution, Runtime
@@ -42,10 +43,18 @@ class _Before:
     def range(self, prefix: str) -> Iterator[tuple[str, bytes]]:
         return self._store.range(prefix)
 
+    @property
+    def fault(self) -> BaseException | None:
+        return self._store.fault
+
     def tx_seen(self, tx_id: str) -> bool:
-        row = self._store.db.execute(
-            "SELECT 1 FROM txs WHERE tx_id=? AND consumed=1 AND height<? LIMIT 1", (tx_id, self._height)
-        ).fetchone()
+        try:
+            row = self._store.db.execute(
+                "SELECT 1 FROM txs WHERE tx_id=? AND consumed=1 AND height<? LIMIT 1", (tx_id, self._height)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            self._store.fault = exc
+            raise StoreError(Code.INTERNAL, f"store read failed: {exc}") from exc
         return row is not None
 
 

@@ -6,7 +6,9 @@ The executor never touches a socket, a database handle or the clock; block time 
 It runs each transaction in block order against a per-transaction overlay of a per-block overlay of the
 view. A transaction that fails gets a receipt with its stable code and message and its overlay is thrown
 away: all or nothing per transaction. Exceptions other than business outcomes are infrastructure faults and
-propagate: the block is not committed.
+propagate: the block is not committed. A read of the view that failed is such a fault even when contract
+code caught the exception: the view remembers it (``fault``) and the executor checks after each
+transaction (``errors.py``: two channels).
 
 Checks run in a fixed order, so that the same bad transaction always gets the same code::
 
@@ -34,7 +36,7 @@ from typing import Any, Protocol
 
 from liangcao import encoding, limits
 from liangcao.codes import NON_CONSUMING, Code
-from liangcao.errors import LiangcaoError
+from liangcao.errors import LiangcaoError, StoreError
 from liangcao.ledger import block as blk
 from liangcao.ledger import tx as txmod
 from liangcao.ledger.state import Overlay, StateView
@@ -167,6 +169,9 @@ def execute(
             if exc.code in NON_CONSUMING:
                 consumed = False
             rb, r = _failed(tx_id or encoding.sha256_hex(raw), exc.code, exc.message)
+        fault = getattr(view, "fault", None)
+        if fault is not None:  # a read failed under this transaction, even if contract code swallowed it
+            raise StoreError(Code.INTERNAL, f"the state view failed during transaction {n}: {fault}") from fault
         if consumed:
             block_view.consumed.add(tx_id)
         out.tx_ids.append(tx_id)

@@ -70,6 +70,8 @@ class Store:
         self.path = Path(path)
         self.readonly = readonly
         self.lock = threading.RLock()
+        #: the first read error execution met (see ``_failed``); a store that faulted is not used again
+        self.fault: BaseException | None = None
         try:
             if readonly:
                 # Readers (API threads) never write, so they can run beside the single writer (WAL).
@@ -111,29 +113,42 @@ class Store:
             self._db.execute("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", (name, value))
 
     # ---- StateView --------------------------------------------------------------------------------------
+    # Reads that execution depends on turn an SQLite error into a StoreError (a Fault) and remember it in
+    # ``fault``: contract code that swallows the exception still cannot hide it, because the executor checks
+    # ``fault`` after every transaction and stops the commit.
+    def _failed(self, exc: sqlite3.Error) -> StoreError:
+        self.fault = exc
+        return StoreError(Code.INTERNAL, f"store read failed: {exc}")
+
     def get(self, key: str) -> bytes | None:
-        row = self._db.execute("SELECT value FROM state WHERE key=?", (key.encode(),)).fetchone()
+        try:
+            row = self._db.execute("SELECT value FROM state WHERE key=?", (key.encode(),)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
         return None if row is None else bytes(row[0])
+
+    def _rows(self, lo: bytes, hi: bytes) -> Iterator[tuple[str, bytes]]:
+        try:
+            cur = self._db.execute("SELECT key, value FROM state WHERE key >= ? AND key < ? ORDER BY key", (lo, hi))
+            for key, value in cur:
+                yield bytes(key).decode(), bytes(value)
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
 
     def range(self, prefix: str) -> Iterator[tuple[str, bytes]]:
         lo = prefix.encode()
         # 0xFF never occurs in UTF-8, so every key with the prefix sorts below prefix + 0xFF.
-        cur = self._db.execute(
-            "SELECT key, value FROM state WHERE key >= ? AND key < ? ORDER BY key", (lo, lo + b"\xff")
-        )
-        for key, value in cur:
-            yield bytes(key).decode(), bytes(value)
+        return self._rows(lo, lo + b"\xff")
 
     def scan(self, lo: str, hi: str) -> Iterator[tuple[str, bytes]]:
         """(key, value) with ``lo <= key < hi``, ascending, lazily: a bounded slice of one index."""
-        cur = self._db.execute(
-            "SELECT key, value FROM state WHERE key >= ? AND key < ? ORDER BY key", (lo.encode(), hi.encode())
-        )
-        for key, value in cur:
-            yield bytes(key).decode(), bytes(value)
+        return self._rows(lo.encode(), hi.encode())
 
     def tx_seen(self, tx_id: str) -> bool:
-        row = self._db.execute("SELECT 1 FROM txs WHERE tx_id=? AND consumed=1 LIMIT 1", (tx_id,)).fetchone()
+        try:
+            row = self._db.execute("SELECT 1 FROM txs WHERE tx_id=? AND consumed=1 LIMIT 1", (tx_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
         return row is not None
 
     # ---- blocks -----------------------------------------------------------------------------------------

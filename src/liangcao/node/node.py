@@ -497,7 +497,8 @@ class Node:
         if ours is None:
             return
         if att["block_hash"] == ours.hash and att["state_hash"] == ours.state_hash:
-            self.ledger.store.add_attestation(height, member, raw)
+            # stored in canonical form: the message may have come in any JSON spelling
+            self.ledger.store.add_attestation(height, member, encoding.canonical(att, checked=True))
             return
         alarm = {
             "height": height,
