@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from liangcao import __version__, encoding, limits
-from liangcao.api import dg, epcis, explorer, verify
+from liangcao.api import attest, dg, epcis, explorer, verify
 from liangcao.api.auth import WRITE, Grant, TokenAuth
 from liangcao.api.epcis import Custody
 from liangcao.codes import Code
@@ -565,6 +565,12 @@ def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> F
         height: int = Path(ge=0, le=limits.int_max), member: str = Depends(reader_member)
     ) -> dict[str, Any]:
         return {"height": height, "attestations": [encoding.decode(a) for a in node.reader().attestations(height)]}
+
+    @app.post("/v1/attestations", responses=ERRORS, summary="Another organisation's peer attests a block")
+    async def post_attestation(request: Request, member: str = Depends(reader_member)) -> dict[str, Any]:
+        # The attestation authenticates itself (liangcao.api.attest); the token only says who may post.
+        att = encoding.decode(await read_body(request, 16_384))
+        return await run_in_threadpool(attest.accept, node, att)
 
     @app.get(
         "/v1/events",

@@ -1,15 +1,20 @@
 """The public consumer verification of one item: a proof bundle, the page that checks it, and its QR code.
 
 ``GET /v1/trace/verify?id=…`` (no token: a consumer has none) returns the item's provenance with, for every
-event, everything needed to check it without trusting this node: the capture transaction's bytes and its
-Merkle path to the block header's ``tx_root``, the receipt's bytes and path to ``receipt_root`` (the
-capture succeeded and names the event's hash id), the header (whose SHA-256 is the block hash) and the
-peers' signed attestations of that block hash with their certificates, and the organisations' CA
-certificates. ``GET /verify?id=…`` is the page that does those checks in the browser with Web Crypto
-(``liangcao/web/verify.js``); ``anchors=`` in its address (put there by the QR code printed on the pack)
-names the CA fingerprints the consumer trusts, so a node that invents an organisation is caught.
-``GET /verify/qr.svg?id=…`` draws that QR code as a GS1 Digital Link URI on this node, which
-``GET /{ai}/{key}/…`` resolves to the page.
+event, everything needed to check it without trusting this node: the capture transaction's bytes (with its
+signatures and certificates) and its Merkle path to the block header's ``tx_root``, the receipt's bytes and
+path to ``receipt_root`` (the capture succeeded and names the event's hash id), the header (whose SHA-256
+is the block hash) and the attestations of that block hash that count under the consortium's rule
+(``Config.attesting_org``: a current, unrevoked peer of an active organisation), and the organisations'
+CA certificates. ``GET /verify?id=…`` is the page that does those checks in the browser with Web Crypto
+(``liangcao/web/verify.js``; the same checks as ``liangcao.trace.bundle_check``).
+
+The checker never takes the list of organisations from the bundle: the page's address carries the trust
+anchors (``anchors=``: SHA-256 fingerprint prefixes of the organisations' CA certificates, and
+``quorum=``: how many distinct organisations must attest each block). ``GET /verify/qr.svg?id=…`` draws
+them into the QR code printed on the pack, as a GS1 Digital Link URI on this node which
+``GET /{ai}/{key}/…`` resolves to the page; ``GET /verify/link?id=…`` opens the page with this node's
+anchors (for the explorer, whose reader trusts the node it reads).
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ from fastapi.responses import RedirectResponse, Response
 from liangcao import encoding
 from liangcao.codes import Code
 from liangcao.contracts import config as cfgmod
-from liangcao.crypto import keys
+from liangcao.crypto import identity, keys
 from liangcao.errors import LiangcaoError
 from liangcao.ledger import block as blk
+from liangcao.ledger.store import Store
 from liangcao.node.node import Node
+from liangcao.trace.bundle_check import ANCHOR_HEX_MIN
 from liangcao.trace.identifiers import DL_ROOT, PRIMARY, normalise_identifier
 from liangcao.trace.provenance import provenance
 
@@ -62,11 +69,17 @@ def anchors(view: Any) -> list[dict[str, Any]]:
 
 def bundle(node: Node, identifier: str) -> dict[str, Any]:
     """The item's provenance with a self-contained proof for every event (see the module docstring)."""
+    return bundle_from(node.reader(), node.chain_id, identifier)
+
+
+def bundle_from(store: Store, chain_id: str, identifier: str) -> dict[str, Any]:
+    """:func:`bundle` from a store (read-only use): what a node serves, and what tests build offline."""
     if not identifier or len(identifier) > 500:
         raise LiangcaoError(Code.INVALID_ARGUMENT, "id must be an EPC URI or a GS1 Digital Link URI")
-    store = node.reader()
     history = provenance(store, identifier)
-    proofs: dict[str, Any] = {}
+    # A cache of its own: API threads never share the commit thread's (liangcao.node.node).
+    certs = identity.CertCache()
+    config = cfgmod.load(store, certs)
     blocks: dict[int, tuple[list[bytes], list[bytes], blk.Header, list[Any]]] = {}
     for event in history["events"]:
         pos = store.tx_position(event["tx"])
@@ -77,26 +90,52 @@ def bundle(node: Node, identifier: str) -> dict[str, Any]:
             header = store.header(height)
             if header is None:
                 continue
-            atts = [msgspec.json.decode(a) for a in store.attestations(height)]
-            blocks[height] = (store.block_txs(height), store.receipts(height), header, atts)
+            blocks[height] = (
+                store.block_txs(height),
+                store.receipts(height),
+                header,
+                _counted(store, header, config, certs),
+            )
         txs, receipts, header, atts = blocks[height]
         event["proof"] = {
             "tx": blk.proof_dict(txs, idx, header, "tx"),
             "receipt": blk.proof_dict(receipts, idx, header, "receipt"),
             "attestations": atts,
         }
-        proofs[event["id"]] = True
-    config = cfgmod.load(store, node.runtime.certs)
     return {
         "id": identifier,
         "index_id": history["index_id"],
-        "chain_id": node.chain_id,
+        "chain_id": chain_id,
         "complete": history["complete"],
         "organisations": anchors(store),
         "finality_quorum": config.quorum_size("finality"),
         "events": history["events"],
         "edges": history["edges"],
     }
+
+
+def _counted(store: Store, header: blk.Header, config: cfgmod.Config, certs: identity.CertCache) -> list[Any]:
+    """The block's attestations that count (one rule: ``Config.attesting_org``), for exactly this block."""
+    out = []
+    for raw in store.attestations(header.height):
+        att = msgspec.json.decode(raw)
+        same = (
+            isinstance(att, dict)
+            and att.get("block_hash") == header.hash
+            and att.get("state_hash") == header.state_hash
+        )
+        if same and config.attesting_org(att, certs) is not None:
+            out.append(att)
+    return out
+
+
+def trust_params(store: Store) -> dict[str, str]:
+    """What a link to the page carries as its trust anchors: every active organisation's CA fingerprint
+    (``ANCHOR_HEX_MIN`` hex digits, 128 bits) and the consortium's finality quorum, from this node's state
+    when the link is made (printed on the pack, it no longer depends on any node)."""
+    fingerprints = [a["fingerprint"][:ANCHOR_HEX_MIN] for a in anchors(store) if a["active"]]
+    quorum = cfgmod.load(store, identity.CertCache()).quorum_size("finality")
+    return {"anchors": ",".join(fingerprints), "quorum": str(quorum)}
 
 
 def mount(app: FastAPI, node: Node, errors: dict[int | str, dict[str, Any]]) -> None:
@@ -126,10 +165,15 @@ def mount(app: FastAPI, node: Node, errors: dict[int | str, dict[str, Any]]) -> 
         base = str(request.base_url).rstrip("/")
         link = base + dl[len(DL_ROOT) :]
         if anchors_:
-            fingerprints = [a["fingerprint"][:16] for a in anchors(node.reader()) if a["active"]]
-            link += "?" + urlencode({"anchors": ",".join(fingerprints)})
+            link += "?" + urlencode(trust_params(node.reader()))
         svg = segno.make(link, error="m").svg_inline(scale=4, title=link)
         return Response(svg.encode(), media_type="image/svg+xml", headers={"X-Digital-Link": link})
+
+    @app.get("/verify/link", include_in_schema=False)
+    def verify_link(id: str) -> Response:
+        """The page for ``id`` with this node's trust anchors (the explorer's link to it)."""
+        params = {"id": id, **trust_params(node.reader())}
+        return RedirectResponse("/verify?" + urlencode(params, quote_via=quote), status_code=307)
 
     # A GS1 Digital Link resolver for this node's items: the QR code's address opens the verify page. One route
     # per primary key (/01/…, /00/…), so it never shadows the API's own paths.
@@ -139,8 +183,9 @@ def mount(app: FastAPI, node: Node, errors: dict[int | str, dict[str, Any]]) -> 
         if dl is None:
             raise LiangcaoError(Code.NOT_FOUND, f"{path} is not a GS1 Digital Link path")
         params = {"id": dl}
-        if "anchors" in request.query_params:
-            params["anchors"] = request.query_params["anchors"]
+        for name in ("anchors", "quorum"):  # the printed trust anchors travel on unchanged
+            if name in request.query_params:
+                params[name] = request.query_params[name]
         return RedirectResponse("/verify?" + urlencode(params, quote_via=quote), status_code=307)
 
     for ai in sorted(PRIMARY):

@@ -275,7 +275,7 @@ async function itemView(id) {
   });
   show(
     el("h1", {}, `${t("history")} ${id}`),
-    el("p", {}, link(`/verify?id=${encodeURIComponent(id)}`, t("verify"))),
+    el("p", {}, link(`/verify/link?id=${encodeURIComponent(id)}`, t("verify"))),
     el("ol", { class: "timeline", id: "timeline" }, h.events.map((e) => el("li", { class: "event" },
       el("time", {}, e.event.eventTime), " ", el("b", {}, e.event.bizStep || e.type), " · ", `${t("recordedBy")} ${e.org}`, " · ",
       link(`#/tx/${e.tx}`, `${t("block")} ${e.height}`)))),
