@@ -24,6 +24,7 @@ from liangcao.api.verify import trust_params
 from liangcao.cli import app
 from liangcao.client import Client
 from liangcao.crypto import keys
+from liangcao.ledger import block as blk
 from liangcao.trace.bundle_check import ANCHOR_HEX_MIN, Trust, TrustError, Why, check_bundle
 from liangcao.witness import witness
 from trace_ledger import BRAND_PREFIX, document, obj
@@ -212,3 +213,18 @@ def test_the_node_serves_only_attestations_that_count(net: Net) -> None:
     store.add_attestation(header.height, fake.member_id + "-fake", json.dumps(Forge.attest(header, [fake])[0]).encode())
     served = net.bundle(TIN)["events"][0]["proof"]["attestations"]
     assert len(served) == 3 and all(a["cert"] != keys.b64(fake.cert) for a in served)
+
+
+def test_a_peer_attesting_another_block_raises_a_fork_alarm(net: Net) -> None:
+    node = net.live.node
+    ours = node.reader().header(1)
+    assert ours is not None
+    theirs = blk.Header.from_dict({**ours.to_dict(), "state_hash": "ee" * 32})
+    att = Forge.attest(theirs, [net.live.signer("org2/peer0")])[0]
+    with Client(net.live.url, net.live.token) as c:
+        r = c.http.post("/v1/attestations", json=att)
+    try:
+        assert r.status_code == 400 and r.json()["code"] == 503, r.text
+        assert [(a["height"], a["member"]) for a in node.fork_alarms] == [(1, "org2/peer0")]
+    finally:
+        node.fork_alarms.clear()  # the rest of the module's node is honest
