@@ -237,6 +237,7 @@ IDENTIFIERS = [
     "https://example.com/00/106141412345678908",
     "https://example.com/414/0614141123452/254/400",
     "https://example.com/not/a/link",
+    "https://example.com/toString/x/01/09520123456788/constructor/1/21/7",
     "urn:example:lot:42",
     "urn:epc:id:bic:CSQU3054383",
 ]

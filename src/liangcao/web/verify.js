@@ -448,7 +448,7 @@ const DL_ROOT = "https://id.gs1.org";
 const SHORT_NAMES = { gtin: "01", sscc: "00", gln: "414", party: "417", ser: "21", lot: "10", cpv: "22", gdti: "253",
   gcn: "255", ginc: "401", gsin: "402", grai: "8003", giai: "8004", itip: "8006", cpid: "8010", cpsn: "8011",
   gsrnp: "8017", gsrn: "8018", glnx: "254" };
-const QUALIFIERS = { "01": ["21", "235", "10"], "414": ["254"], "8006": ["21", "10"], "8010": ["8011"] };
+const QUALIFIERS = Object.assign(Object.create(null), { "01": ["21", "235", "10"], "414": ["254"], "8006": ["21", "10"], "8010": ["8011"] });
 const PRIMARY = new Set(["00", "01", "253", "255", "401", "402", "414", "417", "8003", "8004", "8006", "8010", "8017", "8018"]);
 const short = (s) => (Object.prototype.hasOwnProperty.call(SHORT_NAMES, s) ? SHORT_NAMES[s] : s);
 
@@ -531,11 +531,11 @@ function constrainDl(uri) {
   if (start < 0) return null;
   const rest = segments.slice(start);
   if (rest.length % 2) return null;
-  const pairs = {};
-  for (let i = 0; i < rest.length; i += 2) if (!(short(rest[i]) in pairs)) pairs[short(rest[i])] = rest[i + 1];
+  const pairs = new Map();
+  for (let i = 0; i < rest.length; i += 2) if (!pairs.has(short(rest[i]))) pairs.set(short(rest[i]), rest[i + 1]);
   const primary = short(rest[0]);
-  let out = `${DL_ROOT}/${primary}/${pairs[primary]}`;
-  for (const q of QUALIFIERS[primary] || []) if (q in pairs) { out += `/${q}/${pairs[q]}`; break; }
+  let out = `${DL_ROOT}/${primary}/${pairs.get(primary)}`;
+  for (const q of QUALIFIERS[primary] || []) if (pairs.has(q)) { out += `/${q}/${pairs.get(q)}`; break; }
   return out;
 }
 // The form identifiers are compared in (liangcao.trace.facts.index_form, without its digest of long ones:
