@@ -8,6 +8,8 @@ outcome is the same at any stack depth.
 
 from __future__ import annotations
 
+import base64
+import copy
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -28,7 +30,6 @@ from liangcao.cli import app
 from liangcao.codes import Code
 from liangcao.ledger import tx as txm
 from liangcao.trace import capture
-from liangcao.trace.bundle_check import _check_event
 from liangcao.trace.depth import TooDeep, check_json, json_depth, value_depth
 from liangcao.trace.hashing import Hasher, event_hash
 from liangcao.trace.validate import validate_document
@@ -166,18 +167,6 @@ def test_hasher_and_validator_refuse_deep_values_without_recursing() -> None:
     assert at_depth(850, lambda: Hasher(CONTEXT).event(ok)) == Hasher(CONTEXT).event(ok)
 
 
-def test_a_bundle_with_a_deep_event_is_reported_not_crashed() -> None:
-    text = event_text(nested_lists(5000))
-    tx = {"body": {"contract": "trace", "method": "capture", "chain_id": "c", "args": {"events": [text]}}}
-    receipt = {"code": 0, "result": [{"id": "ni:///sha-256;" + "0" * 64 + "?ver=CBV2.0"}]}
-    proof = {"tx": {"leaf": json.dumps(tx)}, "receipt": {"leaf": json.dumps(receipt)}}
-    check = _check_event({"id": receipt["result"][0]["id"], "proof": proof}, "c", {})  # type: ignore[index]
-    assert any("the anchored event nests deeper than trace_depth_max" in p for p in check.problems), check.problems
-    deep_leaf = {"tx": {"leaf": nested_lists(5000)}, "receipt": {"leaf": "{}"}}
-    check = _check_event({"id": "x", "proof": deep_leaf}, "c", {})
-    assert any("a proof leaf nests deeper" in p for p in check.problems), check.problems
-
-
 # ---- the capture path: JSON and XML documents ------------------------------------------------------------------
 def deep_xml(levels: int) -> bytes:
     event = (
@@ -261,3 +250,37 @@ def test_http_capture_answers_deep_json_and_xml_with_400(net: Live) -> None:
         ok = json.dumps(document([obj([EPC], "shipping", "2026-11-01T10:00:00+08:00")])).encode()
         r = c.post("/epcis/v2/capture", content=ok, headers={"Content-Type": "application/json"})
         assert r.status_code == 202, r.text
+
+
+def test_a_bundle_with_deep_leaves_is_reported_not_crashed(net: Live) -> None:
+    """A verification bundle comes from anywhere: deep leaves make it fail its checks, never crash them."""
+    import hashlib
+
+    from liangcao.trace import bundle_check
+
+    token = net.home.auth().create("org2/alice", 1, scope="write")
+    item = "urn:epc:id:sgtin:0614141.107346.77"
+    with httpx.Client(base_url=net.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
+        one = {"@context": CONTEXT[:1], **obj([item], "shipping", "2026-11-01T10:00:00+08:00")}
+        r = c.post("/epcis/v2/events", content=json.dumps(one).encode(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 201, r.text
+        bundle = c.get("/v1/trace/verify", params={"id": item}).json()
+    assert bundle["events"]
+    fingerprints = [hashlib.sha256(base64.b64decode(o["ca_cert"])).hexdigest() for o in bundle["organisations"]]
+    trust = bundle_check.Trust.from_anchors(fingerprints, 1)
+    honest = bundle_check.check_bundle(bundle, trust, item)  # one node attests: short of quorum, but well formed
+    assert not any("malformed" in p for p in honest.events[0].problems), honest.events[0].problems
+    deep_receipt = copy.deepcopy(bundle)
+    deep_receipt["events"][0]["proof"]["receipt"]["leaf"] = nested_lists(5000)
+    deep_event = copy.deepcopy(bundle)
+    tx_proof = deep_event["events"][0]["proof"]["tx"]
+    tx = json.loads(tx_proof["leaf"])
+    tx["body"]["args"]["events"][0] = event_text(nested_lists(5000))
+    tx_proof["leaf"] = json.dumps(tx, separators=(",", ":"), sort_keys=True)
+    rc_proof = deep_event["events"][0]["proof"]["receipt"]
+    receipt = json.loads(rc_proof["leaf"])
+    receipt["tx_id"] = txm.parse(tx_proof["leaf"]).tx_id  # so the check reaches the event text itself
+    rc_proof["leaf"] = json.dumps(receipt)
+    for hostile in (deep_receipt, deep_event):
+        result = at_depth(800, lambda hostile=hostile: bundle_check.check_bundle(hostile, trust, item))  # type: ignore[misc]
+        assert not result.verified and any("malformed" in p for p in result.events[0].problems)
