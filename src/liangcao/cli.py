@@ -981,7 +981,13 @@ def bench_cmd(
 
 
 def main() -> None:
-    app()
+    from liangcao.errors import Fault
+
+    try:
+        app()
+    except Fault as exc:  # this machine failed (the store, the disk): one clear line, not a traceback
+        err.print(f"[red]error:[/] {exc.message}")
+        raise SystemExit(1) from None
 
 
 # ---- dangerous-goods declarations (shipping) ----------------------------------------------------------------

@@ -98,6 +98,10 @@ class Health(BaseModel):
     fork_alarms: list[dict[str, Any]] = Field(
         default_factory=list, description="peers that attested another block or state at a height we hold"
     )
+    poison_messages: int = Field(
+        0, description="stream messages (transactions, cuts, attestations) skipped as malformed"
+    )
+    clock_alarm: str = Field("", description="set while the next block is stamped ahead of this node's own clock")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -266,6 +270,12 @@ def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> F
         for name, value in (exc.headers or {}).items():  # e.g. Allow on 405
             response.headers[name] = value
         return response
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        # Bodies are scanned for depth before decoding (encoding.too_deep); this is the last line, so that
+        # no nesting ever becomes a 500.
+        return _error(400, Code.VALUE_TOO_DEEP, "input nests too deeply")
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
@@ -634,6 +644,8 @@ def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> F
             "time_ms": node.clock.now_ms(),
             "ordering": "solo" if node.link is None else "jetstream",
             "fork_alarms": list(node.fork_alarms),
+            "poison_messages": node.poison_messages,
+            "clock_alarm": node.clock_alarm,
         }
         return JSONResponse(body, status_code=503 if node.failed is not None else 200)
 

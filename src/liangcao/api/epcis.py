@@ -167,7 +167,7 @@ def mount(
         head = reader.head()
         if head is None:
             raise LiangcaoError(Code.NOT_READY, "the node has no blocks yet")
-        ids = [txm.parse(r).tx_id for r in raws]
+        ids = [txm.parse(r).envelope_id for r in raws]
         ex = executor.execute(
             reader,
             runtime(),

@@ -40,12 +40,16 @@ def who_and_finality(store: Any, certs: Any, info: dict[str, Any], *, forked: bo
     While the node has a fork alarm it reports nothing as final: a peer disagreeing on the state means the
     attestations no longer say what they should."""
     signers = [signer_of(s["cert"]) for s in info["tx"].get("signatures") or []]
+    config = cfgmod.load(store, certs)
     attested = set()
     for raw in store.attestations(info["height"]):
         att = msgspec.json.decode(raw)
-        if att.get("block_hash") == info["block_hash"]:
-            attested.add(signer_of(att["cert"])["org"])
-    quorum = cfgmod.load(store, certs).quorum_size("finality")
+        # Only attestations by a current peer of an active organisation count; a row that names an
+        # organisation under any other certificate says nothing.
+        org = config.attesting_org(att, certs) if att.get("block_hash") == info["block_hash"] else None
+        if org is not None:
+            attested.add(org)
+    quorum = config.quorum_size("finality")
     return {
         "signers": signers,
         "finality": {

@@ -187,7 +187,7 @@ class Node:
         return store
 
     # ---- admission --------------------------------------------------------------------------------------
-    def check(self, raw: bytes, *, verify: bool = True) -> Tx:
+    def check(self, raw: bytes, *, verify: bool = True, config: cfgmod.Config | None = None) -> Tx:
         """Parse and pre-check a transaction without admitting it. Raises TxRejected.
 
         Everything that can never commit is refused here, before it reaches ordering and every peer's blocks:
@@ -206,7 +206,7 @@ class Node:
             raise TxRejected(Code.TTL_TOO_LONG, f"not_after is more than tx_ttl_ms_max={limits.tx_ttl_ms_max} ms ahead")
         if not tx.signatures:
             raise TxRejected(Code.MISSING_SIGNATURE, "transaction has no signatures")
-        self._authenticate(tx, now, None if verify else True)
+        self._authenticate(tx, now, None if verify else True, config)
         return tx
 
     def _head_config(self) -> cfgmod.Config:
@@ -217,9 +217,9 @@ class Node:
                 self._admission_config = cfgmod.load(reader, self._admission_certs)
             return self._admission_config
 
-    def _authenticate(self, tx: Tx, now: int, sig_ok: bool | None) -> None:
+    def _authenticate(self, tx: Tx, now: int, sig_ok: bool | None, config: cfgmod.Config | None = None) -> None:
         try:
-            check_signers(self._head_config(), self._admission_certs, tx, now, sig_ok)
+            check_signers(config or self._head_config(), self._admission_certs, tx, now, sig_ok)
         except LiangcaoError as exc:
             raise TxRejected(exc.code, exc.message) from exc
 
@@ -240,9 +240,10 @@ class Node:
         Certificates are checked one by one; the Ed25519 signatures of the whole batch are verified
         together, in the process pool when the batch is large enough to pay for it."""
         fresh: list[tuple[int, Tx]] = []
+        config = self._head_config()  # one read of the configuration's version for the whole batch
         for i, raw in enumerate(raws):
             try:
-                tx = self.check(raw, verify=False)
+                tx = self.check(raw, verify=False, config=config)
             except LiangcaoError as exc:
                 out[i] = exc
                 continue
