@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from itertools import accumulate
 from typing import Any, TypeAlias
 
 import msgspec
@@ -96,30 +97,40 @@ def canonical(value: Any, *, checked: bool = False) -> bytes:
     return _ENCODER.encode(value)
 
 
-_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
-_BRACKETS = re.compile(rb"[\[\]{}]")
+# A JSON string from its opening quote to the first unescaped closing quote (escapes skipped whole).
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def json_depth(data: str | bytes) -> int:
+    """The deepest nesting of arrays and objects in JSON text, counted without parsing or recursion.
+
+    Exact for valid JSON. For text that is not JSON it is an upper bound of how deep any decoder gets
+    before it finds the error (strings are recognised exactly as a decoder does on the part it accepts);
+    a stray quote can only make the count larger, never smaller.
+    """
+    if isinstance(data, str):
+        raw = data.encode("utf-8", "surrogatepass")
+    elif isinstance(data, bytes | bytearray | memoryview):
+        raw = bytes(data)
+    else:
+        raise TypeError(f"JSON text is str or bytes, not {type(data).__name__}")
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    return max(accumulate(_STEP[b] for b in brackets), default=0)
 
 
 def too_deep(data: bytes | str, depth_max: int = limits.value_depth_max) -> bool:
     """Whether JSON text nests arrays/objects deeper than ``depth_max``, judged on the text, before decoding.
 
     Why before: the decoders recurse, so a 3,000-deep array raises ``RecursionError`` at a depth that
-    depends on the interpreter and the caller's stack, and the outcome would differ between peers. This
-    scan counts brackets outside strings; it never recurses. The common case (fewer brackets than the
-    limit) costs two C-level counts.
+    depends on the interpreter and the caller's stack, and the outcome would differ between peers. The
+    common case (fewer brackets than the limit) costs two C-level counts.
     """
-    raw = data.encode() if isinstance(data, str) else data
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     if raw.count(b"[") + raw.count(b"{") <= depth_max:
         return False
-    depth = 0
-    for m in _BRACKETS.finditer(_STRINGS.sub(b'""', raw)):
-        if m.group() in (b"[", b"{"):
-            depth += 1
-            if depth > depth_max:
-                return True
-        else:
-            depth -= 1
-    return False
+    return json_depth(raw) > depth_max
 
 
 def deep_error(depth_max: int = limits.value_depth_max) -> EncodingError:

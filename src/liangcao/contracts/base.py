@@ -27,7 +27,7 @@ import msgspec
 
 from liangcao import encoding, limits
 from liangcao.codes import Code
-from liangcao.errors import ContractFailure, EncodingError, Fault, LiangcaoError
+from liangcao.errors import ContractFailure, EncodingError, Fault, InvariantViolation, LiangcaoError
 from liangcao.ledger.state import Overlay, StateView
 
 T = TypeVar("T")
@@ -375,8 +375,12 @@ def run_guarded(fn: Callable[[], Any]) -> tuple[int, str, Any]:
         return exc.code, exc.message, None
     except (Fault, MemoryError, OSError):
         raise  # this machine failed, not the transaction: the commit stops (errors.py, "two channels")
-    except RecursionError:
-        return Code.LIMIT_EXCEEDED, "contract recursed too deeply", None
+    except RecursionError as exc:
+        # Where Python stops a recursion depends on the caller's stack (the node, audit and rebuild differ),
+        # so it can never be an outcome recorded the same on every peer. Inputs are bounded (args_depth_max,
+        # call_depth_max, trace_depth_max) so that no built-in contract recurses anywhere near it: reaching
+        # it is a bug, and the commit stops rather than fork the peers.
+        raise InvariantViolation(Code.INTERNAL, "contract code recursed to the interpreter's limit") from exc
     except Exception as exc:
         return Code.CONTRACT_ERROR, f"contract raised {type(exc).__name__}", None
     try:

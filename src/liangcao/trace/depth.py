@@ -12,17 +12,11 @@ stack depth of the caller, and the recursion that follows stays a few dozen fram
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from itertools import accumulate
 from typing import Any
 
 from liangcao import limits
-
-# A JSON string from its opening quote to the first unescaped closing quote (escapes skipped whole).
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+from liangcao.encoding import json_depth
 
 
 class TooDeep(ValueError):
@@ -31,23 +25,6 @@ class TooDeep(ValueError):
     def __init__(self, what: str, depth_max: int = limits.trace_depth_max) -> None:
         self.what = what
         super().__init__(f"{what} nests deeper than trace_depth_max={depth_max}")
-
-
-def json_depth(data: str | bytes) -> int:
-    """The deepest nesting of arrays and objects in JSON text, counted without parsing or recursion.
-
-    Exact for valid JSON. For text that is not JSON it is an upper bound of how deep any decoder gets
-    before it finds the error (on the part a decoder accepts, strings are recognised exactly as here);
-    a stray quote can only make the count larger, never smaller.
-    """
-    if isinstance(data, str):
-        raw = data.encode("utf-8", "surrogatepass")
-    elif isinstance(data, bytes | bytearray | memoryview):
-        raw = bytes(data)
-    else:
-        raise TypeError(f"JSON text is str or bytes, not {type(data).__name__}")
-    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    return max(accumulate(_STEP[b] for b in brackets), default=0)
 
 
 def check_json(data: str | bytes, what: str, depth_max: int = limits.trace_depth_max) -> None:
