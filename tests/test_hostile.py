@@ -270,7 +270,10 @@ def test_node_keys_take_no_business_actions() -> None:
             == Code.WRONG_ORG_TYPE
         )
     # the regulator's people pass the party check (and then meet the voucher's absence)
-    assert led.run("scf.vouchers", "freeze", {"voucher": "V" + "ab" * 32}, f"{REGULATOR}/alice")["code"] != Code.WRONG_ORG_TYPE
+    assert (
+        led.run("scf.vouchers", "freeze", {"voucher": "V" + "ab" * 32}, f"{REGULATOR}/alice")["code"]
+        != Code.WRONG_ORG_TYPE
+    )
 
 
 # ---- 6. execution depends only on canonical bytes and fixed rules ------------------------------------------
