@@ -9,6 +9,7 @@ from __future__ import annotations
 int_min = -(2**63)
 int_max = 2**63 - 1
 value_depth_max = 32
+money_fen_max = 10**15  # one amount of money (liangcao.domain.Money): ten trillion yuan, in fen
 
 # A transaction on the wire.
 tx_bytes_max = 64 * 1024
@@ -106,6 +107,8 @@ pay_http_body_bytes_max = 16 * 1024 * 1024  # one HTTP request to the payments s
 def _check() -> None:
     if not (args_depth_max < value_depth_max):
         raise AssertionError("args must nest less deeply than any value")
+    if not (money_fen_max * 1000 < int_max):
+        raise AssertionError("sums of a thousand amounts of money must fit in a signed 64-bit integer")
     if not (value_bytes_max < tx_bytes_max):
         raise AssertionError("a value must fit in a transaction")
     if not (block_txs_max * 64 <= block_bytes_max):

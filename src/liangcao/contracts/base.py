@@ -13,20 +13,25 @@ keys automatically prefixed with ``<contract name>/``), read access to any key (
 contract's transaction inside the same atomic transaction, and ``fail`` to stop with a stable code.
 Contracts must be deterministic: no floats (refused at every write), no clock, no randomness, no I/O, and
 iteration only in key order. Every write, event and call is bounded by ``liangcao.limits``.
+
+Records a contract stores are :class:`Record` structs (``ctx.load``/``ctx.save``), stored as canonical JSON
+like any value. Parties are checked with one method, ``ctx.require_party``; methods only other contracts may
+call are marked ``@internal(callers=(...))``; secondary indexes are :class:`liangcao.contracts.index.Index`.
 """
 
 from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn, Self, TypeVar, overload
 
 import msgspec
 
 from liangcao import encoding, limits
 from liangcao.codes import Code
+from liangcao.domain import PARTY_ROLE_ORDER, PARTY_ROLES  # PARTY_ROLES: the roles that act (a node's never)
 from liangcao.errors import ContractFailure, EncodingError, Fault, InvariantViolation, LiangcaoError
 from liangcao.ledger.state import Overlay, StateView
 
@@ -40,6 +45,28 @@ class Args(msgspec.Struct, forbid_unknown_fields=True):
 
 class NoArgs(Args):
     pass
+
+
+class Record(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Base of the records a contract stores (a voucher, a bill, a pool): typed, immutable, canonical.
+
+    ``ctx.save(key, record)`` stores it as canonical JSON like any value: keys sorted (the order fields are
+    declared in never matters), ``None`` as ``null``, and a field holding ``msgspec.UNSET`` left out, as a
+    key absent from a dict was. ``ctx.load(Type, key)`` reads it back. Change one with
+    ``record.replace(field=value)``: the old value stays as it was, which is what index upkeep compares.
+
+    Reading stored bytes that do not fit the type (an undeclared field, a wrong type) is a broken invariant,
+    not a business outcome: a contract's code no longer matches what it wrote, and dropping the field would
+    change the bytes on the next write. The commit stops (``InvariantViolation``) instead.
+    """
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` applied."""
+        return msgspec.structs.replace(self, **changes)
+
+    def to_value(self) -> Any:
+        """The record as canonical-model builtins (dicts, lists, str, int, bool, None), as stored."""
+        return msgspec.to_builtins(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +87,7 @@ class Method:
     fn: Callable[..., Any]
     args_type: type[msgspec.Struct]
     internal: bool = False  # only other contracts call it (see ``internal``); clients and the CLI hide it
+    callers: tuple[str, ...] = ()  # for an internal method: the contracts that may call it (empty: any)
 
 
 def _mark(kind: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -74,10 +102,35 @@ transaction = _mark("transaction")
 query = _mark("query")
 
 
-def internal(fn: Callable[..., T]) -> Callable[..., T]:
-    """Marks a transaction method that only other contracts invoke (it should ``require_caller``)."""
-    fn.__liangcao_internal__ = True  # type: ignore[attr-defined]
-    return fn
+@overload
+def internal(fn: Callable[..., T], /) -> Callable[..., T]: ...
+
+
+@overload
+def internal(*, callers: Iterable[str]) -> Callable[[Callable[..., T]], Callable[..., T]]: ...
+
+
+def internal(
+    fn: Callable[..., T] | None = None, /, *, callers: Iterable[str] = ()
+) -> Callable[..., T] | Callable[[Callable[..., T]], Callable[..., T]]:
+    """Marks a transaction method that only other contracts invoke, never a transaction directly::
+
+        @internal(callers=("scf.vouchers", "scf.bills"))
+        @transaction
+        def pay(self, ctx: Context, args: PayArgs) -> None: ...
+
+    The registry refuses a direct call (``FORBIDDEN``, before the arguments are read) and a call from any
+    contract not in ``callers`` (``FORBIDDEN``, after them); bare ``@internal`` lets every contract call it.
+    Clients and the CLI do not offer internal methods."""
+
+    allowed = tuple(callers)
+
+    def mark(f: Callable[..., T]) -> Callable[..., T]:
+        f.__liangcao_internal__ = True  # type: ignore[attr-defined]
+        f.__liangcao_callers__ = allowed  # type: ignore[attr-defined]
+        return f
+
+    return mark if fn is None else mark(fn)
 
 
 class Contract:
@@ -101,13 +154,20 @@ class Contract:
                 args_type = hints.get(params[2])
                 if not (isinstance(args_type, type) and issubclass(args_type, msgspec.Struct)):
                     raise TypeError(f"{cls.__name__}.{attr}: args must be annotated with a msgspec Struct")
-                methods[attr] = Method(attr, kind, fn, args_type, bool(getattr(fn, "__liangcao_internal__", False)))
+                methods[attr] = Method(
+                    attr,
+                    kind,
+                    fn,
+                    args_type,
+                    bool(getattr(fn, "__liangcao_internal__", False)),
+                    tuple(getattr(fn, "__liangcao_callers__", ())),
+                )
         cls.methods = methods
 
 
-#: Roles that take business actions. ``peer`` and ``orderer`` certificates belong to an organisation's nodes:
-#: they attest and seal, and a stolen node key must not freeze a voucher or vote.
-PARTY_ROLES = frozenset({"admin", "member"})
+def _party_phrase(roles: tuple[str, ...]) -> str:
+    """``("admin", "member")`` -> ``"an admin or member"``: how a refusal names who had to sign."""
+    return ("an " if roles[0][0] in "aeiou" else "a ") + " or ".join(roles)
 
 
 class Context:
@@ -167,10 +227,20 @@ class Context:
         """The value at ``key`` in this contract's key space, or None."""
         return self.read(self._key(key))
 
-    def read(self, full_key: str) -> Any:
-        """Read any contract's key by its full name (``contract/key``). Reading across contracts is allowed."""
+    @overload
+    def read(self, full_key: str) -> Any: ...
+
+    @overload
+    def read(self, full_key: str, type_: type[S]) -> S | None: ...
+
+    def read(self, full_key: str, type_: type[S] | None = None) -> Any:
+        """Read any contract's key by its full name (``contract/key``), as a ``type_`` record if given.
+
+        Reading across contracts is allowed (writing is not)."""
         raw = self._view.get(full_key)
-        return None if raw is None else msgspec.json.decode(raw)
+        if raw is None:
+            return None
+        return msgspec.json.decode(raw) if type_ is None else _decode(type_, raw, full_key)
 
     def put(self, key: str, value: Any) -> None:
         full = self._key(key)
@@ -212,12 +282,25 @@ class Context:
             self.fail(Code.NOT_FOUND, missing)
         return value
 
+    def exists(self, key: str) -> bool:
+        """Whether anything is stored at ``key`` in this key space (nothing is decoded)."""
+        return self._view.get(self._key(key)) is not None
+
     def load(self, type_: type[S], key: str) -> S | None:
-        """Read ``key`` as a msgspec Struct of ``type_`` (or None)."""
-        raw = self._view.get(self._key(key))
-        return None if raw is None else msgspec.json.decode(raw, type=type_)
+        """The record at ``key`` in this key space as a ``type_`` (a :class:`Record`), or None if absent."""
+        full = self._key(key)
+        raw = self._view.get(full)
+        return None if raw is None else _decode(type_, raw, full)
+
+    def must_load(self, type_: type[S], key: str, missing: str) -> S:
+        """The record at ``key`` as a ``type_``; fails NOT_FOUND with the message ``missing`` if absent."""
+        found = self.load(type_, key)
+        if found is None:
+            self.fail(Code.NOT_FOUND, missing)
+        return found
 
     def save(self, key: str, obj: msgspec.Struct) -> None:
+        """Store a record (any msgspec Struct) at ``key``, canonically: see :class:`Record`."""
         self.put(key, msgspec.to_builtins(obj))
 
     def _writable(self) -> Overlay:
@@ -255,8 +338,65 @@ class Context:
     def require_signed_by(self, member_id: str) -> None:
         self.require(self.signed_by(member_id), Code.NOT_SIGNED, f"must be signed by {member_id}")
 
+    def party(
+        self, party: str = "", *, role: str | Iterable[str] | None = None, org_type: str | Iterable[str] | None = None
+    ) -> Signer | None:
+        """The signer who acts as ``party`` (see :meth:`require_party`), or None: the same rules, no refusal."""
+        roles = _roles(role)
+        types = _names(org_type)
+        member = "/" in party
+        for s in self.signers:
+            if s.role not in roles or (types and s.org_type not in types):
+                continue
+            if not party or (s.member_id if member else s.org) == party:
+                return s
+        return None
+
+    def require_party(
+        self,
+        party: str = "",
+        *,
+        role: str | Iterable[str] | None = None,
+        org_type: str | Iterable[str] | None = None,
+        code: int | None = None,
+        message: str = "",
+    ) -> Signer:
+        """The signer acting as ``party`` in this transaction; stops the transaction if none signed.
+
+        The one party check. ``party`` is an organisation (``"org1"``: any of its people) or a member
+        (``"org1/alice"``: that person); left empty, anyone who matches the other rules. ``role`` narrows
+        which roles count (default: ``admin`` or ``member``) and ``org_type`` which organisation types.
+
+        Two rules hold whatever is asked:
+
+        * only people act: a node's ``peer`` or ``orderer`` certificate never counts as a party (asking for
+          those roles is a programming error, ``ValueError``), so a stolen node key moves nothing;
+        * the acting party comes first: when several signers match, the one the signed body names as
+          ``actor`` (``ctx.signer()``) is returned if it matches, else the first co-signer in member order.
+          The order of signatures, which the tx id does not cover, never decides.
+
+        A refusal has ``code`` and ``message`` if given, else NOT_SIGNED naming the party, WRONG_ORG_TYPE
+        naming the types, or WRONG_ROLE naming the roles.
+        """
+        found = self.party(party, role=role, org_type=org_type)
+        if found is not None:
+            return found
+        roles = tuple(r for r in PARTY_ROLE_ORDER if r in _roles(role))
+        types = _names(org_type)
+        if party:
+            default = Code.NOT_SIGNED
+            who = party if "/" in party else f"{_party_phrase(roles)} of {party}"
+            text = f"needs the signature of {who}"
+        elif types:
+            default, text = Code.WRONG_ORG_TYPE, f"needs a signer from an organisation of type {' or '.join(types)}"
+        else:
+            default, text = Code.WRONG_ROLE, f"needs a signer with role {' or '.join(roles)}"
+        self.fail(default if code is None else code, message or text)
+
     def require_role(self, *roles: str) -> Signer:
-        """The first signer whose role is one of ``roles``; fails WRONG_ROLE if none."""
+        """The first signer whose role is one of ``roles``; fails WRONG_ROLE if none.
+
+        Prefer :meth:`require_party` (``role=...``), which never accepts a node's certificate."""
         for s in self.signers:
             if s.role in roles:
                 return s
@@ -265,14 +405,13 @@ class Context:
     def require_org_type(self, *org_types: str) -> Signer:
         """The first signer whose organisation type is one of ``org_types`` and who acts for it as a person
         (role admin or member: a node's peer or orderer certificate never takes business actions); fails
-        WRONG_ORG_TYPE if none."""
-        for s in self.signers:
-            if s.org_type in org_types and s.role in PARTY_ROLES:
-                return s
-        self.fail(Code.WRONG_ORG_TYPE, f"needs a signer from an organisation of type {' or '.join(org_types)}")
+        WRONG_ORG_TYPE if none. The same as ``require_party(org_type=org_types)``."""
+        return self.require_party(org_type=org_types)
 
     def require_caller(self, *contracts: str) -> None:
-        """Only another contract (one of ``contracts``) may call this method, never a transaction directly."""
+        """Only another contract (one of ``contracts``) may call this method, never a transaction directly.
+
+        Prefer ``@internal(callers=(...))``, which the registry checks before the method runs."""
         if self.caller not in contracts:
             self.fail(Code.FORBIDDEN, f"{self.contract} may be called only by {', '.join(contracts)}")
 
@@ -359,8 +498,36 @@ class Registry:
             typed = msgspec.convert(args, m.args_type, strict=True)
         except msgspec.ValidationError as exc:
             raise ContractFailure(Code.INVALID_ARGUMENT, f"{contract}.{method}: {exc}") from exc
+        if m.callers and ctx.caller not in m.callers:
+            raise ContractFailure(Code.FORBIDDEN, f"{contract} may be called only by {', '.join(m.callers)}")
         result = m.fn(c, ctx, typed)
         return None if result is None else msgspec.to_builtins(result)
+
+
+def _roles(role: str | Iterable[str] | None) -> frozenset[str]:
+    """The roles a party check accepts: people only (see ``Context.require_party``)."""
+    if role is None:
+        return PARTY_ROLES
+    roles = frozenset(_names(role))
+    if not roles or not roles <= PARTY_ROLES:
+        raise ValueError(f"a party acts as admin or member, never as {', '.join(sorted(roles - PARTY_ROLES))}")
+    return roles
+
+
+def _names(names: str | Iterable[str] | None) -> tuple[str, ...]:
+    if names is None:
+        return ()
+    return (names,) if isinstance(names, str) else tuple(names)
+
+
+def _decode(type_: type[S], raw: bytes, full_key: str) -> S:
+    """Stored bytes as a record type. A mismatch is a broken invariant (see :class:`Record`), never an outcome."""
+    try:
+        return msgspec.json.decode(raw, type=type_)
+    except msgspec.ValidationError as exc:
+        raise InvariantViolation(
+            Code.INTERNAL, f"{full_key} does not hold a {type_.__name__} as its contract stores it: {exc}"
+        ) from exc
 
 
 def run_guarded(fn: Callable[[], Any]) -> tuple[int, str, Any]:
