@@ -11,7 +11,7 @@ themselves. On one machine (the demo, tests) a :class:`Witness` stands in for an
    cache, from the genesis block it was given, not the node's), so it trusts nothing the node computed:
    a block whose header it does not derive byte for byte stops it (``WitnessError``);
 3. it signs an attestation of the block with its organisation's peer key and posts it
-   (``POST /v1/attestations``, ``liangcao.api.attest``).
+   (``POST /v1/attestations``, ``NodeServices.accept_attestation``).
 """
 
 from __future__ import annotations

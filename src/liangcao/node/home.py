@@ -182,7 +182,7 @@ class Server:
         import uvicorn
 
         from liangcao.api.app import create_app
-        from liangcao.api.epcis import Custody
+        from liangcao.node.capture import Custody
 
         self.node = node
         self.app = create_app(node, auth, Custody(custody))
