@@ -14,6 +14,8 @@ function plays every organisation at once, for local networks, demos and tests.
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import os
 import time
@@ -77,11 +79,12 @@ class OrgMaterial:
     def signer(self, name: str) -> Signer:
         return self.members[name].signer
 
-    def enroll(self, name: str, role: str, now_ms: int | None = None) -> Member:
-        """Issue a new member certificate from this organisation's CA."""
-        key = keys.generate()
+    def enroll(self, name: str, role: str, now_ms: int | None = None, seed: bytes | None = None) -> Member:
+        """Issue a new member certificate from this organisation's CA (``seed``: deterministic, simulations)."""
+        key = keys.generate(None if seed is None else seed + f"/{self.org_id}/{name}".encode())
         now = now_ms if now_ms is not None else int(time.time() * 1000)
-        cert = identity.issue(self.ca_key, self.ca_cert, name, role, key.public_key(), now)
+        serial = None if seed is None else _serial(seed, self.org_id, name)
+        cert = identity.issue(self.ca_key, self.ca_cert, name, role, key.public_key(), now, serial=serial)
         m = Member(name, role, key, cert)
         self.members[name] = m
         return m
@@ -95,12 +98,23 @@ class OrgMaterial:
         }
 
 
-def make_org(org_id: str, org_type: str, name: str = "", now_ms: int | None = None) -> OrgMaterial:
+def _serial(seed: bytes, org: str, name: str) -> int:
+    return int.from_bytes(hashlib.sha256(seed + f"/serial/{org}/{name}".encode()).digest()[:15], "big") | 1
+
+
+def make_org(
+    org_id: str, org_type: str, name: str = "", now_ms: int | None = None, seed: bytes | None = None
+) -> OrgMaterial:
+    """An organisation's CA and standard members. ``seed`` makes every key and certificate a function of it
+    (the simulator replays a seed byte for byte); never use it for a real consortium."""
     now = now_ms if now_ms is not None else int(time.time() * 1000)
-    ca_key = keys.generate()
-    org = OrgMaterial(org_id, name or org_id, org_type, ca_key, identity.make_ca(org_id, org_type, ca_key, now))
+    ca_key = keys.generate(None if seed is None else seed + f"/{org_id}/ca".encode())
+    serial = None if seed is None else _serial(seed, org_id, "ca")
+    org = OrgMaterial(
+        org_id, name or org_id, org_type, ca_key, identity.make_ca(org_id, org_type, ca_key, now, serial=serial)
+    )
     for member, role in STANDARD_MEMBERS:
-        org.enroll(member, role, now)
+        org.enroll(member, role, now, seed)
     return org
 
 
@@ -235,14 +249,15 @@ def create_consortium(
     name: str = "liangcao local consortium",
     org_types: list[str] | None = None,
     now_ms: int | None = None,
+    seed: bytes | None = None,
 ) -> Consortium:
-    """Keys, certificates and genesis for ``n_orgs`` organisations named org1..orgN."""
+    """Keys, certificates and genesis for ``n_orgs`` organisations named org1..orgN (``seed``: see make_org)."""
     if not 1 <= n_orgs <= 64:
         raise ValueError("a local consortium has 1 to 64 organisations")
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     types = org_types or [DEFAULT_ORG_TYPES[i % len(DEFAULT_ORG_TYPES)] for i in range(n_orgs)]
     if len(types) != n_orgs:
         raise ValueError("give one organisation type per organisation")
-    orgs = [make_org(f"org{i + 1}", types[i], f"Organisation {i + 1} ({types[i]})", now) for i in range(n_orgs)]
+    orgs = [make_org(f"org{i + 1}", types[i], f"Organisation {i + 1} ({types[i]})", now, seed) for i in range(n_orgs)]
     genesis = make_genesis(chain_id, name, orgs, now, orgs[0].signer("orderer0"))
     return Consortium(chain_id, name, orgs, genesis)

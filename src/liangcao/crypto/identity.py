@@ -172,8 +172,9 @@ def make_ca(
     key: Ed25519PrivateKey,
     now_ms: int,
     days: int = DEFAULT_VALIDITY_DAYS,
+    serial: int | None = None,
 ) -> bytes:
-    """A self-signed organisation CA certificate (DER)."""
+    """A self-signed organisation CA certificate (DER). ``serial``: fixed (a simulation), else random."""
     if org_type not in ORG_TYPES:
         raise ValueError(f"unknown organisation type {org_type!r}")
     name = _name(org, CA_ROLE, f"{org} CA", org_type)
@@ -183,7 +184,7 @@ def make_ca(
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial if serial is not None else x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
@@ -214,6 +215,7 @@ def issue(
     public_key: Ed25519PublicKey,
     now_ms: int,
     days: int = DEFAULT_VALIDITY_DAYS,
+    serial: int | None = None,
 ) -> bytes:
     """A member certificate (DER) for ``cn`` with ``role``, issued by the CA ``ca_der``."""
     if role not in ROLES:
@@ -225,7 +227,7 @@ def issue(
         .subject_name(_name(ca.org, role, cn, ca.org_type))
         .issuer_name(ca.cert.subject)
         .public_key(public_key)
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial if serial is not None else x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

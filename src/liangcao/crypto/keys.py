@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import binascii
 
 from cryptography.exceptions import InvalidSignature
@@ -30,8 +31,11 @@ def unb64(text: str) -> bytes:
         raise ValueError(f"not valid base64: {exc}") from exc
 
 
-def generate() -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.generate()
+def generate(seed: bytes | None = None) -> Ed25519PrivateKey:
+    """A new key; with ``seed``, the key derived from it (only for simulations that must replay exactly)."""
+    if seed is None:
+        return Ed25519PrivateKey.generate()
+    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"liangcao/sim-key/v1\n" + seed).digest())
 
 
 def sign(key: Ed25519PrivateKey, domain: bytes, message: bytes) -> bytes:

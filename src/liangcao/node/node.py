@@ -47,8 +47,8 @@ from liangcao.node.mempool import Mempool
 from liangcao.node.verify import SigVerifier
 from liangcao.ordering.jetstream import BlockDeriver, CutMarker, CutPolicy, DerivedBlock, StreamMessage
 
-if TYPE_CHECKING:  # the link pulls in nats-py, which a solo node never imports
-    from liangcao.node.link import JetStreamLink
+if TYPE_CHECKING:  # a link may pull in nats-py, which a solo node never imports
+    from liangcao.ordering.memory import OrderingLink
 
 log = logging.getLogger("liangcao.node")
 
@@ -96,9 +96,10 @@ class Node:
         orderer: Signer,
         peer: Signer,
         settings: NodeSettings | None = None,
-        link: JetStreamLink | None = None,
+        link: OrderingLink | None = None,
     ) -> None:
-        """``link``: order through the consortium's JetStream cluster instead of the embedded solo orderer."""
+        """``link``: order through the consortium's ordering service (JetStream, or an in-memory log in the
+        simulator) instead of the embedded solo orderer."""
         self.settings = settings or NodeSettings()
         self.link = link
         self.fork_alarms: list[dict[str, Any]] = []
@@ -383,17 +384,28 @@ class Node:
     def _run_consortium(self) -> None:
         try:
             while not (self._stopping and self._stream_inbox.empty()):
-                self._take_attestations()
-                try:
-                    msg = self._stream_inbox.get(timeout=0.05)
-                except queue.Empty:
-                    continue
-                derived = self._derive(msg)
-                if derived is not None:
-                    self._commit_derived(derived)
+                self.step(timeout_s=0.05)
         except BaseException as exc:
             self.failed = exc
             log.exception("commit thread stopped: %s", exc)
+
+    def follow(self) -> None:
+        """Connect to the ordering link without starting the commit thread (the simulator steps the node)."""
+        self._follow()
+
+    def step(self, timeout_s: float = 0.0) -> bool:
+        """One turn of the consortium commit loop: take the attestations that arrived, then one message of
+        the stream (waiting up to ``timeout_s`` for it), committing the block it completes. Whether a
+        message was taken. The commit thread runs this in a loop; the simulator calls it directly."""
+        self._take_attestations()
+        try:
+            msg = self._stream_inbox.get(timeout=timeout_s) if timeout_s > 0 else self._stream_inbox.get_nowait()
+        except queue.Empty:
+            return False
+        derived = self._derive(msg)
+        if derived is not None:
+            self._commit_derived(derived)
+        return True
 
     def _derive(self, msg: StreamMessage) -> DerivedBlock | None:
         """Feed one stream message to the deriver. Whatever the message holds, it never stops the peer:
@@ -419,7 +431,7 @@ class Node:
         Cut times are bounded by the stream's own timestamps when derived; this is the peer's own check on
         top, against a stream whose clock is wrong: it waits (and says so in health) rather than let chain
         time run ahead, which would expire every later transaction."""
-        while derived.time_ms > wall_ms() + limits.cut_clock_skew_ms_max and not self._stopping:
+        while derived.time_ms > self.clock.now_ms() + limits.cut_clock_skew_ms_max and not self._stopping:
             if not self.clock_alarm:
                 self.clock_alarm = f"block {derived.height} is stamped {derived.time_ms}, ahead of this peer's clock"
                 log.error("CLOCK ALARM: %s", self.clock_alarm)
