@@ -57,23 +57,49 @@ def test_forged_copy_in_the_same_block_gets_its_own_verdict(chain: Chain) -> Non
 
 
 def test_a_block_never_takes_two_envelopes_of_one_tx_id(consortium: Consortium) -> None:
-    admin = consortium.org("org1").signer("admin")
-    t = txm.build(consortium.chain_id, "demo.wallet", "mint", {"to": "org1/a", "amount": 1}, [admin], not_after=NOW_MS)
-    other = txm.build(
-        consortium.chain_id, "demo.wallet", "mint", {"to": "org1/b", "amount": 1}, [admin], not_after=NOW_MS
-    )
-    forged = forged_copy(t, consortium.org("org2").signer("alice"))
-    d = BlockDeriver(consortium.chain_id, 1, verify_cut=lambda _m: True)
-    for seq, data in enumerate([forged, other.raw, t.raw], start=1):
+    c = consortium
+    admin, alice, bob = c.org("org1").signer("admin"), c.org("org1").signer("alice"), c.org("org2").signer("bob")
+    t = txm.build(c.chain_id, "demo.wallet", "mint", {"to": "org1/a", "amount": 1}, [admin], not_after=NOW_MS)
+    other = txm.build(c.chain_id, "demo.wallet", "mint", {"to": "org1/b", "amount": 1}, [admin], not_after=NOW_MS)
+    forged = forged_copy(t, c.org("org2").signer("alice"))
+    orderer = c.org("org1").signer("orderer0")
+
+    def cut(h: int) -> bytes:
+        return CutMarker.make(c.chain_id, h, NOW_MS, orderer.member_id, orderer.key, orderer.cert).to_bytes()
+
+    # forged copies first (many of them): dropped by their signatures, the genuine one is taken in their place
+    d = BlockDeriver(c.chain_id, 1, verify_cut=lambda _m: True)
+    msgs = [forged, other.raw, *[forged_copy(t, bob)] * 3, t.raw]
+    for seq, data in enumerate(msgs, start=1):
         assert d.feed(seq, "tx", data) is None
-    orderer = consortium.org("org1").signer("orderer0")
-    cut = CutMarker.make(consortium.chain_id, 1, NOW_MS, orderer.member_id, orderer.key, orderer.cert).to_bytes()
-    b1 = d.feed(4, "cut", cut)
-    assert b1 is not None and b1.txs == (forged, other.raw)  # the block ends before the second envelope
-    assert b1.resume_seq == 3
-    cut2 = CutMarker.make(consortium.chain_id, 2, NOW_MS, orderer.member_id, orderer.key, orderer.cert).to_bytes()
-    b2 = d.feed(5, "cut", cut2)
-    assert b2 is not None and b2.txs == (t.raw,)  # the genuine one is not crowded out
+    b1 = d.feed(len(msgs) + 1, "cut", cut(1))
+    assert b1 is not None and b1.txs == (t.raw, other.raw)
+    assert d.pending == []
+    # two genuine spellings of one transaction (two signers, either order): consecutive blocks
+    two = txm.build(
+        c.chain_id, "demo.wallet", "transfer", {"to": "org1/b", "amount": 1}, [alice, bob], not_after=NOW_MS
+    )
+    env: Any = encoding.decode(two.raw)
+    env["signatures"].reverse()
+    swapped = encoding.canonical(env)
+    d.feed(10, "tx", two.raw)
+    d.feed(11, "tx", swapped)
+    b2 = d.feed(12, "cut", cut(2))
+    assert b2 is not None and b2.txs == (two.raw,) and b2.resume_seq == 11
+    b3 = d.feed(13, "cut", cut(3))
+    assert b3 is not None and b3.txs == (swapped,)
+
+
+def test_a_derived_block_never_exceeds_the_bounds_peers_enforce(consortium: Consortium) -> None:
+    from liangcao import limits
+
+    d = BlockDeriver(consortium.chain_id, 1, verify_cut=lambda _m: True)
+    big = [b"x" * (1024 * 1024 - 1)] * 20  # 20 MB of junk in one window: more than block_bytes_max
+    for seq, data in enumerate(big, start=1):
+        d.feed(seq, "tx", data)
+    o = consortium.org("org1").signer("orderer0")
+    b = d.feed(21, "cut", CutMarker.make(consortium.chain_id, 1, NOW_MS, o.member_id, o.key, o.cert).to_bytes())
+    assert b is not None and sum(map(len, b.txs)) <= limits.block_bytes_max and len(d.pending) == 20 - len(b.txs)
 
 
 # ---- 7 and 8: admission refuses what can never authenticate ---------------------------------------------
@@ -294,10 +320,25 @@ def test_args_reach_contracts_in_canonical_order(consortium: Consortium) -> None
     assert list(built.args) == ["a", "z"]
 
 
+def test_the_printable_table_is_isprintable_written_out() -> None:
+    """On every character this interpreter knows, the fixed table answers as ``str.isprintable`` (space aside);
+    it differs only on characters this interpreter's Unicode version has not assigned yet."""
+    import unicodedata
+
+    differ = [
+        hex(cp)
+        for cp in range(0x110000)
+        if unicodedata.category(chr(cp)) != "Cn"
+        and (chr(cp).isprintable() or cp == 0x20) != encoding.printable(chr(cp))
+    ]
+    assert differ == []
+
+
 def test_names_and_keys_follow_a_fixed_table_not_the_interpreter() -> None:
     assert encoding.printable("org1/alice") and encoding.printable("voucher 7") and encoding.printable("中文")
     assert encoding.printable("\U0001fae8")  # a Unicode 15 character: the same answer on 3.11 and 3.12
-    for bad in ("", "a\x00", "a\u2028b", "\u200b", "a\ufeff", "\ud800", "\U000e0001", "x\x7f"):
+    assert encoding.printable("\u2764\ufe0f") and encoding.printable("\U00030ede")  # a variation selector, CJK Ext G
+    for bad in ("", "a\x00", "a\u2028b", "\u200b", "a\ufeff", "\ud800", "\U000e0001", "x\x7f", "\ue000"):
         assert not encoding.printable(bad), repr(bad)
 
 

@@ -22,9 +22,9 @@ cut whose time differs from the stream's timestamp     ignored: an orderer canno
 of the cut message by more than cut_clock_skew_ms_max
 =====================================================  ==============================================
 
-A block never holds two envelopes with one tx id: a block ends before a second envelope of a tx id it
-already holds, which stays pending for the next block (it is not dropped: a forged copy published first
-must not crowd out the genuine one; the executor refuses the forged one without consuming the id).
+A block never holds two envelopes with one tx id, and never more than ``block_txs_max`` transactions or
+``block_bytes_max`` bytes (see ``_take_distinct``: a forged copy of a transaction is dropped by its
+signatures, whichever came first; two genuine spellings of one transaction go into consecutive blocks).
 
 A block's time is its cut's time, never behind the previous block's. Each derived block carries
 ``resume_seq``: the stream sequence from which a peer must read again to derive every later block (the
@@ -42,7 +42,7 @@ from typing import Any
 
 from liangcao import encoding, limits
 from liangcao.crypto import keys
-from liangcao.crypto.identity import CertInfo, parse_certificate
+from liangcao.crypto.identity import CertCache, CertInfo, parse_certificate
 from liangcao.errors import LiangcaoError
 from liangcao.ledger.tx import Tx, parse
 
@@ -166,6 +166,7 @@ class BlockDeriver:
     pending: list[tuple[int, bytes]] = field(default_factory=list)
     last_seq: int = 0
     ignored_cuts: int = 0
+    _certs: CertCache = field(default_factory=CertCache, repr=False)
 
     def feed(self, seq: int, kind: str, data: bytes, *, server_ms: int | None = None) -> DerivedBlock | None:
         """Take the next message of the stream. ``server_ms`` is the stream's timestamp of the message: when
@@ -191,7 +192,7 @@ class BlockDeriver:
         ):
             self.ignored_cuts += 1
             return None
-        take, parsed, rest = _take_distinct(self.pending, self.block_txs_max)
+        take, parsed, rest = _take_distinct(self.pending, self.block_txs_max, self._certs)
         self.pending = rest
         time_ms = max(marker.time_ms, self.last_time_ms)
         resume = self.pending[0][0] if self.pending else seq + 1
@@ -203,31 +204,69 @@ class BlockDeriver:
         return block
 
 
-def _take_distinct(
-    pending: list[tuple[int, bytes]], count_max: int
-) -> tuple[list[tuple[int, bytes]], list[Tx | None], list[tuple[int, bytes]]]:
-    """The block's messages: pending ones in order, up to ``count_max``, ending before the first message
-    whose tx id is already in the block; with their parses, and what stays pending.
+def _signatures_verify(tx: Tx, certs: CertCache) -> bool:
+    """Whether every Ed25519 signature of ``tx`` verifies under its own certificate's key (nothing else).
 
-    Ending there (rather than skipping the repeat) keeps "everything from ``resume_seq`` on is pending"
-    true, so a peer that restarts derives the same blocks as one that did not. The tx id is read from the
-    message (a pure function of its bytes); a message that does not parse has none and is taken as it
-    comes (the executor records why it fails)."""
+    A pure function of the bytes: whether the certificate belongs to a member is the executor's question."""
+    try:
+        return all(
+            keys.verify(certs.parse(s.cert).public_key, keys.DOMAIN_TX, tx.id_bytes, s.sig) for s in tx.signatures
+        )
+    except Exception:  # a certificate that does not parse: not a valid signature
+        return False
+
+
+def _take_distinct(
+    pending: list[tuple[int, bytes]], count_max: int, certs: CertCache, bytes_max: int = limits.block_bytes_max
+) -> tuple[list[tuple[int, bytes]], list[Tx | None], list[tuple[int, bytes]]]:
+    """The block's messages, their parses, and what stays pending.
+
+    Pending messages are taken in order, at most ``count_max`` and ``bytes_max`` bytes (always at least one),
+    so a derived block always fits the bounds every peer enforces. A block never holds two envelopes of one
+    tx id. When a second envelope of an id in the block arrives, signatures decide, as a pure function of the
+    bytes: an envelope whose signatures do not verify is dropped from the log (a forged copy costs nothing
+    and never crowds out the genuine one, however many are published, whichever comes first); if both verify
+    (two genuine spellings of one transaction), the block ends before the second, which stays pending.
+    Ending there keeps "everything from ``resume_seq`` on is pending" true, so a peer that restarts derives
+    the same blocks as one that did not. A message that does not parse has no tx id; it is taken as it comes
+    (the executor records why it fails)."""
+    take: list[tuple[int, bytes]] = []
     parsed: list[Tx | None] = []
-    ids: set[str] = set()
+    where: dict[str, int] = {}  # tx id -> index in take
+    valid: dict[int, bool] = {}  # index in take -> signatures verify (computed only for contested ids)
+    size = 0
     n = 0
-    for _, data in pending[:count_max]:
+    for seq, data in pending:
+        if len(take) >= count_max or (take and size + len(data) > bytes_max):
+            break
         try:
             tx: Tx | None = parse(data)
         except LiangcaoError:
             tx = None
+        if tx is not None and tx.tx_id in where:
+            k = where[tx.tx_id]
+            if not _signatures_verify(tx, certs):
+                n += 1  # a forged copy: dropped
+                continue
+            if k not in valid:
+                kept = parsed[k]
+                valid[k] = kept is not None and _signatures_verify(kept, certs)
+            if valid[k]:
+                break  # two genuine envelopes: the second waits for the next block
+            size -= len(take[k][1])
+            take[k] = (seq, data)  # the earlier one was forged: the genuine one takes its place
+            parsed[k] = tx
+            valid[k] = True
+            size += len(data)
+            n += 1
+            continue
         if tx is not None:
-            if tx.tx_id in ids:
-                break
-            ids.add(tx.tx_id)
+            where[tx.tx_id] = len(take)
+        take.append((seq, data))
         parsed.append(tx)
+        size += len(data)
         n += 1
-    return pending[:n], parsed, pending[n:]
+    return take, parsed, pending[n:]
 
 
 # ---- the JetStream side ------------------------------------------------------------------------------------
