@@ -625,15 +625,18 @@ class ScfMachine(RuleBasedStateMachine):
 
     @invariant()
     def indexes_match_records(self) -> None:
-        from liangcao.apps.scf.vouchers import Vouchers
+        import msgspec
+
+        from liangcao.apps.scf.vouchers import Voucher, Vouchers
 
         vs = self.vouchers()
-        expected = {f"scf.vouchers/{k}": value for v in vs for k, value in Vouchers.index_entries(v).items()}
+        typed = [msgspec.convert(v, Voucher) for v in vs]  # every stored voucher reads as its record type
+        expected = {f"scf.vouchers/{k}": value for v in typed for k, value in Vouchers.index_entries(v).items()}
         data = self.led.state.data
         indexed = {k: encoding.decode(raw) for k, raw in data.items() if k.startswith("scf.vouchers/i")}
         assert indexed == expected
         totals: dict[str, int] = {}
-        for v in vs:
+        for v in typed:
             for k, amount in Vouchers.totals(v).items():
                 totals[f"scf.vouchers/{k}"] = totals.get(f"scf.vouchers/{k}", 0) + amount
         kept = {k: encoding.decode(raw) for k, raw in data.items() if k.startswith("scf.vouchers/t/")}

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 from conftest import NOW_MS
 from liangcao import encoding, limits
-from liangcao.apps.scf.common import ScfCode, page
+from liangcao.apps.scf.common import ScfCode
 from liangcao.codes import Code
+from liangcao.contracts.index import page
 from liangcao.errors import ContractFailure
 from liangcao.genesis import Consortium, create_consortium
 from liangcao.ledger import tx as txm

@@ -25,7 +25,7 @@ import inspect
 import typing
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn, Self, TypeVar, overload
+from typing import Any, ClassVar, NoReturn, Self, TypeVar, dataclass_transform, overload
 
 import msgspec
 
@@ -47,7 +47,18 @@ class NoArgs(Args):
     pass
 
 
-class Record(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+@dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(msgspec.field,))
+class _RecordMeta(msgspec.StructMeta):
+    # ``kw_only`` is per class in msgspec: defaulting it here lets every record declare its fields in the
+    # order that reads best (optional ones anywhere), and build them by name only. (mypy reads the frozen
+    # default below but not the keyword-only one: a record with a required field after an optional one
+    # spells ``class R(Record, kw_only=True)`` for mypy's sake.)
+    def __new__(mcls, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any) -> Any:
+        kwargs.setdefault("kw_only", True)
+        return super().__new__(mcls, name, bases, namespace, **kwargs)
+
+
+class Record(msgspec.Struct, metaclass=_RecordMeta, frozen=True, forbid_unknown_fields=True):
     """Base of the records a contract stores (a voucher, a bill, a pool): typed, immutable, canonical.
 
     ``ctx.save(key, record)`` stores it as canonical JSON like any value: keys sorted (the order fields are
@@ -263,8 +274,16 @@ class Context:
         self._count_write(view, full)
         view.writes[full] = None
 
-    def range(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
-        """(key, value) pairs under ``prefix`` in this key space, ascending; keys without the contract prefix."""
+    @overload
+    def range(self, prefix: str = "") -> Iterator[tuple[str, Any]]: ...
+
+    @overload
+    def range(self, prefix: str, type_: type[S]) -> Iterator[tuple[str, S]]: ...
+
+    def range(self, prefix: str = "", type_: type[S] | None = None) -> Iterator[tuple[str, Any]]:
+        """(key, value) pairs under ``prefix`` in this key space, ascending; keys without the contract prefix.
+
+        With ``type_``, each value is read as that record type (see :class:`Record`)."""
         full = f"{self.contract}/{prefix}"
         cut = len(self.contract) + 1
         for n, (key, raw) in enumerate(self._view.range(full)):
@@ -273,7 +292,7 @@ class Context:
                     Code.LIMIT_EXCEEDED,
                     f"range over {prefix!r} exceeds range_results_max={limits.range_results_max}",
                 )
-            yield key[cut:], msgspec.json.decode(raw)
+            yield key[cut:], (msgspec.json.decode(raw) if type_ is None else _decode(type_, raw, key))
 
     def must_get(self, key: str, missing: str) -> Any:
         """The value at ``key`` in this key space; fails NOT_FOUND with the message ``missing`` if absent."""

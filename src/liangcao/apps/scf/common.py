@@ -1,28 +1,27 @@
-"""Shared rules of the supply-chain finance contracts: codes, parties, dates, ids."""
+"""Shared rules of the supply-chain finance contracts: codes, dates, ids, pledges.
+
+Parties are checked with ``ctx.require_party(org, code=ScfCode.NOT_PARTY)``; organisation ids and money are
+``liangcao.domain.OrgId`` and ``Money``; read models page with ``liangcao.contracts.index``.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from enum import IntEnum
-from typing import Annotated, Any
+from typing import Annotated, Protocol, Self, TypeVar
 
 import msgspec
 
 from liangcao.codes import Code
-from liangcao.contracts.base import Args, Context, Signer
+from liangcao.contracts.base import Args, Context
+from liangcao.contracts.index import Cursor
+from liangcao.domain import OrgId
 from liangcao.limits import scf_page_max, split_depth_max
 
-ACTING_ROLES = ("admin", "member")
-OrgId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
-Fen = Annotated[int, msgspec.Meta(gt=0, le=10**15)]
 IsoDate = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
 # Instrument ids are a letter and the whole id (64 hex digits) of the transaction that created them; a
 # voucher's parts add ".n" per split (n <= split_children_max <= 99), at most split_depth_max times.
 VoucherId = Annotated[str, msgspec.Meta(pattern=rf"^V[0-9a-f]{{64}}(\.[1-9][0-9]?){{0,{split_depth_max}}}$")]
-#: Every character an SCF index key can hold (org ids, days, instrument ids, invoice keys), in key order.
-KEY_CHARS = "".join(sorted("-./:_" + "0123456789" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ" + "abcdefghijklmnopqrstuvwxyz"))
-Cursor = Annotated[str, msgspec.Meta(pattern=r"^[-./:_0-9A-Za-z]{0,240}$")]
 PageLimit = Annotated[int, msgspec.Meta(ge=1, le=scf_page_max)]
 
 
@@ -72,14 +71,6 @@ def today(ctx: Context) -> int:
     return ctx.time_ms // 86_400_000
 
 
-def acting_for(ctx: Context, org: str) -> Signer:
-    """The signer acting for ``org``; fails NOT_PARTY if no admin or member of ``org`` signed."""
-    s = ctx.signer_of_org(org, *ACTING_ROLES)
-    if s is None:
-        ctx.fail(ScfCode.NOT_PARTY, f"needs the signature of an admin or member of {org}")
-    return s
-
-
 def org_type(ctx: Context, org: str) -> str:
     entry = ctx.consortium().orgs.get(org)
     if entry is None or not entry.active:
@@ -92,27 +83,45 @@ def require_bank(ctx: Context, org: str) -> None:
         ctx.fail(ScfCode.NOT_A_BANK, f"{org} is not a bank")
 
 
-def unpledged(ctx: Context, record: dict[str, Any], what: str) -> None:
+class Pledgeable(Protocol):
+    """A record that can be pledged to a bank (a bill, a warehouse receipt)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def holder(self) -> str: ...
+
+    @property
+    def pledged_to(self) -> str | None: ...
+
+    def replace(self, *, pledged_to: str | None) -> Self: ...
+
+
+P = TypeVar("P", bound=Pledgeable)
+
+
+def unpledged(ctx: Context, record: Pledgeable, what: str) -> None:
     """Fails PLEDGED if ``record`` (a bill or a warehouse receipt) is pledged."""
-    if record["pledged_to"] is not None:
-        ctx.fail(ScfCode.PLEDGED, f"{what} {record['id']} is pledged to {record['pledged_to']}")
+    if record.pledged_to is not None:
+        ctx.fail(ScfCode.PLEDGED, f"{what} {record.id} is pledged to {record.pledged_to}")
 
 
-def pledged(ctx: Context, record: dict[str, Any], bank: str, what: str) -> dict[str, Any]:
+def pledged(ctx: Context, record: P, bank: str, what: str) -> P:
     """``record`` pledged to ``bank``: signed by the holder and the bank, at most one pledge at a time."""
-    acting_for(ctx, record["holder"])
+    ctx.require_party(record.holder, code=ScfCode.NOT_PARTY)
     require_bank(ctx, bank)
-    acting_for(ctx, bank)
+    ctx.require_party(bank, code=ScfCode.NOT_PARTY)
     unpledged(ctx, record, what)
-    return {**record, "pledged_to": bank}
+    return record.replace(pledged_to=bank)
 
 
-def released(ctx: Context, record: dict[str, Any], what: str) -> dict[str, Any]:
+def released(ctx: Context, record: P, what: str) -> P:
     """``record`` released from its pledge: signed by the bank that holds the pledge."""
-    if record["pledged_to"] is None:
-        ctx.fail(ScfCode.NOT_ACTIVE, f"{what} {record['id']} is not pledged")
-    acting_for(ctx, record["pledged_to"])
-    return {**record, "pledged_to": None}
+    if record.pledged_to is None:
+        ctx.fail(ScfCode.NOT_ACTIVE, f"{what} {record.id} is not pledged")
+    ctx.require_party(record.pledged_to, code=ScfCode.NOT_PARTY)
+    return record.replace(pledged_to=None)
 
 
 def discount_fen(face: int, rate_bps: int, days: int) -> int:
@@ -130,37 +139,6 @@ def new_id(ctx: Context, letter: str, key: str) -> str:
     ``key`` is where the record will live, with ``{}`` for the id; an existing record there is never
     overwritten (ALREADY_EXISTS), so not even two creations inside one transaction can collide."""
     iid = letter + ctx.tx_id
-    if ctx.get(key.format(iid)) is not None:
+    if ctx.exists(key.format(iid)):
         ctx.fail(Code.ALREADY_EXISTS, f"{iid} already exists")
     return iid
-
-
-def range_after(ctx: Context, prefix: str, after: str) -> Iterator[tuple[str, Any]]:
-    """(key, value) under ``prefix`` whose key comes after ``prefix + after``, ascending, read lazily.
-
-    A page resumes where the last one stopped without reading what came before it (so no earlier entries
-    can push a page past ``range_results_max``): first the keys that extend ``after``, then, from its last
-    character back to its first, every key that shares ``after[:i]`` and has a larger character at ``i``.
-    Only prefix ranges are used, each read no further than the caller iterates."""
-    if not after:
-        yield from ctx.range(prefix)
-        return
-    start = prefix + after
-    for key, value in ctx.range(start):
-        if key != start:
-            yield key, value
-    for i in range(len(after) - 1, -1, -1):
-        for c in KEY_CHARS:
-            if c > after[i]:
-                yield from ctx.range(prefix + after[:i] + c)
-
-
-def page(ctx: Context, prefix: str, after: str, limit: int) -> tuple[list[tuple[str, Any]], str | None]:
-    """Up to ``limit`` (key suffix, value) pairs under ``prefix`` after the cursor ``after``, and the cursor
-    of the next page (None when there is none)."""
-    out: list[tuple[str, Any]] = []
-    for key, value in range_after(ctx, prefix, after):
-        if len(out) == limit:
-            return out, out[-1][0]
-        out.append((key[len(prefix) :], value))
-    return out, None

@@ -39,38 +39,65 @@ assets matured (never because of a draw or a withdrawal); no voucher or invoice 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from liangcao.apps.scf.common import (
-    Fen,
     OrgArgs,
-    OrgId,
     PageLimit,
     ScfCode,
     VoucherId,
-    acting_for,
     iso_of,
     new_id,
-    page,
     require_bank,
     today,
 )
-from liangcao.apps.scf.invoices import InvoiceKey
+from liangcao.apps.scf.invoices import Invoice, InvoiceKey
+from liangcao.apps.scf.vouchers import Voucher
 from liangcao.codes import Code
-from liangcao.contracts.base import Args, Context, Contract, query, transaction
+from liangcao.contracts.base import Args, Context, Contract, Record, query, transaction
+from liangcao.contracts.index import Index
+from liangcao.domain import Money, OrgId
 from liangcao.limits import pool_assets_max, pool_assign_max, pool_tenor_days_max, sweep_page_max
 
 PoolId = Annotated[str, msgspec.Meta(pattern=r"^P[0-9a-f]{64}$")]
 POOLS_PAGE = 20  # pools in one page of ``pools`` unless asked otherwise (each reads all its assets)
+BY = Index("by")  # by/<org>/<pool> -> "seller" or "factor": the pools an organisation is party to
+
+
+class Pool(Record):
+    """``scf.factoring/p/<id>``: a pool's terms and running figures (its assets are ``a/<pool>/<asset>``)."""
+
+    id: str
+    seller: str
+    factor: str
+    token: str  # the factor's own token: every advance, repayment and collection moves in it
+    advance_rate_bps: int
+    credit_line: int
+    advanced: int
+    collected: int
+    assets_in: int
+    status: Literal["open", "closed"]
+    opened: str
+
+
+class Asset(Record, kw_only=True):  # kw_only spelled out for mypy: a required field follows an optional one
+    """``scf.factoring/a/<pool>/<id>``: a voucher or a confirmed invoice in a pool, until collected."""
+
+    id: str
+    kind: Literal["voucher", "invoice"]
+    face: int
+    maturity_day: int
+    buyer: str | msgspec.UnsetType = msgspec.UNSET  # an invoice's buyer, who pays it (a voucher has none)
+    maturity: str
 
 
 class OpenArgs(Args):
     seller: OrgId
     factor: OrgId
     advance_rate_bps: Annotated[int, msgspec.Meta(gt=0, le=10_000)]
-    credit_line: Fen
+    credit_line: Money
 
 
 class AssignArgs(Args):
@@ -83,7 +110,7 @@ class AssignArgs(Args):
 
 class AmountArgs(Args):
     pool: PoolId
-    amount: Fen
+    amount: Money
 
 
 class WithdrawArgs(Args):
@@ -109,36 +136,46 @@ class Factoring(Contract):
 
     # ---- helpers ----------------------------------------------------------------------------------------
     @staticmethod
-    def load(ctx: Context, pid: str) -> dict[str, Any]:
-        p: dict[str, Any] = ctx.must_get(f"p/{pid}", f"no factoring pool {pid}")
-        return p
+    def load(ctx: Context, pid: str) -> Pool:
+        return ctx.must_load(Pool, f"p/{pid}", f"no factoring pool {pid}")
 
     @staticmethod
-    def assets(ctx: Context, pid: str) -> list[dict[str, Any]]:
-        return [a for _, a in ctx.range(f"a/{pid}/")]
+    def save(ctx: Context, pool: Pool) -> None:
+        ctx.save(f"p/{pool.id}", pool)
 
     @staticmethod
-    def eligible(ctx: Context, asset: dict[str, Any]) -> bool:
-        if asset["maturity_day"] <= today(ctx):
+    def assets(ctx: Context, pid: str) -> list[Asset]:
+        return [a for _, a in ctx.range(f"a/{pid}/", Asset)]
+
+    @staticmethod
+    def voucher(ctx: Context, vid: str) -> Voucher:
+        v = ctx.read(f"scf.vouchers/v/{vid}", Voucher)
+        if v is None:
+            ctx.fail(Code.NOT_FOUND, f"no voucher {vid}")
+        return v
+
+    @classmethod
+    def eligible(cls, ctx: Context, asset: Asset) -> bool:
+        if asset.maturity_day <= today(ctx):
             return False
-        if asset["kind"] == "voucher":
-            v = ctx.read(f"scf.vouchers/v/{asset['id']}")
-            return bool(v["status"] == "active" and not v["frozen"])
+        if asset.kind == "voucher":
+            v = cls.voucher(ctx, asset.id)
+            return v.status == "active" and not v.frozen
         return True
 
-    def position(self, ctx: Context, pool: dict[str, Any]) -> dict[str, Any]:
+    def position(self, ctx: Context, pool: Pool) -> dict[str, Any]:
         """The pool's figures now: assets, eligible balance, capacity and headroom for a draw."""
-        assets = self.assets(ctx, pool["id"])
-        eligible = sum(a["face"] for a in assets if self.eligible(ctx, a))
+        assets = self.assets(ctx, pool.id)
+        eligible = sum(a.face for a in assets if self.eligible(ctx, a))
         # Rounded down: the advance a rate allows is never more than the rate says.
-        capacity = min(pool["credit_line"], eligible * pool["advance_rate_bps"] // 10_000)
+        capacity = min(pool.credit_line, eligible * pool.advance_rate_bps // 10_000)
         return {
-            **pool,
+            **pool.to_value(),
             "assets": assets,
-            "in_pool": sum(a["face"] for a in assets),
+            "in_pool": sum(a.face for a in assets),
             "eligible": eligible,
             "capacity": capacity,
-            "headroom": max(0, capacity - pool["advanced"]),
+            "headroom": max(0, capacity - pool.advanced),
         }
 
     @staticmethod
@@ -146,28 +183,27 @@ class Factoring(Contract):
         if amount > 0:
             ctx.invoke("scf.tokens", "pay", {"bank": bank, "payer": payer, "payee": payee, "amount": amount})
 
-    def seller_of(self, ctx: Context, pid: str, *, open_only: bool = False) -> dict[str, Any]:
+    def seller_of(self, ctx: Context, pid: str, *, open_only: bool = False) -> Pool:
         pool = self.load(ctx, pid)
-        acting_for(ctx, pool["seller"])
-        if open_only and pool["status"] != "open":
+        ctx.require_party(pool.seller, code=ScfCode.NOT_PARTY)
+        if open_only and pool.status != "open":
             ctx.fail(ScfCode.NOT_ACTIVE, f"pool {pid} is closed")
         return pool
 
-    def collect(self, ctx: Context, pool: dict[str, Any], asset: dict[str, Any]) -> dict[str, Any]:
+    def collect(self, ctx: Context, pool: Pool, asset: Asset) -> Pool:
         """An asset was paid to the factor in its own token: pay down the advance, pass the rest on."""
-        to_advance = min(pool["advanced"], asset["face"])
-        surplus = asset["face"] - to_advance
-        self.pay(ctx, pool["factor"], pool["factor"], pool["seller"], surplus)
-        ctx.delete(f"a/{pool['id']}/{asset['id']}")
-        pool = {
-            **pool,
-            "advanced": pool["advanced"] - to_advance,
-            "collected": pool["collected"] + asset["face"],
-            "assets_in": pool["assets_in"] - 1,
-        }
+        to_advance = min(pool.advanced, asset.face)
+        surplus = asset.face - to_advance
+        self.pay(ctx, pool.factor, pool.factor, pool.seller, surplus)
+        ctx.delete(f"a/{pool.id}/{asset.id}")
+        pool = pool.replace(
+            advanced=pool.advanced - to_advance,
+            collected=pool.collected + asset.face,
+            assets_in=pool.assets_in - 1,
+        )
         ctx.emit(
             "collected",
-            {"pool": pool["id"], "asset": asset["id"], "face": asset["face"], "repaid": to_advance, "surplus": surplus},
+            {"pool": pool.id, "asset": asset.id, "face": asset.face, "repaid": to_advance, "surplus": surplus},
         )
         return pool
 
@@ -175,28 +211,37 @@ class Factoring(Contract):
     @transaction
     def open(self, ctx: Context, args: OpenArgs) -> dict[str, str]:
         require_bank(ctx, args.factor)
-        acting_for(ctx, args.factor)
-        acting_for(ctx, args.seller)
+        ctx.require_party(args.factor, code=ScfCode.NOT_PARTY)
+        ctx.require_party(args.seller, code=ScfCode.NOT_PARTY)
         if args.seller == args.factor:
             ctx.fail(Code.INVALID_ARGUMENT, "the seller cannot be its own factor")
         pid = new_id(ctx, "P", "p/{}")
-        pool = {
-            "id": pid,
-            "seller": args.seller,
-            "factor": args.factor,
-            "token": args.factor,
-            "advance_rate_bps": args.advance_rate_bps,
-            "credit_line": args.credit_line,
-            "advanced": 0,
-            "collected": 0,
-            "assets_in": 0,
-            "status": "open",
-            "opened": iso_of(today(ctx)),
-        }
-        ctx.put(f"p/{pid}", pool)
-        ctx.put(f"by/{args.seller}/{pid}", "seller")
-        ctx.put(f"by/{args.factor}/{pid}", "factor")
-        ctx.emit("opened", {k: pool[k] for k in ("id", "seller", "factor", "advance_rate_bps", "credit_line")})
+        pool = Pool(
+            id=pid,
+            seller=args.seller,
+            factor=args.factor,
+            token=args.factor,
+            advance_rate_bps=args.advance_rate_bps,
+            credit_line=args.credit_line,
+            advanced=0,
+            collected=0,
+            assets_in=0,
+            status="open",
+            opened=iso_of(today(ctx)),
+        )
+        self.save(ctx, pool)
+        BY.add(ctx, args.seller, pid, value="seller")
+        BY.add(ctx, args.factor, pid, value="factor")
+        ctx.emit(
+            "opened",
+            {
+                "id": pid,
+                "seller": args.seller,
+                "factor": args.factor,
+                "advance_rate_bps": args.advance_rate_bps,
+                "credit_line": args.credit_line,
+            },
+        )
         return {"pool": pid}
 
     @transaction
@@ -204,29 +249,31 @@ class Factoring(Contract):
         pool = self.seller_of(ctx, args.pool, open_only=True)
         if not args.vouchers and not args.invoices:
             ctx.fail(Code.INVALID_ARGUMENT, "assign at least one voucher or invoice")
-        if pool["assets_in"] + len(args.vouchers) + len(args.invoices) > pool_assets_max:
+        if pool.assets_in + len(args.vouchers) + len(args.invoices) > pool_assets_max:
             ctx.fail(Code.LIMIT_EXCEEDED, f"a pool holds at most pool_assets_max={pool_assets_max} assets")
         now = today(ctx)
-        added = []
+        added: list[Asset] = []
         for vid in args.vouchers:
             v = ctx.invoke(
                 "scf.vouchers",
                 "pool_assign",
-                {"voucher": vid, "pool": pool["id"], "seller": pool["seller"], "factor": pool["factor"]},
+                {"voucher": vid, "pool": pool.id, "seller": pool.seller, "factor": pool.factor},
             )
-            if v["settlement_bank"] != pool["factor"]:
+            if v["settlement_bank"] != pool.factor:
                 ctx.fail(
                     ScfCode.NOT_ELIGIBLE,
-                    f"voucher {vid} settles in {v['settlement_bank']}'s token, not the pool's ({pool['factor']})",
+                    f"voucher {vid} settles in {v['settlement_bank']}'s token, not the pool's ({pool.factor})",
                 )
-            added.append({"id": vid, "kind": "voucher", "face": v["face"], "maturity_day": v["maturity_day"]})
+            day = v["maturity_day"]
+            added.append(Asset(id=vid, kind="voucher", face=v["face"], maturity_day=day, maturity=iso_of(day)))
         for key in args.invoices:
-            record = ctx.read(f"scf.invoices/inv/{key}")
+            record = ctx.read(f"scf.invoices/inv/{key}", Invoice)
             if record is None:
                 ctx.fail(Code.NOT_FOUND, f"invoice {key} is not registered")
-            if record.get("confirmed") is None:
-                ctx.fail(ScfCode.NOT_CONFIRMED, f"invoice {key} has not been confirmed by its buyer {record['buyer']}")
-            due = int(record["confirmed"]["due_day"])
+            confirmed = record.confirmation
+            if confirmed is None:
+                ctx.fail(ScfCode.NOT_CONFIRMED, f"invoice {key} has not been confirmed by its buyer {record.buyer}")
+            due = confirmed.due_day
             if not now < due <= now + pool_tenor_days_max:
                 ctx.fail(
                     ScfCode.NOT_ELIGIBLE,
@@ -236,84 +283,84 @@ class Factoring(Contract):
             ctx.invoke(
                 "scf.invoices",
                 "bind",
-                {"keys": [key], "seller": pool["seller"], "buyer": record["buyer"], "instrument": pool["id"]},
+                {"keys": [key], "seller": pool.seller, "buyer": record.buyer, "instrument": pool.id},
             )
             added.append(
-                {
-                    "id": key,
-                    "kind": "invoice",
-                    "face": int(record["amount"]),
-                    "maturity_day": due,
-                    "buyer": record["buyer"],
-                }
+                Asset(
+                    id=key,
+                    kind="invoice",
+                    face=record.amount,
+                    maturity_day=due,
+                    buyer=record.buyer,
+                    maturity=iso_of(due),
+                )
             )
         for asset in added:
-            asset["maturity"] = iso_of(asset["maturity_day"])
-            ctx.put(f"a/{pool['id']}/{asset['id']}", asset)
-        ctx.put(f"p/{pool['id']}", {**pool, "assets_in": pool["assets_in"] + len(added)})
-        ctx.emit("assigned", {"pool": pool["id"], "assets": [a["id"] for a in added]})
-        return {"assigned": [a["id"] for a in added], "face": sum(a["face"] for a in added)}
+            ctx.save(f"a/{pool.id}/{asset.id}", asset)
+        self.save(ctx, pool.replace(assets_in=pool.assets_in + len(added)))
+        ctx.emit("assigned", {"pool": pool.id, "assets": [a.id for a in added]})
+        return {"assigned": [a.id for a in added], "face": sum(a.face for a in added)}
 
     @transaction
     def draw(self, ctx: Context, args: AmountArgs) -> dict[str, int]:
         """The seller draws an advance within the pool's headroom; the factor pays in its own token."""
         pool = self.seller_of(ctx, args.pool, open_only=True)
         pos = self.position(ctx, pool)
-        if pool["advanced"] + args.amount > pos["capacity"]:
+        if pool.advanced + args.amount > pos["capacity"]:
             ctx.fail(
                 ScfCode.OVER_ADVANCE,
                 f"advance of {args.amount} exceeds the headroom {pos['headroom']} "
-                f"(capacity {pos['capacity']}, advanced {pool['advanced']})",
+                f"(capacity {pos['capacity']}, advanced {pool.advanced})",
             )
-        self.pay(ctx, pool["factor"], pool["factor"], pool["seller"], args.amount)
-        ctx.put(f"p/{pool['id']}", {**pool, "advanced": pool["advanced"] + args.amount})
-        ctx.emit("advanced", {"pool": pool["id"], "amount": args.amount})
-        return {"advanced": pool["advanced"] + args.amount, "headroom": pos["headroom"] - args.amount}
+        self.pay(ctx, pool.factor, pool.factor, pool.seller, args.amount)
+        self.save(ctx, pool.replace(advanced=pool.advanced + args.amount))
+        ctx.emit("advanced", {"pool": pool.id, "amount": args.amount})
+        return {"advanced": pool.advanced + args.amount, "headroom": pos["headroom"] - args.amount}
 
     @transaction
     def repay(self, ctx: Context, args: AmountArgs) -> dict[str, int]:
         pool = self.seller_of(ctx, args.pool)
-        if args.amount > pool["advanced"]:
-            ctx.fail(Code.INVALID_ARGUMENT, f"repayment {args.amount} is more than the {pool['advanced']} advanced")
-        self.pay(ctx, pool["factor"], pool["seller"], pool["factor"], args.amount)
-        ctx.put(f"p/{pool['id']}", {**pool, "advanced": pool["advanced"] - args.amount})
-        ctx.emit("repaid", {"pool": pool["id"], "amount": args.amount})
-        return {"advanced": pool["advanced"] - args.amount}
+        if args.amount > pool.advanced:
+            ctx.fail(Code.INVALID_ARGUMENT, f"repayment {args.amount} is more than the {pool.advanced} advanced")
+        self.pay(ctx, pool.factor, pool.seller, pool.factor, args.amount)
+        self.save(ctx, pool.replace(advanced=pool.advanced - args.amount))
+        ctx.emit("repaid", {"pool": pool.id, "amount": args.amount})
+        return {"advanced": pool.advanced - args.amount}
 
     @transaction
     def withdraw(self, ctx: Context, args: WithdrawArgs) -> dict[str, int]:
         """The seller takes a voucher back (to replace it, or to use it elsewhere) if the rest still covers."""
         pool = self.seller_of(ctx, args.pool)
-        asset: dict[str, Any] = ctx.must_get(f"a/{pool['id']}/{args.voucher}", f"{args.voucher} is not in the pool")
+        asset = ctx.must_load(Asset, f"a/{pool.id}/{args.voucher}", f"{args.voucher} is not in the pool")
         if not self.eligible(ctx, asset):
             ctx.fail(
                 ScfCode.NOT_ELIGIBLE, f"voucher {args.voucher} is due, frozen or settled: it stays until collected"
             )
-        ctx.delete(f"a/{pool['id']}/{args.voucher}")
-        pool = {**pool, "assets_in": pool["assets_in"] - 1}
+        ctx.delete(f"a/{pool.id}/{args.voucher}")
+        pool = pool.replace(assets_in=pool.assets_in - 1)
         pos = self.position(ctx, pool)
-        if pool["advanced"] > pos["capacity"]:
+        if pool.advanced > pos["capacity"]:
             ctx.fail(
                 ScfCode.OVER_ADVANCE,
-                f"without {args.voucher} the pool covers {pos['capacity']}, less than the {pool['advanced']} advanced",
+                f"without {args.voucher} the pool covers {pos['capacity']}, less than the {pool.advanced} advanced",
             )
-        ctx.invoke(
-            "scf.vouchers", "pool_release", {"voucher": args.voucher, "pool": pool["id"], "seller": pool["seller"]}
-        )
-        ctx.put(f"p/{pool['id']}", pool)
-        ctx.emit("withdrawn", {"pool": pool["id"], "voucher": args.voucher})
+        ctx.invoke("scf.vouchers", "pool_release", {"voucher": args.voucher, "pool": pool.id, "seller": pool.seller})
+        self.save(ctx, pool)
+        ctx.emit("withdrawn", {"pool": pool.id, "voucher": args.voucher})
         return {"capacity": pos["capacity"]}
 
     @transaction
     def collect_invoice(self, ctx: Context, args: CollectInvoiceArgs) -> dict[str, int]:
         """The invoice's buyer pays it to the factor, in the pool's token (the factor's); the pool collects it."""
         pool = self.load(ctx, args.pool)
-        asset: dict[str, Any] = ctx.must_get(f"a/{pool['id']}/{args.invoice}", f"{args.invoice} is not in the pool")
-        acting_for(ctx, asset["buyer"])
-        self.pay(ctx, pool["factor"], asset["buyer"], pool["factor"], asset["face"])
+        asset = ctx.must_load(Asset, f"a/{pool.id}/{args.invoice}", f"{args.invoice} is not in the pool")
+        if not isinstance(asset.buyer, str):  # never: collect_invoice names an invoice, which has its buyer
+            ctx.fail(ScfCode.NOT_ELIGIBLE, f"{args.invoice} is not an invoice")
+        ctx.require_party(asset.buyer, code=ScfCode.NOT_PARTY)
+        self.pay(ctx, pool.factor, asset.buyer, pool.factor, asset.face)
         pool = self.collect(ctx, pool, asset)
-        ctx.put(f"p/{pool['id']}", pool)
-        return {"advanced": pool["advanced"], "collected": asset["face"]}
+        self.save(ctx, pool)
+        return {"advanced": pool.advanced, "collected": asset.face}
 
     @transaction
     def sweep(self, ctx: Context, args: PoolArgs) -> dict[str, Any]:
@@ -323,33 +370,33 @@ class Factoring(Contract):
         pool = self.load(ctx, args.pool)
         swept: list[str] = []
         more = False
-        for asset in self.assets(ctx, pool["id"]):
-            if asset["kind"] != "voucher":
+        for asset in self.assets(ctx, pool.id):
+            if asset.kind != "voucher":
                 continue
-            v = ctx.read(f"scf.vouchers/v/{asset['id']}")
-            if v["status"] == "settled":
+            v = self.voucher(ctx, asset.id)
+            if v.status == "settled":
                 if len(swept) == sweep_page_max:
                     more = True
                     break
-                if v["settlement_bank"] != pool["factor"]:  # never admitted by assign; refuse rather than guess
-                    ctx.fail(ScfCode.NOT_ELIGIBLE, f"voucher {v['id']} settled in another token than the pool's")
+                if v.settlement_bank != pool.factor:  # never admitted by assign; refuse rather than guess
+                    ctx.fail(ScfCode.NOT_ELIGIBLE, f"voucher {v.id} settled in another token than the pool's")
                 pool = self.collect(ctx, pool, asset)
-                swept.append(asset["id"])
+                swept.append(asset.id)
         if not swept:
-            ctx.fail(ScfCode.NOT_ACTIVE, f"nothing in pool {pool['id']} has been settled")
-        ctx.put(f"p/{pool['id']}", pool)
-        return {"collected": swept, "advanced": pool["advanced"], "more": more}
+            ctx.fail(ScfCode.NOT_ACTIVE, f"nothing in pool {pool.id} has been settled")
+        self.save(ctx, pool)
+        return {"collected": swept, "advanced": pool.advanced, "more": more}
 
     @transaction
     def close(self, ctx: Context, args: PoolArgs) -> None:
         """No more assets or draws; what is in the pool is still collected and the advance repaid."""
         pool = self.load(ctx, args.pool)
-        if ctx.signer_of_org(pool["seller"], "admin", "member") is None:
-            acting_for(ctx, pool["factor"])
-        if pool["status"] != "open":
-            ctx.fail(ScfCode.NOT_ACTIVE, f"pool {pool['id']} is already closed")
-        ctx.put(f"p/{pool['id']}", {**pool, "status": "closed"})
-        ctx.emit("closed", {"pool": pool["id"]})
+        if ctx.party(pool.seller) is None:  # the seller or the factor closes it
+            ctx.require_party(pool.factor, code=ScfCode.NOT_PARTY)
+        if pool.status != "open":
+            ctx.fail(ScfCode.NOT_ACTIVE, f"pool {pool.id} is already closed")
+        self.save(ctx, pool.replace(status="closed"))
+        ctx.emit("closed", {"pool": pool.id})
 
     # ---- read models ------------------------------------------------------------------------------------
     @query
@@ -359,5 +406,5 @@ class Factoring(Contract):
     @query
     def pools(self, ctx: Context, args: PoolsArgs) -> dict[str, Any]:
         """Pools an organisation is the seller or the factor of, with their figures now, a page at a time."""
-        entries, cursor = page(ctx, f"by/{args.org}/", args.after, args.limit)
+        entries, cursor = BY.page(ctx, args.org, after=args.after, limit=args.limit)
         return {"pools": [self.position(ctx, self.load(ctx, pid)) for pid, _ in entries], "next": cursor}

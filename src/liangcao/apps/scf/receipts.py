@@ -14,17 +14,42 @@ Invariant per stock lot: the quantity of its open receipts never exceeds the dec
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
 import msgspec
 
-from liangcao.apps.scf.common import OrgId, ScfCode, acting_for, new_id, org_type, pledged, released, unpledged
+from liangcao.apps.scf.common import ScfCode, new_id, org_type, pledged, released, unpledged
 from liangcao.codes import Code
-from liangcao.contracts.base import Args, Context, Contract, query, transaction
+from liangcao.contracts.base import Args, Context, Contract, Record, query, transaction
+from liangcao.domain import OrgId
 
 Qty = Annotated[int, msgspec.Meta(gt=0, le=10**15)]
 LotId = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Za-z_.-]{1,64}$")]
 ReceiptId = Annotated[str, msgspec.Meta(pattern=r"^R[0-9a-f]{64}$")]
+
+
+class Lot(Record):
+    """``scf.receipts/lot/<warehouse>/<lot>``: goods a warehouse holds for an owner, and how much is reserved."""
+
+    lot: str
+    warehouse: str
+    owner: str
+    goods: str
+    stock: int
+    reserved: int  # the quantity of its open receipts: never more than the stock
+
+
+class WarehouseReceipt(Record):
+    """``scf.receipts/r/<id>``: title to part of a lot."""
+
+    id: str
+    lot: str
+    warehouse: str
+    goods: str
+    quantity: int
+    holder: str
+    pledged_to: str | None
+    status: Literal["open", "delivered", "cancelled"]
 
 
 class DeclareArgs(Args):
@@ -63,37 +88,35 @@ class Receipts(Contract):
     name = "scf.receipts"
 
     @staticmethod
-    def _lot(ctx: Context, warehouse: str, lot: str) -> dict[str, Any]:
-        found: dict[str, Any] = ctx.must_get(f"lot/{warehouse}/{lot}", f"{warehouse} has no stock lot {lot}")
+    def _lot(ctx: Context, warehouse: str, lot: str) -> Lot:
+        return ctx.must_load(Lot, f"lot/{warehouse}/{lot}", f"{warehouse} has no stock lot {lot}")
+
+    @staticmethod
+    def _receipt(ctx: Context, rid: str) -> WarehouseReceipt:
+        found = ctx.must_load(WarehouseReceipt, f"r/{rid}", f"no warehouse receipt {rid}")
+        if found.status != "open":
+            ctx.fail(ScfCode.NOT_ACTIVE, f"receipt {rid} is {found.status}")
         return found
 
     @staticmethod
-    def _receipt(ctx: Context, rid: str) -> dict[str, Any]:
-        found: dict[str, Any] = ctx.must_get(f"r/{rid}", f"no warehouse receipt {rid}")
-        if found["status"] != "open":
-            ctx.fail(ScfCode.NOT_ACTIVE, f"receipt {rid} is {found['status']}")
-        return found
+    def _save_lot(ctx: Context, lot: Lot) -> None:
+        ctx.save(f"lot/{lot.warehouse}/{lot.lot}", lot)
+
+    @staticmethod
+    def _save_receipt(ctx: Context, r: WarehouseReceipt) -> None:
+        ctx.save(f"r/{r.id}", r)
 
     @transaction
     def declare(self, ctx: Context, args: DeclareArgs) -> None:
         """The warehouse declares (or adds to) a lot of goods it holds for an owner."""
-        warehouse = ctx.require_org_type("warehouse").org
-        acting_for(ctx, warehouse)
+        warehouse = ctx.require_party(org_type="warehouse").org
         org_type(ctx, args.owner)
-        lot: dict[str, Any] | None = ctx.get(f"lot/{warehouse}/{args.lot}")
+        lot = ctx.load(Lot, f"lot/{warehouse}/{args.lot}")
         if lot is None:
-            lot = {
-                "lot": args.lot,
-                "warehouse": warehouse,
-                "owner": args.owner,
-                "goods": args.goods,
-                "stock": 0,
-                "reserved": 0,
-            }
-        elif (lot["owner"], lot["goods"]) != (args.owner, args.goods):
-            ctx.fail(Code.INVALID_ARGUMENT, f"lot {args.lot} is held for {lot['owner']} ({lot['goods']})")
-        lot["stock"] += args.quantity
-        ctx.put(f"lot/{warehouse}/{args.lot}", lot)
+            lot = Lot(lot=args.lot, warehouse=warehouse, owner=args.owner, goods=args.goods, stock=0, reserved=0)
+        elif (lot.owner, lot.goods) != (args.owner, args.goods):
+            ctx.fail(Code.INVALID_ARGUMENT, f"lot {args.lot} is held for {lot.owner} ({lot.goods})")
+        self._save_lot(ctx, lot.replace(stock=lot.stock + args.quantity))
         ctx.emit(
             "declared",
             {
@@ -109,63 +132,65 @@ class Receipts(Contract):
     def issue(self, ctx: Context, args: IssueArgs) -> dict[str, str]:
         """A receipt for part of a lot, to its owner; signed by the warehouse and the owner."""
         lot = self._lot(ctx, args.warehouse, args.lot)
-        acting_for(ctx, lot["warehouse"])
-        acting_for(ctx, lot["owner"])
-        if lot["reserved"] + args.quantity > lot["stock"]:
+        ctx.require_party(lot.warehouse, code=ScfCode.NOT_PARTY)
+        ctx.require_party(lot.owner, code=ScfCode.NOT_PARTY)
+        if lot.reserved + args.quantity > lot.stock:
             ctx.fail(
                 ScfCode.EXCEEDS_STOCK,
-                f"lot {args.lot} has {lot['stock'] - lot['reserved']} free, asked {args.quantity}",
+                f"lot {args.lot} has {lot.stock - lot.reserved} free, asked {args.quantity}",
             )
         rid = new_id(ctx, "R", "r/{}")
-        ctx.put(f"lot/{args.warehouse}/{args.lot}", {**lot, "reserved": lot["reserved"] + args.quantity})
-        receipt = {
-            "id": rid,
-            "lot": args.lot,
-            "warehouse": lot["warehouse"],
-            "goods": lot["goods"],
-            "quantity": args.quantity,
-            "holder": lot["owner"],
-            "pledged_to": None,
-            "status": "open",
-        }
-        ctx.put(f"r/{rid}", receipt)
-        ctx.emit("issued", {"receipt": rid, "lot": args.lot, "holder": lot["owner"], "quantity": args.quantity})
+        self._save_lot(ctx, lot.replace(reserved=lot.reserved + args.quantity))
+        receipt = WarehouseReceipt(
+            id=rid,
+            lot=args.lot,
+            warehouse=lot.warehouse,
+            goods=lot.goods,
+            quantity=args.quantity,
+            holder=lot.owner,
+            pledged_to=None,
+            status="open",
+        )
+        self._save_receipt(ctx, receipt)
+        ctx.emit("issued", {"receipt": rid, "lot": args.lot, "holder": lot.owner, "quantity": args.quantity})
         return {"receipt": rid}
 
     @transaction
     def transfer(self, ctx: Context, args: TransferArgs) -> None:
         r = self._receipt(ctx, args.receipt)
-        acting_for(ctx, r["holder"])
+        ctx.require_party(r.holder, code=ScfCode.NOT_PARTY)
         unpledged(ctx, r, "receipt")
         org_type(ctx, args.to)
-        ctx.put(f"r/{r['id']}", {**r, "holder": args.to})
-        ctx.emit("transferred", {"receipt": r["id"], "from": r["holder"], "to": args.to})
+        self._save_receipt(ctx, r.replace(holder=args.to))
+        ctx.emit("transferred", {"receipt": r.id, "from": r.holder, "to": args.to})
 
     @transaction
     def pledge(self, ctx: Context, args: PledgeArgs) -> None:
         """Pledge to a bank: signed by the holder and the bank; at most one pledge at a time."""
         r = self._receipt(ctx, args.receipt)
-        ctx.put(f"r/{r['id']}", pledged(ctx, r, args.bank, "receipt"))
-        ctx.emit("pledged", {"receipt": r["id"], "holder": r["holder"], "bank": args.bank})
+        self._save_receipt(ctx, pledged(ctx, r, args.bank, "receipt"))
+        ctx.emit("pledged", {"receipt": r.id, "holder": r.holder, "bank": args.bank})
 
     @transaction
     def release(self, ctx: Context, args: ReceiptArgs) -> None:
         r = self._receipt(ctx, args.receipt)
-        ctx.put(f"r/{r['id']}", released(ctx, r, "receipt"))
-        ctx.emit("released", {"receipt": r["id"], "bank": r["pledged_to"]})
+        self._save_receipt(ctx, released(ctx, r, "receipt"))
+        ctx.emit("released", {"receipt": r.id, "bank": r.pledged_to})
 
-    def _close(self, ctx: Context, args: ReceiptArgs, status: str, stock_leaves: bool) -> None:
+    def _close(
+        self, ctx: Context, args: ReceiptArgs, status: Literal["delivered", "cancelled"], stock_leaves: bool
+    ) -> None:
         r = self._receipt(ctx, args.receipt)
-        acting_for(ctx, r["holder"])
-        acting_for(ctx, r["warehouse"])
+        ctx.require_party(r.holder, code=ScfCode.NOT_PARTY)
+        ctx.require_party(r.warehouse, code=ScfCode.NOT_PARTY)
         unpledged(ctx, r, "receipt")
-        lot = self._lot(ctx, r["warehouse"], r["lot"])
-        lot = {**lot, "reserved": lot["reserved"] - r["quantity"]}
+        lot = self._lot(ctx, r.warehouse, r.lot)
+        lot = lot.replace(reserved=lot.reserved - r.quantity)
         if stock_leaves:
-            lot["stock"] -= r["quantity"]
-        ctx.put(f"lot/{r['warehouse']}/{r['lot']}", lot)
-        ctx.put(f"r/{r['id']}", {**r, "status": status})
-        ctx.emit(status, {"receipt": r["id"], "holder": r["holder"], "quantity": r["quantity"]})
+            lot = lot.replace(stock=lot.stock - r.quantity)
+        self._save_lot(ctx, lot)
+        self._save_receipt(ctx, r.replace(status=status))
+        ctx.emit(status, {"receipt": r.id, "holder": r.holder, "quantity": r.quantity})
 
     @transaction
     def deliver(self, ctx: Context, args: ReceiptArgs) -> None:
@@ -178,10 +203,9 @@ class Receipts(Contract):
         self._close(ctx, args, "cancelled", stock_leaves=False)
 
     @query
-    def receipt(self, ctx: Context, args: ReceiptArgs) -> dict[str, Any]:
-        found: dict[str, Any] = ctx.must_get(f"r/{args.receipt}", f"no warehouse receipt {args.receipt}")
-        return found
+    def receipt(self, ctx: Context, args: ReceiptArgs) -> WarehouseReceipt:
+        return ctx.must_load(WarehouseReceipt, f"r/{args.receipt}", f"no warehouse receipt {args.receipt}")
 
     @query
-    def lot(self, ctx: Context, args: LotArgs) -> dict[str, Any]:
+    def lot(self, ctx: Context, args: LotArgs) -> Lot:
         return self._lot(ctx, args.warehouse, args.lot)
