@@ -14,9 +14,7 @@ import msgspec
 
 from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, NoArgs, query, transaction
-
-Amount = Annotated[int, msgspec.Meta(gt=0, le=10**15)]
-Member = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}/[^/\s]{1,64}$")]
+from liangcao.domain import MemberId, Money
 
 
 class WalletCode(IntEnum):
@@ -24,18 +22,18 @@ class WalletCode(IntEnum):
 
 
 class MintArgs(Args):
-    to: Member
-    amount: Amount
+    to: MemberId
+    amount: Money
 
 
 class TransferArgs(Args):
-    to: Member
-    amount: Amount
+    to: MemberId
+    amount: Money
     memo: Annotated[str, msgspec.Meta(max_length=140)] = ""
 
 
 class BalanceArgs(Args):
-    member: Member
+    member: MemberId
 
 
 class Wallet(Contract):
@@ -43,7 +41,7 @@ class Wallet(Contract):
 
     @transaction
     def mint(self, ctx: Context, args: MintArgs) -> dict[str, int]:
-        admin = ctx.require_role("admin")
+        admin = ctx.require_party(role="admin")
         balance = int(ctx.get(f"balance/{args.to}") or 0) + args.amount
         ctx.put(f"balance/{args.to}", balance)
         ctx.put("supply", int(ctx.get("supply") or 0) + args.amount)

@@ -3,6 +3,8 @@
 Every change (add or remove an organisation, rotate its CA, revoke a certificate, set a policy) needs
 signatures from admins of *more than* ``governance`` (default 1/2) of the active organisations, counted
 on the configuration before the change. ``genesis`` runs only in block 0 and writes the first configuration.
+Its records (``OrgRecord``, ``ChainRecord``, ``Revocation``, ``Policy``) are laid out in
+:mod:`liangcao.contracts.config`, which reads them for the runtime.
 """
 
 from __future__ import annotations
@@ -15,16 +17,50 @@ import msgspec
 from liangcao import limits
 from liangcao.codes import Code
 from liangcao.contracts import config as cfgmod
-from liangcao.contracts.base import Args, Context, Contract, NoArgs, query, transaction
+from liangcao.contracts.base import Args, Context, Contract, NoArgs, Record, query, transaction
 from liangcao.crypto import keys
-from liangcao.crypto.identity import ORG_TYPES, CertificateError, issued_by, parse_certificate
+from liangcao.crypto.identity import CertificateError, issued_by, parse_certificate
+from liangcao.domain import ORG_ID_PATTERN, ORG_TYPES, OrgId
+from liangcao.errors import InvariantViolation
 
-ORG_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+ORG_ID = re.compile(ORG_ID_PATTERN)
 FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 KNOWN_POLICIES = ("governance", "finality")
 
-OrgId = Annotated[str, msgspec.Meta(pattern=ORG_ID.pattern)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class OrgRecord(Record):
+    """``consortium/org/<org_id>``: an organisation, its type and current CA (base64 DER)."""
+
+    org_id: str
+    name: str
+    type: str
+    ca_cert: str
+    active: bool
+
+
+class ChainRecord(Record):
+    """``consortium/chain``."""
+
+    chain_id: str
+    name: str
+    created_ms: int
+
+
+class Revocation(Record):
+    """``consortium/revoked/<fingerprint>``: a revoked certificate, why, and from which height."""
+
+    fingerprint: str
+    reason: str
+    height: int
+
+
+class Policy(Record):
+    """``consortium/policy/<name>``: a threshold, "more than num/den of the active organisations"."""
+
+    num: int
+    den: int
 
 
 class OrgArgs(Args):
@@ -117,20 +153,20 @@ class Consortium(Contract):
     def _quorum(self, ctx: Context) -> cfgmod.Config:
         return governance_quorum(ctx)
 
+    @staticmethod
+    def _org(ctx: Context, org_id: str) -> OrgRecord:
+        # an organisation the configuration lists has its record: a missing one is a broken invariant
+        found = ctx.load(OrgRecord, f"org/{org_id}")
+        if found is None:
+            raise InvariantViolation(Code.INTERNAL, f"organisation {org_id} is configured but has no record")
+        return found
+
     def _bump(self, ctx: Context) -> None:
         ctx.put("version", int(ctx.get("version") or 0) + 1)
 
     @staticmethod
-    def _org_record(a: OrgArgs | dict[str, Any], active: bool = True) -> dict[str, Any]:
-        if isinstance(a, OrgArgs):
-            return {
-                "org_id": a.org_id,
-                "name": a.name,
-                "type": a.org_type,
-                "ca_cert": a.ca_cert,
-                "active": active,
-            }
-        return {**a, "active": active}
+    def _org_record(a: OrgArgs) -> OrgRecord:
+        return OrgRecord(org_id=a.org_id, name=a.name, type=a.org_type, ca_cert=a.ca_cert, active=True)
 
     # ---- transactions -----------------------------------------------------------------------------------
     @transaction
@@ -141,15 +177,15 @@ class Consortium(Contract):
         ctx.require(len(set(ids)) == len(ids), Code.ALREADY_EXISTS, "organisation ids must be unique")
         for o in args.orgs:
             _check_ca(ctx, o.org_id, o.org_type, o.ca_cert)
-            ctx.put(f"org/{o.org_id}", self._org_record(o))
-        ctx.put("chain", {"chain_id": args.chain_id, "name": args.name, "created_ms": args.created_ms})
+            ctx.save(f"org/{o.org_id}", self._org_record(o))
+        ctx.save("chain", ChainRecord(chain_id=args.chain_id, name=args.name, created_ms=args.created_ms))
         policies = {
             **cfgmod.DEFAULT_POLICIES,
             **{k: {"num": v.num, "den": v.den} for k, v in args.policies.items()},
         }
         for name, p in sorted(policies.items()):
             _check_policy(ctx, name, p["num"], p["den"])
-            ctx.put(f"policy/{name}", p)
+            ctx.save(f"policy/{name}", Policy(num=p["num"], den=p["den"]))
         ctx.put("version", 1)
         ctx.emit("genesis", {"chain_id": args.chain_id, "orgs": sorted(ids)})
         return {"orgs": sorted(ids)}
@@ -160,7 +196,7 @@ class Consortium(Contract):
         ctx.require(args.org_id not in config.orgs, Code.ALREADY_EXISTS, f"organisation {args.org_id} exists")
         ctx.require(len(config.orgs) < limits.orgs_max, Code.LIMIT_EXCEEDED, f"orgs_max={limits.orgs_max} reached")
         _check_ca(ctx, args.org_id, args.org_type, args.ca_cert)
-        ctx.put(f"org/{args.org_id}", self._org_record(args))
+        ctx.save(f"org/{args.org_id}", self._org_record(args))
         self._bump(ctx)
         ctx.emit("org_added", {"org_id": args.org_id, "type": args.org_type})
 
@@ -169,8 +205,8 @@ class Consortium(Contract):
         config = self._quorum(ctx)
         ctx.require(args.org_id in config.active_orgs, Code.NOT_FOUND, f"no active organisation {args.org_id}")
         ctx.require(len(config.active_orgs) > 1, Code.INVALID_STATE, "the last organisation cannot be removed")
-        record = ctx.get(f"org/{args.org_id}")
-        ctx.put(f"org/{args.org_id}", {**record, "active": False})
+        record = self._org(ctx, args.org_id)
+        ctx.save(f"org/{args.org_id}", record.replace(active=False))
         self._bump(ctx)
         ctx.emit("org_removed", {"org_id": args.org_id})
 
@@ -181,19 +217,19 @@ class Consortium(Contract):
         if org is None or not org.active:
             ctx.fail(Code.NOT_FOUND, f"no active organisation {args.org_id}")
         _check_ca(ctx, args.org_id, org.type, args.ca_cert)
-        record = ctx.get(f"org/{args.org_id}")
-        ctx.require(record["ca_cert"] != args.ca_cert, Code.INVALID_ARGUMENT, "the new CA is the current one")
-        ctx.put(f"org/{args.org_id}", {**record, "ca_cert": args.ca_cert})
+        record = self._org(ctx, args.org_id)
+        ctx.require(record.ca_cert != args.ca_cert, Code.INVALID_ARGUMENT, "the new CA is the current one")
+        ctx.save(f"org/{args.org_id}", record.replace(ca_cert=args.ca_cert))
         self._bump(ctx)
         ctx.emit("ca_rotated", {"org_id": args.org_id})
 
     @transaction
     def revoke_cert(self, ctx: Context, args: RevokeArgs) -> None:
         self._quorum(ctx)
-        ctx.require(ctx.get(f"revoked/{args.fingerprint}") is None, Code.ALREADY_EXISTS, "certificate already revoked")
-        ctx.put(
+        ctx.require(not ctx.exists(f"revoked/{args.fingerprint}"), Code.ALREADY_EXISTS, "certificate already revoked")
+        ctx.save(
             f"revoked/{args.fingerprint}",
-            {"fingerprint": args.fingerprint, "reason": args.reason, "height": ctx.height},
+            Revocation(fingerprint=args.fingerprint, reason=args.reason, height=ctx.height),
         )
         self._bump(ctx)
         ctx.emit("cert_revoked", {"fingerprint": args.fingerprint})
@@ -202,7 +238,7 @@ class Consortium(Contract):
     def set_policy(self, ctx: Context, args: PolicyArgs) -> None:
         self._quorum(ctx)
         _check_policy(ctx, args.name, args.num, args.den)
-        ctx.put(f"policy/{args.name}", {"num": args.num, "den": args.den})
+        ctx.save(f"policy/{args.name}", Policy(num=args.num, den=args.den))
         self._bump(ctx)
         ctx.emit("policy_set", {"name": args.name, "num": args.num, "den": args.den})
 
@@ -218,9 +254,5 @@ class Consortium(Contract):
         }
 
     @query
-    def org(self, ctx: Context, args: OrgIdArgs) -> dict[str, Any]:
-        record = ctx.get(f"org/{args.org_id}")
-        if record is None:
-            ctx.fail(Code.NOT_FOUND, f"no organisation {args.org_id}")
-        result: dict[str, Any] = record
-        return result
+    def org(self, ctx: Context, args: OrgIdArgs) -> OrgRecord:
+        return ctx.must_load(OrgRecord, f"org/{args.org_id}", f"no organisation {args.org_id}")

@@ -29,24 +29,28 @@ from __future__ import annotations
 import base64
 import hashlib
 from enum import IntEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from liangcao import limits
 from liangcao.codes import Code
-from liangcao.contracts.base import Args, Context, Contract, Signer, query, transaction
+from liangcao.contracts.base import Args, Context, Contract, Record, Signer, query, transaction
+from liangcao.errors import InvariantViolation
 
 SHIPPER_TYPES = ("shipper", "brand", "core_enterprise", "supplier", "platform")
 CARRIER_TYPES = ("carrier", "logistics")
 TERMINAL_TYPES = ("terminal",)
-ACTING_ROLES = ("admin", "member")
 OPEN = ("submitted",)
 
 #: ``<shipper org>/<name>``; ``\Z``, not ``$``, so that no trailing newline slips through.
 DeclId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}/[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")]
-OrgId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+#: An organisation named in an argument and looked up in the configuration (an unknown one is NOT_FOUND or
+#: KEY_MISMATCH). Released with this looser rule than ``liangcao.domain.OrgId``; kept, because a refused
+#: argument's receipt quotes the rule, and tightening it would change what old transactions record.
+OrgName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 B64 = Annotated[str, msgspec.Meta(max_length=64)]
+Status = Literal["submitted", "approved", "rejected", "superseded"]
 
 
 class DgCode(IntEnum):
@@ -61,7 +65,7 @@ class Wrap(msgspec.Struct, forbid_unknown_fields=True):
     fp: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
 
 
-Wraps = Annotated[dict[OrgId, Wrap], msgspec.Meta(max_length=limits.dg_readers_max)]
+Wraps = Annotated[dict[OrgName, Wrap], msgspec.Meta(max_length=limits.dg_readers_max)]
 
 
 class KeyArgs(Args):
@@ -70,8 +74,8 @@ class KeyArgs(Args):
 
 class SubmitArgs(Args):
     id: DeclId
-    carrier: OrgId
-    terminals: Annotated[list[OrgId], msgspec.Meta(max_length=limits.dg_terminals_max)]
+    carrier: OrgName
+    terminals: Annotated[list[OrgName], msgspec.Meta(max_length=limits.dg_terminals_max)]
     ct: Annotated[str, msgspec.Meta(min_length=1, max_length=limits.dg_ciphertext_b64_max)]
     nonce: B64
     keys: Wraps
@@ -83,7 +87,7 @@ class AmendArgs(Args):
     ct: Annotated[str, msgspec.Meta(min_length=1, max_length=limits.dg_ciphertext_b64_max)]
     nonce: B64
     keys: Wraps
-    terminals: Annotated[list[OrgId], msgspec.Meta(max_length=limits.dg_terminals_max)] | None = None
+    terminals: Annotated[list[OrgName], msgspec.Meta(max_length=limits.dg_terminals_max)] | None = None
 
 
 class ApproveArgs(Args):
@@ -111,7 +115,53 @@ class DeclArgs(Args):
 
 
 class OrgArgs(Args):
-    org: OrgId
+    org: OrgName
+
+
+class KeyEntry(Record):
+    """``dg/k/<org>``: an organisation's X25519 key for sealed declarations (``fp``: its fingerprint)."""
+
+    org: str
+    key: str
+    fp: str
+    height: int
+
+
+class Decision(Record):
+    """The carrier's decision on a version; a rejection carries its reason, sealed for shipper and carrier."""
+
+    by: str
+    tx: str
+    height: int
+    time_ms: int
+    reason: SealedReason | msgspec.UnsetType = msgspec.UNSET  # only a rejection has one
+
+
+class Version(Record):
+    """``dg/d/<id>/<version, 6 digits>``: one version's envelope and who did what with it."""
+
+    id: str
+    version: int
+    prev: int  # the version it amends (0 for the first)
+    shipper: str
+    carrier: str
+    terminals: list[str]
+    status: Status
+    ct: str
+    nonce: str
+    keys: dict[str, Wrap]  # the data key wrapped for each organisation that may read it
+    by: str
+    tx: str
+    height: int
+    time_ms: int
+    decision: Decision | None
+
+
+class Head(Record):
+    """``dg/h/<id>``: a declaration's latest version and its status."""
+
+    version: int
+    status: Status
 
 
 def _bytes(ctx: Context, text: str, size: int | None, what: str) -> bytes:
@@ -133,16 +183,16 @@ class DangerousGoods(Contract):
 
     # ---- keys -------------------------------------------------------------------------------------------
     @transaction
-    def register_key(self, ctx: Context, a: KeyArgs) -> dict[str, Any]:
+    def register_key(self, ctx: Context, a: KeyArgs) -> KeyEntry:
         """An organisation's X25519 public key for sealed declarations (signed by one of its admins).
 
         A new key replaces the old one for new wraps; versions wrapped for the old key stay readable with it.
         """
-        admin = ctx.require_role("admin")
+        admin = ctx.require_party(role="admin")
         raw = _bytes(ctx, a.key, 32, "key")
         fp = hashlib.sha256(raw).hexdigest()[:32]
-        entry = {"org": admin.org, "key": a.key, "fp": fp, "height": ctx.height}
-        ctx.put(f"k/{admin.org}", entry)
+        entry = KeyEntry(org=admin.org, key=a.key, fp=fp, height=ctx.height)
+        ctx.save(f"k/{admin.org}", entry)
         ctx.emit("key", {"org": admin.org, "fp": fp})
         return entry
 
@@ -153,12 +203,12 @@ class DangerousGoods(Contract):
                 DgCode.KEY_MISMATCH, f"wraps must be exactly for {sorted(readers)}: missing {missing}, extra {extra}"
             )
         for org, w in keys.items():
-            registered = ctx.get(f"k/{org}")
+            registered = ctx.load(KeyEntry, f"k/{org}")
             if registered is None:
                 ctx.fail(DgCode.KEY_MISMATCH, f"{org} has registered no key for sealed declarations")
-            if w.fp != registered["fp"]:
+            if w.fp != registered.fp:
                 ctx.fail(
-                    DgCode.KEY_MISMATCH, f"the wrap for {org} is for key {w.fp}, not its registered {registered['fp']}"
+                    DgCode.KEY_MISMATCH, f"the wrap for {org} is for key {w.fp}, not its registered {registered.fp}"
                 )
             _bytes(ctx, w.epk, 32, f"keys.{org}.epk")
             _bytes(ctx, w.nonce, 12, f"keys.{org}.nonce")
@@ -178,103 +228,133 @@ class DangerousGoods(Contract):
             self._org_of_type(ctx, t, TERMINAL_TYPES, "terminal")
         return sorted(terminals)
 
-    def _store(self, ctx: Context, signer: Signer, record: dict[str, Any], a: SubmitArgs | AmendArgs) -> dict[str, Any]:
+    def _store(
+        self,
+        ctx: Context,
+        signer: Signer,
+        a: SubmitArgs | AmendArgs,
+        *,
+        version: int,
+        prev: int,
+        shipper: str,
+        carrier: str,
+        terminals: list[str],
+    ) -> dict[str, Any]:
         _bytes(ctx, a.nonce, 12, "nonce")
         _bytes(ctx, a.ct, None, "ct")
-        self._check_wraps(ctx, a.keys, {record["shipper"], record["carrier"]})
-        record.update(
-            {
-                "status": "submitted",
-                "ct": a.ct,
-                "nonce": a.nonce,
-                "keys": {o: msgspec.to_builtins(w) for o, w in sorted(a.keys.items())},
-                "by": signer.member_id,
-                "tx": ctx.tx_id,
-                "height": ctx.height,
-                "time_ms": ctx.time_ms,
-                "decision": None,
-            }
+        self._check_wraps(ctx, a.keys, {shipper, carrier})
+        record = Version(
+            id=a.id,
+            version=version,
+            prev=prev,
+            shipper=shipper,
+            carrier=carrier,
+            terminals=terminals,
+            status="submitted",
+            ct=a.ct,
+            nonce=a.nonce,
+            keys=dict(sorted(a.keys.items())),
+            by=signer.member_id,
+            tx=ctx.tx_id,
+            height=ctx.height,
+            time_ms=ctx.time_ms,
+            decision=None,
         )
-        ctx.put(_vkey(record["id"], record["version"]), record)
-        ctx.put(f"h/{record['id']}", {"version": record["version"], "status": "submitted"})
+        ctx.save(_vkey(record.id, record.version), record)
+        ctx.save(f"h/{record.id}", Head(version=record.version, status="submitted"))
         ctx.emit(
             "declared",
-            {
-                "id": record["id"],
-                "version": record["version"],
-                "shipper": record["shipper"],
-                "carrier": record["carrier"],
-            },
+            {"id": record.id, "version": record.version, "shipper": record.shipper, "carrier": record.carrier},
         )
         return self._summary(record)
 
     @staticmethod
-    def _summary(record: dict[str, Any]) -> dict[str, Any]:
-        return {k: record[k] for k in ("id", "version", "prev", "status", "shipper", "carrier", "terminals")}
+    def _summary(record: Version) -> dict[str, Any]:
+        return {
+            "id": record.id,
+            "version": record.version,
+            "prev": record.prev,
+            "status": record.status,
+            "shipper": record.shipper,
+            "carrier": record.carrier,
+            "terminals": record.terminals,
+        }
 
     # ---- lifecycle --------------------------------------------------------------------------------------
     @transaction
     def submit(self, ctx: Context, a: SubmitArgs) -> dict[str, Any]:
         """A shipper's new declaration (version 1), sealed for itself and the carrier."""
-        signer = ctx.require_org_type(*SHIPPER_TYPES)
-        ctx.require(signer.role in ACTING_ROLES, Code.WRONG_ROLE, "a declaration is signed by an admin or member")
+        signer = ctx.require_party(org_type=SHIPPER_TYPES)  # a person (admin or member), never a node's key
         owner = a.id.partition("/")[0]
         ctx.require(
             owner == signer.org,
             Code.FORBIDDEN,
             f"{signer.org} names its declarations {signer.org}/<name>: {a.id} is in {owner}'s names",
         )
-        ctx.require(ctx.get(f"h/{a.id}") is None, Code.ALREADY_EXISTS, f"declaration {a.id} exists: amend it")
+        ctx.require(not ctx.exists(f"h/{a.id}"), Code.ALREADY_EXISTS, f"declaration {a.id} exists: amend it")
         self._org_of_type(ctx, a.carrier, CARRIER_TYPES, "carrier")
-        record = {
-            "id": a.id, "version": 1, "prev": 0, "shipper": signer.org, "carrier": a.carrier,
-            "terminals": self._terminals(ctx, a.terminals),
-        }  # fmt: skip
-        return self._store(ctx, signer, record, a)
+        terminals = self._terminals(ctx, a.terminals)
+        return self._store(
+            ctx, signer, a, version=1, prev=0, shipper=signer.org, carrier=a.carrier, terminals=terminals
+        )
 
     @transaction
     def amend(self, ctx: Context, a: AmendArgs) -> dict[str, Any]:
         """A new version of the shipper's declaration, linked to the latest one, which it supersedes."""
-        head = ctx.must_get(f"h/{a.id}", f"no declaration {a.id}")
-        last = ctx.get(_vkey(a.id, head["version"]))
-        signer = ctx.signer_of_org(last["shipper"], *ACTING_ROLES)
-        if signer is None:
-            ctx.fail(Code.FORBIDDEN, f"only the shipper {last['shipper']} amends {a.id}")
-        if a.prev != head["version"]:
-            ctx.fail(DgCode.NOT_HEAD, f"{a.id} is at version {head['version']}: amend that one, not {a.prev}")
-        terminals = self._terminals(ctx, a.terminals) if a.terminals is not None else last["terminals"]
-        if last["status"] != "rejected":  # a rejection stays on record as what the carrier decided
-            ctx.put(_vkey(a.id, last["version"]), {**last, "status": "superseded"})
-        record = {
-            "id": a.id, "version": last["version"] + 1, "prev": last["version"], "shipper": last["shipper"],
-            "carrier": last["carrier"], "terminals": terminals,
-        }  # fmt: skip
-        return self._store(ctx, signer, record, a)
+        head = ctx.must_load(Head, f"h/{a.id}", f"no declaration {a.id}")
+        last = self._version(ctx, a.id, head.version)
+        signer = ctx.require_party(
+            last.shipper, code=Code.FORBIDDEN, message=f"only the shipper {last.shipper} amends {a.id}"
+        )
+        if a.prev != head.version:
+            ctx.fail(DgCode.NOT_HEAD, f"{a.id} is at version {head.version}: amend that one, not {a.prev}")
+        terminals = self._terminals(ctx, a.terminals) if a.terminals is not None else last.terminals
+        if last.status != "rejected":  # a rejection stays on record as what the carrier decided
+            ctx.save(_vkey(a.id, last.version), last.replace(status="superseded"))
+        return self._store(
+            ctx,
+            signer,
+            a,
+            version=last.version + 1,
+            prev=last.version,
+            shipper=last.shipper,
+            carrier=last.carrier,
+            terminals=terminals,
+        )
 
-    def _decide(self, ctx: Context, decl_id: str, version: int) -> tuple[dict[str, Any], Signer]:
-        head = ctx.must_get(f"h/{decl_id}", f"no declaration {decl_id}")
-        if version != head["version"]:
-            ctx.fail(DgCode.NOT_HEAD, f"{decl_id} is at version {head['version']}: decide on that one, not {version}")
-        record: dict[str, Any] = ctx.get(_vkey(decl_id, version))
-        signer = ctx.signer_of_org(record["carrier"], *ACTING_ROLES)
-        if signer is None:
-            ctx.fail(Code.FORBIDDEN, f"only the carrier {record['carrier']} decides on {decl_id}")
-        if record["status"] not in OPEN:
-            ctx.fail(Code.INVALID_STATE, f"version {version} of {decl_id} is {record['status']}, not submitted")
+    @staticmethod
+    def _version(ctx: Context, decl_id: str, version: int) -> Version:
+        # the head names a version that exists: a missing one is a broken invariant, not an outcome
+        found = ctx.load(Version, _vkey(decl_id, version))
+        if found is None:
+            raise InvariantViolation(Code.INTERNAL, f"{decl_id}: the head names version {version}, which is missing")
+        return found
+
+    def _decide(self, ctx: Context, decl_id: str, version: int) -> tuple[Version, Signer]:
+        head = ctx.must_load(Head, f"h/{decl_id}", f"no declaration {decl_id}")
+        if version != head.version:
+            ctx.fail(DgCode.NOT_HEAD, f"{decl_id} is at version {head.version}: decide on that one, not {version}")
+        record = self._version(ctx, decl_id, version)
+        signer = ctx.require_party(
+            record.carrier, code=Code.FORBIDDEN, message=f"only the carrier {record.carrier} decides on {decl_id}"
+        )
+        if record.status not in OPEN:
+            ctx.fail(Code.INVALID_STATE, f"version {version} of {decl_id} is {record.status}, not submitted")
         return record, signer
+
+    def _decision(self, ctx: Context, signer: Signer, reason: SealedReason | msgspec.UnsetType) -> Decision:
+        return Decision(by=signer.member_id, tx=ctx.tx_id, height=ctx.height, time_ms=ctx.time_ms, reason=reason)
 
     @transaction
     def approve(self, ctx: Context, a: ApproveArgs) -> dict[str, Any]:
         """The carrier accepts the declaration and wraps its data key for every terminal named in it."""
         record, signer = self._decide(ctx, a.id, a.version)
-        self._check_wraps(ctx, a.keys, set(record["terminals"]))
-        keys = dict(record["keys"])
-        keys.update({o: msgspec.to_builtins(w) for o, w in a.keys.items()})
-        record = {**record, "status": "approved", "keys": dict(sorted(keys.items()))}
-        record["decision"] = {"by": signer.member_id, "tx": ctx.tx_id, "height": ctx.height, "time_ms": ctx.time_ms}
-        ctx.put(_vkey(a.id, a.version), record)
-        ctx.put(f"h/{a.id}", {"version": a.version, "status": "approved"})
-        ctx.emit("approved", {"id": a.id, "version": a.version, "terminals": record["terminals"]})
+        self._check_wraps(ctx, a.keys, set(record.terminals))
+        keys = dict(sorted({**record.keys, **a.keys}.items()))
+        record = record.replace(status="approved", keys=keys, decision=self._decision(ctx, signer, msgspec.UNSET))
+        ctx.save(_vkey(a.id, a.version), record)
+        ctx.save(f"h/{a.id}", Head(version=a.version, status="approved"))
+        ctx.emit("approved", {"id": a.id, "version": a.version, "terminals": record.terminals})
         return self._summary(record)
 
     @transaction
@@ -284,29 +364,25 @@ class DangerousGoods(Contract):
         _bytes(ctx, a.reason.nonce, 12, "reason.nonce")
         if len(_bytes(ctx, a.reason.ct, None, "reason.ct")) <= 16:  # a GCM tag and at least one byte
             ctx.fail(Code.INVALID_ARGUMENT, "reason.ct is too short to hold a sealed reason")
-        record = {**record, "status": "rejected"}
-        reason = {"ct": a.reason.ct, "nonce": a.reason.nonce}
-        record["decision"] = {
-            "by": signer.member_id, "tx": ctx.tx_id, "height": ctx.height, "time_ms": ctx.time_ms, "reason": reason,
-        }  # fmt: skip
-        ctx.put(_vkey(a.id, a.version), record)
-        ctx.put(f"h/{a.id}", {"version": a.version, "status": "rejected"})
+        record = record.replace(status="rejected", decision=self._decision(ctx, signer, a.reason))
+        ctx.save(_vkey(a.id, a.version), record)
+        ctx.save(f"h/{a.id}", Head(version=a.version, status="rejected"))
         ctx.emit("rejected", {"id": a.id, "version": a.version})
         return self._summary(record)
 
     # ---- reads (envelopes only: the content is sealed) ----------------------------------------------------
     @query
-    def key(self, ctx: Context, a: OrgArgs) -> Any:
-        return ctx.must_get(f"k/{a.org}", f"{a.org} has registered no key")
+    def key(self, ctx: Context, a: OrgArgs) -> KeyEntry:
+        return ctx.must_load(KeyEntry, f"k/{a.org}", f"{a.org} has registered no key")
 
     @query
-    def declaration(self, ctx: Context, a: DeclArgs) -> Any:
+    def declaration(self, ctx: Context, a: DeclArgs) -> Version:
         """One version's envelope (the latest if ``version`` is 0)."""
-        head = ctx.must_get(f"h/{a.id}", f"no declaration {a.id}")
-        version = a.version or head["version"]
-        return ctx.must_get(_vkey(a.id, version), f"{a.id} has no version {version}")
+        head = ctx.must_load(Head, f"h/{a.id}", f"no declaration {a.id}")
+        version = a.version or head.version
+        return ctx.must_load(Version, _vkey(a.id, version), f"{a.id} has no version {version}")
 
     @query
     def versions(self, ctx: Context, a: DeclArgs) -> list[dict[str, Any]]:
         """Every version's summary, oldest first."""
-        return [self._summary(v) for _, v in ctx.range(f"d/{a.id}/")]
+        return [self._summary(v) for _, v in ctx.range(f"d/{a.id}/", Version)]
