@@ -26,7 +26,6 @@ import datetime as dt
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -35,23 +34,11 @@ from cryptography.x509.oid import NameOID
 
 from liangcao import limits
 
-Role = Literal["admin", "member", "peer", "orderer"]
-ROLES: tuple[str, ...] = ("admin", "member", "peer", "orderer")
-ORG_TYPES: tuple[str, ...] = (
-    "core_enterprise",
-    "supplier",
-    "bank",
-    "insurer",
-    "warehouse",
-    "logistics",
-    "platform",
-    "regulator",
-    "customs",
-    "brand",
-    "shipper",
-    "carrier",
-    "terminal",
-)
+# Roles and organisation types are defined once, in liangcao.domain; certificates carry them (re-exported).
+from liangcao.domain import ORG_TYPES as ORG_TYPES
+from liangcao.domain import ROLES as ROLES
+from liangcao.domain import Role as Role
+
 CA_ROLE = "ca"
 DEFAULT_VALIDITY_DAYS = 3650
 
