@@ -33,7 +33,7 @@ def _first_failure(seeds: range = range(60)) -> str:
 
 
 def test_it_finds_attestations_counted_from_anyone(monkeypatch: pytest.MonkeyPatch) -> None:
-    def anyone(self: cfgmod.Config, att: Any, certs: Any) -> str | None:
+    def anyone(self: cfgmod.Config, att: Any, certs: Any, time_ms: int | None = None) -> str | None:
         return parse_certificate(keys.unb64(att["cert"])).org
 
     monkeypatch.setattr(cfgmod.Config, "attesting_org", anyone)

@@ -72,7 +72,9 @@ class Config:
         n = len(self.active_orgs)
         return next((k for k in range(n + 1) if self.threshold_met(policy, k)), n + 1)
 
-    def member_org(self, info: CertInfo, certs: CertCache, role: str | None = None) -> str | None:
+    def member_org(
+        self, info: CertInfo, certs: CertCache, role: str | None = None, time_ms: int | None = None
+    ) -> str | None:
         """The organisation ``info`` speaks for under this configuration, or None if it speaks for none.
 
         A certificate counts only if its organisation is active, its type is the organisation's, it was
@@ -84,23 +86,26 @@ class Config:
             return None
         if role is not None and info.role != role:
             return None
+        if time_ms is not None and not info.not_before_ms <= time_ms <= info.not_after_ms:
+            return None
         if info.fingerprint in self.revoked or not certs.issued_by(info, org.ca):
             return None
         return info.org
 
-    def attesting_org(self, att: Mapping[str, Any], certs: CertCache) -> str | None:
+    def attesting_org(self, att: Mapping[str, Any], certs: CertCache, time_ms: int | None = None) -> str | None:
         """The organisation whose peer signed attestation ``att``, if the signature verifies and the peer
         is a current, unrevoked peer of an active organisation; None for anything else (never raises).
 
         Finality, fork alarms, the explorer, audit and the verify bundle all count attestations through
-        this one rule: an attestation by anyone else says nothing.
+        this one rule: an attestation by anyone else says nothing. ``time_ms``: the attested block's time,
+        at which the peer's certificate must be valid (checked when the caller knows it).
         """
         try:
             blk.check_attestation(att)
             info = certs.parse(keys.unb64(att["cert"]))
         except (LiangcaoError, CertificateError, KeyError, TypeError, ValueError):
             return None
-        return self.member_org(info, certs, role="peer")
+        return self.member_org(info, certs, role="peer", time_ms=time_ms)
 
 
 def version_of(view: StateView) -> int:

@@ -98,7 +98,7 @@ class Ledger:
         txs: Sequence[bytes],
         time_ms: int,
         sig_ok: Mapping[str, bool] | None = None,
-        parsed: Sequence[Tx] | None = None,
+        parsed: Sequence[Tx | None] | None = None,
     ) -> tuple[blk.Header, Execution]:
         """Execute ``txs`` as the next block on the head; nothing is written."""
         head = self._head
@@ -126,7 +126,7 @@ class Ledger:
         time_ms: int,
         sealer: Signer,
         sig_ok: Mapping[str, bool] | None = None,
-        parsed: Sequence[Tx] | None = None,
+        parsed: Sequence[Tx | None] | None = None,
         meta: dict[str, str] | None = None,
     ) -> tuple[blk.Block, Execution]:
         """Execute, seal and durably commit the next block (the solo orderer's path, and a consortium peer's

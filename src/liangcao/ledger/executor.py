@@ -119,7 +119,7 @@ def execute(
     prev_state_hash: str,
     txs: Sequence[bytes],
     sig_ok: Mapping[str, bool] | None = None,
-    parsed: Sequence[txmod.Tx] | None = None,
+    parsed: Sequence[txmod.Tx | None] | None = None,
 ) -> Execution:
     """Execute ``txs`` as block ``height`` on top of ``view``. Pure: same inputs, same bytes out.
 

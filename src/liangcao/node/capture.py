@@ -218,7 +218,7 @@ class Captures:
         """Submit and wait until every transaction is in a block; each one's (code, message, result)."""
         waits = []
         for t in txs:
-            fut = self.services.hub.wait_for(t.tx_id)
+            fut = self.services.hub.wait_for(t.tx_id, t.envelope_id)
             _, status = self.node.submit(t.raw)
             waits.append((t.tx_id, fut, status))
         out = []

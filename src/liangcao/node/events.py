@@ -38,7 +38,8 @@ class Hub:
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.waiters: dict[str, list[asyncio.Future[tuple[int, int, int]]]] = {}
+        # tx id -> (future, the envelope the waiter submitted): see _deliver
+        self.waiters: dict[str, list[tuple[asyncio.Future[tuple[int, int, int]], str | None]]] = {}
         self.subscribers: set[asyncio.Queue[Committed | None]] = set()
 
     def on_block(self, info: Committed) -> None:  # commit thread
@@ -46,10 +47,25 @@ class Hub:
             self.loop.call_soon_threadsafe(self._deliver, info)
 
     def _deliver(self, info: Committed) -> None:  # event loop
+        # A waiter hears the occurrence that consumed its tx id, or the failure of its own envelope; never the
+        # failure of another envelope with the same id (a forged copy must not answer for the genuine one).
         for i, tx_id in enumerate(info.tx_ids):
-            for fut in self.waiters.pop(tx_id, []):
-                if not fut.done():
-                    fut.set_result((info.header.height, i, info.codes[i]))
+            waiting = self.waiters.get(tx_id)
+            if not waiting:
+                continue
+            consumed = info.consumed[i] if i < len(info.consumed) else True
+            envelope = info.envelope_ids[i] if i < len(info.envelope_ids) else None
+            keep: list[tuple[asyncio.Future[tuple[int, int, int]], str | None]] = []
+            for fut, mine in waiting:
+                if consumed or mine is None or mine == envelope:
+                    if not fut.done():
+                        fut.set_result((info.header.height, i, info.codes[i]))
+                else:
+                    keep.append((fut, mine))
+            if keep:
+                self.waiters[tx_id] = keep
+            else:
+                del self.waiters[tx_id]
         for q in list(self.subscribers):
             try:
                 q.put_nowait(info)
@@ -59,11 +75,12 @@ class Hub:
                     q.get_nowait()  # make room for the end-of-stream marker
                 q.put_nowait(None)
 
-    def wait_for(self, tx_id: str) -> asyncio.Future[tuple[int, int, int]]:
-        """A future resolved with ``(height, index, code)`` when ``tx_id`` is committed (event loop only)."""
+    def wait_for(self, tx_id: str, envelope_id: str | None = None) -> asyncio.Future[tuple[int, int, int]]:
+        """A future resolved with ``(height, index, code)`` when ``tx_id`` is consumed, or when the envelope
+        ``envelope_id`` (the one the waiter submitted) is recorded as failed (event loop only)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[tuple[int, int, int]] = loop.create_future()
-        self.waiters.setdefault(tx_id, []).append(fut)
+        self.waiters.setdefault(tx_id, []).append((fut, envelope_id))
         return fut
 
     def subscribe(self) -> asyncio.Queue[Committed | None]:

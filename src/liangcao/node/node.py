@@ -17,10 +17,10 @@ than risk a half-applied block.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import queue
+import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -36,7 +36,7 @@ from liangcao.codes import Code
 from liangcao.contracts import config as cfgmod
 from liangcao.contracts.runtime import ContractRuntime, check_signers
 from liangcao.crypto import identity
-from liangcao.errors import LiangcaoError, TxRejected
+from liangcao.errors import Fault, LiangcaoError, TxRejected
 from liangcao.ledger import block as blk
 from liangcao.ledger import tx as txm
 from liangcao.ledger.chain import Ledger
@@ -82,6 +82,9 @@ class Committed:
     events: list[list[dict[str, Any]]]
     attestation: dict[str, Any]
     admitted_ms: dict[str, int] = field(default_factory=dict)
+    #: per transaction: whether it consumed its tx id, and its envelope id (the hash of its bytes)
+    consumed: list[bool] = field(default_factory=list)
+    envelope_ids: list[str] = field(default_factory=list)
 
 
 Listener = Callable[[Committed], None]
@@ -102,7 +105,10 @@ class Node:
         simulator) instead of the embedded solo orderer."""
         self.settings = settings or NodeSettings()
         self.link = link
+        #: attestations that disagree with this peer, one per (height, member), at most fork_alarms_max kept
+        #: (one is enough to stop reporting finality; the rest are evidence for the operator)
         self.fork_alarms: list[dict[str, Any]] = []
+        self._alarm_keys: set[tuple[int, str]] = set()
         #: stream messages that could not be used (malformed, forged): counted and logged, never fatal
         self.poison_messages = 0
         #: set while a derived block's time is ahead of this peer's own clock (see ``_wait_for_clock``)
@@ -112,7 +118,7 @@ class Node:
         self._cut_cfg = cfgmod.Config()
         self._pending_since_ms: float | None = None
         self._att_inbox: queue.Queue[bytes] = queue.Queue()
-        self._early_atts: dict[int, list[bytes]] = {}
+        self._early_atts: dict[int, dict[str, bytes]] = {}
         self.store_path = Path(store_path)
         self.runtime = ContractRuntime(default_registry())
         self.ledger = Ledger.open(self.store_path, self.runtime)
@@ -142,6 +148,8 @@ class Node:
         self._readers: list[Store] = []
         self._recent: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
         self._admitted: dict[str, int] = {}
+        # envelopes whose signatures admission verified: a consortium peer does not verify them twice
+        self._verified: OrderedDict[str, None] = OrderedDict()
         self._head_lock = threading.Lock()
         self._attest_head()
 
@@ -259,6 +267,7 @@ class Node:
         for i, tx in fresh:
             if verdicts.get(tx.envelope_id):
                 good.append((i, tx))
+                self._verified[tx.envelope_id] = None
             else:
                 out[i] = TxRejected(
                     Code.BAD_SIGNATURE, "a signature does not match the transaction id and its certificate"
@@ -415,6 +424,8 @@ class Node:
         had = len(self._deriver.pending)
         try:
             derived = self._deriver.feed(msg.seq, msg.kind, msg.data, server_ms=msg.server_ms)
+        except (Fault, sqlite3.Error, MemoryError):
+            raise  # this peer failed (its store, while judging a cut): stop, never skip what others took
         except Exception as exc:  # a bug in judging a message must not halt the chain on every peer
             self.poison_messages += 1
             log.error("stream message %s skipped: %s", msg.seq, exc)
@@ -425,28 +436,40 @@ class Node:
             self._pending_since_ms = None
         return derived
 
-    def _wait_for_clock(self, derived: DerivedBlock) -> None:
+    def _wait_for_clock(self, derived: DerivedBlock) -> bool:
         """A peer never commits a block stamped later than its own clock allows (cut_clock_skew_ms_max).
 
         Cut times are bounded by the stream's own timestamps when derived; this is the peer's own check on
         top, against a stream whose clock is wrong: it waits (and says so in health) rather than let chain
         time run ahead, which would expire every later transaction."""
-        while derived.time_ms > self.clock.now_ms() + limits.cut_clock_skew_ms_max and not self._stopping:
+        while derived.time_ms > self.clock.now_ms() + limits.cut_clock_skew_ms_max:
+            if self._stopping:  # not committed: derived again from the stream after a restart
+                return False
             if not self.clock_alarm:
                 self.clock_alarm = f"block {derived.height} is stamped {derived.time_ms}, ahead of this peer's clock"
                 log.error("CLOCK ALARM: %s", self.clock_alarm)
             threading.Event().wait(0.2)
         self.clock_alarm = ""
+        return True
 
     def _commit_derived(self, derived: DerivedBlock) -> None:
         if derived.height <= self.head.height:
             return  # committed before a restart; the deriver only replays it to find its place
         if derived.height != self.head.height + 1:
             raise LiangcaoError(Code.BAD_BLOCK, f"derived block {derived.height} after head {self.head.height}")
-        self._wait_for_clock(derived)
+        if not self._wait_for_clock(derived):
+            return
         # The deriver parsed each transaction; one that does not parse is left to the executor to record.
-        parsed = [t for t in derived.parsed if t is not None]
-        sig_ok = self.verifier.verify(parsed) if parsed else {}
+        # Signatures this node verified at admission are not verified again.
+        parsed = list(derived.parsed)
+        sig_ok = {t.envelope_id: True for t in parsed if t is not None and t.envelope_id in self._verified}
+        rest = [t for t in parsed if t is not None and t.envelope_id not in sig_ok]
+        if rest:
+            sig_ok.update(self.verifier.verify(rest))
+        for envelope in sig_ok:
+            self._verified.pop(envelope, None)
+        while len(self._verified) > limits.recent_txs_max:
+            self._verified.popitem(last=False)
         # The stream position is written with the block, in one transaction: a restart resumes
         # exactly after the last committed block.
         resume = {
@@ -466,9 +489,8 @@ class Node:
         att = self._attest(block.header)
         assert self.link is not None
         self.link.publish_attestation(encoding.canonical(att))
-        for raw in self._early_atts.pop(derived.height, []):
-            with contextlib.suppress(Exception):  # judged like any other; a malformed one was counted
-                self._attestation(raw)
+        for raw in self._early_atts.pop(derived.height, {}).values():
+            self._attestation(raw)  # kept early only after the same checks: a fault here is a fault
         self._publish(block, ex, att)
 
     def _take_attestations(self) -> None:
@@ -479,7 +501,7 @@ class Node:
                 return
             try:
                 self._attestation(raw)
-            except LiangcaoError:
+            except (Fault, sqlite3.Error, MemoryError):
                 raise  # the store failed: a fault, not a bad message
             except Exception as exc:  # a malformed attestation is skipped, never fatal
                 self.poison_messages += 1
@@ -498,15 +520,16 @@ class Node:
             return
         if att["chain_id"] != self.chain_id or member == self.peer.member_id:
             return
-        if self._cut_config().attesting_org(att, self.runtime.certs) is None:
-            return
         height = att["height"]
-        if height > self.head.height:
-            early = self._early_atts.setdefault(height, [])
-            if height - self.head.height <= limits.early_attestation_heights_max and len(early) < limits.orgs_max:
-                early.append(raw)
+        ours = self.ledger.store.header(height) if height <= self.head.height else None
+        time_ms = ours.time_ms if ours is not None else None
+        if self._cut_config().attesting_org(att, self.runtime.certs, time_ms) is None:
             return
-        ours = self.ledger.store.header(height)
+        if height > self.head.height:
+            # one per (height, member): a peer repeating itself cannot crowd out the others
+            if height - self.head.height <= limits.early_attestation_heights_max:
+                self._early_atts.setdefault(height, {})[member] = raw
+            return
         if ours is None:
             return
         if att["block_hash"] == ours.hash and att["state_hash"] == ours.state_hash:
@@ -521,7 +544,9 @@ class Node:
             "our_block_hash": ours.hash,
             "our_state_hash": ours.state_hash,
         }
-        if alarm not in self.fork_alarms:
+        key = (height, member)
+        if key not in self._alarm_keys and len(self.fork_alarms) < limits.fork_alarms_max:
+            self._alarm_keys.add(key)
             self.fork_alarms.append(alarm)
             log.error("FORK ALARM at height %s: %s attests a different block or state", height, member)
 
@@ -547,13 +572,17 @@ class Node:
         h = block.header.height
         admitted: dict[str, int] = {}
         for i, tx_id in enumerate(ex.tx_ids):
-            self._recent[tx_id] = (h, i, ex.codes[i])
+            if ex.consumed[i]:  # a copy that failed without consuming its id says nothing about the id
+                self._recent[tx_id] = (h, i, ex.codes[i])
             t = self._admitted.pop(tx_id, None)
             if t is not None:
                 admitted[tx_id] = t
         while len(self._recent) > recent_txs_max:
             self._recent.popitem(last=False)
-        info = Committed(block.header, ex.tx_ids, ex.codes, ex.receipts, ex.events, att, admitted)
+        envelopes = [encoding.sha256_hex(raw) for raw in block.txs]
+        info = Committed(
+            block.header, ex.tx_ids, ex.codes, ex.receipts, ex.events, att, admitted, ex.consumed, envelopes
+        )
         for listener in list(self.listeners):
             try:
                 listener(info)

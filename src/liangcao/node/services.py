@@ -218,11 +218,13 @@ class NodeServices:
 
         Returns ``{tx_id, status: "pending"}`` or the committed position and receipt (``status:
         "committed"``). A transaction that was already committed answers with its position at once."""
-        tx, status = self.node.submit(raw)
+        # Off the event loop: admission verifies signatures and, in a consortium, waits for the ordering
+        # service's acknowledgement; neither may stall every other request.
+        tx, status = await asyncio.to_thread(self.node.submit, raw)
         if status == "committed" or wait:
             pos = self.position(tx.tx_id) if status == "committed" else None
             if pos is None:
-                fut = self.hub.wait_for(tx.tx_id)
+                fut = self.hub.wait_for(tx.tx_id, tx.envelope_id)
                 pos = self.position(tx.tx_id)  # committed between submit and wait_for?
                 if pos is None:
                     try:

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from liangcao import encoding
 from liangcao.trace.hashing import _TIME
 from liangcao.trace.identifiers import DL_ROOT, normalise_identifier
 
@@ -105,7 +106,7 @@ def index_form(identifier: str) -> str:
     """
     dl = normalise_identifier(identifier) if isinstance(identifier, str) else None
     text = dl[len(DL_ROOT) + 1 :] if dl else str(identifier)
-    if len(text) > id_chars_max or not text.isprintable() or " " in text:
+    if len(text) > id_chars_max or not encoding.printable(text) or " " in text:
         return "#" + hashlib.sha256(text.encode()).hexdigest()[:40]
     return text
 

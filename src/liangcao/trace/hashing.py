@@ -71,7 +71,7 @@ ORDER = (
 # else, sorted together with the user extensions (its vectors show ``sensorElementList`` before
 # ``bizTransactionList``, and ``destinationList`` before ``sourceList``): these fields are the event's tail.
 TAIL = frozenset(("bizTransactionList", "destinationList", "ilmd", "sourceList"))
-_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$")
+_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$", re.ASCII)
 
 
 @lru_cache(maxsize=1 << 14)
@@ -88,7 +88,7 @@ def fix_time(value: str) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)  # ASCII: \d moves with Unicode
 
 
 def format_number(value: Any) -> str:

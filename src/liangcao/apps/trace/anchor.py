@@ -39,7 +39,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from liangcao import limits
+from liangcao import encoding, limits
 from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, NoArgs, Signer, query, transaction
 from liangcao.contracts.consortium import governance_quorum
@@ -146,7 +146,7 @@ class EventArgs(Args):
 def _key_digits(index_id: str) -> str:
     """The digits of a GS1 key where its company prefix begins (after an indicator or extension digit)."""
     parts = index_id.split("/")
-    if len(parts) < 2 or not parts[1][:1].isdigit():
+    if len(parts) < 2 or not "0" <= parts[1][:1] <= "9":  # ASCII digits only: str.isdigit() moves with Unicode
         return ""
     ai, value = parts[0], parts[1]
     return value[1:] if ai in ("01", "00", "8003", "8006") else value
@@ -238,7 +238,7 @@ class Trace(Contract):
             result = {"id": hash_id, "status": "captured"}
             declared = event.get("eventID")
             if isinstance(declared, str) and declared and declared != hash_id:
-                if len(declared) > 200 or not declared.isprintable():
+                if len(declared) > 200 or not encoding.printable(declared):
                     ctx.fail(TraceCode.BAD_EVENT, f"event {n}: eventID is longer than 200 characters")
                 # Producers copy eventIDs (GS1's own examples share some): the first event keeps the alias,
                 # a later one is anchored all the same, known by its hash id, and the result says so.
