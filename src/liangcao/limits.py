@@ -45,6 +45,7 @@ recent_txs_max = 200_000
 # its own clock.
 cut_clock_skew_ms_max = 30_000
 attestation_bytes_max = 4 * 1024  # one attestation message: four fields, a certificate and a signature
+fork_alarms_max = 1000  # disagreeing attestations a node keeps as evidence (one stops finality)
 early_attestation_heights_max = 1000  # attestations for heights this far ahead of the head are kept for later
 
 # Identity.
