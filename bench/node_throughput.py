@@ -8,7 +8,7 @@ JSON object on the last line. Results are kept in docs/benchmarks.md.
 
 from __future__ import annotations
 
-from liangcao.cli import bench_cmd
+from liangcao.cli.bench import bench_cmd
 
 if __name__ == "__main__":
     import typer

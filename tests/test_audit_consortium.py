@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from liangcao.apps.bundle import default_registry
-from liangcao.cli import _network_attestations
+from liangcao.cli.audit import network_attestations
 from liangcao.contracts.runtime import ContractRuntime
 from liangcao.genesis import Consortium, create_consortium
 from liangcao.ledger import tx as txm
@@ -120,7 +120,7 @@ def meta(path: Path) -> dict[str, str]:
 
 
 def test_honest_consortium_stores_pass(stores: Stores) -> None:
-    evidence = _network_attestations(stores.urls, stores.net.chain_id)
+    evidence = network_attestations(stores.urls, stores.net.chain_id)
     assert len(evidence) >= 2 * stores.head  # both peers' attestations of (nearly) every block
     for path, peer in ((stores.org1, "org1/peer0"), (stores.org2, "org2/peer0")):
         resume = json.loads(meta(path)[RESUME_META])  # the row the node writes with every block
@@ -182,7 +182,7 @@ def test_a_rolled_back_peer_store_is_found_from_the_networks_stream(stores: Stor
     # the earlier copy is consistent, stream position included: on its own it passes
     assert json.loads(meta(stores.earlier)[RESUME_META])["height"] == stores.earlier_head
     assert run_audit(stores.earlier, genesis_hash=stores.net.genesis.hash, peer="org1/peer0").ok
-    evidence = _network_attestations(stores.urls, stores.net.chain_id)
+    evidence = network_attestations(stores.urls, stores.net.chain_id)
     report = run_audit(stores.earlier, genesis_hash=stores.net.genesis.hash, peer="org1/peer0", evidence=evidence)
     rolled = {f.place for f in report.findings if f.table == "blocks" and "rolled back" in f.message}
     assert rolled == {f"height {h}" for h in range(stores.earlier_head + 1, stores.head + 1)}, [

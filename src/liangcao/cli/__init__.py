@@ -1,0 +1,74 @@
+"""The ``liangcao`` command line (typer + rich): one module per noun, assembled here.
+
+Every command that can fail exits non-zero with a one-line reason; none prints a traceback for bad input,
+and a fault of this machine (``liangcao.errors.Fault``: the store, the disk) is one line too (:func:`main`).
+Options every noun shares (``--home``, ``--as``, ``--url``, ``--node``, ``--json``) are defined once, in
+``liangcao.cli.common``.
+
+=================  =========================================================================================
+``network``        ``network.py``: ``init`` a network folder; ``up``/``status``/``add-org``/``down`` a consortium
+``node``           ``node.py``: ``start`` a node, ``rebuild`` its state from its blocks
+``token``          ``tokens.py``: ``create`` and ``revoke`` bearer tokens
+``tx``, ``query``  ``tx.py``: any contract method by name, arguments as one JSON object
+``contract``       ``contracts.py``: every contract's methods as commands, generated from the registry
+``scf``            ``scf.py``: the supply-chain finance contracts' actions (the same generator)
+``trace``          ``trace.py``: EPCIS 2.0 documents, capture, queries, histories, the capture benchmark
+``dg``             ``dg.py``: sealed dangerous-goods declarations
+``audit``          ``audit.py``: re-verify a ledger from genesis
+``verify-proof``   ``verify_proof.py``: check a proof or a traceability bundle offline
+``demo``           ``demo.py``: the demo consortium and scenario
+``bench``          ``bench.py``: the node's (or a consortium's) benchmark
+``pay``            ``liangcao.payments.cli``: the payments core, mounted as it is
+=================  =========================================================================================
+"""
+
+from __future__ import annotations
+
+import typer
+
+from liangcao.cli import audit, bench, contracts, demo, dg, network, node, scf, tokens, trace, tx, verify_proof
+from liangcao.cli.common import err
+
+app = typer.Typer(
+    help="liangcao: a consortium ledger for e-commerce fintech.", no_args_is_help=True, add_completion=False
+)
+
+
+def _assemble() -> None:
+    # Commands first, then groups: typer lists them in this order in --help.
+    app.command("tx")(tx.tx_cmd)
+    app.command("query")(tx.query_cmd)
+    app.command("audit")(audit.audit_cmd)
+    app.command("verify-proof")(verify_proof.verify_proof_cmd)
+    app.command("demo")(demo.demo_cmd)
+    app.command("bench")(bench.bench_cmd)
+    app.add_typer(network.app, name="network")
+    app.add_typer(node.app, name="node")
+    app.add_typer(tokens.app, name="token")
+
+    from liangcao.apps.bundle import default_registry
+    from liangcao.payments.cli import pay_app
+
+    app.add_typer(pay_app, name="pay", no_args_is_help=True)
+    registry = default_registry()
+    app.add_typer(contracts.contract_apps(registry), name="contract")
+    app.add_typer(scf.build(registry), name="scf")
+    app.add_typer(trace.app, name="trace")
+    app.add_typer(dg.app, name="dg")
+
+
+_assemble()
+
+
+def main() -> None:
+    """The ``liangcao`` entry point (``[project.scripts]``)."""
+    from liangcao.errors import Fault
+
+    try:
+        app()
+    except Fault as exc:  # this machine failed (the store, the disk): one clear line, not a traceback
+        err.print(f"[red]error:[/] {exc.message}")
+        raise SystemExit(1) from None
+
+
+__all__ = ["app", "main"]
