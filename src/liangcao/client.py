@@ -183,7 +183,7 @@ class Client:
             result = self.submit(t, wait=True, timeout_ms=60_000)
             if result["status"] != "committed":
                 raise ClientError(504, 502, f"transaction {t.tx_id} not committed in time")
-            if result["receipt"]["code"] != 0:
+            if result["receipt"]["code"] != Code.OK:
                 raise Refused(result["receipt"])
             out += result["receipt"]["result"]
         return out
@@ -291,7 +291,7 @@ class ContractHandle:
             if not self.signers:
                 raise ClientError(400, Code.MISSING_SIGNATURE, f"{self.name}.{method} needs signers")
             receipt = self._client.call(self.name, method, args, self.signers)
-            if receipt["code"] != 0:
+            if receipt["code"] != Code.OK:
                 raise Refused(receipt)
             return receipt["result"]
 

@@ -1,13 +1,17 @@
-"""Stable result codes.
+"""Stable result codes, and the one registry that names every code and gives its HTTP status.
 
 A code's number never changes once released: receipts on every peer store it, and clients branch on it.
 Ranges: 0 ok; 1xx encoding and transaction envelope; 2xx signatures and identities; 3xx contract dispatch
 and runtime limits; 4xx business rules shared by all contracts; 5xx node and API admission; 1000 and up are
-owned by application contracts (each app declares its own ``IntEnum`` in its range).
+owned by application contracts (each app declares its own ``IntEnum`` in its range and registers it with
+:func:`register`, which refuses a number another enum already owns). :func:`name_of` and
+:func:`http_status` answer for any registered code; the API maps codes to HTTP statuses through
+:func:`http_status` alone, and code never compares a result with a number literal (``Code.OK``, not 0).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum
 
 
@@ -90,3 +94,62 @@ NON_CONSUMING = frozenset(
         Code.BAD_CERTIFICATE,
     }
 )
+
+
+@dataclass(frozen=True, slots=True)
+class CodeInfo:
+    number: int
+    name: str
+    owner: str  # "liangcao" for Code, else the registering application
+    http_status: int
+
+
+#: HTTP statuses of the codes that are not plain bad input (400).
+_HTTP: dict[int, int] = {
+    Code.OK: 200,
+    Code.UNAUTHORIZED: 401,
+    Code.FORBIDDEN: 403,
+    Code.INSUFFICIENT_SCOPE: 403,
+    Code.NOT_FOUND: 404,
+    Code.TOO_LARGE: 413,
+    Code.MEMPOOL_FULL: 503,
+    Code.NOT_READY: 503,
+    Code.INTERNAL: 500,
+}
+
+_REGISTRY: dict[int, CodeInfo] = {}
+
+
+def register(enum: type[IntEnum], owner: str, http: dict[int, int] | None = None) -> None:
+    """Add an enum of codes to the registry. A number already owned by another enum is a programmer error
+    (two apps would then disagree on what a receipt means): refused with ``ValueError`` at import."""
+    for member in enum:
+        known = _REGISTRY.get(int(member))
+        if known is not None and (known.owner, known.name) != (owner, member.name):
+            raise ValueError(f"code {int(member)} is {known.owner}.{known.name}; {owner}.{member.name} cannot take it")
+        status = (http or {}).get(int(member), _HTTP.get(int(member), 400))
+        _REGISTRY[int(member)] = CodeInfo(int(member), member.name, owner, status)
+
+
+def info(code: int) -> CodeInfo | None:
+    """What the registry knows of ``code`` (None for a number nobody registered)."""
+    return _REGISTRY.get(int(code))
+
+
+def name_of(code: int) -> str:
+    """The code's name, e.g. ``BAD_SIGNATURE``, or ``CODE_<n>`` for an unregistered number."""
+    known = _REGISTRY.get(int(code))
+    return known.name if known is not None else f"CODE_{int(code)}"
+
+
+def http_status(code: int) -> int:
+    """The HTTP status an error with this code is answered with (400 for any business refusal)."""
+    known = _REGISTRY.get(int(code))
+    return known.http_status if known is not None else 400
+
+
+def registered() -> list[CodeInfo]:
+    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+
+
+register(Code, "liangcao")

@@ -63,7 +63,7 @@ class Story:
 
     def result(self, receipt: dict[str, Any], ok_text: str = "") -> None:
         code = receipt["code"]
-        if code == 0:
+        if code == Code.OK:
             self.console.print(f"    [green]committed[/] {ok_text}")
         else:
             self.console.print(f"    [yellow]refused[/] with code {code} {code_name(code)}: {receipt['message']}")
@@ -290,7 +290,7 @@ def double_11(
     def ok(contract: str, method: str, args: dict[str, Any], *signers: str) -> Any:
         r = client.submit(client.build(contract, method, args, [who(s) for s in signers]), wait=True)
         receipt = r["receipt"]
-        if receipt["code"] != 0:
+        if receipt["code"] != Code.OK:
             raise ClientError(400, receipt["code"], receipt["message"])
         return receipt["result"]
 

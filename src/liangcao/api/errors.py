@@ -1,7 +1,7 @@
 """Errors at the API boundary: every one is JSON ``{code, message, detail}``, translated once, here.
 
-``code`` is stable (``liangcao.codes``) and the HTTP status follows it (:data:`STATUS`; anything else is
-400). The handlers cover the whole exception tree: a :class:`~liangcao.errors.LiangcaoError` from a service,
+``code`` is stable (``liangcao.codes``) and the HTTP status follows it, from the code registry alone
+(:func:`liangcao.codes.http_status`; any business refusal is 400). The handlers cover the whole exception tree: a :class:`~liangcao.errors.LiangcaoError` from a service,
 an :class:`ApiError` raised by a router for an HTTP matter (a body too large, a bad header), request
 validation, Starlette's own 404/405, input nested too deeply (``RecursionError``) and, last, anything else
 (500 ``INTERNAL``: never a traceback on the wire).
@@ -17,19 +17,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from liangcao import codes
 from liangcao.codes import Code
 from liangcao.errors import LiangcaoError
-
-STATUS: dict[int, int] = {
-    Code.UNAUTHORIZED: 401,
-    Code.FORBIDDEN: 403,
-    Code.INSUFFICIENT_SCOPE: 403,
-    Code.NOT_FOUND: 404,
-    Code.TOO_LARGE: 413,
-    Code.MEMPOOL_FULL: 503,
-    Code.NOT_READY: 503,
-    Code.INTERNAL: 500,
-}
 
 
 class ErrorBody(BaseModel):
@@ -68,7 +58,7 @@ def install(app: FastAPI) -> None:
     async def _liangcao_error(request: Request, exc: LiangcaoError) -> JSONResponse:
         if exc.code in (Code.MEMPOOL_FULL, Code.TOO_LARGE) or exc.code < 300:
             request.app.state.metrics.rejected.labels(str(exc.code)).inc()
-        return error(STATUS.get(exc.code, 400), exc.code, exc.message, exc.detail)
+        return error(codes.http_status(exc.code), exc.code, exc.message, exc.detail)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:

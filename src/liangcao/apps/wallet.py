@@ -12,6 +12,7 @@ from typing import Annotated
 
 import msgspec
 
+from liangcao import codes
 from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, NoArgs, query, transaction
 from liangcao.domain import MemberId, Money
@@ -19,6 +20,9 @@ from liangcao.domain import MemberId, Money
 
 class WalletCode(IntEnum):
     SAME_ACCOUNT = 1001
+
+
+codes.register(WalletCode, "demo.wallet")
 
 
 class MintArgs(Args):

@@ -259,7 +259,7 @@ class Captures:
             verdicts = await asyncio.to_thread(self._dry_run, [t.raw for t in alone])
             bad = set()
             for i, (code, message, _) in zip(singles, verdicts, strict=True):
-                if code != 0:
+                if code != Code.OK:
                     bad.add(i)
                     job.errors.append(_refusal(prepared, [i], code, message))
             keep = [i for p in packs for i in p if i not in bad]
@@ -276,7 +276,7 @@ class Captures:
         job.txs = [t.tx_id for t in txs]
         results = await self._commit(txs)
         for pack, (code, message, result) in zip(packs, results, strict=True):
-            if code != 0:
+            if code != Code.OK:
                 job.errors.append(_refusal(prepared, pack, code, message))
                 continue
             for r in result:

@@ -24,6 +24,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from liangcao.client import Client, Refused
+from liangcao.codes import Code
 from liangcao.ledger.tx import Signer
 from liangcao.shipping import declaration as dg
 
@@ -48,7 +49,7 @@ class Declarations:
 
     def _call(self, method: str, args: dict[str, Any]) -> Any:
         receipt = self.client.call("dg", method, args, [self.signer])
-        if receipt["code"] != 0:
+        if receipt["code"] != Code.OK:
             raise Refused(receipt)
         return receipt.get("result")
 

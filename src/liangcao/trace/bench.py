@@ -32,6 +32,7 @@ from rich.progress import Progress
 
 from liangcao.bench import peak_rss_mb, start_node, submit_all, wait_ready
 from liangcao.client import Client
+from liangcao.codes import Code
 from liangcao.demo import free_port
 from liangcao.ledger.tx import Tx
 from liangcao.node.home import NodeHome, init_network, load_signer, member_dir
@@ -100,7 +101,7 @@ def run_trace_bench(*, events: int, lookups: int, as_json: bool, console: Consol
         wait_ready(client, proc)
         admins = [load_signer(member_dir(tmp, f"org{i}/admin")) for i in (1, 2, 3)]
         r = client.call("trace", "assign_prefix", {"prefix": "0614141", "org": "org1"}, admins)
-        if r["code"] != 0:
+        if r["code"] != Code.OK:
             raise RuntimeError(f"assigning the brand's prefix failed: {r['message']}")
         signers = {o: load_signer(member_dir(tmp, f"{o}/alice")) for o in ("org1", "org2", "org3")}
         cases = max(1, events // 7)
@@ -153,7 +154,7 @@ def run_trace_bench(*, events: int, lookups: int, as_json: bool, console: Consol
         th.join()
         eps = n_events / (t_last - t0)
         failed = sum(1 for info in (client.tx(t) for t in random.Random(1).sample(ids, min(50, len(ids))))
-                     if info["receipt"]["code"] != 0)  # fmt: skip
+                     if info["receipt"]["code"] != Code.OK)  # fmt: skip
         rng = random.Random(7)
         hist: list[float] = []
         match: list[float] = []

@@ -33,7 +33,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from liangcao import limits
+from liangcao import codes, limits
 from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, Record, Signer, query, transaction
 from liangcao.errors import InvariantViolation
@@ -56,6 +56,9 @@ Status = Literal["submitted", "approved", "rejected", "superseded"]
 class DgCode(IntEnum):
     KEY_MISMATCH = 2200  # a wrap is missing, extra, or not made for the reader's registered key
     NOT_HEAD = 2201  # the version acted on is not the declaration's latest
+
+
+codes.register(DgCode, "dg")
 
 
 class Wrap(msgspec.Struct, forbid_unknown_fields=True):

@@ -39,7 +39,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from liangcao import encoding, limits
+from liangcao import codes, encoding, limits
 from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, NoArgs, Signer, query, transaction
 from liangcao.contracts.consortium import governance_quorum
@@ -106,6 +106,9 @@ class TraceCode(IntEnum):
     BAD_EVENT = 2100  # the event cannot be anchored (type, time, identifiers, JSON)
     NOT_PERMITTED = 2101  # the recording organisation's type may not record this event
     TOO_DEEP = 2102  # an event or the context nests deeper than limits.trace_depth_max
+
+
+codes.register(TraceCode, "trace")
 
 
 Prefix = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4,12}$")]
