@@ -78,7 +78,8 @@ def code_name(code: int) -> str:
 class Receipt(dict[str, Any]):
     """A transaction's receipt as stored: ``{tx_id, code, message, result, events, write_set_hash}``.
 
-    A plain dict (so it compares, prints and serialises as the stored receipt does) with typed accessors."""
+    A dict (it compares and prints as the stored receipt; ``dict(receipt)`` for canonical encoding, which
+    takes exact dicts only) with typed accessors."""
 
     @property
     def code(self) -> int:
