@@ -12,13 +12,14 @@ from typing import Annotated, Protocol, Self, TypeVar
 
 import msgspec
 
+from liangcao import codes
 from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context
 from liangcao.contracts.index import Cursor
 from liangcao.domain import OrgId
 from liangcao.limits import scf_page_max, split_depth_max
 
-IsoDate = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+IsoDate = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]  # ASCII: \d moves with Unicode
 # Instrument ids are a letter and the whole id (64 hex digits) of the transaction that created them; a
 # voucher's parts add ".n" per split (n <= split_children_max <= 99), at most split_depth_max times.
 VoucherId = Annotated[str, msgspec.Meta(pattern=rf"^V[0-9a-f]{{64}}(\.[1-9][0-9]?){{0,{split_depth_max}}}$")]
@@ -54,6 +55,9 @@ class ScfCode(IntEnum):
     OVER_ADVANCE = 2015  # the advance would exceed the pool's credit line or advance_rate x eligible balance
     NOT_ELIGIBLE = 2016  # the asset cannot enter (or leave) a pool: matured, financed, frozen, not the seller's
     NOT_CONFIRMED = 2017  # the invoice's buyer has not confirmed it (amount owed and due date)
+
+
+codes.register(ScfCode, "scf")
 
 
 def day_of(iso: str) -> int:
