@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
+from liangcao.codes import Code
 from liangcao.errors import LiangcaoError
 
 if TYPE_CHECKING:  # importing the node home pulls in the node; commands import it when they run
@@ -151,7 +152,7 @@ def submit(
     except OSError as exc:
         fail(f"cannot reach the node: {exc}")
     console.print_json(json.dumps(result))
-    if result.get("receipt") and result["receipt"]["code"] != 0:
+    if result.get("receipt") and result["receipt"]["code"] != Code.OK:
         raise typer.Exit(2)
 
 
