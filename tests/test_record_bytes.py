@@ -339,3 +339,23 @@ def test_a_stored_value_that_does_not_fit_its_record_type_stops_the_commit() -> 
     chain.state.apply({f"scf.vouchers/v/{V}": encoding.canonical({**_old_voucher(), "colour": "red"})}, [])
     with pytest.raises(InvariantViolation, match="does not hold a Voucher"):
         chain.run("scf.vouchers", "accept", {"voucher": V}, "org2")
+
+
+def test_trace_records_store_the_bytes_their_dicts_did() -> None:
+    from liangcao.apps.trace.anchor import EventRecord, RecordingPolicy
+
+    event = {"id": "ni:///sha-256;" + "a" * 64 + "?ver=CBV2.0", "type": "ObjectEvent", "time_ms": 5, "org": "org7",
+             "by": "org7/admin", "tx": TX, "height": 3, "record_ms": 6, "event": '{"type":"ObjectEvent"}',
+             "context": "", "ignore": []}  # fmt: skip
+    new = EventRecord(**event)
+    assert encoding.canonical(new.to_value()) == encoding.canonical(event)
+    policy = {"own": False, "steps": ["*", "inspecting"]}
+    assert encoding.canonical(RecordingPolicy(own=False, steps=["*", "inspecting"]).to_value()) == encoding.canonical(
+        policy
+    )
+    chain, _ = golden_scenario.run()
+    for prefix, record_type in (("trace/e/", EventRecord), ("trace/p/", RecordingPolicy)):
+        stored = [raw for key, raw in chain.state.data.items() if key.startswith(prefix)]
+        assert stored, prefix
+        for raw in stored:
+            assert encoding.canonical(msgspec.json.decode(raw, type=record_type).to_value()) == raw

@@ -37,7 +37,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from liangcao import encoding, genesis
+from liangcao import codes, encoding, genesis
 from liangcao.codes import Code
 from liangcao.contracts.base import Contract, Registry
 from liangcao.contracts.runtime import ContractRuntime
@@ -68,11 +68,8 @@ TX_TTL_MS = 60_000
 
 
 def code_name(code: int) -> str:
-    """``"INSUFFICIENT_FUNDS (411)"`` for a platform code, the bare number for an application's."""
-    try:
-        return f"{Code(code).name} ({code})"
-    except ValueError:
-        return str(code)
+    """``"INSUFFICIENT_FUNDS (411)"``: a code's registered name (``liangcao.codes.register``) and number."""
+    return f"{codes.name_of(code)} ({code})"
 
 
 class Receipt(dict[str, Any]):

@@ -41,14 +41,13 @@ import msgspec
 
 from liangcao import codes, encoding, limits
 from liangcao.codes import Code
-from liangcao.contracts.base import Args, Context, Contract, NoArgs, Signer, query, transaction
+from liangcao.contracts.base import Args, Context, Contract, NoArgs, Record, Signer, query, transaction
 from liangcao.contracts.consortium import governance_quorum
-from liangcao.crypto.identity import ORG_TYPES
+from liangcao.domain import ORG_TYPES, OrgId
 from liangcao.trace.depth import TooDeep, check_json
 from liangcao.trace.facts import INPUT, INPUT_QTY, BadEvent, Facts, facts
 from liangcao.trace.hashing import Hasher, hash_of_prehash
 
-ACTING_ROLES = ("admin", "member")
 _decoder = msgspec.json.Decoder(float_hook=Decimal)
 
 _TRANSPORT = ["shipping", "receiving", "loading", "unloading", "departing", "arriving", "transporting",
@@ -102,6 +101,34 @@ DEFAULT_POLICIES: dict[str, dict[str, Any]] = {
 NO_POLICY: dict[str, Any] = {"own": False, "steps": []}
 
 
+class RecordingPolicy(Record):
+    """``trace/p/<org type>``: whether the type records events about its own products (``own``) and which
+    business steps it records about anyone's goods (``steps``; ``*``: any event)."""
+
+    own: bool
+    steps: list[str]
+
+
+class EventRecord(Record):
+    """``trace/e/<hex>``: an anchored event, as captured, and who anchored it when."""
+
+    id: str  # the CBV 2.0 hash id
+    type: str
+    time_ms: int
+    org: str
+    by: str
+    tx: str
+    height: int
+    record_ms: int
+    event: str  # the event's JSON text, as captured (decimals and all)
+    context: str
+    ignore: list[str]
+
+
+_DEFAULTS = {t: msgspec.convert(p, RecordingPolicy) for t, p in DEFAULT_POLICIES.items()}
+_NONE = msgspec.convert(NO_POLICY, RecordingPolicy)
+
+
 class TraceCode(IntEnum):
     BAD_EVENT = 2100  # the event cannot be anchored (type, time, identifiers, JSON)
     NOT_PERMITTED = 2101  # the recording organisation's type may not record this event
@@ -135,7 +162,7 @@ class OrgTypeArgs(Args):
 
 class PrefixArgs(Args):
     prefix: Prefix
-    org: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+    org: OrgId
 
 
 class PrefixOnlyArgs(Args):
@@ -159,9 +186,9 @@ class Trace(Contract):
     name = "trace"
 
     # ---- rules ------------------------------------------------------------------------------------------
-    def _policy(self, ctx: Context, org_type: str) -> dict[str, Any]:
-        stored = ctx.get(f"p/{org_type}")
-        return dict(stored) if stored is not None else DEFAULT_POLICIES.get(org_type, NO_POLICY)
+    def _policy(self, ctx: Context, org_type: str) -> RecordingPolicy:
+        stored = ctx.load(RecordingPolicy, f"p/{org_type}")
+        return stored if stored is not None else _DEFAULTS.get(org_type, _NONE)
 
     def _owner(self, ctx: Context, index_id: str, cache: dict[str, str]) -> str:
         """The organisation the consortium assigned this key's company prefix to ("" if none)."""
@@ -175,12 +202,12 @@ class Trace(Contract):
         return ""
 
     def _permit(
-        self, ctx: Context, signer: Signer, policy: dict[str, Any], f: Facts, owners_of: dict[str, str]
+        self, ctx: Context, signer: Signer, policy: RecordingPolicy, f: Facts, owners_of: dict[str, str]
     ) -> None:
         org, org_type = signer.org, signer.org_type
-        if "*" in policy["steps"] or (f.biz_step and f.biz_step in policy["steps"]):
+        if "*" in policy.steps or (f.biz_step and f.biz_step in policy.steps):
             return
-        if policy["own"]:
+        if policy.own:
             # what the event is about: a transformation's inputs are consumed goods, whoever made them
             subject = [i for r, i in f.ids if r not in (INPUT, INPUT_QTY)]
             owners = {self._owner(ctx, i, owners_of) for i in subject}
@@ -196,14 +223,14 @@ class Trace(Contract):
         ctx.fail(
             TraceCode.NOT_PERMITTED,
             f"a {org_type} organisation may not record a {f.type} with bizStep {step}"
-            + (" about goods whose company prefix is not assigned to it" if policy["own"] else ""),
+            + (" about goods whose company prefix is not assigned to it" if policy.own else ""),
         )
 
     # ---- capture ----------------------------------------------------------------------------------------
     @transaction
     def capture(self, ctx: Context, a: CaptureArgs) -> list[dict[str, str]]:
         """Anchor events; each result is ``{id, status}`` with status ``captured`` or ``duplicate``."""
-        signer = ctx.require_role(*ACTING_ROLES)
+        signer = ctx.require_party()  # a person of any organisation; what it may record is the policy's
         try:
             check_json(a.context, "the context")  # before anything recursive reads it: see the module notes
             context = _decoder.decode(a.context) if a.context else None
@@ -234,7 +261,7 @@ class Trace(Contract):
             except Exception as exc:  # a malformed value deep inside (a list where a string belongs, ...)
                 ctx.fail(TraceCode.BAD_EVENT, f"event {n} is malformed: {type(exc).__name__}")
             hx = hash_id[len("ni:///sha-256;") : len("ni:///sha-256;") + 64]
-            if ctx.get(f"e/{hx}") is not None or hx in captured:
+            if ctx.exists(f"e/{hx}") or hx in captured:
                 results.append({"id": hash_id, "status": "duplicate"})
                 continue
             self._permit(ctx, signer, policy, f, owners_of)
@@ -250,22 +277,20 @@ class Trace(Contract):
                 else:
                     result["eventID_taken"] = declared
             when = f"{f.time_ms:013d}"
-            ctx.put(
-                f"e/{hx}",
-                {
-                    "id": hash_id,
-                    "type": f.type,
-                    "time_ms": f.time_ms,
-                    "org": signer.org,
-                    "by": signer.member_id,
-                    "tx": ctx.tx_id,
-                    "height": ctx.height,
-                    "record_ms": ctx.time_ms,
-                    "event": text,
-                    "context": a.context,
-                    "ignore": a.ignore,
-                },
+            record = EventRecord(
+                id=hash_id,
+                type=f.type,
+                time_ms=f.time_ms,
+                org=signer.org,
+                by=signer.member_id,
+                tx=ctx.tx_id,
+                height=ctx.height,
+                record_ms=ctx.time_ms,
+                event=text,
+                context=a.context,
+                ignore=a.ignore,
             )
+            ctx.save(f"e/{hx}", record)
             ctx.put(f"t/{when} {hx}", f.type)
             roles: dict[str, str] = {}
             for role, ident in f.ids:
@@ -289,7 +314,7 @@ class Trace(Contract):
         governance_quorum(ctx)
         if a.org_type not in ORG_TYPES:
             ctx.fail(Code.INVALID_ARGUMENT, f"unknown organisation type {a.org_type!r}")
-        ctx.put(f"p/{a.org_type}", {"own": a.own, "steps": sorted(set(a.steps))})
+        ctx.save(f"p/{a.org_type}", RecordingPolicy(own=a.own, steps=sorted(set(a.steps))))
         ctx.emit("policy", {"org_type": a.org_type, "own": a.own, "steps": sorted(set(a.steps))})
 
     @transaction
@@ -316,10 +341,10 @@ class Trace(Contract):
     # ---- reads ------------------------------------------------------------------------------------------
     @query
     def policy(self, ctx: Context, a: OrgTypeArgs) -> dict[str, Any]:
-        return {"org_type": a.org_type, **self._policy(ctx, a.org_type)}
+        return {"org_type": a.org_type, **self._policy(ctx, a.org_type).to_value()}
 
     @query
-    def policies(self, ctx: Context, a: NoArgs) -> dict[str, Any]:
+    def policies(self, ctx: Context, a: NoArgs) -> dict[str, RecordingPolicy]:
         return {t: self._policy(ctx, t) for t in ORG_TYPES}
 
     @query
@@ -327,10 +352,10 @@ class Trace(Contract):
         return {k[3:]: str(v) for k, v in ctx.range("cp/")}
 
     @query
-    def event(self, ctx: Context, a: EventArgs) -> Any:
+    def event(self, ctx: Context, a: EventArgs) -> EventRecord:
         """An anchored event's record by hash id (or declared eventID)."""
         hx = a.id[len("ni:///sha-256;") :][:64] if a.id.startswith("ni:///sha-256;") else ctx.get(f"d/{a.id}")
-        record = ctx.get(f"e/{hx}") if isinstance(hx, str) and hx else None
+        record = ctx.load(EventRecord, f"e/{hx}") if isinstance(hx, str) and hx else None
         if record is None:
             ctx.fail(Code.NOT_FOUND, f"no event {a.id}")
         return record
