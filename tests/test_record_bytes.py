@@ -359,3 +359,19 @@ def test_trace_records_store_the_bytes_their_dicts_did() -> None:
         assert stored, prefix
         for raw in stored:
             assert encoding.canonical(msgspec.json.decode(raw, type=record_type).to_value()) == raw
+
+
+def test_released_argument_rules_keep_their_text() -> None:
+    """A refused argument's receipt quotes its rule, so the rules built from one definition are the old text."""
+    from liangcao.apps.scf.invoices import InvoiceKey
+    from liangcao.apps.shipping.dangerous_goods import DeclId
+    from liangcao.domain import MemberId, Money, OrgId
+
+    def info(t: Any) -> Any:
+        return msgspec.inspect.type_info(t)
+
+    assert info(OrgId).pattern == r"^[a-z0-9][a-z0-9_-]{0,31}$"
+    assert info(MemberId).pattern == r"^[a-z0-9][a-z0-9_-]{0,31}/[^/\s]{1,64}$"
+    assert info(InvoiceKey).pattern == r"^[a-z0-9][a-z0-9_-]{0,31}:[0-9A-Za-z]{1,20}-[0-9A-Za-z]{1,20}$"
+    assert info(DeclId).pattern == r"^[a-z0-9][a-z0-9_-]{0,31}/[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z"
+    assert (info(Money).gt, info(Money).le) == (0, 10**15)

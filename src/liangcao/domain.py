@@ -28,12 +28,15 @@ import msgspec
 
 from liangcao import limits
 
+#: An organisation id, unanchored: the piece every pattern that holds one (member ids, invoice keys,
+#: declaration ids) is built from.
+ORG_ID_CHARS = r"[a-z0-9][a-z0-9_-]{0,31}"
 #: The organisation id rule; the consortium contract refuses any other id for a new organisation.
-ORG_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+ORG_ID_PATTERN = rf"^{ORG_ID_CHARS}$"
 OrgId = Annotated[str, msgspec.Meta(pattern=ORG_ID_PATTERN)]
 
 #: ``<org>/<name>``: an organisation id, a slash, and a name without slashes or white space.
-MEMBER_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}/[^/\s]{1,64}$"
+MEMBER_ID_PATTERN = rf"^{ORG_ID_CHARS}/[^/\s]{{1,64}}$"
 MemberId = Annotated[str, msgspec.Meta(pattern=MEMBER_ID_PATTERN)]
 
 Role = Literal["admin", "member", "peer", "orderer"]
@@ -73,6 +76,7 @@ def org_of(party: str) -> str:
 
 __all__ = [
     "MEMBER_ID_PATTERN",
+    "ORG_ID_CHARS",
     "ORG_ID_PATTERN",
     "ORG_TYPES",
     "PARTY_ROLES",

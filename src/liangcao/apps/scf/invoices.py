@@ -16,11 +16,12 @@ import msgspec
 from liangcao.apps.scf.common import IsoDate, ScfCode, day_of, iso_of, org_type
 from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, Record, internal, query, transaction
-from liangcao.domain import Money, OrgId
+from liangcao.domain import ORG_ID_CHARS, Money, OrgId
 from liangcao.limits import invoices_per_instrument_max
 
 CALLERS = ("scf.vouchers", "scf.factoring")
-InvoiceKey = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}:[0-9A-Za-z]{1,20}-[0-9A-Za-z]{1,20}$")]
+#: ``<seller>:<code>-<number>``.
+InvoiceKey = Annotated[str, msgspec.Meta(pattern=rf"^{ORG_ID_CHARS}:[0-9A-Za-z]{{1,20}}-[0-9A-Za-z]{{1,20}}$")]
 
 
 class Confirmation(Record):

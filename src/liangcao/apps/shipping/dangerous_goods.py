@@ -36,6 +36,7 @@ import msgspec
 from liangcao import codes, limits
 from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, Record, Signer, query, transaction
+from liangcao.domain import ORG_ID_CHARS
 from liangcao.errors import InvariantViolation
 
 SHIPPER_TYPES = ("shipper", "brand", "core_enterprise", "supplier", "platform")
@@ -44,7 +45,7 @@ TERMINAL_TYPES = ("terminal",)
 OPEN = ("submitted",)
 
 #: ``<shipper org>/<name>``; ``\Z``, not ``$``, so that no trailing newline slips through.
-DeclId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}/[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")]
+DeclId = Annotated[str, msgspec.Meta(pattern=rf"^{ORG_ID_CHARS}/[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}\Z")]
 #: An organisation named in an argument and looked up in the configuration (an unknown one is NOT_FOUND or
 #: KEY_MISMATCH). Released with this looser rule than ``liangcao.domain.OrgId``; kept, because a refused
 #: argument's receipt quotes the rule, and tightening it would change what old transactions record.
