@@ -50,3 +50,16 @@ def test_it_finds_an_undetected_divergent_peer(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(Node, "_attestation", lambda self, raw: None)  # a peer that never compares
     assert "did not detect the divergent peer" in _first_failure()
+
+
+def test_the_cli_runs_seeds_and_names_a_failing_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from liangcao.cli import app
+
+    ok = CliRunner().invoke(app, ["sim", "--seeds", "2", "--seed", "5", "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert '"failed": 0' in ok.output.splitlines()[-1]
+    monkeypatch.setattr(jetstream.limits, "cut_clock_skew_ms_max", 10**15)
+    bad = CliRunner().invoke(app, ["sim", "--seeds", "40"])
+    assert bad.exit_code == 1 and "replay: liangcao sim --seed" in bad.output

@@ -18,6 +18,7 @@ Options every noun shares (``--home``, ``--as``, ``--url``, ``--node``, ``--json
 ``verify-proof``   ``verify_proof.py``: check a proof or a traceability bundle offline
 ``demo``           ``demo.py``: the demo consortium and scenario
 ``bench``          ``bench.py``: the node's (or a consortium's) benchmark
+``sim``            ``sim.py``: the deterministic simulator over many seeds (``liangcao.sim``)
 ``pay``            ``liangcao.payments.cli``: the payments core, mounted as it is
 =================  =========================================================================================
 """
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import typer
 
-from liangcao.cli import audit, bench, contracts, demo, dg, network, node, scf, tokens, trace, tx, verify_proof
+from liangcao.cli import audit, bench, contracts, demo, dg, network, node, scf, sim, tokens, trace, tx, verify_proof
 from liangcao.cli.common import err
 
 app = typer.Typer(
@@ -42,6 +43,7 @@ def _assemble() -> None:
     app.command("verify-proof")(verify_proof.verify_proof_cmd)
     app.command("demo")(demo.demo_cmd)
     app.command("bench")(bench.bench_cmd)
+    app.command("sim")(sim.sim_cmd)
     app.add_typer(network.app, name="network")
     app.add_typer(node.app, name="node")
     app.add_typer(tokens.app, name="token")
