@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from liangcao import limits
+from liangcao.domain import ORG_ID_CHARS
 
 SCHEME = "liangcao/dg/v1"
 #: IMDG Code classes and divisions.
@@ -272,7 +273,7 @@ def rewrap(
     return {o: wrap(data_key, header, o, pub) for o, pub in sorted(readers.items())}
 
 
-ORG = r"[a-z0-9][a-z0-9_-]{0,31}"
+ORG = ORG_ID_CHARS  # liangcao.domain: the one organisation id rule
 NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 #: A declaration id: its shipper's organisation, a slash, and a name of the shipper's choosing.
 ID = re.compile(rf"^{ORG}/{NAME}\Z")

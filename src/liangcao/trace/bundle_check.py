@@ -60,6 +60,7 @@ import msgspec
 
 from liangcao import encoding, limits
 from liangcao.crypto import identity, keys
+from liangcao.domain import PARTY_ROLES
 from liangcao.errors import LiangcaoError
 from liangcao.ledger import block as blk
 from liangcao.ledger import tx as txm
@@ -73,8 +74,8 @@ _exact = msgspec.json.Decoder(float_hook=Decimal)
 #: many bits is out of reach), and at most all 256.
 ANCHOR_HEX_MIN = 32
 ANCHOR_HEX_MAX = 64
-#: Roles that take business actions (record events); ``peer`` attests, ``orderer`` seals.
-RECORDING_ROLES = ("admin", "member")
+#: Roles that take business actions (record events); ``peer`` attests, ``orderer`` seals (liangcao.domain).
+RECORDING_ROLES = PARTY_ROLES
 NEVER = 10_000_000_000_000
 
 
