@@ -1,6 +1,7 @@
-"""Random batches (every flag, duplicates, timeouts, restarts) against the embedded engine, the PostgreSQL
-backend and the plain reference model: identical results, identical balances, and debits equal credits on
-every ledger after every batch."""
+"""Random batches (every flag, duplicates, timeouts, imported events, restarts, snapshots, values that do not
+fit) against the embedded engine, the PostgreSQL backend and the plain reference model: identical results
+(or the same whole-batch refusal), identical balances, transfers and query answers, and debits equal
+credits on every ledger after every batch."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from liangcao.payments import Account, AccountFilter, Engine, Transfer
+from liangcao.payments import Account, AccountFilter, Engine, PaymentsError, QueryFilter, Transfer
 from liangcao.payments.postgres import PostgresBackend
-from liangcao.payments.types import U128_MAX
+from liangcao.payments.types import U64_MAX, U128_MAX
 from payments_model import Model
 
 S = 1_000_000_000
@@ -38,16 +40,20 @@ def _rare(common: st.SearchStrategy[int], *odd: int) -> st.SearchStrategy[int]:
     return pick()
 
 
-AMOUNTS = _rare(st.one_of(st.integers(0, 50), st.integers(0, 3000)), U128_MAX, 1 << 127, 1 << 129)
+AMOUNTS = _rare(st.one_of(st.integers(0, 50), st.integers(0, 3000)), U128_MAX, 1 << 127)
 
 accounts_st = st.builds(
     Account,
-    id=_rare(ACCOUNT_IDS, 0, U128_MAX, 1 << 200),
-    ledger=_rare(LEDGERS, 0, 1 << 40),
-    code=_rare(st.just(1), 0, 70000),
-    flags=_rare(st.sampled_from([0, 1, 2, 4, 8]), 6, 32, 3),
+    id=_rare(ACCOUNT_IDS, 0, U128_MAX),
+    ledger=_rare(LEDGERS, 0),
+    code=_rare(st.just(1), 0),
+    flags=_rare(st.sampled_from([0, 1, 2, 4, 8, 32]), 6, 64, 3, 16),
     user_data_64=_rare(st.just(0), 9),
     debits_posted=_rare(st.just(0), 3),
+)
+# A value wider than its field: the whole batch is refused, nothing applied.
+TOO_WIDE = st.sampled_from(
+    [("amount", 1 << 128), ("id", -1), ("ledger", 1 << 32), ("code", 1 << 16), ("user_data_64", U64_MAX + 1)]
 )
 
 
@@ -75,22 +81,22 @@ def transfers_st(draw: st.DrawFn, known: list[int], pending: list[int]) -> Trans
         )
         if draw(st.booleans()):
             dr = cr = ledger = code = 0
-        amount = draw(st.sampled_from([0, 0, 1, 10, amount]))
+        amount = draw(st.sampled_from([0, 0, 1, 10, U128_MAX, amount]))
     elif kind == "balancing":
         flags |= draw(st.sampled_from([16, 32, 48])) | draw(st.sampled_from([0, 0, 2]))
     elif kind == "closing":
         flags |= 2 | draw(st.sampled_from([64, 128, 192]))
         amount = draw(st.sampled_from([0, amount]))
     elif kind == "chaos":
-        flags = draw(st.integers(0, 255))
+        flags = draw(st.integers(0, 511) | st.just(1 << 12))
         pending_id = draw(st.one_of(st.just(0), TRANSFER_IDS))
-        timeout = draw(st.sampled_from([0, 1, 1 << 40]))
+        timeout = draw(st.sampled_from([0, 1, 1 << 31]))
         ledger = draw(st.sampled_from([0, 1, 2]))
-        code = draw(st.sampled_from([0, 1, 1 << 20]))
+        code = draw(st.sampled_from([0, 1, 7]))
     fresh = draw(st.integers(100, 10**6))
     tid = draw(st.sampled_from(known)) if known and draw(st.sampled_from(range(6))) == 0 else fresh
     return Transfer(
-        id=draw(_rare(st.just(tid), 0, U128_MAX, -1)),
+        id=draw(_rare(st.just(tid), 0, U128_MAX)),
         debit_account_id=dr,
         credit_account_id=cr,
         amount=amount,
@@ -136,10 +142,23 @@ class PaymentsMachine(RuleBasedStateMachine):
 
     @rule(accounts=st.lists(accounts_st, max_size=4))
     def create_accounts(self, accounts: list[Account]) -> None:
-        ts = self._ts(len(accounts))
-        want = self.model.run(accounts, ts, "accounts")
-        assert self.engine.create_accounts(accounts) == want
-        assert self.pg.create_accounts(accounts) == want
+        self._run(accounts, "accounts")
+
+    def _run(self, events: list[Any], kind: str) -> None:
+        engine_call = self.engine.create_accounts if kind == "accounts" else self.engine.create_transfers
+        pg_call = self.pg.create_accounts if kind == "accounts" else self.pg.create_transfers
+        last = self.last
+        ts = self._ts(len(events))
+        want = self.model.run(events, ts, kind)
+        if want is None:  # refused whole: nothing applied, no time consumed, nothing logged
+            self.last = last
+            for call in (engine_call, pg_call):
+                with pytest.raises(PaymentsError):
+                    call(events)
+            return
+        got = engine_call(events)
+        assert got == want, (events, got, want)
+        assert pg_call(events) == want
 
     @rule(data=st.data())
     def random_transfers(self, data: st.DataObject) -> None:
@@ -148,11 +167,47 @@ class PaymentsMachine(RuleBasedStateMachine):
         self.create_transfers(data.draw(st.lists(transfers_st(known, pending), min_size=1, max_size=12)))
 
     def create_transfers(self, transfers: list[Transfer]) -> None:
-        ts = self._ts(len(transfers))
-        want = self.model.run(transfers, ts, "transfers")
-        got = self.engine.create_transfers(transfers)
-        assert got == want, (transfers, got, want)
-        assert self.pg.create_transfers(transfers) == want
+        self._run(transfers, "transfers")
+
+    @rule(data=st.data(), field=TOO_WIDE)
+    def too_wide_batch(self, data: st.DataObject, field: tuple[str, int]) -> None:
+        known = sorted(self.model.s.transfers)
+        batch = data.draw(st.lists(transfers_st(known, []), min_size=1, max_size=4))
+        k = data.draw(st.integers(0, len(batch) - 1))
+        batch[k] = msgspec.structs.replace(batch[k], **{field[0]: field[1]})
+        self._run(batch, "transfers")
+
+    @rule(data=st.data(), accounts=st.booleans())
+    def imported_batch(self, data: st.DataObject, accounts: bool) -> None:
+        """A batch importing past events: timestamps around the newest one, some valid, some not."""
+        self.now += data.draw(st.sampled_from([0, S]))
+        newest = self.model.max_timestamp()
+        n = data.draw(st.integers(1, 4))
+        offsets = st.sampled_from([-1, 0, 1, 1, 2, 3, 5, 10**9, 10**12])
+        stamps = sorted(max(0, newest + data.draw(offsets)) for _ in range(n))
+        if accounts:
+            events: list[Any] = [
+                Account(
+                    data.draw(st.integers(1, 12)),
+                    ledger=data.draw(LEDGERS),
+                    code=1,
+                    flags=16 | data.draw(st.sampled_from([0, 0, 1, 32])),
+                    timestamp=ts,
+                )
+                for ts in stamps
+            ]
+        else:
+            known = sorted(self.model.s.transfers)
+            events = [
+                msgspec.structs.replace(t, flags=t.flags | 256, timestamp=ts)
+                for t, ts in zip(
+                    data.draw(st.lists(transfers_st(known, []), min_size=n, max_size=n)), stamps, strict=True
+                )
+            ]
+        if data.draw(st.booleans()):
+            k = data.draw(st.integers(0, n - 1))  # an event that does not import in an importing batch
+            events[k] = msgspec.structs.replace(events[k], flags=events[k].flags & ~(16 if accounts else 256))
+        self._run(events, "accounts" if accounts else "transfers")
 
     @rule(seconds=st.integers(0, 4))
     def time_passes(self, seconds: int) -> None:
@@ -215,9 +270,16 @@ class PaymentsMachine(RuleBasedStateMachine):
             assert names[self.engine.transfer_status(i) or 0] == status
             assert names[self.pg.transfer_status(i) or 0] == status
         for account_id in range(1, 9):
-            f = AccountFilter(account_id=account_id, limit=1000)
-            assert self.engine.get_account_transfers(f) == self.pg.get_account_transfers(f)
-            assert self.engine.get_account_balances(f) == self.pg.get_account_balances(f)
+            for f in (
+                AccountFilter(account_id=account_id, limit=1000),
+                AccountFilter(account_id=account_id, limit=3, reversed=True, credits=False),
+                AccountFilter(account_id=account_id, limit=1000, code=7, debits=False),
+            ):
+                assert self.engine.get_account_transfers(f) == self.pg.get_account_transfers(f)
+                assert self.engine.get_account_balances(f) == self.pg.get_account_balances(f)
+        for q in (QueryFilter(limit=1000), QueryFilter(ledger=2, limit=5, reversed=True), QueryFilter(code=7)):
+            assert self.engine.query_transfers(q) == self.pg.query_transfers(q)
+            assert self.engine.query_accounts(q) == self.pg.query_accounts(q)
 
     def teardown(self) -> None:
         self.engine.close()

@@ -191,7 +191,9 @@ def test_cli_and_http_round_trip(service: Service) -> None:
     body = r.json()
     assert body["results"] == [0, 0, 37, 0, 0]
     assert body["failed"] == [{"index": 2, "code": 37, "result": "transfer_must_have_the_same_ledger_as_accounts"}]
-    assert httpx.post(service.url + "/v1/transfers", json=batch).json()["results"] == [0, 0, 37, 0, 0]  # idempotent
+    again = httpx.post(service.url + "/v1/transfers", json=batch).json()  # idempotent, and says so
+    assert again["results"] == [60, 60, 37, 60, 60] and again["exists"] == [0, 1, 3, 4]
+    assert [f["index"] for f in again["failed"]] == [2]
     assert httpx.get(service.url + "/v1/accounts/3").json()["credits_posted"] == 2504
     balances = httpx.get(service.url + "/v1/accounts/3/balances", params={"limit": 2, "reversed": True}).json()
     assert [b["credits_posted"] for b in balances] == [2504, 2503]
@@ -225,6 +227,58 @@ def test_http_errors_are_json_and_change_nothing(service: Service) -> None:
     assert httpx.post(u + "/v1/accounts/lookup", json={"ids": [1]}).json() == before
     spec = httpx.get(u + "/openapi.json").json()
     assert "/v1/transfers" in spec["paths"] and "TransferIn" in spec["components"]["schemas"]
+
+
+def test_duplicate_keys_and_values_too_wide_are_refused_whole(service: Service) -> None:
+    u = service.url
+    assert httpx.post(u + "/v1/accounts", json=[{"id": i, "ledger": 1, "code": 1} for i in (1, 2)]).json()[
+        "results"
+    ] == [0, 0]
+    ok = '{"id": 10, "debit_account_id": 1, "credit_account_id": 2, "amount": 5, "ledger": 1, "code": 1}'
+    seconds = [
+        # The same key twice: one parser would book 5, another 500; neither is booked.
+        '"id": 11, "debit_account_id": 1, "credit_account_id": 2, "amount": 5, "amount": 500, "ledger": 1, "code": 1',
+        '"id": 11, "\\u0069d": 12, "debit_account_id": 1, "credit_account_id": 2, "ledger": 1, "code": 1',
+        # A value wider than its field.
+        f'"id": 11, "debit_account_id": 1, "credit_account_id": 2, "amount": {1 << 128}, "ledger": 1, "code": 1',
+        '"id": 11, "debit_account_id": 1, "credit_account_id": 2, "amount": 1, "ledger": 1, "code": 70000',
+    ]
+    bodies = ["[" + ok + ", {" + second + "}]" for second in seconds]
+    for text in bodies:
+        r = httpx.post(u + "/v1/transfers", content=text.encode(), headers={"content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["code"] == Code.INVALID_ARGUMENT, r.text
+        assert "nothing applied" in r.json()["message"], r.text
+    r = httpx.post(u + "/v1/accounts/lookup", content=b'{"ids": [1], "ids": [2]}')
+    assert r.status_code == 400 and "more than once" in r.json()["message"]
+    (a,) = httpx.post(u + "/v1/accounts/lookup", json={"ids": [1]}).json()
+    assert a["debits_posted"] == 0  # nothing was booked, not even the good first transfer
+    assert httpx.post(u + "/v1/transfers", content=f"[{ok}]".encode()).json()["results"] == [0]
+
+
+def test_queries_over_http(service: Service) -> None:
+    u = service.url
+    accounts = [{"id": i, "ledger": 1, "code": i, "flags": 8 if i == 2 else 0} for i in (1, 2, 3)]
+    assert httpx.post(u + "/v1/accounts", json=accounts).json()["results"] == [0, 0, 0]
+    batch = [
+        {
+            "id": 10 + k,
+            "debit_account_id": 1 + k % 2,
+            "credit_account_id": 3,
+            "amount": 1 + k,
+            "ledger": 1,
+            "code": 1,
+            "user_data_32": k % 2,
+        }
+        for k in range(4)
+    ]
+    assert httpx.post(u + "/v1/transfers", json=batch).json()["results"] == [0, 0, 0, 0]
+    ids = [t["id"] for t in httpx.get(u + "/v1/transfers", params={"user_data_32": 1}).json()]
+    assert ids == [11, 13]
+    assert [a["id"] for a in httpx.get(u + "/v1/accounts", params={"code": 2}).json()] == [2]
+    assert [a["id"] for a in httpx.get(u + "/v1/accounts", params={"reversed": True, "limit": 2}).json()] == [3, 2]
+    debits = httpx.get(u + "/v1/accounts/2/balances", params={"credits": False}).json()
+    assert [b["debits_posted"] for b in debits] == [2, 6]
+    assert httpx.get(u + "/v1/accounts/2/transfers", params={"limit": 0}).json() == []
 
 
 def test_service_kill_9_keeps_what_it_acknowledged(tmp_path: Path) -> None:

@@ -12,9 +12,18 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from liangcao.payments.types import AccountFlags, CreateAccountResult, CreateTransferResult, TransferFlags
+from liangcao.payments.engine import SNAPSHOT_LOG_BYTES
+from liangcao.payments.types import (
+    APPLIED_ACCOUNT_RESULTS,
+    APPLIED_TRANSFER_RESULTS,
+    AccountFlags,
+    CreateAccountResult,
+    CreateTransferResult,
+    TransferFlags,
+)
 
 pay_app = typer.Typer(help="The payments core: accounts, transfers, lookups, the service and its benchmark.")
 accounts_app = typer.Typer(help="Accounts.", no_args_is_help=True)
@@ -28,7 +37,8 @@ Data = Annotated[Path | None, typer.Option("--data", help="use the embedded engi
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/] {message}")
+    """One line on stderr (never wrapped, never a traceback), then exit ``code``."""
+    err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -46,7 +56,8 @@ def _flags(text: str, enum: type[AccountFlags] | type[TransferFlags]) -> int:
 def _call(url: str, data: Path | None, op: str, payload: Any) -> Any:
     """Run one operation through the service, or through the engine folder with ``--data``."""
     if data is not None:
-        from liangcao.payments import AccountFilter, Engine, PaymentsError
+        from liangcao.errors import StoreError
+        from liangcao.payments import AccountFilter, Engine, PaymentsError, QueryFilter
         from liangcao.payments.http import accounts_from_json, transfers_from_json
 
         try:
@@ -60,8 +71,12 @@ def _call(url: str, data: Path | None, op: str, payload: Any) -> Any:
                     return [_plain(a) for a in e.lookup_accounts(payload)]
                 if op == "lookup_transfers":
                     return [_plain(t) | {"status": e.transfer_status(t.id)} for t in e.lookup_transfers(payload)]
+                if op == "query_accounts":
+                    return [_plain(a) for a in e.query_accounts(QueryFilter(**payload))]
+                if op == "query_transfers":
+                    return [_plain(t) for t in e.query_transfers(QueryFilter(**payload))]
                 return [_plain(t) for t in e.get_account_transfers(AccountFilter(**payload))]
-        except PaymentsError as exc:
+        except (PaymentsError, StoreError) as exc:
             fail(exc.message)
     import httpx
 
@@ -75,6 +90,8 @@ def _call(url: str, data: Path | None, op: str, payload: Any) -> Any:
         if op == "account_transfers":
             q = dict(payload)
             r = httpx.get(f"{url}/v1/accounts/{q.pop('account_id')}/transfers", params=q, timeout=60)
+        elif op in ("query_accounts", "query_transfers"):
+            r = httpx.get(f"{url}/v1/{op.split('_')[1]}", params=payload, timeout=60)
         else:
             method, path = paths[op]
             body = {"ids": payload} if op.startswith("lookup") else payload
@@ -96,14 +113,20 @@ def _plain(obj: Any) -> dict[str, Any]:
 
 
 def _report(results: list[int], names: type[CreateAccountResult] | type[CreateTransferResult]) -> None:
+    """Each refused event on its own line; exit 2 if any. ``exists`` (created by an earlier request with
+    the same id and fields) is not a refusal: the state is as asked."""
+    applied = APPLIED_ACCOUNT_RESULTS if names is CreateAccountResult else APPLIED_TRANSFER_RESULTS
     bad = 0
     for i, code in enumerate(results):
-        if code:
+        if code not in applied:
             bad += 1
             console.print(f"[red]#{i}: {names(code).name.lower()}[/] (code {code})")
     if bad:
         raise typer.Exit(2)
-    console.print(f"[green]ok[/] {len(results)} applied")
+    existed = sum(1 for code in results if code)
+    console.print(
+        f"[green]ok[/] {len(results) - existed} applied" + (f", {existed} existed already" if existed else "")
+    )
 
 
 @pay_app.command("start")
@@ -112,11 +135,15 @@ def start_cmd(
     postgres: Annotated[str | None, typer.Option("--postgres", help="a PostgreSQL DSN: use that backend")] = None,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8190,
-    snapshot_every: Annotated[int, typer.Option("--snapshot-every", help="batches between snapshots")] = 10_000,
+    snapshot_every: Annotated[int, typer.Option("--snapshot-every", help="batches between snapshots (0: off)")] = 0,
+    snapshot_log_mib: Annotated[
+        int, typer.Option("--snapshot-log-mib", help="MiB of log between snapshots (0: off)")
+    ] = SNAPSHOT_LOG_BYTES // 2**20,
 ) -> None:
     """Run the payments service (embedded engine by default, or PostgreSQL)."""
     import uvicorn
 
+    from liangcao.errors import StoreError
     from liangcao.payments import Engine, PaymentsError
     from liangcao.payments.http import create_app
 
@@ -126,8 +153,8 @@ def start_cmd(
 
             backend: Any = PostgresBackend(postgres)
         else:
-            backend = Engine(data, snapshot_every=snapshot_every)
-    except PaymentsError as exc:
+            backend = Engine(data, snapshot_every=snapshot_every, snapshot_log_bytes=snapshot_log_mib * 2**20)
+    except (PaymentsError, StoreError) as exc:
         fail(exc.message)
     console.print(f"payments service on http://{host}:{port} ({'PostgreSQL' if postgres else f'engine in {data}'})")
     try:
@@ -220,6 +247,35 @@ def history_cmd(
     """An account's transfers, oldest first (or newest with --reversed)."""
     q = {"account_id": account_id, "limit": limit, "reversed": reversed_}
     _print_rows(_call(url, data, "account_transfers", q), as_json)
+
+
+@pay_app.command("query")
+def query_cmd(
+    kind: Annotated[str, typer.Argument(help="accounts or transfers")],
+    ledger: Annotated[int, typer.Option("--ledger")] = 0,
+    code: Annotated[int, typer.Option("--code")] = 0,
+    user_data_128: Annotated[int, typer.Option("--user-data-128")] = 0,
+    user_data_64: Annotated[int, typer.Option("--user-data-64")] = 0,
+    user_data_32: Annotated[int, typer.Option("--user-data-32")] = 0,
+    limit: Annotated[int, typer.Option("--limit")] = 20,
+    reversed_: Annotated[bool, typer.Option("--reversed", help="newest first")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    url: Url = DEFAULT_URL,
+    data: Data = None,
+) -> None:
+    """Accounts or transfers whose fields equal every option given (0: any), oldest first."""
+    if kind not in ("accounts", "transfers"):
+        fail("kind is 'accounts' or 'transfers'")
+    q = {
+        "ledger": ledger,
+        "code": code,
+        "user_data_128": user_data_128,
+        "user_data_64": user_data_64,
+        "user_data_32": user_data_32,
+        "limit": limit,
+        "reversed": reversed_,
+    }
+    _print_rows(_call(url, data, f"query_{kind}", q), as_json)
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:

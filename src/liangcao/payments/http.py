@@ -1,7 +1,8 @@
 """The payments service's HTTP API (FastAPI): batch endpoints, lookups, account queries, OpenAPI.
 
 Bodies are read with msgspec, not pydantic: a batch of 8,190 transfers is decoded in a few milliseconds and
-validated strictly (integers only, no unknown fields). Every error is JSON ``{code, message, detail}``.
+validated strictly (integers only, no unknown fields, no key twice in one object: JSON parsers disagree on
+which of two values wins, so neither does). Every error is JSON ``{code, message, detail}``.
 Per-event outcomes are not errors: a batch answers 200 with one result per event.
 JSON numbers carry u128 values exactly; clients whose JSON numbers are doubles (JavaScript) must use a
 parser that keeps big integers.
@@ -10,6 +11,7 @@ parser that keeps big integers.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -30,6 +32,7 @@ from liangcao.payments.types import (
     AccountFilter,
     CreateAccountResult,
     CreateTransferResult,
+    QueryFilter,
     Transfer,
     TransferStatus,
 )
@@ -47,33 +50,45 @@ class Backend(Protocol):
     def transfer_status(self, transfer_id: int) -> int | None: ...
     def get_account_transfers(self, f: AccountFilter) -> list[Transfer]: ...
     def get_account_balances(self, f: AccountFilter) -> list[AccountBalance]: ...
+    def query_accounts(self, q: QueryFilter) -> list[Account]: ...
+    def query_transfers(self, q: QueryFilter) -> list[Transfer]: ...
+
+
+_Int = int | msgspec.UnsetType
 
 
 # The wire forms are objects with named fields, while types.Account/Transfer are array-like (compact in the
-# log); msgspec fixes that per type, hence these object-form twins with the create fields only.
+# log); msgspec fixes that per type, hence these object-form twins, field for field in the same order.
+# Optional fields default to UNSET, not 0, so that the keys an object holds can be counted.
 class AccountIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     id: int
     ledger: int
     code: int
-    flags: int = 0
-    user_data_128: int = 0
-    user_data_64: int = 0
-    user_data_32: int = 0
+    flags: _Int = msgspec.UNSET
+    debits_pending: _Int = msgspec.UNSET  # as in TigerBeetle's Account; must be zero
+    debits_posted: _Int = msgspec.UNSET
+    credits_pending: _Int = msgspec.UNSET
+    credits_posted: _Int = msgspec.UNSET
+    user_data_128: _Int = msgspec.UNSET
+    user_data_64: _Int = msgspec.UNSET
+    user_data_32: _Int = msgspec.UNSET
+    timestamp: _Int = msgspec.UNSET  # zero, or the original time of an imported account
 
 
 class TransferIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     id: int
-    debit_account_id: int = 0
-    credit_account_id: int = 0
-    amount: int = 0
-    ledger: int = 0
-    code: int = 0
-    flags: int = 0
-    pending_id: int = 0
-    timeout: int = 0
-    user_data_128: int = 0
-    user_data_64: int = 0
-    user_data_32: int = 0
+    debit_account_id: _Int = msgspec.UNSET
+    credit_account_id: _Int = msgspec.UNSET
+    amount: _Int = msgspec.UNSET
+    ledger: _Int = msgspec.UNSET
+    code: _Int = msgspec.UNSET
+    flags: _Int = msgspec.UNSET
+    pending_id: _Int = msgspec.UNSET
+    timeout: _Int = msgspec.UNSET
+    user_data_128: _Int = msgspec.UNSET
+    user_data_64: _Int = msgspec.UNSET
+    user_data_32: _Int = msgspec.UNSET
+    timestamp: _Int = msgspec.UNSET  # zero, or the original time of an imported transfer
 
 
 class Ids(msgspec.Struct, forbid_unknown_fields=True):
@@ -98,12 +113,62 @@ def decode(decoder: msgspec.json.Decoder[Any], data: bytes) -> Any:
 
 def accounts_from_json(data: bytes) -> list[Account]:
     """Accounts from a JSON array of objects (the wire form), strictly checked; PaymentsError if not."""
-    return [Account(**_as_dict(a)) for a in decode(_accounts_in, data)]
+    return _events(data, _accounts_in, Account, "account")
 
 
 def transfers_from_json(data: bytes) -> list[Transfer]:
     """Transfers from a JSON array of objects (the wire form), strictly checked; PaymentsError if not."""
-    return [Transfer(**_as_dict(t)) for t in decode(_transfers_in, data)]
+    return _events(data, _transfers_in, Transfer, "transfer")
+
+
+def _events(data: bytes, decoder: msgspec.json.Decoder[Any], kind: Any, what: str) -> list[Any]:
+    unset = msgspec.UNSET
+    astuple = msgspec.structs.astuple
+    out = []
+    keys = 0
+    for item in decode(decoder, data):
+        values = astuple(item)
+        present = [v for v in values if v is not unset]
+        keys += len(present)
+        out.append(kind(*values) if len(present) == len(values) else kind(*(0 if v is unset else v for v in values)))
+    _no_repeated_keys(data, keys, what)
+    return out
+
+
+def _no_repeated_keys(data: bytes, keys: int, what: str) -> None:
+    """Refuse a body in which some object names a key twice.
+
+    In a body that decoded (integers only, known field names) a colon can only separate a key from its
+    value, so the colons count the keys as written; the fields that ended up set count the distinct ones.
+    Only when they differ is the body parsed again, slowly, to name the object and the key."""
+    if data.count(b":") == keys:
+        return
+    where: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen and not where:
+                where.append(key)
+            seen.add(key)
+        return dict(items)
+
+    parsed = json.loads(data, object_pairs_hook=pairs)
+    index = next(
+        (i for i, o in enumerate(parsed if isinstance(parsed, list) else [parsed]) if where and where[0] in o), 0
+    )
+    key = where[0] if where else "?"
+    raise PaymentsError(
+        Code.INVALID_ARGUMENT,
+        f"invalid body: {what} {index} names the key {key!r} more than once (nothing applied)",
+        {"index": index, "key": key},
+    )
+
+
+def ids_from_json(data: bytes) -> list[int]:
+    ids = decode(_ids_in, data).ids
+    _no_repeated_keys(data, 1, "the body")
+    return list(ids)
 
 
 def _schema(t: Any) -> dict[str, Any]:
@@ -127,8 +192,16 @@ def _as_dict(obj: Any) -> dict[str, Any]:
 
 
 def _results(codes: list[int], names: type[CreateAccountResult] | type[CreateTransferResult]) -> dict[str, Any]:
-    failed = [{"index": i, "code": int(c), "result": names(c).name.lower()} for i, c in enumerate(codes) if c]
-    return {"results": [int(c) for c in codes], "failed": failed}
+    # "exists" is its own list: the event was applied by an earlier request with the same id and fields.
+    exists = int(names.EXISTS)
+    failed = [
+        {"index": i, "code": int(c), "result": names(c).name.lower()} for i, c in enumerate(codes) if c and c != exists
+    ]
+    return {
+        "results": [int(c) for c in codes],
+        "failed": failed,
+        "exists": [i for i, c in enumerate(codes) if c == exists],
+    }
 
 
 def create_app(backend: Backend, *, serialize: bool = False, expire_every_s: float = 1.0) -> FastAPI:
@@ -215,13 +288,13 @@ def create_app(backend: Backend, *, serialize: bool = False, expire_every_s: flo
 
     @app.post("/v1/accounts/lookup", openapi_extra={"requestBody": _schema(Ids)}, summary="Look up accounts")
     async def lookup_accounts(request: Request) -> Response:
-        ids = decode(_ids_in, await body(request)).ids
+        ids = ids_from_json(await body(request))
         found = await _run(call, backend.lookup_accounts, ids)
         return _json([_as_dict(a) for a in found])
 
     @app.post("/v1/transfers/lookup", openapi_extra={"requestBody": _schema(Ids)}, summary="Look up transfers")
     async def lookup_transfers(request: Request) -> Response:
-        ids = decode(_ids_in, await body(request)).ids
+        ids = ids_from_json(await body(request))
         return _json(await _run(call, transfers_with_status, ids))
 
     @app.get("/v1/accounts/{account_id}", summary="One account")
@@ -238,50 +311,81 @@ def create_app(backend: Backend, *, serialize: bool = False, expire_every_s: flo
             raise PaymentsError(Code.NOT_FOUND, f"no transfer {transfer_id}")
         return _json(found[0])
 
-    def _filter(
-        account_id: int,
-        limit: int,
-        timestamp_min: int,
-        timestamp_max: int,
-        reversed_: bool,
-        debits: bool,
-        credits: bool,
-    ) -> AccountFilter:
-        return AccountFilter(
-            account_id=account_id,
-            limit=limit,
-            timestamp_min=timestamp_min,
-            timestamp_max=timestamp_max,
-            reversed=reversed_,
-            debits=debits,
-            credits=credits,
-        )
+    # One Query object per parameter: FastAPI keeps per-parameter state in it.
+    def limit_q() -> Any:
+        return Query(100, ge=0, le=limits.pay_query_limit_max, description="0 answers nothing")
+
+    def ts_q() -> Any:
+        return Query(0, ge=0, description="0: no bound")
+
+    def field_q() -> Any:
+        return Query(0, ge=0, description="0: any")
 
     @app.get("/v1/accounts/{account_id}/transfers", summary="An account's transfers, in timestamp order")
     async def account_transfers(
         account_id: int,
-        limit: int = Query(100, ge=1, le=limits.pay_query_limit_max),
-        timestamp_min: int = Query(0, ge=0),
-        timestamp_max: int = Query(0, ge=0),
+        limit: int = limit_q(),
+        timestamp_min: int = ts_q(),
+        timestamp_max: int = ts_q(),
         reversed: bool = False,
         debits: bool = True,
         credits: bool = True,
+        user_data_128: int = field_q(),
+        user_data_64: int = field_q(),
+        user_data_32: int = field_q(),
+        code: int = field_q(),
     ) -> Response:
-        f = _filter(account_id, limit, timestamp_min, timestamp_max, reversed, debits, credits)
+        f = AccountFilter(**_args(locals()))
         rows = await _run(call, backend.get_account_transfers, f)
         return _json([_as_dict(t) for t in rows])
 
-    @app.get("/v1/accounts/{account_id}/balances", summary="An account's balance history (HISTORY flag)")
+    @app.get("/v1/accounts/{account_id}/balances", summary="An account's balance after each of its transfers")
     async def account_balances(
         account_id: int,
-        limit: int = Query(100, ge=1, le=limits.pay_query_limit_max),
-        timestamp_min: int = Query(0, ge=0),
-        timestamp_max: int = Query(0, ge=0),
+        limit: int = limit_q(),
+        timestamp_min: int = ts_q(),
+        timestamp_max: int = ts_q(),
         reversed: bool = False,
+        debits: bool = True,
+        credits: bool = True,
+        user_data_128: int = field_q(),
+        user_data_64: int = field_q(),
+        user_data_32: int = field_q(),
+        code: int = field_q(),
     ) -> Response:
-        f = _filter(account_id, limit, timestamp_min, timestamp_max, reversed, True, True)
+        f = AccountFilter(**_args(locals()))
         rows = await _run(call, backend.get_account_balances, f)
         return _json([_as_dict(b) for b in rows])
+
+    @app.get("/v1/accounts", summary="Accounts whose fields equal every nonzero parameter (query_accounts)")
+    async def query_accounts(
+        limit: int = limit_q(),
+        timestamp_min: int = ts_q(),
+        timestamp_max: int = ts_q(),
+        reversed: bool = False,
+        ledger: int = field_q(),
+        code: int = field_q(),
+        user_data_128: int = field_q(),
+        user_data_64: int = field_q(),
+        user_data_32: int = field_q(),
+    ) -> Response:
+        rows = await _run(call, backend.query_accounts, QueryFilter(**_args(locals())))
+        return _json([_as_dict(a) for a in rows])
+
+    @app.get("/v1/transfers", summary="Transfers whose fields equal every nonzero parameter (query_transfers)")
+    async def query_transfers(
+        limit: int = limit_q(),
+        timestamp_min: int = ts_q(),
+        timestamp_max: int = ts_q(),
+        reversed: bool = False,
+        ledger: int = field_q(),
+        code: int = field_q(),
+        user_data_128: int = field_q(),
+        user_data_64: int = field_q(),
+        user_data_32: int = field_q(),
+    ) -> Response:
+        rows = await _run(call, backend.query_transfers, QueryFilter(**_args(locals())))
+        return _json([_as_dict(t) for t in rows])
 
     @app.post("/v1/pulse", summary="Let engine time pass: expire due pending transfers")
     async def pulse() -> Response:
@@ -310,6 +414,10 @@ def create_app(backend: Backend, *, serialize: bool = False, expire_every_s: flo
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _args(names: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in names.items() if k not in ("call", "backend")}
 
 
 def _transfer_out(t: Transfer, status: int | None) -> dict[str, Any]:

@@ -3,16 +3,22 @@
 A record is one request batch exactly as it was applied (operation, engine timestamp, the events as JSON),
 so replaying the log through the state machine rebuilds the state byte for byte. Layout, little-endian::
 
-    magic u32 | crc32 u32 | length u32 | op u8 | 3 zero bytes | seq u64 | timestamp u64 | payload (length)
+    magic u32 | crc32 u32 | length u32 | op u8 | format u8 | 2 zero bytes | seq u64 | timestamp u64 | payload
 
-``crc32`` (zlib) covers everything after itself. Segments are ``wal-<first seq>.log``; a snapshot at seq S
-lets segments wholly at or below S go. On open, a damaged record at the very end of the newest segment is a
-write torn by a crash before its fsync returned (so never acknowledged): it is cut off. Damage followed by
+``crc32`` (zlib) covers everything after itself. ``format`` is ``FORMAT`` (2: TigerBeetle-parity rules);
+records of format 1 (written before, with a zero there) are refused on replay: the rules they were
+applied under are gone. Segments are ``wal-<first seq>.log``; after a snapshot at seq S is installed, the
+segments holding only records up to S go.
+
+On open, a damaged record at the very end of the newest segment is a write torn by a crash before its
+fsync returned (so never acknowledged): it is cut off, after a copy of the cut bytes is kept beside the
+segment (``<segment>.torn-at-<offset>``) and a warning names the place and the reason. Damage followed by
 any valid record is not a torn tail, and the log refuses to open rather than drop acknowledged batches.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import zlib
@@ -20,10 +26,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from liangcao import limits
+from liangcao.payments.errors import FormatTooOld, WalCorrupt
 
 MAGIC = 0x4C57504C  # "LPWL": liangcao payments write-ahead log
+FORMAT = 2
 _PREFIX = struct.Struct("<II")
-_REST = struct.Struct("<IBxxxQQ")
+_REST = struct.Struct("<IBBxxQQ")
 HEADER_BYTES = _PREFIX.size + _REST.size
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 
@@ -32,47 +40,51 @@ OP_CREATE_TRANSFERS = 2
 OP_PULSE = 3
 OPS = (OP_CREATE_ACCOUNTS, OP_CREATE_TRANSFERS, OP_PULSE)
 
+log = logging.getLogger("liangcao.payments")
 
-class WalCorrupt(Exception):
-    """The log is damaged somewhere other than its unacknowledged tail: stop, do not guess."""
+__all__ = ["FORMAT", "HEADER_BYTES", "Record", "Wal", "WalCorrupt", "encode_record"]
 
 
 def encode_record(seq: int, op: int, timestamp: int, payload: bytes) -> bytes:
-    rest = _REST.pack(len(payload), op, seq, timestamp)
+    rest = _REST.pack(len(payload), op, FORMAT, seq, timestamp)
     crc = zlib.crc32(payload, zlib.crc32(rest))
     return _PREFIX.pack(MAGIC, crc) + rest + payload
 
 
 class Record:
-    __slots__ = ("end", "offset", "op", "payload", "seq", "timestamp")
+    __slots__ = ("end", "format", "offset", "op", "payload", "seq", "timestamp")
 
-    def __init__(self, seq: int, op: int, timestamp: int, payload: bytes, offset: int, end: int) -> None:
+    def __init__(self, seq: int, op: int, fmt: int, timestamp: int, payload: bytes, offset: int, end: int) -> None:
         self.seq = seq
         self.op = op
+        self.format = fmt
         self.timestamp = timestamp
         self.payload = payload
         self.offset = offset
         self.end = end
 
 
-def _parse(buf: bytes | memoryview, offset: int) -> Record | None:
-    """The record at ``offset`` if it is whole and its checksum holds, else None."""
-    if offset + HEADER_BYTES > len(buf):
-        return None
+def _parse(buf: bytes | memoryview, offset: int) -> tuple[Record | None, str]:
+    """The record at ``offset`` if it is whole and its checksum holds, else None and why not."""
+    have = len(buf) - offset
+    if have < HEADER_BYTES:
+        return None, f"an incomplete header ({have} of {HEADER_BYTES} bytes)"
     magic, crc = _PREFIX.unpack_from(buf, offset)
     if magic != MAGIC:
-        return None
-    length, op, seq, ts = _REST.unpack_from(buf, offset + _PREFIX.size)
-    if length > limits.pay_batch_bytes_max or op not in OPS:
-        return None
+        return None, f"no record magic (found {magic:#010x})"
+    length, op, fmt, seq, ts = _REST.unpack_from(buf, offset + _PREFIX.size)
     end = offset + HEADER_BYTES + length
+    if length > limits.pay_batch_bytes_max:
+        return None, f"a length of {length} bytes, over pay_batch_bytes_max"
     if end > len(buf):
-        return None
+        return None, f"an incomplete payload ({len(buf) - offset - HEADER_BYTES} of {length} bytes)"
     rest = bytes(buf[offset + _PREFIX.size : offset + HEADER_BYTES])
     payload = bytes(buf[offset + HEADER_BYTES : end])
     if zlib.crc32(payload, zlib.crc32(rest)) != crc:
-        return None
-    return Record(seq, op, ts, payload, offset, end)
+        return None, "a checksum mismatch"
+    if op not in OPS or fmt not in (0, FORMAT):
+        return None, f"an unknown operation {op} or format {fmt}"
+    return Record(seq, op, fmt or 1, ts, payload, offset, end), ""
 
 
 def _segment_seq(path: Path) -> int:
@@ -90,6 +102,7 @@ class Wal:
         self.path: Path | None = None
         self.bytes_written = 0
         self.syncs = 0
+        self.last_seq = 0  # the seq of the newest intact record found by replay
 
     def segments(self) -> list[Path]:
         return sorted(self.dir.glob("wal-*.log"), key=_segment_seq)
@@ -103,36 +116,67 @@ class Wal:
             data = path.read_bytes()
             offset = 0
             while offset < len(data):
-                rec = _parse(data, offset)
-                if rec is None or (expected is not None and rec.seq != expected):
-                    if rec is not None:
-                        raise WalCorrupt(f"{path.name}: record at byte {offset} has seq {rec.seq}, expected {expected}")
+                rec, why = _parse(data, offset)
+                if rec is None:
                     if not last_segment:
-                        raise WalCorrupt(f"{path.name}: damaged record at byte {offset} in a sealed segment")
-                    self._check_tail(path, data, offset)
-                    self._truncate(path, offset)
+                        raise WalCorrupt(
+                            f"{path}: damaged record at byte {offset} ({why}) in a sealed segment, whose records "
+                            "were all acknowledged; restore the file from a backup or replica"
+                        )
+                    self._check_tail(path, data, offset, why)
+                    self._cut(path, data, offset, why)
                     break
+                if expected is not None and rec.seq != expected:
+                    raise WalCorrupt(f"{path}: record at byte {offset} has seq {rec.seq}, expected {expected}")
                 expected = rec.seq + 1
                 if rec.seq > after_seq:
+                    if rec.format != FORMAT:
+                        raise FormatTooOld(
+                            f"{path}: record seq {rec.seq} was written by log format {rec.format}, under the "
+                            "rules before TigerBeetle parity; replaying it now could change results that were "
+                            "acknowledged. Open the folder once with the liangcao that wrote it and take a snapshot "
+                            "(Engine(path).snapshot()), then open it with this version"
+                        )
                     yield rec
+                self.last_seq = rec.seq
                 offset = rec.end
 
-    def _check_tail(self, path: Path, data: bytes, bad_at: int) -> None:
+    def _check_tail(self, path: Path, data: bytes, bad_at: int, why: str) -> None:
         # A crash tears only what was being written: the damaged record must be the last one. If any valid
         # record starts after it, the damage is not a torn tail and dropping it could drop acknowledged work.
         view = memoryview(data)
         at = data.find(_MAGIC_BYTES, bad_at + 1)
         while at != -1:
-            if _parse(view, at) is not None:
+            if _parse(view, at)[0] is not None:
                 raise WalCorrupt(
-                    f"{path.name}: damaged record at byte {bad_at} is followed by a valid record at byte {at}; "
-                    "refusing to cut acknowledged batches (restore the file or its replica)"
+                    f"{path}: damaged record at byte {bad_at} ({why}) is followed by a valid record at byte {at}; "
+                    "refusing to cut acknowledged batches (restore the file from a backup or replica)"
                 )
             at = data.find(_MAGIC_BYTES, at + 1)
 
-    def _truncate(self, path: Path, size: int) -> None:
+    def _cut(self, path: Path, data: bytes, offset: int, why: str) -> None:
+        """Keep a copy of the torn tail beside the segment, say what is cut and why, then cut it."""
+        copy = path.with_name(f"{path.name}.torn-at-{offset}")
+        n = 1
+        while copy.exists():
+            n += 1
+            copy = path.with_name(f"{path.name}.torn-at-{offset}.{n}")
+        with open(copy, "wb") as f:
+            f.write(data[offset:])
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(self.dir)
+        log.warning(
+            "%s: cut %d bytes at byte %d (%s): a write torn by a crash before its fsync returned, never "
+            "acknowledged; the bytes are kept in %s",
+            path,
+            len(data) - offset,
+            offset,
+            why,
+            copy.name,
+        )
         with open(path, "r+b") as f:
-            f.truncate(size)
+            f.truncate(offset)
             f.flush()
             os.fsync(f.fileno())
 
@@ -163,15 +207,18 @@ class Wal:
         self.bytes_written += len(data)
         self.syncs += 1
 
-    def rotate(self, next_seq: int, keep_after_seq: int) -> None:
-        """Start a new segment at ``next_seq`` and delete segments holding only records <= ``keep_after_seq``."""
+    def start_segment(self, next_seq: int) -> None:
+        """Continue in a new segment ``wal-<next_seq>.log`` (everything before it is already durable)."""
         self._open(self.dir / f"wal-{next_seq:016d}.log")
-        segments = self.segments()
-        for k, path in enumerate(segments[:-1]):
-            following = _segment_seq(segments[k + 1])
-            if following - 1 <= keep_after_seq:
-                path.unlink()
-        _fsync_dir(self.dir)
+
+    def drop_segments_before(self, seq: int) -> list[Path]:
+        """Delete the segments that start before ``seq`` (a snapshot at ``seq - 1`` covers them)."""
+        gone = [p for p in self.segments() if _segment_seq(p) < seq and p != self.path]
+        for path in gone:
+            path.unlink()
+        if gone:
+            _fsync_dir(self.dir)
+        return gone
 
     def close(self) -> None:
         if self._fd is not None:
