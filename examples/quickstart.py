@@ -8,11 +8,11 @@ from pathlib import Path
 
 from liangcao.apps.bundle import default_registry
 from liangcao.contracts.runtime import ContractRuntime
-from liangcao.genesis import create_consortium
 from liangcao.ledger import tx as txm
-from liangcao.ledger.audit import audit
 from liangcao.ledger.block import verify_proof_dict
 from liangcao.ledger.chain import Ledger
+from liangcao.node.audit import audit
+from liangcao.node.genesis import create_consortium
 
 
 def main() -> None:

@@ -13,10 +13,10 @@ import pytest
 from liangcao import encoding
 from liangcao.apps.bundle import default_registry
 from liangcao.contracts.runtime import ContractRuntime
-from liangcao.genesis import Consortium, create_consortium
+from liangcao.crypto.signer import Signer
 from liangcao.ledger import tx as txm
 from liangcao.ledger.chain import Ledger
-from liangcao.ledger.tx import Signer
+from liangcao.node.genesis import Consortium, create_consortium
 
 NOW_MS = int(time.time() * 1000)
 
@@ -108,8 +108,9 @@ class Live:
     """A node serving its API from a background thread, on a free loopback port."""
 
     def __init__(self, root: Path, org_types: list[str] | None = None, *, custody: bool = False) -> None:
-        from liangcao.demo import free_port
-        from liangcao.node.home import NodeHome, Server, init_network
+        from liangcao.api.server import Server
+        from liangcao.node.home import NodeHome, init_network
+        from liangcao.procs import free_port
 
         orgs = len(org_types) if org_types else 3
         init_network(root, orgs, port=free_port(0), block_wait_ms=5, org_types=org_types)
@@ -123,7 +124,8 @@ class Live:
         self.token = self.home.auth().create("org2/alice", 1)
 
     def signer(self, member: str) -> Signer:
-        from liangcao.node.home import load_signer, member_dir
+        from liangcao.crypto.signer import load_signer
+        from liangcao.node.home import member_dir
 
         return load_signer(member_dir(self.home.root, member))
 

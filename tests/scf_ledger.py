@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 
 from conftest import NOW_MS
-from liangcao.genesis import Consortium, create_consortium
+from liangcao.node.genesis import Consortium, create_consortium
 from liangcao.testing import DAY_MS, Chain, Receipt
 
 TYPES = ["core_enterprise", "supplier", "supplier", "supplier", "bank", "warehouse", "regulator"]

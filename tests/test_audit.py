@@ -17,8 +17,8 @@ from liangcao.codes import Code
 from liangcao.contracts.runtime import ContractRuntime
 from liangcao.crypto import keys
 from liangcao.crypto.identity import fingerprint
-from liangcao.genesis import Consortium
-from liangcao.ledger.audit import AuditReport, audit
+from liangcao.node.audit import AuditReport, audit
+from liangcao.node.genesis import Consortium
 
 MEMBERS = [f"org{o}/{m}" for o in (1, 2, 3) for m in ("alice", "bob")]
 

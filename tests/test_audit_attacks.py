@@ -22,12 +22,12 @@ from liangcao import encoding
 from liangcao.apps.bundle import default_registry
 from liangcao.contracts.runtime import ContractRuntime
 from liangcao.crypto.identity import fingerprint
-from liangcao.demo import free_port
-from liangcao.genesis import Consortium, create_consortium, make_org
 from liangcao.ledger import block as blk
 from liangcao.ledger import tx as txm
-from liangcao.ledger.audit import AuditReport, audit
+from liangcao.node.audit import AuditReport, audit
+from liangcao.node.genesis import Consortium, create_consortium, make_org
 from liangcao.node.home import NodeHome, init_network
+from liangcao.procs import free_port
 
 PEER = "org1/peer0"
 

@@ -21,9 +21,9 @@ import pytest
 from liangcao.apps.bundle import default_registry
 from liangcao.cli.audit import network_attestations
 from liangcao.contracts.runtime import ContractRuntime
-from liangcao.genesis import Consortium, create_consortium
 from liangcao.ledger import tx as txm
-from liangcao.ledger.audit import RESUME_META, AuditReport, audit
+from liangcao.node.audit import RESUME_META, AuditReport, audit
+from liangcao.node.genesis import Consortium, create_consortium
 from liangcao.node.link import JetStreamLink
 from liangcao.node.node import Node, NodeSettings
 from liangcao.ordering.natsserver import NatsCluster

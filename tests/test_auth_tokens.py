@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from liangcao.api.auth import READ, WRITE, TokenAuth, new_secret
 from liangcao.cli import app
 from liangcao.codes import Code
 from liangcao.errors import LiangcaoError
 from liangcao.node.home import NodeHome, init_network
+from liangcao.tokens import READ, WRITE, TokenAuth, new_secret
 
 DAY_MS = 86_400_000
 

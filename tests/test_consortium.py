@@ -5,7 +5,7 @@ from __future__ import annotations
 from conftest import Chain
 from liangcao.codes import Code
 from liangcao.crypto import keys
-from liangcao.genesis import make_org
+from liangcao.node.genesis import make_org
 
 
 def admins(chain: Chain, *orgs: str) -> list:  # type: ignore[type-arg]

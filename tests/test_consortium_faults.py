@@ -16,10 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from liangcao.api.auth import TokenAuth, load_secret
+from liangcao import network
 from liangcao.client import Client, ClientError
-from liangcao.node import network
-from liangcao.node.home import load_signer, member_dir
+from liangcao.crypto.signer import load_signer
+from liangcao.node.home import member_dir
+from liangcao.tokens import TokenAuth, load_secret
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from liangcao.genesis import Consortium, create_consortium
 from liangcao.ledger import tx as txm
+from liangcao.node.genesis import Consortium, create_consortium
 from liangcao.node.link import JetStreamLink
 from liangcao.node.node import Node, NodeSettings
 from liangcao.ordering.natsserver import NatsCluster
@@ -120,11 +120,11 @@ def test_a_peer_attesting_another_state_raises_a_fork_alarm(
 ) -> None:
     import httpx
 
-    from liangcao.api.auth import TokenAuth, new_secret
-    from liangcao.demo import free_port
+    from liangcao.api.server import Server
     from liangcao.encoding import canonical
     from liangcao.ledger import block as blk
-    from liangcao.node.home import Server
+    from liangcao.procs import free_port
+    from liangcao.tokens import TokenAuth, new_secret
 
     a = make_node(net, "org1", tmp_path, cluster.urls)
     b = make_node(net, "org2", tmp_path, cluster.urls)

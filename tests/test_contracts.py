@@ -14,7 +14,7 @@ from liangcao.codes import Code
 from liangcao.contracts import Args, Context, Contract, Index, NoArgs, Record, internal, query, transaction
 from liangcao.contracts.index import Cursor
 from liangcao.domain import OrgId
-from liangcao.genesis import make_genesis
+from liangcao.node.genesis import make_genesis
 from liangcao.testing import Chain
 
 

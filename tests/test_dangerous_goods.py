@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from conftest import Live
 from liangcao.client import Client, ClientError, Refused
+from liangcao.client.dg import Declarations
 from liangcao.codes import Code
 from liangcao.shipping import declaration as dg
-from liangcao.shipping.sdk import Declarations
 
 TYPES = ["shipper", "carrier", "terminal", "terminal", "bank", "shipper"]
 SHIPPER, CARRIER, PORT_A, PORT_B, BANK, RIVAL = "org1", "org2", "org3", "org4", "org5", "org6"

@@ -19,8 +19,9 @@ import pytest
 
 from liangcao.client import Client, ClientError
 from liangcao.codes import Code
-from liangcao.demo import free_port
-from liangcao.node.home import NodeHome, load_signer, member_dir
+from liangcao.crypto.signer import load_signer
+from liangcao.node.home import NodeHome, member_dir
+from liangcao.procs import free_port
 
 
 def cli(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:

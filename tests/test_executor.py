@@ -11,8 +11,8 @@ from conftest import Chain
 from liangcao import encoding
 from liangcao.codes import Code
 from liangcao.crypto import keys
+from liangcao.crypto.signer import Signer
 from liangcao.ledger import tx as txm
-from liangcao.ledger.tx import Signer
 
 
 def raw_tx(body: dict[str, Any], sigs: list[dict[str, str]]) -> bytes:
@@ -41,7 +41,7 @@ def body(chain: Chain, **over: Any) -> dict[str, Any]:
 def test_each_bad_transaction_has_its_code_and_changes_nothing(chain: Chain) -> None:
     admin = chain.signer("org1", "admin")
     before = chain.state()
-    from liangcao.genesis import make_org
+    from liangcao.node.genesis import make_org
 
     stranger = make_org("org9", "bank").signer("admin")
     impostor_ca = make_org("org1", "core_enterprise").signer("admin")  # same org id, different CA

@@ -20,9 +20,9 @@ from liangcao.apps.bundle import default_registry
 from liangcao.contracts.base import Args, Context, Contract, Registry, run_guarded, transaction
 from liangcao.contracts.runtime import ContractRuntime
 from liangcao.errors import Fault, LiangcaoError, StoreError
-from liangcao.genesis import Consortium
 from liangcao.ledger import tx as txm
 from liangcao.ledger.chain import Ledger
+from liangcao.node.genesis import Consortium
 
 
 class KeyArgs(Args):

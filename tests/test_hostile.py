@@ -16,8 +16,8 @@ from liangcao import encoding
 from liangcao.codes import Code
 from liangcao.crypto import keys
 from liangcao.errors import LiangcaoError, TxRejected
-from liangcao.genesis import Consortium, create_consortium, make_org
 from liangcao.ledger import tx as txm
+from liangcao.node.genesis import Consortium, create_consortium, make_org
 from liangcao.node.node import Node, NodeSettings
 from liangcao.node.verify import SigVerifier
 from liangcao.ordering.jetstream import BlockDeriver, CutMarker

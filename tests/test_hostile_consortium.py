@@ -15,9 +15,9 @@ import pytest
 from liangcao import encoding
 from liangcao.codes import Code
 from liangcao.crypto import keys
-from liangcao.genesis import Consortium, create_consortium, make_org
 from liangcao.ledger import block as blk
 from liangcao.ledger import tx as txm
+from liangcao.node.genesis import Consortium, create_consortium, make_org
 from liangcao.node.link import JetStreamLink
 from liangcao.node.node import Node, NodeSettings
 from liangcao.ordering.jetstream import CutMarker, publish_cut

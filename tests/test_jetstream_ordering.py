@@ -13,7 +13,7 @@ import nats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liangcao.genesis import Consortium
+from liangcao.node.genesis import Consortium
 from liangcao.ordering.jetstream import (
     CUT,
     TX,

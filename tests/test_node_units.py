@@ -7,8 +7,8 @@ import pytest
 from conftest import NOW_MS
 from liangcao.codes import Code
 from liangcao.errors import TxRejected
-from liangcao.genesis import Consortium
 from liangcao.ledger import tx as txm
+from liangcao.node.genesis import Consortium
 from liangcao.node.mempool import Mempool
 from liangcao.ordering.solo import Cut, decide
 

@@ -11,8 +11,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from conftest import NOW_MS, Replica
 from liangcao import encoding
 from liangcao.codes import Code
-from liangcao.genesis import Consortium, create_consortium
 from liangcao.ledger import tx as txm
+from liangcao.node.genesis import Consortium, create_consortium
 
 CONSORTIUM: Consortium = create_consortium(3, now_ms=NOW_MS)
 MEMBERS = [(f"org{o}", m) for o in (1, 2, 3) for m in ("alice", "bob", "admin")]

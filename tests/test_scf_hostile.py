@@ -24,9 +24,9 @@ from liangcao.apps.scf.common import ScfCode
 from liangcao.codes import Code
 from liangcao.contracts.index import page
 from liangcao.errors import ContractFailure
-from liangcao.genesis import Consortium, create_consortium
 from liangcao.ledger import tx as txm
 from liangcao.ledger.state import MemoryState
+from liangcao.node.genesis import Consortium, create_consortium
 from scf_ledger import BANK, CORE, DAY_MS, REGULATOR, T1, T2, T3, TYPES, WAREHOUSE, Ledger, register_invoice
 
 # The SCF consortium (org1..org7 as in scf_ledger) and a second bank and a second warehouse.

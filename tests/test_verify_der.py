@@ -27,7 +27,7 @@ from playwright.sync_api import Browser, Page
 from conftest import NOW_MS, Live
 from liangcao import encoding
 from liangcao.crypto import identity, keys
-from liangcao.genesis import Consortium, create_consortium
+from liangcao.node.genesis import Consortium, create_consortium
 from liangcao.trace.facts import index_form, time_ms
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "encoding.md"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import NOW_MS
-from liangcao.genesis import Consortium, create_consortium
+from liangcao.node.genesis import Consortium, create_consortium
 from liangcao.trace import capture
 from scf_ledger import Ledger
 

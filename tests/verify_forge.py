@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from liangcao import encoding
 from liangcao.crypto import keys
 from liangcao.crypto.identity import issue, make_ca, parse_certificate
+from liangcao.crypto.signer import Signer, load_signer
 from liangcao.ledger import block as blk
-from liangcao.ledger.tx import Signer
-from liangcao.node.home import load_signer, member_dir
+from liangcao.node.home import member_dir
 from liangcao.trace import capture as cap
 from liangcao.trace.bundle_check import Why
 from liangcao.trace.hashing import Hasher, hash_of_prehash

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,12 +11,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from liangcao import encoding
+from liangcao import codes, encoding
+from liangcao.api.server import Server
 from liangcao.client import Client, ClientError, verify_proof
 from liangcao.codes import Code
-from liangcao.genesis import make_org
-from liangcao.ledger.audit import audit
-from liangcao.node.home import NodeHome, Server, init_network, load_signer, member_dir
+from liangcao.crypto.signer import load_signer
+from liangcao.node.audit import audit
+from liangcao.node.genesis import make_org
+from liangcao.node.home import NodeHome, init_network, member_dir
+from liangcao.procs import free_port
 from liangcao.witness import witness
 
 #: The seed story's cast: a brand's factory, its tier-1/2/3 suppliers, a bank, a warehouse, a regulator.
@@ -29,27 +31,8 @@ def yuan(fen: int) -> str:
     return f"{fen // 100:,}.{fen % 100:02d}"
 
 
-def free_port(preferred: int) -> int:
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(s.getsockname()[1])
-    raise OSError("no free port")
-
-
 def code_name(code: int) -> str:
-    from liangcao.apps.scf.common import ScfCode
-    from liangcao.apps.trace.anchor import TraceCode
-
-    for enum in (Code, ScfCode, TraceCode):
-        try:
-            return enum(code).name
-        except ValueError:
-            continue
-    return str(code)
+    return codes.name_of(code)
 
 
 class Story:

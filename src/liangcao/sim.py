@@ -51,9 +51,9 @@ from liangcao.apps.bundle import default_registry
 from liangcao.apps.wallet import MintArgs, Wallet
 from liangcao.contracts.base import Context, Registry, transaction
 from liangcao.crypto import keys
-from liangcao.genesis import Consortium, create_consortium, make_org
 from liangcao.ledger import block as blk
 from liangcao.ledger import tx as txm
+from liangcao.node.genesis import Consortium, create_consortium, make_org
 from liangcao.node.node import Node, NodeSettings
 from liangcao.ordering.jetstream import CutMarker
 from liangcao.ordering.memory import MemoryLink, MemoryLog

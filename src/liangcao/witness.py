@@ -23,10 +23,10 @@ from typing import Any
 from liangcao.apps.bundle import default_registry
 from liangcao.client import Client
 from liangcao.contracts.runtime import ContractRuntime
+from liangcao.crypto.signer import Signer
 from liangcao.errors import LiangcaoError
 from liangcao.ledger import block as blk
 from liangcao.ledger.chain import Ledger
-from liangcao.ledger.tx import Signer
 
 
 class WitnessError(RuntimeError):

@@ -3,7 +3,7 @@
 :class:`Metrics` listens to the node's commits (blocks, transactions by result, commit latency from
 admission) and counts admission refusals (``liangcao.api.errors``); the gauges a scrape needs now (mempool,
 fork alarms) are sampled when scraped. Tokens are issued and revoked on the command line (``liangcao token``,
-``liangcao.api.auth``), never over HTTP.
+``liangcao.tokens``), never over HTTP.
 """
 
 from __future__ import annotations

@@ -22,10 +22,10 @@ from fastapi import APIRouter, FastAPI
 from liangcao import __version__
 from liangcao.api import admin, attestations, chain, dg, epcis, errors, events, explorer, queries, state, txs, verify
 from liangcao.api.admin import Metrics
-from liangcao.api.auth import TokenAuth
 from liangcao.node.capture import Custody
 from liangcao.node.node import Node
 from liangcao.node.services import NodeServices
+from liangcao.tokens import TokenAuth
 
 #: The routers, in the order their routes are matched.
 ROUTERS: tuple[APIRouter, ...] = (

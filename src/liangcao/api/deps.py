@@ -1,6 +1,6 @@
 """What every router shares: the node's services, the caller's credentials, and bounded request bodies.
 
-Credentials (``liangcao.api.auth``): reads need a bearer token (:func:`reader_member`); a browser's
+Credentials (``liangcao.tokens``): reads need a bearer token (:func:`reader_member`); a browser's
 ``EventSource`` cannot set headers, so a GET may carry it as ``?access_token=`` (RFC 6750 section 2.3).
 Only a ``write`` token in the ``Authorization`` header may make the node sign (:func:`writer_member`);
 a read token is refused with 403 ``INSUFFICIENT_SCOPE``, never upgraded.
@@ -13,10 +13,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from liangcao.api.auth import WRITE, Grant, TokenAuth
 from liangcao.api.errors import ApiError
 from liangcao.codes import Code
 from liangcao.node.services import NodeServices
+from liangcao.tokens import WRITE, Grant, TokenAuth
 
 bearer = HTTPBearer(auto_error=False)
 

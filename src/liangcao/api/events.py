@@ -19,11 +19,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from liangcao import limits
-from liangcao.api.auth import Grant
 from liangcao.api.deps import Services, get_auth, reader_grant
 from liangcao.api.errors import ERRORS, ApiError
 from liangcao.codes import Code
 from liangcao.node.events import StreamItem
+from liangcao.tokens import Grant
 
 router = APIRouter()
 

@@ -48,7 +48,7 @@ def audit_cmd(
     (--nats, --attestations) of this node's peer above the store's head."""
     from liangcao.apps.bundle import default_registry
     from liangcao.contracts.runtime import ContractRuntime
-    from liangcao.ledger.audit import audit
+    from liangcao.node.audit import audit
 
     h = open_home(home, node_dir) if home is not None else None
     if db is None:

@@ -1,5 +1,5 @@
 """``liangcao bench``: committed transactions a second and commit latency of a real node (``liangcao.bench``),
-or finality across a local consortium (``--network``, ``liangcao.node.network_bench``)."""
+or finality across a local consortium (``--network``, ``liangcao.bench.network``)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def bench_cmd(
 
     With --network DIR: transactions finalised by every organisation per second, and time to finality."""
     if network_home is not None:
-        from liangcao.node.network_bench import run_network_bench
+        from liangcao.bench.network import run_network_bench
 
         try:
             result = run_network_bench(network_home, txs=txs, batch=batch, latency_s=latency_s, console=console)

@@ -134,7 +134,8 @@ def submit(
     """Build, sign with the members' keys from the network folder and submit; print the answer (the receipt).
     Exit 2 if the contract refused the transaction."""
     from liangcao.client import Client, ClientError
-    from liangcao.node.home import load_signer, member_dir
+    from liangcao.crypto.signer import load_signer
+    from liangcao.node.home import member_dir
 
     h = open_home(home)
     if not as_:

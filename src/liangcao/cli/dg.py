@@ -1,5 +1,5 @@
 """``liangcao dg``: dangerous-goods declarations, sealed on this side for the shipper, carrier and terminals
-(``liangcao.shipping.sdk.Declarations``); ``docs/dangerous-goods.md``."""
+(``liangcao.client.dg.Declarations``); ``docs/dangerous-goods.md``."""
 
 from __future__ import annotations
 
@@ -29,9 +29,10 @@ def dg_key_path(home: Path, org: str) -> Path:
 def desk(home: Path, as_: str, url: str | None, fn: Callable[[Any], Any]) -> Any:
     """``fn(desk)`` for member ``as_`` with its organisation's key; refusals end the command with exit 2."""
     from liangcao.client import Client
-    from liangcao.node.home import load_signer, member_dir
+    from liangcao.client.dg import Declarations
+    from liangcao.crypto.signer import load_signer
+    from liangcao.node.home import member_dir
     from liangcao.shipping import declaration as dg
-    from liangcao.shipping.sdk import Declarations
 
     member_id(as_)
     h = open_home(home)

@@ -56,7 +56,7 @@ def network_up(
     block_wait_ms: Annotated[int, typer.Option(help="or when the oldest pending is this old")] = 20,
 ) -> None:
     """Start a local consortium: one nats-server (JetStream cluster) and one node per organisation."""
-    from liangcao.node import network
+    from liangcao import network
 
     try:
         state = network.up(home, orgs, block_txs_max=block_txs_max, block_wait_ms=block_wait_ms)
@@ -72,7 +72,7 @@ def network_status(home: Home, as_json: AsJson = False) -> None:
     """Each organisation's node and server: up or down, height, head, fork alarms. Exit 1 if any is not ok."""
     from rich.table import Table
 
-    from liangcao.node import network
+    from liangcao import network
 
     try:
         rows = network.status(home)
@@ -98,8 +98,8 @@ def network_add_org(
     org_type: Annotated[str, typer.Option("--type", help="the new organisation's type")] = "logistics",
 ) -> None:
     """Admit a new organisation by a majority of admins and start its node; it catches up from the stream."""
+    from liangcao import network
     from liangcao.crypto.identity import ORG_TYPES
-    from liangcao.node import network
 
     if org_type not in ORG_TYPES:
         fail(f"unknown organisation type {org_type}; known: {', '.join(sorted(ORG_TYPES))}")
@@ -113,7 +113,7 @@ def network_add_org(
 @app.command("down")
 def network_down(home: Home) -> None:
     """Stop the local consortium: nodes first (each commits what it admitted), then the servers."""
-    from liangcao.node import network
+    from liangcao import network
 
     try:
         network.down(home)

@@ -39,7 +39,7 @@ def node_start(
 
     With --nats (or "nats" in node.json) it orders through the consortium's JetStream cluster.
     Without --custody (or "custody": true in node.json) the node holds no member's key: members sign."""
-    from liangcao.node.home import Server
+    from liangcao.api.server import Server
 
     h = open_home(home, node_dir)
     urls = [u.strip() for u in nats.split(",") if u.strip()] if nats else None

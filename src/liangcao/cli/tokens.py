@@ -22,7 +22,7 @@ def token_create(
     node_dir: NodeDir = NODE_DIR,
 ) -> None:
     """Issue a token (needs the node's token.secret: an admin's command)."""
-    from liangcao.api.auth import SCOPES
+    from liangcao.tokens import SCOPES
 
     if scope not in SCOPES:
         fail(f"--scope is one of: {', '.join(SCOPES)}")

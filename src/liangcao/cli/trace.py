@@ -99,7 +99,8 @@ def trace_capture_cmd(
     Exit 1 if the document is invalid (each problem by event and field), 2 if the ledger refused events.
     """
     from liangcao.client import Client
-    from liangcao.node.home import load_signer, member_dir
+    from liangcao.crypto.signer import load_signer
+    from liangcao.node.home import member_dir
     from liangcao.trace.capture import CaptureRefused
 
     member_id(as_)
@@ -171,6 +172,6 @@ def trace_bench_cmd(
     as_json: AsJson = False,
 ) -> None:
     """Bulk EPCIS capture into committed blocks, and history lookup latency by EPC, on a real node."""
-    from liangcao.trace.bench import run_trace_bench
+    from liangcao.bench.trace import run_trace_bench
 
     run_trace_bench(events=events, lookups=lookups, as_json=as_json, console=console)

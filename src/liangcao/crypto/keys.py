@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import binascii
+import hashlib
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization

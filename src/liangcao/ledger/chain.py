@@ -21,13 +21,14 @@ from typing import Any
 
 from liangcao import encoding, limits
 from liangcao.codes import Code
+from liangcao.crypto.signer import Signer
 from liangcao.errors import BlockInvalid, LiangcaoError, StoreError
 from liangcao.ledger import block as blk
 from liangcao.ledger import executor
 from liangcao.ledger.executor import Execution, Runtime
 from liangcao.ledger.state import Overlay, StateView
 from liangcao.ledger.store import Store
-from liangcao.ledger.tx import Signer, Tx
+from liangcao.ledger.tx import Tx
 
 
 class _Before:

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from liangcao import encoding, limits
 from liangcao.codes import Code
 from liangcao.crypto import keys
-from liangcao.crypto.identity import parse_certificate
+from liangcao.crypto.signer import Signature as Signature  # re-exported: txm.Signature, txm.Signer
+from liangcao.crypto.signer import Signer as Signer
 from liangcao.errors import EncodingError, TxRejected
 
 _BODY_FIELDS = frozenset({"chain_id", "contract", "method", "args", "nonce", "not_after"})
@@ -32,12 +31,6 @@ _BODY_FIELDS = frozenset({"chain_id", "contract", "method", "args", "nonce", "no
 #: not covered by the tx id and must never decide who acts.
 _OPTIONAL_FIELDS = frozenset({"actor"})
 _ENVELOPE_FIELDS = frozenset({"body", "signatures"})
-
-
-@dataclass(frozen=True, slots=True)
-class Signature:
-    cert: bytes  # DER
-    sig: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,22 +55,6 @@ class Tx:
     @property
     def id_bytes(self) -> bytes:
         return bytes.fromhex(self.tx_id)
-
-
-@dataclass(frozen=True)
-class Signer:
-    """A private key with its certificate. Keys never leave the process that holds them."""
-
-    key: Ed25519PrivateKey
-    cert: bytes  # DER
-    member_id: str = field(default="")
-
-    def __post_init__(self) -> None:
-        if not self.member_id:
-            object.__setattr__(self, "member_id", parse_certificate(self.cert).member_id)
-
-    def sign_tx_id(self, tx_id: str) -> Signature:
-        return Signature(self.cert, keys.sign(self.key, keys.DOMAIN_TX, bytes.fromhex(tx_id)))
 
 
 def _name(value: Any, what: str, chars_max: int) -> str:

@@ -30,21 +30,34 @@ from collections import OrderedDict
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
 from liangcao import limits
 from liangcao.apps.trace.anchor import TraceCode
 from liangcao.codes import Code
+from liangcao.contracts.runtime import ContractRuntime
 from liangcao.errors import LiangcaoError
 from liangcao.ledger import executor
 from liangcao.ledger import tx as txm
+from liangcao.node.events import Hub
+from liangcao.node.node import Node
 from liangcao.trace import capture as cap
 from liangcao.trace import query as tq
 
-if TYPE_CHECKING:  # the services own the capture jobs; this module only needs their type
-    from liangcao.node.services import NodeServices
+
+class NodeServices(Protocol):
+    """What the capture jobs use of the node services that own them (``liangcao.node.services``): named here as
+    a protocol, so the two modules do not import each other."""
+
+    node: Node
+    hub: Hub
+
+    def runtime(self) -> ContractRuntime: ...
+
+    def position(self, tx_id: str) -> tuple[int, int, int] | None: ...
+
 
 JOB_TTL_MS = 10 * 60 * 1000  # capture transactions expire this long after signing
 BEHAVIOURS = ("rollback", "proceed")
@@ -60,7 +73,8 @@ class Custody:
         self._lock = threading.Lock()
 
     def signer(self, member_id: str) -> txm.Signer | None:
-        from liangcao.node.home import load_signer, member_dir, valid_member_id
+        from liangcao.crypto.signer import load_signer
+        from liangcao.node.home import member_dir, valid_member_id
 
         if self.home is None or not valid_member_id(member_id):  # a plain org/name: never a path of its own
             return None

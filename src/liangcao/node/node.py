@@ -36,13 +36,14 @@ from liangcao.codes import Code
 from liangcao.contracts import config as cfgmod
 from liangcao.contracts.runtime import ContractRuntime, check_signers
 from liangcao.crypto import identity
+from liangcao.crypto.signer import Signer
 from liangcao.errors import Fault, LiangcaoError, TxRejected
 from liangcao.ledger import block as blk
 from liangcao.ledger import tx as txm
 from liangcao.ledger.chain import Ledger
 from liangcao.ledger.executor import Execution
 from liangcao.ledger.store import Store
-from liangcao.ledger.tx import Signer, Tx
+from liangcao.ledger.tx import Tx
 from liangcao.node.mempool import Mempool
 from liangcao.node.verify import SigVerifier
 from liangcao.ordering.jetstream import BlockDeriver, CutMarker, CutPolicy, DerivedBlock, StreamMessage

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from liangcao.procs import free_ports, port_open
 
 
 class NatsUnavailable(RuntimeError):
@@ -25,18 +25,6 @@ def nats_server_binary() -> str:
     if path is None:
         raise NatsUnavailable("nats-server not found: run scripts/install-nats.sh (Debian package nats-server)")
     return path
-
-
-def free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(int(s.getsockname()[1]))
-    for s in socks:
-        s.close()
-    return ports
 
 
 @dataclass
@@ -115,12 +103,5 @@ class NatsCluster:
 
 
 def wait_port(port: int, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise NatsUnavailable(f"nothing listens on 127.0.0.1:{port}") from None
-            time.sleep(0.05)
+    if not port_open(port, timeout_s):
+        raise NatsUnavailable(f"nothing listens on 127.0.0.1:{port}")

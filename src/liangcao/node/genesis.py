@@ -15,7 +15,6 @@ function plays every organisation at once, for local networks, demos and tests.
 from __future__ import annotations
 
 import hashlib
-
 import json
 import os
 import time
@@ -29,10 +28,10 @@ from liangcao import encoding
 from liangcao.apps.bundle import default_registry
 from liangcao.contracts.runtime import GENESIS_CONTRACT, GENESIS_METHOD, ContractRuntime
 from liangcao.crypto import identity, keys
+from liangcao.crypto.signer import Signer
 from liangcao.ledger import block as blk
 from liangcao.ledger import executor
 from liangcao.ledger.state import MemoryState
-from liangcao.ledger.tx import Signer
 
 #: Organisation types given to organisations 1..N when none are named: the seed story's cast.
 DEFAULT_ORG_TYPES = (

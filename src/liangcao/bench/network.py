@@ -23,11 +23,13 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from liangcao.api.auth import TokenAuth, load_secret
-from liangcao.bench import SENDERS, peak_rss_mb, presign, submit_all
+from liangcao import network
+from liangcao.bench import SENDERS, presign, submit_all
 from liangcao.client import Client
-from liangcao.node import network
-from liangcao.node.home import load_signer, member_dir
+from liangcao.crypto.signer import load_signer
+from liangcao.node.home import member_dir
+from liangcao.procs import peak_rss_mb
+from liangcao.tokens import TokenAuth, load_secret
 
 
 class FinalityWatcher(threading.Thread):

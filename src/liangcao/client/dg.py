@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from liangcao.client import Client, Refused
 from liangcao.codes import Code
-from liangcao.ledger.tx import Signer
+from liangcao.crypto.signer import Signer
 from liangcao.shipping import declaration as dg
 
 

@@ -29,9 +29,10 @@ from rich.table import Table
 from liangcao.client import Client
 from liangcao.codes import Code
 from liangcao.crypto import keys
-from liangcao.demo import free_port
-from liangcao.ledger.tx import Signer, Tx
-from liangcao.node.home import NodeHome, init_network, load_signer, member_dir
+from liangcao.crypto.signer import Signer, load_signer
+from liangcao.ledger.tx import Tx
+from liangcao.node.home import NodeHome, init_network, member_dir
+from liangcao.procs import free_port, peak_rss_mb
 
 SENDERS = [f"org{o}/{m}" for o in (1, 2, 3) for m in ("alice", "bob")]
 
@@ -47,25 +48,6 @@ def sig_verify_rate(seconds: float = 1.0) -> float:
             pub.verify(sig, msg)
         n += 200
     return n / (time.perf_counter() - start)
-
-
-def peak_rss_mb(pid: int) -> float:
-    """Peak resident memory (VmHWM) of a process and its children, in MiB."""
-    total_kb = 0
-    pids = [pid]
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            pids += [int(c) for c in (task / "children").read_text().split()]
-    except OSError:
-        pass
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total_kb += int(line.split()[1])
-        except OSError:
-            continue
-    return total_kb / 1024
 
 
 def start_node(home: Path) -> subprocess.Popen[bytes]:

@@ -21,11 +21,11 @@ import msgspec
 
 from liangcao.clock import now_ms
 from liangcao.codes import Code
+from liangcao.crypto.signer import Signer, load_signer
 from liangcao.errors import LiangcaoError
 from liangcao.ledger import block as blk
 from liangcao.ledger import tx as txm
-from liangcao.ledger.tx import Signer, Tx
-from liangcao.node.home import load_signer
+from liangcao.ledger.tx import Tx
 
 __all__ = ["Client", "ClientError", "ContractHandle", "Refused", "Signer", "load_signer", "verify_proof"]
 

@@ -30,12 +30,13 @@ import httpx
 from rich.console import Console
 from rich.progress import Progress
 
-from liangcao.bench import peak_rss_mb, start_node, submit_all, wait_ready
+from liangcao.bench import start_node, submit_all, wait_ready
 from liangcao.client import Client
 from liangcao.codes import Code
-from liangcao.demo import free_port
+from liangcao.crypto.signer import load_signer
 from liangcao.ledger.tx import Tx
-from liangcao.node.home import NodeHome, init_network, load_signer, member_dir
+from liangcao.node.home import NodeHome, init_network, member_dir
+from liangcao.procs import free_port, peak_rss_mb
 from liangcao.trace import capture
 
 CONTEXT = ["https://ref.gs1.org/standards/epcis/epcis-context.jsonld"]

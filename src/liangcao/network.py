@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from liangcao.api.auth import new_secret
-from liangcao.ordering.natsserver import NatsCluster, NatsNode, free_ports, wait_port
+from liangcao.ordering.natsserver import NatsCluster, NatsNode, wait_port
+from liangcao.procs import free_ports
+from liangcao.tokens import new_secret
 
 STATE = "network.json"
 # Children started by this process. They are detached (their own session) and outlive a CLI run; kept here
@@ -213,8 +214,9 @@ def add_org(home: Path, org_type: str = "logistics") -> dict[str, Any]:
     """Admit a new organisation by governance (a majority of the admins sign ``consortium.add_org``), give it
     a node of its own and start it: it catches up from the stream. Returns the receipt of the admission."""
     from liangcao.client import Client
-    from liangcao.genesis import make_org, write_org
-    from liangcao.node.home import load_signer, member_dir
+    from liangcao.crypto.signer import load_signer
+    from liangcao.node.genesis import make_org, write_org
+    from liangcao.node.home import member_dir
 
     state = load_state(home)
     orgs = [o["org"] for o in state["orgs"]]

@@ -1,0 +1,210 @@
+"""The layer diagram is the import graph (``shared/ARCHITECTURE.md`` §2), and this test keeps it so.
+
+In the spirit of TigerBeetle's ``tidy.zig``: the rule is enforced by code, not review. Every ``import`` in
+``src/liangcao`` (including those inside functions and under ``TYPE_CHECKING``) is read with ``ast``; a module
+may import only its own layer or a lower one; the SDK does not pull in the node; nothing imports a benchmark,
+the demo or the simulator but the command line; the payments core stands beside the ledger, on the
+foundations alone; and there is no cycle between modules.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "liangcao"
+
+#: Lowest first. The first entry whose prefix matches a module names its layer.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    (
+        "foundations",
+        (
+            "liangcao",  # the package itself: __version__
+            "liangcao.encoding",
+            "liangcao.codes",
+            "liangcao.errors",
+            "liangcao.limits",
+            "liangcao.clock",
+            "liangcao.domain",
+            "liangcao.tokens",
+            "liangcao.procs",
+            "liangcao.crypto",
+        ),
+    ),
+    ("ledger", ("liangcao.ledger",)),
+    ("libraries", ("liangcao.trace", "liangcao.shipping")),  # GS1 EPCIS, dangerous-goods rules: pure code
+    ("runtime", ("liangcao.contracts",)),
+    ("apps", ("liangcao.apps",)),
+    ("ordering", ("liangcao.ordering",)),
+    ("node", ("liangcao.node",)),
+    (
+        "interfaces",
+        (
+            "liangcao.api",
+            "liangcao.web",
+            "liangcao.client",
+            "liangcao.witness",
+            "liangcao.network",
+            "liangcao.testing",
+            "liangcao.demo",
+            "liangcao.bench",
+            "liangcao.sim",
+            "liangcao.cli",
+        ),
+    ),
+]
+RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
+PAYMENTS = "liangcao.payments"
+#: What only the command line (and each other) may import.
+TOOLS = ("liangcao.demo", "liangcao.bench", "liangcao.sim")
+#: The SDK runs in the caller's process: it must not load the node, ordering, the API or the tools.
+SDK = ("liangcao.client",)
+SDK_MAY = ("foundations", "ledger", "libraries", "runtime", "apps")
+
+
+def module_of(path: Path) -> str:
+    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def within(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def layer_of(module: str) -> str:
+    best = ""
+    for name, prefixes in LAYERS:
+        for p in prefixes:
+            if within(module, p) and len(p) > len(best):
+                best, found = p, name
+    if not best:
+        raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+    return found
+
+
+def imports() -> dict[str, set[str]]:
+    modules = {module_of(p): p for p in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for mod, path in modules.items():
+        deps: set[str] = set()
+        package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*up, base] if base else up)
+                names = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            else:
+                continue
+            for name in names:
+                if within(name, "liangcao"):
+                    while name not in modules and "." in name:
+                        name = name.rsplit(".", 1)[0]
+                    if name != mod:
+                        deps.add(name)
+        graph[mod] = deps
+    return graph
+
+
+GRAPH = imports()
+
+
+def test_every_module_has_a_layer() -> None:
+    for mod in GRAPH:
+        if not within(mod, PAYMENTS):
+            layer_of(mod)
+
+
+def test_no_upward_import() -> None:
+    upward = [
+        f"{mod} ({layer_of(mod)}) imports {dep} ({layer_of(dep)})"
+        for mod, deps in GRAPH.items()
+        if not within(mod, PAYMENTS)
+        for dep in deps
+        if not within(dep, PAYMENTS) and RANK[layer_of(dep)] > RANK[layer_of(mod)]
+    ]
+    assert upward == []
+
+
+def test_the_payments_core_stands_on_the_foundations_alone() -> None:
+    wrong = [
+        f"{mod} imports {dep}"
+        for mod, deps in GRAPH.items()
+        if within(mod, PAYMENTS)
+        for dep in deps
+        if not within(dep, PAYMENTS) and layer_of(dep) != "foundations"
+    ]
+    assert wrong == []
+    assert not [m for m, deps in GRAPH.items() if not within(m, PAYMENTS) and not within(m, "liangcao.cli")
+                and any(within(d, PAYMENTS) for d in deps)]  # fmt: skip
+
+
+def test_the_sdk_does_not_pull_in_the_node() -> None:
+    wrong = [
+        f"{mod} imports {dep}"
+        for mod, deps in GRAPH.items()
+        if any(within(mod, s) for s in SDK)
+        for dep in deps
+        if not any(within(dep, s) for s in SDK) and layer_of(dep) not in SDK_MAY
+    ]
+    assert wrong == []
+
+
+def test_nothing_imports_the_tools_but_the_command_line() -> None:
+    wrong = [
+        f"{mod} imports {dep}"
+        for mod, deps in GRAPH.items()
+        for dep in deps
+        if any(within(dep, t) for t in TOOLS)
+        and not within(mod, "liangcao.cli")
+        and not any(within(mod, t) and within(dep, t) for t in TOOLS)  # a tool's own modules
+    ]
+    assert wrong == []
+
+
+def test_no_cycle_between_modules() -> None:
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    cycles: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in sorted(GRAPH.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in sorted(GRAPH):
+        if v not in index:
+            visit(v)
+    assert cycles == []
+
+
+def test_the_house_plan_names_the_same_layers() -> None:
+    plan = Path(__file__).resolve().parents[2] / "shared" / "ARCHITECTURE.md"
+    text = plan.read_text()
+    for folder in ("ledger/", "contracts/", "apps/", "ordering/", "node/", "api/", "cli/", "web/", "client/"):
+        assert folder in text or folder.rstrip("/") in text, f"{folder} is not in the house plan's diagram"
