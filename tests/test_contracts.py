@@ -380,3 +380,32 @@ def test_the_vocabulary_is_one_definition() -> None:
     assert identity.ORG_TYPES is ORG_TYPES and identity.ROLES is ROLES
     assert consortium.OrgArgs.__annotations__["org_id"] == "OrgId" == OrgArgs.__annotations__["org"]
     assert consortium.ORG_ID.pattern == msgspec.inspect.type_info(OrgId).pattern  # type: ignore[attr-defined]
+
+
+def test_the_public_modules_export_what_they_define_and_nothing_imports_the_harness() -> None:
+    import inspect
+    import pathlib
+    import re
+
+    import liangcao.contracts as contracts
+    import liangcao.contracts.index as index
+    import liangcao.domain as domain
+    import liangcao.testing as testing
+
+    for module in (testing, domain, index, contracts):
+        assert all(hasattr(module, name) for name in module.__all__), module.__name__
+    for module in (testing, domain, index):
+        defined = {
+            name
+            for name, value in vars(module).items()
+            if not name.startswith("_")
+            and (inspect.isclass(value) or inspect.isfunction(value))
+            and value.__module__ == module.__name__
+        }
+        assert defined <= set(module.__all__), (module.__name__, defined - set(module.__all__))
+    src = pathlib.Path(testing.__file__).parent
+    imports = re.compile(
+        r"^\s*(from liangcao\.testing|from liangcao import .*\btesting\b|import liangcao\.testing)", re.M
+    )
+    importers = [str(p.relative_to(src)) for p in src.rglob("*.py") if imports.search(p.read_text())]
+    assert importers == []  # the harness sits above everything, like a test
