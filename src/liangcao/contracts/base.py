@@ -50,9 +50,9 @@ class NoArgs(Args):
 @dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(msgspec.field,))
 class _RecordMeta(msgspec.StructMeta):
     # ``kw_only`` is per class in msgspec: defaulting it here lets every record declare its fields in the
-    # order that reads best (optional ones anywhere), and build them by name only. (mypy reads the frozen
-    # default below but not the keyword-only one: a record with a required field after an optional one
-    # spells ``class R(Record, kw_only=True)`` for mypy's sake.)
+    # order that reads best (optional ones anywhere), and build them by name only. (mypy takes the frozen
+    # default from the decorator but not the keyword-only one: a record with a required field after an
+    # optional one spells ``class R(Record, kw_only=True)`` for mypy's sake.)
     def __new__(mcls, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any) -> Any:
         kwargs.setdefault("kw_only", True)
         return super().__new__(mcls, name, bases, namespace, **kwargs)
@@ -528,8 +528,10 @@ def _roles(role: str | Iterable[str] | None) -> frozenset[str]:
     if role is None:
         return PARTY_ROLES
     roles = frozenset(_names(role))
-    if not roles or not roles <= PARTY_ROLES:
+    if not roles <= PARTY_ROLES:
         raise ValueError(f"a party acts as admin or member, never as {', '.join(sorted(roles - PARTY_ROLES))}")
+    if not roles:
+        raise ValueError("a party check needs at least one role (leave role out for admin or member)")
     return roles
 
 
