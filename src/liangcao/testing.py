@@ -37,7 +37,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from liangcao import codes, encoding, genesis
+from liangcao import codes, encoding
 from liangcao.codes import Code
 from liangcao.contracts.base import Contract, Registry
 from liangcao.contracts.runtime import ContractRuntime
@@ -47,6 +47,7 @@ from liangcao.ledger import block as blk
 from liangcao.ledger import executor
 from liangcao.ledger import tx as txm
 from liangcao.ledger.state import MemoryState
+from liangcao.node import genesis
 
 __all__ = [
     "DAY_MS",
