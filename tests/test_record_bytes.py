@@ -3,6 +3,10 @@
 The golden run (``golden_scenario``) goes through every built-in contract, its refusals included. Its
 numbers were recorded on the code before contract records became msgspec structs (commit 0e9f211), so a
 change in any stored value, receipt (code, message, result, events) or query answer fails here.
+
+A change that means to alter what a contract records (a new rule, a new field) alters these numbers too: it
+says so in its commit and records the new ones (``cd tests && python -c "import golden_scenario as g;
+c, a = g.run(); print(c.state_hash, g.digest(c.receipts), g.digest(a))"``). A refactor never does.
 """
 
 from __future__ import annotations
