@@ -26,7 +26,9 @@ from __future__ import annotations
 from typing import Any
 
 
-class LiangcaoError(Exception):
+class _Coded(Exception):
+    """An exception with a stable code, a message and optional detail (both trees below)."""
+
     def __init__(self, code: int, message: str, detail: Any = None) -> None:
         super().__init__(message)
         self.code = int(code)
@@ -36,6 +38,8 @@ class LiangcaoError(Exception):
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, "detail": self.detail}
 
+
+class LiangcaoError(_Coded):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code}, message={self.message!r})"
 
@@ -56,17 +60,8 @@ class BlockInvalid(LiangcaoError):
     pass
 
 
-class Fault(Exception):
+class Fault(_Coded):
     """This machine failed (see the module docstring): stops the commit, never recorded as an outcome."""
-
-    def __init__(self, code: int, message: str, detail: Any = None) -> None:
-        super().__init__(message)
-        self.code = int(code)
-        self.message = message
-        self.detail = detail
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "detail": self.detail}
 
 
 class StoreError(Fault):

@@ -537,19 +537,26 @@ class Node:
             # stored in canonical form: the message may have come in any JSON spelling
             self.ledger.store.add_attestation(height, member, encoding.canonical(att, checked=True))
             return
-        alarm = {
-            "height": height,
-            "member": member,
-            "their_block_hash": att["block_hash"],
-            "their_state_hash": att["state_hash"],
-            "our_block_hash": ours.hash,
-            "our_state_hash": ours.state_hash,
-        }
+        self.note_fork(height, member, att, ours)
+
+    def note_fork(self, height: int, member: str, att: Any, ours: blk.Header) -> None:
+        """Record that ``member`` (a peer whose attestations count) attests another block or state than ours at
+        ``height``: one alarm per (height, member), at most ``fork_alarms_max`` kept as evidence."""
         key = (height, member)
-        if key not in self._alarm_keys and len(self.fork_alarms) < limits.fork_alarms_max:
-            self._alarm_keys.add(key)
-            self.fork_alarms.append(alarm)
-            log.error("FORK ALARM at height %s: %s attests a different block or state", height, member)
+        if key in self._alarm_keys or len(self.fork_alarms) >= limits.fork_alarms_max:
+            return
+        self._alarm_keys.add(key)
+        self.fork_alarms.append(
+            {
+                "height": height,
+                "member": member,
+                "their_block_hash": att["block_hash"],
+                "their_state_hash": att["state_hash"],
+                "our_block_hash": ours.hash,
+                "our_state_hash": ours.state_hash,
+            }
+        )
+        log.error("FORK ALARM at height %s: %s attests a different block or state", height, member)
 
     def _commit(self, batch: list[Tx], sig_ok: dict[str, bool]) -> None:
         raws = [t.raw for t in batch]

@@ -291,17 +291,7 @@ class NodeServices:
         if ours is None:
             raise LiangcaoError(Code.NOT_FOUND, f"no block at height {height} yet")
         if att["block_hash"] != ours.hash or att["state_hash"] != ours.state_hash:
-            alarm = {
-                "height": height,
-                "member": member,
-                "their_block_hash": att["block_hash"],
-                "their_state_hash": att["state_hash"],
-                "our_block_hash": ours.hash,
-                "our_state_hash": ours.state_hash,
-            }
-            if alarm not in node.fork_alarms:
-                node.fork_alarms.append(alarm)
-                log.error("FORK ALARM at height %s: %s attests a different block or state", height, member)
+            node.note_fork(height, member, att, ours)
             raise LiangcaoError(Code.BAD_BLOCK, f"{member} attests another block or state at height {height}")
         # The writer store serialises writes under its lock, beside the commit thread's blocks.
         node.ledger.store.add_attestation(height, member, encoding.canonical(att))
