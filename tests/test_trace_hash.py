@@ -146,3 +146,73 @@ def test_cli_hashes_xml_documents() -> None:
         [sys.executable, "-m", "liangcao.cli", "trace", "hash", str(path)], capture_output=True, text=True
     )
     assert r.returncode == 0 and r.stdout.split() == expected(path)
+
+
+# ---- CBV 2.0 hash rules the reference vectors do not pin (issue 25) -------------------------------------
+CORPUS = VECTORS.parent / "openepcis-corpus"
+OPENEPCIS = VECTORS.parent / "openepcis" / "capture-documents"
+TWINS = [
+    *[(p, OPENEPCIS / f"{p.stem}.json") for p in sorted((CORPUS / "XML/Capture/Documents").glob("*.xml"))],
+    *[(p, CORPUS / "JSON/Query" / f"{p.stem}.json") for p in sorted((CORPUS / "XML/Query").glob("*.xml"))],
+]
+TWINS = [(x, j) for x, j in TWINS if j.exists()]
+
+
+@pytest.mark.parametrize(("xml", "json_ld"), TWINS, ids=[x.stem + "-" + x.parent.name for x, _ in TWINS])
+def test_openepcis_twins_get_the_same_ids(xml: Path, json_ld: Path) -> None:
+    """The same events as XML and as JSON-LD: rules 15 (gs1: fixed), cbvmda, event-level @context."""
+    assert document_hashes(read_xml(xml.read_bytes())) == document_hashes(json.loads(json_ld.read_text()))
+
+
+def test_the_twin_corpus_is_there() -> None:
+    assert len(TWINS) >= 44
+
+
+def _one(event: dict[str, Any], context: Any = None) -> str:
+    doc = {"@context": context or ["https://ref.gs1.org/standards/epcis/epcis-context.jsonld"],
+           "epcisBody": {"eventList": [event]}}  # fmt: skip
+    return document_hashes(doc)[0]
+
+
+BASE = {"type": "ObjectEvent", "eventTime": "2026-01-01T00:00:00Z", "eventTimeZoneOffset": "+00:00",
+        "epcList": ["urn:epc:id:sgtin:0614141.107346.1"], "action": "OBSERVE"}  # fmt: skip
+
+
+def test_gs1_values_expand_to_the_gs1_vocabulary_whatever_the_prefix_is_bound_to() -> None:
+    report = {"sensorElementList": [{"sensorReport": [{"type": "gs1:Temperature", "value": 3}]}]}
+    bare = {"sensorElementList": [{"sensorReport": [{"type": "Temperature", "value": 3}]}]}
+    rebound = [{"gs1": "https://ref.gs1.org/voc/"}]
+    assert _one({**BASE, **report}, rebound) == _one({**BASE, **bare})
+    spelled = {"sensorElementList": [{"sensorReport": [{"type": "https://ref.gs1.org/voc/Temperature", "value": 3}]}]}
+    assert _one({**BASE, **spelled}) == _one({**BASE, **bare})
+
+
+def test_an_undeclared_cbvmda_prefix_is_the_xml_bindings_namespace() -> None:
+    from liangcao.trace.hashing import prehash
+
+    event = {**BASE, "ilmd": {"cbvmda:lotNumber": "L1"}}
+    assert "ilmd{urn:epcglobal:cbv:mda}lotNumber=L1" in prehash(event)
+    assert "ilmd{urn:x:}lotNumber=L1" in prehash(event, [{"cbvmda": "urn:x:"}])
+
+
+def test_an_events_own_context_is_honoured() -> None:
+    inner = {**BASE, "@context": [{"ext": "https://ext.example/"}], "ext:colour": "red"}
+    outer = {**BASE, "ext:colour": "red"}
+    assert _one(inner) == _one(outer, [{"ext": "https://ext.example/"}])
+    assert _one(inner) != _one(outer)
+
+
+def test_an_empty_extension_is_its_name_alone() -> None:
+    from liangcao.trace.hashing import prehash
+
+    context = [{"ext": "https://ext.example/"}]
+    assert prehash({**BASE, "ext:flag": ""}, context).endswith("{https://ext.example/}flag")
+    assert _one({**BASE, "ext:flag": ""}, context) == _one({**BASE, "ext:flag": {}}, context)
+    xml = (
+        b'<epcis:EPCISDocument xmlns:epcis="urn:epcglobal:epcis:xsd:2" xmlns:ext="https://ext.example/" '
+        b'schemaVersion="2.0" creationDate="2026-01-01T00:00:00Z"><EPCISBody><EventList><ObjectEvent>'
+        b"<eventTime>2026-01-01T00:00:00Z</eventTime><eventTimeZoneOffset>+00:00</eventTimeZoneOffset>"
+        b"<epcList><epc>urn:epc:id:sgtin:0614141.107346.1</epc></epcList><action>OBSERVE</action>"
+        b"<ext:flag/></ObjectEvent></EventList></EPCISBody></epcis:EPCISDocument>"
+    )
+    assert document_hashes(read_xml(xml)) == [_one({**BASE, "ext:flag": ""}, context)]

@@ -23,10 +23,27 @@ from liangcao.trace.depth import check_value
 from liangcao.trace.identifiers import normalise_identifier
 
 HASH_VERSION = "CBV2.0"
+#: The CURIE prefixes of standard vocabulary values (CBV 2.0 hash rule 15): ``gs1:`` is always
+#: ``https://gs1.org/voc/``, whatever namespace a document binds the prefix to (an XML document may bind
+#: ``gs1`` to ``https://ref.gs1.org/voc/`` for its own elements; its values still mean the GS1 vocabulary).
 DEFAULT_PREFIXES = {
     "gs1": "https://gs1.org/voc/",
     "cbv": "https://ref.gs1.org/cbv/",
     "epcis": "https://ref.gs1.org/epcis/",
+}
+#: The prefixes of the standard JSON-LD context (``epcis-context.jsonld``), for extension keys: a JSON
+#: document may write ``cbvmda:lotNumber`` without declaring ``cbvmda``. That prefix is the CBV master-data
+#: namespace as the XML binding writes it, ``urn:epcglobal:cbv:mda`` (the JSON-LD context file adds a colon),
+#: so the same ILMD in XML and in JSON gets the same key. A document that declares ``cbvmda`` itself gets
+#: what it declares (the vector ``epcisDocWithVariousEventTypes`` declares ``urn:epcglobal:cbv:mda:`` in both
+#: of its forms and encodes ``{urn:epcglobal:cbv:mda:}``).
+STANDARD_CONTEXT_PREFIXES = {
+    **DEFAULT_PREFIXES,
+    "cbvmda": "urn:epcglobal:cbv:mda",
+    "rdfs": "http://www.w3.org/2000/01/rdf-schema#",
+    "owl": "http://www.w3.org/2002/07/owl#",
+    "xsd": "http://www.w3.org/2001/XMLSchema#",
+    "dcterms": "http://purl.org/dc/terms/",
 }
 CBV_URNS = {
     "urn:epcglobal:cbv:bizstep:": "https://ref.gs1.org/cbv/BizStep-",
@@ -35,6 +52,10 @@ CBV_URNS = {
     "urn:epcglobal:cbv:sdt:": "https://ref.gs1.org/cbv/SDT-",
     "urn:epcglobal:cbv:er:": "https://ref.gs1.org/cbv/ER-",
 }
+#: The GS1 Web Vocabulary under its other spelling: CBV 2.0's hash rule 15 defines ``gs1`` as
+#: ``https://gs1.org/voc/`` and gives ``gs1:Temperature -> https://ref.gs1.org/voc/Temperature`` as its
+#: example. Both name the same vocabulary, so a value written either way is written as the definition says.
+GS1_VOC_ALIASES = ("https://ref.gs1.org/voc/", "http://gs1.org/voc/", "http://ref.gs1.org/voc/")
 # Bare words of the standard vocabularies, by the field that holds them.
 BARE = {
     "bizStep": "https://ref.gs1.org/cbv/BizStep-",
@@ -114,20 +135,35 @@ class Hasher:
     """Pre-hash strings for the events of one document (its JSON-LD ``@context`` gives the prefixes)."""
 
     def __init__(self, context: Any = None, ignore: list[str] | tuple[str, ...] = ()) -> None:
-        self.prefixes = dict(DEFAULT_PREFIXES)
-        for entry in context if isinstance(context, list) else [context]:
-            if isinstance(entry, Mapping):
-                for k, v in entry.items():
-                    if isinstance(v, str):
-                        self.prefixes[k] = v
+        self.prefixes = bind(STANDARD_CONTEXT_PREFIXES, context)
+        self.ignore_names = tuple(ignore)
         # Extension fields a document declares as repository metadata (``...:ignoreFields``), not event content.
         self.ignore = {self.key(name) for name in ignore}
+        self._within: dict[str, Hasher] = {}
+
+    def within(self, context: Any) -> Hasher:
+        """The hasher for an event that carries its own ``@context``: its bindings over the document's.
+
+        JSON-LD scopes a context to the object that holds it, so an event's prefixes apply to that event
+        alone; the document's ``ignoreFields`` still apply (named with the document's prefixes).
+        """
+        if context is None:
+            return self
+        key = repr(context)
+        if key not in self._within:
+            inner = Hasher.__new__(Hasher)
+            inner.prefixes = bind(self.prefixes, context)
+            inner.ignore_names, inner.ignore, inner._within = self.ignore_names, self.ignore, {}
+            self._within[key] = inner
+        return self._within[key]
 
     # ---- values -----------------------------------------------------------------------------------------
-    def expand(self, text: str) -> str:
+    @staticmethod
+    def expand(text: str) -> str:
+        """A ``gs1:``, ``cbv:`` or ``epcis:`` value as its GS1 URI, whatever the document binds those to."""
         prefix, sep, rest = text.partition(":")
         if sep and prefix in DEFAULT_PREFIXES and not rest.startswith("//"):
-            return self.prefixes[prefix] + rest
+            return DEFAULT_PREFIXES[prefix] + rest
         return text
 
     def value(self, raw: Any, field: str = "") -> str:
@@ -145,6 +181,8 @@ class Hasher:
         if bare and ":" not in text and text:
             return bare + text
         text = self.expand(text)
+        if text.startswith(GS1_VOC_ALIASES):
+            return DEFAULT_PREFIXES["gs1"] + text.partition("/voc/")[2]
         if _NUMBER.fullmatch(text):
             return format_number(text)
         return normalise_identifier(text) or text
@@ -178,8 +216,10 @@ class Hasher:
                 text = f"={self.value(v['#text'])}" if "#text" in v else ""
                 stack.append(("close", self.key(n) + text, inner, sink))
                 stack.extend(("visit", k, c, inner) for k, c in reversed(list(v.items())) if k != "#text")
+            elif v is None or (text := self.value(v)) == "":
+                sink.append(self.key(n))  # an empty element: its name alone, as for an empty object
             else:
-                sink.append(f"{self.key(n)}={self.value(v)}")
+                sink.append(f"{self.key(n)}={text}")
         return out
 
     def _extension_strings(self, obj: Mapping[str, Any], known: set[str] | tuple[str, ...]) -> list[str]:
@@ -207,6 +247,11 @@ class Hasher:
         it a few dozen frames deep, so the outcome never depends on how deep the caller's stack is.
         """
         check_value(event, "the event")
+        if "@context" in event:
+            return self.within(event["@context"])._event(event)
+        return self._event(event)
+
+    def _event(self, event: Mapping[str, Any]) -> str:
         parts = [f"eventType={event.get('type', '')}"]
         tail: list[str] = []
         for name in ORDER:
@@ -296,6 +341,17 @@ class Hasher:
             text += self.extensions(el, ("sensorMetadata", "sensorReport"))
             out.append(text)
         return "sensorElementList" + "".join(sorted(out)) if out else ""
+
+
+def bind(prefixes: Mapping[str, str], context: Any) -> dict[str, str]:
+    """``prefixes`` with the term definitions of a JSON-LD ``@context`` (a URL, an object or a list) over them."""
+    out = dict(prefixes)
+    for entry in context if isinstance(context, list) else [context]:
+        if isinstance(entry, Mapping):
+            for k, v in entry.items():
+                if isinstance(v, str):
+                    out[k] = v
+    return out
 
 
 def _stray(key: str, known: tuple[str, ...]) -> bool:
