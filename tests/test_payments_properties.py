@@ -162,7 +162,7 @@ class PaymentsMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def random_transfers(self, data: st.DataObject) -> None:
-        known = sorted(set(self.model.s.transfers) | set(self.model.s.failed_t))
+        known = sorted(set(self.model.s.transfers) | self.model.s.spent)
         pending = sorted(self.model.s.status)  # pending, posted, voided and expired ones
         self.create_transfers(data.draw(st.lists(transfers_st(known, pending), min_size=1, max_size=12)))
 
@@ -238,7 +238,7 @@ class PaymentsMachine(RuleBasedStateMachine):
             assert sorted(got) == ids
             for i in ids:
                 a = got[i]
-                closed = bool(a.flags & 16)
+                closed = bool(a.flags & 32)
                 assert (a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted, closed) == want[i]
             sums: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
             for a in got.values():

@@ -17,7 +17,7 @@ import pytest
 
 from liangcao import limits
 from liangcao.codes import Code
-from liangcao.demo import free_port
+from liangcao.procs import free_port
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -319,14 +319,21 @@ def test_pay_bench_small_run(pg_dsn: str) -> None:
         "1000",
         "--pgbench-seconds",
         "1",
+        "--pipelined",
+        "20000",
+        "--snapshot-log-mib",
+        "1",
         "--postgres",
         pg_dsn,
         "--json",
     )
     result = json.loads(r.stdout.strip().splitlines()[-1])
-    for key in ("embedded_tps", "postgres_tps", "pgbench_tps", "ratio_embedded_to_pgbench", "p99_batch_ms"):
+    keys = ("embedded_tps", "embedded_pipelined_tps", "postgres_tps", "pgbench_tps", "ratio_embedded_to_pgbench")
+    for key in (*keys, "p99_batch_ms"):
         assert result[key] > 0
     assert result["transfers"] == 20000 and result["pg_transfers"] == 2000
+    assert result["snapshots"] >= 1 and result["batches_during_snapshots"] >= 1  # the service's cadence, scaled
+    assert set(result["us_per_transfer"]) == {"prepare", "apply", "write", "fsync", "other"}
     assert "cores" in r.stdout and "peak RSS" in r.stdout
 
 
@@ -356,3 +363,12 @@ def test_the_service_expires_pending_transfers_without_traffic(tmp_path: Path) -
         assert httpx.get(s.url + "/v1/accounts/1").json()["debits_pending"] == 0
     finally:
         s.kill()
+
+
+def test_cli_file_with_a_key_twice_is_refused_before_sending(tmp_path: Path) -> None:
+    batch = tmp_path / "batch.json"
+    batch.write_text('[{"id": 1, "ledger": 1, "code": 1, "code": 2}]')
+    r = cli("accounts", "create", "--file", str(batch), "--data", str(tmp_path / "pay"), check=False)
+    assert r.returncode == 1 and "'code' more than once" in r.stderr
+    r = cli("lookup", "accounts", "1", "--json", "--data", str(tmp_path / "pay"))
+    assert json.loads(r.stdout) == []

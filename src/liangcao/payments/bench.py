@@ -5,6 +5,13 @@ time and each other the rest, amounts 1..10,000 fen, in batches. Every batch is 
 durable (the engine's fsync, PostgreSQL's COMMIT). Batches and their ids are made before the clock starts.
 The baseline is pgbench's built-in TPC-B-like script on the same PostgreSQL server, run at two client
 counts; the higher rate is the one compared against, so the ratio is the conservative one.
+
+The embedded engine runs with the service's snapshot cadence (``engine.SNAPSHOT_LOG_BYTES`` of log between
+snapshots, as ``liangcao pay start``), so its latencies include the batches applied while a snapshot is
+being written; they are also reported on their own. Its time is broken down per transfer: encoding,
+decoding and width checks, the state machine, the log's write and its fdatasync, and the rest (hand-offs
+between the caller and the committer). A second run keeps several batches in flight, as concurrent
+clients of the service do, so that the next batch is applied while the previous one is fsynced.
 """
 
 from __future__ import annotations
@@ -25,9 +32,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from liangcao.bench import peak_rss_mb
-from liangcao.payments.engine import Engine
+from liangcao.payments.engine import SNAPSHOT_LOG_BYTES, Engine
 from liangcao.payments.types import Account, AccountFlags, Transfer
+from liangcao.procs import peak_rss_mb
 
 LEDGER = 156  # CNY
 HOT_MERCHANTS = 8
@@ -45,6 +52,9 @@ class BenchConfig:
     pgbench_seconds: int = 15
     postgres: str | None = None
     seed: int = 11
+    pipelined_transfers: int = 1_000_000
+    in_flight: int = 4
+    snapshot_log_bytes: int = SNAPSHOT_LOG_BYTES
 
 
 def accounts_for(cfg: BenchConfig) -> list[Account]:
@@ -94,21 +104,27 @@ def _percentile(sorted_ms: list[float], p: float) -> float:
     return sorted_ms[min(len(sorted_ms) - 1, int(len(sorted_ms) * p))]
 
 
-def _measure(create: Any, batches: list[list[Transfer]]) -> dict[str, float]:
+def _measure(create: Any, batches: list[list[Transfer]], engine: Engine | None = None) -> dict[str, Any]:
     latencies: list[float] = []
+    during_snapshot: list[float] = []
     gc.collect()
     gc.freeze()  # millions of long-lived objects: keep the cyclic collector from rescanning them mid-run
     start = time.perf_counter()
     for b in batches:
+        snapshotting = engine is not None and engine.snapshot_running
         t0 = time.perf_counter()
         results = create(b)
-        latencies.append((time.perf_counter() - t0) * 1000)
+        ms = (time.perf_counter() - t0) * 1000
+        latencies.append(ms)
+        if snapshotting or (engine is not None and engine.snapshot_running):
+            during_snapshot.append(ms)
         if any(results):
             raise RuntimeError(f"benchmark transfer refused: code {next(c for c in results if c)}")
     elapsed = time.perf_counter() - start
     gc.unfreeze()
     n = sum(len(b) for b in batches)
     latencies.sort()
+    during_snapshot.sort()
     return {
         "transfers": n,
         "seconds": round(elapsed, 3),
@@ -116,20 +132,59 @@ def _measure(create: Any, batches: list[list[Transfer]]) -> dict[str, float]:
         "p50_batch_ms": round(_percentile(latencies, 0.50), 2),
         "p99_batch_ms": round(_percentile(latencies, 0.99), 2),
         "max_batch_ms": round(latencies[-1], 2),
+        "batches_during_snapshots": len(during_snapshot),
+        "p99_batch_during_snapshots_ms": round(_percentile(during_snapshot, 0.99), 2),
     }
 
 
-def bench_embedded(cfg: BenchConfig, root: Path) -> dict[str, float]:
+def _ready_engine(cfg: BenchConfig, path: Path) -> Engine:
+    e = Engine(path, snapshot_log_bytes=cfg.snapshot_log_bytes)
+    for chunk in _in_batches(accounts_for(cfg), 8190):
+        e.create_accounts(chunk)
+    for chunk in _in_batches(funding_for(cfg, 10**9), 8190):
+        e.create_transfers(chunk)
+    return e
+
+
+def bench_embedded(cfg: BenchConfig, root: Path) -> dict[str, Any]:
+    """One batch at a time, each waited for until durable: batch latency, and where the time goes."""
     batches = workload(cfg, cfg.transfers, 10**12)
-    with Engine(root / "engine") as e:
-        for chunk in _in_batches(accounts_for(cfg), 8190):
-            e.create_accounts(chunk)
-        for chunk in _in_batches(funding_for(cfg, 10**9), 8190):
-            e.create_transfers(chunk)
-        out = _measure(e.create_transfers, batches)
-        out["wal_mib"] = round(e._wal.bytes_written / 2**20, 1)
+    with _ready_engine(cfg, root / "engine") as e:
+        before = e.stats()
+        out = _measure(e.create_transfers, batches, e)
+        e.flush()
+        after = e.stats()
+        out["wal_mib"] = round((after["log_bytes"] - before["log_bytes"]) / 2**20, 1)
+        out["snapshots"] = int(after["snapshots"] - before["snapshots"])
+        n = out["transfers"]
+        us = {k: (after[f"{k}_s"] - before[f"{k}_s"]) / n * 1e6 for k in ("prepare", "apply", "write", "fsync")}
+        us["other"] = out["seconds"] / n * 1e6 - sum(us.values())
+        out["us_per_transfer"] = {k: round(v, 2) for k, v in us.items()}
+        out["fsyncs"] = int(after["syncs"] - before["syncs"])
     out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
+
+
+def bench_embedded_pipelined(cfg: BenchConfig, root: Path) -> dict[str, Any]:
+    """Several batches in flight (concurrent clients): the next batch is applied while one is fsynced."""
+    batches = workload(cfg, cfg.pipelined_transfers, 10**13)
+    with _ready_engine(cfg, root / "engine-pipelined") as e:
+        gc.collect()
+        gc.freeze()
+        inflight: list[Any] = []
+        start = time.perf_counter()
+        for b in batches:
+            inflight.append(e.submit_transfers(b))
+            if len(inflight) >= cfg.in_flight and any(inflight.pop(0).result()):
+                raise RuntimeError("benchmark transfer refused")
+        for f in inflight:
+            if any(f.result()):
+                raise RuntimeError("benchmark transfer refused")
+        elapsed = time.perf_counter() - start
+        gc.unfreeze()
+        snapshots = e.stats()["snapshots"]
+    n = sum(len(b) for b in batches)
+    return {"transfers": n, "tps": round(n / elapsed, 1), "in_flight": cfg.in_flight, "snapshots": snapshots}
 
 
 def bench_postgres(cfg: BenchConfig, dsn: str, server_pid: int | None) -> dict[str, float]:
@@ -181,6 +236,13 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
         console.print(f"[bold]embedded engine[/]: {cfg.transfers:,} transfers in batches of {cfg.batch} ...")
         embedded = bench_embedded(cfg, root)
         gc.collect()
+        pipelined: dict[str, Any] = {"tps": 0.0, "in_flight": cfg.in_flight, "transfers": 0}
+        if cfg.pipelined_transfers:
+            console.print(
+                f"[bold]embedded engine, {cfg.in_flight} batches in flight[/]: {cfg.pipelined_transfers:,} transfers ..."
+            )
+            pipelined = bench_embedded_pipelined(cfg, root)
+            gc.collect()
         console.print(f"[bold]PostgreSQL backend[/]: {cfg.pg_transfers:,} transfers ...")
         postgres = bench_postgres(cfg, dsn, server.pid() if server is not None else None)
         console.print(
@@ -205,6 +267,13 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
         f"{embedded['tps'] / pgbench_tps:.1f}x",
     )
     table.add_row(
+        f"embedded, {cfg.in_flight} in flight",
+        f"{pipelined['tps']:,.0f}",
+        "",
+        "",
+        f"{pipelined['tps'] / pgbench_tps:.1f}x",
+    )
+    table.add_row(
         "PostgreSQL backend",
         f"{postgres['tps']:,.0f}",
         f"{postgres['p50_batch_ms']}",
@@ -217,6 +286,12 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
     console.print(
         f"{cores} cores; peak RSS: bench process with the embedded engine {embedded['peak_rss_mib']} MiB, "
         f"PostgreSQL server {pg_rss:.0f} MiB; batch {cfg.batch}, {cfg.accounts:,} customers, {HOT_MERCHANTS} hot merchants"
+    )
+    spent = ", ".join(f"{k} {v} µs" for k, v in embedded["us_per_transfer"].items())
+    console.print(
+        f"embedded, per transfer: {spent}; {embedded['snapshots']} snapshot(s) during the run "
+        f"(every {cfg.snapshot_log_bytes // 2**20} MiB of log), p99 of the {embedded['batches_during_snapshots']} "
+        f"batches applied while one was written: {embedded['p99_batch_during_snapshots_ms']} ms"
     )
     return {
         "embedded_tps": embedded["tps"],
@@ -235,4 +310,14 @@ def run_bench(cfg: BenchConfig, console: Console) -> dict[str, Any]:
         "embedded_peak_rss_mib": embedded["peak_rss_mib"],
         "postgres_peak_rss_mib": round(pg_rss, 1),
         "wal_mib": embedded["wal_mib"],
+        "max_batch_ms": embedded["max_batch_ms"],
+        "snapshots": embedded["snapshots"],
+        "snapshot_log_mib": cfg.snapshot_log_bytes // 2**20,
+        "batches_during_snapshots": embedded["batches_during_snapshots"],
+        "p99_batch_during_snapshots_ms": embedded["p99_batch_during_snapshots_ms"],
+        "us_per_transfer": embedded["us_per_transfer"],
+        "fsyncs": embedded["fsyncs"],
+        "embedded_pipelined_tps": pipelined["tps"],
+        "in_flight": pipelined["in_flight"],
+        "pipelined_transfers": pipelined["transfers"],
     }

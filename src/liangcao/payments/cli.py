@@ -156,6 +156,10 @@ def start_cmd(
             backend = Engine(data, snapshot_every=snapshot_every, snapshot_log_bytes=snapshot_log_mib * 2**20)
     except (PaymentsError, StoreError) as exc:
         fail(exc.message)
+    import gc
+
+    gc.collect()
+    gc.freeze()  # the recovered state lives as long as the service: keep the collector from rescanning it
     console.print(f"payments service on http://{host}:{port} ({'PostgreSQL' if postgres else f'engine in {data}'})")
     try:
         uvicorn.run(create_app(backend, serialize=bool(postgres)), host=host, port=port, log_level="warning")
@@ -292,8 +296,15 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
 
 
 def _load_file(file: Path) -> Any:
+    def no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ValueError(f"an object names the key {twice[0]!r} more than once (nothing sent)")
+        return dict(pairs)
+
     try:
-        payload = json.loads(file.read_text())
+        payload = json.loads(file.read_text(), object_pairs_hook=no_repeats)
     except (OSError, ValueError) as exc:
         fail(f"{file}: {exc}")
     if not isinstance(payload, list):
@@ -308,6 +319,13 @@ def bench_cmd(
     accounts: Annotated[int, typer.Option("--accounts")] = 100_000,
     batch: Annotated[int, typer.Option("--batch", help="transfers per batch")] = 2048,
     pgbench_seconds: Annotated[int, typer.Option("--pgbench-seconds")] = 15,
+    pipelined: Annotated[
+        int, typer.Option("--pipelined", help="transfers for the run with batches in flight (0: skip it)")
+    ] = 1_000_000,
+    in_flight: Annotated[int, typer.Option("--in-flight", help="batches in flight in that run")] = 4,
+    snapshot_log_mib: Annotated[
+        int, typer.Option("--snapshot-log-mib", help="MiB of log between snapshots (the service's default)")
+    ] = SNAPSHOT_LOG_BYTES // 2**20,
     postgres: Annotated[
         str | None, typer.Option("--postgres", help="an existing PostgreSQL DSN (else one is started)")
     ] = None,
@@ -323,6 +341,9 @@ def bench_cmd(
         batch=batch,
         pgbench_seconds=pgbench_seconds,
         postgres=postgres,
+        pipelined_transfers=pipelined,
+        in_flight=in_flight,
+        snapshot_log_bytes=snapshot_log_mib * 2**20,
     )
     result = run_bench(cfg, console)
     if as_json:

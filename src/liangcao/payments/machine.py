@@ -146,9 +146,9 @@ class Machine:
     def create_transfers(self, events: Sequence[Transfer], timestamp: int) -> list[int]:
         """Expire what is due at ``timestamp``, then apply a batch of transfers in order."""
         self.expire(timestamp)
-        imported = bool(events) and bool(events[0].flags & _T_IMPORTED)
-        apply = self._transfer if imported else self._transfer_fast
-        return self._batch(events, timestamp, apply, _LINKED, _T_IMPORTED, self._remember)
+        if events and events[0].flags & _T_IMPORTED:
+            return self._batch(events, timestamp, self._transfer, _LINKED, _T_IMPORTED, self._remember)
+        return self._transfers(events, timestamp)
 
     def _batch(
         self,
@@ -159,49 +159,149 @@ class Machine:
         imported_flag: int,
         remember: Callable[[int, int], None] | None,
     ) -> list[int]:
+        n = len(events)
+        results = self._open_batch(events, timestamp, imported_flag)
+        i = 0
+        while i < n:
+            i = self._unit(events, i, timestamp, results, apply, linked, remember)
+        self._close_batch(timestamp, n)
+        return results
+
+    def _open_batch(self, events: Sequence[Any], timestamp: int, imported_flag: int) -> list[int]:
         if timestamp <= self.last_timestamp:
             raise ValueError(f"batch timestamp {timestamp} is not after the last one, {self.last_timestamp}")
         n = len(events)
-        results = [0] * n
         # The first event decides whether the batch imports past events (TigerBeetle's rule).
         self._batch_imported = bool(n) and bool(events[0].flags & imported_flag)
         self._batch_last = timestamp + n - 1
-        chain_start = -1
-        i = 0
-        while i < n:
-            e = events[i]
-            in_chain = chain_start >= 0
-            if e.flags & linked and not in_chain:
-                chain_start = i
-                in_chain = True
-                self._journal = []
-                self._mark()
-            # 2 is LINKED_EVENT_CHAIN_OPEN (for accounts and transfers): the batch ended inside the chain.
-            code = 2 if in_chain and i == n - 1 and e.flags & linked else apply(e, timestamp + i)
-            if code == 0:
-                if in_chain and not e.flags & linked:
-                    chain_start = -1  # the chain closed with every event applied
-                    self._journal = None
-                i += 1
-                continue
-            if in_chain:
-                self._rollback()
-                for j in range(chain_start, i):
-                    results[j] = 1  # LINKED_EVENT_FAILED
-            results[i] = code
-            if remember is not None:
-                remember(e.id, code)
-            if in_chain:
-                # The rest of the chain fails with it, up to the event that closes the chain.
-                end = i
-                while end < n - 1 and events[end].flags & linked:
-                    end += 1
-                    results[end] = 2 if (end == n - 1 and events[end].flags & linked) else 1
-                chain_start = -1
-                i = end
-            i += 1
+        return [0] * n
+
+    def _close_batch(self, timestamp: int, n: int) -> None:
         self.last_timestamp = self._batch_last if n else timestamp
         self._batch_imported = False
+
+    def _unit(
+        self,
+        events: Sequence[Any],
+        i: int,
+        timestamp: int,
+        results: list[int],
+        apply: Callable[[Any, int], int],
+        linked: int,
+        remember: Callable[[int, int], None] | None,
+    ) -> int:
+        """Apply the event at ``i``, or the linked chain that starts there, all or nothing; the next index."""
+        n = len(events)
+        e = events[i]
+        if not e.flags & linked:
+            code = apply(e, timestamp + i)
+            if code:
+                results[i] = code
+                if remember is not None:
+                    remember(e.id, code)
+            return i + 1
+        start = i
+        self._journal = []
+        self._mark()
+        while True:
+            e = events[i]
+            # 2 is LINKED_EVENT_CHAIN_OPEN (for accounts and transfers): the batch ended inside the chain.
+            code = 2 if i == n - 1 and e.flags & linked else apply(e, timestamp + i)
+            if code:
+                break
+            if not e.flags & linked:
+                self._journal = None  # the chain closed with every event applied
+                return i + 1
+            i += 1
+        self._rollback()
+        for j in range(start, i):
+            results[j] = 1  # LINKED_EVENT_FAILED
+        results[i] = code
+        if remember is not None:
+            remember(e.id, code)
+        # The rest of the chain fails with it, up to the event that closes the chain.
+        while i < n - 1 and events[i].flags & linked:
+            i += 1
+            results[i] = 2 if (i == n - 1 and events[i].flags & linked) else 1
+        return i + 1
+
+    def _transfers(self, events: Sequence[Transfer], timestamp: int) -> list[int]:
+        """A batch of live transfers. The checkout's common case, a plain posted transfer, is checked as one
+        conjunction of every rule and applied right here; any other event (a flag, a pending id, a chain,
+        or a plain transfer some rule refuses) goes through ``_unit``, whose checks run in their fixed
+        order to name the first failed rule. Same outcome, a fraction of the bytecode on the hot path."""
+        n = len(events)
+        results = self._open_batch(events, timestamp, _T_IMPORTED)
+        accounts = self.accounts
+        transfers = self.transfers
+        failed = self.failed
+        index = self.account_transfers
+        order_append = self.transfer_order.append if self.transfer_order is not None else None
+        changes_append = self.changes.transfers.append if self.changes is not None else None
+        owns = self.owns_events
+        u128 = U128_MAX
+        closed_or_history = _CLOSED | _HISTORY
+        last = self.last_transfer_timestamp
+        resume = 0  # the first index that _unit has not already handled (it takes whole chains)
+        for i, t in enumerate(events):
+            if i < resume:
+                continue
+            if not (t.flags or t.timestamp or t.timeout or t.pending_id):
+                tid = t.id
+                dr_id = t.debit_account_id
+                cr_id = t.credit_account_id
+                amount = t.amount
+                ledger = t.ledger
+                if (
+                    0 <= (tid | dr_id | cr_id | amount | t.user_data_128) <= u128
+                    and 0 < tid < u128
+                    and 0 < dr_id < u128
+                    and 0 < cr_id < u128
+                    and dr_id != cr_id
+                    and 0 < ledger <= U32_MAX
+                    and 0 < t.code <= U16_MAX
+                    and t.user_data_64 >> 64 == 0
+                    and 0 <= t.user_data_32 <= U32_MAX
+                    and tid not in transfers
+                    and tid not in failed
+                ):
+                    dr = accounts.get(dr_id)
+                    cr = accounts.get(cr_id)
+                    if (
+                        dr is not None
+                        and cr is not None
+                        and dr.ledger == ledger
+                        and cr.ledger == ledger
+                        and not (dr.flags | cr.flags) & closed_or_history
+                        and dr.debits_pending + dr.debits_posted + amount <= u128
+                        and cr.credits_pending + cr.credits_posted + amount <= u128
+                        and (
+                            not dr.flags & _DMNEC or dr.debits_pending + dr.debits_posted + amount <= dr.credits_posted
+                        )
+                        and (
+                            not cr.flags & _CMNED or cr.credits_pending + cr.credits_posted + amount <= cr.debits_posted
+                        )
+                    ):
+                        dr.debits_posted += amount
+                        cr.credits_posted += amount
+                        last = timestamp + i
+                        if owns:
+                            t.timestamp = last  # the caller handed over this object (decoded for us), so no copy
+                        else:
+                            t = msgspec.structs.replace(t, timestamp=last)
+                        transfers[tid] = t
+                        if order_append is not None and index is not None:
+                            order_append(tid)
+                            index[dr_id].append(tid)
+                            index[cr_id].append(tid)
+                        if changes_append is not None:
+                            changes_append(t)
+                        continue
+            self.last_transfer_timestamp = last
+            resume = self._unit(events, i, timestamp, results, self._transfer, _LINKED, self._remember)
+            last = self.last_transfer_timestamp
+        self.last_transfer_timestamp = last
+        self._close_batch(timestamp, n)
         return results
 
     def _remember(self, transfer_id: int, code: int) -> None:
@@ -357,68 +457,6 @@ class Machine:
         return A.OK
 
     # ------------------------------------------------------------------ transfers
-
-    def _transfer_fast(self, t: Transfer, ts: int) -> int:
-        # The checkout's common case, a plain posted transfer outside a chain, as one conjunction of every
-        # rule: when all hold it is applied here; when any fails, _transfer runs the checks in their fixed
-        # order to name the first failed rule. Same outcome, a third of the bytecode on the hot path.
-        if t.flags or t.timestamp or t.timeout or t.pending_id or self._journal is not None:
-            return self._transfer(t, ts)
-        tid = t.id
-        dr_id = t.debit_account_id
-        cr_id = t.credit_account_id
-        amount = t.amount
-        ledger = t.ledger
-        transfers = self.transfers
-        if (
-            0 <= (tid | dr_id | cr_id | amount | t.user_data_128) <= U128_MAX
-            and tid
-            and dr_id
-            and cr_id
-            and dr_id != cr_id
-            and tid != U128_MAX
-            and dr_id != U128_MAX
-            and cr_id != U128_MAX
-            and 0 < ledger <= U32_MAX
-            and 0 < t.code <= U16_MAX
-            and t.user_data_64 >> 64 == 0
-            and 0 <= t.user_data_32 <= U32_MAX
-            and tid not in transfers
-            and tid not in self.failed
-        ):
-            accounts = self.accounts
-            dr = accounts.get(dr_id)
-            cr = accounts.get(cr_id)
-            if (
-                dr is not None
-                and cr is not None
-                and dr.ledger == ledger
-                and cr.ledger == ledger
-                and not (dr.flags | cr.flags) & (_CLOSED | _HISTORY)
-                and dr.debits_pending + dr.debits_posted + amount <= U128_MAX
-                and cr.credits_pending + cr.credits_posted + amount <= U128_MAX
-                and (not dr.flags & _DMNEC or dr.debits_pending + dr.debits_posted + amount <= dr.credits_posted)
-                and (not cr.flags & _CMNED or cr.credits_pending + cr.credits_posted + amount <= cr.debits_posted)
-            ):
-                dr.debits_posted += amount
-                cr.credits_posted += amount
-                if self.owns_events:
-                    t.timestamp = ts  # the caller handed over this object (decoded for us), so no copy
-                    stored = t
-                else:
-                    stored = msgspec.structs.replace(t, timestamp=ts)
-                transfers[tid] = stored
-                self.last_transfer_timestamp = ts
-                if self.transfer_order is not None:
-                    self.transfer_order.append(tid)
-                index = self.account_transfers
-                if index is not None:
-                    index[dr_id].append(tid)
-                    index[cr_id].append(tid)
-                if self.changes is not None:
-                    self.changes.transfers.append(stored)
-                return 0
-        return self._transfer(t, ts)
 
     _TRANSFER_PRELUDE = (
         int(R.IMPORTED_EVENT_EXPECTED),
