@@ -136,7 +136,7 @@ def test_query_by_type_time_step_disposition_and_place(story: Story) -> None:
     assert found(story, ("eventType", "TransformationEvent")) == ["transform"]
     assert found(story, ("eventType", "ObjectEvent"), ("EQ_bizStep", "shipping")) == ["ship", "ship_again"]
     assert found(story, ("EQ_bizStep", "https://ref.gs1.org/cbv/BizStep-inspecting")) == ["inspect"]
-    assert found(story, ("EQ_disposition", "retail_sold,in_progress")) == ["inspect", "sell"]
+    assert found(story, ("EQ_disposition", "retail_sold|in_progress")) == ["inspect", "sell"]
     assert found(story, ("EQ_readPoint", DOCK)) == ["transform", "ship"]
     assert found(story, ("EQ_bizLocation", CUSTOMS_POST)) == ["inspect"]
     window = found(story, ("GE_eventTime", "2026-09-07T00:00:00Z"), ("LT_eventTime", "2026-09-13T00:00:00Z"))
@@ -160,8 +160,9 @@ def test_pages_and_count_limit(story: Story) -> None:
         if token is None:
             break
     assert seen == everything
-    first = q(story, ("eventCountLimit", "3"), ("perPage", "2"))
-    second = q(story, ("eventCountLimit", "3"), ("perPage", "2"), ("nextPageToken", first.next_token or ""))
+    limit = (("orderBy", "eventTime"), ("orderDirection", "ASC"), ("eventCountLimit", "3"), ("perPage", "2"))
+    first = q(story, *limit)
+    second = q(story, *limit, ("nextPageToken", first.next_token or ""))
     assert len(first.records) == 2 and len(second.records) == 1 and second.next_token is None
 
 
@@ -181,10 +182,158 @@ def test_query_document_is_valid_epcis(story: Story) -> None:
         [("perPage", "100000")],
         [("eventType", "TeleportEvent")],
         [("nextPageToken", "not-a-token")],
-        [("orderDirection", "DESC")],
+        [("orderDirection", "SIDEWAYS")],
+        [("eventCountLimit", "3")],
+        [("EQ_action", "SHIPPED")],
+        [("GE_quantity", "lots")],
     ],
 )
 def test_bad_parameters_are_refused_by_name(params: list[tuple[str, str]]) -> None:
     with pytest.raises(QueryError) as err:
         tq.parse(params)
-    assert params[0][0] in err.value.message or "nextPageToken" in err.value.message or "order" in err.value.message
+    assert params[0][0] in err.value.message
+
+
+# ---- issue 25: the binding's list syntax, order, declared ids, contexts, every parameter ----------------------
+def test_pipes_separate_alternatives_and_desc_orders_pages(story: Story) -> None:
+    assert found(story, ("EQ_bizStep", "shipping|receiving")) == ["ship", "ship_again", "receive_case"]
+    assert found(story, ("eventType", "TransformationEvent|AggregationEvent"))[:2] == ["transform", "pack_case"]
+    everything = found(story)
+    assert found(story, ("orderDirection", "DESC")) == everything[::-1]
+    assert found(story, ("orderBy", "eventTime")) == everything[::-1]  # the standard's default direction
+    seen: list[str] = []
+    token = None
+    while True:
+        page = q(story, ("orderDirection", "DESC"), ("perPage", "5"), *([("nextPageToken", token)] if token else []))
+        seen += names(story, page.records)
+        if (token := page.next_token) is None:
+            break
+    assert seen == everything[::-1]
+    assert found(story, ("MATCH_anyEPC", PALLET), ("orderDirection", "DESC")) == [
+        "ship_again", "unpack", "inspect", "ship", "pack_pallet",
+    ]  # fmt: skip
+    assert found(story, ("orderBy", "recordTime"), ("orderDirection", "ASC")) == everything
+    limited = q(story, ("orderBy", "eventTime"), ("eventCountLimit", "2"))
+    assert names(story, limited.records) == everything[::-1][:2] and limited.next_token is None
+
+
+def test_max_event_count_refuses_a_larger_result(story: Story) -> None:
+    with pytest.raises(QueryError, match="maxEventCount"):
+        q(story, ("maxEventCount", "3"))
+    assert len(q(story, ("maxEventCount", "12")).records) == 12
+
+
+def _sensor_doc() -> dict[str, Any]:
+    tin = "urn:epc:id:sgtin:0614141.107346.99"
+    return {
+        "@context": ["https://ref.gs1.org/standards/epcis/epcis-context.jsonld", {"ext": "https://ext.example/"}],
+        "type": "EPCISDocument", "schemaVersion": "2.0", "creationDate": "2026-11-01T00:00:00Z",
+        "epcisBody": {"eventList": [
+            {
+                "type": "ObjectEvent", "eventTime": "2026-09-01T08:00:00+08:00", "eventTimeZoneOffset": "+08:00",
+                "eventID": "ni:///sha-256;" + "ab" * 32 + "?ver=CBV2.0",
+                "epcList": [tin], "action": "ADD", "bizStep": "commissioning", "disposition": "active",
+                "persistentDisposition": {"set": ["completeness_verified"]},
+                "bizTransactionList": [{"type": "po", "bizTransaction": "urn:epcglobal:cbv:bt:0614141000005:PO1"}],
+                "sourceList": [{"type": "location", "source": "urn:epc:id:sgln:0614141.00001.0"}],
+                "quantityList": [{"epcClass": "urn:epc:class:lgtin:0614141.107346.L1", "quantity": 12.5, "uom": "KGM"}],
+                "ilmd": {"cbvmda:lotNumber": "L1", "ext:grade": {"ext:score": 7}},
+                "sensorElementList": [{
+                    "sensorMetadata": {"time": "2026-09-01T07:00:00Z", "deviceID": "urn:epc:id:giai:0614141.1"},
+                    "sensorReport": [{"type": "Temperature", "value": 26.5, "uom": "CEL", "booleanValue": True,
+                                      "stringValue": "ok", "hexBinaryValue": "F0A1", "percRank": 50}],
+                }],
+                "ext:colour": "red", "ext:weight": 3, "ext:box": {"ext:inner": "2026-01-01T00:00:00Z"},
+            },
+            {
+                "type": "ObjectEvent", "eventTime": "2026-09-02T08:00:00+08:00", "eventTimeZoneOffset": "+08:00",
+                "@context": [{"ext": "https://other.example/"}],
+                "epcList": [tin], "action": "OBSERVE", "bizStep": "shipping",
+                "errorDeclaration": {"declarationTime": "2026-09-03T00:00:00Z", "reason": "incorrect_data",
+                                     "correctiveEventIDs": ["urn:uuid:fix-1"]},
+                "ext:colour": "blue",
+            },
+        ]},
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sensors() -> tuple[TraceLedger, list[str]]:
+    led = TraceLedger()
+    doc = _sensor_doc()
+    assert validate_document(doc) == []
+    results = led.captured(doc, BRAND)
+    return led, [r["id"] for r in results]
+
+
+@pytest.mark.parametrize(
+    ("params", "which"),
+    [
+        ([("EQ_persistentDisposition_set", "completeness_verified")], [0]),
+        ([("EQ_quantity", "12.5")], [0]),
+        ([("GT_quantity", "12")], [0]),
+        ([("LE_quantity", "12")], []),
+        ([("GE_quantity_KGM", "10")], [0]),
+        ([("GE_quantity_LBR", "10")], []),
+        ([("EQ_bizTransaction_po", "urn:epcglobal:cbv:bt:0614141000005:PO1")], [0]),
+        ([("EQ_source_location", "urn:epc:id:sgln:0614141.00001.0")], [0]),
+        ([("EQ_ILMD_cbvmda:lotNumber", "L1")], [0]),
+        ([("EXISTS_INNER_ILMD_ext:score", "true")], [0]),
+        ([("GE_INNER_ILMD_ext:score", "7")], [0]),
+        ([("GT_INNER_ILMD_ext:score", "7")], []),
+        ([("EQ_ext:colour", "red|green")], [0]),
+        ([("EXISTS_ext:colour", "")], [0, 1]),  # no query context: the prefix as each event binds it
+        ([("GE_ext:weight", "3")], [0]),
+        ([("LT_INNER_ext:inner", "2026-06-01T00:00:00Z")], [0]),
+        ([("EQ_type", "Temperature")], [0]),
+        ([("EQ_type", "gs1:Temperature")], [0]),
+        ([("GE_value", "26")], [0]),
+        ([("GE_value_CEL", "26.5"), ("LT_value_CEL", "27")], [0]),
+        ([("GE_value_FAH", "0")], []),
+        ([("EQ_uom", "CEL")], [0]),
+        ([("EQ_booleanValue", "true")], [0]),
+        ([("EQ_stringValue", "ok")], [0]),
+        ([("EQ_hexBinaryValue", "f0a1")], [0]),
+        ([("GE_percRank", "50")], [0]),
+        ([("EQ_deviceID", "urn:epc:id:giai:0614141.1")], [0]),
+        ([("GE_time", "2026-09-01T06:00:00Z")], [0]),
+        ([("EXISTS_sensorElementList", "true")], [0]),
+        ([("EXISTS_errorDeclaration", "true")], [1]),
+        ([("EQ_errorReason", "incorrect_data")], [1]),
+        ([("EQ_correctiveEventID", "urn:uuid:fix-1")], [1]),
+        ([("GE_errorDeclarationTime", "2026-09-02T00:00:00Z")], [1]),
+        ([("LT_errorDeclarationTime", "2026-09-02T00:00:00Z")], []),
+        ([("EQ_action", "ADD|OBSERVE")], [0, 1]),
+    ],
+)
+def test_every_parameter_filters(sensors: tuple[TraceLedger, list[str]], params: list[tuple[str, str]], which: list[int]) -> None:  # fmt: skip
+    led, ids = sensors
+    page = tq.run(led.state, tq.parse(params))
+    assert [r["id"] for r in page.records] == [ids[i] for i in which]
+
+
+def test_extension_fields_compare_by_namespace_not_prefix(sensors: tuple[TraceLedger, list[str]]) -> None:
+    led, ids = sensors
+    # the second event binds ext to another namespace in its own @context: "ext:colour=blue" there is not ours
+    mine = tq.parse([("EQ_x:colour", "blue")], context=[{"x": "https://other.example/"}])
+    assert [r["id"] for r in tq.run(led.state, mine).records] == [ids[1]]
+    theirs = tq.parse([("EQ_x:colour", "red|blue")], context=[{"x": "https://ext.example/"}])
+    assert [r["id"] for r in tq.run(led.state, theirs).records] == [ids[0]]
+
+
+def test_a_declared_hash_shaped_event_id_is_found(sensors: tuple[TraceLedger, list[str]]) -> None:
+    led, ids = sensors
+    declared = "ni:///sha-256;" + "ab" * 32 + "?ver=CBV2.0"
+    assert declared != ids[0]
+    assert [r["id"] for r in tq.run(led.state, tq.parse([("EQ_eventID", declared)])).records] == [ids[0]]
+    assert led.record(declared)["id"] == ids[0]
+
+
+def test_every_event_of_a_query_document_rehashes_to_its_id(sensors: tuple[TraceLedger, list[str]]) -> None:
+    led, ids = sensors
+    doc = tq.query_document(tq.run(led.state, tq.parse([])).records, led.time_ms)
+    assert validate_document(doc) == []
+    assert document_hashes(doc) == ids
+    alone = tq.event_out(tq.run(led.state, tq.parse([("EQ_eventID", ids[1])])).records[0])
+    assert "@context" in alone
+    assert document_hashes({"@context": alone.pop("@context"), "epcisBody": {"eventList": [alone]}}) == [ids[1]]

@@ -33,6 +33,7 @@ assigns company prefixes the same way (``assign_prefix``).
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from enum import IntEnum
 from typing import Annotated, Any
@@ -49,6 +50,7 @@ from liangcao.trace.facts import INPUT, INPUT_QTY, BadEvent, Facts, facts
 from liangcao.trace.hashing import Hasher, hash_of_prehash
 
 _decoder = msgspec.json.Decoder(float_hook=Decimal)
+_HEX = re.compile(r"[0-9a-f]{64}", re.ASCII)
 
 _TRANSPORT = ["shipping", "receiving", "loading", "unloading", "departing", "arriving", "transporting",
               "staging_outbound", "accepting"]  # fmt: skip
@@ -354,8 +356,14 @@ class Trace(Contract):
     @query
     def event(self, ctx: Context, a: EventArgs) -> EventRecord:
         """An anchored event's record by hash id (or declared eventID)."""
-        hx = a.id[len("ni:///sha-256;") :][:64] if a.id.startswith("ni:///sha-256;") else ctx.get(f"d/{a.id}")
-        record = ctx.load(EventRecord, f"e/{hx}") if isinstance(hx, str) and hx else None
+        record = None
+        if a.id.startswith("ni:///sha-256;") and _HEX.fullmatch(hx := a.id[len("ni:///sha-256;") :][:64]):
+            record = ctx.load(EventRecord, f"e/{hx}")
+            if record is not None and record.id != a.id:  # another generator's hash id, declared as eventID
+                record = None
+        if record is None:
+            declared = ctx.get(f"d/{a.id}")
+            record = ctx.load(EventRecord, f"e/{declared}") if isinstance(declared, str) and declared else None
         if record is None:
             ctx.fail(Code.NOT_FOUND, f"no event {a.id}")
         return record
