@@ -20,7 +20,21 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, FastAPI
 
 from liangcao import __version__
-from liangcao.api import admin, attestations, chain, dg, epcis, errors, events, explorer, queries, state, txs, verify
+from liangcao.api import (
+    admin,
+    attestations,
+    chain,
+    dg,
+    epcis,
+    epcis_queries,
+    errors,
+    events,
+    explorer,
+    queries,
+    state,
+    txs,
+    verify,
+)
 from liangcao.api.admin import Metrics
 from liangcao.node.capture import Custody
 from liangcao.node.node import Node
@@ -29,7 +43,9 @@ from liangcao.tokens import TokenAuth
 
 #: The routers, in the order their routes are matched.
 ROUTERS: tuple[APIRouter, ...] = (
-    epcis.router,  # /epcis/v2 (EPCIS 2.0 REST binding), /v1/trace/provenance
+    epcis.router,  # /epcis/v2 (EPCIS 2.0 REST binding)
+    epcis_queries.router,  # /epcis/v2/queries (named queries, subscriptions)
+    epcis.plain,  # /v1/trace/provenance
     dg.router,  # /v1/dg
     explorer.router,  # /explorer
     txs.router,  # /v1/txs, /v1/batch/txs

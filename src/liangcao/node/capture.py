@@ -262,12 +262,9 @@ class Captures:
         txs = cap.sign(prepared, packs, signer, node.chain_id, not_after)
         outcomes = await asyncio.to_thread(self._dry_run, [t.raw for t in txs])
         failed = [(p, o) for p, o in zip(packs, outcomes, strict=True) if o[0] != 0]
-        if failed and job.behaviour == "rollback":
-            for pack, (code, message, _) in failed:
-                job.errors.append(_refusal(prepared, pack, code, message))
-            job.success = False
-            return
-        if failed:  # proceed: find the refused events one by one and leave them out
+        if failed:
+            # Find the events at fault one by one, so that each error names its own event (rollback) and
+            # proceed leaves out exactly those.
             singles = [i for p, _ in failed for i in p]
             alone = cap.sign(prepared, [[i] for i in singles], signer, node.chain_id, not_after)
             verdicts = await asyncio.to_thread(self._dry_run, [t.raw for t in alone])
@@ -276,6 +273,12 @@ class Captures:
                 if code != Code.OK:
                     bad.add(i)
                     job.errors.append(_refusal(prepared, [i], code, message))
+            if not bad:  # refused together, accepted alone (a bound of the whole transaction): name the pack
+                for pack, (code, message, _) in failed:
+                    job.errors.append(_refusal(prepared, pack, code, message))
+            if job.behaviour == "rollback" or not bad:
+                job.success = False
+                return
             keep = [i for p in packs for i in p if i not in bad]
             sub = cap.Prepared(
                 [prepared.texts[i] for i in keep],

@@ -931,3 +931,45 @@ def query_document(records: list[dict[str, Any]], created_ms: int, query_name: s
         "creationDate": iso(created_ms),
         "epcisBody": {"queryResults": results},
     }
+
+
+# ---- named queries --------------------------------------------------------------------------------------------
+#: What a query definition may name besides its parameters (a JSON-LD context; the query schema's own URL).
+_DEFINITION_META = ("@context",)
+query_name_chars_max = 100
+QUERY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", re.ASCII)
+
+
+def definition_params(query: Any) -> tuple[list[tuple[str, str]], Any]:
+    """The (name, value) parameters and the ``@context`` of a query definition (the JSON object of GS1's
+    ``query-schema.json``: arrays are alternatives, numbers and booleans scalars). Raises QueryError."""
+    if not isinstance(query, Mapping):
+        raise QueryError(Code.INVALID_ARGUMENT, "a query definition is a JSON object of query parameters")
+    params: list[tuple[str, str]] = []
+    for name, value in query.items():
+        if name in _DEFINITION_META:
+            continue
+        items = value if isinstance(value, list) else [value]
+        if not items and isinstance(value, list):
+            raise _refuse(name, "an empty list matches nothing")
+        for item in items:
+            if isinstance(item, bool):
+                params.append((name, "true" if item else "false"))
+            elif item is None:
+                params.append((name, ""))
+            elif isinstance(item, int | float | Decimal | str):
+                text = str(item)
+                if isinstance(item, str) and SEPARATOR in text and isinstance(value, list):
+                    raise _refuse(name, f"a list member may not contain {SEPARATOR!r}")
+                params.append((name, text))
+            else:
+                raise _refuse(name, "values are strings, numbers, booleans or lists of them")
+    context = query.get("@context")
+    # The query schema's own URL may stand as the context: it binds no prefix.
+    return params, context if isinstance(context, list | dict) else None
+
+
+def parse_definition(query: Any, masterdata: MasterData | None = None) -> Query:
+    """A named query's definition as a :class:`Query` (refusing it as :func:`parse` refuses parameters)."""
+    params, context = definition_params(query)
+    return parse(params, context, masterdata)
