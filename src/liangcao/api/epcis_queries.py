@@ -54,7 +54,7 @@ from fastapi.responses import Response
 from liangcao import limits
 from liangcao.api.deps import Reader, Services, Writer, get_auth, read_body
 from liangcao.api.epcis import BASE, EpcisRoute, events_page, json_response, options, paged
-from liangcao.api.errors import ERRORS
+from liangcao.api.errors import ERRORS, ApiError
 from liangcao.codes import Code
 from liangcao.errors import LiangcaoError
 from liangcao.node.events import open_stream
@@ -368,7 +368,7 @@ async def create_query(request: Request, member: Reader) -> Response:
     tq.parse_definition(body["query"])  # a bad definition is refused now, with the parameter named
     with reg.lock:
         if name in reg.queries:
-            raise LiangcaoError(Code.ALREADY_EXISTS, f"a named query {name!r} exists")
+            raise ApiError(409, Code.ALREADY_EXISTS, f"a named query {name!r} exists")
         if len(reg.queries) >= queries_max:
             raise LiangcaoError(Code.LIMIT_EXCEEDED, f"this node keeps at most {queries_max} named queries")
         reg.queries[name] = NamedQuery(name, body["query"], member, request.app.state.services.now_ms())

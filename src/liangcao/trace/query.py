@@ -779,7 +779,7 @@ def context_of(record: Mapping[str, Any], event: Mapping[str, Any] | None = None
     own = (event or {}).get("@context")
     for ctx in (captured, own):
         for entry in ctx if isinstance(ctx, list) else [ctx]:
-            if isinstance(entry, dict) and entry:
+            if isinstance(entry, dict) and entry and entry not in out:  # the schema wants unique entries
                 out.append(entry)
     return out
 
