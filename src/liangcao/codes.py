@@ -66,6 +66,7 @@ class Code(IntEnum):
     NOT_READY = 502
     BAD_BLOCK = 503
     INSUFFICIENT_SCOPE = 504  # a valid bearer token without the scope the endpoint needs (e.g. read, not write)
+    OUTCOME_UNKNOWN = 505  # the ordering service did not confirm in time: the transaction may still commit
     INTERNAL = 599
 
 
@@ -114,6 +115,7 @@ _HTTP: dict[int, int] = {
     Code.TOO_LARGE: 413,
     Code.MEMPOOL_FULL: 503,
     Code.NOT_READY: 503,
+    Code.OUTCOME_UNKNOWN: 202,  # a status, never a refusal: answered as accepted, with the tx id to look up
     Code.INTERNAL: 500,
 }
 

@@ -47,6 +47,8 @@ cut_clock_skew_ms_max = 30_000
 attestation_bytes_max = 4 * 1024  # one attestation message: four fields, a certificate and a signature
 fork_alarms_max = 1000  # disagreeing attestations a node keeps as evidence (one stops finality)
 early_attestation_heights_max = 1000  # attestations for heights this far ahead of the head are kept for later
+attestation_reannounce_heights_max = 1000  # a starting peer re-publishes its attestations of this many last heights
+attestation_repair_heights_max = 256  # non-final heights a peer fetches attestations for (and re-announces) at once
 
 # Identity.
 cert_cache_max = 100_000

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -46,6 +47,23 @@ def port_open(port: int, timeout_s: float = 30) -> bool:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.05)
+
+
+def die_with_parent(sig: int = 15) -> Callable[[], None]:
+    """A ``preexec_fn`` for ``subprocess.Popen``: the child gets ``sig`` (SIGTERM by default) when the thread
+    that started it (call this from the main thread) or its process ends, even by SIGKILL (Linux
+    ``PR_SET_PDEATHSIG``; elsewhere it does nothing)."""
+
+    def preexec() -> None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    return preexec
 
 
 def peak_rss_mb(pid: int) -> float:

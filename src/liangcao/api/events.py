@@ -3,8 +3,8 @@ token that opened the stream (the stream itself: ``liangcao.node.events``).
 
 Each ``contract`` message has id ``H-I-S`` (height, transaction index, event sequence) and each ``block``
 message id ``H``; a client resumes exactly after what it saw by sending the last id as ``Last-Event-ID``.
-The last message of a stream whose token expired or was revoked is ``end`` (no id, so a resume starts where
-the last real message was).
+The last message of a stream whose token expired or was revoked, or whose node is shutting down, is ``end``
+(no id, so a resume starts where the last real message was; code 501 UNAUTHORIZED or 502 NOT_READY).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from liangcao import limits
 from liangcao.api.deps import Services, get_auth, reader_grant
 from liangcao.api.errors import ERRORS, ApiError
 from liangcao.codes import Code
-from liangcao.node.events import StreamItem
+from liangcao.node.events import SHUTTING_DOWN, StreamItem
 from liangcao.tokens import Grant
 
 router = APIRouter()
@@ -33,8 +33,10 @@ def sse(event: str, ident: str, data: Any) -> bytes:
 
 
 def sse_end(why: str) -> bytes:
-    """The last message of a stream whose token no longer holds (no id: a resume starts where the last one was)."""
-    data = {"code": int(Code.UNAUTHORIZED), "message": why}
+    """The last message of a stream whose token no longer holds, or whose node is shutting down (no id: a
+    resume starts where the last one was)."""
+    code = Code.NOT_READY if why == SHUTTING_DOWN else Code.UNAUTHORIZED
+    data = {"code": int(code), "message": why}
     return f"event: end\ndata: {msgspec.json.encode(data).decode()}\n\n".encode()
 
 

@@ -6,9 +6,14 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from liangcao.node.events import Hub
 from liangcao.node.node import Node
 from liangcao.tokens import TokenAuth
+
+#: After SIGTERM, requests still running (a slow client, a long read) get this long before they are cancelled.
+SHUTDOWN_GRACE_S = 5
 
 
 class Server:
@@ -31,12 +36,30 @@ class Server:
 
         self.node = node
         self.app = create_app(node, auth, Custody(custody))
-        self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on")
+        hub: Hub = self.app.state.hub
+
+        class Uvicorn(uvicorn.Server):
+            async def shutdown(self, sockets: Any = None) -> None:
+                # Open event streams (an explorer tab, a client following blocks) would hold the shutdown up
+                # for ever: end them first; each gets an ``end`` message and resumes elsewhere or later.
+                hub.close()
+                await super().shutdown(sockets)
+
+        self.server = Uvicorn(
+            uvicorn.Config(
+                self.app,
+                host=host,
+                port=port,
+                log_level=log_level,
+                access_log=False,
+                lifespan="on",
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+            )
         )
 
     def run(self) -> None:
-        """Serve until SIGINT/SIGTERM, then commit everything admitted and close the store."""
+        """Serve until SIGINT/SIGTERM, then commit everything admitted and close the store: event streams end
+        at once, running requests get ``SHUTDOWN_GRACE_S``, the node drains and stops its workers."""
         self.node.start()
         # uvicorn captures SIGINT/SIGTERM while serving and re-raises them to the handlers it found when it
         # returns; with the default handlers that kills the process before the mempool is drained. Handlers

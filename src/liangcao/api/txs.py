@@ -26,10 +26,14 @@ router = APIRouter()
 
 class Submitted(BaseModel):
     tx_id: str
-    status: str = Field(description="pending, or committed when the transaction is in a block")
+    status: str = Field(
+        description="pending; committed when the transaction is in a block; unknown (code 505 OUTCOME_UNKNOWN) "
+        "when the ordering service did not confirm in time: it may still commit, look it up by tx_id"
+    )
     height: int | None = None
     index: int | None = None
     code: int | None = None
+    message: str | None = None
     receipt: dict[str, Any] | None = None
 
 

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,9 +33,13 @@ from liangcao.crypto import keys
 from liangcao.crypto.signer import Signer, load_signer
 from liangcao.ledger.tx import Tx
 from liangcao.node.home import NodeHome, init_network, member_dir
-from liangcao.procs import free_port, peak_rss_mb
+from liangcao.procs import die_with_parent, free_port, peak_rss_mb
 
 SENDERS = [f"org{o}/{m}" for o in (1, 2, 3) for m in ("alice", "bob")]
+
+
+def _exit_on_signal(sig: int, _frame: Any) -> None:
+    raise SystemExit(128 + sig)
 
 
 def sig_verify_rate(seconds: float = 1.0) -> float:
@@ -51,11 +56,13 @@ def sig_verify_rate(seconds: float = 1.0) -> float:
 
 
 def start_node(home: Path) -> subprocess.Popen[bytes]:
-    """``liangcao node start`` on ``home`` in its own process, as an operator runs it."""
+    """``liangcao node start`` on ``home`` in its own process, as an operator runs it; it gets SIGTERM if
+    this process dies (and its verifier workers follow it)."""
     return subprocess.Popen(
         [sys.executable, "-m", "liangcao.cli", "node", "start", "--home", str(home)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        preexec_fn=die_with_parent(),
     )
 
 
@@ -75,12 +82,13 @@ def wait_ready(client: Client, proc: subprocess.Popen[bytes], timeout_s: float =
 
 def submit_all(client: Client, chunks: list[list[Tx]]) -> None:
     """Submit every chunk over the batch endpoint, resending what a busy node turned away."""
-    busy = (int(Code.MEMPOOL_FULL), int(Code.NOT_READY))
+    busy = (int(Code.MEMPOOL_FULL), int(Code.NOT_READY), int(Code.OUTCOME_UNKNOWN))
     for chunk in chunks:
         while True:
             results = client.submit_many(chunk)
-            # A full mempool (MEMPOOL_FULL) or an ordering service slow to acknowledge (NOT_READY) is
-            # backpressure: back off and resend those (JetStream drops a resent one it already has).
+            # A full mempool (MEMPOOL_FULL) or an ordering service slow to acknowledge (NOT_READY, or
+            # OUTCOME_UNKNOWN: it may hold it) is backpressure: back off and resend those (JetStream drops a
+            # resent one it already has; a transaction is committed at most once).
             retry = [t for t, r in zip(chunk, results, strict=True) if r.get("code") in busy]
             if not retry:
                 break
@@ -137,9 +145,17 @@ def run_bench(
     console.print(f"Measuring Ed25519 verification on one core of this {cores}-core machine…")
     sig_rate = sig_verify_rate()
     tmp = Path(tempfile.mkdtemp(prefix="liangcao-bench-"))
-    init_network(tmp, 3, port=free_port(7900), block_txs_max=2000, block_wait_ms=10)
-    home = NodeHome.open(tmp)
-    proc = start_node(tmp)
+    # SIGTERM (or SIGHUP) ends the bench like Ctrl-C: the node is stopped and the folder removed (below).
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _exit_on_signal)
+    try:
+        init_network(tmp, 3, port=free_port(7900), block_txs_max=2000, block_wait_ms=10)
+        home = NodeHome.open(tmp)
+        proc = start_node(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         token = home.auth().create("org1/admin", 1)
         client = Client(home.url, token, timeout_s=120)
@@ -211,9 +227,11 @@ def run_bench(
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(60)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            proc.kill()  # its verifier workers notice and exit (liangcao.node.verify)
+            proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
     client_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
         "via": "HTTP (batch endpoint, node in its own process)",

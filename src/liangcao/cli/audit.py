@@ -189,7 +189,7 @@ def network_attestations(urls: list[str], chain_id: str, timeout_s: float = 30) 
     """Every attestation in the chain's JetStream attestation stream: what the network holds."""
     import asyncio
 
-    from liangcao.node.link import att_stream, att_subject
+    from liangcao.node.link import att_filter, att_stream
 
     async def read() -> list[bytes]:
         import nats
@@ -209,7 +209,7 @@ def network_attestations(urls: list[str], chain_id: str, timeout_s: float = 30) 
 
             if last:
                 sub = await js.subscribe(
-                    att_subject(chain_id),
+                    att_filter(chain_id),  # every height's subject
                     stream=att_stream(chain_id),
                     cb=on,
                     ordered_consumer=True,

@@ -287,9 +287,52 @@ class Store:
                 (height, member, attestation),
             )
 
+    def add_attestations(self, rows: list[tuple[int, str, bytes]]) -> None:
+        """Several ``(height, member, attestation)`` rows in one transaction (one sync for all of them)."""
+        if not rows:
+            return
+        with self.lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO attestations(height, member, attestation) VALUES (?, ?, ?)", rows
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
     def attestations(self, height: int) -> list[bytes]:
         rows = self._db.execute("SELECT attestation FROM attestations WHERE height=? ORDER BY member", (height,))
         return [bytes(r[0]) for r in rows]
+
+    def attestations_of(self, member: str, heights: list[int]) -> list[tuple[int, bytes]]:
+        """``member``'s stored attestations of these heights: ``(height, attestation)``, ascending."""
+        out: list[tuple[int, bytes]] = []
+        for i in range(0, len(heights), 500):
+            part = heights[i : i + 500]
+            marks = ",".join("?" * len(part))
+            rows = self._db.execute(
+                f"SELECT height, attestation FROM attestations WHERE member=? AND height IN ({marks}) ORDER BY height",
+                (member, *part),
+            )
+            out += [(int(h), bytes(a)) for h, a in rows]
+        return out
+
+    def attestation_orgs(self, height: int) -> set[str]:
+        """The organisations of the members whose attestations of ``height`` are stored (``org/name`` ids)."""
+        rows = self._db.execute("SELECT member FROM attestations WHERE height=?", (height,))
+        return {str(r[0]).partition("/")[0] for r in rows}
+
+    def final_heights(self, quorum: int) -> list[int]:
+        """Heights with stored attestations of at least ``quorum`` organisations, ascending."""
+        rows = self._db.execute(
+            "SELECT height FROM attestations GROUP BY height"
+            " HAVING COUNT(DISTINCT substr(member, 1, instr(member, '/') - 1)) >= ? ORDER BY height",
+            (quorum,),
+        )
+        return [int(r[0]) for r in rows]
 
     def reset_derived(self) -> None:
         """Empty the derived tables (state and indexes), before rebuilding them from the blocks."""

@@ -11,7 +11,9 @@ it resumes from the store with the id of the last event it saw.
 :func:`follow` is one stream: a replay from the store in windows of heights up to the head as it was when
 the replay started, then live blocks from the hub, skipping what the replay already sent. It yields
 ``(kind, id, data)`` items; the interface formats them (``liangcao.api.events``: server-sent events). The
-credential that opened a stream is re-checked as it goes (``token_void``), so a stream ends with its token.
+credential that opened a stream is re-checked as it goes (``token_void``), so a stream ends with its token,
+and every stream ends at once when the node shuts down (:meth:`Hub.close`), so that SIGTERM is never held
+up by an open explorer tab.
 """
 
 from __future__ import annotations
@@ -41,6 +43,26 @@ class Hub:
         # tx id -> (future, the envelope the waiter submitted): see _deliver
         self.waiters: dict[str, list[tuple[asyncio.Future[tuple[int, int, int]], str | None]]] = {}
         self.subscribers: set[asyncio.Queue[Committed | None]] = set()
+        #: set when the node is shutting down: every stream ends (with an ``end`` item) and no new one follows
+        self.closing = False
+
+    def close(self) -> None:  # event loop
+        """End every stream now (the server is stopping): each gets its end marker at once, streams still
+        replaying stop at their next window, and any opened later ends at once. Idempotent."""
+        self.closing = True
+        for q in list(self.subscribers):
+            self.subscribers.discard(q)
+            with contextlib.suppress(asyncio.QueueEmpty):
+                q.get_nowait()  # make room for the end-of-stream marker
+            q.put_nowait(None)
+
+    def close_threadsafe(self) -> None:
+        """:meth:`close` from any thread (or a signal handler): scheduled on the hub's loop."""
+        self.closing = True
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop is already gone
+                loop.call_soon_threadsafe(self.close)
 
     def on_block(self, info: Committed) -> None:  # commit thread
         if self.loop is not None and not self.loop.is_closed():
@@ -90,6 +112,10 @@ class Hub:
         return queue
 
 
+#: why a stream ended because its node is shutting down (the client resumes elsewhere or later)
+SHUTTING_DOWN = "the node is shutting down; resume with Last-Event-ID"
+
+
 def open_stream(
     node: Node,
     hub: Hub,
@@ -108,7 +134,9 @@ def open_stream(
 
     ``skip_upto``: ``(height, index, seq)`` of the last event the reader saw (a resume); ``token_void()``:
     None while the credential that opened the stream holds, otherwise why not."""
-    queue: asyncio.Queue[Committed | None] = hub.subscribe() if follow else asyncio.Queue(sse_queue_max)
+    queue: asyncio.Queue[Committed | None] = (
+        hub.subscribe() if follow and not hub.closing else asyncio.Queue(sse_queue_max)
+    )
     return _stream(node, queue, hub, start, skip_upto, contract, name, blocks, follow, token_void, token_exp_ms)
 
 
@@ -142,7 +170,7 @@ async def _stream(
         sent_height = start - 1
         top = store.height()
         for lo in range(start, top + 1, replay_window_blocks):
-            if (why := token_void()) is not None:
+            if (why := token_void() or (SHUTTING_DOWN if hub.closing else None)) is not None:
                 yield "end", "", why
                 return
             hi = min(top, lo + replay_window_blocks - 1)
@@ -164,7 +192,7 @@ async def _stream(
             return
         # 2. Live blocks, skipping what the replay already sent; the token is re-checked while waiting.
         while True:
-            if (why := token_void()) is not None:
+            if (why := token_void() or (SHUTTING_DOWN if hub.closing else None)) is not None:
                 yield "end", "", why
                 return
             if getter is None:
@@ -177,7 +205,9 @@ async def _stream(
             if (why := token_void()) is not None:
                 yield "end", "", why
                 return
-            if info is None:
+            if info is None:  # cut off: too slow, or the node is shutting down
+                if hub.closing:
+                    yield "end", "", SHUTTING_DOWN
                 return
             hh = info.header.height
             if hh <= sent_height:

@@ -17,8 +17,11 @@ than risk a half-applied block.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -44,9 +47,11 @@ from liangcao.ledger.chain import Ledger
 from liangcao.ledger.executor import Execution
 from liangcao.ledger.store import Store
 from liangcao.ledger.tx import Tx
+from liangcao.node.finality import Finality
 from liangcao.node.mempool import Mempool
 from liangcao.node.verify import SigVerifier
 from liangcao.ordering.jetstream import BlockDeriver, CutMarker, CutPolicy, DerivedBlock, StreamMessage
+from liangcao.ordering.memory import PublishUnknown, att_height
 
 if TYPE_CHECKING:  # a link may pull in nats-py, which a solo node never imports
     from liangcao.ordering.memory import OrderingLink
@@ -56,12 +61,24 @@ log = logging.getLogger("liangcao.node")
 recent_txs_max = limits.recent_txs_max
 
 
+#: Attestations are fetched again (and our own re-announced) for a block not final this long after its commit;
+#: each height is retried after twice as long as the time before, up to ATT_REPAIR_EVERY_MAX_MS.
+ATT_REPAIR_AFTER_MS = 2_000
+ATT_REPAIR_EVERY_MAX_MS = 60_000
+MAINTAIN_EVERY_MS = 500
+
+
 @dataclass(frozen=True)
 class NodeSettings:
     block_txs_max: int = 1000
     block_wait_ms: int = 20
     mempool_txs_max: int = limits.mempool_txs_max
     verify_workers: int | None = None  # None: one per core
+    # Health thresholds (consortium mode): beyond any of them ``/v1/health`` says "degraded" and names why.
+    lag_blocks_max: int = 100  # blocks behind the highest height another organisation's peer attested
+    lag_messages_max: int = 20_000  # stream messages not yet taken by this peer's commit thread
+    nonfinal_age_ms_max: int = 30_000  # the oldest block not final is older than this
+    ordering_silence_ms_max: int = 5_000  # no answer from the ordering service for this long
 
     def __post_init__(self) -> None:
         if not 1 <= self.block_txs_max <= limits.block_txs_max:
@@ -107,9 +124,22 @@ class Node:
         self.settings = settings or NodeSettings()
         self.link = link
         #: attestations that disagree with this peer, one per (height, member), at most fork_alarms_max kept
-        #: (one is enough to stop reporting finality; the rest are evidence for the operator)
+        #: (one is enough to stop reporting finality; the rest are evidence for the operator). Cleared by the
+        #: operator once resolved (:meth:`clear_fork_alarms`); the cleared ones are remembered beside the store
+        #: so that reading the attestation stream again does not raise them again.
         self.fork_alarms: list[dict[str, Any]] = []
+        self.fork_alarms_seen = 0  # every alarm raised since start, kept or not
         self._alarm_keys: set[tuple[int, str]] = set()
+        self._alarm_lock = threading.Lock()
+        self._resolved_path = Path(str(store_path) + ".forks-resolved")
+        self._resolved: set[str] = _load_resolved(self._resolved_path)
+        self.finality = Finality()
+        #: the highest height any other organisation's counted peer attested (how far the network is)
+        self.network_height = 0
+        self._att_pause: tuple[int, int] | None = None  # (seq, height) of the first attestation set aside
+        self._repair: dict[int, tuple[int, int]] = {}  # height -> (last repair, wait before the next), ms
+        self._next_maintain_ms = 0
+        self.attestations_fetched = 0  # heights whose attestations were fetched again
         #: stream messages that could not be used (malformed, forged): counted and logged, never fatal
         self.poison_messages = 0
         #: set while a derived block's time is ahead of this peer's own clock (see ``_wait_for_clock``)
@@ -118,7 +148,7 @@ class Node:
         self._deriver: BlockDeriver | None = None
         self._cut_cfg = cfgmod.Config()
         self._pending_since_ms: float | None = None
-        self._att_inbox: queue.Queue[bytes] = queue.Queue()
+        self._att_inbox: queue.Queue[tuple[int, bytes]] = queue.Queue()
         self._early_atts: dict[int, dict[str, bytes]] = {}
         self.store_path = Path(store_path)
         self.runtime = ContractRuntime(default_registry())
@@ -153,6 +183,7 @@ class Node:
         self._verified: OrderedDict[str, None] = OrderedDict()
         self._head_lock = threading.Lock()
         self._attest_head()
+        self.finality.load(self.ledger.store, self.head.height, self._cut_config().quorum_size("finality"))
 
     # ---- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -165,7 +196,8 @@ class Node:
         self._thread.start()
 
     def stop(self, timeout_s: float = 60.0) -> None:
-        """Commit everything admitted, then close. Idempotent."""
+        """Commit everything admitted (solo: the mempool; a consortium peer has published what it admitted to
+        the stream, and finishes the message at hand), then close. Idempotent."""
         self._stopping = True
         self.mempool.wake()
         if self._thread is not None:
@@ -234,7 +266,8 @@ class Node:
             raise TxRejected(exc.code, exc.message) from exc
 
     def submit(self, raw: bytes) -> tuple[Tx, str]:
-        """Admit one transaction. Returns (tx, status) with status ``pending`` or ``committed``."""
+        """Admit one transaction. Returns (tx, status) with status ``pending``, ``committed`` or ``unknown``
+        (the ordering service did not confirm in time: it may be ordered; never a refusal)."""
         result = self.submit_many([raw])[0]
         if isinstance(result, LiangcaoError):
             raise result
@@ -279,7 +312,9 @@ class Node:
         """Admit many transactions; for each, (tx, status) or the error that refused it.
 
         Through JetStream the publishes go out together and their acknowledgements are awaited together, so
-        a batch costs about one round trip to the ordering service rather than one per transaction."""
+        a batch costs about one round trip to the ordering service rather than one per transaction. A
+        transaction whose publication got no answer in time is ``unknown``, never refused: it may be in
+        the stream and be committed (resubmitting the same envelope is safe; ``GET /v1/txs/{id}`` tells)."""
         if self.failed is not None or self._stopping:
             return [TxRejected(Code.NOT_READY, "the node is shutting down or has stopped") for _ in raws]
         out: list[tuple[Tx, str] | LiangcaoError | None] = [None] * len(raws)
@@ -299,6 +334,8 @@ class Node:
             if error is None:
                 self._admitted.setdefault(tx.tx_id, admitted)
                 out[i] = (tx, "pending")
+            elif isinstance(error, PublishUnknown):
+                out[i] = (tx, "unknown")
             else:
                 out[i] = TxRejected(Code.NOT_READY, f"the ordering service did not take the transaction: {error}")
         return [o for o in out if o is not None]
@@ -369,17 +406,21 @@ class Node:
             after_cut_seq=r["cut_seq"],
         )
         self.link.follow_stream(r["resume_seq"], self._stream_inbox.put)
-        self.link.follow_attestations(self._att_inbox.put)
+        self.link.follow_attestations(1, self._on_attestation)
         self.link.run_orderer(
             self.orderer,
             policy=CutPolicy(self.settings.block_txs_max, self.settings.block_wait_ms),
             position=self._order_position,
         )
-        # Re-announce our attestation of the head (it may have been lost with a crash before publishing).
-        for raw in self.ledger.store.attestations(self.head.height):
-            mine: Any = encoding.decode(raw)
-            if blk.check_attestation(mine) == self.peer.member_id:
-                self.link.publish_attestation(raw)
+        # Re-announce our attestations of the last blocks: a crash (or an outbox that could not reach the
+        # stream) may have lost some. The stream drops a copy it holds already (same Nats-Msg-Id).
+        head = self.head.height
+        lo = max(1, head - limits.attestation_reannounce_heights_max + 1)
+        for h, raw in self.ledger.store.attestations_of(self.peer.member_id, list(range(lo, head + 1))):
+            self.link.publish_attestation(raw, h)
+
+    def _on_attestation(self, seq: int, raw: bytes) -> None:  # the link's thread
+        self._att_inbox.put((seq, raw))
 
     def _order_position(self) -> tuple[int, int, float | None]:
         """What this organisation's orderer cuts for: (next height, pending transactions, since when).
@@ -392,8 +433,10 @@ class Node:
         return d.next_height, len(d.pending), self._pending_since_ms
 
     def _run_consortium(self) -> None:
+        # Stopping does not wait for the stream to run dry (other organisations keep it flowing): whatever
+        # this peer admitted is in the stream already, and a restart resumes after the last committed block.
         try:
-            while not (self._stopping and self._stream_inbox.empty()):
+            while not self._stopping:
                 self.step(timeout_s=0.05)
         except BaseException as exc:
             self.failed = exc
@@ -404,10 +447,12 @@ class Node:
         self._follow()
 
     def step(self, timeout_s: float = 0.0) -> bool:
-        """One turn of the consortium commit loop: take the attestations that arrived, then one message of
-        the stream (waiting up to ``timeout_s`` for it), committing the block it completes. Whether a
-        message was taken. The commit thread runs this in a loop; the simulator calls it directly."""
+        """One turn of the consortium commit loop: take the attestations that arrived, chase missing ones,
+        then one message of the stream (waiting up to ``timeout_s`` for it), committing the block it
+        completes. Whether a message was taken. The commit thread runs this in a loop; the simulator calls
+        it directly."""
         self._take_attestations()
+        self._maintain()
         try:
             msg = self._stream_inbox.get(timeout=timeout_s) if timeout_s > 0 else self._stream_inbox.get_nowait()
         except queue.Empty:
@@ -489,74 +534,266 @@ class Node:
         )
         att = self._attest(block.header)
         assert self.link is not None
-        self.link.publish_attestation(encoding.canonical(att))
-        for raw in self._early_atts.pop(derived.height, {}).values():
-            self._attestation(raw)  # kept early only after the same checks: a fault here is a fault
+        self.link.publish_attestation(encoding.canonical(att), derived.height)
+        early = self._early_atts.pop(derived.height, {})
+        # kept early only after the same checks: a fault while storing them is a fault
+        self._store_attestations([r for r in (self._attestation(raw) for raw in early.values()) if r is not None])
         self._publish(block, ex, att)
 
     def _take_attestations(self) -> None:
-        while True:
+        rows: list[tuple[int, str, bytes, str]] = []
+        window = limits.early_attestation_heights_max
+        while len(rows) < 4096:
             try:
-                raw = self._att_inbox.get_nowait()
+                seq, raw = self._att_inbox.get_nowait()
             except queue.Empty:
-                return
+                break
+            height = att_height(raw)
+            if height is not None and height > self.head.height + window:
+                self._too_early(seq, height, raw)
+                continue
             try:
-                self._attestation(raw)
+                row = self._attestation(raw)
             except (Fault, sqlite3.Error, MemoryError):
                 raise  # the store failed: a fault, not a bad message
             except Exception as exc:  # a malformed attestation is skipped, never fatal
                 self.poison_messages += 1
                 log.error("attestation skipped: %s", exc)
+                continue
+            if row is not None:
+                rows.append(row)
+        self._store_attestations(rows)
 
-    def _attestation(self, raw: bytes) -> None:
-        """Keep another peer's attestation if it matches our block; a different state is a fork alarm.
+    def _store_attestations(self, rows: list[tuple[int, str, bytes, str]]) -> None:
+        """Store counted attestations (one transaction for all), then count them towards finality."""
+        if not rows:
+            return
+        self.ledger.store.add_attestations([(h, m, a) for h, m, a, _ in rows])
+        for h in sorted({r[0] for r in rows}):
+            self.finality.attested(h, len(self.ledger.store.attestation_orgs(h)))
+
+    def _too_early(self, seq: int, height: int, raw: bytes) -> None:
+        """An attestation for a height further ahead than this peer keeps: set aside, read again later.
+
+        The first one pauses the attestation subscription; it is resumed from that position once the head
+        is close enough (``_maintain``), so a peer catching up reads each attestation about once instead of
+        dropping those of every height it has not reached yet."""
+        if height > self.network_height:  # how far the network is, from counted attestations only
+            with contextlib.suppress(Exception):
+                att: Any = encoding.decode(raw, limits.attestation_bytes_max)
+                if att.get("chain_id") == self.chain_id and self._cut_config().attesting_org(att, self.runtime.certs):
+                    self.network_height = height
+        if self._att_pause is None and seq > 0 and self.link is not None:
+            self._att_pause = (seq, height)
+            self.link.stop_attestations()
+
+    def _attestation(self, raw: bytes) -> tuple[int, str, bytes, str] | None:
+        """Judge another peer's attestation: the row to store if it counts and matches our block; a different
+        state is a fork alarm.
 
         Only attestations that count (:meth:`Config.attesting_org`: a current, unrevoked peer certificate of
         an active organisation) are kept or raise alarms: anyone else's say nothing, either way."""
         try:
             att: Any = encoding.decode(raw, limits.attestation_bytes_max)
+            height = att.get("height") if isinstance(att, dict) else None
+            if (
+                type(height) is int
+                and 0 <= height <= self.head.height
+                and raw in self.ledger.store.attestations(height)
+            ):
+                return None  # the very bytes we stored already (a stream read again, a re-announcement)
             member = blk.check_attestation(att)
         except LiangcaoError:
             self.poison_messages += 1
-            return
+            return None
         if att["chain_id"] != self.chain_id or member == self.peer.member_id:
-            return
+            return None
         height = att["height"]
         ours = self.ledger.store.header(height) if height <= self.head.height else None
         time_ms = ours.time_ms if ours is not None else None
-        if self._cut_config().attesting_org(att, self.runtime.certs, time_ms) is None:
-            return
+        org = self._cut_config().attesting_org(att, self.runtime.certs, time_ms)
+        if org is None:
+            return None
+        self.network_height = max(self.network_height, height)
         if height > self.head.height:
             # one per (height, member): a peer repeating itself cannot crowd out the others
             if height - self.head.height <= limits.early_attestation_heights_max:
                 self._early_atts.setdefault(height, {})[member] = raw
-            return
+            return None
         if ours is None:
-            return
+            return None
         if att["block_hash"] == ours.hash and att["state_hash"] == ours.state_hash:
             # stored in canonical form: the message may have come in any JSON spelling
-            self.ledger.store.add_attestation(height, member, encoding.canonical(att, checked=True))
-            return
+            return height, member, encoding.canonical(att, checked=True), org
         self.note_fork(height, member, att, ours)
+        return None
 
-    def note_fork(self, height: int, member: str, att: Any, ours: blk.Header) -> None:
-        """Record that ``member`` (a peer whose attestations count) attests another block or state than ours at
-        ``height``: one alarm per (height, member), at most ``fork_alarms_max`` kept as evidence."""
-        key = (height, member)
-        if key in self._alarm_keys or len(self.fork_alarms) >= limits.fork_alarms_max:
+    # ---- finality upkeep: chase what is missing ---------------------------------------------------------
+    def _maintain(self) -> None:
+        """Every MAINTAIN_EVERY_MS: resume a paused attestation subscription once the head is close enough,
+        and for blocks not final ATT_REPAIR_AFTER_MS after their commit fetch every attestation the stream
+        holds for them and re-announce our own (backing off per height)."""
+        link = self.link
+        if link is None:
             return
-        self._alarm_keys.add(key)
-        self.fork_alarms.append(
-            {
-                "height": height,
-                "member": member,
-                "their_block_hash": att["block_hash"],
-                "their_state_hash": att["state_hash"],
-                "our_block_hash": ours.hash,
-                "our_state_hash": ours.state_hash,
+        now = self.clock.now_ms()
+        if now < self._next_maintain_ms:
+            return
+        self._next_maintain_ms = now + MAINTAIN_EVERY_MS
+        head = self.head.height
+        if self._att_pause is not None and self._att_pause[1] - head <= limits.early_attestation_heights_max // 2:
+            seq, _ = self._att_pause
+            self._att_pause = None
+            link.follow_attestations(seq, self._on_attestation)
+        self.finality.quorum = self._cut_config().quorum_size("finality")
+        for h in [h for h in self._repair if self.finality.is_final(h)]:
+            del self._repair[h]
+        if len(self._repair) > 20 * limits.attestation_repair_heights_max:
+            self._repair.clear()
+        due: list[int] = []
+        for h in self.finality.nonfinal(4 * limits.attestation_repair_heights_max):
+            since = self.finality.since_ms(h, self._block_time)
+            if since is None or now - since < ATT_REPAIR_AFTER_MS:
+                break
+            last, wait = self._repair.get(h, (0, ATT_REPAIR_AFTER_MS))
+            if now - last < wait:
+                continue
+            self._repair[h] = (now, min(2 * wait, ATT_REPAIR_EVERY_MAX_MS))
+            due.append(h)
+            if len(due) >= limits.attestation_repair_heights_max:
+                break
+        if due:
+            self.attestations_fetched += len(due)
+            link.fetch_attestations(due)
+            for h, raw in self.ledger.store.attestations_of(self.peer.member_id, due):
+                link.publish_attestation(raw, h)
+
+    def _block_time(self, height: int) -> int | None:
+        header = self.ledger.store.header(height)
+        return None if header is None else header.time_ms
+
+    # ---- health -----------------------------------------------------------------------------------------
+    def condition(self) -> dict[str, Any]:
+        """What health reports beyond the head (any thread): ``status`` (``failed``, ``fork``, ``degraded`` or
+        ``ok``), the ``problems`` behind it, and for a consortium peer the ordering service's reachability,
+        this peer's lag and its oldest non-final block. See docs/operator.md, "Health and alerts"."""
+        s = self.settings
+        problems: list[str] = []
+        out: dict[str, Any] = {}
+        link = self.link
+        now = wall_ms()
+        if link is not None:
+            st = link.status()
+            silent_ms = None if st.last_ok_ms is None else max(0, now - st.last_ok_ms)
+            reachable = st.connected and silent_ms is not None and silent_ms <= s.ordering_silence_ms_max
+            out["ordering_status"] = {
+                "reachable": reachable,
+                "connected": st.connected,
+                "silent_ms": silent_ms,
+                "error": st.error,
             }
-        )
+            if not reachable:
+                why = "not connected" if not st.connected else f"no answer for {silent_ms} ms"
+                problems.append(f"ordering service unreachable ({why})")
+            deriver = self._deriver
+            taken = deriver.last_seq if deriver is not None else 0
+            lag_messages = max(0, st.stream_last_seq - taken) if st.stream_last_seq is not None else None
+            head = self.head
+            lag_blocks = max(0, self.network_height - head.height)
+            out["lag"] = {"messages": lag_messages, "blocks": lag_blocks, "network_height": self.network_height}
+            if lag_messages is not None and lag_messages > s.lag_messages_max:
+                problems.append(f"{lag_messages} stream messages behind (more than {s.lag_messages_max})")
+            if lag_blocks > s.lag_blocks_max:
+                problems.append(f"{lag_blocks} blocks behind the network (more than {s.lag_blocks_max})")
+            view = self.finality.view(self._reader_block_time)
+            since = view.oldest_nonfinal_since_ms  # on the node's clock (chain time), like block times
+            age = None if since is None else max(0, self.clock.now_ms() - since)
+            unacked_ms = None if st.att_unacked_since_ms is None else max(0, now - st.att_unacked_since_ms)
+            out["finality_status"] = {
+                "final_upto": view.final_upto,
+                "nonfinal_blocks": view.nonfinal,
+                "oldest_nonfinal_height": view.oldest_nonfinal,
+                "oldest_nonfinal_age_ms": age,
+                "quorum": view.quorum,
+                "attestations_unacked": st.att_unacked,
+                "attestations_unacked_age_ms": unacked_ms,
+                "attestations_dropped": st.att_dropped,
+                "attestations_fetched": self.attestations_fetched,
+            }
+            if age is not None and age > s.nonfinal_age_ms_max:
+                problems.append(
+                    f"block {view.oldest_nonfinal} not final after {age} ms (more than {s.nonfinal_age_ms_max})"
+                )
+            if unacked_ms is not None and unacked_ms > s.nonfinal_age_ms_max:
+                problems.append(f"{st.att_unacked} attestations not acknowledged by the stream for {unacked_ms} ms")
+        if self.clock_alarm:
+            problems.append(f"clock alarm: {self.clock_alarm}")
+        if self.failed is not None:
+            status = "failed"
+            problems.insert(0, f"the commit thread stopped: {self.failed!r}")
+        elif self.fork_alarms:
+            status = "fork"
+            problems.insert(0, f"{len(self.fork_alarms)} fork alarms")
+        else:
+            status = "degraded" if problems else "ok"
+        return {"status": status, "problems": problems, **out}
+
+    def _reader_block_time(self, height: int) -> int | None:
+        header = self.reader().header(height)
+        return None if header is None else header.time_ms
+
+    # ---- fork alarms ------------------------------------------------------------------------------------
+    def note_fork(self, height: int, member: str, att: Any, ours: blk.Header) -> bool:
+        """Record that ``member`` (a peer whose attestations count) attests another block or state than ours
+        at ``height`` (from the stream or posted to the API); whether the alarm is new.
+
+        One alarm per (height, member), at most ``fork_alarms_max`` kept as evidence; an alarm the operator
+        cleared before (the same attestation, read again from the stream) is not raised again."""
+        alarm = {
+            "height": height,
+            "member": member,
+            "their_block_hash": att["block_hash"],
+            "their_state_hash": att["state_hash"],
+            "our_block_hash": ours.hash,
+            "our_state_hash": ours.state_hash,
+        }
+        key = (height, member)
+        with self._alarm_lock:
+            if key in self._alarm_keys or _fingerprint(alarm) in self._resolved:
+                return False
+            self.fork_alarms_seen += 1
+            if len(self.fork_alarms) >= limits.fork_alarms_max:
+                return False
+            self._alarm_keys.add(key)
+            self.fork_alarms.append(alarm)
         log.error("FORK ALARM at height %s: %s attests a different block or state", height, member)
+        return True
+
+    def fork_alarm_summary(self, sample: int = 5) -> dict[str, Any]:
+        """A bounded summary: how many, by whom, which heights, and the first few alarms."""
+        with self._alarm_lock:
+            alarms = list(self.fork_alarms)
+        heights = [a["height"] for a in alarms]
+        return {
+            "count": len(alarms),
+            "members": sorted({a["member"] for a in alarms}),
+            "first_height": min(heights, default=None),
+            "last_height": max(heights, default=None),
+            "sample": alarms[:sample],
+            "truncated": len(alarms) >= limits.fork_alarms_max,
+        }
+
+    def clear_fork_alarms(self) -> int:
+        """Forget the current fork alarms (the operator resolved them: docs/operations.md, "Resolving a fork
+        alarm"), remembering them beside the store so that they are not raised again. How many."""
+        with self._alarm_lock:
+            alarms, self.fork_alarms = self.fork_alarms, []
+            self._alarm_keys = set()
+            self._resolved.update(_fingerprint(a) for a in alarms)
+            _save_resolved(self._resolved_path, self._resolved)
+        if alarms:
+            log.warning("%s fork alarms cleared by the operator", len(alarms))
+        return len(alarms)
 
     def _commit(self, batch: list[Tx], sig_ok: dict[str, bool]) -> None:
         raws = [t.raw for t in batch]
@@ -569,6 +806,8 @@ class Node:
             self.peer.key, self.peer.cert, header.chain_id, header.height, header.hash, header.state_hash
         )
         self.ledger.store.add_attestation(header.height, self.peer.member_id, encoding.canonical(att))
+        self.finality.committed(header.height, self.clock.now_ms())
+        self.finality.attested(header.height, len(self.ledger.store.attestation_orgs(header.height)))
         return att
 
     def _attest_head(self) -> None:
@@ -596,3 +835,28 @@ class Node:
                 listener(info)
             except Exception:  # a listener's bug must not stop the chain
                 log.exception("block listener failed")
+
+
+def _fingerprint(alarm: dict[str, Any]) -> str:
+    """One disagreeing attestation: who, which height, which hashes (what a cleared alarm is remembered by)."""
+    fields = (alarm["height"], alarm["member"], alarm["their_block_hash"], alarm["their_state_hash"])
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:32]
+
+
+#: cleared fork alarms remembered beside the store (the oldest are forgotten beyond this)
+RESOLVED_MAX = 100_000
+
+
+def _load_resolved(path: Path) -> set[str]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return set()
+    return {str(x) for x in data} if isinstance(data, list) else set()
+
+
+def _save_resolved(path: Path, resolved: set[str]) -> None:
+    items = sorted(resolved)[-RESOLVED_MAX:]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(items))
+    os.replace(tmp, path)

@@ -82,6 +82,17 @@ def finality(store: Store, certs: identity.CertCache, info: dict[str, Any], *, f
     }
 
 
+def unknown(tx_id: str) -> dict[str, Any]:
+    """The answer for a transaction whose ordering the service did not confirm in time: never a refusal."""
+    return {
+        "tx_id": tx_id,
+        "status": "unknown",
+        "code": int(Code.OUTCOME_UNKNOWN),
+        "message": f"the ordering service did not confirm in time; the transaction may still be committed: look it "
+        f"up (GET /v1/txs/{tx_id}) or submit the same signed transaction again (it is committed at most once)",
+    }
+
+
 def readable_by(record: dict[str, Any], org: str) -> bool:
     """Whether ``org`` may see this dangerous-goods declaration version: a party holding a wrap of its key."""
     return org in (record["shipper"], record["carrier"]) or org in (record.get("keys") or {})
@@ -221,6 +232,8 @@ class NodeServices:
         # Off the event loop: admission verifies signatures and, in a consortium, waits for the ordering
         # service's acknowledgement; neither may stall every other request.
         tx, status = await asyncio.to_thread(self.node.submit, raw)
+        if status == "unknown" and not wait:
+            return unknown(tx.tx_id)
         if status == "committed" or wait:
             pos = self.position(tx.tx_id) if status == "committed" else None
             if pos is None:
@@ -230,7 +243,7 @@ class NodeServices:
                     try:
                         pos = await asyncio.wait_for(fut, timeout_s)
                     except TimeoutError:
-                        return {"tx_id": tx.tx_id, "status": "pending"}
+                        return unknown(tx.tx_id) if status == "unknown" else {"tx_id": tx.tx_id, "status": "pending"}
             return self.committed(tx.tx_id, pos)
         return {"tx_id": tx.tx_id, "status": "pending"}
 
@@ -254,6 +267,8 @@ class NodeServices:
             outcome = next(admitted)
             if isinstance(outcome, LiangcaoError):
                 out.append({"status": "rejected", "code": outcome.code, "message": outcome.message})
+            elif outcome[1] == "unknown":
+                out.append(unknown(outcome[0].tx_id))
             else:
                 out.append({"tx_id": outcome[0].tx_id, "status": outcome[1]})
         return out
@@ -326,12 +341,17 @@ class NodeServices:
 
     # ---- operations -----------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        """Liveness and the head: ``status`` is ``failed`` (the commit stopped), ``fork`` or ``ok``."""
+        """Liveness, the head and the truth about this node: ``status`` is ``failed`` (the commit stopped),
+        ``fork`` (a peer attests another state), ``degraded`` (``problems`` says why: the ordering service
+        unreachable, lagging behind the stream or the network, blocks not final for too long, a clock alarm)
+        or ``ok``. Fork alarms are summarised (bounded); ``fork_alarms`` lists at most the first few."""
         node = self.node
         head = self.head()
-        status = "failed" if node.failed is not None else ("fork" if node.fork_alarms else "ok")
+        cond = node.condition()
+        summary = node.fork_alarm_summary()
         return {
-            "status": status,
+            "status": cond["status"],
+            "problems": cond["problems"],
             "chain_id": head.chain_id,
             "height": head.height,
             "block_hash": head.hash,
@@ -339,10 +359,29 @@ class NodeServices:
             "version": __version__,
             "time_ms": self.now_ms(),
             "ordering": "solo" if node.link is None else "jetstream",
-            "fork_alarms": list(node.fork_alarms),
+            "ordering_status": cond.get("ordering_status"),
+            "lag": cond.get("lag"),
+            "finality": cond.get("finality_status"),
+            "fork_alarms": summary["sample"],
+            "fork_alarm_summary": summary,
             "poison_messages": node.poison_messages,
             "clock_alarm": node.clock_alarm,
         }
+
+    def fork_alarms(self) -> dict[str, Any]:
+        """Every fork alarm kept (at most ``fork_alarms_max``), and how many were raised since start."""
+        node = self.node
+        return {"alarms": list(node.fork_alarms), "raised": node.fork_alarms_seen}
+
+    def clear_fork_alarms(self, member: str) -> dict[str, Any]:
+        """Clear the fork alarms once the operator resolved the fork (docs/operations.md). Only for a write
+        token of a member of this node's own organisation: FORBIDDEN otherwise."""
+        org = self.node.peer.member_id.partition("/")[0]
+        if member.partition("/")[0] != org:
+            raise LiangcaoError(Code.FORBIDDEN, f"only {org}'s operators clear this node's fork alarms")
+        cleared = self.node.clear_fork_alarms()
+        log.warning("fork alarms cleared by %s: %s", member, cleared)
+        return {"cleared": cleared}
 
     def now_ms(self) -> int:
         """The node's clock (what clients compute ``not_after`` from, and EPCIS documents are stamped with)."""
@@ -351,6 +390,10 @@ class NodeServices:
     def gauges(self) -> tuple[int, int]:
         """(transactions in the mempool, fork alarms): what metrics sample when scraped."""
         return len(self.node.mempool), len(self.node.fork_alarms)
+
+    def condition(self) -> dict[str, Any]:
+        """What health knows beyond the head (``Node.condition``): what the consortium gauges sample."""
+        return self.node.condition()
 
     # ---- traceability ---------------------------------------------------------------------------------
     def provenance(self, ident: str) -> dict[str, Any]:

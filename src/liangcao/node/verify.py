@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from functools import lru_cache
 
@@ -49,14 +51,32 @@ def verify_items(items: list[Item]) -> list[tuple[str, bool]]:
     return out
 
 
+def _exit_with_parent(parent: int, every_s: float = 0.5) -> None:
+    """In a worker: a daemon thread that ends the process as soon as ``parent`` is no longer its parent."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="liangcao-parent-watch", daemon=True).start()
+
+
 class SigVerifier:
     def __init__(self, workers: int | None = None, certs: CertCache | None = None) -> None:
         self.workers = workers if workers is not None else (os.cpu_count() or 1)
         self.certs = certs or CertCache()
         self._pool: ProcessPoolExecutor | None = None
         if self.workers > 1:
-            # spawn, not fork: the node has threads, and forking a threaded process is unsafe.
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            # spawn, not fork: the node has threads, and forking a threaded process is unsafe. Each worker
+            # watches its parent and exits when the node is gone, even killed with SIGKILL (spawned workers
+            # hold their own end of the task pipe, so they would otherwise wait on it for ever).
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
 
     def items(self, txs: list[Tx]) -> list[Item]:
         items: list[Item] = []
