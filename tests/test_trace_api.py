@@ -157,7 +157,7 @@ def test_xml_capture_gets_the_reference_hash_ids(net: Live) -> None:
     with Client(net.url, net.token) as cl:
         r = cl.call("trace", "set_policy", {"org_type": "customs", "own": False, "steps": ["*"]}, admins)
         assert r["code"] == 0
-    path = FIXTURES / "hash-vectors" / "SensorDataExamples.xml"
+    path = FIXTURES / "hash-vectors" / "epcisDocWithVariousEventTypes.xml"
     want = [line for line in path.with_suffix(".hashes").read_text().split() if line]
     with http(net, f"{CUSTOMS}/alice") as c:
         headers = {"Content-Type": "application/xml"}
@@ -169,6 +169,10 @@ def test_xml_capture_gets_the_reference_hash_ids(net: Live) -> None:
         assert validate_document(got) == []
         # Bad XML is refused at once, naming what is wrong, and nothing is captured.
         before = c.get("/epcis/v2/capture").json()
+        # this reference vector puts sensorElementList where GS1's XSD does not allow it
+        xsd_invalid = (FIXTURES / "hash-vectors" / "SensorDataExamples.xml").read_bytes()
+        r = c.post("/epcis/v2/capture", content=xsd_invalid, headers=headers)
+        assert r.status_code == 400 and "XSD" in r.json()["message"] and "sensorElementList" in r.json()["message"]
         r = c.post(
             "/epcis/v2/capture", content=b"<epcis:EPCISDocument xmlns:epcis='urn:x'><EPCISBody>", headers=headers
         )

@@ -33,7 +33,7 @@ from liangcao.trace.depth import TooDeep, check_json
 from liangcao.trace.facts import BadEvent, facts
 from liangcao.trace.hashing import Hasher, events_of, hash_of_prehash, ignored_fields
 from liangcao.trace.validate import Problem, validate_document
-from liangcao.trace.xml import XmlRefused, looks_like_xml, read
+from liangcao.trace.xml import XmlRefused, XsdInvalid, looks_like_xml, read
 
 _exact = msgspec.json.Decoder(float_hook=Decimal)
 _encode = msgspec.json.Encoder(decimal_format="number").encode
@@ -63,8 +63,9 @@ class Prepared:
         return len(self.texts)
 
 
-def as_json(data: bytes) -> bytes:
-    """``data`` as JSON-LD text: JSON as it is, an EPCIS XML document translated. Raises CaptureRefused."""
+def as_json(data: bytes, *, single: bool = False) -> bytes:
+    """``data`` as JSON-LD text: JSON as it is, an EPCIS XML document (or, ``single``, event) translated after
+    GS1's XSD accepted it. Raises CaptureRefused."""
     if len(data) > limits.capture_document_bytes_max:
         raise CaptureRefused(
             Code.TOO_LARGE, f"document is larger than capture_document_bytes_max={limits.capture_document_bytes_max}"
@@ -72,7 +73,10 @@ def as_json(data: bytes) -> bytes:
     if not looks_like_xml(data):
         return data
     try:
-        return _encode(read(data))
+        return _encode(read(data, single=single, validate=True))
+    except XsdInvalid as exc:
+        problems = [Problem(None, "$", p) for p in exc.problems]
+        raise CaptureRefused(Code.INVALID_ARGUMENT, str(exc), problems) from exc
     except XmlRefused as exc:
         raise CaptureRefused(Code.BAD_ENCODING, str(exc)) from exc
     except TooDeep as exc:
@@ -109,8 +113,11 @@ def prepare(data: bytes, *, single: bool = False) -> Prepared:
 
     Raises CaptureRefused naming every problem found.
     """
-    data = as_json(data)
+    xml = looks_like_xml(data)
+    data = as_json(data, single=single)
     document = parse(data)
+    if single and xml:  # a bare XML event arrives as the one-event document it means
+        single = False
     if single:
         if document.get("type") == "EPCISDocument":
             raise CaptureRefused(Code.INVALID_ARGUMENT, "this takes one event; capture documents go to /capture")
@@ -121,7 +128,7 @@ def prepare(data: bytes, *, single: bool = False) -> Prepared:
             )
         data = _encode(as_document(_exact.decode(data)))
         document = parse(data)
-    problems = validate_document(document)
+    problems = validate_document(document, json_schema=not xml)  # XML: GS1's XSD accepted it in as_json
     if problems:
         raise CaptureRefused(
             Code.INVALID_ARGUMENT, f"the document does not satisfy the EPCIS 2.0 schema: {problems[0]}", problems

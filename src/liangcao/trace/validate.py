@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -23,6 +24,7 @@ from referencing.jsonschema import DRAFT7
 from liangcao import limits
 from liangcao.trace.depth import value_depth
 from liangcao.trace.facts import EVENT_TYPES
+from liangcao.trace.vocabulary import BIZ_STEPS, DISPOSITIONS
 
 ROOT_SCHEMA = "EPCIS-JSON-Schema-root.json"
 
@@ -99,17 +101,27 @@ def is_valid(document: Any, directory: Path | None = None) -> bool:
     """Whether ``document`` satisfies the schema (the fast check; see :func:`validate_document` for why not)."""
     if _too_deep(document):
         return False
-    return bool(_fast(str(directory or schema_dir())).is_valid(document)) and not _unknown_types(document)
+    return (
+        bool(_fast(str(directory or schema_dir())).is_valid(document))
+        and not _unknown_types(document)
+        and not _formats(document)
+    )
 
 
-def validate_document(document: Any, directory: Path | None = None) -> list[Problem]:
-    """Every schema violation of an EPCIS document (empty when it is valid), most specific first."""
+def validate_document(document: Any, directory: Path | None = None, *, json_schema: bool = True) -> list[Problem]:
+    """Every schema violation of an EPCIS document (empty when it is valid), most specific first.
+
+    ``json_schema=False`` for a document translated from XML that GS1's XSD already accepted: the XML binding
+    has its own schema (``liangcao.trace.xsd``), and the JSON schema's stricter JSON-only rules (unique list
+    members, a sensor report's ``type``) are not the XML binding's. The event types and the vocabulary rules
+    below apply to both.
+    """
     deep = _too_deep(document)
     if deep:
         return deep
     where = str(directory or schema_dir())
-    if _fast(where).is_valid(document):
-        return _unknown_types(document)
+    if not json_schema or _fast(where).is_valid(document):
+        return (_unknown_types(document) + _formats(document))[:errors_max]
     validator = _validator(where)
     problems = []
     for error in sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path)):
@@ -125,7 +137,42 @@ def validate_document(document: Any, directory: Path | None = None) -> list[Prob
         problems.append(Problem(event, text, leaf.message[:300]))
         if len(problems) >= errors_max:
             break
-    return (problems + _unknown_types(document))[:errors_max]
+    return (problems + _unknown_types(document) + _formats(document))[:errors_max]
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s]+", re.ASCII)
+_VOCABULARIES = {"bizStep": BIZ_STEPS, "disposition": DISPOSITIONS}
+
+
+def _formats(document: Any) -> list[Problem]:
+    """The schema's format rules that matter here (its ``"format": "uri"``, which the compiled check leaves off
+    because GS1's own examples break it in places that do not matter, such as a document ``id`` of ``_:doc``):
+    a business step or disposition is a CBV word or a URI of the organisation's own vocabulary (``transforming``
+    is neither), and ILMD keys are namespaced (``ext:lot``, never ``lot``)."""
+    problems = []
+    body = document.get("epcisBody") if isinstance(document, dict) else None
+    events = body.get("eventList") if isinstance(body, dict) else None
+    if events is None and isinstance(body, dict):
+        results = body.get("queryResults") if isinstance(body.get("queryResults"), dict) else {}
+        events = (results.get("resultsBody") or {}).get("eventList") if isinstance(results, dict) else None
+    for i, event in enumerate(events if isinstance(events, list) else []):
+        if not isinstance(event, dict):
+            continue
+        where = f"$.epcisBody.eventList[{i}]"
+        values = [(f, event.get(f), _VOCABULARIES[f]) for f in ("bizStep", "disposition")]
+        pd = event.get("persistentDisposition")
+        for which in ("set", "unset"):
+            for n, d in enumerate(pd.get(which) or [] if isinstance(pd, dict) else []):
+                values.append((f"persistentDisposition.{which}[{n}]", d, DISPOSITIONS))
+        for name, value, words in values:
+            if isinstance(value, str) and value not in words and not _SCHEME.fullmatch(value):
+                field = name.split(".")[0] if "." in name else name
+                problems.append(Problem(i, f"{where}.{name}", f"{value!r} is neither a CBV {field} nor a URI"))
+        ilmd = event.get("ilmd")
+        for key in ilmd if isinstance(ilmd, dict) else []:
+            if not _SCHEME.fullmatch(key):
+                problems.append(Problem(i, f"{where}.ilmd", f"ILMD field {key!r} has no namespace (write ns:{key})"))
+    return problems
 
 
 def _unknown_types(document: Any) -> list[Problem]:

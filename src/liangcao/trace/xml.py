@@ -31,7 +31,9 @@ import defusedxml.ElementTree as safe_et
 from defusedxml import DefusedXmlException
 
 from liangcao import limits
+from liangcao.trace import xsd
 from liangcao.trace.depth import TooDeep
+from liangcao.trace.xsd import wrap_event
 
 EVENT_TYPES = ("ObjectEvent", "AggregationEvent", "TransactionEvent", "TransformationEvent", "AssociationEvent")
 CONTEXT_URL = "https://ref.gs1.org/standards/epcis/epcis-context.jsonld"
@@ -54,6 +56,9 @@ _CBV_URNS = {
     "bizTransaction": "urn:epcglobal:cbv:btt:", "source": "urn:epcglobal:cbv:sdt:",
     "destination": "urn:epcglobal:cbv:sdt:",
 }  # fmt: skip
+# The standard's single-valued fields (everything else is a list, an object or a namespaced extension).
+_SCALARS = {"eventTime", "recordTime", "eventTimeZoneOffset", "eventID", "parentID", "action", "bizStep",
+            "disposition", "transformationID"}  # fmt: skip
 # Prefixes a JSON-LD reader would confuse with URI schemes.
 _SCHEME_PREFIXES = {"http", "https", "urn", "ni", "mailto", "tel"}
 
@@ -182,8 +187,10 @@ class _Reader:
                 _add(out, name, (child.text or "").strip())
             elif name == "id":
                 out["id"] = (child.text or "").strip()
-            else:
+            elif name in _SCALARS:
                 out[name] = _word(name, child.text)
+            else:  # never dropped, never guessed at: an element the standard does not have is refused
+                raise XmlRefused(f"unknown element <{name}> in {_local(el)}: EPCIS 2.0 has no such field")
 
     def _quantity(self, el: Element) -> dict[str, Any]:
         q: dict[str, Any] = {}
@@ -288,10 +295,20 @@ def _parse(data: bytes) -> tuple[Element, list[tuple[str, str]]]:
     return root, declared
 
 
-def read(data: bytes) -> dict[str, Any]:
+class XsdInvalid(XmlRefused):
+    """The document is well-formed but does not satisfy GS1's XSD; ``problems`` say where and why."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"the document does not satisfy GS1's EPCIS 2.0 XSD: {problems[0]}")
+
+
+def read(data: bytes, *, single: bool = False, validate: bool = False) -> dict[str, Any]:
     """The EPCIS (query) document in the XML ``data`` as a JSON-LD document.
 
-    Raises XmlRefused, or TooDeep for elements nested deeper than ``trace_depth_max``.
+    ``single``: a bare event (``POST /events``) is read as a one-event document; ``validate``: the bytes
+    must satisfy GS1's XSD (``liangcao.trace.xsd``), checked after the safe parse. Raises XmlRefused
+    (XsdInvalid), or TooDeep for elements nested deeper than ``trace_depth_max``.
     """
     try:
         root, declared = _parse(data)
@@ -303,6 +320,13 @@ def read(data: bytes) -> dict[str, Any]:
         raise XmlRefused(f"the document is not well-formed XML: {exc}") from exc
     reader = _Reader(declared)
     kind = _local(root)
+    if single and kind in EVENT_TYPES:
+        if validate:
+            _check_xsd(wrap_event(data), query=False)
+        return {"type": "EPCISDocument", "schemaVersion": "2.0", "creationDate": "1970-01-01T00:00:00Z",
+                "epcisBody": {"eventList": [reader.event(root)]}, "@context": _context(reader)}  # fmt: skip
+    if validate:
+        _check_xsd(data, query=kind == "EPCISQueryDocument")
     if kind not in ("EPCISDocument", "EPCISQueryDocument"):
         raise XmlRefused(f"the root element is {kind!r}, not EPCISDocument or EPCISQueryDocument")
     document: dict[str, Any] = {"type": kind}
@@ -325,7 +349,41 @@ def read(data: bytes) -> dict[str, Any]:
         if subscription.strip():
             results["subscriptionID"] = subscription.strip()
         document["epcisBody"] = {"queryResults": results}
-    document["@context"] = (
-        [CONTEXT_URL, *({k: v} for k, v in reader.context.items())] if reader.context else [CONTEXT_URL]
-    )
+    document["@context"] = _context(reader)
     return document
+
+
+def _context(reader: _Reader) -> list[Any]:
+    return [CONTEXT_URL, *({k: v} for k, v in reader.context.items())] if reader.context else [CONTEXT_URL]
+
+
+def _check_xsd(data: bytes, *, query: bool) -> None:
+    problems = xsd.problems(data, query=query)
+    if problems:
+        raise XsdInvalid(problems)
+
+
+def read_poll(data: bytes) -> tuple[str, list[tuple[str, str]]]:
+    """The query name and parameters of an EPCIS XML ``Poll`` (an ``EPCISQueryDocument`` asking a query),
+    checked against GS1's query XSD. Raises XmlRefused."""
+    try:
+        root, _ = _parse(data)
+    except DefusedXmlException as exc:
+        raise XmlRefused("the XML uses a forbidden construct: DTDs and entities are refused") from exc
+    except safe_et.ParseError as exc:
+        raise XmlRefused(f"the document is not well-formed XML: {exc}") from exc
+    _check_xsd(data, query=True)
+    poll = next((e for e in root.iter() if _local(e) == "Poll"), None)
+    if poll is None:
+        raise XmlRefused("the query document holds no Poll")
+    name = next(((e.text or "").strip() for e in poll if _local(e) == "queryName"), "")
+    params: list[tuple[str, str]] = []
+    for param in (e for e in poll.iter() if _local(e) == "param"):
+        pname = next(((e.text or "").strip() for e in param if _local(e) == "name"), "")
+        value = next((e for e in param if _local(e) == "value"), None)
+        if value is None:
+            continue
+        strings = [(s.text or "").strip() for s in value if _local(s) == "string"]
+        for v in strings or [(value.text or "").strip()]:
+            params.append((pname, v))
+    return name, params
