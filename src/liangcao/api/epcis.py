@@ -307,7 +307,9 @@ def _check_type(event_type: str) -> None:
 
 for _p in ("eventTypes", "eventTypes/{event_type}", "eventTypes/{event_type}/events", "epcs", "epcs/{epc:path}",
            "bizSteps", "bizSteps/{biz_step:path}", "bizLocations", "bizLocations/{place:path}", "readPoints",
-           "readPoints/{place:path}", "dispositions", "dispositions/{disposition:path}"):  # fmt: skip
+           "readPoints/{place:path}", "dispositions", "dispositions/{disposition:path}", "epcs/{epc:path}/events",
+           "bizSteps/{biz_step:path}/events", "bizLocations/{place:path}/events", "readPoints/{place:path}/events",
+           "dispositions/{disposition:path}/events"):  # fmt: skip
     _resource_options(f"{BASE}/{_p}")
 
 

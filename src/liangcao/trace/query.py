@@ -82,8 +82,8 @@ _UOM_FAMILY = re.compile(
     r"^(EQ|GT|GE|LT|LE)_(value|minValue|maxValue|meanValue|sDev|percValue|quantity)_([A-Z0-9]{2,4})$", re.ASCII
 )
 _TYPED_FAMILY = re.compile(r"^EQ_(bizTransaction|source|destination)_([A-Za-z][A-Za-z0-9_]*)$", re.ASCII)
-_ATTR_FAMILY = re.compile(r"^EQ_ATTR_([A-Za-z][A-Za-z0-9]*)_(.+)$", re.ASCII)
-_HASATTR_FAMILY = re.compile(r"^HASATTR_([A-Za-z][A-Za-z0-9]*)$", re.ASCII)
+_ATTR_FAMILY = re.compile(rf"^EQ_ATTR_({_FIELD}|[A-Za-z][A-Za-z0-9]*)_(.+)$", re.ASCII)
+_HASATTR_FAMILY = re.compile(rf"^HASATTR_({_FIELD}|[A-Za-z][A-Za-z0-9]*)$", re.ASCII)
 
 
 class QueryError(LiangcaoError):
@@ -581,10 +581,12 @@ def _descendants(ids: list[str], masterdata: MasterData | None) -> list[str]:
 def _master(field_name: str, attr: str | None, vals: list[str], masterdata: MasterData | None) -> Predicate:
     """``HASATTR_bizLocation=attr``: the field's vocabulary element has the attribute; ``EQ_ATTR_bizLocation_attr=v``:
     and its value is one of ``vals``."""
-    if field_name not in _MASTER_FIELDS:
-        raise _refuse(f"EQ_ATTR_{field_name}", "names readPoint, bizLocation, epc or epcClass")
+    if field_name not in _MASTER_FIELDS and ":" not in field_name:
+        raise _refuse(f"EQ_ATTR_{field_name}", "names readPoint, bizLocation, epc, epcClass or an extension field")
 
     def ids(c: Candidate) -> list[str]:
+        if ":" in field_name:  # a vocabulary-valued extension field
+            return [t for v in _field_values(c, "", False, field_name, None) if (t := _text(v))]
         v = c.event.get(_MASTER_FIELDS[field_name])
         if field_name in ("readPoint", "bizLocation"):
             v = v.get("id") if isinstance(v, Mapping) else v

@@ -144,18 +144,23 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s]+", re.ASCII)
 _VOCABULARIES = {"bizStep": BIZ_STEPS, "disposition": DISPOSITIONS}
 
 
+def _events(document: Any) -> list[Any]:
+    """The events of a capture or query document, whatever its shape (an empty list if it has none)."""
+    body = document.get("epcisBody") if isinstance(document, dict) else None
+    events = body.get("eventList") if isinstance(body, dict) else None
+    if events is None and isinstance(body, dict) and isinstance(body.get("queryResults"), dict):
+        results = body["queryResults"].get("resultsBody")
+        events = results.get("eventList") if isinstance(results, dict) else None
+    return events if isinstance(events, list) else []
+
+
 def _formats(document: Any) -> list[Problem]:
     """The schema's format rules that matter here (its ``"format": "uri"``, which the compiled check leaves off
     because GS1's own examples break it in places that do not matter, such as a document ``id`` of ``_:doc``):
     a business step or disposition is a CBV word or a URI of the organisation's own vocabulary (``transforming``
     is neither), and ILMD keys are namespaced (``ext:lot``, never ``lot``)."""
     problems = []
-    body = document.get("epcisBody") if isinstance(document, dict) else None
-    events = body.get("eventList") if isinstance(body, dict) else None
-    if events is None and isinstance(body, dict):
-        results = body.get("queryResults") if isinstance(body.get("queryResults"), dict) else {}
-        events = (results.get("resultsBody") or {}).get("eventList") if isinstance(results, dict) else None
-    for i, event in enumerate(events if isinstance(events, list) else []):
+    for i, event in enumerate(_events(document)):
         if not isinstance(event, dict):
             continue
         where = f"$.epcisBody.eventList[{i}]"
@@ -179,9 +184,7 @@ def _unknown_types(document: Any) -> list[Problem]:
     problems = []
     # The schema checks known event types and lets others through (an extension point of EPCIS 1.x);
     # liangcao anchors only the five EPCIS 2.0 event types, so anything else is refused by name.
-    body = document.get("epcisBody") if isinstance(document, dict) else None
-    events = body.get("eventList") if isinstance(body, dict) else None
-    for i, event in enumerate(events if isinstance(events, list) else []):
+    for i, event in enumerate(_events(document)):
         kind = event.get("type") if isinstance(event, dict) else None
         if kind not in EVENT_TYPES:
             message = f"unknown event type {kind!r}; EPCIS 2.0 has {', '.join(EVENT_TYPES)}"

@@ -268,10 +268,16 @@ def _event_elements(root: Element) -> list[Element]:
         if _local(holder) != "EventList":
             continue
         for child in holder:
+            if not isinstance(child.tag, str):
+                continue  # a comment
             if _local(child) in EVENT_TYPES:
                 events.append(child)
             elif _local(child) == "extension":  # EPCIS 1.x put newer event types in an extension
                 events.extend(e for e in child.iter() if _local(e) in EVENT_TYPES)
+            else:  # never dropped: a document whose events cannot all be read is refused whole
+                raise XmlRefused(
+                    f"unknown event element <{_local(child)}> in EventList; EPCIS 2.0 has {', '.join(EVENT_TYPES)}"
+                )
     return events
 
 
