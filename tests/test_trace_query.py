@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from liangcao.apps.trace.anchor import TraceCode
 from liangcao.trace import query as tq
 from liangcao.trace.facts import index_form
 from liangcao.trace.hashing import document_hashes
@@ -337,3 +338,33 @@ def test_every_event_of_a_query_document_rehashes_to_its_id(sensors: tuple[Trace
     alone = tq.event_out(tq.run(led.state, tq.parse([("EQ_eventID", ids[1])])).records[0])
     assert "@context" in alone
     assert document_hashes({"@context": alone.pop("@context"), "epcisBody": {"eventList": [alone]}}) == [ids[1]]
+
+
+def test_master_data_hierarchies_and_attributes() -> None:
+    led = TraceLedger()
+    site, dock = "urn:epc:id:sgln:0614141.00010.0", "urn:epc:id:sgln:0614141.00010.7"
+    doc = document([obj(["urn:epc:id:sgtin:0614141.107346.77"], "receiving", "2026-09-01T08:00:00+08:00",
+                        bizLocation={"id": dock})])  # fmt: skip
+    doc["epcisHeader"] = {"epcisMasterData": {"vocabularyList": [{
+        "type": "urn:epcglobal:epcis:vtype:BusinessLocation",
+        "vocabularyElementList": [
+            {"id": site, "attributes": [{"id": "urn:epcglobal:cbv:mda#name", "attribute": "Shanghai DC"}],
+             "children": [dock]},
+            {"id": dock, "attributes": [{"id": "urn:epcglobal:cbv:mda#sst", "attribute": "201"}]},
+        ],
+    }]}}  # fmt: skip
+    assert validate_document(doc) == []
+    (captured,) = led.captured(doc, BRAND)
+
+    def ids(*params: tuple[str, str]) -> list[str]:
+        return [r["id"] for r in tq.run(led.state, tq.parse(list(params))).records]
+
+    assert ids(("WD_bizLocation", site)) == [captured["id"]]
+    assert ids(("EQ_bizLocation", site)) == []
+    assert ids(("HASATTR_bizLocation", "urn:epcglobal:cbv:mda#sst")) == [captured["id"]]
+    assert ids(("EQ_ATTR_bizLocation_urn:epcglobal:cbv:mda#sst", "201")) == [captured["id"]]
+    assert ids(("EQ_ATTR_bizLocation_urn:epcglobal:cbv:mda#sst", "202")) == []
+    # another organisation cannot rewrite the brand's master data
+    doc["epcisBody"]["eventList"][0]["eventTime"] = "2026-09-02T08:00:00+08:00"
+    (receipt,) = led.capture(doc, CUSTOMS)
+    assert receipt["code"] == TraceCode.NOT_PERMITTED and "belongs to org1" in receipt["message"]

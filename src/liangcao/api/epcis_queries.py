@@ -247,7 +247,7 @@ class Registry:
             record = msgspec.json.decode(raw)
             if initial_ms is not None and int(record["record_ms"]) < initial_ms:
                 continue
-            if tq.matches(query, record):
+            if tq.matches(query, record, store):
                 out.append(record)
         return out
 

@@ -37,6 +37,8 @@ from liangcao.trace.xml import XmlRefused, XsdInvalid, looks_like_xml, read
 
 _exact = msgspec.json.Decoder(float_hook=Decimal)
 _encode = msgspec.json.Encoder(decimal_format="number").encode
+#: Master data a capture document's header may carry (anchored with its first transaction).
+MASTERDATA_BYTES_MAX = 16 * 1024
 #: Room left in a transaction for its envelope (chain id, names, nonce, signatures) around the events.
 _TX_OVERHEAD_BYTES = 4 * 1024
 
@@ -58,6 +60,7 @@ class Prepared:
     writes: list[int]  # state writes each event costs when anchored
     context: str = ""
     ignore: list[str] = field(default_factory=list)
+    masterdata: str = ""  # the header's vocabulary elements, as JSON text (anchored with the first pack)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -145,7 +148,7 @@ def prepare(data: bytes, *, single: bool = False) -> Prepared:
         raise CaptureRefused(Code.TOO_LARGE, "@context is larger than trace_context_bytes_max")
     ignore = ignored_fields(exact)
     hasher = Hasher(context, ignore)
-    out = Prepared([], [], [], context_text, ignore)
+    out = Prepared([], [], [], context_text, ignore, master_data(exact))
     bad: list[Problem] = []
     for n, event in enumerate(events):
         text = _encode(event).decode()
@@ -167,9 +170,37 @@ def prepare(data: bytes, *, single: bool = False) -> Prepared:
     return out
 
 
+def master_data(document: dict[str, Any]) -> str:
+    """The vocabulary elements of a document's header (``epcisHeader.epcisMasterData.vocabularyList``) as the
+    JSON text the ``trace`` contract anchors: ``[{id, type, attributes: {id: value}, children: [...]}]``.
+    Raises CaptureRefused if there are more than ``masterdata_bytes_max`` of them."""
+    header = document.get("epcisHeader")
+    md = header.get("epcisMasterData") if isinstance(header, dict) else None
+    vocabularies = md.get("vocabularyList") if isinstance(md, dict) else None
+    out = []
+    for vocabulary in vocabularies if isinstance(vocabularies, list) else []:
+        kind = vocabulary.get("type", "") if isinstance(vocabulary, dict) else ""
+        for element in vocabulary.get("vocabularyElementList") or [] if isinstance(vocabulary, dict) else []:
+            if not isinstance(element, dict) or not isinstance(element.get("id"), str):
+                continue
+            attributes = {
+                str(a["id"]): a.get("attribute")
+                for a in element.get("attributes") or []
+                if isinstance(a, dict) and isinstance(a.get("id"), str)
+            }
+            children = [c for c in element.get("children") or [] if isinstance(c, str)]
+            out.append({"id": element["id"], "type": kind, "attributes": attributes, "children": children})
+    if not out:
+        return ""
+    text = _encode(out).decode()
+    if len(text.encode()) > MASTERDATA_BYTES_MAX:
+        raise CaptureRefused(Code.TOO_LARGE, f"the master data is larger than {MASTERDATA_BYTES_MAX} bytes")
+    return text
+
+
 def pack(prepared: Prepared) -> list[list[int]]:
     """Event indexes grouped into transactions, in document order, each within every per-transaction bound."""
-    budget = limits.tx_bytes_max - _TX_OVERHEAD_BYTES - len(prepared.context.encode())
+    budget = limits.tx_bytes_max - _TX_OVERHEAD_BYTES - len(prepared.context.encode()) - len(prepared.masterdata)
     writes_budget = limits.writes_per_tx_max - 8
     packs: list[list[int]] = []
     current: list[int] = []
@@ -197,6 +228,8 @@ def args_of(prepared: Prepared, indexes: list[int]) -> dict[str, Any]:
         args["context"] = prepared.context
     if prepared.ignore:
         args["ignore"] = prepared.ignore
+    if prepared.masterdata and indexes and indexes[0] == 0:  # once, with the document's first events
+        args["masterdata"] = prepared.masterdata
     return args
 
 

@@ -104,7 +104,11 @@ class Candidate:
     record: dict[str, Any]
     event: dict[str, Any]
     facts: fx.Facts
+    index: Index | None = None
     _hasher: Hasher | None = None
+
+    def master(self, ident: str) -> Mapping[str, Any] | None:
+        return master_data(self.index, ident) if self.index is not None else None
 
     def key(self, name: str) -> str:
         if self._hasher is None:
@@ -116,6 +120,17 @@ class Candidate:
 Predicate = Callable[[Candidate], bool]
 #: Master data the ledger knows (``trace/m/<id>``): the vocabulary element's attributes and children.
 MasterData = Callable[[str], Mapping[str, Any] | None]
+
+
+def master_data(index: Index, ident: str) -> dict[str, Any] | None:
+    """The master data the ledger holds for an identifier (``trace/m/<index form>``): its vocabulary type, the
+    organisation that recorded it, its attributes and children; None if none."""
+    raw = index.get(f"{PREFIX}m/{fx.index_form(ident)}")
+    if raw is None:
+        return None
+    record = msgspec.json.decode(raw)
+    attributes = _decimal.decode(record["attributes"]) if record.get("attributes") else {}
+    return {**record, "attributes": attributes if isinstance(attributes, dict) else {}}
 
 
 @dataclass
@@ -131,7 +146,8 @@ class Query:
     order_by: str = "eventTime"
     desc: bool = False
     predicates: list[Predicate] = field(default_factory=list)
-    within: dict[str, list[str]] = field(default_factory=dict)  # WD_readPoint / WD_bizLocation
+    within_ids: dict[str, list[str]] = field(default_factory=dict)  # WD_readPoint / WD_bizLocation, as given
+    within: dict[str, list[str]] = field(default_factory=dict)  # and with their descendants (index forms)
     after: tuple[str, str] | None = None  # (time13, hex) of the last event scanned by the previous page
     offset: int = 0  # events skipped (results sorted by another field than event time)
     returned: int = 0  # events returned by earlier pages (for eventCountLimit)
@@ -323,7 +339,7 @@ def _one(q: Query, name: str, value: str, masterdata: MasterData | None) -> None
                                          "EQ_bizLocation", "EQ_eventID", "EQ_action"):  # fmt: skip
         lists.setdefault(name, []).extend(values(value))
     elif name in ("WD_readPoint", "WD_bizLocation"):
-        q.within.setdefault(name[3:], []).extend(_descendants(values(value), masterdata))
+        q.within_ids.setdefault(name[3:], []).extend(values(value))
     elif name == "GE_eventTime":
         q.ge_time = max(q.ge_time, _time_param(name, value))
     elif name == "LT_eventTime":
@@ -561,6 +577,12 @@ def _field(q: Query, op: str, inner: bool, where: str, fname: str, name: str, va
 _MASTER_FIELDS = {"readPoint": "readPoint", "bizLocation": "bizLocation", "epc": "epcList", "epcClass": "quantityList"}
 
 
+def _expand_within(index: Index, q: Query) -> None:
+    """``WD_`` places with their descendants by the master data the ledger holds (read once per query)."""
+    if q.within_ids and not q.within:
+        q.within = {w: _descendants(ids, lambda i: master_data(index, i)) for w, ids in q.within_ids.items()}
+
+
 def _descendants(ids: list[str], masterdata: MasterData | None) -> list[str]:
     """``ids`` and every descendant the master data names (its ``children``, transitively), index forms."""
     out: list[str] = []
@@ -597,7 +619,7 @@ def _master(field_name: str, attr: str | None, vals: list[str], masterdata: Mast
 
     def matches(c: Candidate) -> bool:
         for ident in ids(c):
-            entry = masterdata(ident) if masterdata is not None else None
+            entry = masterdata(ident) if masterdata is not None else c.master(ident)
             attributes = (entry or {}).get("attributes") or {}
             if attr is None and any(a in attributes for a in vals):
                 return True
@@ -828,14 +850,16 @@ def _load(index: Index, hx: str) -> Candidate | None:
         return None
     record = msgspec.json.decode(raw)
     event = _decimal.decode(record["event"])
-    return Candidate(record, event, fx.facts(event, limits.trace_ids_per_event_max))
+    return Candidate(record, event, fx.facts(event, limits.trace_ids_per_event_max), index)
 
 
-def matches(q: Query, record: dict[str, Any]) -> bool:
-    """Whether one anchored event (its ``trace/e/`` record) satisfies every parameter of ``q`` but the
-    time window and paging: what a subscription asks of each newly captured event."""
+def matches(q: Query, record: dict[str, Any], index: Index | None = None) -> bool:
+    """Whether one anchored event (its ``trace/e/`` record) satisfies every parameter of ``q`` but paging:
+    what a subscription asks of each newly captured event (``index``: the state, for master data)."""
     event = _decimal.decode(record["event"])
-    c = Candidate(record, event, fx.facts(event, limits.trace_ids_per_event_max))
+    c = Candidate(record, event, fx.facts(event, limits.trace_ids_per_event_max), index)
+    if index is not None:
+        _expand_within(index, q)
     if not q.ge_time <= c.facts.time_ms < q.lt_time:
         return False
     return _matches(q, c)
@@ -857,6 +881,7 @@ def _sort_key(q: Query, c: Candidate) -> tuple[int, Any, str]:
 
 def run(index: Index, q: Query) -> Page:
     """One page of records (``trace/e/`` values) matching ``q``, in the query's order."""
+    _expand_within(index, q)
     if q.max_count is not None and q.after is None and q.offset == 0:
         total = _count(index, q, q.max_count + 1)
         if total > q.max_count:

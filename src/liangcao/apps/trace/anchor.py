@@ -46,10 +46,13 @@ from liangcao.contracts.base import Args, Context, Contract, NoArgs, Record, Sig
 from liangcao.contracts.consortium import governance_quorum
 from liangcao.domain import ORG_TYPES, OrgId
 from liangcao.trace.depth import TooDeep, check_json
-from liangcao.trace.facts import INPUT, INPUT_QTY, BadEvent, Facts, facts
+from liangcao.trace.facts import INPUT, INPUT_QTY, BadEvent, Facts, facts, index_form
 from liangcao.trace.hashing import Hasher, hash_of_prehash
 
 _decoder = msgspec.json.Decoder(float_hook=Decimal)
+_encode = msgspec.json.Encoder(decimal_format="number").encode
+MASTERDATA_BYTES_MAX = 16 * 1024  # the master data one capture transaction carries
+MASTERDATA_ELEMENTS_MAX = 256
 _HEX = re.compile(r"[0-9a-f]{64}", re.ASCII)
 
 _TRANSPORT = ["shipping", "receiving", "loading", "unloading", "departing", "arriving", "transporting",
@@ -150,6 +153,20 @@ class CaptureArgs(Args):
     ignore: Annotated[list[Annotated[str, msgspec.Meta(max_length=200)]], msgspec.Meta(max_length=32)] = msgspec.field(
         default_factory=list
     )
+    # The header's master data (``liangcao.trace.capture.master_data``): added later, so left out when empty
+    # and the transactions (and state) of captures without it are what they were.
+    masterdata: Annotated[str, msgspec.Meta(max_length=MASTERDATA_BYTES_MAX)] = ""
+
+
+class MasterRecord(Record):
+    """``trace/m/<index form>``: the master data of one vocabulary element, and the organisation that owns it
+    (the first to record it; only that organisation may change it)."""
+
+    id: str
+    type: str
+    org: str
+    attributes: str  # JSON text (values may hold decimals)
+    children: list[str]
 
 
 class PolicyArgs(Args):
@@ -241,6 +258,8 @@ class Trace(Contract):
         except msgspec.DecodeError as exc:
             ctx.fail(TraceCode.BAD_EVENT, f"context is not JSON: {exc}")
         hasher = Hasher(context, a.ignore)
+        if a.masterdata:
+            self._master_data(ctx, signer, a.masterdata)
         policy = self._policy(ctx, signer.org_type)
         owners_of: dict[str, str] = {}
         results: list[dict[str, str]] = []
@@ -308,6 +327,34 @@ class Trace(Contract):
             results.append(result)
         ctx.emit("captured", {"org": signer.org, "ids": [r["id"] for r in results if r["status"] == "captured"]})
         return results
+
+    def _master_data(self, ctx: Context, signer: Signer, text: str) -> None:
+        """Record the vocabulary elements a capture document's header carries (``WD_``, ``HASATTR_`` and
+        ``EQ_ATTR_`` queries read them): each owned by the organisation that first recorded it."""
+        try:
+            check_json(text, "the master data")
+            elements = _decoder.decode(text)
+        except TooDeep as exc:
+            ctx.fail(TraceCode.TOO_DEEP, str(exc))
+        except msgspec.DecodeError as exc:
+            ctx.fail(TraceCode.BAD_EVENT, f"master data is not JSON: {exc}")
+        if not isinstance(elements, list) or len(elements) > MASTERDATA_ELEMENTS_MAX:
+            ctx.fail(TraceCode.BAD_EVENT, f"master data is a list of at most {MASTERDATA_ELEMENTS_MAX} elements")
+        for n, element in enumerate(elements):
+            ident = element.get("id") if isinstance(element, dict) else None
+            children = element.get("children") if isinstance(element, dict) else None
+            if not (isinstance(ident, str) and ident and isinstance(children, list)) or not all(
+                isinstance(c, str) and len(c) <= 500 for c in children
+            ):
+                ctx.fail(TraceCode.BAD_EVENT, f"master data element {n} needs an id and a list of children")
+            key = f"m/{index_form(ident)}"
+            before = ctx.load(MasterRecord, key)
+            if before is not None and before.org != signer.org:
+                ctx.fail(TraceCode.NOT_PERMITTED, f"the master data of {ident} belongs to {before.org}")
+            attributes = element.get("attributes")
+            ctx.save(key, MasterRecord(id=ident, type=str(element.get("type") or ""), org=signer.org,
+                                       attributes=_encode(attributes if isinstance(attributes, dict) else {}).decode(),
+                                       children=children))  # fmt: skip
 
     # ---- governance -------------------------------------------------------------------------------------
     @transaction
