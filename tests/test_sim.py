@@ -48,8 +48,23 @@ def test_it_finds_a_cut_that_moves_time(monkeypatch: pytest.MonkeyPatch) -> None
 def test_it_finds_an_undetected_divergent_peer(monkeypatch: pytest.MonkeyPatch) -> None:
     from liangcao.node.node import Node
 
-    monkeypatch.setattr(Node, "_attestation", lambda self, raw: None)  # a peer that never compares
+    monkeypatch.setattr(Node, "note_fork", lambda self, *a: False)  # a peer that never compares
     assert "did not detect the divergent peer" in _first_failure()
+
+
+def test_it_finds_attestations_lost_for_good(monkeypatch: pytest.MonkeyPatch) -> None:
+    from liangcao.node.node import Node
+    from liangcao.ordering.memory import MemoryLink
+
+    # a link that never retries what the log did not take, and a peer that never chases what is missing
+    monkeypatch.setattr(MemoryLink, "pump", lambda self: self.outbox.clear() if self.log.attestations_down else None)
+    monkeypatch.setattr(MemoryLink, "publish_attestation", _publish_once)
+    monkeypatch.setattr(Node, "_maintain", lambda self: None)
+    assert "not final after the flush" in _first_failure()
+
+
+def _publish_once(self: Any, att: bytes, height: int | None = None) -> None:
+    self.log.attest(att)  # fire and forget: lost while the log is down
 
 
 def test_the_cli_runs_seeds_and_names_a_failing_one(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -203,9 +203,22 @@ def status(home: Path) -> list[dict[str, Any]]:
         }
         try:
             h = httpx.get(row["url"] + "/v1/health", timeout=2).json()
-            row.update(height=h["height"], block_hash=h["block_hash"], status=h["status"], forks=len(h["fork_alarms"]))
+            fin = h.get("finality") or {}
+            summary = h.get("fork_alarm_summary") or {}
+            row.update(
+                height=h["height"],
+                block_hash=h["block_hash"],
+                status=h["status"],
+                forks=summary.get("count", len(h["fork_alarms"])),
+                final_upto=fin.get("final_upto"),
+                nonfinal=fin.get("nonfinal_blocks"),
+                oldest_nonfinal_age_ms=fin.get("oldest_nonfinal_age_ms"),
+                lag_blocks=(h.get("lag") or {}).get("blocks"),
+                ordering_reachable=(h.get("ordering_status") or {}).get("reachable"),
+                problems=h.get("problems", []),
+            )
         except (httpx.HTTPError, ValueError, KeyError):
-            row.update(height=None, block_hash=None, status="unreachable", forks=None)
+            row.update(height=None, block_hash=None, status="unreachable", forks=None, problems=["no answer"])
         rows.append(row)
     return rows
 

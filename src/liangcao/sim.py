@@ -13,7 +13,8 @@ honest work                 clients submit signed transfers through a node's adm
                             cuts the next block at the position a peer reports; the log's clock moves on
 delivery                    a peer is handed the next few log messages (peers lag behind each other); one
                             attestation is handed to one peer, possibly again, possibly out of order, and
-                            some are never handed (lost) until the final flush
+                            some are never handed (lost) until the final flush; the attestation log goes
+                            down and comes back (a leader election): publishes wait in the link's outbox
 crashes and faults          a peer is killed and restarted from its store at any step; an SQLite error is
                             injected into a peer's next commit (the peer stops, and is restarted)
 a tampered peer             (some seeds) one organisation's peer runs a contract that credits one fen more:
@@ -27,9 +28,12 @@ adversaries                 a member publishes straight into the log: a forged c
 After every step the driver checks: no two honest peers are final on different blocks at one height; every
 block a peer once reported final is still in its store with the same hash; honest peers hold the same
 blocks wherever both have them; no honest peer stopped except by an injected fault; an honest peer raises a
-fork alarm only about the tampered peer; no honest peer's chain time runs ahead of the log's clock. After a final flush (every message and attestation to everyone),
-honest peers have the same head and, if the tampered peer's state diverged, every honest peer holding the
-divergent height has raised the alarm about it.
+fork alarm only about the tampered peer; no honest peer's chain time runs ahead of the log's clock; no peer's
+finality tracker counts a height final that its stored attestations do not. After the final flush every
+message reached everyone, and the peers chased finality themselves (outboxes retried, missing attestations
+fetched, their own re-announced): every committed height is final on every honest peer without a fork alarm;
+then, with every attestation delivered to everyone, honest peers have the same head and, if the tampered
+peer's state diverged, every honest peer holding the divergent height has raised the alarm about it.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ from liangcao.crypto import keys
 from liangcao.ledger import block as blk
 from liangcao.ledger import tx as txm
 from liangcao.node.genesis import Consortium, create_consortium, make_org
-from liangcao.node.node import Node, NodeSettings
+from liangcao.node.node import ATT_REPAIR_EVERY_MAX_MS, Node, NodeSettings
 from liangcao.ordering.jetstream import CutMarker
 from liangcao.ordering.memory import MemoryLink, MemoryLog
 
@@ -63,6 +67,8 @@ SIM_EPOCH_MS = 1_767_225_600_000
 MEMBERS = ("alice", "bob")
 #: The bound the simulator holds chain time to, fixed here (not read from the limit it checks at run time).
 CLOCK_SKEW_MS = limits.cut_clock_skew_ms_max
+#: Rounds of the flush in which peers chase finality on their own (each past every repair back-off)
+FINALITY_ROUNDS = 3
 
 
 class SimFailure(AssertionError):
@@ -258,6 +264,7 @@ class Simulation:
 
     def deliver(self, i: int, n: int) -> None:
         p = self.peers[i]
+        p.link.pump()  # the link retries what the attestation log did not take (JetStreamLink: its outbox task)
         p.link.deliver(n)
         try:
             while p.node.step():
@@ -302,6 +309,8 @@ class Simulation:
             self.inject_fault()
         else:
             self.clock.t += self.rng.randint(1, 2000)
+            if self.rng.random() < 0.25:  # the attestation log elects a leader: it takes nothing for a while
+                self.log.attestations_down = not self.log.attestations_down
         self.check()
 
     # ---- invariants -------------------------------------------------------------------------------------
@@ -324,6 +333,9 @@ class Simulation:
         for p in self.peers:
             if not p.tampered:
                 self._final_heights(p)
+                upto = p.node.finality.final_upto
+                if not p.node.fork_alarms and upto > max(p.final, default=0):
+                    raise SimFailure(f"{p.org} counts height {upto} final, and its stored attestations do not")
             for h, block_hash in p.final.items():
                 header = p.node.ledger.store.header(h)
                 if header is None or header.hash != block_hash:
@@ -349,7 +361,10 @@ class Simulation:
         self.trace.update(f"{self.step_no}:{[p.node.head.hash for p in self.peers]}".encode())
 
     def flush(self) -> None:
-        """Deliver everything to everyone, cut what is pending, deliver every attestation: the final state."""
+        """Deliver every message to everyone and cut what is pending; then let the peers chase finality by
+        themselves (the attestation log is back: outboxes are retried, missing attestations fetched, their
+        own re-announced) and check that every committed height is final on every honest peer; then deliver
+        every attestation to everyone: the final state."""
         for _ in range(200):
             for i in range(len(self.peers)):
                 self.deliver(i, 10**6)
@@ -357,6 +372,26 @@ class Simulation:
             if not any(p.node._order_position()[1] or p.link.pending() for p in self.peers):
                 break
             self.cut()
+        self.log.attestations_down = False
+        for _ in range(FINALITY_ROUNDS):
+            self.clock.t += ATT_REPAIR_EVERY_MAX_MS + 1_000  # past every peer's repair back-off
+            for i in range(len(self.peers)):
+                self.deliver(i, 0)
+                self.deliver(i, 0)  # the attestations fetched in the first turn are taken in the second
+        self.check()
+        for p in self.honest:
+            if p.node.fork_alarms:
+                continue  # it reports nothing as final, by design
+            head = p.node.head.height
+            if max(p.final, default=0) < head:
+                raise SimFailure(
+                    f"{p.org}: height {max(p.final, default=0) + 1} of {head} is not final after the flush "
+                    f"(attestations lost and never re-sent or fetched)"
+                )
+            if p.node.finality.final_upto < head:
+                raise SimFailure(
+                    f"{p.org} does not count height {p.node.finality.final_upto + 1} final after the flush"
+                )
         for _ in range(2):
             for i, p in enumerate(self.peers):
                 for att in list(self.log.attestations):

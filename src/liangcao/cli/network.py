@@ -69,7 +69,8 @@ def network_up(
 
 @app.command("status")
 def network_status(home: Home, as_json: AsJson = False) -> None:
-    """Each organisation's node and server: up or down, height, head, fork alarms. Exit 1 if any is not ok."""
+    """Each organisation's node and server: up or down, height, head, finality, lag, fork alarms, and what is
+    wrong. Exit 1 if any node is not ok (degraded, fork, failed, unreachable) or any server is down."""
     from rich.table import Table
 
     from liangcao import network
@@ -81,15 +82,31 @@ def network_status(home: Home, as_json: AsJson = False) -> None:
     if as_json:
         print(json.dumps(rows))
     else:
-        table = Table("org", "node", "nats", "height", "head", "status", "fork alarms", "url")
+        table = Table("org", "node", "nats", "height", "head", "final up to", "lag", "status", "fork alarms", "url")
         for r in rows:
             head = (r["block_hash"] or "")[:16]
             table.add_row(
-                r["org"], r["node"], r["nats"], str(r["height"]), head, r["status"], str(r["forks"]), r["url"]
+                r["org"],
+                r["node"],
+                r["nats"],
+                str(r["height"]),
+                head,
+                _opt(r.get("final_upto")),
+                _opt(r.get("lag_blocks")),
+                r["status"],
+                str(r["forks"]),
+                r["url"],
             )
         console.print(table)
+        for r in rows:
+            for problem in r.get("problems") or []:
+                console.print(f"  {r['org']}: {problem}")
     if any(r["status"] != "ok" or r["nats"] == "down" for r in rows):
         raise typer.Exit(1)
+
+
+def _opt(v: object) -> str:
+    return "-" if v is None else str(v)
 
 
 @app.command("add-org")

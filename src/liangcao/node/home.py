@@ -9,7 +9,9 @@
     DIR/node/ledger.sqlite                                  created by the node on first start
 
 ``node.json``: ``{"org", "host", "port", "store", "orderer", "peer", "block_txs_max", "block_wait_ms",
-"verify_workers", "custody"}`` where ``orderer`` and ``peer`` are member folders relative to DIR.
+"verify_workers", "custody"}`` where ``orderer`` and ``peer`` are member folders relative to DIR; optionally
+``store_check`` (``state``, ``recent`` or ``off``: what is checked before serving) and the health thresholds
+``lag_blocks_max``, ``lag_messages_max``, ``nonfinal_age_ms_max``, ``ordering_silence_ms_max``.
 
 ``custody`` (false unless the operator sets it, or starts the node with ``--custody``): whether the node
 may sign as a member with that member's key from ``DIR/orgs/<org>/members/<name>/`` (EPCIS capture through
@@ -32,6 +34,14 @@ from liangcao.node.node import Node, NodeSettings
 from liangcao.tokens import REVOKED_FILE, TokenAuth, load_secret, new_secret
 
 DEFAULT_PORT = 7800
+#: node.json keys that go to NodeSettings as they are (all optional)
+NODE_OPTIONS = (
+    "store_check",
+    "lag_blocks_max",
+    "lag_messages_max",
+    "nonfinal_age_ms_max",
+    "ordering_silence_ms_max",
+)
 
 
 #: A member id as it may name folders: ``org/name``, each part a plain name (no separator, no ``..``, no
@@ -139,10 +149,13 @@ class NodeHome:
             from liangcao.node.link import JetStreamLink
 
             link = JetStreamLink(list(cfg["nats"]), self.chain_id(), self.organisations())
+        # optional in node.json: the store check at start and the health thresholds (NodeSettings)
+        extra = {k: cfg[k] for k in NODE_OPTIONS if cfg.get(k) is not None}
         settings = NodeSettings(
             block_txs_max=int(cfg["block_txs_max"]),
             block_wait_ms=int(cfg["block_wait_ms"]),
             verify_workers=cfg.get("verify_workers"),
+            **extra,
         )
         return Node(
             self.store_path,

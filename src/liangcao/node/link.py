@@ -37,6 +37,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from liangcao.ordering.jetstream import (
+    HEARTBEAT_S,
     CutPolicy,
     Orderer,
     StreamMessage,
@@ -318,6 +319,7 @@ class JetStreamLink:
                 cb=handler,
                 ordered_consumer=True,
                 config=config,
+                idle_heartbeat=HEARTBEAT_S,
             )
 
         self._call(sub())

@@ -49,6 +49,8 @@ from liangcao.ledger.store import Store
 from liangcao.ledger.tx import Tx
 from liangcao.node.finality import Finality
 from liangcao.node.mempool import Mempool
+from liangcao.node.storecheck import MODES as STORE_CHECKS
+from liangcao.node.storecheck import check_store
 from liangcao.node.verify import SigVerifier
 from liangcao.ordering.jetstream import BlockDeriver, CutMarker, CutPolicy, DerivedBlock, StreamMessage
 from liangcao.ordering.memory import PublishUnknown, att_height
@@ -79,6 +81,8 @@ class NodeSettings:
     lag_messages_max: int = 20_000  # stream messages not yet taken by this peer's commit thread
     nonfinal_age_ms_max: int = 30_000  # the oldest block not final is older than this
     ordering_silence_ms_max: int = 5_000  # no answer from the ordering service for this long
+    #: how much of the store is checked against its chain before the node serves it (liangcao.node.storecheck)
+    store_check: str = "state"
 
     def __post_init__(self) -> None:
         if not 1 <= self.block_txs_max <= limits.block_txs_max:
@@ -87,6 +91,8 @@ class NodeSettings:
             raise ValueError("block_wait_ms must be 0..60000")
         if not self.block_txs_max <= self.mempool_txs_max <= limits.mempool_txs_max:
             raise ValueError(f"mempool_txs_max must be block_txs_max..{limits.mempool_txs_max}")
+        if self.store_check not in STORE_CHECKS:
+            raise ValueError(f"store_check must be one of {', '.join(STORE_CHECKS)}")
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,18 @@ class Node:
         if stored is None or stored.hash != genesis.hash:
             self.ledger.close()
             raise LiangcaoError(Code.BAD_BLOCK, f"the store at {self.store_path} belongs to another chain")
+        # A store altered while the node was stopped is never served as truth (docs/operations.md).
+        findings = check_store(self.store_path, self.settings.store_check)
+        if findings:
+            self.ledger.close()
+            raise LiangcaoError(
+                Code.BAD_BLOCK,
+                f"the store at {self.store_path} disagrees with its chain: {'; '.join(findings[:5])}. Run "
+                "'liangcao audit' to see everything; state and indexes are rebuilt from the blocks by 'liangcao "
+                "node rebuild', a store with altered blocks is replaced (a backup, or an empty store that "
+                "catches up from the stream)",
+                {"findings": findings},
+            )
         self.genesis = genesis
         self.chain_id = genesis.header.chain_id
         self.orderer = orderer

@@ -307,6 +307,11 @@ async def publish_cut(js: Any, marker: CutMarker, timeout_s: float = 5.0) -> int
     return int(ack.seq)
 
 
+#: An ordered consumer is re-created from where it was after two missed heartbeats (its server died, or the
+#: stream's leader moved): every HEARTBEAT_S the server says it is alive.
+HEARTBEAT_S = 1.0
+
+
 async def subscribe_from(js: Any, chain_id: str, start_seq: int, cb: Callable[[StreamMessage], Any]) -> Any:
     """An ordered consumer from ``start_seq``: ``cb(message)`` for each message, in stream order, with the
     stream's timestamp of it."""
@@ -326,6 +331,7 @@ async def subscribe_from(js: Any, chain_id: str, start_seq: int, cb: Callable[[S
         cb=handler,
         ordered_consumer=True,
         config=config,
+        idle_heartbeat=HEARTBEAT_S,
     )
 
 

@@ -295,7 +295,7 @@ async function consortiumView() {
       el("td", {}, o.org_id), el("td", {}, o.name), el("td", {}, o.type), el("td", {}, o.active ? t("active") : "-"),
       el("td", { class: attested.has(o.org_id) ? "ok" : "" }, attested.has(o.org_id) ? `✓ ${t("attestedHead")} ${head.header.height}` : "")))),
     el("h2", {}, t("forks")),
-    el("p", { id: "forks", class: health.status === "ok" ? "ok" : "bad" }, health.status === "ok" ? t("none") : health.status),
+    el("p", { id: "forks", class: health.status === "fork" ? "bad" : "ok" }, health.status === "fork" ? `${health.fork_alarm_summary.count} · ${health.fork_alarm_summary.members.join(", ")}` : t("none")),
   );
 }
 
