@@ -131,6 +131,28 @@ def format_number(value: Any) -> str:
     return str(int(number)) if number == int(number) else repr(number)
 
 
+@lru_cache(maxsize=1 << 16)
+def text_value(raw: str, field: str = "") -> str:
+    """A text value as the pre-hash writes it. A function of the text and the field alone (values expand only
+    the fixed GS1 prefixes), so it is cached: the same steps, places and identifiers recur across events."""
+    text = raw.strip()
+    if field.rsplit(".", 1)[-1].lower().endswith("time") and _TIME.match(text):
+        return fix_time(text)
+    if text.startswith("urn:epcglobal:cbv:"):
+        for urn, web in CBV_URNS.items():
+            if text.startswith(urn):
+                return web + text[len(urn) :]
+    bare = BARE.get(field) or BARE.get(field.rsplit(".", 1)[-1] if field.count(".") == 0 else "")
+    if bare and ":" not in text and text:
+        return bare + text
+    text = Hasher.expand(text)
+    if text.startswith(GS1_VOC_ALIASES):
+        return DEFAULT_PREFIXES["gs1"] + text.partition("/voc/")[2]
+    if _NUMBER.fullmatch(text):
+        return format_number(text)
+    return normalise_identifier(text) or text
+
+
 class Hasher:
     """Pre-hash strings for the events of one document (its JSON-LD ``@context`` gives the prefixes)."""
 
@@ -171,21 +193,7 @@ class Hasher:
             return "true" if raw else "false"
         if isinstance(raw, int | float | Decimal):
             return format_number(raw)
-        text = str(raw).strip()
-        if field.rsplit(".", 1)[-1].lower().endswith("time") and _TIME.match(text):
-            return fix_time(text)
-        for urn, web in CBV_URNS.items():
-            if text.startswith(urn):
-                return web + text[len(urn) :]
-        bare = BARE.get(field) or BARE.get(field.rsplit(".", 1)[-1] if field.count(".") == 0 else "")
-        if bare and ":" not in text and text:
-            return bare + text
-        text = self.expand(text)
-        if text.startswith(GS1_VOC_ALIASES):
-            return DEFAULT_PREFIXES["gs1"] + text.partition("/voc/")[2]
-        if _NUMBER.fullmatch(text):
-            return format_number(text)
-        return normalise_identifier(text) or text
+        return text_value(str(raw), field)
 
     def key(self, name: str) -> str:
         prefix, sep, rest = name.partition(":")
