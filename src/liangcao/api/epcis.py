@@ -40,7 +40,7 @@ from fastapi.routing import APIRoute
 
 from liangcao import codes, limits
 from liangcao.api.deps import Reader, Services, Writer, read_body
-from liangcao.api.errors import ERRORS
+from liangcao.api.errors import ERRORS, ErrorBody
 from liangcao.codes import Code
 from liangcao.errors import LiangcaoError
 from liangcao.node.capture import Job
@@ -118,7 +118,8 @@ async def _error_response(request: Request, exc: Exception) -> Response:
         if body["code"] == Code.TOO_LARGE and status == 413 and "QueryTooLarge" not in str(body.get("message")):
             kind = "CaptureLimitExceededException" if "/capture" in request.url.path else kind
         body.update({"type": f"epcisException:{kind}", "title": codes.name_of(int(body["code"])), "status": status})
-        out = Response(_json.encode(body), status_code=status, media_type="application/problem+json")
+        # application/json, as every answer of this API is documented (the fields are RFC 7807's as well)
+        out = Response(_json.encode(body), status_code=status, media_type="application/json")
         for name, value in response.headers.items():
             if name.lower() not in ("content-length", "content-type"):
                 out.headers[name] = value
@@ -256,8 +257,21 @@ def events_options() -> Response:
     return options("GET, POST, OPTIONS")
 
 
+#: What capturing one event may answer besides the errors every route has.
+EVENT_CAPTURE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    202: {"description": "still committing: the capture job"},
+    409: {"model": ErrorBody, "description": "captured before (ResourceAlreadyExistsException)"},
+    500: {"model": ErrorBody, "description": "the capture job failed for a reason of this node"},
+}
+
+
 @router.post(
-    f"{BASE}/events", status_code=201, responses=ERRORS, tags=["epcis"], summary="Capture one event (waits for commit)"
+    f"{BASE}/events",
+    status_code=201,
+    responses=EVENT_CAPTURE_RESPONSES,
+    tags=["epcis"],
+    summary="Capture one event (waits for commit)",
 )
 async def capture_event(request: Request, services: Services, member: Writer) -> Response:
     job = await _start_capture(request, services, member, single=True)
@@ -273,7 +287,7 @@ async def capture_event(request: Request, services: Services, member: Writer) ->
                 "code": int(Code.ALREADY_EXISTS), "message": f"the event {event_id} was captured before",
                 "detail": job.to_dict()}  # fmt: skip
         location = f"{BASE}/events/{quote(event_id, safe='')}"
-        return Response(_json.encode(body), 409, {"Location": location}, media_type="application/problem+json")
+        return Response(_json.encode(body), 409, {"Location": location}, media_type="application/json")
     location = f"{BASE}/events/{quote(job.captured[0], safe='')}"
     return json_response(job.to_dict(), 201, {"Location": location})
 

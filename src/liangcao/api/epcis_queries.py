@@ -54,7 +54,7 @@ from fastapi.responses import Response
 from liangcao import limits
 from liangcao.api.deps import Reader, Services, Writer, get_auth, read_body
 from liangcao.api.epcis import BASE, EpcisRoute, events_page, json_response, options, paged
-from liangcao.api.errors import ERRORS, ApiError
+from liangcao.api.errors import ERRORS, ApiError, ErrorBody
 from liangcao.codes import Code
 from liangcao.errors import LiangcaoError
 from liangcao.node.events import open_stream
@@ -356,7 +356,13 @@ def list_queries(request: Request, member: Reader) -> Response:
     return paged(request, [{"name": q.name, "query": q.query} for q in reg.queries.values()])
 
 
-@router.post(f"{BASE}/queries", status_code=201, responses=ERRORS, tags=["epcis"], summary="Create a named query")
+@router.post(
+    f"{BASE}/queries",
+    status_code=201,
+    responses={**ERRORS, 409: {"model": ErrorBody, "description": "the name is taken"}},
+    tags=["epcis"],
+    summary="Create a named query",
+)
 async def create_query(request: Request, member: Reader) -> Response:
     reg = registry(request)
     body = await _json_body(request)

@@ -195,6 +195,7 @@ def run_trace_bench(*, events: int, lookups: int, as_json: bool, console: Consol
         "lookups": lookups,
         "client_prepare_s": round(prep_s, 1),
         "db_mb": round(db_mb, 1),
+        "store_bytes_per_event": round(db_mb * 2**20 / max(1, n_events)),
         "node_peak_rss_mb": round(node_rss, 1),
         "client_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
