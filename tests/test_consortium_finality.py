@@ -231,7 +231,8 @@ def test_health_tells_a_total_ordering_outage_and_network_status_exits_1(net3: P
     time.sleep(2)
     load.stop.set()
     load.join()
-    converge(net3, load)
+    took = converge(net3, load)
+    print(f"after a total outage: converged {took:.1f} s after the load stopped")
     assert all(v["status"] == "ok" for v in health(net3).values())
 
 

@@ -6,6 +6,10 @@ the height of each transaction, and polls its attestations: a block is *finalise
 organisation of the consortium has attested it there (an attestation reaches org1's node only after that
 organisation's peer committed and executed the block itself). Throughput is transactions finalised per
 second; then an open-loop phase at half that rate measures the time from submission to finality.
+
+Where the time goes: over the throughput phase it reads the CPU time of every node and nats-server process
+and its own (``/proc``), per transaction, and how busy the machine was; and this machine's Ed25519
+verification rate on one core, since every peer checks every signature (``sig_verify_ms_per_tx_all_peers``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from liangcao import network
-from liangcao.bench import SENDERS, presign, submit_all
+from liangcao.bench import SENDERS, presign, sig_verify_rate, submit_all
 from liangcao.client import Client
 from liangcao.crypto.signer import load_signer
 from liangcao.node.home import member_dir
@@ -87,6 +91,24 @@ class FinalityWatcher(threading.Thread):
         return sum(1 for t in ids if self.final_time(t) is not None)
 
 
+def cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system, with waited-for children) a process has used so far; 0 if it is gone."""
+    if not pid:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """(all CPU seconds, idle CPU seconds) of the machine so far, summed over its cores."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    return sum(values) / tick, (values[3] + values[4]) / tick
+
+
 def run_network_bench(home: Path, *, txs: int, batch: int, latency_s: float, console: Console) -> dict[str, Any]:
     state = network.load_state(home)
     orgs = state["orgs"]
@@ -112,6 +134,9 @@ def run_network_bench(home: Path, *, txs: int, batch: int, latency_s: float, con
             with Client(urls[k], token, chain_id=client.chain_id, timeout_s=120) as c:
                 submit_all(c, chunks[k :: len(urls)])
 
+        node_pids = [o.get("node_pid") for o in orgs]
+        nats_pids = [o.get("nats_pid") for o in orgs]
+        cpu0 = (sum(map(cpu_s, node_pids)), sum(map(cpu_s, nats_pids)), cpu_s(os.getpid()), machine_cpu_s())
         t0 = time.perf_counter()
         threads = [threading.Thread(target=submitter, args=(k,)) for k in range(len(urls))]
         for th in threads:
@@ -124,8 +149,21 @@ def run_network_bench(home: Path, *, txs: int, batch: int, latency_s: float, con
             time.sleep(0.05)
         for th in threads:
             th.join()
+        cpu1 = (sum(map(cpu_s, node_pids)), sum(map(cpu_s, nats_pids)), cpu_s(os.getpid()), machine_cpu_s())
         t_last = max(watcher.final_time(t) or 0.0 for t in ids)
         tps = txs / (t_last - t0)
+        with watcher.lock:
+            blocks = len({watcher.height_of[t] for t in ids if t in watcher.height_of})
+        all_s, idle_s = cpu1[3][0] - cpu0[3][0], cpu1[3][1] - cpu0[3][1]
+        where = {
+            "node_cpu_ms_per_tx": round((cpu1[0] - cpu0[0]) * 1000 / txs, 3),
+            "nats_cpu_ms_per_tx": round((cpu1[1] - cpu0[1]) * 1000 / txs, 3),
+            "client_cpu_ms_per_tx": round((cpu1[2] - cpu0[2]) * 1000 / txs, 3),
+            "machine_busy": round(1 - idle_s / all_s, 3) if all_s > 0 else None,
+            "blocks": blocks,
+            "txs_per_block": round(txs / blocks, 1) if blocks else None,
+            "attestations_per_block": len(orgs),
+        }
         rate = tps / 2
         n_lat = int(rate * latency_s)
         lat_load = presign(client, signers, n_lat, progress, "signing the latency load")
@@ -154,6 +192,7 @@ def run_network_bench(home: Path, *, txs: int, batch: int, latency_s: float, con
     lat = sorted(((watcher.final_time(t) or 0) - sent[t]) * 1000 for t in lat_ids if watcher.final_time(t) is not None)
     p50 = lat[len(lat) // 2] if lat else float("nan")
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
+    sig_rate = sig_verify_rate()
     node_rss = sum(peak_rss_mb(o["node_pid"]) for o in orgs if o.get("node_pid"))
     nats_rss = sum(peak_rss_mb(o["nats_pid"]) for o in orgs if o.get("nats_pid"))
     result: dict[str, Any] = {
@@ -166,6 +205,10 @@ def run_network_bench(home: Path, *, txs: int, batch: int, latency_s: float, con
         "p50_ms": round(p50, 1),
         "p99_ms": round(p99, 1),
         "not_final": len(lat_ids) - len(lat),
+        # where the time goes, over the throughput phase (CPU of every process on the machine's cores)
+        **where,
+        "sig_verify_per_s": round(sig_rate, 1),
+        "sig_verify_ms_per_tx_all_peers": round(len(orgs) * 1000 / sig_rate, 3),
         "nodes_peak_rss_mb": round(node_rss, 1),
         "nats_peak_rss_mb": round(nats_rss, 1),
         "client_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
