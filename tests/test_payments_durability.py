@@ -362,3 +362,22 @@ def test_engine_time_survives_restart_even_if_the_clock_goes_back(tmp_path: Path
         e.create_transfers([Transfer(11, 1, 2, 5, ledger=1, code=1)])
         (u,) = e.lookup_transfers([11])
     assert u.timestamp > t.timestamp
+
+
+def test_a_snapshot_that_cannot_start_costs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "pay"
+    with Engine(path, snapshot_every=2) as e:
+        e.create_accounts([Account(1, ledger=1, code=1), Account(2, ledger=1, code=1)])
+
+        def no_fork() -> int:
+            raise OSError(12, "Cannot allocate memory")
+
+        monkeypatch.setattr(os, "fork", no_fork)
+        for k in range(4):  # every second batch would start a snapshot: the batches are not troubled
+            assert e.create_transfers([Transfer(10 + k, 1, 2, 1, ledger=1, code=1)]) == [0]
+        with pytest.raises(Exception, match="cannot fork"):
+            e.snapshot()
+        monkeypatch.undo()
+        want = e.digest()
+    with Engine(path) as e:
+        assert e.digest() == want

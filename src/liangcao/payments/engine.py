@@ -463,8 +463,16 @@ class Engine:
             self._cv.notify()
         self._batches_since_snapshot = 0
         self._log_bytes_since_snapshot = 0
-        read_end, write_end = os.pipe()
-        pid = os.fork()
+        parent = os.getpid()
+        try:
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+        except OSError as exc:  # no memory or no processes left: no snapshot this time, nothing else lost
+            log.error("snapshot at seq %d not started: %s; the log is kept whole", seq, exc)
+            job = _SnapshotJob(seq, -1, -1, rotate)
+            job.error = f"cannot fork: {exc}"
+            job.done.set()
+            return job
         if pid == 0:  # the child: a copy-on-write image of the state at seq; write it and leave at once
             code = 0
             try:
@@ -472,8 +480,11 @@ class Engine:
                 # Not the folder's lock: once the engine's process is gone, the folder is free at once.
                 os.close(self._lockfile.fileno())
                 _die_with_parent()
+                if os.getppid() != parent:
+                    os._exit(1)  # the engine died before the line above: nobody will install this
+                os.nice(19)  # the writer comes first: the snapshot takes whatever CPU it leaves
                 gc.disable()  # nothing here lives long; do not walk the parent's heap
-                snapshots.write(self.path, seq, self.machine.to_snapshot(), tag=str(os.getppid()))
+                snapshots.write(self.path, seq, self.machine.to_snapshot(), tag=str(parent))
             except BaseException as exc:  # reported to the parent through the pipe
                 code = 1
                 with contextlib.suppress(BaseException):
