@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from conftest import Live
@@ -192,6 +193,20 @@ def test_websocket_subscription_gets_each_event_once_and_resumes(net: Live) -> N
         with connect(f"{ws_url}?stream=true&resume={position}&access_token={token}", open_timeout=10) as ws:
             again = json.loads(ws.recv(timeout=10))
             assert document_hashes(again) == missed["captured"]  # the missed one, not the first again
+
+
+def test_websocket_schedule_reports_every_matching_second(net: Live) -> None:
+    token = net.home.auth().create(f"{CUSTOMS}/alice", 1)
+    with http(net, f"{CUSTOMS}/alice") as c:
+        assert (
+            c.post(f"{BASE}/queries", json={"name": "holds", "query": {"EQ_bizStep": ["holding"]}}).status_code == 201
+        )
+    url = net.url.replace("http://", "ws://") + f"{BASE}/queries/holds/events"
+    with connect(f"{url}?second=*&reportIfEmpty=true&access_token={token}", open_timeout=10) as ws:
+        msg = json.loads(ws.recv(timeout=5))
+        assert msg["type"] == "EPCISQueryDocument" and msg["epcisBody"]["queryResults"]["queryName"] == "holds"
+    with pytest.raises(InvalidStatus):  # a malformed schedule: the handshake is refused
+        connect(f"{url}?second=61&access_token={token}", open_timeout=10)
 
 
 class _Hook(BaseHTTPRequestHandler):

@@ -22,9 +22,9 @@ transaction, event), so nothing is skipped or sent twice across a reconnect:
   signatureToken>``; the position advances only after a 2xx answer, so a subscriber that was down gets
   every event it missed, in order, once it answers again. A webhook makes the node send requests for the
   caller, so creating one needs a ``write`` token.
-- **Schedule** (``schedule: {second, minute, hour, dayOfMonth, month, dayOfWeek}``, cron-like): at each
-  matching second (UTC) the events committed since the last report are sent (``reportIfEmpty`` sends empty
-  documents too).
+- **Schedule** (``schedule: {second, minute, hour, dayOfMonth, month, dayOfWeek}``, cron-like, for a webhook;
+  the same fields, or ``GS1-Query-Second``…, as query parameters of a WebSocket): at each matching second
+  (UTC) the events committed since the last report are sent (``reportIfEmpty`` sends empty documents too).
 """
 
 from __future__ import annotations
@@ -260,7 +260,11 @@ class Registry:
     async def _webhook(self, sub: Subscription) -> None:
         async with httpx.AsyncClient(timeout=30) as http:
             if sub.schedule is not None:
-                await self._scheduled(sub, http)
+
+                async def post(doc: dict[str, Any]) -> None:
+                    await self._post(sub, http, doc)
+
+                await self.scheduled(sub, post, lambda: None, 1 << 62)
                 return
             async for position, records in self.feed(sub, lambda: None, 1 << 62):
                 if records:
@@ -269,10 +273,12 @@ class Registry:
                 with self.lock:
                     self.save()
 
-    async def _scheduled(self, sub: Subscription, http: httpx.AsyncClient) -> None:
+    async def scheduled(self, sub: Subscription, send: Any, void: Any, exp_ms: int) -> None:
+        """A scheduled subscription: what the feed brings is kept until the schedule's next second, then sent
+        as one document (``send``: a webhook's POST or a WebSocket's message)."""
         pending: list[dict[str, Any]] = []
         last = ""
-        feed = self.feed(sub, lambda: None, 1 << 62)
+        feed = self.feed(sub, void, exp_ms)
         getter: asyncio.Task[Any] | None = None
         try:
             while True:
@@ -280,14 +286,17 @@ class Registry:
                     getter = asyncio.ensure_future(anext(feed))
                 done, _ = await asyncio.wait({getter}, timeout=max(0.05, 1 - time.time() % 1))
                 if done:
-                    position, records = getter.result()
+                    try:
+                        position, records = getter.result()
+                    except StopAsyncIteration:  # the feed ended (its token no longer holds)
+                        return
                     getter = None
                     pending += records
                     last = position
                     continue
                 now_s = int(time.time())
                 if schedule_due(sub.schedule or {}, now_s) and (pending or sub.report_if_empty):
-                    await self._post(sub, http, self.document(sub, pending, last or sub.position))
+                    await send(self.document(sub, pending, last or sub.position))
                     pending = []
                     if last:
                         sub.position = last
@@ -519,10 +528,8 @@ async def websocket_subscription(websocket: WebSocket, name: str) -> None:
         stream = (params.get("stream") or params.get("GS1-Query-Stream") or "").lower() == "true"
         schedule = {f: params.get(f) or params.get(f"GS1-Query-{f[0].upper()}{f[1:]}") for f in _SCHEDULE_FIELDS}
         schedule = {k: v for k, v in schedule.items() if v}
-        if not stream or schedule:
-            raise LiangcaoError(
-                Code.INVALID_ARGUMENT, "a WebSocket subscription streams (stream=true); schedules are for webhooks"
-            )
+        if stream == bool(schedule):
+            raise LiangcaoError(Code.INVALID_ARGUMENT, "subscribe with stream=true or a schedule (not both)")
         initial = params.get("initialRecordTime") or params.get("GS1-Query-InitialRecordTime")
         sub = Subscription(os.urandom(16).hex(), name, grant.member, reg.services.now_ms(), stream=stream,
                            schedule=check_schedule(schedule) if schedule else None,
@@ -535,6 +542,13 @@ async def websocket_subscription(websocket: WebSocket, name: str) -> None:
     await websocket.accept()
     void = lambda: auth.still_valid(grant)  # noqa: E731 - the stream asks as it goes
     try:
+        if sub.schedule is not None:
+
+            async def send(doc: dict[str, Any]) -> None:
+                await websocket.send_text(_encode(doc).decode())
+
+            await reg.scheduled(sub, send, void, grant.exp)
+            return
         async for position, records in reg.feed(sub, void, grant.exp):
             if records or sub.report_if_empty:
                 await websocket.send_text(_encode(reg.document(sub, records, position)).decode())
