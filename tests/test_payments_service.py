@@ -372,3 +372,14 @@ def test_cli_file_with_a_key_twice_is_refused_before_sending(tmp_path: Path) -> 
     assert r.returncode == 1 and "'code' more than once" in r.stderr
     r = cli("lookup", "accounts", "1", "--json", "--data", str(tmp_path / "pay"))
     assert json.loads(r.stdout) == []
+
+
+def test_wire_forms_match_the_engine_types_field_for_field() -> None:
+    # The HTTP decoder builds Account/Transfer positionally from AccountIn/TransferIn.
+    import msgspec
+
+    from liangcao.payments.http import AccountIn, TransferIn
+    from liangcao.payments.types import Account, Transfer
+
+    for wire, kind in ((AccountIn, Account), (TransferIn, Transfer)):
+        assert [f.name for f in msgspec.structs.fields(wire)] == [f.name for f in msgspec.structs.fields(kind)]

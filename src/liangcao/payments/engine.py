@@ -198,11 +198,22 @@ def _lock(path: Path) -> Any:
             time.sleep(0.02)
 
 
+def _find_prctl() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Looked up once, in the parent: a forked child must not dlopen (another thread may hold the loader's lock).
+_PRCTL = _find_prctl()
+
+
 def _die_with_parent() -> None:
     # Linux: the snapshot child gets SIGKILL if the engine's process dies (kill -9 included), so no orphan
     # keeps writing a snapshot nobody will install.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    if _PRCTL is not None:
+        _PRCTL(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
 
 
 class Engine:
