@@ -424,6 +424,7 @@ def test_queries_follow_tigerbeetles_filters(eng: Engine) -> None:
         AccountFilter(account_id=3, limit=0),
         AccountFilter(account_id=3, debits=False, credits=False),
         AccountFilter(account_id=3, timestamp_min=5, timestamp_max=4),
+        AccountFilter(account_id=3, timestamp_max=1 << 63),  # past the largest engine timestamp
         AccountFilter(account_id=99),
     ):
         assert eng.get_account_transfers(f) == []

@@ -971,12 +971,17 @@ def account_filter_valid(f: AccountFilter) -> bool:
         0 < f.account_id < U128_MAX
         and f.limit > 0
         and (f.debits or f.credits)
-        and (f.timestamp_max == 0 or f.timestamp_min <= f.timestamp_max)
+        and _times_valid(f.timestamp_min, f.timestamp_max)
     )
 
 
 def query_filter_valid(q: QueryFilter) -> bool:
-    return q.limit > 0 and (q.timestamp_max == 0 or q.timestamp_min <= q.timestamp_max)
+    return q.limit > 0 and _times_valid(q.timestamp_min, q.timestamp_max)
+
+
+def _times_valid(ts_min: int, ts_max: int) -> bool:
+    # Zero means "no bound"; any other bound is an engine timestamp (at most 2^63 - 1), min before max.
+    return ts_min <= TIMESTAMP_MAX and ts_max <= TIMESTAMP_MAX and (ts_max == 0 or ts_min <= ts_max)
 
 
 def _positions(lo: int, hi: int, reverse: bool) -> range:
