@@ -285,7 +285,8 @@ def _parse(data: bytes) -> tuple[Element, list[tuple[str, str]]]:
     """The root element and the namespace declarations, in one pass that stops at ``trace_depth_max``."""
     declared: list[tuple[str, str]] = []
     depth = 0
-    parser = safe_et.iterparse(io.BytesIO(data), events=("start", "end", "start-ns"))
+    # forbid_dtd: a document type declaration of any kind is refused (docs/trace.md), not only entities
+    parser = safe_et.iterparse(io.BytesIO(data), events=("start", "end", "start-ns"), forbid_dtd=True)
     for kind, item in parser:
         if kind == "start":
             depth += 1
