@@ -313,6 +313,13 @@ def test_every_parameter_filters(sensors: tuple[TraceLedger, list[str]], params:
     assert [r["id"] for r in page.records] == [ids[i] for i in which]
 
 
+def test_request_id_is_the_capture_transaction(sensors: tuple[TraceLedger, list[str]]) -> None:
+    led, ids = sensors
+    tx = tq.run(led.state, tq.parse([("EQ_eventID", ids[0])])).records[0]["tx"]
+    got = tq.run(led.state, tq.parse([("EQ_requestID", tx)])).records
+    assert [r["id"] for r in got] == ids  # both events came in one capture transaction
+
+
 def test_extension_fields_compare_by_namespace_not_prefix(sensors: tuple[TraceLedger, list[str]]) -> None:
     led, ids = sensors
     # the second event binds ext to another namespace in its own @context: "ext:colour=blue" there is not ours

@@ -388,6 +388,8 @@ def _predicate(q: Query, name: str, value: str, masterdata: MasterData | None) -
             return any(fx.bare(d, fx._DISP_PREFIXES) in wanted for d in got or [])
 
         return persistent
+    if name == "EQ_requestID":  # the request that captured the event: on a ledger, its capture transaction
+        return lambda c: c.record.get("tx") in vals
     if name == "EQ_transformationID":
         return lambda c: _text(c.event.get("transformationID")) in vals
     if name in ("EQ_quantity", "GT_quantity", "GE_quantity", "LT_quantity", "LE_quantity"):
