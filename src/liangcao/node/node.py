@@ -201,7 +201,8 @@ class Node:
         self._verified: OrderedDict[str, None] = OrderedDict()
         self._head_lock = threading.Lock()
         self._attest_head()
-        self.finality.load(self.ledger.store, self.head.height, self._cut_config().quorum_size("finality"))
+        if link is not None:
+            self.finality.load(self.ledger.store, self.head.height, self._cut_config().quorum_size("finality"))
 
     # ---- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -824,8 +825,9 @@ class Node:
             self.peer.key, self.peer.cert, header.chain_id, header.height, header.hash, header.state_hash
         )
         self.ledger.store.add_attestation(header.height, self.peer.member_id, encoding.canonical(att))
-        self.finality.committed(header.height, self.clock.now_ms())
-        self.finality.attested(header.height, len(self.ledger.store.attestation_orgs(header.height)))
+        if self.link is not None:  # a consortium peer tracks finality (a solo node's comes from witnesses)
+            self.finality.committed(header.height, self.clock.now_ms())
+            self.finality.attested(header.height, len(self.ledger.store.attestation_orgs(header.height)))
         return att
 
     def _attest_head(self) -> None:
