@@ -286,6 +286,7 @@ class Captures:
                 [prepared.writes[i] for i in keep],
                 prepared.context,
                 prepared.ignore,
+                prepared.masterdata,
             )
             prepared = sub
             packs = cap.pack(sub)
