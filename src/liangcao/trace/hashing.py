@@ -248,13 +248,14 @@ class Hasher:
                 out.append(f"{name}={self.value(obj[name], f'{parent}.{name}')}")
         return "".join(out)
 
-    def event(self, event: Mapping[str, Any]) -> str:
+    def event(self, event: Mapping[str, Any], *, checked: bool = False) -> str:
         """The pre-hash string of one event. Raises TooDeep if it nests deeper than ``trace_depth_max``.
 
         The walk below recurses into user extensions; checking the depth first (without recursion) keeps
         it a few dozen frames deep, so the outcome never depends on how deep the caller's stack is.
         """
-        check_value(event, "the event")
+        if not checked:  # ``checked``: the caller bounded the event's JSON text (``depth.check_json``) already
+            check_value(event, "the event")
         if "@context" in event:
             return self.within(event["@context"])._event(event)
         return self._event(event)

@@ -271,7 +271,7 @@ class Trace(Contract):
                 check_json(text, f"event {n}")
                 event = _decoder.decode(text)
                 f = facts(event, limits.trace_ids_per_event_max)
-                hash_id = hash_of_prehash(hasher.event(event))
+                hash_id = hash_of_prehash(hasher.event(event, checked=True))  # check_json bounded the text
             except TooDeep as exc:
                 ctx.fail(TraceCode.TOO_DEEP, str(exc))
             except (msgspec.DecodeError, BadEvent) as exc:
