@@ -27,7 +27,7 @@ def test_a_seed_replays_exactly() -> None:
 
 
 def _first_failure(seeds: range = range(60)) -> str:
-    failures = sim.run_seeds(list(seeds))
+    failures = sim.run_seeds(list(seeds), fail_fast=True)
     assert failures, "the simulator did not notice the broken defence"
     return failures[0][1]
 
@@ -76,5 +76,5 @@ def test_the_cli_runs_seeds_and_names_a_failing_one(monkeypatch: pytest.MonkeyPa
     assert ok.exit_code == 0, ok.output
     assert '"failed": 0' in ok.output.splitlines()[-1]
     monkeypatch.setattr(jetstream.limits, "cut_clock_skew_ms_max", 10**15)
-    bad = CliRunner().invoke(app, ["sim", "--seeds", "40"])
+    bad = CliRunner().invoke(app, ["sim", "--seeds", "40", "--fail-fast"])
     assert bad.exit_code == 1 and "replay: liangcao sim --seed" in bad.output

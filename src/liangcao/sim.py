@@ -445,15 +445,22 @@ def _tmp_dir() -> str | None:
 
 
 def run_seeds(
-    seeds: list[int], steps: int = 120, progress: Callable[[int], None] | None = None
+    seeds: list[int],
+    steps: int = 120,
+    progress: Callable[[int], None] | None = None,
+    *,
+    fail_fast: bool = False,
 ) -> list[tuple[int, str]]:
-    """Run many seeds; the failures as (seed, message). ``progress(seed)`` after each."""
+    """Run many seeds; the failures as (seed, message). ``progress(seed)`` after each; ``fail_fast``: stop at
+    the first failure."""
     failures: list[tuple[int, str]] = []
     for seed in seeds:
         try:
             run_seed(seed, steps)
         except SimFailure as exc:
             failures.append((seed, str(exc)))
+            if fail_fast:
+                break
         if progress is not None:
             progress(seed)
     return failures

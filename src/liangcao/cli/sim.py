@@ -16,6 +16,7 @@ def sim_cmd(
     seeds: Annotated[int, typer.Option(min=1, max=1_000_000, help="how many seeds to run")] = 100,
     seed: Annotated[int, typer.Option(min=0, help="the first seed (replay one failing seed with --seeds 1)")] = 0,
     steps: Annotated[int, typer.Option(min=1, max=100_000, help="actions per seed before the final flush")] = 120,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="stop at the first failing seed")] = False,
     as_json: AsJson = False,
 ) -> None:
     """Simulate a consortium of real nodes over an in-memory log with crashes, faults and adversaries.
@@ -27,7 +28,7 @@ def sim_cmd(
     started = time.monotonic()
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("seeds", total=seeds)
-        failures = run_seeds(list(range(seed, seed + seeds)), steps, lambda _s: bar.advance(task))
+        failures = run_seeds(list(range(seed, seed + seeds)), steps, lambda _s: bar.advance(task), fail_fast=fail_fast)
     took = time.monotonic() - started
     summary = {"seeds": seeds, "first_seed": seed, "steps": steps, "failed": len(failures), "seconds": round(took, 1)}
     if failures:
