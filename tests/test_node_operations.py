@@ -353,3 +353,57 @@ def test_fork_alarms_are_bounded_cleared_and_stay_cleared(
     net.link("org1").deliver_attestation(liar(net, 4))
     net.run("org1")
     assert [x["height"] for x in a.fork_alarms] == [4]
+
+
+class Recording(MemoryLink):
+    def __init__(self, log: MemoryLog) -> None:
+        super().__init__(log)
+        self.follows: list[int] = []
+        self.stops = 0
+
+    def follow_attestations(self, start_seq: int, on_att: Any) -> None:
+        self.follows.append(start_seq)
+        super().follow_attestations(start_seq, on_att)
+
+    def stop_attestations(self) -> None:
+        self.stops += 1
+
+
+def test_a_peer_far_behind_sets_attestations_aside_and_reads_them_again(
+    net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(limits, "early_attestation_heights_max", 4)
+    net.nodes["org3"].stop(timeout_s=1)
+    del net.nodes["org3"]
+    for _ in range(12):
+        net.mint(1)
+        net.block()
+    for org in ("org1", "org2"):  # their attestations reach the log
+        net.link(org).pump()
+    link = Recording(net.log)
+    late = net.nodes["org3"] = net.start("org3", link)
+    assert link.follows == [1]
+    for i, att in enumerate(net.log.attestations):  # what the subscription delivers, in order, with positions
+        late._on_attestation(i + 1, att)
+    late.step()
+    assert link.stops == 1 and late._att_pause is not None  # the first one too far ahead paused the reading
+    seq, height = late._att_pause
+    assert height > late.head.height + 4 and late.condition()["lag"]["blocks"] >= 8
+    net.run("org3")  # it catches up from the stream...
+    assert late.head.height == 12
+    net.clock.t += 1000
+    late.step()
+    assert late._att_pause is None and link.follows == [1, seq]  # ...and reads on from where it stopped
+
+
+def test_junk_heights_neither_pause_the_reading_nor_fake_a_lag(net: Net) -> None:
+    net.mint()
+    net.block()
+    a = net.nodes["org1"]
+    peer = net.c.org("org3").signer("peer0")  # a member's genuine peer key, signing the impossible
+    head = a.head
+    signed = blk.make_attestation(peer.key, peer.cert, net.c.chain_id, 10**12, head.hash, head.state_hash)
+    for raw in (encoding.canonical(signed), b'{"height": 1000000000000}'):
+        a._on_attestation(5, raw)
+    a.step()
+    assert a._att_pause is None and a.network_height <= 1 and a.condition()["status"] == "ok"

@@ -559,10 +559,12 @@ class Node:
         self._store_attestations([r for r in (self._attestation(raw) for raw in early.values()) if r is not None])
         self._publish(block, ex, att)
 
-    def _take_attestations(self) -> None:
+    def _take_attestations(self, batch_max: int = 2048) -> None:
+        """Judge up to ``batch_max`` attestations that arrived (the rest wait for the next turn: a stream read
+        again from its start must not keep the commit thread from the blocks)."""
         rows: list[tuple[int, str, bytes, str]] = []
         window = limits.early_attestation_heights_max
-        while len(rows) < 4096:
+        for _ in range(batch_max):
             try:
                 seq, raw = self._att_inbox.get_nowait()
             except queue.Empty:
@@ -597,6 +599,8 @@ class Node:
         The first one pauses the attestation subscription; it is resumed from that position once the head
         is close enough (``_maintain``), so a peer catching up reads each attestation about once instead of
         dropping those of every height it has not reached yet."""
+        if height > self._plausible_height():
+            return  # no chain that long is in the stream: junk, or a member's peer signing the impossible
         if height > self.network_height:  # how far the network is, from counted attestations only
             with contextlib.suppress(Exception):
                 att: Any = encoding.decode(raw, limits.attestation_bytes_max)
@@ -633,7 +637,8 @@ class Node:
         org = self._cut_config().attesting_org(att, self.runtime.certs, time_ms)
         if org is None:
             return None
-        self.network_height = max(self.network_height, height)
+        if height <= self._plausible_height():
+            self.network_height = max(self.network_height, height)
         if height > self.head.height:
             # one per (height, member): a peer repeating itself cannot crowd out the others
             if height - self.head.height <= limits.early_attestation_heights_max:
@@ -646,6 +651,15 @@ class Node:
             return height, member, encoding.canonical(att, checked=True), org
         self.note_fork(height, member, att, ours)
         return None
+
+    def _plausible_height(self) -> int:
+        """The highest height the stream can hold: every block needs a transaction and a cut, so no more
+        than half its messages (with slack for a length read a moment ago; unbounded until the ordering
+        service told its length)."""
+        last = self.link.status().stream_last_seq if self.link is not None else None
+        if last is None:
+            return 1 << 62
+        return max(self.head.height, last // 2) + limits.early_attestation_heights_max
 
     # ---- finality upkeep: chase what is missing ---------------------------------------------------------
     def _maintain(self) -> None:
