@@ -210,3 +210,37 @@ def test_an_unconfirmed_transaction_is_unknown_then_committed(tmp_path: Path) ->
                 time.sleep(0.1)
         finally:
             node.stop()
+
+
+def test_the_operator_clears_fork_alarms_from_the_command_line(home: Path) -> None:
+    from liangcao import encoding
+    from liangcao.ledger import block as blk
+
+    proc = start(home)
+    try:
+        h = NodeHome.open(home)
+        load_workers(home, 3)
+        token = h.auth().create("org1/admin", 1)
+        auth = {"Authorization": f"Bearer {token}"}
+        head = httpx.get(h.url + "/v1/head", headers=auth, timeout=5).json()
+        liar = load_signer(member_dir(home, "org3/peer0"))
+        height = head["header"]["height"]
+        att = blk.make_attestation(
+            liar.key, liar.cert, head["header"]["chain_id"], height, head["block_hash"], "ab" * 32
+        )
+        r = httpx.post(h.url + "/v1/attestations", content=encoding.canonical(att), headers=auth, timeout=5)
+        assert r.status_code == 400 and r.json()["code"] == 503  # BAD_BLOCK: a fork alarm
+        health = httpx.get(h.url + "/v1/health", timeout=5).json()
+        assert health["status"] == "fork" and health["fork_alarm_summary"]["members"] == ["org3/peer0"]
+        out = subprocess.run(
+            [sys.executable, "-m", "liangcao.cli", "node", "clear-forks", "--home", str(home)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0 and "cleared 1 fork alarms (about org3/peer0)" in out.stdout, out.stdout + out.stderr
+        assert httpx.get(h.url + "/v1/health", timeout=5).json()["status"] == "ok"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert (home / "node" / "ledger.sqlite.forks-resolved").exists()
