@@ -99,9 +99,9 @@ def test_sigterm_with_an_open_event_stream_stops_within_seconds(home: Path) -> N
         time.sleep(0.5)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
+        assert proc.wait(15) == 0
         took = time.monotonic() - t0
-        assert took < 5, f"SIGTERM took {took:.1f} s"
+        assert took < 8, f"SIGTERM took {took:.1f} s"  # about 1 s on a quiet machine
         reader.join(5)
         assert "event: end" in got and any('"code":502' in line for line in got)  # told why, to resume later
         deadline = time.monotonic() + 5
