@@ -97,16 +97,16 @@ class Finality:
 
     # ---- reads ------------------------------------------------------------------------------------------
     def nonfinal(self, limit: int) -> Iterator[int]:
-        """Non-final heights from the oldest up, at most ``limit`` (a snapshot)."""
+        """Non-final heights from the oldest up, at most ``limit``, looking at most ``16 * limit`` heights
+        past the oldest (the oldest are chased first; a snapshot)."""
+        out: list[int] = []
         with self.lock:
-            lo, head, above = self.final_upto + 1, self.head, set(self.above)
-        n = 0
-        for h in range(lo, head + 1):
-            if n >= limit:
-                return
-            if h not in above:
-                n += 1
-                yield h
+            for h in range(self.final_upto + 1, min(self.head, self.final_upto + 16 * limit) + 1):
+                if len(out) >= limit:
+                    break
+                if h not in self.above:
+                    out.append(h)
+        return iter(out)
 
     def since_ms(self, height: int, block_time_ms: Callable[[int], int | None]) -> int | None:
         """When ``height`` was committed here (this run), else its block's time."""
