@@ -156,6 +156,7 @@ class Simulation:
         self.step_no = 0
         self.trace = hashlib.sha256()  # a digest of everything that happened: equal digests, equal runs
         self.injected: set[str] = set()
+        self.restarts = 0  # peers restarted after an injected fault
 
     # ---- peers ------------------------------------------------------------------------------------------
     def _start(self, org: str, tampered: bool | None = None) -> Peer:
@@ -272,6 +273,7 @@ class Simulation:
         except BaseException as exc:
             if p.org in self.injected:  # the fault the driver injected: the peer stops and is restarted
                 self.injected.discard(p.org)
+                self.restarts += 1
                 self._restart(i)
                 return
             raise SimFailure(f"peer {p.org} stopped: {type(exc).__name__}: {exc}") from exc
@@ -373,11 +375,14 @@ class Simulation:
                 break
             self.cut()
         self.log.attestations_down = False
-        for _ in range(FINALITY_ROUNDS):
+        for n in range(3 * FINALITY_ROUNDS):
+            restarts = self.restarts
             self.clock.t += ATT_REPAIR_EVERY_MAX_MS + 1_000  # past every peer's repair back-off
             for i in range(len(self.peers)):
-                self.deliver(i, 0)
-                self.deliver(i, 0)  # the attestations fetched in the first turn are taken in the second
+                self.deliver(i, 10**6)
+                self.deliver(i, 10**6)  # the attestations fetched in the first turn are taken in the second
+            if n + 1 >= FINALITY_ROUNDS and self.restarts == restarts:
+                break  # (an injected fault that struck while storing attestations restarted a peer: go on)
         self.check()
         for p in self.honest:
             if p.node.fork_alarms:
@@ -396,7 +401,7 @@ class Simulation:
             for i, p in enumerate(self.peers):
                 for att in list(self.log.attestations):
                     p.link.deliver_attestation(att)
-                self.deliver(i, 0)
+                self.deliver(i, 10**6)
         self.check()
         honest = self.honest
         if len({p.node.head.hash for p in honest}) != 1:
