@@ -153,7 +153,8 @@ def test_bench_leaves_no_process_and_no_folder(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     time.sleep(1)
     assert bench_leftovers(tmp) == ([], [])
-    # stopped half-way by SIGTERM: the same
+    # stopped half-way by SIGTERM: the same (a longer run, so that the signal lands in the middle of it)
+    cmd[cmd.index("400")] = "20000"
     bench = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not any(f.name.startswith("liangcao-bench-") for f in tmp.iterdir()):

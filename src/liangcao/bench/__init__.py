@@ -225,13 +225,18 @@ def run_bench(
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
         node_rss = peak_rss_mb(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
+        if threading.current_thread() is threading.main_thread():  # a second signal must not cut this short
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()  # its verifier workers notice and exit (liangcao.node.verify)
-            proc.wait(10)
-        shutil.rmtree(tmp, ignore_errors=True)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # its verifier workers notice and exit (liangcao.node.verify)
+                proc.wait(10)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     client_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
         "via": "HTTP (batch endpoint, node in its own process)",
