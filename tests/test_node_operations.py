@@ -407,3 +407,31 @@ def test_junk_heights_neither_pause_the_reading_nor_fake_a_lag(net: Net) -> None
         a._on_attestation(5, raw)
     a.step()
     assert a._att_pause is None and a.network_height <= 1 and a.condition()["status"] == "ok"
+
+
+def test_a_full_attestation_queue_pauses_the_reading_and_resumes_after_the_last_queued(
+    net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from liangcao.node import node as nodemod
+
+    monkeypatch.setattr(nodemod, "ATT_INBOX_MAX", 4)
+    for _ in range(3):
+        net.mint(1)
+        net.block()
+    for org in net.nodes:
+        net.link(org).pump()
+    net.nodes["org3"].stop(timeout_s=1)
+    link = Recording(net.log)
+    n = net.nodes["org3"] = net.start("org3", link)
+    for i, att in enumerate(net.log.attestations):  # the subscription delivers faster than it is taken
+        n._on_attestation(i + 1, att)
+    assert link.stops == 1 and n._att_inbox.qsize() == 4 and n._att_flow_seq == 4
+    net.clock.t += 1000
+    n.step()  # takes what was queued, then reads on from the first one it dropped
+    assert link.follows == [1, 5] and n._att_flow_seq is None
+    for i, att in enumerate(net.log.attestations[4:], start=4):
+        n._on_attestation(i + 1, att)
+    net.clock.t += 1000
+    n.step()
+    n.step()
+    assert n.finality.final_upto == 3

@@ -68,6 +68,8 @@ recent_txs_max = limits.recent_txs_max
 ATT_REPAIR_AFTER_MS = 2_000
 ATT_REPAIR_EVERY_MAX_MS = 60_000
 MAINTAIN_EVERY_MS = 500
+#: Attestations queued for the commit thread at most (about 1 KB each); reading pauses beyond
+ATT_INBOX_MAX = 20_000
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,7 @@ class Node:
         #: the highest height any other organisation's counted peer attested (how far the network is)
         self.network_height = 0
         self._att_pause: tuple[int, int] | None = None  # (seq, height) of the first attestation set aside
+        self._att_flow_seq: int | None = None  # the last attestation queued before the queue was full
         self._repair: dict[int, tuple[int, int]] = {}  # height -> (last repair, wait before the next), ms
         self._next_maintain_ms = 0
         self.attestations_fetched = 0  # heights whose attestations were fetched again
@@ -439,7 +442,16 @@ class Node:
             self.link.publish_attestation(raw, h)
 
     def _on_attestation(self, seq: int, raw: bytes) -> None:  # the link's thread
+        """Queue an attestation for the commit thread. The queue is bounded: when it is full (a peer reading
+        a long attestation stream from its start), reading stops and resumes later from the first
+        attestation not queued (``_maintain``); those that still arrive meanwhile are read again then."""
+        flow = self._att_flow_seq
+        if flow is not None and seq > flow:
+            return
         self._att_inbox.put((seq, raw))
+        if flow is None and seq > 0 and self._att_inbox.qsize() >= ATT_INBOX_MAX and self.link is not None:
+            self._att_flow_seq = seq
+            self.link.stop_attestations()
 
     def _order_position(self) -> tuple[int, int, float | None]:
         """What this organisation's orderer cuts for: (next height, pending transactions, since when).
@@ -677,7 +689,14 @@ class Node:
         if self._att_pause is not None and self._att_pause[1] - head <= limits.early_attestation_heights_max // 2:
             seq, _ = self._att_pause
             self._att_pause = None
+            self._att_flow_seq = None  # everything from seq on is read again
             link.follow_attestations(seq, self._on_attestation)
+        elif (
+            self._att_pause is None and self._att_flow_seq is not None and self._att_inbox.qsize() <= ATT_INBOX_MAX // 4
+        ):
+            seq = self._att_flow_seq
+            self._att_flow_seq = None
+            link.follow_attestations(seq + 1, self._on_attestation)
         self.finality.quorum = self._cut_config().quorum_size("finality")
         for h in [h for h in self._repair if self.finality.is_final(h)]:
             del self._repair[h]
