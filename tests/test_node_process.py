@@ -245,3 +245,55 @@ def test_the_operator_clears_fork_alarms_from_the_command_line(home: Path) -> No
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     assert (home / "node" / "ledger.sqlite.forks-resolved").exists()
+
+
+def test_a_peer_catching_up_holds_a_bounded_part_of_the_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from liangcao.ledger import tx as txm
+    from liangcao.node import node as nodemod
+    from liangcao.node.genesis import create_consortium
+    from liangcao.node.link import JetStreamLink
+    from liangcao.node.node import Node, NodeSettings
+    from liangcao.ordering.natsserver import NatsCluster
+
+    c = create_consortium(3, chain_id=f"catchup-{time.time_ns()}", now_ms=int(time.time() * 1000))
+
+    def node(org: str, urls: list[str]) -> Node:
+        return Node(
+            tmp_path / f"{org}.sqlite",
+            c.genesis,
+            orderer=c.org(org).signer("orderer0"),
+            peer=c.org(org).signer("peer0"),
+            settings=NodeSettings(block_txs_max=50, block_wait_ms=20, verify_workers=1),
+            link=JetStreamLink(urls, c.chain_id, 3),
+        )
+
+    with NatsCluster(tmp_path / "nats", 3) as cluster:
+        a = node("org1", cluster.urls)
+        a.start()
+        try:
+            admin = c.org("org1").signer("admin")
+            txs = [
+                txm.build(c.chain_id, "demo.wallet", "mint", {"to": "org1/alice", "amount": i + 1}, [admin],
+                          not_after=int(time.time() * 1000) + 600_000)
+                for i in range(400)
+            ]  # fmt: skip
+            for i in range(0, 400, 100):
+                a.submit_many([t.raw for t in txs[i : i + 100]])
+            deadline = time.monotonic() + 60
+            while not a.reader().tx_seen(txs[-1].tx_id):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            monkeypatch.setattr(nodemod, "STREAM_INBOX_MAX", 8)  # a tiny queue: the link must hold back
+            b = node("org2", cluster.urls)
+            assert b._stream_inbox.maxsize == 8
+            b.start()
+            try:
+                deadline = time.monotonic() + 60
+                while b.head.hash != a.head.hash:
+                    assert b._stream_inbox.qsize() <= 8
+                    assert time.monotonic() < deadline, f"stuck at {b.head.height} of {a.head.height}"
+                    time.sleep(0.02)
+            finally:
+                b.stop()
+        finally:
+            a.stop()

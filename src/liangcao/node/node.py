@@ -70,6 +70,8 @@ ATT_REPAIR_EVERY_MAX_MS = 60_000
 MAINTAIN_EVERY_MS = 500
 #: Attestations queued for the commit thread at most (about 1 KB each); reading pauses beyond
 ATT_INBOX_MAX = 20_000
+#: Stream messages queued for the commit thread at most (ten full blocks); the link holds back beyond
+STREAM_INBOX_MAX = 20_000
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ class Node:
         self.poison_messages = 0
         #: set while a derived block's time is ahead of this peer's own clock (see ``_wait_for_clock``)
         self.clock_alarm: str = ""
-        self._stream_inbox: queue.Queue[StreamMessage] = queue.Queue()
+        self._stream_inbox: queue.Queue[StreamMessage] = queue.Queue(STREAM_INBOX_MAX)
         self._deriver: BlockDeriver | None = None
         self._cut_cfg = cfgmod.Config()
         self._pending_since_ms: float | None = None
@@ -427,7 +429,7 @@ class Node:
             verify_cut=self._verify_cut,
             after_cut_seq=r["cut_seq"],
         )
-        self.link.follow_stream(r["resume_seq"], self._stream_inbox.put)
+        self.link.follow_stream(r["resume_seq"], self._stream_inbox.put_nowait)  # queue.Full: the link waits
         self.link.follow_attestations(1, self._on_attestation)
         self.link.run_orderer(
             self.orderer,

@@ -35,6 +35,8 @@ already: a cut once ignored as early must not be taken on the second reading).
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -314,7 +316,9 @@ HEARTBEAT_S = 1.0
 
 async def subscribe_from(js: Any, chain_id: str, start_seq: int, cb: Callable[[StreamMessage], Any]) -> Any:
     """An ordered consumer from ``start_seq``: ``cb(message)`` for each message, in stream order, with the
-    stream's timestamp of it."""
+    stream's timestamp of it. ``cb`` may raise ``queue.Full``: the message is offered again a moment later,
+    and meanwhile the server sends no more than its flow-control window (a peer catching up from an empty
+    store holds a bounded part of the stream in memory, not all of it)."""
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
     tx_subject = subject(chain_id, TX)
@@ -322,7 +326,13 @@ async def subscribe_from(js: Any, chain_id: str, start_seq: int, cb: Callable[[S
     async def handler(msg: Any) -> None:
         kind = TX if msg.subject == tx_subject else CUT
         md = msg.metadata
-        cb(StreamMessage(int(md.sequence.stream), kind, msg.data, int(md.timestamp.timestamp() * 1000)))
+        item = StreamMessage(int(md.sequence.stream), kind, msg.data, int(md.timestamp.timestamp() * 1000))
+        while True:  # a full queue (the peer is behind): wait, and the server holds back (flow control)
+            try:
+                cb(item)
+                return
+            except queue.Full:
+                await asyncio.sleep(0.005)
 
     config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start_seq))
     return await js.subscribe(

@@ -14,6 +14,7 @@ its bytes and the log's own timestamp of it (``server_ms``), and deduplicates tr
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -226,7 +227,10 @@ class MemoryLink:
         """Hand the node up to ``n`` further messages of the log; how many were handed."""
         done = 0
         while done < n and self.cursor < len(self.log.messages) and self._on_message is not None:
-            self._on_message(self.log.messages[self.cursor])
+            try:
+                self._on_message(self.log.messages[self.cursor])
+            except queue.Full:  # the node's queue is full: the rest waits for a later delivery
+                break
             self.cursor += 1
             done += 1
         return done
