@@ -44,6 +44,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "liangcao.web",
             "liangcao.client",
             "liangcao.witness",
+            "liangcao.adapters",  # follow the ledger's events, pay through the payments core (house plan §11)
             "liangcao.network",
             "liangcao.testing",
             "liangcao.demo",
@@ -55,6 +56,28 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
 PAYMENTS = "liangcao.payments"
+#: The consumer side (house plan §11) stands beside the ledger, like the payments core: each package may import
+#: the foundations, itself and the consumer packages named here (and nothing of the ledger side).
+CONSUMER: dict[str, tuple[str, ...]] = {
+    "liangcao.flow": (),  # admission control: a library the gateway, the node's API and payments use
+    "liangcao.authn": (),  # the WebAuthn relying party
+    "liangcao.risk": (),  # features, rules, the online model
+    "liangcao.credit": (PAYMENTS,),  # plans, lines and loans hold their money in the payments core
+    "liangcao.checkout": (PAYMENTS, "liangcao.flow", "liangcao.authn", "liangcao.risk", "liangcao.credit"),
+}
+#: Who may import a consumer package besides the consumer side itself: the interfaces (the node's API uses
+#: ``flow``; the command line mounts each package's commands; adapters pay through the payments core).
+CONSUMER_USERS = ("interfaces",)
+
+
+def beside(module: str) -> str | None:
+    """The side package (payments or a consumer package) that holds ``module``, or None for the ledger side."""
+    for prefix in (PAYMENTS, *CONSUMER):
+        if within(module, prefix):
+            return prefix
+    return None
+
+
 #: What only the command line (and each other) may import.
 TOOLS = ("liangcao.demo", "liangcao.bench", "liangcao.sim")
 #: The SDK runs in the caller's process: it must not load the node, ordering, the API or the tools.
@@ -116,7 +139,7 @@ GRAPH = imports()
 
 def test_every_module_has_a_layer() -> None:
     for mod in GRAPH:
-        if not within(mod, PAYMENTS):
+        if beside(mod) is None:
             layer_of(mod)
 
 
@@ -124,11 +147,27 @@ def test_no_upward_import() -> None:
     upward = [
         f"{mod} ({layer_of(mod)}) imports {dep} ({layer_of(dep)})"
         for mod, deps in GRAPH.items()
-        if not within(mod, PAYMENTS)
+        if beside(mod) is None
         for dep in deps
-        if not within(dep, PAYMENTS) and RANK[layer_of(dep)] > RANK[layer_of(mod)]
+        if beside(dep) is None and RANK[layer_of(dep)] > RANK[layer_of(mod)]
     ]
     assert upward == []
+
+
+def test_the_consumer_side_stands_beside_the_ledger() -> None:
+    wrong = []
+    for mod, deps in GRAPH.items():
+        home = beside(mod)
+        for dep in deps:
+            there = beside(dep)
+            if home in CONSUMER:
+                if there is None and layer_of(dep) != "foundations":
+                    wrong.append(f"{mod} imports {dep}: the consumer side stands on the foundations")
+                elif there is not None and there != home and there not in CONSUMER[home]:
+                    wrong.append(f"{mod} imports {dep}: not among {home}'s allowed neighbours")
+            elif there in CONSUMER and home is None and layer_of(mod) not in CONSUMER_USERS:
+                wrong.append(f"{mod} ({layer_of(mod)}) imports {dep}: only the interfaces use the consumer side")
+    assert wrong == []
 
 
 def test_the_payments_core_stands_on_the_foundations_alone() -> None:
@@ -137,10 +176,11 @@ def test_the_payments_core_stands_on_the_foundations_alone() -> None:
         for mod, deps in GRAPH.items()
         if within(mod, PAYMENTS)
         for dep in deps
-        if not within(dep, PAYMENTS) and layer_of(dep) != "foundations"
+        if not within(dep, PAYMENTS) and (beside(dep) is not None or layer_of(dep) != "foundations")
     ]
     assert wrong == []
-    assert not [m for m, deps in GRAPH.items() if not within(m, PAYMENTS) and not within(m, "liangcao.cli")
+    # The ledger side meets the payments core only through the interfaces (the CLI, adapters): never below them.
+    assert not [m for m, deps in GRAPH.items() if beside(m) is None and layer_of(m) != "interfaces"
                 and any(within(d, PAYMENTS) for d in deps)]  # fmt: skip
 
 
@@ -150,7 +190,7 @@ def test_the_sdk_does_not_pull_in_the_node() -> None:
         for mod, deps in GRAPH.items()
         if any(within(mod, s) for s in SDK)
         for dep in deps
-        if not any(within(dep, s) for s in SDK) and layer_of(dep) not in SDK_MAY
+        if not any(within(dep, s) for s in SDK) and (beside(dep) is not None or layer_of(dep) not in SDK_MAY)
     ]
     assert wrong == []
 

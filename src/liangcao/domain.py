@@ -61,6 +61,10 @@ OrgType = Literal[
     "shipper",
     "carrier",
     "terminal",
+    "factor",  # a factoring company: the originator of a receivable ABS
+    "spv",  # the special purpose vehicle (the ABS manager's plan) that holds a pool and issues notes
+    "rating_agency",
+    "investor",
 ]
 #: Every organisation type, in the order certificates, the CLI and error messages list them.
 ORG_TYPES: tuple[str, ...] = typing.get_args(OrgType)

@@ -20,6 +20,12 @@ Options every noun shares (``--home``, ``--as``, ``--url``, ``--node``, ``--json
 ``bench``          ``bench.py``: the node's (or a consortium's) benchmark
 ``sim``            ``sim.py``: the deterministic simulator over many seeds (``liangcao.sim``)
 ``pay``            ``liangcao.payments.cli``: the payments core, mounted as it is
+``checkout``       ``liangcao.checkout.cli``: the checkout gateway and its surge simulator
+``authn``          ``liangcao.authn.cli``: devices, payment confirmation, the WebAuthn benchmark
+``risk``           ``liangcao.risk.cli``: the risk engine, its replay and benchmark
+``credit``         ``liangcao.credit.cli``: installment plans, credit lines and merchant loans
+``cover``          ``cover.py``: consumer cover insurance (products, policies, facts, claims, payouts)
+``abs``            ``abs.py``: receivable asset-backed securities (pool, notes, waterfall, triggers)
 =================  =========================================================================================
 """
 
@@ -27,7 +33,23 @@ from __future__ import annotations
 
 import typer
 
-from liangcao.cli import audit, bench, contracts, demo, dg, network, node, scf, sim, tokens, trace, tx, verify_proof
+from liangcao.cli import abs as abs_cli
+from liangcao.cli import (
+    audit,
+    bench,
+    contracts,
+    cover,
+    demo,
+    dg,
+    network,
+    node,
+    scf,
+    sim,
+    tokens,
+    trace,
+    tx,
+    verify_proof,
+)
 from liangcao.cli.common import err
 
 app = typer.Typer(
@@ -49,14 +71,24 @@ def _assemble() -> None:
     app.add_typer(tokens.app, name="token")
 
     from liangcao.apps.bundle import default_registry
+    from liangcao.authn.cli import app as authn_app
+    from liangcao.checkout.cli import app as checkout_app
+    from liangcao.credit.cli import app as credit_app
     from liangcao.payments.cli import pay_app
+    from liangcao.risk.cli import app as risk_app
 
     app.add_typer(pay_app, name="pay", no_args_is_help=True)
+    app.add_typer(checkout_app, name="checkout")
+    app.add_typer(authn_app, name="authn")
+    app.add_typer(risk_app, name="risk")
+    app.add_typer(credit_app, name="credit")
     registry = default_registry()
     app.add_typer(contracts.contract_apps(registry), name="contract")
     app.add_typer(scf.build(registry), name="scf")
     app.add_typer(trace.app, name="trace")
     app.add_typer(dg.app, name="dg")
+    app.add_typer(cover.app, name="cover")
+    app.add_typer(abs_cli.app, name="abs")
 
 
 _assemble()
