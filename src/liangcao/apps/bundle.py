@@ -10,6 +10,7 @@ from liangcao.contracts.base import Registry
 
 def default_registry() -> Registry:
     """Every built-in contract: the system contract and the shipped applications."""
+    from liangcao.apps.cover.contract import Cover
     from liangcao.apps.scf.bills import Bills
     from liangcao.apps.scf.factoring import Factoring
     from liangcao.apps.scf.invoices import Invoices
@@ -33,5 +34,6 @@ def default_registry() -> Registry:
             Factoring(),
             Trace(),
             DangerousGoods(),
+            Cover(),
         ]
     )
