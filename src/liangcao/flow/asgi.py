@@ -1,0 +1,138 @@
+"""The HTTP edge: :class:`FlowMiddleware` (admission for an ASGI app) and :func:`flow_router` (status, rules).
+
+The middleware asks the gate before the application sees the request. A refused request is answered at once,
+without reading its body: ``429`` (this caller asks too much) or ``503`` (the service protects itself),
+``Retry-After`` in whole seconds (``X-Retry-After-Ms`` exactly) and the JSON body
+``{"code", "name", "message", "detail"}``. An admitted request's ticket is closed when the response ends;
+a ``5xx`` answer or an exception counts as a failure (it feeds the breaker).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, MutableMapping, Sequence
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.params import Depends
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from liangcao.codes import name_of
+from liangcao.flow.errors import FlowCode, FlowError, Refused
+from liangcao.flow.gate import Gate
+from liangcao.flow.metrics import FlowCollector
+from liangcao.flow.rules import Priority, rules_bytes_max, rules_from_json, rules_to_json
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[Message], Any]
+ASGIApp = Callable[[Scope, Receive, Send], Any]
+#: What the middleware asks of each request: (resource, priority, hot value), or None to let it through.
+Classify = Callable[[Scope], "tuple[str, Priority, str | None] | None"]
+
+
+def refusal_body(exc: Refused) -> bytes:
+    return json.dumps(
+        {"code": exc.code, "name": name_of(exc.code), "message": exc.message, "detail": exc.detail}
+    ).encode()
+
+
+def refusal_headers(exc: Refused, length: int) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(length).encode()),
+        (b"retry-after", str(exc.retry_after_s).encode()),
+        (b"x-retry-after-ms", str(exc.retry_after_ms).encode()),
+    ]
+
+
+class FlowMiddleware:
+    """ASGI middleware: ``classify(scope)`` names the resource, priority and hot value of each request."""
+
+    def __init__(self, app: ASGIApp, gate: Gate, classify: Classify) -> None:
+        self.app = app
+        self.gate = gate
+        self.classify = classify
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        what = self.classify(scope)
+        if what is None:
+            await self.app(scope, receive, send)
+            return
+        resource, priority, hot = what
+        try:
+            ticket = self.gate.enter(resource, priority, hot)
+        except Refused as exc:
+            body = refusal_body(exc)
+            await send(
+                {"type": "http.response.start", "status": exc.http_status, "headers": refusal_headers(exc, len(body))}
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        status = 500
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        ok = False
+        try:
+            await self.app(scope, receive, watch)
+            ok = status < 500
+        finally:
+            ticket.exit(ok)
+
+
+def _error(exc: FlowError | Refused, status: int) -> JSONResponse:
+    return JSONResponse(
+        {"code": exc.code, "name": name_of(exc.code), "message": exc.message, "detail": exc.detail}, status_code=status
+    )
+
+
+def flow_router(
+    gate: Gate,
+    *,
+    prefix: str = "/v1/flow",
+    read: Sequence[Depends] = (),
+    write: Sequence[Depends] = (),
+) -> APIRouter:
+    """``GET {prefix}`` (status), ``GET {prefix}/rules``, ``PUT {prefix}/rules`` (reload), ``GET {prefix}/metrics``.
+
+    ``read`` and ``write`` are FastAPI dependencies guarding them (e.g. the node's bearer-token checks)."""
+    router = APIRouter(tags=["flow"])
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FlowCollector(gate))
+
+    @router.get(prefix, summary="Flow control: limits, state and every decision counted", dependencies=list(read))
+    async def status() -> JSONResponse:
+        return JSONResponse(gate.status())
+
+    @router.get(f"{prefix}/rules", summary="The rules in force", dependencies=list(read))
+    async def get_rules() -> Response:
+        return Response(rules_to_json(gate.rules), media_type="application/json")
+
+    @router.put(f"{prefix}/rules", summary="Replace the rules at run time (all or nothing)", dependencies=list(write))
+    async def put_rules(request: Request) -> Response:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > rules_bytes_max:
+            return _error(FlowError(FlowCode.BAD_RULES, f"bad rules: body over rules_bytes_max={rules_bytes_max}"), 413)
+        data = await request.body()
+        try:
+            rules = rules_from_json(data)
+            gate.reload(rules)
+        except FlowError as exc:
+            return _error(exc, 400)
+        return JSONResponse({"ok": True, "version": rules.version, "resources": [r.name for r in rules.resources]})
+
+    @router.get(f"{prefix}/metrics", summary="Prometheus metrics of the gate", dependencies=list(read))
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router

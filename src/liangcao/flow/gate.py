@@ -1,0 +1,376 @@
+"""The gate: every call asks :meth:`Gate.enter` first and answers :meth:`Ticket.exit` when done.
+
+Theory of operation. ``enter(resource, priority, hot)`` runs the checks of the resource's rule in a fixed
+order, cheapest and most telling first, *without changing anything*, and only when all pass commits them
+(takes the tokens, counts the call in flight, marks a breaker probe). A refusal therefore costs no tokens and
+is raised at once as :class:`~liangcao.flow.errors.Refused` with a ``retry_after_ms``; nothing ever waits.
+
+====  ==========================  ===============================================  ======  ===============
+step  check                       refuses when                                      status  retry after
+====  ==========================  ===============================================  ======  ===============
+1     circuit breaker             open, or half-open with its probes out            503     time left open
+2     concurrency (static/adapt.) in flight + 1 > limit x share                     429     mean latency
+3     system                      in flight / latency / load / BBR capacity x share 503     mean latency
+4     hot parameter               the value's bucket is below (1 - share)           429     its refill
+5     rate (local or cluster)     the bucket is below (1 - share) of its depth      429     its refill
+====  ==========================  ===============================================  ======  ===============
+
+``share`` is the priority's part of every limit (``Rules.shares``: PAY 1.0 ... BROWSE 0.5): a flood of
+browsing stops at half of each limit, leaving the other half to paying, which therefore keeps going.
+
+``exit(ok)`` records the latency since ``enter`` and the outcome into the adaptive limit, the breaker and the
+system window. ``reload(rules)`` swaps the rules in place: buckets keep their fill and warmth, breakers their
+state, calls in flight stay counted. Every decision is counted per resource, priority and outcome.
+
+The gate holds a lock around each step, so it may be shared by the event loop and worker threads.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from liangcao.flow.adaptive import GradientLimit
+from liangcao.flow.breaker import Breaker
+from liangcao.flow.bucket import TokenBucket
+from liangcao.flow.errors import FlowCode, FlowError, Refused
+from liangcao.flow.hot import HotParams
+from liangcao.flow.rules import Priority, ResourceRule, Rules, resources_max, share_of, validate
+from liangcao.flow.system import SystemGuard, os_load
+
+#: The name under which calls to resources beyond ``resources_max`` are counted and limited together.
+OTHER = "*"
+hot_value_bytes_max = 256  # a longer hot value is cut (it is a key, not data)
+
+
+class TokenSource(Protocol):
+    """Where the rate of ``cluster`` resources comes from (the cluster token server's client)."""
+
+    fallback_share: float
+
+    def configure(self, rules: list[ResourceRule]) -> None: ...
+    def wait(self, resource: str, now: float, share: float) -> float | None:
+        """Seconds until a token is there for ``share`` (0.0: now); None when the server is unreachable."""
+
+    def take(self, resource: str, now: float) -> None: ...
+
+
+class Ticket:
+    """An admitted call. ``exit(ok)`` once when it is done (also as a context manager); later calls are no-ops."""
+
+    __slots__ = ("_done", "_gate", "_inflight_at", "_probe", "_res", "hot", "priority", "start")
+
+    def __init__(
+        self, gate: Gate, res: _Resource, priority: Priority, hot: str | None, start: float, probe: bool, inflight: int
+    ) -> None:
+        self._gate = gate
+        self._res = res
+        self.priority = priority
+        self.hot = hot
+        self.start = start
+        self._probe = probe
+        self._inflight_at = inflight
+        self._done = False
+
+    @property
+    def resource(self) -> str:
+        return self._res.name
+
+    def exit(self, ok: bool = True) -> None:
+        """Record the call's latency since ``enter`` and its outcome (False: it failed)."""
+        if not self._done:
+            self._done = True
+            self._gate._exit(self, ok)
+
+    def __enter__(self) -> Ticket:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.exit(exc_type is None)
+
+
+class _Resource:
+    """The live state of one resource under its current rule."""
+
+    __slots__ = ("adaptive", "breaker", "bucket", "counts", "exits", "hot", "inflight", "name", "rt_ewma", "rule")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.rule = ResourceRule(name=name)
+        self.bucket: TokenBucket | None = None
+        self.hot: HotParams | None = None
+        self.breaker: Breaker | None = None
+        self.adaptive: GradientLimit | None = None
+        self.inflight = 0
+        self.counts: dict[tuple[int, str], int] = {}
+        self.exits = {"ok": 0, "error": 0}
+        self.rt_ewma = 0.0
+
+    def configure(self, rule: ResourceRule, now: float, rate_scale: float) -> None:
+        old = self.bucket
+        if rule.rate_per_s > 0:
+            rate = rule.rate_per_s * rate_scale
+            burst = rule.burst if rule.burst > 0 else max(1, math.ceil(rule.rate_per_s))
+            burst = max(1, math.ceil(burst * rate_scale))
+            same = old is not None and (old.rate, old.burst, old.warmup_s, old.cold_factor) == (
+                rate,
+                burst,
+                rule.warmup_s,
+                rule.cold_factor,
+            )
+            if not same:
+                self.bucket = TokenBucket(rate, burst, rule.warmup_s, rule.cold_factor, now=now)
+                if old is not None:
+                    self.bucket.carry_from(old, now)
+        else:
+            self.bucket = None
+        if rule.hot is None:
+            self.hot = None
+        elif self.hot is None:
+            self.hot = HotParams(rule.hot)
+        else:
+            self.hot.reconfigure(rule.hot)
+        if rule.breaker is None:
+            self.breaker = None
+        elif self.breaker is None:
+            self.breaker = Breaker(rule.breaker)
+        else:
+            self.breaker.reconfigure(rule.breaker)
+        if rule.adaptive is None:
+            self.adaptive = None
+        elif self.adaptive is None:
+            self.adaptive = GradientLimit(rule.adaptive, now)
+        else:
+            self.adaptive.reconfigure(rule.adaptive)
+        self.rule = rule
+
+    def concurrency_limit(self) -> int | None:
+        limits = [x for x in (self.rule.concurrency_max, self.adaptive.value if self.adaptive else 0) if x > 0]
+        return min(limits) if limits else None
+
+
+class Gate:
+    """Admission control over a rule set. ``clock`` gives seconds (monotonic); tests inject their own."""
+
+    def __init__(
+        self,
+        rules: Rules,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        load: Callable[[], float] = os_load,
+        cluster: TokenSource | None = None,
+    ) -> None:
+        validate(rules)
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._rules = rules
+        self._cluster = cluster
+        self._system = SystemGuard(rules.system, load)
+        self._resources: dict[str, _Resource] = {}
+        self.inflight = 0
+        self.reloads = 0
+        self._cluster_live = False  # set by _check: the last cluster answer came from the server
+        self._apply(rules, clock())
+
+    @property
+    def rules(self) -> Rules:
+        return self._rules
+
+    # -- rules ---------------------------------------------------------------------------------------------
+
+    def _rule_for(self, name: str) -> ResourceRule:
+        rule = self._rules.rule_for(name)
+        if rule is not None:
+            return rule
+        if self._rules.default is not None:
+            return self._rules.default
+        return ResourceRule(name=name)
+
+    def _configure(self, res: _Resource, now: float) -> None:
+        rule = self._rule_for(res.name)
+        clustered = rule.cluster and self._cluster is not None
+        res.configure(rule, now, self._cluster.fallback_share if clustered and self._cluster else 1.0)
+
+    def _apply(self, rules: Rules, now: float) -> None:
+        self._rules = rules
+        self._system.reconfigure(rules.system)
+        for r in rules.resources:
+            self._resources.setdefault(r.name, _Resource(r.name))
+        for res in self._resources.values():
+            self._configure(res, now)
+        if self._cluster is not None:
+            self._cluster.configure([r for r in rules.resources if r.cluster])
+
+    def reload(self, rules: Rules) -> None:
+        """Change the limits at run time. A bad rule set raises FlowError(BAD_RULES) and changes nothing."""
+        validate(rules)
+        with self._lock:
+            self._apply(rules, self.clock())
+            self.reloads += 1
+
+    def _resource(self, name: str, now: float) -> _Resource:
+        res = self._resources.get(name)
+        if res is None:
+            if len(self._resources) >= resources_max:
+                name = OTHER
+                res = self._resources.get(name)
+            if res is None:
+                res = self._resources[name] = _Resource(name)
+                self._configure(res, now)
+        return res
+
+    # -- admission -----------------------------------------------------------------------------------------
+
+    def enter(self, resource: str, priority: Priority, hot: str | None = None) -> Ticket:
+        """Admit a call or raise Refused at once. ``hot``: the value of the hot parameter (e.g. a merchant id)."""
+        if not isinstance(priority, Priority):
+            try:
+                priority = Priority(priority)
+            except ValueError:
+                raise FlowError(FlowCode.UNKNOWN_PRIORITY, f"priority {priority!r} is not one of Priority") from None
+        if hot is not None and len(hot) > hot_value_bytes_max:
+            hot = hot[:hot_value_bytes_max]
+        with self._lock:
+            now = self.clock()
+            res = self._resource(resource, now)
+            refusal = self._check(res, priority, hot, now)
+            if refusal is not None:
+                code, wait_s, why = refusal
+                key = (int(priority), code.name.lower())
+                res.counts[key] = res.counts.get(key, 0) + 1
+                raise Refused(
+                    code,
+                    f"{res.name}: {why}; retry in {math.ceil(wait_s * 1000 - 1e-6)} ms",
+                    retry_after_ms=math.ceil(wait_s * 1000 - 1e-6),
+                    resource=res.name,
+                    priority=priority.name,
+                )
+            # Commit: everything passed, so now the tokens are taken and the call counted.
+            if res.rule.cluster and self._cluster is not None and self._cluster_live:
+                self._cluster.take(res.name, now)
+            elif res.bucket is not None:
+                res.bucket.take(now)
+            if hot is not None and res.hot is not None:
+                res.hot.bucket(hot, now).take(now)
+            probe = res.breaker.admit() if res.breaker is not None else False
+            res.inflight += 1
+            self.inflight += 1
+            key = (int(priority), "pass")
+            res.counts[key] = res.counts.get(key, 0) + 1
+            return Ticket(self, res, priority, hot, now, probe, res.inflight)
+
+    def _check(
+        self, res: _Resource, priority: Priority, hot: str | None, now: float
+    ) -> tuple[FlowCode, float, str] | None:
+        rule = res.rule
+        share = share_of(self._rules, rule, priority)
+        if res.breaker is not None:
+            wait = res.breaker.wait(now)
+            if wait > 0:
+                return FlowCode.CIRCUIT_OPEN, wait, f"circuit {res.breaker.state.name.lower()}"
+        limit = res.concurrency_limit()
+        if limit is not None and res.inflight + 1 > limit * share + 1e-9:
+            return (
+                FlowCode.CONCURRENCY_LIMITED,
+                res.rt_ewma or 0.01,
+                f"{res.inflight} in flight, limit {limit} x {share}",
+            )
+        overload = self._system.check(now, self.inflight, share)
+        if overload is not None:
+            return overload
+        if hot is not None and res.hot is not None:
+            wait = res.hot.bucket(hot, now).wait(now, share)
+            if wait > 0:
+                return FlowCode.HOT_PARAMETER_LIMITED, wait, f"value {hot!r} over its rate"
+        self._cluster_live = False
+        if rule.cluster and self._cluster is not None:
+            cwait = self._cluster.wait(res.name, now, share)
+            if cwait is not None:
+                self._cluster_live = True
+                if cwait > 0:
+                    return FlowCode.CLUSTER_RATE_LIMITED, cwait, "no cluster token"
+                return None
+            # Server unreachable: the local bucket holds this process's fallback share of the global rate.
+        if res.bucket is not None:
+            wait = res.bucket.wait(now, share)
+            if wait > 0:
+                return FlowCode.RATE_LIMITED, wait, f"over {res.bucket.rate:g}/s"
+        return None
+
+    def _exit(self, ticket: Ticket, ok: bool) -> None:
+        with self._lock:
+            now = self.clock()
+            res = ticket._res
+            rt = max(0.0, now - ticket.start)
+            res.inflight -= 1
+            self.inflight -= 1
+            res.exits["ok" if ok else "error"] += 1
+            res.rt_ewma = rt if res.rt_ewma == 0.0 else res.rt_ewma + (rt - res.rt_ewma) * 0.1
+            if res.adaptive is not None:
+                res.adaptive.sample(now, rt, ticket._inflight_at)
+            if res.breaker is not None:
+                res.breaker.record(now, rt, ok, ticket._probe)
+            self._system.record(now, rt)
+
+    # -- reporting -----------------------------------------------------------------------------------------
+
+    def decisions(self) -> list[tuple[str, str, str, int]]:
+        """Every decision so far as (resource, priority, decision, count); decision is "pass" or a reason."""
+        with self._lock:
+            return [
+                (res.name, Priority(p).name, decision, n)
+                for res in self._resources.values()
+                for (p, decision), n in sorted(res.counts.items())
+            ]
+
+    def status(self) -> dict[str, Any]:
+        """The state of every resource, the system window and every decision counted (GET /v1/flow)."""
+        with self._lock:
+            now = self.clock()
+            resources: dict[str, Any] = {}
+            for res in self._resources.values():
+                decisions: dict[str, dict[str, int]] = {}
+                for (p, decision), n in sorted(res.counts.items()):
+                    decisions.setdefault(Priority(p).name, {})[decision] = n
+                one: dict[str, Any] = {
+                    "inflight": res.inflight,
+                    "concurrency_limit": res.concurrency_limit(),
+                    "rate_per_s": res.rule.rate_per_s or None,
+                    "cluster": res.rule.cluster,
+                    "rt_ms_ewma": round(res.rt_ewma * 1000.0, 3),
+                    "decisions": decisions,
+                    "passed": sum(n for (_, d), n in res.counts.items() if d == "pass"),
+                    "refused": sum(n for (_, d), n in res.counts.items() if d != "pass"),
+                    "exits": dict(res.exits),
+                }
+                if res.bucket is not None:
+                    one["bucket"] = {
+                        "rate_per_s": res.bucket.rate,
+                        "burst": res.bucket.burst,
+                        "tokens": round(res.bucket.tokens(now), 3),
+                        "warm_rate_per_s": round(res.bucket.current_rate(), 3),
+                    }
+                if res.adaptive is not None:
+                    one["adaptive"] = res.adaptive.status()
+                if res.breaker is not None:
+                    one["breaker"] = res.breaker.status(now)
+                if res.hot is not None:
+                    one["hot"] = res.hot.status(now)
+                resources[res.name] = one
+            out: dict[str, Any] = {
+                "version": self._rules.version,
+                "reloads": self.reloads,
+                "inflight": self.inflight,
+                "shares": dict(self._rules.shares),
+                "system": self._system.status(now),
+                "resources": resources,
+                "passed": sum(r["passed"] for r in resources.values()),
+                "refused": sum(r["refused"] for r in resources.values()),
+            }
+            if self._cluster is not None:
+                status = getattr(self._cluster, "status", None)
+                out["cluster"] = status() if callable(status) else {}
+            return out
