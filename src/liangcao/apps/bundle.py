@@ -10,6 +10,7 @@ from liangcao.contracts.base import Registry
 
 def default_registry() -> Registry:
     """Every built-in contract: the system contract and the shipped applications."""
+    from liangcao.apps.abs.deal import AbsDeal
     from liangcao.apps.cover.contract import Cover
     from liangcao.apps.scf.bills import Bills
     from liangcao.apps.scf.factoring import Factoring
@@ -34,6 +35,7 @@ def default_registry() -> Registry:
             Factoring(),
             Trace(),
             DangerousGoods(),
+            AbsDeal(),
             Cover(),
         ]
     )
