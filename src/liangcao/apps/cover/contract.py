@@ -51,15 +51,17 @@ from typing import Annotated, Any
 
 import msgspec
 
+from liangcao import limits
 from liangcao.apps.cover import rules
 from liangcao.apps.cover.rules import DAY_MS, CoverCode
-from liangcao.apps.trace.anchor import EventRecord
 from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, Record, Signer, query, transaction
-from liangcao.domain import Money, OrgId
+from liangcao.domain import Money, OrgId, org_of
 from liangcao.errors import InvariantViolation
+from liangcao.trace.depth import check_json
 from liangcao.trace.facts import facts as event_facts
 from liangcao.trace.facts import index_form
+from liangcao.trace.hashing import Hasher, hash_of_prehash
 
 _decoder = msgspec.json.Decoder(float_hook=Decimal)  # EPCIS quantities are decimals: never a float here
 _BTT = ("https://ref.gs1.org/cbv/BTT-", "urn:epcglobal:cbv:btt:", "cbv:BTT-", "gs1:BTT-")
@@ -129,6 +131,7 @@ class Policy(Record):
     address: str
     device: str
     bought_ms: int
+    height: int  # the block that sold it: a pickup anchored before it proves nothing
     window_end_ms: int
     status: str  # active | held | approved | paid | rejected | expired
     premium_transfer: str
@@ -213,6 +216,13 @@ class PriceArgs(Args):
 class ClaimArgs(Args):
     policy: PolicyId
     event: EventId | None = None  # the pickup (return shipping) or drop-off (local return) event
+    # For an event the trace contract anchored compactly (its text is in the capture's transaction, not in
+    # state): the event's JSON text, and the capture's context and ignored fields, to recompute its hash id.
+    event_text: Annotated[str, msgspec.Meta(max_length=limits.trace_event_bytes_max)] = ""
+    context: Annotated[str, msgspec.Meta(max_length=limits.trace_context_bytes_max)] = ""
+    ignore: Annotated[list[Annotated[str, msgspec.Meta(max_length=200)]], msgspec.Meta(max_length=32)] = msgspec.field(
+        default_factory=list
+    )
 
 
 class PolicyArgs(Args):
@@ -438,6 +448,7 @@ class Cover(Contract):
                 address=a.address,
                 device=a.device,
                 bought_ms=ctx.time_ms,
+                height=ctx.height,
                 window_end_ms=ctx.time_ms + product.window_days * DAY_MS,
                 status="active",
                 premium_transfer="",
@@ -486,7 +497,7 @@ class Cover(Contract):
         if pol.kind == "price_protection":
             amount, rule, found = self._price_drop(ctx, pol, product)
         else:
-            amount, rule, found = self._return_fact(ctx, pol, product, a.event)
+            amount, rule, found = self._return_fact(ctx, pol, product, a.event, a.event_text, a.context, a.ignore)
         held = self._bulk(ctx, pol)
         claim = Claim(
             policy=pol.id,
@@ -543,7 +554,14 @@ class Cover(Contract):
         ctx.fail(CoverCode.NO_FACT, f"no regular price of {pol.sku} below {pol.price_paid} since the purchase")
 
     def _return_fact(
-        self, ctx: Context, pol: Policy, product: Product, event_id: str | None
+        self,
+        ctx: Context,
+        pol: Policy,
+        product: Product,
+        event_id: str | None,
+        text: str,
+        context: str,
+        ignore: list[str],
     ) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
         pickup = pol.kind == "return_shipping"
         step, recorders = ("shipping", rules.PICKUP_RECORDERS) if pickup else ("receiving", rules.DROPOFF_RECORDERS)
@@ -551,17 +569,15 @@ class Cover(Contract):
         if event_id is None:
             ctx.fail(CoverCode.NO_FACT, f"a {pol.kind} claim names {what} event (event)")
         hx = event_id[len("ni:///sha-256;") :][:64]
-        record = ctx.read(f"trace/e/{hx}", EventRecord)
-        if record is None or record.id.split("?")[0] != event_id.split("?")[0]:
-            ctx.fail(CoverCode.NO_FACT, f"no event {event_id} is anchored by the trace contract")
+        anchored = self._anchored(ctx, hx, event_id, text, context, ignore)
         if ctx.exists(f"used/{hx}"):
             ctx.fail(CoverCode.FACT_USED, f"event {event_id} already decided a claim")
-        org = ctx.consortium().orgs.get(record.org)
+        org = ctx.consortium().orgs.get(anchored["org"])
         org_type = str(org.type) if org is not None else ""
         if org_type not in recorders:
             ctx.fail(CoverCode.WRONG_FACT, f"{what} is recorded by a {' or '.join(recorders)}, not a {org_type or '?'}")
+        event = anchored["event"]
         try:
-            event = _decoder.decode(record.event)
             f = event_facts(event)
         except Exception:  # anchored events were checked when captured; one that no longer reads proves nothing
             ctx.fail(CoverCode.WRONG_FACT, f"event {event_id} cannot be read")
@@ -574,7 +590,7 @@ class Cover(Contract):
         rma = sorted(str(v) for k, v in kinds if k == "rma")
         if not rma:
             ctx.fail(CoverCode.WRONG_FACT, f"event {event_id} names no return (an rma transaction)")
-        if record.record_ms < pol.bought_ms or f.time_ms < pol.bought_ms:
+        if anchored["height"] < pol.height or f.time_ms < pol.bought_ms:
             ctx.fail(CoverCode.WRONG_FACT, f"event {event_id} happened before the policy was bought")
         if f.time_ms > pol.window_end_ms:
             ctx.fail(CoverCode.AFTER_WINDOW, f"{what} happened after the window closed")
@@ -604,12 +620,12 @@ class Cover(Contract):
         ctx.put(f"used/{hx}", pol.id)
         fact = {
             "fact": "epcis",
-            "event": record.id,
+            "event": event_id,
             "bizStep": step,
-            "org": record.org,
-            "by": record.by,
+            "org": anchored["org"],
+            "by": anchored["by"],
             "time_ms": f.time_ms,
-            "tx": record.tx,
+            "tx": anchored["tx"],
             "order": pol.order,
             "rma": rma[0],
         }
@@ -621,6 +637,42 @@ class Cover(Contract):
             "address": pol.address if pickup else "",
         }
         return pol.exposure, rule, [fact]
+
+    def _anchored(
+        self, ctx: Context, hx: str, event_id: str, text: str, context: str, ignore: list[str]
+    ) -> dict[str, Any]:
+        """The event anchored by the ``trace`` contract under ``hx``: its JSON, who recorded it, in which tx and height.
+
+        The trace contract keeps either the whole record (text, context, org) or, for a compact capture, only
+        a reference to the transaction that carried the text, which a contract cannot read. Then the claim
+        carries the text (and the capture's context and ignored fields) and this contract recomputes the CBV
+        2.0 hash id: text that is not the anchored event's cannot match it."""
+        stored = ctx.read(f"trace/e/{hx}")  # read as a plain value: the layout depends on how it was captured
+        if not isinstance(stored, dict):
+            ctx.fail(CoverCode.NO_FACT, f"no event {event_id} is anchored by the trace contract")
+        if isinstance(stored.get("event"), str):
+            text, context, ignore = stored["event"], str(stored.get("context") or ""), list(stored.get("ignore") or [])
+            org = str(stored.get("org") or "")
+        elif not text:
+            ctx.fail(
+                CoverCode.NO_FACT, f"event {event_id} is anchored compactly: the claim carries its text (event_text)"
+            )
+        else:
+            org = org_of(str(stored.get("by") or ""))
+        try:
+            check_json(context, "the context")
+            check_json(text, "the event")
+            hasher = Hasher(_decoder.decode(context) if context else None, ignore)
+            event = _decoder.decode(text)
+            computed = hash_of_prehash(hasher.event(event, checked=True))
+        except (RecursionError, MemoryError):
+            raise
+        except Exception:  # too deep, not JSON, not an event: it cannot be the anchored one
+            ctx.fail(CoverCode.WRONG_FACT, f"the text given for {event_id} is not an EPCIS event")
+        if computed[len("ni:///sha-256;") :][:64] != hx or not isinstance(event, dict):
+            ctx.fail(CoverCode.WRONG_FACT, f"the text given is not the event anchored as {event_id}")
+        return {"event": event, "org": org, "by": str(stored.get("by") or ""), "tx": str(stored.get("tx") or ""),
+                "height": int(stored.get("height") or 0)}  # fmt: skip
 
     def _bulk(self, ctx: Context, pol: Policy) -> str:
         """Why the claim waits for review ("" if it does not): accounts sharing the device or the address."""
