@@ -1,7 +1,85 @@
-"""``liangcao checkout ...``: the command line of ``liangcao.checkout``, mounted by ``liangcao.cli``."""
+"""``liangcao checkout ...``: the command line of ``liangcao.checkout``, mounted by ``liangcao.cli``.
+
+``start`` runs the gateway (an embedded payments engine in ``HOME/pay``, or PostgreSQL with ``--pg``);
+``surge`` runs the midnight surge simulator against real gateway processes (``liangcao.checkout.surge``).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
 import typer
+from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(help="checkout", no_args_is_help=True, add_completion=False)
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One line on stderr (never a traceback), then exit ``code``."""
+    err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command("start")
+def start_cmd(
+    home: Annotated[Path, typer.Option("--home", help="the gateway's folder (orders; the engine in HOME/pay)")],
+    port: Annotated[int, typer.Option("--port")] = 8290,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    pg: Annotated[str | None, typer.Option("--pg", help="a PostgreSQL DSN for the payments core")] = None,
+    fee_bps: Annotated[int, typer.Option("--fee-bps", help="platform fee, basis points of the amount")] = 60,
+    auto_confirm_s: Annotated[
+        int, typer.Option("--auto-confirm-s", help="seconds after payment until auto-confirmation")
+    ] = 10 * 24 * 3600,
+    rules: Annotated[Path | None, typer.Option("--rules", help="flow-control rules (JSON); default: built in")] = None,
+    no_flow: Annotated[bool, typer.Option("--no-flow", help="no flow control (for comparison only)")] = False,
+    sync_full: Annotated[bool, typer.Option("--sync-full", help="fsync the order store on every commit")] = False,
+) -> None:
+    """Run the checkout gateway."""
+    import gc
+
+    import uvicorn
+
+    from liangcao.checkout.codes import CheckoutError
+    from liangcao.checkout.http import create_app, default_rules
+    from liangcao.checkout.money import Serialized
+    from liangcao.checkout.service import Checkout
+    from liangcao.errors import LiangcaoError, StoreError
+    from liangcao.flow import FlowError, Gate, rules_from_json
+
+    gate = None
+    if not no_flow:
+        try:
+            gate = Gate(rules_from_json(rules.read_bytes()) if rules else default_rules())
+        except (OSError, FlowError) as exc:
+            fail(f"{rules}: {exc}")
+    backend: Any
+    try:
+        if pg:
+            from liangcao.payments.postgres import PostgresBackend
+
+            backend = Serialized(PostgresBackend(pg))
+        else:
+            from liangcao.payments import Engine
+
+            backend = Engine(home / "pay")
+    except (LiangcaoError, StoreError) as exc:
+        fail(exc.message)
+    try:
+        co = Checkout(home, backend, fee_bps=fee_bps, auto_confirm_s=auto_confirm_s, sync_full=sync_full)
+    except CheckoutError as exc:
+        backend.close()
+        fail(exc.message)
+    gc.collect()
+    gc.freeze()
+    where = "PostgreSQL" if pg else f"engine in {home / 'pay'}"
+    flow = "off" if gate is None else "on"
+    console.print(f"checkout gateway on http://{host}:{port} ({where}; flow control {flow})", soft_wrap=True)
+    try:
+        uvicorn.run(create_app(co, gate), host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        co.close()
+        backend.close()

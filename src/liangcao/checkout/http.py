@@ -1,0 +1,363 @@
+"""The checkout gateway's HTTP API (FastAPI + msgspec), behind flow control.
+
+Every mutating request carries an ``Idempotency-Key`` header; a retry with the same key and the same
+request gets the first answer again (``Idempotent-Replayed: true``). Bodies are small JSON objects read
+with msgspec (a body over ``body_bytes_max`` is refused with 413 before it is read whole); money is an
+integer number of fen (a float, a string or a negative number is refused with its own code). Every answer
+that is not a success is ``{"code", "name", "message"}`` with the status registered for the code; a bug is
+answered 503 ``INTERNAL``, never 500.
+
+Admission: :class:`liangcao.flow.asgi.FlowMiddleware` classifies each request before FastAPI sees it
+(:func:`classify`): paying and creating orders (``PAY``), confirming and refunding (``CONFIRM``), order and
+wallet queries (``QUERY``), merchants' order lists (``BROWSE``) and settlement reports (``REPORT``); the hot
+parameter is the merchant (the part of an order id before its dot), so one hot shop cannot starve the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import msgspec
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from liangcao import __version__
+from liangcao.checkout import limits
+from liangcao.checkout.codes import CheckoutCode, CheckoutError
+from liangcao.checkout.service import Checkout, Reply
+from liangcao.flow import Gate, Priority, Rules
+from liangcao.flow.asgi import FlowMiddleware, Scope, flow_router
+
+
+class OrderIn(msgspec.Struct, forbid_unknown_fields=True):
+    buyer: str
+    merchant: str
+    amount: Any  # fen; checked by the service so that a float gets its own code
+    currency: str = "CNY"
+    note: str = ""
+
+
+class PayIn(msgspec.Struct, forbid_unknown_fields=True):
+    method: str = "wallet"
+    step_up: dict[str, Any] | None = None  # a passkey assertion, when the answer before was STEP_UP_REQUIRED
+
+
+class RefundIn(msgspec.Struct, forbid_unknown_fields=True):
+    amount: Any
+    reason: str = ""
+
+
+class TopupIn(msgspec.Struct, forbid_unknown_fields=True):
+    amount: Any
+
+
+class Empty(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+def _decode(t: type[Any], data: bytes) -> Any:
+    try:
+        return msgspec.json.decode(data or b"{}", type=t, strict=True)
+    except msgspec.ValidationError as exc:
+        raise CheckoutError(CheckoutCode.BAD_REQUEST, f"invalid body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise CheckoutError(CheckoutCode.BAD_REQUEST, f"body is not JSON: {exc}") from None
+
+
+def _merchant_of(order_id: str) -> str:
+    return order_id.split(".", 1)[0]
+
+
+def classify(scope: Scope) -> tuple[str, Priority, str | None] | None:
+    """(resource, priority, hot merchant) of a request, or None for the service's own endpoints."""
+    path: str = scope["path"]
+    method: str = scope["method"]
+    parts = path.strip("/").split("/")
+    if len(parts) < 2 or parts[0] != "v1":
+        return None
+    noun = parts[1]
+    if noun == "orders":
+        if method == "POST" and len(parts) == 2:
+            return "order", Priority.PAY, None
+        if len(parts) == 4 and method == "POST":
+            verb = parts[3]
+            if verb == "pay":
+                return "pay", Priority.PAY, _merchant_of(parts[2])
+            return (
+                verb if verb in ("confirm", "refund", "cancel") else "other",
+                Priority.CONFIRM,
+                _merchant_of(parts[2]),
+            )
+        if len(parts) == 3:
+            return "query", Priority.QUERY, _merchant_of(parts[2])
+    if noun == "wallets":
+        if method == "POST":
+            return "topup", Priority.CONFIRM, None
+        return "query", Priority.QUERY, None
+    if noun == "merchants" and len(parts) >= 4:
+        if parts[3] == "settlement":
+            return "report", Priority.REPORT, parts[2]
+        return "browse", Priority.BROWSE, parts[2]
+    return None
+
+
+def default_rules() -> Rules:
+    """The gateway's rules when none are given: protect latency, shed by priority (see docs/checkout.md)."""
+    from liangcao.flow import AdaptiveRule, HotRule, ResourceRule, SystemRule
+
+    adaptive = AdaptiveRule(limit_min=8, limit_max=256, limit_initial=32)
+    hot = HotRule(rate_per_s=2000.0)
+    return Rules(
+        version=1,
+        resources=[
+            ResourceRule(name="pay", adaptive=adaptive, hot=hot),
+            ResourceRule(name="order", adaptive=adaptive),
+            ResourceRule(name="confirm", adaptive=adaptive, hot=hot),
+            ResourceRule(name="refund", concurrency_max=32),
+            ResourceRule(name="query", concurrency_max=32),
+            ResourceRule(name="browse", concurrency_max=8, hot=HotRule(rate_per_s=200.0)),
+            ResourceRule(name="report", concurrency_max=4, rate_per_s=20.0),
+        ],
+        default=ResourceRule(name="default", concurrency_max=16),
+        system=SystemRule(inflight_max=96, bbr=True),
+    )
+
+
+class Counters:
+    """Requests answered, by route and status (read by ``/metrics``)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.answers: dict[tuple[str, int], int] = {}
+
+    def add(self, route: str, status: int) -> None:
+        with self.lock:
+            self.answers[(route, status)] = self.answers.get((route, status), 0) + 1
+
+
+def _reply(r: Reply, status: int | None = None) -> Response:
+    headers = {"Idempotent-Replayed": "true"} if r.replayed else None
+    return Response(
+        msgspec.json.encode(r.body), status_code=status or r.status, media_type="application/json", headers=headers
+    )
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
+
+
+def _err(exc: CheckoutError) -> Response:
+    return _json(exc.body(), exc.status)
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refused with 413 (``BODY_TOO_LARGE``) past ``body_bytes_max`` (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    too_large = CheckoutError(
+        CheckoutCode.BODY_TOO_LARGE, f"body over body_bytes_max={limits.body_bytes_max} bytes (nothing written)"
+    )
+    if declared is not None and declared.isdigit() and int(declared) > limits.body_bytes_max:
+        raise too_large
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limits.body_bytes_max:
+            raise too_large
+    return bytes(data)
+
+
+def create_app(co: Checkout, gate: Gate | None = None, *, auto_confirm_every_s: float = 1.0) -> Any:
+    """The gateway's ASGI app over ``co``; with ``gate``, behind :class:`FlowMiddleware` (else unguarded)."""
+    counters = Counters()
+    stop = threading.Event()
+
+    def sweeper() -> None:
+        # Engine time passes without traffic: orders whose window ended settle within about a second, and
+        # operations left open by a failed payments core are finished.
+        while not stop.wait(auto_confirm_every_s):
+            with contextlib.suppress(Exception):
+                co.auto_confirm_due()
+                co.recover()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        import anyio.to_thread
+
+        # More worker threads than the default 40: a request waiting for its batch holds one, and batching
+        # needs many waiting together.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 128
+        t = threading.Thread(target=sweeper, name="checkout-sweeper", daemon=True)
+        if auto_confirm_every_s > 0:
+            t.start()
+        yield
+        stop.set()
+
+    app = FastAPI(
+        title="liangcao checkout",
+        version=__version__,
+        description="Orders and escrow (担保交易) over the payments core, behind flow control.",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(CheckoutError)
+    async def _checkout(_: Request, exc: CheckoutError) -> Response:
+        return _err(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return _err(CheckoutError(CheckoutCode.BAD_REQUEST, f"{where}: {first.get('msg', 'invalid')}"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            return _err(CheckoutError(CheckoutCode.METHOD_NOT_ALLOWED, "method not allowed on this path"))
+        if exc.status_code == 404:
+            return _err(CheckoutError(CheckoutCode.ROUTE_NOT_FOUND, "no such endpoint (see /docs)"))
+        return _err(CheckoutError(CheckoutCode.BAD_REQUEST, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> Response:
+        return _err(CheckoutError(CheckoutCode.INTERNAL, f"internal error: {type(exc).__name__} (logged)"))
+
+    async def call(route: str, fn: Any, *args: Any) -> Response:
+        try:
+            r = await run_in_threadpool(fn, *args)
+        except CheckoutError as exc:
+            counters.add(route, exc.status)
+            raise
+        if isinstance(r, Reply):
+            counters.add(route, r.status)
+            return _reply(r)
+        counters.add(route, 200)
+        return _json(r)
+
+    def key_of(request: Request) -> str | None:
+        return request.headers.get("idempotency-key")
+
+    def body_schema(t: Any) -> dict[str, Any]:
+        (schema,), components = msgspec.json.schema_components([t], ref_template="#/components/schemas/{name}")
+        return {
+            "requestBody": {"content": {"application/json": {"schema": schema}}, "required": False},
+            "x-components": components,
+        }
+
+    @app.post("/v1/orders", summary="Create an order", openapi_extra=body_schema(OrderIn), status_code=201)
+    async def create_order(request: Request) -> Response:
+        o = _decode(OrderIn, await read_body(request))
+        return await call("create", co.create_order, key_of(request), o.buyer, o.merchant, o.amount, o.currency, o.note)
+
+    @app.get("/v1/orders/{order_id}", summary="An order, its payment and refunds")
+    async def get_order(order_id: str) -> Response:
+        return await call("get", co.get_order, order_id)
+
+    @app.post("/v1/orders/{order_id}/pay", summary="Pay into escrow", openapi_extra=body_schema(PayIn))
+    async def pay(order_id: str, request: Request) -> Response:
+        p = _decode(PayIn, await read_body(request))
+        client = {"ip": request.client.host if request.client else "", "ua": request.headers.get("user-agent", "")}
+        return await call("pay", co.pay, key_of(request), order_id, p.method, p.step_up, client)
+
+    @app.post("/v1/orders/{order_id}/confirm", summary="Confirm receipt: settle to the merchant")
+    async def confirm(order_id: str, request: Request) -> Response:
+        _decode(Empty, await read_body(request))
+        return await call("confirm", co.confirm, key_of(request), order_id)
+
+    @app.post("/v1/orders/{order_id}/refund", summary="Refund part or all", openapi_extra=body_schema(RefundIn))
+    async def refund(order_id: str, request: Request) -> Response:
+        r = _decode(RefundIn, await read_body(request))
+        return await call("refund", co.refund, key_of(request), order_id, r.amount, r.reason)
+
+    @app.post("/v1/orders/{order_id}/cancel", summary="Cancel an unpaid order")
+    async def cancel(order_id: str, request: Request) -> Response:
+        _decode(Empty, await read_body(request))
+        return await call("cancel", co.cancel, key_of(request), order_id)
+
+    @app.post("/v1/wallets/{buyer}/topup", summary="Money into a wallet", openapi_extra=body_schema(TopupIn))
+    async def topup(buyer: str, request: Request) -> Response:
+        t = _decode(TopupIn, await read_body(request))
+        return await call("topup", co.topup, key_of(request), buyer, t.amount)
+
+    @app.get("/v1/wallets/{buyer}", summary="A wallet's balance")
+    async def wallet(buyer: str) -> Response:
+        return await call("wallet", co.wallet, buyer)
+
+    @app.get("/v1/merchants/{merchant}/orders", summary="A merchant's newest orders")
+    async def merchant_orders(merchant: str, limit: int = 50) -> Response:
+        return await call("browse", co.merchant_orders, merchant, limit)
+
+    @app.get("/v1/merchants/{merchant}/settlement", summary="A merchant's settlement report")
+    async def settlement(merchant: str, from_ms: int = 0, to_ms: int = 0) -> Response:
+        return await call("report", co.settlement_report, merchant, from_ms, to_ms)
+
+    @app.post("/v1/auto-confirm", summary="Settle every order whose window has ended, now")
+    async def auto_confirm() -> Response:
+        return await call("auto_confirm", lambda: {"settled": co.auto_confirm_due()})
+
+    @app.get("/v1/health", summary="Liveness")
+    async def health() -> Response:
+        return _json({"status": "ok", "version": __version__, "backend": type(co.backend).__name__})
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response("".join(_metrics(co, counters, gate)), media_type="text/plain; version=0.0.4")
+
+    if gate is not None:
+        app.include_router(flow_router(gate))
+
+    components: dict[str, Any] = {}
+    for t in (OrderIn, PayIn, RefundIn, TopupIn):
+        components.update(body_schema(t)["x-components"])
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(components)
+            for path in spec.get("paths", {}).values():
+                for op in path.values():
+                    op.pop("x-components", None)
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    if gate is None:
+        return app
+    return FlowMiddleware(app, gate, classify)
+
+
+def _metrics(co: Checkout, counters: Counters, gate: Gate | None) -> Iterator[str]:
+    yield "# TYPE checkout_answers_total counter\n"
+    with counters.lock:
+        answers = sorted(counters.answers.items())
+    for (route, status), n in answers:
+        yield f'checkout_answers_total{{route="{route}",status="{status}"}} {n}\n'
+    b = co.batcher
+    yield "# TYPE checkout_batches_total counter\n"
+    yield f"checkout_batches_total {b.batches}\n"
+    yield "# TYPE checkout_batch_events_total counter\n"
+    yield f"checkout_batch_events_total {b.events}\n"
+    yield "# TYPE checkout_batch_events_largest gauge\n"
+    yield f"checkout_batch_events_largest {b.largest}\n"
+    yield "# TYPE checkout_orders gauge\n"
+    for state, n in co.store.read("SELECT state, COUNT(*) FROM orders GROUP BY state"):
+        from liangcao.checkout.states import OrderState
+
+        yield f'checkout_orders{{state="{OrderState(state).name.lower()}"}} {n}\n'
+    if gate is not None:
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        from liangcao.flow.metrics import FlowCollector
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(FlowCollector(gate))
+        yield generate_latest(registry).decode()
+    yield f"# TYPE checkout_time_seconds gauge\ncheckout_time_seconds {time.time():.3f}\n"
