@@ -1,0 +1,302 @@
+"""The online model: a serving champion, its training copy, drift detection, a challenger, versions.
+
+Theory of operation
+-------------------
+Decisions are scored by the *serving* model, an immutable copy published from the *training* model every
+``publish_every`` labels (and on a promotion or a rollback). Each published copy is a numbered version
+(``m1``, ``m2``, ...) pickled in the home folder, so a decision names the exact parameters that scored it and
+can be reproduced later, and an operator can roll back to any kept version.
+
+Every label is first scored by the training model (prequential: test, then train). Its error |y - p| feeds
+ADWIN; when ADWIN detects a change *upwards* (the error grew: the fraud changed), a challenger is started: a
+fresh model of the same kind (``clone()``), warmed on the most recent labelled examples and then learning
+every new label beside the champion. Both are scored on each new label before learning from it; the paired
+differences of their log losses over the last ``compare_window`` labels decide: when the mean difference
+favours the challenger by ``promote_z`` standard errors (a paired z-test) it becomes the champion and is
+published at once. A challenger that has not won after ``challenger_labels_max`` labels is dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import re
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from river import drift, linear_model, optim, preprocessing
+
+from liangcao.risk import limits
+from liangcao.risk.codes import RiskCode, RiskError, RiskFault
+
+
+class Classifier(Protocol):
+    """What the engine needs of a River classifier (a pipeline of scaler and model is one)."""
+
+    def predict_proba_one(self, x: dict[str, float]) -> dict[bool, float]: ...
+    def learn_one(self, x: dict[str, float], y: bool, *, w: float = 1.0) -> None: ...
+    def clone(self) -> Classifier: ...
+
+
+def _adwin(delta: float) -> Any:
+    # River's drift detectors are untyped; the engine uses update(), drift_detected and estimation.
+    return drift.ADWIN(delta=delta)  # type: ignore[no-untyped-call]
+
+
+def logistic(learning_rate: float = 0.05, l2: float = 1e-4) -> Classifier:
+    """Feature scaling then logistic regression by SGD: ~10 us to score, ~30 us to learn one example."""
+    model: Classifier = preprocessing.StandardScaler() | linear_model.LogisticRegression(
+        optimizer=optim.SGD(learning_rate), l2=l2
+    )
+    return model
+
+
+def forest(seed: int = 7) -> Classifier:
+    """An adaptive random forest (slower: for comparison; the default is :func:`logistic`)."""
+    from river import forest as rf
+
+    model: Classifier = preprocessing.StandardScaler() | rf.ARFClassifier(n_models=5, seed=seed)
+    return model
+
+
+MODELS: dict[str, Callable[[], Classifier]] = {"logistic": logistic, "forest": forest}
+
+
+def write_atomic(path: Path, data: bytes, durable: bool) -> None:
+    """Write ``path`` whole or not at all (temp file and rename); ``durable`` also fsyncs file and folder."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    if durable:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_VERSION = re.compile(r"^m(\d{1,9})$")
+
+
+class VersionStore:
+    """Published model versions: pickles in ``home/models`` (or in memory without a home), oldest pruned."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self.memory: dict[str, bytes] = {}
+        self.last = 0
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            for p in folder.glob("m*.pkl"):
+                m = _VERSION.match(p.stem)
+                if m:
+                    self.last = max(self.last, int(m.group(1)))
+
+    def versions(self) -> list[str]:
+        if self.folder is None:
+            return sorted(self.memory, key=lambda v: int(v[1:]))
+        found = [p.stem for p in self.folder.glob("m*.pkl") if _VERSION.match(p.stem)]
+        return sorted(found, key=lambda v: int(v[1:]))
+
+    def put(self, model: Classifier, keep: str | None = None) -> str:
+        self.last += 1
+        version = f"m{self.last}"
+        data = pickle.dumps(model, protocol=5)
+        if self.folder is None:
+            self.memory[version] = data
+        else:
+            # Not fsynced here (this may run between decisions): the next snapshot fsyncs the folder.
+            write_atomic(self.folder / f"{version}.pkl", data, durable=False)
+            write_atomic(self.folder / "CURRENT", version.encode(), durable=False)
+        self._prune(keep)
+        return version
+
+    def _prune(self, keep: str | None) -> None:
+        versions = self.versions()
+        excess = len(versions) - limits.model_versions_max
+        for v in versions:
+            if excess <= 0:
+                break
+            if v in (keep, f"m{self.last}"):
+                continue
+            if self.folder is None:
+                del self.memory[v]
+            else:
+                (self.folder / f"{v}.pkl").unlink(missing_ok=True)
+            excess -= 1
+
+    def get(self, version: str) -> Classifier:
+        if not _VERSION.match(version):
+            raise RiskError(RiskCode.UNKNOWN_MODEL_VERSION, f"{version!r} is not a model version (m1, m2, ...)")
+        if self.folder is None:
+            data = self.memory.get(version)
+        else:
+            path = self.folder / f"{version}.pkl"
+            data = path.read_bytes() if path.exists() else None
+        if data is None:
+            raise RiskError(RiskCode.UNKNOWN_MODEL_VERSION, f"model version {version} is not kept (or never was)")
+        try:
+            model: Classifier = pickle.loads(data)
+        except Exception as exc:  # a damaged file in our own folder: this machine's fault, not the caller's
+            raise RiskFault(RiskCode.SNAPSHOT_BAD, f"model version {version} does not load: {exc}") from None
+        return model
+
+
+def _log_loss(y: bool, p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return -math.log(p if y else 1 - p)
+
+
+class Models:
+    """Champion (serving + training), challenger, drift detector and the version store."""
+
+    def __init__(
+        self,
+        store: VersionStore,
+        fresh: Classifier,
+        *,
+        publish_every: int = 1000,
+        compare_window: int = 2000,
+        challenger_min_labels: int = 300,
+        challenger_min_positives: int = 10,
+        challenger_labels_max: int = 20_000,
+        promote_z: float = 2.33,
+        adwin_delta: float = 0.002,
+        warm_max: int = 2000,
+    ) -> None:
+        if not 0 < compare_window <= limits.compare_window_max:
+            raise ValueError(f"compare_window must be within 1..{limits.compare_window_max}")
+        self.store = store
+        self.publish_every = publish_every
+        self.compare_window = compare_window
+        self.challenger_min_labels = challenger_min_labels
+        self.challenger_min_positives = challenger_min_positives
+        self.challenger_labels_max = challenger_labels_max
+        self.promote_z = promote_z
+        self.adwin_delta = adwin_delta
+        self.train = fresh
+        self.challenger: Classifier | None = None
+        self.adwin = _adwin(adwin_delta)
+        self.learned = 0
+        self.since_publish = 0
+        self.challenger_learned = 0
+        self.diffs: deque[tuple[float, bool]] = deque()
+        self.diff_sum = 0.0
+        self.diff_sq = 0.0
+        self.diff_pos = 0
+        self.recent: deque[tuple[dict[str, float], bool, float]] = deque(maxlen=warm_max)
+        self.warm: deque[tuple[dict[str, float], bool, float]] = deque()
+        self.events: deque[dict[str, Any]] = deque(maxlen=1000)  # drift, challenger, promotion, rollback
+        self.serving = pickle.loads(pickle.dumps(fresh, protocol=5))
+        self.serving_version = ""
+
+    # Snapshots carry the training side; the serving side is the version named.
+    def state(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k not in ("store", "serving")}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+        self.serving = self.store.get(self.serving_version)
+
+    def score(self, x: dict[str, float]) -> float:
+        p: float = self.serving.predict_proba_one(x).get(True, 0.0)
+        return p
+
+    def publish(self, reason: str, now: int) -> str:
+        self.serving = pickle.loads(pickle.dumps(self.train, protocol=5))
+        self.serving_version = self.store.put(self.serving, keep=self.serving_version)
+        self.since_publish = 0
+        if reason != "periodic":
+            self.events.append(
+                {"event": reason, "version": self.serving_version, "at_ms": now, "learned": self.learned}
+            )
+        return self.serving_version
+
+    def learn(self, x: dict[str, float], y: bool, w: float, now: int) -> None:
+        """Learn one label (prequentially: the error and the comparison use the prediction made before)."""
+        p = self.train.predict_proba_one(x).get(True, 0.0)
+        before = self.adwin.estimation
+        self.adwin.update(abs(float(y) - p))
+        if self.adwin.drift_detected and self.adwin.estimation > before and self.challenger is None:
+            self._start_challenger(now)
+        ch = self.challenger
+        if ch is not None:
+            for _ in range(4):  # warm the challenger on recent examples, a few per label (no long pause)
+                if not self.warm:
+                    break
+                wx, wy, ww = self.warm.popleft()
+                ch.learn_one(wx, wy, w=ww)
+            q = ch.predict_proba_one(x).get(True, 0.0)
+            self._compare(_log_loss(y, p) - _log_loss(y, q), y)
+            ch.learn_one(x, y, w=w)
+            self.challenger_learned += 1
+        self.train.learn_one(x, y, w=w)
+        self.recent.append((x, y, w))
+        self.learned += 1
+        self.since_publish += 1
+        if ch is not None:
+            self._judge(now)
+        if self.since_publish >= self.publish_every:
+            self.publish("periodic", now)
+
+    def _start_challenger(self, now: int) -> None:
+        self.challenger = self.train.clone()
+        self.warm = deque(self.recent)
+        self.challenger_learned = 0
+        self.diffs.clear()
+        self.diff_sum = self.diff_sq = 0.0
+        self.diff_pos = 0
+        self.events.append({"event": "drift: challenger started", "at_ms": now, "learned": self.learned})
+
+    def _compare(self, d: float, y: bool) -> None:
+        self.diffs.append((d, y))
+        self.diff_sum += d
+        self.diff_sq += d * d
+        self.diff_pos += y
+        if len(self.diffs) > self.compare_window:
+            old, oy = self.diffs.popleft()
+            self.diff_sum -= old
+            self.diff_sq -= old * old
+            self.diff_pos -= oy
+
+    def advantage(self) -> tuple[int, float]:
+        """(labels compared, z of the challenger's mean log-loss advantage over the champion)."""
+        n = len(self.diffs)
+        if n < 2:
+            return n, 0.0
+        mean = self.diff_sum / n
+        var = max(self.diff_sq / n - mean * mean, 1e-12) * n / (n - 1)
+        return n, mean / math.sqrt(var / n)
+
+    def _judge(self, now: int) -> None:
+        n, z = self.advantage()
+        if n >= self.challenger_min_labels and self.diff_pos >= self.challenger_min_positives and z >= self.promote_z:
+            self.train = self.challenger  # type: ignore[assignment]
+            self.challenger = None
+            self.adwin = _adwin(self.adwin_delta)
+            self.publish(f"challenger promoted (z={z:.2f} over {n} labels)", now)
+        elif self.challenger_learned >= self.challenger_labels_max:
+            self.challenger = None
+            self.events.append({"event": f"challenger dropped (z={z:.2f})", "at_ms": now, "learned": self.learned})
+
+    def rollback(self, version: str, now: int) -> None:
+        model = self.store.get(version)
+        self.serving = model
+        self.serving_version = version
+        self.train = pickle.loads(pickle.dumps(model, protocol=5))
+        self.challenger = None
+        self.adwin = _adwin(self.adwin_delta)
+        self.since_publish = 0
+        self.events.append({"event": "rollback", "version": version, "at_ms": now, "learned": self.learned})
