@@ -24,6 +24,7 @@ from liangcao.api import (
     admin,
     attestations,
     chain,
+    cover,
     dg,
     epcis,
     epcis_queries,
@@ -47,6 +48,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     epcis_queries.router,  # /epcis/v2/queries (named queries, subscriptions)
     epcis.plain,  # /v1/trace/provenance
     dg.router,  # /v1/dg
+    cover.router,  # /v1/cover, /explorer/cover (before /explorer/{name})
     explorer.router,  # /explorer
     txs.router,  # /v1/txs, /v1/batch/txs
     chain.router,  # /v1/head, /v1/blocks
