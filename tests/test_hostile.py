@@ -141,7 +141,7 @@ def test_outsider_certificates_never_reach_ordering(node: Any) -> None:
         with pytest.raises(TxRejected) as exc:
             n.submit(t.raw)
         assert exc.value.code == code
-    assert len(n.mempool) == 0
+    assert n.pending_count() == 0
     # a batch: each refused on its own, nothing admitted
     bad = [
         txm.build(

@@ -1,15 +1,20 @@
-"""The solo cutter's decision table and the mempool's bounds, without a network."""
+"""The solo cutter's decision table and the solo log's bounds (the mempool), without a network."""
 
 from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conftest import NOW_MS
+from liangcao import encoding
 from liangcao.codes import Code
 from liangcao.errors import TxRejected
 from liangcao.ledger import tx as txm
 from liangcao.node.genesis import Consortium
-from liangcao.node.mempool import Mempool
+from liangcao.node.node import Node, NodeSettings
 from liangcao.ordering.solo import Cut, decide
 
 
@@ -40,21 +45,41 @@ def make(consortium: Consortium, n: int) -> txm.Tx:
     )
 
 
-def test_mempool_dedupes_bounds_and_keeps_order(consortium: Consortium) -> None:
-    clock = [1000]
-    pool = Mempool(size_max=3, clock=lambda: clock[0])
+def solo_node(tmp_path: Path, consortium: Consortium, **settings: Any) -> Node:
+    return Node(
+        tmp_path / "n.sqlite",
+        consortium.genesis,
+        orderer=consortium.org("org1").signer("orderer0"),
+        peer=consortium.org("org1").signer("peer0"),
+        settings=NodeSettings(verify_workers=1, **settings),
+    )
+
+
+def test_the_solo_log_dedupes_bounds_and_keeps_order(tmp_path: Path, consortium: Consortium) -> None:
+    """The embedded orderer's log is the mempool: one entry per envelope, refused beyond mempool_txs_max
+    (nothing remembered of the refused one), cut in admission order, and drained into blocks on stop."""
+    n = solo_node(tmp_path, consortium, block_txs_max=2, mempool_txs_max=3, block_wait_ms=60_000)
+    n._follow()  # the link, without the commit thread: nothing is cut until stop drains
     txs = [make(consortium, i) for i in range(4)]
-    assert pool.add(txs[0]) and not pool.add(txs[0])  # the same id twice is one entry
-    assert pool.add(txs[1]) and pool.add(txs[2])
+    assert n.submit(txs[0].raw)[1] == "pending" and n.submit(txs[0].raw)[1] == "pending"
+    assert n.pending_count() == 1  # the same envelope twice is one entry
+    for t in txs[1:3]:
+        n.submit(t.raw)
     with pytest.raises(TxRejected) as info:
-        pool.add(txs[3])
+        n.submit(txs[3].raw)
     assert info.value.code == Code.MEMPOOL_FULL and "mempool_txs_max=3" in info.value.message
-    # not due yet: nothing is cut; due: all, oldest first
-    assert pool.take(block_txs_max=10, block_wait_ms=50, timeout_s=0, stopping=lambda: False) == []
-    clock[0] += 50
-    got = pool.take(block_txs_max=2, block_wait_ms=50, timeout_s=0, stopping=lambda: False)
-    assert [t.tx_id for t in got] == [txs[0].tx_id, txs[1].tx_id]
-    assert len(pool) == 1 and pool.add(txs[3])
+    assert not n.is_pending(txs[3].tx_id) and n.is_pending(txs[2].tx_id)
+    n._thread = threading.Thread(target=n._run, daemon=True)
+    n._thread.start()
+    n.stop()  # drains: three transactions in blocks of at most two, in admission order
+    reopened = solo_node(tmp_path, consortium)
+    try:
+        store = reopened.ledger.store
+        assert reopened.head.height == 2
+        got = [encoding.sha256_hex(raw) for h in (1, 2) for raw in store.block(h).txs]  # type: ignore[union-attr]
+        assert got == [t.envelope_id for t in txs[:3]]
+    finally:
+        reopened.stop()
 
 
 def test_clock_starts_at_the_chain_head_and_only_moves_forward() -> None:
@@ -73,16 +98,17 @@ def test_clock_starts_at_the_chain_head_and_only_moves_forward() -> None:
 
 def test_a_cut_never_outgrows_block_bytes_max(consortium: Consortium, monkeypatch: pytest.MonkeyPatch) -> None:
     from liangcao import limits
+    from liangcao.crypto.identity import CertCache
     from liangcao.ledger.chain import check_block_size
+    from liangcao.ordering.jetstream import _take_distinct
 
     txs = [make(consortium, i) for i in range(5)]
     monkeypatch.setattr(limits, "block_bytes_max", len(txs[0].raw) * 2 + 10)
-    pool = Mempool(clock=lambda: 10**9)
-    for t in txs:
-        pool.add(t)
+    pending = [(i + 1, t.raw, t if i % 2 else None) for i, t in enumerate(txs)]  # parsed or not: the same
     cuts = []
-    while len(pool):
-        cut = pool.take(block_txs_max=10, block_wait_ms=0, timeout_s=0, stopping=lambda: True)
-        check_block_size([t.raw for t in cut])
-        cuts.append(len(cut))
+    while pending:
+        take, parsed, pending = _take_distinct(pending, 10, CertCache(), limits.block_bytes_max)
+        check_block_size([d for _, d, _ in take])
+        assert [p.tx_id for p in parsed if p is not None] == [txm.parse(d).tx_id for _, d, _ in take]
+        cuts.append(len(take))
     assert cuts == [2, 2, 1]

@@ -1,18 +1,26 @@
-"""A single node: mempool -> solo ordering -> parallel signature checks -> execute -> commit -> attest -> events.
+"""A node: admission -> ordering link -> derive -> verify -> execute -> commit -> attest -> events.
 
 Theory of operation
 -------------------
 API threads call :meth:`Node.submit`, which parses the transaction, refuses what can never commit
-(wrong chain, expired, already committed) with a stable code, and puts the rest in the bounded mempool.
-One commit thread owns the writable store. It takes a cut from the mempool (``block_txs_max`` or
-``block_wait_ms``, see :mod:`liangcao.ordering.solo`), has the signatures of the *next* cut verified in the
-process pool while it executes and commits the current one (a two-stage pipeline), seals the block as the
-orderer, commits it durably, signs an attestation as the peer, and only then tells listeners (waiting
-clients, the event stream, metrics). So nothing is reported committed before it is on disk.
+(wrong chain, expired, already committed, a signature that does not verify: checked in the process pool)
+with a stable code, and publishes the rest through the node's **ordering link**
+(:class:`~liangcao.ordering.memory.OrderingLink`): a consortium's JetStream cluster, the simulator's
+in-memory log, or, by default, :class:`~liangcao.ordering.solo.SoloLink`, the embedded orderer, whose log
+lives in this process and is bounded by ``mempool_txs_max``.
 
-Shutdown (``stop``) drains the mempool into blocks before closing: a transaction accepted before SIGTERM
-is committed, not dropped. A store fault in the commit thread stops the node (``failed`` says why) rather
-than risk a half-applied block.
+There is one commit loop, whatever the link (:meth:`Node.step`): one commit thread owns the writable store,
+takes the link's messages in order, derives blocks from them with the pure
+:class:`~liangcao.ordering.jetstream.BlockDeriver` (cuts signed by an orderer: ``block_txs_max`` or
+``block_wait_ms``), verifies what admission did not, executes, commits durably, signs an attestation as the
+peer, and only then tells listeners (waiting clients, the event stream, metrics). So nothing is reported
+committed before it is on disk. The link's orderer (this organisation's) cuts where the commit thread's own
+deriver says the chain is.
+
+Shutdown (``stop``): a solo node drains its log into blocks before closing (a transaction accepted before
+SIGTERM is committed, not dropped); a consortium peer has published what it admitted and finishes the message
+at hand. A store fault in the commit thread stops the node (``failed`` says why) rather than risk a
+half-applied block.
 """
 
 from __future__ import annotations
@@ -48,12 +56,12 @@ from liangcao.ledger.executor import Execution
 from liangcao.ledger.store import Store
 from liangcao.ledger.tx import Tx
 from liangcao.node.finality import Finality
-from liangcao.node.mempool import Mempool
 from liangcao.node.storecheck import MODES as STORE_CHECKS
 from liangcao.node.storecheck import check_store
 from liangcao.node.verify import SigVerifier
 from liangcao.ordering.jetstream import BlockDeriver, CutMarker, CutPolicy, DerivedBlock, StreamMessage
 from liangcao.ordering.memory import PublishUnknown, att_height
+from liangcao.ordering.solo import LogFull, SoloLink
 
 if TYPE_CHECKING:  # a link may pull in nats-py, which a solo node never imports
     from liangcao.ordering.memory import OrderingLink
@@ -130,9 +138,10 @@ class Node:
         link: OrderingLink | None = None,
     ) -> None:
         """``link``: order through the consortium's ordering service (JetStream, or an in-memory log in the
-        simulator) instead of the embedded solo orderer."""
+        simulator); without one, through the embedded solo orderer (:class:`SoloLink`)."""
         self.settings = settings or NodeSettings()
-        self.link = link
+        #: ordered by the embedded orderer alone: no other peer, finality from witnesses, drained on stop
+        self.solo = link is None
         #: attestations that disagree with this peer, one per (height, member), at most fork_alarms_max kept
         #: (one is enough to stop reporting finality; the rest are evidence for the operator). Cleared by the
         #: operator once resolved (:meth:`clear_fork_alarms`); the cleared ones are remembered beside the store
@@ -155,7 +164,9 @@ class Node:
         self.poison_messages = 0
         #: set while a derived block's time is ahead of this peer's own clock (see ``_wait_for_clock``)
         self.clock_alarm: str = ""
-        self._stream_inbox: queue.Queue[StreamMessage] = queue.Queue(STREAM_INBOX_MAX)
+        # A solo node's queue is bounded by its log (mempool_txs_max, counted with the deriver's pending list),
+        # so that a cut always finds room behind the transactions it closes.
+        self._stream_inbox: queue.Queue[StreamMessage] = queue.Queue(0 if link is None else STREAM_INBOX_MAX)
         self._deriver: BlockDeriver | None = None
         self._cut_cfg = cfgmod.Config()
         self._pending_since_ms: float | None = None
@@ -187,7 +198,11 @@ class Node:
         self.orderer = orderer
         self.peer = peer
         self.clock = Clock(self.ledger.head.time_ms if self.ledger.head is not None else 0)
-        self.mempool = Mempool(self.settings.mempool_txs_max)
+        if link is None:
+            solo = SoloLink(self.chain_id, self.clock.now_ms, self.settings.mempool_txs_max)
+            solo.hold(self.pending_count)
+            link = solo
+        self.link: OrderingLink | None = link
         # Admission has its own certificate cache and configuration: API threads must not share the commit
         # thread's runtime caches.
         self._admission_certs = identity.CertCache()
@@ -206,24 +221,19 @@ class Node:
         self._verified: OrderedDict[str, None] = OrderedDict()
         self._head_lock = threading.Lock()
         self._attest_head()
-        if link is not None:
+        if not self.solo:
             self.finality.load(self.ledger.store, self.head.height, self._cut_config().quorum_size("finality"))
 
     # ---- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> None:
-        if self.link is not None:
-            self._follow()
-            target = self._run_consortium
-        else:
-            target = self._run
-        self._thread = threading.Thread(target=target, name="liangcao-commit", daemon=True)
+        self._follow()
+        self._thread = threading.Thread(target=self._run, name="liangcao-commit", daemon=True)
         self._thread.start()
 
     def stop(self, timeout_s: float = 60.0) -> None:
-        """Commit everything admitted (solo: the mempool; a consortium peer has published what it admitted to
+        """Commit everything admitted (solo: the whole log; a consortium peer has published what it admitted to
         the stream, and finishes the message at hand), then close. Idempotent."""
         self._stopping = True
-        self.mempool.wake()
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
@@ -344,22 +354,24 @@ class Node:
         out: list[tuple[Tx, str] | LiangcaoError | None] = [None] * len(raws)
         fresh = self._check_many(raws, out)
         admitted = self.clock.now_ms()
-        if self.link is None:
-            for i, tx in fresh:
-                try:
-                    if self.mempool.add(tx):  # raises MEMPOOL_FULL before anything is remembered
-                        self._admitted.setdefault(tx.tx_id, admitted)
-                    out[i] = (tx, "pending")
-                except LiangcaoError as exc:
-                    out[i] = exc
-            return [o for o in out if o is not None]
-        errors = self.link.publish_many([(t.raw, t.envelope_id) for _, t in fresh]) if fresh else []
+        link = self.link
+        if link is None:
+            return [TxRejected(Code.NOT_READY, "the node has stopped") for _ in raws]
+        items = [(t.raw, t.envelope_id) for _, t in fresh]
+        if not items:
+            errors: list[BaseException | None] = []
+        elif isinstance(link, SoloLink):  # in this process: hand over the parse, the deriver does not redo it
+            errors = link.publish_many(items, parsed=[t for _, t in fresh])
+        else:
+            errors = link.publish_many(items)
         for (i, tx), error in zip(fresh, errors, strict=True):
             if error is None:
                 self._admitted.setdefault(tx.tx_id, admitted)
                 out[i] = (tx, "pending")
             elif isinstance(error, PublishUnknown):
                 out[i] = (tx, "unknown")
+            elif isinstance(error, LogFull):
+                out[i] = TxRejected(Code.MEMPOOL_FULL, str(error))
             else:
                 out[i] = TxRejected(Code.NOT_READY, f"the ordering service did not take the transaction: {error}")
         return [o for o in out if o is not None]
@@ -368,32 +380,17 @@ class Node:
         """(height, index, code) of a recently committed transaction, if the node remembers it."""
         return self._recent.get(tx_id)
 
-    # ---- the commit thread ------------------------------------------------------------------------------
-    def _take(self, timeout_s: float) -> list[Tx]:
-        return self.mempool.take(
-            block_txs_max=self.settings.block_txs_max,
-            block_wait_ms=self.settings.block_wait_ms,
-            timeout_s=timeout_s,
-            stopping=lambda: self._stopping,
-        )
+    def pending_count(self) -> int:
+        """Transactions this node holds that are not yet in a block: its queue and its deriver's pending list
+        (a solo node's mempool; any thread, approximate while the commit thread moves them)."""
+        d = self._deriver
+        return self._stream_inbox.qsize() + (len(d.pending) if d is not None else 0)
 
-    def _run(self) -> None:
-        try:
-            while True:
-                batch = self._take(0.2)
-                if not batch:
-                    if self._stopping and len(self.mempool) == 0:
-                        return
-                    continue
-                # Every envelope in the mempool had its signatures verified at admission (in the pool, in
-                # parallel with this thread's execution of the previous block); certificates are checked
-                # again by the executor against the configuration at block time.
-                self._commit(batch, {t.envelope_id: True for t in batch})
-        except BaseException as exc:  # an infrastructure fault: stop rather than risk a half-applied block
-            self.failed = exc
-            log.exception("commit thread stopped: %s", exc)
+    def is_pending(self, tx_id: str) -> bool:
+        """Whether this node admitted ``tx_id`` and has not yet committed it."""
+        return tx_id in self._admitted
 
-    # ---- consortium mode: blocks derived from the JetStream log --------------------------------------------
+    # ---- the commit thread: blocks derived from the ordering link's log ----------------------------------
     RESUME_META = "jetstream_resume"
 
     def _verify_cut(self, marker: CutMarker) -> bool:
@@ -419,13 +416,17 @@ class Node:
 
     def _follow(self) -> None:
         assert self.link is not None
-        saved = self.ledger.store.meta(self.RESUME_META)
-        r = json.loads(saved) if saved else {"height": 0, "resume_seq": 1, "cut_seq": 0, "time_ms": 0}
+        if self.solo:  # the log starts afresh in each process, after the head
+            r = {"height": self.head.height, "resume_seq": 1, "cut_seq": 0, "time_ms": self.head.time_ms}
+        else:
+            saved = self.ledger.store.meta(self.RESUME_META)
+            r = json.loads(saved) if saved else {"height": 0, "resume_seq": 1, "cut_seq": 0, "time_ms": 0}
         self._deriver = BlockDeriver(
             self.chain_id,
             r["height"] + 1,
             last_time_ms=r["time_ms"],
-            block_txs_max=limits.block_txs_max,
+            # a consortium's peers derive with the one bound they share; a solo node with its own setting
+            block_txs_max=self.settings.block_txs_max if self.solo else limits.block_txs_max,
             verify_cut=self._verify_cut,
             after_cut_seq=r["cut_seq"],
         )
@@ -436,6 +437,8 @@ class Node:
             policy=CutPolicy(self.settings.block_txs_max, self.settings.block_wait_ms),
             position=self._order_position,
         )
+        if self.solo:
+            return
         # Re-announce our attestations of the last blocks: a crash (or an outbox that could not reach the
         # stream) may have lost some. The stream drops a copy it holds already (same Nats-Msg-Id).
         head = self.head.height
@@ -465,13 +468,18 @@ class Node:
             return 0, 0, None
         return d.next_height, len(d.pending), self._pending_since_ms
 
-    def _run_consortium(self) -> None:
-        # Stopping does not wait for the stream to run dry (other organisations keep it flowing): whatever
-        # this peer admitted is in the stream already, and a restart resumes after the last committed block.
+    def _run(self) -> None:
+        # A consortium peer does not wait for the stream to run dry when stopping (other organisations keep it
+        # flowing): whatever it admitted is in the stream already, and a restart resumes after the last
+        # committed block. A solo node's log dies with it: it cuts and commits all of it first.
         try:
             while not self._stopping:
                 self.step(timeout_s=0.05)
-        except BaseException as exc:
+            link = self.link
+            if isinstance(link, SoloLink) and link.drain():
+                while self.pending_count():
+                    self.step(timeout_s=0.05)
+        except BaseException as exc:  # an infrastructure fault: stop rather than risk a half-applied block
             self.failed = exc
             log.exception("commit thread stopped: %s", exc)
 
@@ -480,7 +488,7 @@ class Node:
         self._follow()
 
     def step(self, timeout_s: float = 0.0) -> bool:
-        """One turn of the consortium commit loop: take the attestations that arrived, chase missing ones,
+        """One turn of the commit loop: take the attestations that arrived, chase missing ones,
         then one message of the stream (waiting up to ``timeout_s`` for it), committing the block it
         completes. Whether a message was taken. The commit thread runs this in a loop; the simulator calls
         it directly."""
@@ -502,7 +510,7 @@ class Node:
         assert self._deriver is not None
         had = len(self._deriver.pending)
         try:
-            derived = self._deriver.feed(msg.seq, msg.kind, msg.data, server_ms=msg.server_ms)
+            derived = self._deriver.feed(msg.seq, msg.kind, msg.data, server_ms=msg.server_ms, parsed=msg.parsed)
         except (Fault, sqlite3.Error, MemoryError):
             raise  # this peer failed (its store, while judging a cut): stop, never skip what others took
         except Exception as exc:  # a bug in judging a message must not halt the chain on every peer
@@ -563,7 +571,7 @@ class Node:
             self.orderer,
             sig_ok,
             parsed if len(parsed) == len(derived.txs) else None,
-            meta={self.RESUME_META: json.dumps(resume)},
+            meta=None if self.solo else {self.RESUME_META: json.dumps(resume)},
         )
         att = self._attest(block.header)
         assert self.link is not None
@@ -681,7 +689,7 @@ class Node:
         and for blocks not final ATT_REPAIR_AFTER_MS after their commit fetch every attestation the stream
         holds for them and re-announce our own (backing off per height)."""
         link = self.link
-        if link is None:
+        if link is None or self.solo:
             return
         now = self.clock.now_ms()
         if now < self._next_maintain_ms:
@@ -736,7 +744,7 @@ class Node:
         out: dict[str, Any] = {}
         link = self.link
         now = wall_ms()
-        if link is not None:
+        if link is not None and not self.solo:
             st = link.status()
             silent_ms = None if st.last_ok_ms is None else max(0, now - st.last_ok_ms)
             reachable = st.connected and silent_ms is not None and silent_ms <= s.ordering_silence_ms_max
@@ -849,18 +857,12 @@ class Node:
             log.warning("%s fork alarms cleared by the operator", len(alarms))
         return len(alarms)
 
-    def _commit(self, batch: list[Tx], sig_ok: dict[str, bool]) -> None:
-        raws = [t.raw for t in batch]
-        block, ex = self.ledger.produce(raws, self.clock.now_ms(), self.orderer, sig_ok, batch)
-        att = self._attest(block.header)
-        self._publish(block, ex, att)
-
     def _attest(self, header: blk.Header) -> dict[str, Any]:
         att = blk.make_attestation(
             self.peer.key, self.peer.cert, header.chain_id, header.height, header.hash, header.state_hash
         )
         self.ledger.store.add_attestation(header.height, self.peer.member_id, encoding.canonical(att))
-        if self.link is not None:  # a consortium peer tracks finality (a solo node's comes from witnesses)
+        if not self.solo:  # a consortium peer tracks finality (a solo node's comes from witnesses)
             self.finality.committed(header.height, self.clock.now_ms())
             self.finality.attested(header.height, len(self.ledger.store.attestation_orgs(header.height)))
         return att

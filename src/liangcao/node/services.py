@@ -38,6 +38,7 @@ from liangcao.node import proofs
 from liangcao.node.capture import Captures, Custody
 from liangcao.node.events import Hub, StreamItem, open_stream
 from liangcao.node.node import Node
+from liangcao.node.trace_index import TraceIndex, TraceView
 from liangcao.trace import query as tq
 from liangcao.trace.provenance import provenance
 
@@ -108,6 +109,8 @@ class NodeServices:
         node.listeners.append(self.hub.on_block)
         self.captures = Captures(self, custody or Custody(None))
         self._local = threading.local()
+        self.trace_index = TraceIndex(node.store_path.with_name("trace-index.sqlite"), node.store_path)
+        node.listeners.append(self.trace_index.wake)
 
     def runtime(self) -> ContractRuntime:
         """A contract runtime for the calling thread (its caches are never shared across threads)."""
@@ -168,7 +171,7 @@ class NodeServices:
         store = self.node.reader()
         info = tx_with_proofs(store, tx_id)
         if info is None:
-            pending = self.node.mempool.contains(tx_id)
+            pending = self.node.is_pending(tx_id)
             raise LiangcaoError(Code.NOT_FOUND, f"transaction {tx_id} is {'pending' if pending else 'unknown'}")
         # Finality counts only attestations Config.attesting_org accepts (see finality()).
         return {**info, **finality(store, self.node.runtime.certs, info, forked=bool(self.node.fork_alarms))}
@@ -355,10 +358,10 @@ class NodeServices:
             "chain_id": head.chain_id,
             "height": head.height,
             "block_hash": head.hash,
-            "mempool": len(node.mempool),
+            "mempool": node.pending_count(),
             "version": __version__,
             "time_ms": self.now_ms(),
-            "ordering": "solo" if node.link is None else "jetstream",
+            "ordering": "solo" if node.solo else "jetstream",
             "ordering_status": cond.get("ordering_status"),
             "lag": cond.get("lag"),
             "finality": cond.get("finality_status"),
@@ -389,33 +392,39 @@ class NodeServices:
 
     def gauges(self) -> tuple[int, int]:
         """(transactions in the mempool, fork alarms): what metrics sample when scraped."""
-        return len(self.node.mempool), len(self.node.fork_alarms)
+        return self.node.pending_count(), len(self.node.fork_alarms)
 
     def condition(self) -> dict[str, Any]:
         """What health knows beyond the head (``Node.condition``): what the consortium gauges sample."""
         return self.node.condition()
 
     # ---- traceability ---------------------------------------------------------------------------------
+    def trace_view(self) -> TraceView:
+        """The committed state with this node's EPCIS index (``liangcao.node.trace_index``), for the calling
+        thread; the index's follower starts with the first read."""
+        self.trace_index.follow(lambda: Store(self.node.store_path, readonly=True))
+        return TraceView(self.node.reader(), self.trace_index)
+
     def provenance(self, ident: str) -> dict[str, Any]:
         """An item's history through packing and making."""
         if not ident or len(ident) > 500:
             raise LiangcaoError(Code.INVALID_ARGUMENT, "id must be an EPC URI or a GS1 Digital Link URI")
-        return provenance(self.node.reader(), ident)
+        return provenance(self.trace_view(), ident)
 
     def events(self, params: list[tuple[str, str]]) -> tq.Page:
         """One page of EPCIS events matching the query parameters."""
-        return tq.run(self.node.reader(), tq.parse(params))
+        return tq.run(self.trace_view(), tq.parse(params))
 
     def event(self, event_id: str) -> dict[str, Any]:
         """One EPCIS event by its id, as the query interface shows it."""
-        page = tq.run(self.node.reader(), tq.parse([("EQ_eventID", event_id)]))
+        page = tq.run(self.trace_view(), tq.parse([("EQ_eventID", event_id)]))
         if not page.records:
             raise LiangcaoError(Code.NOT_FOUND, f"no event {event_id}")
         return tq.event_out(page.records[0])
 
     def bundle(self, identifier: str) -> dict[str, Any]:
         """The public verification bundle of an item (``liangcao.node.proofs``)."""
-        return proofs.bundle_from(self.node.reader(), self.node.chain_id, identifier)
+        return proofs.bundle_from(self.trace_view(), self.node.chain_id, identifier)  # type: ignore[arg-type]
 
     def trust_params(self) -> dict[str, str]:
         """The trust anchors a link to the verify page carries (``liangcao.node.proofs.trust_params``)."""

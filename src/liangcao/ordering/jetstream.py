@@ -136,6 +136,9 @@ class StreamMessage:
     kind: str
     data: bytes
     server_ms: int | None = None
+    #: the transaction already parsed, when the log runs in the peer's own process (the solo orderer): the
+    #: deriver then does not parse it again. It must be ``parse(data)``; a transport never sets it.
+    parsed: Tx | None = None
 
 
 @dataclass(frozen=True)
@@ -165,20 +168,23 @@ class BlockDeriver:
     # Cuts at or before this sequence were already judged before a restart (the last block's cut_seq):
     # resuming at resume_seq re-reads them, and one ignored then must not be taken now.
     after_cut_seq: int = 0
-    pending: list[tuple[int, bytes]] = field(default_factory=list)
+    pending: list[tuple[int, bytes, Tx | None]] = field(default_factory=list)
     last_seq: int = 0
     ignored_cuts: int = 0
     _certs: CertCache = field(default_factory=CertCache, repr=False)
 
-    def feed(self, seq: int, kind: str, data: bytes, *, server_ms: int | None = None) -> DerivedBlock | None:
+    def feed(
+        self, seq: int, kind: str, data: bytes, *, server_ms: int | None = None, parsed: Tx | None = None
+    ) -> DerivedBlock | None:
         """Take the next message of the stream. ``server_ms`` is the stream's timestamp of the message: when
         given (a peer always gives it), a cut whose time is further than ``cut_clock_skew_ms_max`` from it is
-        ignored, so no orderer can stamp a block days ahead."""
+        ignored, so no orderer can stamp a block days ahead. ``parsed``: the transaction's parse, if the caller
+        holds it already (see :attr:`StreamMessage.parsed`)."""
         if seq <= self.last_seq:
             return None  # redelivered
         self.last_seq = seq
         if kind == TX:
-            self.pending.append((seq, data))
+            self.pending.append((seq, data, parsed))
             return None
         if kind != CUT:
             return None
@@ -194,12 +200,12 @@ class BlockDeriver:
         ):
             self.ignored_cuts += 1
             return None
-        take, parsed, rest = _take_distinct(self.pending, self.block_txs_max, self._certs)
+        take, parses, rest = _take_distinct(self.pending, self.block_txs_max, self._certs)
         self.pending = rest
         time_ms = max(marker.time_ms, self.last_time_ms)
         resume = self.pending[0][0] if self.pending else seq + 1
         block = DerivedBlock(
-            self.next_height, time_ms, tuple(d for _, d in take), seq, resume, marker.orderer, tuple(parsed)
+            self.next_height, time_ms, tuple(d for _, d, _ in take), seq, resume, marker.orderer, tuple(parses)
         )
         self.next_height += 1
         self.last_time_ms = time_ms
@@ -218,9 +224,12 @@ def _signatures_verify(tx: Tx, certs: CertCache) -> bool:
         return False
 
 
+Pending = list[tuple[int, bytes, Tx | None]]
+
+
 def _take_distinct(
-    pending: list[tuple[int, bytes]], count_max: int, certs: CertCache, bytes_max: int = limits.block_bytes_max
-) -> tuple[list[tuple[int, bytes]], list[Tx | None], list[tuple[int, bytes]]]:
+    pending: Pending, count_max: int, certs: CertCache, bytes_max: int = limits.block_bytes_max
+) -> tuple[Pending, list[Tx | None], Pending]:
     """The block's messages, their parses, and what stays pending.
 
     Pending messages are taken in order, at most ``count_max`` and ``bytes_max`` bytes (always at least one),
@@ -232,19 +241,21 @@ def _take_distinct(
     Ending there keeps "everything from ``resume_seq`` on is pending" true, so a peer that restarts derives
     the same blocks as one that did not. A message that does not parse has no tx id; it is taken as it comes
     (the executor records why it fails)."""
-    take: list[tuple[int, bytes]] = []
+    take: Pending = []
     parsed: list[Tx | None] = []
     where: dict[str, int] = {}  # tx id -> index in take
     valid: dict[int, bool] = {}  # index in take -> signatures verify (computed only for contested ids)
     size = 0
     n = 0
-    for seq, data in pending:
+    for seq, data, known in pending:
         if len(take) >= count_max or (take and size + len(data) > bytes_max):
             break
-        try:
-            tx: Tx | None = parse(data)
-        except LiangcaoError:
-            tx = None
+        tx: Tx | None = known
+        if tx is None:
+            try:
+                tx = parse(data)
+            except LiangcaoError:
+                tx = None
         if tx is not None and tx.tx_id in where:
             k = where[tx.tx_id]
             if not _signatures_verify(tx, certs):
@@ -256,7 +267,7 @@ def _take_distinct(
             if valid[k]:
                 break  # two genuine envelopes: the second waits for the next block
             size -= len(take[k][1])
-            take[k] = (seq, data)  # the earlier one was forged: the genuine one takes its place
+            take[k] = (seq, data, tx)  # the earlier one was forged: the genuine one takes its place
             parsed[k] = tx
             valid[k] = True
             size += len(data)
@@ -264,7 +275,7 @@ def _take_distinct(
             continue
         if tx is not None:
             where[tx.tx_id] = len(take)
-        take.append((seq, data))
+        take.append((seq, data, tx))
         parsed.append(tx)
         size += len(data)
         n += 1
