@@ -92,10 +92,9 @@ function credentialJSON(cred) {
 
 async function refresh() {
   const shopper = $("shopper").value;
-  const body = $("devices").tBodies[0];
-  body.textContent = "";
   let list = [];
   try { list = (await call("/v1/credentials?shopper=" + encodeURIComponent(shopper))).credentials; } catch (e) { return; }
+  const body = document.createElement("tbody");  // filled aside, then swapped in whole
   for (const c of list) {
     const tr = body.insertRow();
     tr.dataset.id = c.id;
@@ -108,6 +107,8 @@ async function refresh() {
     });
     tr.insertCell().append(btn);
   }
+  $("devices").tBodies[0].replaceWith(body);
+  $("devices").dataset.shopper = shopper;
 }
 
 async function guard(fn) {
@@ -139,6 +140,8 @@ $("pay").onclick = () => guard(async () => {
   await refresh();
 });
 
+const preset = new URLSearchParams(location.search).get("shopper");
+if (preset) $("shopper").value = preset;
 $("shopper").onchange = refresh;
 refresh();
 </script>

@@ -173,8 +173,9 @@ class SoftAuthenticator:
             raise ValueError("an AAGUID is 16 bytes")
 
     # ---- registration -----------------------------------------------------------------------------------
-    def create(self, options: dict[str, Any], origin: str) -> dict[str, Any]:
-        """Make a credential for ``options`` (PublicKeyCredentialCreationOptionsJSON) as ``origin``'s page."""
+    def create(self, options: dict[str, Any], origin: str, reuse: bytes | None = None) -> dict[str, Any]:
+        """Make a credential for ``options`` (PublicKeyCredentialCreationOptionsJSON) as ``origin``'s page;
+        ``reuse`` presents an existing credential again (a device registered twice)."""
         rp_id = str(options["rp"]["id"])
         algs = [int(p["alg"]) for p in options.get("pubKeyCredParams", [])]
         wanted = COSE_ES256 if self.alg == "ES256" else COSE_EDDSA
@@ -183,7 +184,8 @@ class SoftAuthenticator:
         private: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey = (
             ec.generate_private_key(ec.SECP256R1()) if self.alg == "ES256" else ed25519.Ed25519PrivateKey.generate()
         )
-        key = _Key(os.urandom(32), rp_id, unb64url(str(options["user"]["id"])), self.alg, private)
+        key = self.keys[reuse] if reuse is not None else _Key(os.urandom(32), rp_id, b"", self.alg, private)
+        key.user_handle = unb64url(str(options["user"]["id"]))
         client_data = self._client_data("webauthn.create", str(options["challenge"]), origin)
         cred_id = key.credential_id
         attested = self.aaguid + len(cred_id).to_bytes(2, "big") + cred_id + key.cose_public()
