@@ -22,7 +22,7 @@ from liangcao.codes import name_of
 from liangcao.flow.errors import FlowCode, FlowError, Refused
 from liangcao.flow.gate import Gate
 from liangcao.flow.metrics import FlowCollector
-from liangcao.flow.rules import Priority, rules_bytes_max, rules_from_json, rules_to_json
+from liangcao.flow.rules import Priority, ResourceRule, Rules, rules_bytes_max, rules_from_json, rules_to_json
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -136,3 +136,45 @@ def flow_router(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+#: One classification rule: (HTTP method or "*", path prefix, resource, priority); None as resource: let through.
+Route = tuple[str, str, "str | None", Priority]
+
+
+def by_route(routes: Sequence[Route], default: tuple[str, Priority] | None = None) -> Classify:
+    """A ``classify`` from a table: the first rule whose method and path prefix match names the resource and
+    priority (a rule with resource None lets the request through unclassified); ``default`` for the rest."""
+    table = [(m.upper(), p, r, pr) for m, p, r, pr in routes]
+
+    def classify(scope: Scope) -> tuple[str, Priority, str | None] | None:
+        method = scope.get("method", "GET")
+        path = scope.get("path", "")
+        for m, prefix, resource, priority in table:
+            if (m == "*" or m == method) and path.startswith(prefix):
+                return None if resource is None else (resource, priority, None)
+        return None if default is None else (default[0], default[1], None)
+
+    return classify
+
+
+def open_rules(resources: Sequence[str], concurrency_max: int = 4096) -> Rules:
+    """Rules that refuse nothing a service normally sees (only a runaway concurrency): every decision is still
+    counted and the limits can be tightened at run time (``PUT /v1/flow/rules``)."""
+    return Rules(resources=[ResourceRule(name=name, concurrency_max=concurrency_max) for name in resources])
+
+
+def install(
+    app: Any,
+    gate: Gate,
+    classify: Classify,
+    *,
+    read: Sequence[Depends] = (),
+    write: Sequence[Depends] = (),
+) -> Gate:
+    """Put ``gate`` in front of a FastAPI ``app`` and serve its ``/v1/flow`` routes; the gate is kept as
+    ``app.state.flow``."""
+    app.include_router(flow_router(gate, read=read, write=write))
+    app.add_middleware(FlowMiddleware, gate=gate, classify=classify)
+    app.state.flow = gate
+    return gate

@@ -25,6 +25,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from liangcao import __version__, limits
 from liangcao.codes import Code
 from liangcao.errors import LiangcaoError
+from liangcao.flow import Gate, Priority
+from liangcao.flow.asgi import Route, by_route, install, open_rules
 from liangcao.payments.engine import PaymentsError
 from liangcao.payments.types import (
     Account,
@@ -204,8 +206,23 @@ def _results(codes: list[int], names: type[CreateAccountResult] | type[CreateTra
     }
 
 
-def create_app(backend: Backend, *, serialize: bool = False, expire_every_s: float = 1.0) -> FastAPI:
-    """The service over ``backend``; ``serialize`` puts one lock around it (a backend that is not thread-safe)."""
+#: Admission classes (liangcao.flow): creating transfers is paying; lookups and queries are queries.
+FLOW_ROUTES: tuple[Route, ...] = (
+    ("*", "/v1/health", None, Priority.PAY),
+    ("*", "/v1/flow", None, Priority.PAY),
+    ("POST", "/v1/transfers/lookup", "queries", Priority.QUERY),
+    ("POST", "/v1/accounts/lookup", "queries", Priority.QUERY),
+    ("POST", "/v1/transfers", "transfers", Priority.PAY),
+    ("POST", "/v1/pulse", "transfers", Priority.PAY),
+    ("POST", "/v1/accounts", "accounts", Priority.CONFIRM),
+)
+
+
+def create_app(
+    backend: Backend, *, serialize: bool = False, expire_every_s: float = 1.0, gate: Gate | None = None
+) -> FastAPI:
+    """The service over ``backend``; ``serialize`` puts one lock around it (a backend that is not thread-safe);
+    ``gate``: admission control (default: open rules, every decision counted at ``/v1/flow``)."""
     lock = threading.Lock() if serialize else None
     stop = threading.Event()
 
@@ -413,6 +430,8 @@ def create_app(backend: Backend, *, serialize: bool = False, expire_every_s: flo
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    flow_gate = gate or Gate(open_rules(["transfers", "accounts", "queries"]))
+    install(app, flow_gate, by_route(FLOW_ROUTES, default=("queries", Priority.QUERY)))
     return app
 
 
