@@ -31,6 +31,7 @@ from liangcao.api import (
     errors,
     events,
     explorer,
+    flow,
     queries,
     state,
     txs,
@@ -85,4 +86,5 @@ def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> F
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    flow.install_flow(app)  # admission control (liangcao.flow): /v1/flow, open rules by default
     return app
