@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -203,3 +204,44 @@ def test_kill9_mid_load_loses_no_acknowledged_payment_and_charges_no_retry_twice
                 assert w["held"] == paid and w["available"] == funds - paid, (b, w, paid)
     finally:
         gw.stop()
+
+
+def test_the_http_server_frames_and_refuses_cleanly(gateway: Gateway) -> None:
+    """The gateway's own HTTP/1.1 server: pipelining, keep-alive, 413 before reading, 411, 431, 100-continue."""
+    import socket
+
+    def exchange(raw: bytes, wait_s: float = 2.0) -> bytes:
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=wait_s) as s:
+            s.sendall(raw)
+            out = b""
+            with contextlib.suppress(TimeoutError):
+                while chunk := s.recv(65536):
+                    out += chunk
+            return out
+
+    # Two pipelined requests on one connection, answered in order; the second asks to close.
+    got = exchange(b"GET /v1/health HTTP/1.1\r\nhost: x\r\n\r\nGET /v1/nowhere HTTP/1.1\r\nconnection: close\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 404 " in got and b'"code":3090' in got
+    # A declared body over body_bytes_max: 413 from the header alone, and the connection closed.
+    got = exchange(b"POST /v1/orders HTTP/1.1\r\nidempotency-key: big\r\ncontent-length: 999999999\r\n\r\n{")
+    assert got.startswith(b"HTTP/1.1 413 ") and b'"code": 3004' in got and b"connection: close" in got
+    got = exchange(b"POST /v1/orders HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 411 ")
+    got = exchange(b"GET /v1/health HTTP/1.1\r\nx-pad: " + b"a" * 20_000 + b"\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 431 ")
+    got = exchange(b"NONSENSE\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 400 ")
+    # Expect: 100-continue: the server asks for the body, then answers the request.
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as s:
+        body = b'{"amount": 5}'
+        s.sendall(
+            b"POST /v1/wallets/zed/topup HTTP/1.1\r\nidempotency-key: e1\r\nexpect: 100-continue\r\n"
+            b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        s.sendall(body)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        assert out.startswith(b"HTTP/1.1 200 ") and b'"amount":5' in out
+    assert rows(gateway.home)["orders"] == 0

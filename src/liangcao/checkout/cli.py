@@ -37,6 +37,7 @@ def start_cmd(
     rules: Annotated[Path | None, typer.Option("--rules", help="flow-control rules (JSON); default: built in")] = None,
     no_flow: Annotated[bool, typer.Option("--no-flow", help="no flow control (for comparison only)")] = False,
     sync_full: Annotated[bool, typer.Option("--sync-full", help="fsync the order store on every commit")] = False,
+    server: Annotated[str, typer.Option("--server", help="fast (liangcao.checkout.server) or uvicorn")] = "fast",
 ) -> None:
     """Run the checkout gateway."""
     import gc
@@ -50,6 +51,8 @@ def start_cmd(
     from liangcao.errors import LiangcaoError, StoreError
     from liangcao.flow import FlowError, Gate, rules_from_json
 
+    if server not in ("fast", "uvicorn"):
+        fail(f"--server {server!r}: fast or uvicorn")
     gate = None
     if not no_flow:
         try:
@@ -79,7 +82,12 @@ def start_cmd(
     flow = "off" if gate is None else "on"
     console.print(f"checkout gateway on http://{host}:{port} ({where}; flow control {flow})", soft_wrap=True)
     try:
-        uvicorn.run(create_app(co, gate), host=host, port=port, log_level="warning", access_log=False)
+        if server == "uvicorn":
+            uvicorn.run(create_app(co, gate), host=host, port=port, log_level="warning", access_log=False)
+        else:
+            from liangcao.checkout.server import Server
+
+            Server(create_app(co, gate), host, port).run()
     finally:
         co.close()
         backend.close()

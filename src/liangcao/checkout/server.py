@@ -1,0 +1,304 @@
+"""A small HTTP/1.1 server for the gateway's ASGI app: cheap enough that refusing costs little.
+
+Why not uvicorn: without ``httptools`` uvicorn parses with ``h11`` (pure Python, general), which costs more
+per request than this gateway spends paying an order; at midnight, when ten requests arrive for every one
+the gateway can serve, parsing alone would use the CPU that paying needs, and flow control could not keep
+paying alive. This server parses only what the gateway needs, on the event loop, and hands every request to
+the ASGI app (where :class:`~liangcao.flow.asgi.FlowMiddleware` refuses in microseconds).
+
+What it speaks (and refuses):
+
+* HTTP/1.1 and 1.0, keep-alive (1.1 by default, ``Connection: close`` honoured), pipelined requests
+  answered in order, ``Expect: 100-continue``.
+* Request bodies by ``Content-Length`` only: ``Transfer-Encoding`` is refused (``411``) and the connection
+  closed. A body over ``body_bytes_max`` is refused (``413``) from the header alone, before it is read,
+  and the connection is closed (the unread body is not waited for).
+* A request head over ``head_bytes_max`` is refused (``431``); bad request lines ``400``. All refusals are
+  the gateway's JSON ``{"code", "name", "message"}``.
+* Responses: the app's ``Content-Length`` when it gives one, else ``chunked``.
+* The ASGI lifespan protocol (startup and shutdown), SIGTERM/SIGINT stop it gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from typing import Any
+from urllib.parse import unquote
+
+from liangcao.checkout import limits
+from liangcao.checkout.codes import CheckoutCode, CheckoutError
+
+log = logging.getLogger(__name__)
+
+#: One request head (request line and headers).
+head_bytes_max = 16 * 1024
+#: Bytes buffered on one connection before reading pauses (pipelined requests waiting their turn).
+buffer_bytes_max = 256 * 1024
+#: Seconds in-flight requests get to finish when the server stops.
+shutdown_s_max = 5.0
+
+_REASONS = {
+    100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request",
+    401: "Unauthorized", 402: "Payment Required", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    409: "Conflict", 411: "Length Required", 413: "Content Too Large", 422: "Unprocessable Content",
+    428: "Precondition Required", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error", 503: "Service Unavailable",
+}  # fmt: skip
+
+
+def _error_bytes(status: int, code: CheckoutCode, message: str) -> bytes:
+    body = json.dumps(CheckoutError(code, message).body()).encode()
+    return (
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
+
+
+class _Conn(asyncio.Protocol):
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.closed = False
+        self.disconnected = asyncio.get_running_loop().create_future()
+        self.paused = False
+        self._continued = False  # "100 Continue" sent for the request waiting for its body
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server.conns.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.conns.discard(self)
+        if not self.disconnected.done():
+            self.disconnected.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.task is None:
+            self._next()
+        elif len(self.buf) > buffer_bytes_max and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def _fail(self, status: int, code: CheckoutCode, message: str) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(_error_bytes(status, code, message))
+            self.transport.close()
+        self.closed = True
+
+    def _next(self) -> None:
+        """Start the next complete request in the buffer, if there is one."""
+        if self.closed or self.transport is None:
+            return
+        if self.paused and len(self.buf) < buffer_bytes_max:
+            self.paused = False
+            self.transport.resume_reading()
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buf) > head_bytes_max:
+                self._fail(431, CheckoutCode.BAD_REQUEST, f"request head over head_bytes_max={head_bytes_max}")
+            return
+        if end > head_bytes_max:
+            self._fail(431, CheckoutCode.BAD_REQUEST, f"request head over head_bytes_max={head_bytes_max}")
+            return
+        lines = bytes(self.buf[:end]).split(b"\r\n")
+        parts = lines[0].split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            self._fail(400, CheckoutCode.BAD_REQUEST, "not an HTTP/1.x request line")
+            return
+        method, target, version = parts
+        headers: list[tuple[bytes, bytes]] = []
+        length = 0
+        keep_alive = version == b"HTTP/1.1"
+        expect = False
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep or not name or name != name.strip():
+                self._fail(400, CheckoutCode.BAD_REQUEST, "a malformed header line")
+                return
+            name = name.lower()
+            value = value.strip()
+            headers.append((name, value))
+            if name == b"content-length":
+                if not value.isdigit() or len(value) > 12:
+                    self._fail(400, CheckoutCode.BAD_REQUEST, "Content-Length must be a number")
+                    return
+                length = int(value)
+            elif name == b"transfer-encoding":
+                self._fail(411, CheckoutCode.BAD_REQUEST, "send the body with a Content-Length (no Transfer-Encoding)")
+                return
+            elif name == b"connection":
+                v = value.lower()
+                keep_alive = b"keep-alive" in v if version == b"HTTP/1.0" else b"close" not in v
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expect = True
+        if length > limits.body_bytes_max:
+            self._fail(
+                413,
+                CheckoutCode.BODY_TOO_LARGE,
+                f"body over body_bytes_max={limits.body_bytes_max} bytes (nothing written)",
+            )
+            return
+        have = len(self.buf) - end - 4
+        if have < length:
+            if expect and have == 0 and not self._continued:
+                self._continued = True
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            return
+        self._continued = False
+        body = bytes(self.buf[end + 4 : end + 4 + length])
+        del self.buf[: end + 4 + length]
+        path, _, query = target.partition(b"?")
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": version[5:].decode(),
+            "method": method.decode("ascii", "replace"),
+            "scheme": "http",
+            "path": unquote(path.decode("latin-1")),
+            "raw_path": path,
+            "query_string": query,
+            "root_path": "",
+            "headers": headers,
+            "client": self.transport.get_extra_info("peername"),
+            "server": self.transport.get_extra_info("sockname"),
+            "state": dict(self.server.state),
+        }
+        self.task = asyncio.get_running_loop().create_task(self._serve(scope, body, keep_alive))
+
+    async def _serve(self, scope: dict[str, Any], body: bytes, keep_alive: bool) -> None:
+        transport = self.transport
+        assert transport is not None
+        sent_body = False
+        started = False
+        status = 0
+        resp_headers: list[tuple[bytes, bytes]] = []
+        chunked = False
+        done = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await self.disconnected
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal started, status, resp_headers, chunked, done
+            if self.closed or done:
+                return
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                resp_headers = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", [])]
+                started = True
+                return
+            if message["type"] != "http.response.body":
+                return
+            data = bytes(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+            out = bytearray()
+            if resp_headers is not None and started and status:
+                has_length = any(k == b"content-length" for k, _ in resp_headers)
+                head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}".encode()]
+                head += [k + b": " + v for k, v in resp_headers]
+                if not has_length:
+                    if more:
+                        chunked = True
+                        head.append(b"transfer-encoding: chunked")
+                    else:
+                        head.append(b"content-length: " + str(len(data)).encode())
+                if not keep_alive:
+                    head.append(b"connection: close")
+                out += b"\r\n".join(head) + b"\r\n\r\n"
+                status = 0  # the head is out
+            if chunked:
+                if data:
+                    out += f"{len(data):x}\r\n".encode() + data + b"\r\n"
+                if not more:
+                    out += b"0\r\n\r\n"
+            else:
+                out += data
+            transport.write(bytes(out))
+            if not more:
+                done = True
+
+        try:
+            await self.server.app(scope, receive, send)
+        except Exception:
+            log.exception("the app failed on %s %s", scope["method"], scope["path"])
+            if not started:
+                self._fail(503, CheckoutCode.INTERNAL, "internal error (logged)")
+                return
+            done = False
+        if not done:  # an app that stopped mid-answer: the client cannot trust this connection
+            transport.close()
+            self.closed = True
+            return
+        self.task = None
+        if not keep_alive:
+            transport.close()
+            self.closed = True
+            return
+        self._next()
+
+
+class Server:
+    """Serve ``app`` on ``host:port`` until SIGTERM or SIGINT (:meth:`run`)."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 8290) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.conns: set[_Conn] = set()
+        self.state: dict[str, Any] = {}
+
+    async def _lifespan(self, stage: str, queue: asyncio.Queue[dict[str, Any]], replies: asyncio.Queue[str]) -> None:
+        await queue.put({"type": f"lifespan.{stage}"})
+        reply = await replies.get()
+        if reply.endswith("failed"):
+            raise RuntimeError(f"the app's lifespan {stage} failed")
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        replies: asyncio.Queue[str] = asyncio.Queue()
+
+        async def send(message: dict[str, Any]) -> None:
+            await replies.put(str(message["type"]))
+
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
+        life = asyncio.create_task(self.app(scope, queue.get, send))
+        await self._lifespan("startup", queue, replies)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _Conn(self), self.host, self.port, backlog=4096, reuse_address=True)
+        try:
+            await stop.wait()
+        finally:
+            server.close()
+            deadline = loop.time() + shutdown_s_max
+            while any(c.task is not None for c in self.conns) and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            for c in list(self.conns):
+                if c.transport is not None:
+                    c.transport.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._lifespan("shutdown", queue, replies), shutdown_s_max)
+            life.cancel()
+
+    def run(self) -> None:
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            await self.serve(stop)
+
+        asyncio.run(main())

@@ -1,0 +1,594 @@
+"""The midnight surge simulator: open-loop load on a real gateway process, with and without flow control.
+
+Theory of operation.
+
+* **Open loop, no coordinated omission.** Arrivals follow a schedule (a Poisson process whose rate follows
+  the phases below) fixed before the run; each request's latency is measured from its *scheduled* send
+  time, so a slow gateway cannot slow the arrivals down and hide its own slowness (Gil Tene's coordinated
+  omission). A request waiting for a free connection is waiting in the latency. A request unanswered after
+  ``timeout_s`` counts as a timeout (never as goodput).
+* **Load generators** are separate processes (``workers``, each an asyncio loop with a pool of keep-alive
+  HTTP/1.1 connections and a minimal client: a request is a few hundred bytes written, a status line and a
+  body read). The gateway is one real ``liangcao checkout start`` process. On a 2-core machine the gateway
+  and the generators share the cores: the figures say how many there were (``cores``), and the generator's
+  own lag (how late it sent, ``sender_lag_p99_ms``) is reported so one can see it was not the bottleneck.
+* **The mix** (``MIX``): paying (35 %), confirming receipt (10 %), order queries (25 %), merchants' order
+  lists (22 %) and settlement reports (8 %); 60 % of the orders belong to three hot merchants. Orders to pay
+  and paid orders to confirm are prepared before the gateway starts (shoppers fill their carts during the
+  evening; midnight is when they pay); a shed payment puts its order back in the pool.
+* **Capacity** is measured first (flow control off): the offered rate rises in steps; ``capacity_per_s`` is
+  the highest paid orders/s at which every payment was answered and the payments' p99 stayed under
+  100 ms. Then two runs: calm evening (0.3x), a ramp, **midnight at 10x** capacity, and after; once with
+  flow control and once without. Goodput is paid orders answered 200 within the timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import multiprocessing as mp
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+#: (kind, weight): the share of each kind of request in the mix.
+MIX: list[tuple[str, float]] = [("pay", 0.35), ("confirm", 0.10), ("query", 0.25), ("browse", 0.22), ("report", 0.08)]
+PRIORITY_KINDS = ("pay", "confirm")
+MERCHANTS = [f"shop{i}" for i in range(40)]
+HOT_MERCHANTS = MERCHANTS[:3]
+HOT_SHARE = 0.6
+BUYERS = [f"buyer{i}" for i in range(200)]
+PAY_SHARE = dict(MIX)["pay"]
+LAT_MAX_US = 120_000_000
+#: Bounds of one run, named as everywhere in the project.
+workers_max = 8
+connections_per_worker_max = 512
+orders_prepared_max = 400_000
+
+
+def _hist() -> HdrHistogram:
+    return HdrHistogram(1, LAT_MAX_US, 2)
+
+
+@dataclass
+class Phase:
+    name: str
+    seconds: float
+    start_x: float  # offered rate at the start, in multiples of capacity
+    end_x: float
+
+
+def surge_phases(seconds_10x: float) -> list[Phase]:
+    return [
+        Phase("calm", 4.0, 0.3, 0.3),
+        Phase("ramp", 3.0, 0.3, 10.0),
+        Phase("midnight", seconds_10x, 10.0, 10.0),
+        Phase("after", 3.0, 1.0, 0.5),
+    ]
+
+
+def rate_at(phases: list[Phase], base_per_s: float, t: float) -> tuple[float, str]:
+    """Offered requests/s (all kinds) at second ``t`` of the schedule, and the phase's name."""
+    for p in phases:
+        if t < p.seconds:
+            x = p.start_x + (p.end_x - p.start_x) * (t / p.seconds)
+            return x * base_per_s, p.name
+        t -= p.seconds
+    return 0.0, "end"
+
+
+# ------------------------------------------------------------------------------------------- worker
+
+
+class _Conn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+
+class _Client:
+    """Keep-alive HTTP/1.1 connections to the gateway (just enough HTTP for its answers)."""
+
+    def __init__(self, port: int, size_max: int) -> None:
+        self.port = port
+        self.size_max = size_max
+        self.idle: list[_Conn] = []
+        self.open = 0
+        self.waiters: asyncio.Queue[_Conn] = asyncio.Queue()
+
+    async def acquire(self) -> _Conn:
+        if self.idle:
+            return self.idle.pop()
+        if self.open < self.size_max:
+            self.open += 1
+            try:
+                r, w = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                self.open -= 1
+                raise
+            return _Conn(r, w)
+        return await self.waiters.get()
+
+    def release(self, c: _Conn) -> None:
+        if not self.waiters.empty() or self.waiters._getters:  # type: ignore[attr-defined]
+            self.waiters.put_nowait(c)
+        else:
+            self.idle.append(c)
+
+    def discard(self, c: _Conn) -> None:
+        self.open -= 1
+        with contextlib.suppress(Exception):
+            c.writer.close()
+
+    async def request(self, method: str, path: str, body: bytes, key: str | None, deadline: float) -> tuple[int, bool]:
+        """(status, shed) of one request; raises TimeoutError after ``deadline`` (monotonic)."""
+        c = await asyncio.wait_for(self.acquire(), max(0.001, deadline - time.monotonic()))
+        try:
+            head = f"{method} {path} HTTP/1.1\r\nhost: gw\r\ncontent-length: {len(body)}\r\n"
+            if key:
+                head += f"idempotency-key: {key}\r\n"
+            if body:
+                head += "content-type: application/json\r\n"
+            c.writer.write(head.encode() + b"\r\n" + body)
+            status, shed = await asyncio.wait_for(self._read(c), max(0.001, deadline - time.monotonic()))
+        except BaseException:
+            self.discard(c)
+            raise
+        self.release(c)
+        return status, shed
+
+    @staticmethod
+    async def _read(c: _Conn) -> tuple[int, bool]:
+        line = await c.reader.readline()
+        if not line:
+            raise ConnectionError("closed")
+        status = int(line.split()[1])
+        length = 0
+        shed = False
+        while True:
+            h = await c.reader.readline()
+            if h in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = h.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"x-retry-after-ms":
+                shed = True
+        if length:
+            await c.reader.readexactly(length)
+        return status, shed
+
+
+@dataclass
+class WorkerPlan:
+    port: int
+    index: int
+    workers: int
+    phases: list[Phase]
+    base_per_s: float
+    start_wall: float
+    timeout_s: float
+    seed: int
+    pay_orders: list[str]
+    confirm_orders: list[str]
+    query_orders: list[str]
+    connections: int
+
+
+def _pick_merchant(rng: random.Random) -> str:
+    return rng.choice(HOT_MERCHANTS) if rng.random() < HOT_SHARE else rng.choice(MERCHANTS)
+
+
+async def _worker_async(plan: WorkerPlan) -> dict[str, Any]:
+    rng = random.Random(plan.seed)
+    client = _Client(plan.port, plan.connections)
+    kinds = [k for k, _ in MIX]
+    weights = [w for _, w in MIX]
+    stats: dict[str, list[int]] = {}  # "second:kind" -> [sent, ok, shed, error, timeout, skipped]
+    hists: dict[str, HdrHistogram] = {}  # "phase:kind:outcome" and "s<second>:prio"
+    lag = _hist()
+    pay_pool = list(plan.pay_orders)
+    confirm_pool = list(plan.confirm_orders)
+    tasks: set[asyncio.Task[None]] = set()
+    mono0 = time.monotonic() + (plan.start_wall - time.time())
+    total = sum(p.seconds for p in plan.phases)
+    share = 1.0 / plan.workers
+
+    def record(name: str, us: int) -> None:
+        h = hists.get(name)
+        if h is None:
+            h = hists[name] = _hist()
+        h.record_value(max(1, min(us, LAT_MAX_US)))
+
+    async def one(kind: str, t: float, phase: str) -> None:
+        sec = int(t)
+        row = stats.setdefault(f"{sec}:{kind}", [0, 0, 0, 0, 0, 0])
+        order = None
+        key = None
+        body = b""
+        method = "GET"
+        if kind == "pay":
+            if not pay_pool:
+                row[5] += 1
+                return
+            order = pay_pool.pop()
+            method, path, key = "POST", f"/v1/orders/{order}/pay", f"pay-{order}"
+        elif kind == "confirm":
+            if not confirm_pool:
+                row[5] += 1
+                return
+            order = confirm_pool.pop()
+            method, path, key = "POST", f"/v1/orders/{order}/confirm", f"confirm-{order}"
+        elif kind == "query":
+            path = f"/v1/orders/{rng.choice(plan.query_orders)}"
+        elif kind == "browse":
+            path = f"/v1/merchants/{_pick_merchant(rng)}/orders?limit=20"
+        else:
+            path = f"/v1/merchants/{_pick_merchant(rng)}/settlement"
+        row[0] += 1
+        deadline = mono0 + t + plan.timeout_s
+        try:
+            status, shed = await client.request(method, path, body, key, deadline)
+        except (TimeoutError, OSError, ConnectionError, ValueError, IndexError):
+            row[4] += 1
+            record(f"{phase}:{kind}:timeout", int(plan.timeout_s * 1e6))
+            return
+        us = int((time.monotonic() - mono0 - t) * 1e6)
+        if shed:
+            row[2] += 1
+            record(f"{phase}:{kind}:shed", us)
+            if order is not None:  # not applied: the shopper will pay this order again
+                (pay_pool if kind == "pay" else confirm_pool).insert(0, order)
+        elif 200 <= status < 300:
+            row[1] += 1
+            record(f"{phase}:{kind}:ok", us)
+            if kind in PRIORITY_KINDS:
+                record(f"s{sec}:prio", us)
+        else:
+            row[3] += 1
+            record(f"{phase}:{kind}:error", us)
+
+    while time.monotonic() < mono0:
+        await asyncio.sleep(min(0.05, mono0 - time.monotonic()))
+    t_next = 0.0
+    while True:
+        now = time.monotonic() - mono0
+        while t_next <= now:
+            rate, phase = rate_at(plan.phases, plan.base_per_s, t_next)
+            if t_next >= total:
+                break
+            lag.record_value(max(1, int((now - t_next) * 1e6)))
+            kind = rng.choices(kinds, weights)[0]
+            task = asyncio.create_task(one(kind, t_next, phase))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            t_next += rng.expovariate(max(rate * share, 1e-3))
+        if t_next >= total:
+            break
+        await asyncio.sleep(max(0.0, t_next - (time.monotonic() - mono0)))
+    if tasks:
+        await asyncio.wait(tasks, timeout=plan.timeout_s + 2)
+    for c in client.idle:
+        c.writer.close()
+    return {
+        "stats": stats,
+        "hists": {k: h.encode() for k, h in hists.items()},
+        "lag": lag.encode(),
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _worker(plan: WorkerPlan, out: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us; Ctrl-C goes to it
+    try:
+        out.put((plan.index, asyncio.run(_worker_async(plan))))
+    except BaseException as exc:  # reported to the parent, which fails the run with it
+        out.put((plan.index, {"error": f"{type(exc).__name__}: {exc}"}))
+
+
+# --------------------------------------------------------------------------------------- the runs
+
+
+class Gateway:
+    """One ``liangcao checkout start`` process; stopped (and killed if need be) by :meth:`stop`."""
+
+    def __init__(self, home: Path, *, flow: bool, rules: Path | None = None) -> None:
+        from liangcao.procs import free_port
+
+        self.home = home
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "liangcao.cli", "checkout", "start", "--home", str(home), "--port", str(self.port)]
+        if not flow:
+            cmd.append("--no-flow")
+        if rules is not None:
+            cmd += ["--rules", str(rules)]
+        from liangcao.procs import die_with_parent
+
+        self.log = open(home / "gateway.log", "ab")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, preexec_fn=die_with_parent(signal.SIGKILL))
+        self.rss_mb = 0.0
+
+    def wait_ready(self, timeout_s: float = 30) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the gateway exited: see {self.home / 'gateway.log'}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{self.port}/v1/health", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("the gateway did not start in time")
+
+    def stop(self) -> None:
+        from liangcao.procs import peak_rss_mb
+
+        if self.proc.poll() is None:
+            self.rss_mb = max(self.rss_mb, peak_rss_mb(self.proc.pid))
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+
+def prepare(home: Path, pay_orders: int, confirm_orders: int, seed: int) -> tuple[list[str], list[str]]:
+    """Orders to pay and paid orders to confirm, made in the gateway's folder before it starts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from liangcao.checkout.service import Checkout
+    from liangcao.payments import Engine
+
+    rng = random.Random(seed)
+    engine = Engine(home / "pay", fsync=False)
+    co = Checkout(home, engine)
+    try:
+        for b in BUYERS:
+            co.topup(f"setup-{b}", b, 10**9)
+        made: list[str] = []
+        for i in range(pay_orders + confirm_orders):
+            r = co.create_order(f"setup-o{i}", rng.choice(BUYERS), _pick_merchant(rng), rng.randint(100, 50_000))
+            made.append(r.body["id"])
+        to_pay, to_confirm = made[:pay_orders], made[pay_orders:]
+        with ThreadPoolExecutor(32) as pool:  # concurrent: the batcher gathers them into few batches
+            list(pool.map(lambda o: co.pay(f"setup-pay-{o}", o), to_confirm))
+        return to_pay, to_confirm
+    finally:
+        co.close()
+        engine.close()
+
+
+@dataclass
+class RunResult:
+    stats: dict[str, list[int]] = field(default_factory=dict)
+    hists: dict[str, HdrHistogram] = field(default_factory=dict)
+    lag: HdrHistogram = field(default_factory=_hist)
+    gateway_rss_mb: float = 0.0
+    workers_rss_mb: float = 0.0
+
+    def merge(self, part: dict[str, Any]) -> None:
+        for k, row in part["stats"].items():
+            mine = self.stats.setdefault(k, [0] * 6)
+            for i, v in enumerate(row):
+                mine[i] += v
+        for k, enc in part["hists"].items():
+            h = self.hists.get(k)
+            if h is None:
+                h = self.hists[k] = _hist()
+            h.decode_and_add(enc)
+        self.lag.decode_and_add(part["lag"])
+        self.workers_rss_mb += part["rss_mb"]
+
+    def count(self, kind: str, col: int, seconds: range) -> int:
+        return sum(self.stats.get(f"{s}:{kind}", [0] * 6)[col] for s in seconds)
+
+    def p99_ms(self, names: list[str]) -> float:
+        h = _hist()
+        for n in names:
+            if n in self.hists:
+                h.add(self.hists[n])
+        return h.get_value_at_percentile(99) / 1000 if h.get_total_count() else 0.0
+
+
+def run_load(
+    *,
+    flow: bool,
+    phases: list[Phase],
+    base_per_s: float,
+    workers: int,
+    timeout_s: float,
+    seed: int,
+    root: Path,
+    stop: Callable[[], bool] = lambda: False,
+) -> RunResult:
+    """One run: prepare a fresh gateway folder, start the gateway, drive the schedule, stop everything."""
+    total_s = sum(p.seconds for p in phases)
+    expected = sum((p.start_x + p.end_x) / 2 * base_per_s * p.seconds for p in phases)  # requests offered over the run
+    # Orders are consumed only by admitted payments; at most the gateway's capacity-ish plus headroom.
+    pays = min(orders_prepared_max, int(expected * PAY_SHARE * (0.45 if flow else 0.8)) + 500)
+    confirms = min(orders_prepared_max, int(expected * dict(MIX)["confirm"] * 0.5) + 200)
+    home = Path(tempfile.mkdtemp(prefix="surge-", dir=root))
+    to_pay, to_confirm = prepare(home, pays, confirms, seed)
+    gw = Gateway(home, flow=flow)
+    procs: list[Any] = []
+    result = RunResult()
+    try:
+        gw.wait_ready()
+        ctx = mp.get_context("fork")
+        out = ctx.Queue()
+        start_wall = time.time() + 1.0
+        per = max(1, min(connections_per_worker_max, int(base_per_s * 10 * 0.05 / workers) + 64))
+        for i in range(workers):
+            plan = WorkerPlan(
+                gw.port,
+                i,
+                workers,
+                phases,
+                base_per_s,
+                start_wall,
+                timeout_s,
+                seed * 1000 + i,
+                to_pay[i::workers],
+                to_confirm[i::workers],
+                (to_pay + to_confirm)[i::workers] or to_pay,
+                per,
+            )
+            p = ctx.Process(target=_worker, args=(plan, out), daemon=True)
+            p.start()
+            procs.append(p)
+        deadline = time.monotonic() + total_s + timeout_s + 30
+        got = 0
+        while got < workers:
+            if stop() or time.monotonic() > deadline:
+                raise TimeoutError("the load generators did not finish in time")
+            try:
+                _, part = out.get(timeout=0.5)
+            except Exception:  # queue.Empty: keep waiting
+                continue
+            if "error" in part:
+                raise RuntimeError(f"a load generator failed: {part['error']}")
+            result.merge(part)
+            got += 1
+        from liangcao.procs import peak_rss_mb
+
+        result.gateway_rss_mb = peak_rss_mb(gw.proc.pid)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+            p.join(5)
+        gw.stop()
+        result.gateway_rss_mb = max(result.gateway_rss_mb, gw.rss_mb)
+        shutil.rmtree(home, ignore_errors=True)
+    return result
+
+
+def find_capacity(
+    *,
+    workers: int,
+    timeout_s: float,
+    seed: int,
+    root: Path,
+    step_s: float,
+    start_per_s: float,
+    say: Callable[[str], None],
+) -> tuple[float, list[tuple[float, float, float]]]:
+    """Paid orders/s at the highest step whose payments were all answered with p99 < 100 ms (flow off)."""
+    steps: list[tuple[float, float, float]] = []  # (offered pays/s, paid/s, pay p99 ms)
+    best = 0.0
+    rate = start_per_s
+    for i in range(12):
+        res = run_load(
+            flow=False,
+            phases=[Phase("warm", 1.0, rate / start_per_s * 0.5, rate / start_per_s), Phase("step", step_s, 1, 1)],
+            base_per_s=start_per_s,
+            workers=workers,
+            timeout_s=timeout_s,
+            seed=seed + i,
+            root=root,
+        )
+        secs = range(1, 1 + int(step_s))
+        paid = res.count("pay", 1, secs) / step_s
+        sent = res.count("pay", 0, secs) / step_s
+        p99 = res.p99_ms(["step:pay:ok", "step:pay:timeout", "step:pay:error"])
+        steps.append((sent, paid, p99))
+        say(f"  capacity step {i}: offered {sent:,.0f} pays/s, paid {paid:,.0f}/s, p99 {p99:,.1f} ms")
+        if p99 >= 100 or paid < 0.97 * sent:
+            break
+        best = paid
+        rate *= 1.35
+    return best, steps
+
+
+def plot(path: Path, runs: dict[str, RunResult], phases: list[Phase], capacity: float) -> None:
+    """Admitted, shed, goodput and priority p99 over time for each run, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    total = int(sum(p.seconds for p in phases))
+    secs = list(range(total))
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7), sharex=True)
+    for col, (name, res) in enumerate(runs.items()):
+        ax = axes[0][col]
+        kinds = [k for k, _ in MIX]
+        offered = [sum(res.count(k, 0, range(s, s + 1)) for k in kinds) for s in secs]
+        admitted = [
+            sum(res.count(k, 1, range(s, s + 1)) + res.count(k, 3, range(s, s + 1)) for k in kinds) for s in secs
+        ]
+        shed = [sum(res.count(k, 2, range(s, s + 1)) for k in kinds) for s in secs]
+        timeouts = [sum(res.count(k, 4, range(s, s + 1)) for k in kinds) for s in secs]
+        goodput = [res.count("pay", 1, range(s, s + 1)) for s in secs]
+        ax.plot(secs, offered, label="offered", color="grey", linestyle=":")
+        ax.plot(secs, admitted, label="answered (admitted)", color="tab:blue")
+        ax.plot(secs, shed, label="shed (429/503)", color="tab:orange")
+        ax.plot(secs, timeouts, label="timed out", color="tab:red")
+        ax.plot(secs, goodput, label="goodput: paid orders", color="tab:green", linewidth=2)
+        ax.axhline(capacity, color="tab:green", linestyle="--", linewidth=0.8, label="capacity (paid/s)")
+        ax.set_title(f"{name}")
+        ax.set_ylabel("requests / s")
+        ax.set_yscale("symlog", linthresh=100)
+        ax.legend(fontsize=7, loc="upper left")
+        ax2 = axes[1][col]
+        p99 = []
+        for s in secs:
+            h = res.hists.get(f"s{s}:prio")
+            p99.append(h.get_value_at_percentile(99) / 1000 if h is not None and h.get_total_count() else float("nan"))
+        ax2.plot(secs, p99, color="tab:purple", label="p99 pay+confirm (answered 2xx)")
+        ax2.set_yscale("log")
+        ax2.set_ylabel("ms")
+        ax2.set_xlabel("seconds (midnight: 10x capacity)")
+        ax2.axhline(250, color="grey", linestyle="--", linewidth=0.8, label="250 ms")
+        ax2.legend(fontsize=7, loc="upper left")
+        t = 0.0
+        for p in phases:
+            for a in (ax, ax2):
+                a.axvline(t, color="black", linewidth=0.4)
+            if p.name == "midnight":
+                for a in (ax, ax2):
+                    a.axvspan(t, t + p.seconds, color="yellow", alpha=0.15)
+            t += p.seconds
+    fig.suptitle(f"checkout at midnight: {os.cpu_count()} cores, capacity {capacity:,.0f} paid orders/s")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def summarize(res: RunResult, phases: list[Phase], capacity: float) -> dict[str, Any]:
+    t0 = sum(p.seconds for p in phases[: [p.name for p in phases].index("midnight")])
+    mid = next(p for p in phases if p.name == "midnight")
+    secs = range(math.ceil(t0), int(t0 + mid.seconds))
+    paid = res.count("pay", 1, secs) / max(1, len(secs))
+    return {
+        "paid_per_s_at_10x": round(paid, 1),
+        "goodput_ratio": round(paid / capacity, 3) if capacity else 0.0,
+        "p99_ms_priority": round(res.p99_ms([f"midnight:{k}:{o}" for k in PRIORITY_KINDS for o in ("ok",)]), 1),
+        "p99_ms_priority_incl_timeouts": round(
+            res.p99_ms([f"midnight:{k}:{o}" for k in PRIORITY_KINDS for o in ("ok", "timeout", "error")]), 1
+        ),
+        "shed_p99_ms": round(res.p99_ms([f"midnight:{k}:shed" for k, _ in MIX]), 1),
+        "offered_per_s_at_10x": round(sum(res.count(k, 0, secs) for k, _ in MIX) / max(1, len(secs)), 1),
+        "shed_per_s_at_10x": round(sum(res.count(k, 2, secs) for k, _ in MIX) / max(1, len(secs)), 1),
+        "timeouts_at_10x": sum(res.count(k, 4, secs) for k, _ in MIX),
+        "sender_lag_p99_ms": round(res.lag.get_value_at_percentile(99) / 1000, 1),
+        "gateway_rss_mb": round(res.gateway_rss_mb, 1),
+    }
