@@ -420,3 +420,33 @@ def test_unknown_resources_use_the_default_rule_and_are_bounded() -> None:
         gate.enter("a", 9)  # type: ignore[arg-type]
     assert info.value.code == FlowCode.UNKNOWN_PRIORITY
     assert math.isfinite(gate.status()["resources"]["a"]["bucket"]["tokens"])
+
+
+def test_load_average_sheds_browsing_before_paying() -> None:
+    clock = Clock()
+    load = [0.5]
+    gate = Gate(Rules(system=SystemRule(load_max=2.0)), clock=clock, load=lambda: load[0])
+    assert admitted(gate, "x", Priority.BROWSE, 1) == 1
+    load[0] = 1.5
+    assert admitted(gate, "x", Priority.BROWSE, 1) == 1  # the load is read at most once a second
+    clock.advance(1.0)
+    assert admitted(gate, "x", Priority.BROWSE, 1) == 0  # over 2.0 x 0.5
+    assert admitted(gate, "x", Priority.PAY, 1) == 1
+    load[0] = 3.0
+    clock.advance(1.0)
+    with pytest.raises(Refused) as info:
+        gate.enter("x", Priority.PAY)
+    assert (info.value.code, info.value.http_status) == (FlowCode.SYSTEM_OVERLOADED, 503)
+
+
+def test_mean_latency_rule_sheds_by_priority() -> None:
+    clock = Clock()
+    gate = Gate(Rules(system=SystemRule(rt_ms_max=100, window_s=1, buckets=10)), clock=clock)
+    for _ in range(5):
+        t = gate.enter("x", Priority.PAY)
+        clock.advance(0.06)  # 60 ms: over half of 100 ms
+        t.exit()
+    assert admitted(gate, "x", Priority.BROWSE, 1) == 0
+    assert admitted(gate, "x", Priority.PAY, 1) == 1
+    clock.advance(2.0)  # the window forgets
+    assert admitted(gate, "x", Priority.BROWSE, 1) == 1

@@ -17,7 +17,7 @@ Wire: newline-delimited JSON over TCP on 127.0.0.1.
 ``{"leases": [[resource, n], ...]}`` -> ``{"grants": [[resource, granted, wait_ms], ...]}``;
 ``{"status": true}`` -> the server's counters.
 
-Run a server: ``python -m liangcao.flow.cluster --port 7700 --rules rules.json``.
+Run a server: ``python -m liangcao.flow.cluster --port 7700 --rules rules.json`` (SIGHUP: read the rules again).
 """
 
 from __future__ import annotations
@@ -354,12 +354,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     core = TokenServerCore(rules)
 
+    def reload() -> None:
+        # SIGHUP: read the rules file again; a bad one is reported and the rules in force are kept.
+        try:
+            core.load(rules_from_json(args.rules.read_bytes()))
+            print(f"rules reloaded from {args.rules}", flush=True)
+        except (OSError, FlowError) as exc:
+            print(f"token server: {exc}", file=sys.stderr, flush=True)
+
     async def run() -> None:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         for sig in (signal.SIGTERM, signal.SIGINT):
             if task is not None:
                 loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(signal.SIGHUP, reload)
         with contextlib.suppress(asyncio.CancelledError):
             await serve(core, args.host, args.port, lambda p: print(f"listening {args.host}:{p}", flush=True))
 
