@@ -1,0 +1,323 @@
+"""The credit service on the real payments core: the worked examples of docs/credit.md, frozen and
+growing lines, a crash between the core and the records, PostgreSQL, and `liangcao credit` end to end
+(its own process, the CLI, the SDK, HTTP errors as JSON)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from liangcao.credit import loans as L
+from liangcao.credit import plans as P
+from liangcao.credit.client import CreditClient
+from liangcao.credit.errors import CreditCode, CreditError
+from liangcao.credit.service import CreditService, ManualDays, account_id
+from liangcao.payments import Account, Engine, Transfer
+from liangcao.procs import free_port
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[tuple[CreditService, Engine, ManualDays]]:
+    clock = ManualDays(20_000)
+    with Engine(tmp_path / "pay", fsync=False) as engine:
+        s = CreditService(engine, tmp_path / "credit.db", clock=clock, fsync=False)
+        yield s, engine, clock
+        s.close()
+
+
+def balance(engine: Engine, acct: int) -> int:
+    a = engine.lookup_accounts([acct])[0]
+    return a.credits_posted - a.debits_posted
+
+
+def test_worked_example_6_periods_1199_yuan_fee_paid_by_merchant(env: tuple[CreditService, Engine, ManualDays]) -> None:
+    s, engine, clock = env
+    plan = s.checkout_installments("order-1199", "ann", "shop", 119_900, 6, "merchant")
+    assert plan.fee == 5_396 and [p.principal for p in plan.schedule] == [19_985] + [19_983] * 5
+    assert balance(engine, account_id("merchant", "shop")) == 119_900 - 5_396  # fee taken from settlement
+    assert balance(engine, account_id("fee-income")) == 5_396
+    line = s.line("ann")
+    assert (line.line_fen, line.available_fen, line.outstanding_fen) == (200_000, 80_100, 119_900)
+    s.deposit("ann", 119_900, "salary")
+    for k in range(6):
+        clock.advance(30)
+        report = s.run_day()  # each due installment collected on its due day, interest-free
+        assert report.collected_fen == plan.schedule[k].principal
+    after = s.plan("order-1199")
+    assert after.state is P.PlanState.PAID_OFF and balance(engine, account_id("wallet", "ann")) == 0
+    line = s.line("ann")
+    assert line.plans_on_time == 1 and line.line_fen == 250_000 and line.available_fen == 250_000  # the line grew
+    s.check()
+
+
+def test_overdue_freezes_the_line_penalty_accrues_repayment_unfreezes(
+    env: tuple[CreditService, Engine, ManualDays],
+) -> None:
+    s, engine, clock = env
+    s.checkout_installments("o1", "bo", "shop", 30_000, 3, "shopper")  # fee 750: 250 a period
+    clock.advance(40)  # period 1 (due day +30) is 10 days overdue; the wallet is empty
+    assert s.run_day().plans_overdue == 1
+    plan = s.plan("o1")
+    assert plan.state is P.PlanState.OVERDUE
+    assert plan.schedule[0].penalty == 10 * (10_250 * 5 // 10_000)
+    assert s.line("bo").frozen
+    with pytest.raises(CreditError) as e:
+        s.checkout_installments("o2", "bo", "shop", 100, 3)
+    assert e.value.code == CreditCode.LINE_FROZEN
+    s.deposit("bo", 20_000, "d")
+    s.repay("o1", plan.schedule[0].owed)
+    assert s.plan("o1").state is P.PlanState.ACTIVE and not s.line("bo").frozen
+    assert balance(engine, account_id("penalty-income")) == plan.schedule[0].penalty
+    s.checkout_installments("o2", "bo", "shop", 100, 3)
+    s.deposit("bo", 30_000, "d2")
+    s.prepay("o1")  # early repayment of the rest
+    assert s.plan("o1").state is P.PlanState.PAID_OFF
+    assert s.line("bo").plans_late == 1  # a plan that went overdue counts against the line
+    assert s.line("bo").line_fen == 100_000
+    s.check()
+
+
+def test_full_refund_cancels_and_stops_charging(env: tuple[CreditService, Engine, ManualDays]) -> None:
+    s, engine, clock = env
+    s.checkout_installments("o1", "cy", "shop", 60_000, 12, "merchant")
+    s.deposit("cy", 100_000, "d")
+    clock.advance(30)
+    s.run_day()
+    plan = s.refund("o1", 60_000, refund_id="rf-1")
+    assert plan.state is P.PlanState.REFUNDED and plan.refunded_to_shopper == 5_000
+    assert s.refund("o1", 60_000, refund_id="rf-1") == plan  # retried refund: answered, not paid twice
+    wallet = balance(engine, account_id("wallet", "cy"))
+    clock.advance(400)
+    assert s.run_day().collected_fen == 0  # a refunded order stops charging
+    assert balance(engine, account_id("wallet", "cy")) == wallet == 100_000
+    with pytest.raises(CreditError) as e:
+        s.repay("o1", 1)
+    assert e.value.code == CreditCode.PLAN_CLOSED
+    assert balance(engine, account_id("line", "cy")) == s.line("cy").line_fen
+    s.check()
+
+
+def test_the_core_refuses_an_overdraw_of_the_line(env: tuple[CreditService, Engine, ManualDays]) -> None:
+    s, engine, _ = env
+    s.checkout_installments("o1", "dee", "shop", 150_000, 3)
+    before = engine.lookup_accounts([account_id("line", "dee")])[0]
+    with pytest.raises(CreditError) as e:
+        s.checkout_installments("o2", "dee", "shop", 50_001, 3)  # 50,000 left
+    assert e.value.code == CreditCode.LINE_EXCEEDED
+    assert engine.lookup_accounts([account_id("line", "dee")])[0] == before
+    with pytest.raises(CreditError) as e:
+        s.plan("o2")
+    assert e.value.code == CreditCode.UNKNOWN_PLAN
+    # Even a transfer sent around the service cannot overdraw: the account's flag is the core's rule.
+    (result,) = engine.create_transfers(
+        [Transfer(99, account_id("line", "dee"), account_id("merchant", "shop"), 50_001, ledger=156, code=1)]
+    )
+    assert result != 0
+
+
+def test_loan_worked_example_50000_repaid_from_10_percent_of_daily_sales(
+    env: tuple[CreditService, Engine, ManualDays],
+) -> None:
+    s, engine, clock = env
+    today = clock()
+    rows = [(f"h{d}", today - 365 + d, L.SaleKind.SALE, 600_000 + 40_000 * (d % 3)) for d in range(365)]
+    s.import_sales("noodles", rows)
+    offer = s.apply_loan("noodles")
+    assert offer.approved and offer.limit_fen >= 5_000_000 and offer.decided_us < 1_000_000
+    assert offer == s.offer(offer.offer_id)
+    loan = s.draw_loan(offer.offer_id, 5_000_000)
+    assert balance(engine, account_id("merchant", "noodles")) == sum(r[3] for r in rows) + 5_000_000
+    days = 0
+    while s.loan(loan.loan_id).state is not L.LoanState.REPAID:
+        clock.advance(1)
+        days += 1
+        d = s.record_sale("noodles", f"day{days}", 600_000)  # 6,000.00 yuan a day, 10 % to the loan
+        assert d is not None and d.deducted_fen <= 60_000
+    done = s.loan(loan.loan_id)
+    assert done.paid_principal == 5_000_000 and days == 85 and done.paid_interest == 64_283
+    assert balance(engine, account_id("loan-interest")) == done.paid_interest
+    book = s.loan_book()
+    assert (book.loans, book.repaid, book.outstanding_fen) == (1, 1, 0)
+    assert s.record_sale("noodles", "after", 600_000).deducted_fen == 0  # type: ignore[union-attr]
+
+
+class Crash(Exception):
+    pass
+
+
+class DiesAfterApplying:
+    """The engine, but the process "dies" right after the core applied a batch and before the service
+    hears back (the records are not written): fault injection around the real core."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.armed = False
+
+    def create_accounts(self, accounts: list[Account]) -> list[int]:
+        return self.engine.create_accounts(accounts)
+
+    def create_transfers(self, transfers: list[Transfer]) -> list[int]:
+        results = self.engine.create_transfers(transfers)
+        if self.armed:
+            raise Crash
+        return results
+
+    def lookup_accounts(self, ids: list[int]) -> list[Account]:
+        return self.engine.lookup_accounts(ids)
+
+    def lookup_transfers(self, ids: list[int]) -> list[Transfer]:
+        return self.engine.lookup_transfers(ids)
+
+    def get_account_transfers(self, f: object) -> list[Transfer]:
+        return self.engine.get_account_transfers(f)  # type: ignore[arg-type]
+
+
+def test_crash_between_core_and_records_is_finished_once_on_open(tmp_path: Path) -> None:
+    clock = ManualDays(20_000)
+    with Engine(tmp_path / "pay") as engine:
+        core = DiesAfterApplying(engine)
+        s = CreditService(core, tmp_path / "credit.db", clock=clock)
+        s.checkout_installments("o1", "eve", "shop", 90_000, 3)
+        s.deposit("eve", 90_000, "d")
+        core.armed = True
+        with pytest.raises(Crash):
+            s.repay("o1", 30_000)
+        s._db.close()  # the process is gone: nothing more of it runs
+        assert balance(engine, account_id("wallet", "eve")) == 60_000  # the core had applied it
+        again = CreditService(engine, tmp_path / "credit.db", clock=clock)
+        assert again.recovered == 1
+        plan = again.plan("o1")
+        assert plan.schedule[0].paid_principal + plan.schedule[0].paid_fee == 30_000 and plan.ops == 1
+        assert balance(engine, account_id("wallet", "eve")) == 60_000  # charged once
+        again.check()
+        again.close()
+
+
+def test_on_postgresql(pg_dsn: str, tmp_path: Path) -> None:
+    from liangcao.payments.postgres import PostgresBackend
+
+    clock = ManualDays(20_000)
+    with PostgresBackend(pg_dsn) as pg:
+        pg.reset()
+        s = CreditService(pg, tmp_path / "credit.db", clock=clock)
+        plan = s.checkout_installments("o1", "ann", "shop", 119_900, 6, "merchant")
+        s.deposit("ann", 200_000, "d")
+        clock.advance(30)
+        assert s.run_day().collected_fen == plan.schedule[0].principal
+        s.refund("o1", 50_000)
+        with pytest.raises(CreditError) as e:
+            s.checkout_installments("o2", "ann", "shop", 200_000, 3)
+        assert e.value.code == CreditCode.LINE_EXCEEDED
+        s.check()
+        s.close()
+
+
+# --------------------------------------------------------------------------------------- end to end
+
+
+def cli(*args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
+    extra = ["--url", url] if url else []
+    return subprocess.run(
+        [sys.executable, "-m", "liangcao.cli", "credit", *args, *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    port = free_port(0)
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "liangcao.cli", "credit", "start", "--data", str(tmp_path / "d"), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.time() < deadline, "the credit service did not start"
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def test_cli_sdk_and_http_end_to_end(server: str) -> None:
+    r = cli("quote", "119900", "--periods", "6", "--fee-payer", "merchant")
+    assert r.returncode == 0 and "199.85" in r.stdout and "1,199.00" in r.stdout
+    r = cli("buy", "o1", "ann", "shop", "119900", "--periods", "6", "--fee-payer", "merchant", "--json", url=server)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["fee"] == 5_396
+    r = cli("buy", "o2", "ann", "shop", "1000", "--periods", "5", url=server)
+    assert r.returncode == 2 and "BAD_PERIODS" in r.stderr
+    r = cli("statement", "ann", url=server)
+    assert r.returncode == 0 and "o1" in r.stdout
+    with CreditClient(server) as c:
+        assert c.deposit("ann", 200_000, "d1") == 200_000
+        assert c.repay("o1", 19_985).schedule[0].paid_principal == 19_985
+        assert c.line("ann").available_fen == 200_000 - 119_900 + 19_985
+        assert c.statement("ann").owed_fen == 119_900 - 19_985
+        assert c.refund("o1", 119_900).state is P.PlanState.REFUNDED
+        with pytest.raises(CreditError) as e:
+            c.repay("o1", 1)
+        assert e.value.code == CreditCode.PLAN_CLOSED
+    with CreditClient(server) as c:
+        assert c.plan("o1").state is P.PlanState.REFUNDED
+        offer = c.apply_loan("newshop")
+        assert not offer.approved  # no sales history yet
+        with pytest.raises(CreditError) as e:
+            c.draw_loan(offer.offer_id, 100)
+        assert e.value.code == CreditCode.LOAN_DECLINED
+        assert c.loan_book().loans == 0
+    bad = httpx.post(
+        server + "/v1/credit/installments",
+        json={"order_id": "o3", "shopper": "ann", "merchant": "shop", "amount_fen": 10.5, "periods": 3},
+    )
+    assert (
+        bad.status_code == 400 and bad.json()["name"] == "BAD_AMOUNT" and set(bad.json()) == {"code", "name", "message"}
+    )
+    missing = httpx.get(server + "/v1/credit/plans/none")
+    assert missing.status_code == 404 and missing.json()["code"] == CreditCode.UNKNOWN_PLAN
+    spec = httpx.get(server + "/openapi.json").json()
+    assert "/v1/credit/installments" in spec["paths"] and "/v1/credit/merchants/{merchant}/apply" in spec["paths"]
+    assert cli("line", "ann", url="http://127.0.0.1:9").returncode == 1
+
+
+def test_bench_small_run() -> None:
+    r = cli("bench", "--purchases", "40", "--merchants", "3", "--orders-per-day", "5", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in (
+        "cores",
+        "plain_transfers_per_s",
+        "installment_purchases_per_s",
+        "loan_decision_p99_ms",
+        "peak_rss_mib",
+    ):
+        assert key in out
+    assert out["loan_decision_p99_ms"] < 1_000
