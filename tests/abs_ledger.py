@@ -21,9 +21,10 @@ TYPES = [
     "investor",  # org10
     "regulator",  # org11
     "bank",  # org12: another bank (a voucher settling in its token is not eligible)
+    "spv",  # org13: a second plan (a second deal)
 ]
-CORE_A, CORE_B, SUPPLIER, ORIGINATOR, SPV, BANK, AGENCY, INV1, INV2, INV3, REGULATOR, BANK2 = (
-    f"org{i}" for i in range(1, 13)
+CORE_A, CORE_B, SUPPLIER, ORIGINATOR, SPV, BANK, AGENCY, INV1, INV2, INV3, REGULATOR, BANK2, SPV2 = (
+    f"org{i}" for i in range(1, 14)
 )
 __all__ = ["DAY_MS", "AbsLedger", "deal_terms"]
 
@@ -80,6 +81,7 @@ class AbsLedger(Chain):
     def __init__(self) -> None:
         super().__init__(TYPES, contracts=[AbsDeal()])
         self.invoices = 0
+        self.spvs: dict[str, str] = {}
         for org in (ORIGINATOR, INV1, INV2, INV3, CORE_A, CORE_B, BANK):
             self.ok("scf.tokens", "issue", {"to": org, "amount": 10**10}, BANK)
         self.ok("scf.tokens", "issue", {"to": CORE_A, "amount": 10**10}, BANK2)
@@ -117,25 +119,27 @@ class AbsLedger(Chain):
             self.ok("scf.vouchers", "accept", {"voucher": vid}, to)
         return str(vid)
 
-    def open_deal(self, **over: Any) -> str:
-        return str(self.ok("abs.deal", "open", deal_terms(self, **over), SPV, ORIGINATOR, actor=f"{SPV}/admin")["deal"])
+    def open_deal(self, spv: str = SPV, **over: Any) -> str:
+        terms = deal_terms(self, spv=spv, **over)
+        return str(self.ok("abs.deal", "open", terms, spv, ORIGINATOR, actor=f"{spv}/admin")["deal"])
 
-    def launched(self, **over: Any) -> str:
+    def launched(self, spv: str = SPV, **over: Any) -> str:
         """A deal opened, its investors KYC'd, every tranche subscribed and launched."""
-        deal = self.open_deal(**over)
+        deal = self.open_deal(spv, **over)
+        self.spvs[deal] = spv
         for org in (INV1, INV2, INV3, ORIGINATOR):
-            self.ok("abs.deal", "kyc", {"deal": deal, "org": org}, SPV)
+            self.ok("abs.deal", "kyc", {"deal": deal, "org": org}, spv)
         self.ok("abs.deal", "subscribe", {"deal": deal, "tranche": "senior", "amount": 400_000}, INV1)
         self.ok("abs.deal", "subscribe", {"deal": deal, "tranche": "senior", "amount": 300_000}, INV2)
         self.ok("abs.deal", "subscribe", {"deal": deal, "tranche": "mezzanine", "amount": 200_000}, INV3)
         self.ok("abs.deal", "subscribe", {"deal": deal, "tranche": "subordinated", "amount": 100_000}, ORIGINATOR)
-        self.ok("abs.deal", "launch", {"deal": deal}, SPV)
+        self.ok("abs.deal", "launch", {"deal": deal}, spv)
         return deal
 
     def purchase(self, deal: str, vouchers: list[str]) -> Any:
-        return self.run(
-            "abs.deal", "purchase", {"deal": deal, "vouchers": vouchers}, SPV, ORIGINATOR, actor=f"{SPV}/admin"
-        )
+        spv = self.spvs.get(deal, SPV)
+        args = {"deal": deal, "vouchers": vouchers}
+        return self.run("abs.deal", "purchase", args, spv, ORIGINATOR, actor=f"{spv}/admin")
 
     def deal(self, deal: str) -> dict[str, Any]:
         return dict(self.query("abs.deal", "deal", {"deal": deal}))
