@@ -99,6 +99,9 @@ class TokenBucket:
     def take(self, now: float, n: int = 1) -> None:
         """Use ``n`` permits (after :meth:`wait` said 0.0)."""
         self._sync(now)
+        if self.stored_max == 0.0:
+            self.tat += n * self.stable  # no warm-up: every permit costs the stable interval
+            return
         self.tat += self.cost(n)
         self.stored = max(0.0, self.stored - n)
 

@@ -36,6 +36,8 @@ HTTP_STATUS: dict[int, int] = {
 }
 
 codes.register(FlowCode, "flow", http=HTTP_STATUS)
+#: The reason each refusal is counted under (an enum's .name costs a descriptor call on the hot path).
+REASONS: dict[int, str] = {int(c): c.name.lower() for c in FlowCode}
 
 #: The longest Retry-After we ever announce: a client told to wait longer would rather give up.
 retry_after_ms_max = 60_000
@@ -54,7 +56,7 @@ class Refused(LiangcaoError):
         super().__init__(code, message, {"retry_after_ms": retry, "resource": resource, "priority": priority})
         self.retry_after_ms = retry
         self.http_status = HTTP_STATUS.get(int(code), 429)
-        self.reason = FlowCode(code).name.lower()
+        self.reason = REASONS[int(code)]
         self.resource = resource
         self.priority = priority
 

@@ -36,9 +36,9 @@ from typing import Any, Protocol
 from liangcao.flow.adaptive import GradientLimit
 from liangcao.flow.breaker import Breaker
 from liangcao.flow.bucket import TokenBucket
-from liangcao.flow.errors import FlowCode, FlowError, Refused
+from liangcao.flow.errors import REASONS, FlowCode, FlowError, Refused
 from liangcao.flow.hot import HotParams
-from liangcao.flow.rules import Priority, ResourceRule, Rules, resources_max, share_of, validate
+from liangcao.flow.rules import PRIORITY_NAMES, Priority, ResourceRule, Rules, resources_max, share_of, validate
 from liangcao.flow.system import SystemGuard, os_load
 
 #: The name under which calls to resources beyond ``resources_max`` are counted and limited together.
@@ -239,14 +239,15 @@ class Gate:
             refusal = self._check(res, priority, hot, now)
             if refusal is not None:
                 code, wait_s, why = refusal
-                key = (int(priority), code.name.lower())
+                key = (int(priority), REASONS[code])
                 res.counts[key] = res.counts.get(key, 0) + 1
+                retry_ms = math.ceil(wait_s * 1000 - 1e-6)
                 raise Refused(
                     code,
-                    f"{res.name}: {why}; retry in {math.ceil(wait_s * 1000 - 1e-6)} ms",
-                    retry_after_ms=math.ceil(wait_s * 1000 - 1e-6),
+                    f"{res.name}: {why}; retry in {retry_ms} ms",
+                    retry_after_ms=retry_ms,
                     resource=res.name,
-                    priority=priority.name,
+                    priority=PRIORITY_NAMES[priority],
                 )
             # Commit: everything passed, so now the tokens are taken and the call counted.
             if res.rule.cluster and self._cluster is not None and self._cluster_live:

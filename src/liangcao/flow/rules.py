@@ -241,7 +241,10 @@ def validate(rules: Rules) -> None:
     _num("system.buckets", s.buckets, 1, window_buckets_max)
 
 
+PRIORITY_NAMES: dict[int, str] = {int(p): p.name for p in Priority}
+
+
 def share_of(rules: Rules, rule: ResourceRule, priority: Priority) -> float:
     """The share of ``rule``'s limits that ``priority`` may use (1.0 for a class no table names)."""
     table = rule.shares if rule.shares is not None else rules.shares
-    return table.get(priority.name, 1.0)
+    return table.get(PRIORITY_NAMES[priority], 1.0)
