@@ -90,8 +90,10 @@ def start_cmd(
     ),
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8195,
+    postgres: Annotated[str | None, typer.Option("--postgres", help="keep the money in PostgreSQL (a DSN)")] = None,
 ) -> None:
-    """Run the standalone credit service (embedded payments engine in DATA/pay, records in DATA/credit.db)."""
+    """Run the standalone credit service: the money in an embedded payments engine in DATA/pay (or in
+    PostgreSQL with --postgres), the plan and loan records in DATA/credit.db."""
     import uvicorn
 
     from liangcao.credit.http import create_app
@@ -99,8 +101,17 @@ def start_cmd(
     from liangcao.errors import LiangcaoError, StoreError
     from liangcao.payments import Engine
 
+    engine: Any
     try:
-        engine = Engine(data / "pay")
+        if postgres:
+            from liangcao.payments.postgres import PostgresBackend
+
+            try:
+                engine = PostgresBackend(postgres)
+            except Exception as exc:  # psycopg's errors: one line, not a traceback
+                fail(f"PostgreSQL at {postgres!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        else:
+            engine = Engine(data / "pay")
     except (LiangcaoError, StoreError) as exc:
         fail(exc.message)
     try:

@@ -38,6 +38,7 @@ interest, marks overdue plans and loans, freezes lines and collects due installm
 from __future__ import annotations
 
 import hashlib
+import secrets
 import sqlite3
 import threading
 import time
@@ -388,6 +389,11 @@ class CreditService:
         self._db.execute("PRAGMA synchronous=FULL" if fsync else "PRAGMA synchronous=OFF")
         self._db.executescript(_SCHEMA)
         self._last_day = self._meta("day")
+        # Transfer ids are derived from this folder's own random number and the operation's sequence
+        # number: two credit databases over one payments core never derive the same id.
+        if not self._meta("instance"):
+            self._db.execute("INSERT INTO meta VALUES ('instance', ?)", (secrets.randbits(62) + 1,))
+        self._instance = self._meta("instance")
         self._ensure(
             [
                 ("lines", "", AccountCode.LINES, 0),
@@ -505,7 +511,7 @@ class CreditService:
         last = len(legs) - 1
         return [
             Transfer(
-                _transfer_id("op", seq, i),
+                _transfer_id("op", self._instance, seq, i),
                 debit_account_id=leg.debit,
                 credit_account_id=leg.credit,
                 amount=leg.amount,
