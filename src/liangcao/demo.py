@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Callable
@@ -144,6 +145,7 @@ def scenario(
 
     scf = double_11(client, who, story, console, advance) if n_orgs >= 5 else {}
     trace = milk_powder(home, client, who, story, console, newcomer.signer("alice")) if n_orgs >= 7 else {}
+    cover = rice_cooker(home, client, who, story, console, advance, newcomer.signer("alice")) if n_orgs >= 7 else {}
 
     head = client.head()
     report = audit(home.store_path, _runtime)
@@ -165,6 +167,7 @@ def scenario(
         "payment_tx": payment_id,
         "scf": scf,
         "trace": trace,
+        "cover": cover,
     }
 
 
@@ -411,6 +414,101 @@ def double_11(
     print_tree(console, root, tree, "after settlement")
     summary.update(tree=tree, settled=settled, swept=swept, balances=steps)
     return summary
+
+
+def rice_cooker(
+    home: NodeHome,
+    client: Client,
+    who: Callable[[str], Any],
+    story: Story,
+    console: Console,
+    advance: Callable[[int], None] | None,
+    courier: Any,
+) -> dict[str, Any]:
+    """Consumer cover: a rice cooker bought with both covers, a price drop on day 5, a return picked up by the
+    courier, both claims decided from the ledger's facts and paid by the insurer's adapter (docs/cover.md)."""
+    import threading
+
+    from liangcao.adapters.payout import Cursor, HttpLedger, PayoutAdapter, follow, wait_paid
+    from liangcao.client.cover import CoverDesk, return_event
+    from liangcao.payments import Engine
+
+    console.print("\n[bold]Double 11 consumer cover[/]")
+    n = len(client.query("consortium", "config", {})["orgs"])
+    insurer, platform = make_org(f"org{n + 1}", "insurer", "Insurer"), make_org(f"org{n + 2}", "platform", "Platform")
+    if (n + 1) // 2 + 1 > len(DEMO_ORG_TYPES):  # a majority needs admins whose keys this folder does not hold
+        console.print("    (skipped: a majority of this consortium's admins is not in this network folder)")
+        return {}
+    story.say(f"An insurer ({insurer.org_id}) and a shopping platform ({platform.org_id}) join by a governance vote.")
+    for k, org in enumerate((insurer, platform)):  # more than half of the organisations active at each vote
+        admins = [who(f"org{i}/admin") for i in range(1, (n + k) // 2 + 2)]
+        story.result(client.call("consortium", "add_org", org.org_args(), admins), f"{org.org_id} is a member")
+    ins, shop = CoverDesk(client, insurer.signer("admin")), CoverDesk(client, platform.signer("admin"))
+    story.say("The insurer pledges 1,000,000.00 of capital; publishes return-shipping (12.00) and 15-day price cover.")
+    ins.pledge(100_000_000)
+    rs_id, pp_id = f"rs-7d-{insurer.org_id}", f"pp-15d-{insurer.org_id}"
+    ins.publish(rs_id, "return_shipping", indemnity_fen=1_200, window_days=7, base_fen=80, loading_bps=20_000)
+    ins.publish(pp_id, "price_protection", indemnity_fen=50_000, window_days=15, base_fen=100, rate_bps=50)
+    order, sku, home_address = (
+        f"order-{client.head()['header']['height']}",
+        "rice-cooker-3l",
+        "urn:epc:id:sgln:0614141.00001.0",
+    )
+    rs, pp = shop.buy([rs_id, pp_id], order=order, shopper="shopper-1", sku=sku, price_paid=39_900,
+                      address=home_address, device="phone-1")  # fmt: skip
+    story.say(
+        f"A shopper buys a rice cooker for 399.00 with both covers: premiums {yuan(rs['premium'])} and "
+        f"{yuan(pp['premium'])}; {yuan(rs['exposure'] + pp['exposure'])} of the insurer's capital is reserved."
+    )
+    if advance is not None:
+        advance(5 * 86_400_000)
+        client.sync_clock()
+    story.say("Day 5: a flash sale at 299.00 (excluded), then the regular price drops to 349.00.")
+    shop.post_price(sku, 29_900, "flash_sale")
+    shop.post_price(sku, 34_900)
+    story.say(
+        f"The shopper returns it: the courier ({courier.member_id}) picks it up at home; trace anchors the event."
+    )
+    when = dt.datetime.fromtimestamp(client.node_time_ms() / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    pickup = CoverDesk(client, courier).capture_return(return_event(order, f"{order}/rma-1", when, home_address))
+    claims = {"price protection": shop.claim(pp["id"]), "return shipping": shop.claim(rs["id"], event=pickup)}
+    for kind, claim in claims.items():
+        console.print(f"    {kind}: {claim['status']} {yuan(claim['amount'])} by rule {claim['rule']['kind']}")
+    story.say("The insurer's payout adapter follows the event stream, pays through the payments core, records back.")
+    folder = home.root / "cover-adapter"
+    folder.mkdir(exist_ok=True)
+    engine, stop = Engine(folder / "payments"), threading.Event()
+    adapter = PayoutAdapter(HttpLedger(client, insurer.signer("admin")), engine, insurer.org_id)
+
+    def run() -> None:
+        while not stop.is_set():
+            follow(adapter, client, Cursor(folder / "cursor.json"), stop, live=False)
+            stop.wait(0.1)
+
+    thread = threading.Thread(target=run, name="cover-payouts", daemon=True)
+    thread.start()
+    try:
+        paid = wait_paid(client, [rs["id"], pp["id"]], 30)
+    finally:
+        stop.set()
+        thread.join(30)
+        engine.close()
+    views = [ins.policy(p["id"]) for p in (rs, pp)]
+    table = Table(title="Cover paid from facts")
+    for col in ("policy", "kind", "decided by", "paid", "transfer"):
+        table.add_column(col, justify="right" if col == "paid" else "left")
+    for v in views:
+        fact = v["claim"]["facts"][0]
+        table.add_row(short_id(v["policy"]["id"]), v["policy"]["kind"], fact.get("bizStep") or f"price {yuan(fact['price'])}",
+                      yuan(v["claim"]["amount"]) if v["payout"]["paid"] else "not yet",
+                      v["payout"]["transfer"][:12] + "…")  # fmt: skip
+    console.print(table)
+    console.print(f"    a policy in the explorer: {client.url}/explorer/cover#/{rs['id']}")
+    return {
+        "paid": paid,
+        "policies": [v["policy"]["id"] for v in views],
+        "amounts": [v["claim"]["amount"] for v in views],
+    }
 
 
 def short_id(iid: str) -> str:
