@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+from pathlib import Path
 
 import pytest
 
 from liangcao import codes
+from liangcao.errors import LiangcaoError
 from liangcao.flow import (
     AdaptiveRule,
     BreakerRule,
@@ -450,3 +452,20 @@ def test_mean_latency_rule_sheds_by_priority() -> None:
     assert admitted(gate, "x", Priority.PAY, 1) == 1
     clock.advance(2.0)  # the window forgets
     assert admitted(gate, "x", Priority.BROWSE, 1) == 1
+
+
+def test_the_guide_rules_example_is_a_valid_rule_set() -> None:
+    guide = (Path(__file__).parent.parent / "docs" / "flow.md").read_text()
+    example = guide.split("```json\n", 1)[1].split("```", 1)[0]
+    rules = rules_from_json(example)
+    gate = Gate(rules, clock=Clock())
+    assert rules.version == 7 and gate.status()["resources"]["pay"]["bucket"]["warm_rate_per_s"] < 5000
+
+
+def test_the_public_api_is_exported() -> None:
+    import liangcao.flow as flow
+
+    for name in flow.__all__:
+        assert getattr(flow, name) is not None
+    assert [p.name for p in sorted(Priority)] == ["PAY", "CONFIRM", "QUERY", "BROWSE", "REPORT"]
+    assert issubclass(Refused, LiangcaoError) and all(3100 <= c <= 3199 for c in FlowCode)
