@@ -170,7 +170,7 @@ def test_bad_payments_are_refused_with_a_code_and_change_nothing(clock: ManualCl
 
 
 def test_labels_unknown_conflicting_and_retries(clock: ManualClock) -> None:
-    e = RiskEngine(None, clock=clock, config=RiskConfig(learn_per_decide=0))
+    e = RiskEngine(None, clock=clock, config=RiskConfig(learn_per_decide=0, negative_sample_rate=1.0))
     d = e.decide(pay(1, clock))
     assert e.decide(pay(1, clock)).decision_id == d.decision_id and e.status()["decided"] == 1  # a retry
     e.label("p1", True, source="chargeback")

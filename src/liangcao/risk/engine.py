@@ -26,6 +26,7 @@ import hashlib
 import pickle
 import re
 import threading
+import zlib
 from array import array
 from collections import deque
 from collections.abc import Callable
@@ -72,6 +73,10 @@ class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     label_maturity_ms: int = 6 * HOUR_MS  # no fraud label by then: learned as a good payment
     learn_per_decide: int = 2  # labels learned inline per decision (0: only learn()/tick() learn)
     positive_weight: float = 3.0  # fraud is rare: each fraud label counts this many times
+    # Payments that matured unlabelled are learned at this rate, each weighing 1/rate (importance weights):
+    # most payments are good, and learning every one of them would cost as much as deciding them.
+    negative_sample_rate: float = 0.25
+    model_warmup_labels: int = 500  # the model scores but does not act before this many good and 20 fraud labels
     publish_every: int = 1000  # labels between published model versions
     snapshot_every_ms: int = 5 * 60 * 1000  # tick() snapshots at most this often (engine clock)
     compare_window: int = 2000
@@ -139,6 +144,10 @@ class RiskEngine:
         self.config = config or RiskConfig()
         if not 0 < self.config.pending_max <= limits.pending_max:
             raise ValueError(f"pending_max must be within 1..{limits.pending_max}")
+        if not 0 < self.config.negative_sample_rate <= 1:
+            raise ValueError("negative_sample_rate must be within (0, 1]")
+        self._sample_below = int(self.config.negative_sample_rate * 2**32)
+        self._sample_weight = 1.0 / self.config.negative_sample_rate
         self._lock = threading.RLock()
         self._home_lock: Any = None
         if self.home is not None:
@@ -181,6 +190,7 @@ class RiskEngine:
         self.models = Models(
             store,
             fresh,
+            MODEL_KEYS,
             publish_every=c.publish_every,
             compare_window=c.compare_window,
             challenger_min_labels=c.challenger_min_labels,
@@ -214,9 +224,13 @@ class RiskEngine:
                 return _recorded(p.payment_id, known)
             f = self.state.observe(p, now)
             x = model_input(f)
-            model_score = self.models.score(x)
+            models = self.models
+            model_score = models.score(x)
             rules = self.rules
-            v = rules.evaluate(f, model_score)
+            model_acts = (
+                models.learned_fraud >= 20 and models.learned - models.learned_fraud >= self.config.model_warmup_labels
+            )
+            v = rules.evaluate(f, model_score, model_acts)
             d = Decision(
                 decision_id=_decision_id(p.payment_id, now),
                 payment_id=p.payment_id,
@@ -226,6 +240,7 @@ class RiskEngine:
                 model_score=model_score,
                 rules_version=rules.version,
                 model_version=self.models.serving_version,
+                model_acts=model_acts,
                 time_ms=now,
                 shadow=v.shadow,
                 shadow_action=v.shadow_action,
@@ -286,12 +301,12 @@ class RiskEngine:
                 raise RiskError(RiskCode.UNKNOWN_PAYMENT, f"payment {payment_id!r} is not known here")
             self.state.refund(rec.shopper, rec.merchant, self.clock.now_ms() if time_ms is None else time_ms)
 
-    def _enqueue(self, x: array[float], fraud: bool) -> None:
+    def _enqueue(self, x: array[float], fraud: bool, weight: float = 1.0) -> None:
         if len(self.queue) >= limits.label_queue_max:
             # Never unbounded: learn the oldest now rather than drop it.
             ox, oy, ow = self.queue.popleft()
             self.models.learn(dict(zip(MODEL_KEYS, ox, strict=True)), oy, ow, self.clock.now_ms())
-        self.queue.append((x, fraud, self.config.positive_weight if fraud else 1.0))
+        self.queue.append((x, fraud, self.config.positive_weight if fraud else weight))
 
     def _mature(self, now: int) -> None:
         maturing = self.maturing
@@ -301,7 +316,8 @@ class RiskEngine:
             rec = pending.get(pid)
             if rec is not None and rec.state == 0:
                 rec.state = 1
-                self._enqueue(rec.x, False)
+                if zlib.crc32(pid.encode()) < self._sample_below:
+                    self._enqueue(rec.x, False, self._sample_weight)
 
     def _learn(self, now: int, max_items: int | None) -> int:
         self._mature(now)
@@ -429,13 +445,9 @@ class RiskEngine:
                 if d.rules_version == self.rules.version
                 else load(self._rule_text(d.rules_version), d.rules_version)
             )
-            model = (
-                self.models.serving
-                if d.model_version == self.models.serving_version
-                else self.models.store.get(d.model_version)
-            )
-        model_score: float = model.predict_proba_one(model_input(d.features)).get(True, 0.0)
-        v = ruleset.evaluate(d.features, model_score)
+            score = self.models.scorer_of(d.model_version)
+        model_score = score(model_input(d.features))
+        v = ruleset.evaluate(d.features, model_score, d.model_acts)
         return Decision(
             decision_id=d.decision_id,
             payment_id=d.payment_id,
@@ -445,6 +457,7 @@ class RiskEngine:
             model_score=model_score,
             rules_version=d.rules_version,
             model_version=d.model_version,
+            model_acts=d.model_acts,
             time_ms=d.time_ms,
             shadow=v.shadow,
             shadow_action=v.shadow_action,
@@ -501,8 +514,7 @@ class RiskEngine:
         self.models.restore(state["models"])
         current = self._read_pointer("models")
         if current and current != self.models.serving_version:
-            self.models.serving = self.models.store.get(current)
-            self.models.serving_version = current
+            self.models.serve(self.models.store.get(current), current)
         return True
 
     def close(self) -> None:

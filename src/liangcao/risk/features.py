@@ -140,7 +140,13 @@ def _remember(d: dict[KT, int], key: KT, value: int, size_max: int) -> bool:
 
 
 def _recent(d: dict[str, int], since_ms: int) -> int:
-    return sum(1 for t in d.values() if t >= since_ms)
+    """Entries seen since ``since_ms``: the dict is in order of last sight, so the old ones are in front."""
+    while d:
+        first = next(iter(d))
+        if d[first] >= since_ms:
+            break
+        del d[first]
+    return len(d)
 
 
 def ip_prefix(ip: str) -> str:
@@ -187,12 +193,11 @@ class FeatureState:
             amount_z = (log_amt - sh.log_mean) / math.sqrt(var + 0.05)
         else:
             amount_z = 0.0
-        s1m, s1h, s1d = sh.win.counts(now)
-        _, a1h, a1d = sh.win.amounts(now)
-        d1m, d1h, d1d = dev.win.counts(now)
-        i1m, i1h, i1d = ipk.win.counts(now)
-        c1m, c1h, c1d = acc.win.counts(now)
-        _, m1h, m1d = mer.win.counts(now)
+        s1m, s1h, s1d, _, a1h, a1d = sh.win.read_add(now, amount)
+        d1m, d1h, d1d, _, _, _ = dev.win.read_add(now)
+        i1m, i1h, i1d, _, _, _ = ipk.win.read_add(now)
+        c1m, c1h, c1d, _, _, _ = acc.win.read_add(now)
+        _, m1h, m1d, _, _, _ = mer.win.read_add(now)
         refunds_1d = mer.refunds.counts(now)[2]
         chargebacks_1d = mer.chargebacks.counts(now)[2]
 
@@ -272,11 +277,6 @@ class FeatureState:
         if lat is not None and lon is not None:
             _remember(sh.places, (lat // CELL_E6, lon // CELL_E6), now, limits.places_per_shopper_max)
         sh.hours[hour] += 1
-        sh.win.add(now, amount)
-        dev.win.add(now)
-        ipk.win.add(now)
-        acc.win.add(now)
-        mer.win.add(now)
         _remember(dev.shoppers, p.shopper, now, limits.shoppers_per_key_max)
         _remember(ipk.shoppers, p.shopper, now, limits.shoppers_per_key_max)
         _remember(acc.shoppers, p.shopper, now, limits.shoppers_per_key_max)

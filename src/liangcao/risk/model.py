@@ -19,6 +19,7 @@ published at once. A challenger that has not won after ``challenger_labels_max``
 from __future__ import annotations
 
 import math
+import operator
 import os
 import pickle
 import re
@@ -153,6 +154,48 @@ class VersionStore:
         return model
 
 
+def scorer(model: Classifier, keys: tuple[str, ...]) -> Callable[[dict[str, float]], float]:
+    """A function scoring a model input whose keys are ``keys`` in order, for a model that will not change.
+
+    A published scaler-and-logistic pipeline is one linear form: sigmoid(c + sum(a_k x_k)) with
+    a_k = w_k / std_k and c = b - sum(a_k mean_k), folded once at publication (a few microseconds per
+    payment instead of River's two dict passes). Any other model is asked through River.
+    """
+    steps = list(getattr(model, "steps", {}).values())
+    if (
+        len(steps) == 2
+        and isinstance(steps[0], preprocessing.StandardScaler)
+        and isinstance(steps[1], linear_model.LogisticRegression)
+        and steps[0].with_std
+        and steps[0].window_size is None
+    ):
+        scaler, lr = steps
+        weights = lr.weights
+        coefs = []
+        c = float(lr.intercept)
+        for k in keys:
+            v = scaler.vars.get(k, 0.0)
+            a = weights.get(k, 0.0) / v**0.5 if v else 0.0
+            coefs.append(a)
+            c -= a * scaler.means.get(k, 0.0)
+        coef = tuple(coefs)
+        mul = operator.mul
+
+        def linear(x: dict[str, float]) -> float:
+            z = c + sum(map(mul, coef, x.values()))
+            if z < -30:  # exp overflow guard, as in River's sigmoid
+                return 1e-13
+            return 1.0 / (1.0 + math.exp(-z))
+
+        return linear
+
+    def through_river(x: dict[str, float]) -> float:
+        p: float = model.predict_proba_one(x).get(True, 0.0)
+        return p
+
+    return through_river
+
+
 def _log_loss(y: bool, p: float) -> float:
     p = min(max(p, 1e-6), 1 - 1e-6)
     return -math.log(p if y else 1 - p)
@@ -165,6 +208,7 @@ class Models:
         self,
         store: VersionStore,
         fresh: Classifier,
+        keys: tuple[str, ...],
         *,
         publish_every: int = 1000,
         compare_window: int = 2000,
@@ -189,6 +233,7 @@ class Models:
         self.challenger: Classifier | None = None
         self.adwin = _adwin(adwin_delta)
         self.learned = 0
+        self.learned_fraud = 0
         self.since_publish = 0
         self.challenger_learned = 0
         self.diffs: deque[tuple[float, bool]] = deque()
@@ -198,25 +243,33 @@ class Models:
         self.recent: deque[tuple[dict[str, float], bool, float]] = deque(maxlen=warm_max)
         self.warm: deque[tuple[dict[str, float], bool, float]] = deque()
         self.events: deque[dict[str, Any]] = deque(maxlen=1000)  # drift, challenger, promotion, rollback
-        self.serving = pickle.loads(pickle.dumps(fresh, protocol=5))
+        self.keys = keys
         self.serving_version = ""
+        self.serve(pickle.loads(pickle.dumps(fresh, protocol=5)), "")
+
+    def serve(self, model: Classifier, version: str) -> None:
+        self.serving = model
+        self.serving_version = version
+        self.score = scorer(model, self.keys)
+
+    def scorer_of(self, version: str) -> Callable[[dict[str, float]], float]:
+        """The scoring function of a kept version (the serving one's without loading)."""
+        if version == self.serving_version:
+            return self.score
+        return scorer(self.store.get(version), self.keys)
 
     # Snapshots carry the training side; the serving side is the version named.
     def state(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if k not in ("store", "serving")}
+        return {k: v for k, v in vars(self).items() if k not in ("store", "serving", "score")}
 
     def restore(self, state: dict[str, Any]) -> None:
         for k, v in state.items():
             setattr(self, k, v)
-        self.serving = self.store.get(self.serving_version)
-
-    def score(self, x: dict[str, float]) -> float:
-        p: float = self.serving.predict_proba_one(x).get(True, 0.0)
-        return p
+        self.serve(self.store.get(self.serving_version), self.serving_version)
 
     def publish(self, reason: str, now: int) -> str:
-        self.serving = pickle.loads(pickle.dumps(self.train, protocol=5))
-        self.serving_version = self.store.put(self.serving, keep=self.serving_version)
+        model = pickle.loads(pickle.dumps(self.train, protocol=5))
+        self.serve(model, self.store.put(model, keep=self.serving_version))
         self.since_publish = 0
         if reason != "periodic":
             self.events.append(
@@ -245,6 +298,7 @@ class Models:
         self.train.learn_one(x, y, w=w)
         self.recent.append((x, y, w))
         self.learned += 1
+        self.learned_fraud += y
         self.since_publish += 1
         if ch is not None:
             self._judge(now)
@@ -293,8 +347,7 @@ class Models:
 
     def rollback(self, version: str, now: int) -> None:
         model = self.store.get(version)
-        self.serving = model
-        self.serving_version = version
+        self.serve(model, version)
         self.train = pickle.loads(pickle.dumps(model, protocol=5))
         self.challenger = None
         self.adwin = _adwin(self.adwin_delta)

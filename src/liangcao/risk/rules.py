@@ -118,8 +118,11 @@ class RuleSet:
         self.rules = tuple(_compile(r) for r in spec.rules)
         self.has_shadow = any(r.shadow for r in self.rules)
 
-    def evaluate(self, f: Features, model_score: float) -> Verdict:
-        """The verdict for features ``f`` and the model's score (pure: same inputs, same verdict)."""
+    def evaluate(self, f: Features, model_score: float, model_acts: bool = True) -> Verdict:
+        """The verdict for features ``f`` and the model's score (pure: same inputs, same verdict).
+
+        ``model_acts`` False (a model still warming up) keeps the score but not the model's verdict.
+        """
         live: list[Rule] = []
         shadow: list[Rule] = []
         for rule in self.rules:
@@ -128,20 +131,22 @@ class RuleSet:
                     break
             else:
                 (shadow if rule.shadow else live).append(rule)
-        action, reasons, score = self._decide(live, model_score)
+        action, reasons, score = self._decide(live, model_score, model_acts)
         shadow_action = action
         if shadow:
-            shadow_action = self._decide(sorted(live + shadow, key=self.rules.index), model_score)[0]
+            shadow_action = self._decide(sorted(live + shadow, key=self.rules.index), model_score, model_acts)[0]
         return Verdict(action, reasons, score, [f"{r.id}:{r.action}" for r in shadow], shadow_action)
 
-    def _decide(self, matched: list[Rule], model_score: float) -> tuple[str, list[str], float]:
+    def _decide(self, matched: list[Rule], model_score: float, model_acts: bool) -> tuple[str, list[str], float]:
         score = model_score
         for r in matched:
             if r.points:
                 score += r.points
         score = min(1.0, max(0.0, score))
-        if score >= self.block:
-            best: tuple[int, int, str, str] = (self.model_priority, 2, "block", "MODEL_SCORE_BLOCK")
+        if not model_acts:
+            best: tuple[int, int, str, str] = (self.model_priority, 0, "allow", "")
+        elif score >= self.block:
+            best = (self.model_priority, 2, "block", "MODEL_SCORE_BLOCK")
         elif score >= self.step_up:
             best = (self.model_priority, 1, "step_up", "MODEL_SCORE_STEP_UP")
         else:

@@ -54,6 +54,7 @@ class Decision(msgspec.Struct, kw_only=True):
     model_score: float
     rules_version: str
     model_version: str
+    model_acts: bool = True  # False while the model warms up (model_warmup_labels): it scored, rules decided
     time_ms: int  # the engine's clock when it decided
     shadow: list[str] = msgspec.field(default_factory=list)  # "rule_id:action" of shadow rules that matched
     shadow_action: str = ""  # what the action would have been with the shadow rules live

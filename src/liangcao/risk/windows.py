@@ -26,14 +26,17 @@ _N = tuple(n for _, _, n in WINDOWS)
 for _name, _length, _n in WINDOWS:
     if _length % _n:
         raise ValueError(f"window {_name}: {_length} ms is not a whole number of {_n} buckets")
+    if (_length // _n) % _GRAIN[0]:
+        raise ValueError(f"window {_name}: its grain must be a multiple of the finest grain (the fast path)")
 
 
 class Windows:
     """Event counts (and optionally amount sums) over the sliding windows of :data:`WINDOWS`."""
 
-    __slots__ = ("amt", "cnt", "last", "n", "s")
+    __slots__ = ("amt", "cnt", "edge", "last", "n", "s")
 
     def __init__(self, with_amount: bool = True) -> None:
+        self.edge = 0  # before this time no ring moves (the finest grain divides the others): the fast path
         self.last = [-1, -1, -1]  # the bucket number each ring was last moved to
         self.cnt = [[0] * n for n in _N]
         self.amt: list[list[int]] | None = [[0] * n for n in _N] if with_amount else None
@@ -41,6 +44,8 @@ class Windows:
         self.s = [0, 0, 0]  # running totals of amounts per window
 
     def _advance(self, now_ms: int) -> None:
+        if now_ms < self.edge:
+            return
         last = self.last
         for w in range(3):
             k = now_ms // _GRAIN[w]
@@ -68,6 +73,7 @@ class Windows:
                         self.s[w] -= amt[w][i]
                         amt[w][i] = 0
             last[w] = k
+        self.edge = (last[0] + 1) * _GRAIN[0]
 
     def add(self, now_ms: int, amount: int = 0) -> None:
         """Count one event (of ``amount``) at ``now_ms``."""
@@ -80,6 +86,23 @@ class Windows:
             if self.amt is not None:
                 self.amt[w][i] += amount
                 self.s[w] += amount
+
+    def read_add(self, now_ms: int, amount: int = 0) -> tuple[int, int, int, int, int, int]:
+        """Counts and amounts of the three windows before this event, then the event added (one advance)."""
+        self._advance(now_ms)
+        n, s = self.n, self.s
+        before = (n[0], n[1], n[2], s[0], s[1], s[2])
+        last = self.last
+        cnt = self.cnt
+        amt = self.amt
+        for w in range(3):
+            i = last[w] % _N[w]
+            cnt[w][i] += 1
+            n[w] += 1
+            if amt is not None:
+                amt[w][i] += amount
+                s[w] += amount
+        return before
 
     def counts(self, now_ms: int) -> tuple[int, int, int]:
         """Events in the last minute, hour and day at ``now_ms``."""
