@@ -30,7 +30,7 @@ from liangcao.apps.cover.rules import transfer_id
 from liangcao.payments import Engine
 from liangcao.testing import Receipt
 
-SHOPPERS = ["s1", "s2", "s3"]
+SHOPPERS = ["s1", "s2", "s3", "s4", "s5"]  # five on two devices: some claims are held for review
 
 
 class ChainLedger:
@@ -68,7 +68,7 @@ class CoverMachine(RuleBasedStateMachine):
 
     # ---- helpers ------------------------------------------------------------------------------------------
     def cover_state(self) -> dict[str, bytes]:
-        return {k: v for k, v in self.c.state.data.items() if k.startswith("cover/")}
+        return dict(self.c.state.data)  # the whole state: a refusal writes nothing anywhere
 
     def run(self, contract: str, method: str, args: dict[str, Any], who: str) -> Receipt:
         before = self.cover_state()
