@@ -12,10 +12,11 @@ import hashlib
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from liangcao.credit import loans as L
 from liangcao.credit import plans as P
@@ -28,17 +29,27 @@ MERCHANTS = ("m1", "m2")
 KINDS = ("lines", "fee-income", "penalty-income", "loan-capital", "loan-interest", "bank", "buyers")
 
 
-def net(engine: Engine, acct: int) -> int:
+def net(engine: Any, acct: int) -> int:
     found = engine.lookup_accounts([acct])
     return found[0].credits_posted - found[0].debits_posted if found else 0
 
 
 class Base(RuleBasedStateMachine):
+    #: A PostgreSQL DSN: run on ``PostgresBackend`` instead of the embedded engine.
+    dsn: str | None = None
+
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="credit-sm-"))
         self.clock = ManualDays(20_000)
-        self.engine = Engine(self.dir / "pay", fsync=False)
+        self.engine: Any
+        if self.dsn is None:
+            self.engine = Engine(self.dir / "pay", fsync=False)
+        else:
+            from liangcao.payments.postgres import PostgresBackend
+
+            self.engine = PostgresBackend(self.dsn)
+            self.engine.reset()
         self.s = CreditService(self.engine, self.dir / "credit.db", clock=self.clock, fsync=False)
 
     def teardown(self) -> None:
@@ -319,3 +330,11 @@ TestPlans = PlansMachine.TestCase
 TestPlans.settings = _SETTINGS
 TestLoans = LoansMachine.TestCase
 TestLoans.settings = _SETTINGS
+
+
+def test_plans_and_loans_on_postgresql(pg_dsn: str) -> None:
+    """The same machines with the money in PostgreSQL (fewer, shorter runs: each batch is a transaction)."""
+    few = settings(max_examples=6, stateful_step_count=20, deadline=None, suppress_health_check=list(HealthCheck))
+    for machine in (PlansMachine, LoansMachine):
+        on_pg = type(f"{machine.__name__}Pg", (machine,), {"dsn": pg_dsn})
+        run_state_machine_as_test(on_pg, settings=few)
