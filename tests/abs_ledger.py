@@ -137,9 +137,13 @@ class AbsLedger(Chain):
         return deal
 
     def purchase(self, deal: str, vouchers: list[str]) -> Any:
-        spv = self.spvs.get(deal, SPV)
+        """The originator offers ``vouchers`` to the deal and the SPV buys them: the refusal of either step,
+        or the purchase's receipt (a refused purchase leaves the offers pending: ``decline`` them)."""
         args = {"deal": deal, "vouchers": vouchers}
-        return self.run("abs.deal", "purchase", args, spv, ORIGINATOR, actor=f"{spv}/admin")
+        offered = self.run("abs.deal", "offer", args, ORIGINATOR)
+        if not offered.ok:
+            return offered
+        return self.run("abs.deal", "purchase", args, self.spvs.get(deal, SPV))
 
     def deal(self, deal: str) -> dict[str, Any]:
         return dict(self.query("abs.deal", "deal", {"deal": deal}))

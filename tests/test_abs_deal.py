@@ -109,21 +109,22 @@ def test_eligibility_rules_each_refuse_and_change_nothing() -> None:
         (AbsCode.FROZEN, frozen),
         (AbsCode.NOT_HELD, financed),  # the bank holds it now
         (AbsCode.NOT_ACTIVE, pending),
-        (AbsCode.CONCENTRATION, big_a),
     ]:
         r = led.purchase(deal, [ok_a, vid])  # the good one is refused with it: all or nothing
         assert r["code"] == code, (code, r["code"], r["message"])
-    led.fails(AbsCode.NOT_PARTY, "abs.deal", "purchase", {"deal": deal, "vouchers": [ok_a]}, SPV)
-    led.fails(
-        AbsCode.NOT_PARTY,
-        "abs.deal",
-        "purchase",
-        {"deal": deal, "vouchers": [ok_a]},
-        SPV,
-        ORIGINATOR,
-        actor=f"{ORIGINATOR}/admin",
-    )  # the SPV acts: it pays
+    args = {"deal": deal, "vouchers": [ok_a]}
+    led.fails(AbsCode.NOT_PARTY, "abs.deal", "offer", args, SPV)  # only the holder offers
+    led.fails(AbsCode.NOT_OFFERED, "abs.deal", "purchase", args, SPV)
+    led.fails(AbsCode.NOT_OFFERED, "abs.deal", "decline", args, SPV)
     assert fresh_state(led) == before
+    # concentration is checked when the SPV buys: the offers stay pending until it declines them
+    r = led.purchase(deal, [ok_a, big_a])
+    assert r["code"] == AbsCode.CONCENTRATION, r["message"]
+    led.fails(AbsCode.NOT_PARTY, "abs.deal", "purchase", args, ORIGINATOR)  # the SPV buys
+    led.fails(AbsCode.NOT_PARTY, "abs.deal", "decline", args, ORIGINATOR)
+    led.ok("abs.deal", "decline", {"deal": deal, "vouchers": [big_a]}, SPV)
+    assert led.query("scf.vouchers", "voucher", {"voucher": big_a})["offer_to"] is None
+    assert led.ok("abs.deal", "purchase", args, SPV)["face"] == 300_000
     # a voucher the originator got financed (and bought back) is never eligible
     led.ok("scf.vouchers", "offer", {"voucher": financed, "to": ORIGINATOR}, BANK)
     led.ok("scf.vouchers", "accept", {"voucher": financed}, ORIGINATOR)

@@ -161,10 +161,14 @@ class AbsMachine(RuleBasedStateMachine):
             return
         m = self.models[which]
         chosen = list(dict.fromkeys(self.vouchers[p % len(self.vouchers)] for p in picks))
-        r = self.led.purchase(m.deal, [v[0] for v in chosen])
+        args = {"deal": m.deal, "vouchers": [v[0] for v in chosen]}
         pooled = any(v[0] in mm.assets for mm in self.models for v in chosen)
-        if pooled:
-            assert not r.ok
+        r = self.run("abs.deal", "offer", args, ORIGINATOR)
+        if r.ok:
+            assert not pooled
+            r = self.run("abs.deal", "purchase", args, m.spv)
+            if not r.ok:  # the offers stay pending until the SPV declines them
+                assert self.run("abs.deal", "decline", args, m.spv).ok
         if not r.ok:
             event(f"purchase refused {r['code']}")
             return

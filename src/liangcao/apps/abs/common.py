@@ -44,6 +44,7 @@ class AbsCode(IntEnum):
     NOT_ENOUGH_NOTES = 2417  # the holder holds fewer notes than it transfers
     SPV_BUSY = 2418  # an SPV (one plan) runs one deal
     ALREADY_FIRED = 2419  # the trigger has already fired
+    NOT_OFFERED = 2420  # the voucher is not offered to the deal by its originator
 
 
 codes.register(AbsCode, "abs")

@@ -11,13 +11,16 @@ the eligibility rules and the trigger levels. The manager KYCs investors; KYC'd 
 custodian's token; when every tranche is fully subscribed the SPV launches the deal and the subscription
 money is the cash for purchases.
 
-**Purchases** (signed by the SPV, which acts and pays, and the originator, which sells): eligible scf
-vouchers the originator holds move to the SPV *through the vouchers contract's own rules* (``offer`` by the
-holder, ``accept`` by the SPV, invoked inside this transaction), and the price moves in the custodian's
-token (``scf.tokens.transfer`` with the SPV acting), all in one transaction: all or nothing. No contract
-writes another's keys. Eligible: held by the originator, active with no pending offer or financing, not
-frozen, never financed, in no factoring pool and in no ABS pool ever, settling in the custodian's token,
-not due within ``due_within_days`` days, and the obligor (the voucher's issuer) stays within
+**Purchases**, in two single-signer transactions (so any client can sign them, with no ``actor``): the
+originator ``offer``s eligible scf vouchers it holds to the deal (``scf.vouchers.offer`` to the SPV, invoked
+inside the transaction: the voucher is then locked by its pending offer), and the SPV ``purchase``s them:
+one transaction accepts the offers (``scf.vouchers.accept``: title moves to the SPV) and pays the price to
+the originator in the custodian's token (``scf.tokens.transfer``, the SPV acting), all or nothing. Title
+moves *through the vouchers contract's own rules*; no contract writes another's keys, and no scf contract
+needed a change. The SPV may ``decline`` an offer instead (``scf.vouchers.reject``). Eligible (checked at
+both steps): held by the originator, active with no other pending offer or financing, not frozen, never
+financed, in no factoring pool and in no ABS pool ever, settling in the custodian's token, not due within
+``due_within_days`` days, and (at purchase) the obligor (the voucher's issuer) stays within
 ``obligor_limit_bps`` of the notes' face. The price is the face less a discount at ``discount_bps``
 (actual/360, rounded half up to the fen, as ``scf``).
 
@@ -634,8 +637,9 @@ class AbsDeal(Contract):
         return {"held": have - args.amount}
 
     # ---- the pool ---------------------------------------------------------------------------------------
-    def eligible(self, ctx: Context, deal: Deal, v: Voucher) -> None:
-        """Refuses, with the first rule it breaks, a voucher the deal may not buy."""
+    def eligible(self, ctx: Context, deal: Deal, v: Voucher, *, offered: bool) -> None:
+        """Refuses, with the first rule it breaks, a voucher the deal may not buy (``offered``: the originator
+        has offered it to the deal, so its pending offer is this one)."""
         if ctx.exists(f"r/{v.id}"):
             ctx.fail(AbsCode.IN_POOL, f"voucher {v.id} is (or was) in ABS pool {ctx.get(f'r/{v.id}')}")
         if v.pool is not None:
@@ -646,23 +650,63 @@ class AbsDeal(Contract):
             ctx.fail(AbsCode.FROZEN, f"voucher {v.id} is frozen")
         if v.financed_by is not None:
             ctx.fail(AbsCode.FINANCED, f"voucher {v.id} was financed by {v.financed_by}")
-        if v.status != "active" or v.offer_to is not None or v.financing is not None:
+        ours = offered and v.offer_to == deal.spv and ctx.get(f"o/{deal.id}/{v.id}") is not None
+        if v.status != "active" or (v.offer_to is not None and not ours) or v.financing is not None:
             ctx.fail(AbsCode.NOT_ACTIVE, f"voucher {v.id} is {v.status} or has a pending offer or financing")
+        if offered and not ours:
+            ctx.fail(AbsCode.NOT_OFFERED, f"voucher {v.id} is not offered to deal {deal.id}")
         if v.settlement_bank != deal.custodian:
             ctx.fail(AbsCode.WRONG_TOKEN, f"voucher {v.id} settles in {v.settlement_bank}'s token, not the custodian's")
         if v.maturity_day <= today(ctx) + deal.due_within_days:
             ctx.fail(AbsCode.DUE_TOO_SOON, f"voucher {v.id} is due {v.maturity}, within {deal.due_within_days} days")
 
+    @staticmethod
+    def distinct(ctx: Context, vouchers: list[str]) -> None:
+        if len(set(vouchers)) != len(vouchers):
+            ctx.fail(Code.INVALID_ARGUMENT, "a voucher is named twice")
+
     @transaction
-    def purchase(self, ctx: Context, args: PurchaseArgs) -> dict[str, Any]:
-        """The SPV buys eligible vouchers from the originator: title and price move in this one transaction."""
-        deal = self.evaluated(ctx, args.deal)
-        self.acting(ctx, deal.spv, "the SPV")
+    def offer(self, ctx: Context, args: PurchaseArgs) -> dict[str, Any]:
+        """The originator offers eligible vouchers to the deal (``scf.vouchers.offer`` to the SPV); title moves
+        only when the SPV buys them, in the same transaction as the price."""
+        deal = self.load(ctx, args.deal)
         ctx.require_party(deal.originator, code=AbsCode.NOT_PARTY)
         if deal.status != "revolving":
             ctx.fail(AbsCode.WRONG_STATUS, f"deal {deal.id} is {deal.status}: it buys receivables only while revolving")
-        if len(set(args.vouchers)) != len(args.vouchers):
-            ctx.fail(Code.INVALID_ARGUMENT, "a voucher is named twice")
+        self.distinct(ctx, args.vouchers)
+        face = 0
+        for vid in args.vouchers:
+            v = self.voucher(ctx, vid)
+            self.eligible(ctx, deal, v, offered=False)
+            ctx.invoke("scf.vouchers", "offer", {"voucher": vid, "to": deal.spv})
+            ctx.put(f"o/{deal.id}/{vid}", v.face)
+            face += v.face
+        ctx.emit("offered", {"deal": deal.id, "vouchers": args.vouchers, "face": face})
+        return {"offered": args.vouchers, "face": face}
+
+    @transaction
+    def decline(self, ctx: Context, args: PurchaseArgs) -> None:
+        """The SPV declines vouchers offered to the deal (``scf.vouchers.reject``): they stay the originator's."""
+        deal = self.load(ctx, args.deal)
+        ctx.require_party(deal.spv, code=AbsCode.NOT_PARTY)
+        self.distinct(ctx, args.vouchers)
+        for vid in args.vouchers:
+            if ctx.get(f"o/{deal.id}/{vid}") is None:
+                ctx.fail(AbsCode.NOT_OFFERED, f"voucher {vid} is not offered to deal {deal.id}")
+            ctx.delete(f"o/{deal.id}/{vid}")
+            if self.voucher(ctx, vid).offer_to == deal.spv:
+                ctx.invoke("scf.vouchers", "reject", {"voucher": vid})
+        ctx.emit("declined", {"deal": deal.id, "vouchers": args.vouchers})
+
+    @transaction
+    def purchase(self, ctx: Context, args: PurchaseArgs) -> dict[str, Any]:
+        """The SPV (acting) buys vouchers the originator offered: in this one transaction it accepts them
+        (``scf.vouchers.accept``: title) and pays their price to the originator in the custodian's token."""
+        deal = self.evaluated(ctx, args.deal)
+        self.acting(ctx, deal.spv, "the SPV")
+        if deal.status != "revolving":
+            ctx.fail(AbsCode.WRONG_STATUS, f"deal {deal.id} is {deal.status}: it buys receivables only while revolving")
+        self.distinct(ctx, args.vouchers)
         if deal.assets_in + len(args.vouchers) > abs_pool_assets_max:
             ctx.fail(Code.LIMIT_EXCEEDED, f"a pool holds at most abs_pool_assets_max={abs_pool_assets_max} receivables")
         now = today(ctx)
@@ -671,7 +715,7 @@ class AbsDeal(Contract):
         bought: list[Asset] = []
         for vid in args.vouchers:
             v = self.voucher(ctx, vid)
-            self.eligible(ctx, deal, v)
+            self.eligible(ctx, deal, v, offered=True)
             held = obligors.get(v.issuer, 0) + v.face
             if held > limit:
                 ctx.fail(
@@ -694,9 +738,9 @@ class AbsDeal(Contract):
         total = sum(a.price for a in bought)
         if total > deal.purchase_cash:
             ctx.fail(AbsCode.NOT_ENOUGH_CASH, f"price {total} exceeds the purchase cash {deal.purchase_cash}")
-        for a in bought:  # title, through the vouchers contract's own rules: the holder offers, the SPV accepts
-            ctx.invoke("scf.vouchers", "offer", {"voucher": a.id, "to": deal.spv})
+        for a in bought:  # title, through the vouchers contract's own rules: the SPV accepts the offer
             ctx.invoke("scf.vouchers", "accept", {"voucher": a.id})
+            ctx.delete(f"o/{deal.id}/{a.id}")
             ctx.save(f"a/{deal.id}/{a.id}", a)
             ctx.put(f"r/{a.id}", deal.id)
         self.pay(ctx, deal, deal.originator, total)
@@ -982,6 +1026,7 @@ class AbsDeal(Contract):
 
     @query
     def holders(self, ctx: Context, args: HoldersArgs) -> dict[str, Any]:
+        """Who holds a tranche's notes, and how much face each (at most ``abs_holders_max``)."""
         deal = self.load(ctx, args.deal)
         return {"deal": deal.id, "tranche": args.tranche, "holders": dict(self.holdings(ctx, deal, args.tranche))}
 
