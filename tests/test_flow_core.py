@@ -469,3 +469,19 @@ def test_the_public_api_is_exported() -> None:
         assert getattr(flow, name) is not None
     assert [p.name for p in sorted(Priority)] == ["PAY", "CONFIRM", "QUERY", "BROWSE", "REPORT"]
     assert issubclass(Refused, LiangcaoError) and all(3100 <= c <= 3199 for c in FlowCode)
+
+
+def test_bbr_capacity_uses_the_mix_latency_not_the_fastest_call() -> None:
+    clock = Clock()
+    gate = Gate(Rules(system=SystemRule(bbr=True, bbr_inflight_min=2)), clock=clock)
+    # Per 100 ms slot: one 1 ms read and nine 10 ms payments, one at a time (about 100 ms of work).
+    for _ in range(10):
+        t = gate.enter("read", Priority.QUERY)
+        clock.advance(0.001)
+        t.exit()
+        for _ in range(9):
+            t = gate.enter("pay", Priority.PAY)
+            clock.advance(0.0101)
+            t.exit()
+    cap = gate.status()["system"]["capacity_inflight"]
+    assert cap == pytest.approx(1.0, rel=0.1)  # 100/s x the slot mean of ~9.2 ms, not x 1 ms

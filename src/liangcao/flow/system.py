@@ -47,9 +47,12 @@ class SystemGuard:
         return self._load_value
 
     def capacity(self, now: float) -> float:
-        """In-flight calls the process can hold without queueing (inf until there is a measurement)."""
+        """In-flight calls the process can hold without queueing (inf until there is a measurement).
+
+        The latency is the lowest *mean* of a window slot, not the single fastest call: with a mix of fast
+        reads and slow payments the fastest call would make the capacity look tiny."""
         peak = self.window.peak_rate(now)
-        rt = self.window.min_rt(now)
+        rt = self.window.min_mean_rt(now)
         if peak == 0 or math.isinf(rt):
             return math.inf
         return peak * rt
@@ -83,11 +86,12 @@ class SystemGuard:
     def status(self, now: float) -> dict[str, object]:
         calls, _, _, rt_sum = self.window.totals(now)
         cap = self.capacity(now)
+        rt = self.window.min_mean_rt(now)
         return {
             "completed_in_window": calls,
             "mean_rt_ms": round(rt_sum / calls * 1000.0, 3) if calls else 0.0,
             "peak_per_s": round(self.window.peak_rate(now), 1),
-            "min_rt_ms": None if math.isinf(self.window.min_rt(now)) else round(self.window.min_rt(now) * 1000.0, 3),
+            "min_mean_rt_ms": None if math.isinf(rt) else round(rt * 1000.0, 3),
             "capacity_inflight": None if math.isinf(cap) else round(cap, 2),
             "load": round(self._load_value, 2),
         }

@@ -102,3 +102,11 @@ class Window:
         return min(
             (self.rt_min[i] for i in range(self.n) if index - self.n < self.starts[i] <= index), default=math.inf
         )
+
+    def min_mean_rt(self, now: float, calls_min: int = 3) -> float:
+        """The lowest mean latency of a slot in the window with at least ``calls_min`` calls (else the lowest
+        single latency): the latency of the traffic mix without queueing, robust to one fast outlier."""
+        index = self._advance(now)
+        live = [i for i in range(self.n) if index - self.n < self.starts[i] <= index]
+        means = [self.rt_sum[i] / self.calls[i] for i in live if self.calls[i] >= calls_min]
+        return min(means) if means else min((self.rt_min[i] for i in live), default=math.inf)
