@@ -3,6 +3,7 @@ reloads rules (bad rules: 400, nothing changed), and the Prometheus metrics coun
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -104,3 +105,31 @@ def test_status_rules_reload_and_metrics(http: httpx.Client, gate: Gate) -> None
     assert 'liangcao_flow_decisions_total{decision="rate_limited",priority="BROWSE",resource="work"}' in text
     assert 'liangcao_flow_rate_limit_per_s{resource="work"} 10000.0' in text
     assert "liangcao_flow_rules_version 3.0" in text
+
+
+def test_a_browse_flood_over_http_cannot_starve_paying() -> None:
+    gate = Gate(Rules(resources=[ResourceRule(name="work", concurrency_max=10)]))
+    served = Served(gate)
+    try:
+        url = str(served.http.base_url)
+
+        async def run() -> tuple[list[int], list[int], float]:
+            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+                flood = [
+                    asyncio.create_task(client.get("/work", params={"ms": 2000}, headers={"x-priority": "BROWSE"}))
+                    for _ in range(40)
+                ]
+                await asyncio.sleep(0.3)  # the flood is in: browsing holds its half
+                t0 = time.perf_counter()
+                pays = await asyncio.gather(
+                    *(client.get("/work", params={"ms": 10}, headers={"x-priority": "PAY"}) for _ in range(5))
+                )
+                pay_s = time.perf_counter() - t0
+                browse = await asyncio.gather(*flood)
+                return [r.status_code for r in browse], [r.status_code for r in pays], pay_s
+
+        browse, pay, pay_s = asyncio.run(run())
+        assert pay == [200] * 5 and pay_s < 1.0  # paying went straight through, not after the 2 s flood
+        assert browse.count(200) == 5 and browse.count(429) == 35  # browsing got exactly its half
+    finally:
+        served.close()
