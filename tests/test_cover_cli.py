@@ -37,7 +37,7 @@ def cover(net: Live, *args: str, code: int = 0) -> Any:
         return r.output
 
 
-def test_the_story_from_the_command_line_and_the_sdk(net: Live, tmp_path: Path) -> None:
+def test_the_story_from_the_command_line_and_the_sdk(net: Live, tmp_path: Path, browser: Any) -> None:
     cover(net, "capital", "pledge", "--amount", "1000000", "--as", "org1/admin")
     cover(net, "products", "publish", "--id", "rs", "--kind", "return_shipping", "--indemnity-fen", "1200",
           "--window-days", "7", "--base-fen", "80", "--as", "org1/admin")  # fmt: skip
@@ -72,4 +72,14 @@ def test_the_story_from_the_command_line_and_the_sdk(net: Live, tmp_path: Path) 
     shown = cover(net, "policies", "show", "--policy", rs["id"])
     assert shown["claim"]["status"] == "paid" and shown["payout"]["paid"]
     assert cover(net, "capital", "show", "--insurer", "org1")["paid"] == 5_200
+    # the policy's page in a real browser: terms, the pickup fact, the payout
+    page = browser.new_context().new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{net.url}/explorer/cover?token={net.token}#/{rs['id']}")
+    page.wait_for_selector("#facts li.fact", timeout=15_000)
+    text = page.inner_text("#view")
+    assert "shipping event" in text and "org3/admin" in text and "12.00" in text and "yes (tx" in text
+    assert "token" not in page.url and errors == []
+    page.context.close()
     assert "not ORG/MEMBER" in cover(net, "payout-adapter", "--as", "../x", "--engine", str(tmp_path), code=1)
