@@ -75,6 +75,17 @@ def test_token_server_core_never_grants_more_than_the_global_bucket() -> None:
     assert "error" in core.handle([1])
 
 
+def test_token_server_reload_keeps_what_was_granted() -> None:
+    t = [0.0]
+    rules = Rules(resources=[ResourceRule(name="r", rate_per_s=10, burst=10, cluster=True)])
+    core = TokenServerCore(rules, lambda: t[0])
+    assert core.lease("r", 8) == (8, 0)
+    core.load(Rules(resources=[ResourceRule(name="r", rate_per_s=100, burst=100, cluster=True)]))
+    assert core.lease("r", 1000) == (92, 10)  # 8 of the new depth were already granted; next in 10 ms
+    core.load(Rules(resources=[ResourceRule(name="r", rate_per_s=100)]))  # no longer a cluster resource
+    assert core.lease("r", 1) == (0, 1000)
+
+
 def test_three_gateway_processes_share_one_global_limit(tmp_path: Path) -> None:
     rules = {"version": 1, "resources": [{"name": "work", "rate_per_s": RATE, "burst": BURST, "cluster": True}]}
     rules_file = tmp_path / "rules.json"

@@ -133,7 +133,7 @@ class TokenBucket:
         """Keep what ``old`` had used when the rule changes: same fill level and warmth, new rate."""
         old._sync(now)
         used = (old.tat - now) / old.stable  # tokens missing from the old bucket
-        self.tat = now + min(used, float(self.burst)) * self.stable
+        self.tat = now + max(0.0, min(used, float(self.burst))) * self.stable
         if self.stored_max > 0:
             warm = 0.0 if old.stored_max == 0 else old.stored / old.stored_max
             self.stored = warm * self.stored_max

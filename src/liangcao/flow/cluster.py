@@ -81,7 +81,7 @@ class TokenServerCore:
         self.granted[resource] = self.granted.get(resource, 0) + got
         self.asked[resource] = self.asked.get(resource, 0) + n
         wait = b.wait(now)
-        return got, max(1, math.ceil(wait * 1000)) if wait > 0 else 0
+        return got, max(1, math.ceil(wait * 1000 - 1e-6)) if wait > 0 else 0
 
     def handle(self, request: Any) -> dict[str, Any]:
         self.requests += 1
