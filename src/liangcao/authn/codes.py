@@ -108,3 +108,5 @@ credential_json_bytes_max = 32_768
 credential_id_bytes_max = 1023  # WebAuthn §5.8.3: a credential id is at most 1023 bytes
 #: verified public keys kept in memory (the hot path skips the COSE decoding of a known key)
 key_cache_max = 100_000
+#: unanswered ceremonies kept in memory (older ones are read from the store when answered)
+open_ceremonies_cached_max = 100_000

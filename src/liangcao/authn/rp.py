@@ -279,6 +279,9 @@ class RelyingParty:
         self._lock = threading.Lock()
         self._claimed: set[str] = set()
         self._keys: OrderedDict[bytes, _Key] = OrderedDict()
+        # payment ceremonies opened by this process and not yet answered, as _ceremony reads them: the hot
+        # path then needs no read of the store (after a restart they are read from it)
+        self._open_rows: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
 
     def close(self) -> None:
         self._store.close()
@@ -424,6 +427,10 @@ class RelyingParty:
         ceremony_id = b64url(os.urandom(16))
         now = self.clock.now_ms()
         expires_ms = int(terms.pop("expires_ms", now + self.challenge_ttl_ms))
+        row = (
+            kind, challenge, terms.get("device_name"), terms.get("order_id"), terms.get("payee"),
+            terms.get("amount_fen"), terms.get("currency"), expires_ms, terms.get("nonce"), shopper, None,
+        )  # fmt: skip
         self._store.write(
             [
                 (
@@ -446,6 +453,10 @@ class RelyingParty:
                 )
             ]
         )
+        with self._lock:
+            self._open_rows[ceremony_id] = row
+            while len(self._open_rows) > lim.open_ceremonies_cached_max:
+                self._open_rows.popitem(last=False)
         return ceremony_id, expires_ms
 
     def register(self, shopper: str, ceremony_id: str, credential_json: object) -> Credential:
@@ -644,7 +655,7 @@ class RelyingParty:
             row = self._ceremony(challenge_id, shopper, "payment")
             raw_id = _unb64("rawId", assertion.rawId)
             try:
-                confirmation, ops, evidence = self._verify_assertion(
+                confirmation, ops = self._verify_assertion(
                     shopper, challenge_id, row, assertion, raw_id, (order_id, payee, amount_fen, currency)
                 )
             except _Recorded as refusal:
@@ -653,7 +664,7 @@ class RelyingParty:
             except AuthnError as refusal:
                 self._consume(challenge_id, refusal.authn_code, raw_id, [])
                 raise
-            self._consume(challenge_id, None, raw_id, ops, evidence)
+            self._consume(challenge_id, None, raw_id, ops)
             return confirmation
 
     def _verify_assertion(
@@ -664,7 +675,7 @@ class RelyingParty:
         a: _AssertionIn,
         raw_id: bytes,
         gateway: tuple[str, str, int, str],
-    ) -> tuple[Confirmation, list[Op], bytes]:
+    ) -> tuple[Confirmation, list[Op]]:
         order_id, payee, amount_fen, currency, expires_ms, nonce = row[3:9]
         now = self.clock.now_ms()
         if now > expires_ms:
@@ -693,11 +704,12 @@ class RelyingParty:
         if key.revoked:
             raise AuthnError(AuthnCode.REVOKED_CREDENTIAL, f"device {key.name!r} was revoked")
         self._check_auth(auth_data[:32], auth_data[32])
+        signature = _unb64("signature", a.response.signature)
         try:
             verify_signature(
                 public_key=key.public,
                 signature_alg=COSEAlgorithmIdentifier(key.alg),
-                signature=_unb64("signature", a.response.signature),
+                signature=signature,
                 data=auth_data + hashlib.sha256(client_bytes).digest(),
             )
         except (InvalidSignature, WebAuthnException, ValueError):
@@ -710,18 +722,15 @@ class RelyingParty:
                 key.counter = counter
         if regressed:
             self._clone_alarm(shopper, challenge_id, raw_id, key, stored, counter, now)
-        evidence = msgspec.json.encode(
-            {"authenticatorData": a.response.authenticatorData, "clientDataJSON": a.response.clientDataJSON,
-             "signature": a.response.signature}
-        )  # fmt: skip
         ops: list[Op] = [
             ("UPDATE credentials SET sign_count = ?, last_used_ms = ? WHERE id = ?", (counter, now, raw_id)),
+            ("INSERT INTO evidence VALUES (?, ?, ?, ?)", (challenge_id, auth_data, client_bytes, signature)),
         ]
         confirmation = Confirmation(
             challenge_id, shopper, b64url(raw_id), key.name, order_id, payee, amount_fen, currency, counter,
             True, now, b64url(challenge),
         )  # fmt: skip
-        return confirmation, ops, evidence
+        return confirmation, ops
 
     def _clone_alarm(
         self, shopper: str, challenge_id: str, raw_id: bytes, key: _Key, stored: int, seen: int, now: int
@@ -751,7 +760,10 @@ class RelyingParty:
         return _Claim(self, ceremony_id)
 
     def _ceremony(self, ceremony_id: str, shopper: str, kind: str) -> tuple[Any, ...]:
-        row = self._store.row(
+        # the caller holds the ceremony's claim: nobody consumes it meanwhile
+        with self._lock:
+            row = self._open_rows.get(ceremony_id)
+        row = row or self._store.row(
             "SELECT kind, challenge, device_name, order_id, payee, amount_fen, currency, expires_ms, nonce,"
             " shopper, used_ms FROM ceremonies WHERE id = ?",
             (ceremony_id,),
@@ -768,15 +780,16 @@ class RelyingParty:
         refused: AuthnCode | None,
         raw_id: bytes | None,
         ops: list[Op],
-        evidence: bytes | None = None,
     ) -> None:
         """Record the answer's verdict (0: accepted) with ``ops``, durably: the ceremony is used up."""
         result = 0 if refused is None else int(refused)
+        with self._lock:  # the claim is still held: no answer reads the row until the write below is durable
+            self._open_rows.pop(ceremony_id, None)
         self._store.write(
             [
                 (
-                    "UPDATE ceremonies SET used_ms = ?, result = ?, credential_id = ?, evidence = ? WHERE id = ?",
-                    (self.clock.now_ms(), result, raw_id, evidence, ceremony_id),
+                    "UPDATE ceremonies SET used_ms = ?, result = ?, credential_id = ? WHERE id = ?",
+                    (self.clock.now_ms(), result, raw_id, ceremony_id),
                 ),
                 *ops,
             ]

@@ -18,6 +18,7 @@ Switches a test needs: ``uv`` (the user was verified: fingerprint or face), ``up
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime
 import hashlib
 import json
@@ -51,8 +52,12 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_URLSAFE = str.maketrans("-_", "+/")
+
+
 def unb64url(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """base64url without padding (WebAuthn's encoding of bytes in JSON) to bytes; ValueError if not base64."""
+    return binascii.a2b_base64(text.translate(_URLSAFE) + "=" * (-len(text) % 4))
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Tables: ``shoppers`` (a random user handle, never the shopper's name, is what authenticators see; the
 password-less limit), ``credentials`` (public key, algorithm, AAGUID, attestation format, sign counter, name,
 revocation), ``ceremonies`` (every challenge issued, what a payment challenge commits to, when it was
-answered, with which verdict and with what evidence) and ``clone_alarms``.
+answered, with which verdict), ``evidence`` (the signed bytes of every accepted payment: authenticatorData,
+clientDataJSON, signature; anyone holding the public key can check them again) and ``clone_alarms``.
 
 A ceremony is answered once: the answer's verdict and the counter it moved are one transaction, acknowledged
 only after it is on disk (fsync). Concurrent writers share a commit: one of them applies everything\nwaiting in one transaction and one fsync (group commit, as the payments engine does), each
@@ -66,8 +67,14 @@ CREATE TABLE IF NOT EXISTS ceremonies (
     expires_ms INTEGER NOT NULL,
     used_ms INTEGER,
     result INTEGER,
-    credential_id BLOB,
-    evidence BLOB
+    credential_id BLOB
+);
+-- what the device signed, for every accepted payment (appended: cheaper than growing the ceremony's row)
+CREATE TABLE IF NOT EXISTS evidence (
+    ceremony_id TEXT NOT NULL,
+    authenticator_data BLOB NOT NULL,
+    client_data_json BLOB NOT NULL,
+    signature BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS clone_alarms (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -82,11 +89,14 @@ CREATE TABLE IF NOT EXISTS clone_alarms (
 
 
 class _Waiter:
-    __slots__ = ("committed", "done", "error", "lead", "ops")
+    __slots__ = ("committed", "error", "lead", "ops", "signal")
 
     def __init__(self, ops: Sequence[Op]) -> None:
         self.ops = ops
-        self.done = threading.Event()  # set when committed, or when handed the lead
+        # released when committed or handed the lead: a bare lock is the cheapest one-shot signal (one futex),
+        # and a write waits on it once per payment
+        self.signal = threading.Lock()
+        self.signal.acquire()
         self.committed = False
         self.lead = False
         self.error: BaseException | None = None
@@ -113,6 +123,8 @@ class Store:
         self._pending: list[_Waiter] = []
         self._closing = False
         self._leading = False
+        self.commits = 0  # transactions committed and the writes they carried (group commit's batches)
+        self.writes = 0
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._local = threading.local()
@@ -161,7 +173,7 @@ class Store:
             lead = not self._leading
             self._leading = True
         if not lead:
-            waiter.done.wait()
+            waiter.signal.acquire()
             lead = waiter.lead
         if lead:
             self._lead(waiter)
@@ -177,6 +189,8 @@ class Store:
                     self._cv.notify_all()
                     return
             self._commit(self._writer, batch)
+            self.commits += 1  # only the leader counts: one at a time
+            self.writes += len(batch)
             if mine.committed:
                 with self._cv:
                     if not self._pending:
@@ -185,25 +199,26 @@ class Store:
                         return
                     successor = self._pending[0]
                 successor.lead = True
-                successor.done.set()
+                successor.signal.release()
                 return
 
-    @staticmethod
-    def _commit(db: sqlite3.Connection, batch: list[_Waiter]) -> None:
+    @classmethod
+    def _commit(cls, db: sqlite3.Connection, batch: list[_Waiter]) -> None:
+        # Optimistic: every writer's statements in one transaction, no savepoints (their statements almost
+        # never fail). If one does, the transaction is rolled back and applied again writer by writer, each
+        # in a savepoint, so only the failing writer's statements are left out.
         try:
             db.execute("BEGIN IMMEDIATE")
-            if len(batch) == 1:  # alone: its failure is the transaction's, no savepoint needed
-                for sql, params in batch[0].ops:
-                    db.execute(sql, params)
-            for w in batch if len(batch) > 1 else ():
-                db.execute("SAVEPOINT one")
-                try:
+            try:
+                for w in batch:
                     for sql, params in w.ops:
                         db.execute(sql, params)
-                except sqlite3.Error as exc:
-                    db.execute("ROLLBACK TO one")
-                    w.error = exc
-                db.execute("RELEASE one")
+            except sqlite3.Error:
+                if len(batch) == 1:
+                    raise
+                db.execute("ROLLBACK")
+                db.execute("BEGIN IMMEDIATE")
+                cls._one_by_one(db, batch)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -212,7 +227,19 @@ class Store:
                 w.error = w.error or exc
         for w in batch:
             w.committed = True
-            w.done.set()
+            w.signal.release()  # the leader's own too: harmless, nobody waits on it
+
+    @staticmethod
+    def _one_by_one(db: sqlite3.Connection, batch: list[_Waiter]) -> None:
+        for w in batch:
+            db.execute("SAVEPOINT one")
+            try:
+                for sql, params in w.ops:
+                    db.execute(sql, params)
+            except sqlite3.Error as exc:
+                db.execute("ROLLBACK TO one")
+                w.error = exc
+            db.execute("RELEASE one")
 
     def close(self) -> None:
         with self._cv:
