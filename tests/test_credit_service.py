@@ -321,3 +321,26 @@ def test_bench_small_run() -> None:
     ):
         assert key in out
     assert out["loan_decision_p99_ms"] < 1_000
+
+
+def test_registered_merchant_account_is_paid_and_scored(env: tuple[CreditService, Engine, ManualDays]) -> None:
+    s, engine, clock = env
+    from liangcao.payments import AccountFlags
+
+    mine = 424242  # an account the checkout gateway owns
+    engine.create_accounts([Account(mine, ledger=156, code=1, flags=int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS))])
+    with pytest.raises(CreditError) as e:
+        s.register_merchant("gw-shop", 777)
+    assert e.value.code == CreditCode.UNKNOWN_MERCHANT
+    s.register_merchant("gw-shop", mine)
+    s.register_merchant("gw-shop", mine)  # the same again is fine
+    with pytest.raises(CreditError) as e:
+        s.register_merchant("gw-shop", account_id("bank"))
+    assert e.value.code == CreditCode.MERCHANT_REGISTERED
+    s.checkout_installments("g1", "fay", "gw-shop", 12_000, 3, "merchant")
+    assert balance(engine, mine) == 12_000 - (12_000 * 250 + 5_000) // 10_000
+    # Sales the gateway settles into its own account, stamped with the business day, are the score's input.
+    today = clock()
+    s.import_sales("gw-shop", [(f"h{d}", today - 200 + d, L.SaleKind.SALE, 400_000) for d in range(200)])
+    offer = s.apply_loan("gw-shop")
+    assert offer.approved and offer.features.tenure_days == 200

@@ -46,6 +46,7 @@ class CreditCode(IntEnum):
     BAD_RATE_TABLE = 3423  # a fee-rate table that is not integer basis points for 3/6/12 periods
     BAD_DAY = 3424  # a business day that is not an integer, or before the service's last one
     UNKNOWN_SHOPPER = 3425
+    MERCHANT_REGISTERED = 3426  # the merchant is already paid into another payments-core account
 
 
 codes.register(
@@ -57,6 +58,7 @@ codes.register(
         CreditCode.UNKNOWN_OFFER: 404,
         CreditCode.UNKNOWN_LOAN: 404,
         CreditCode.UNKNOWN_SHOPPER: 404,
+        CreditCode.MERCHANT_REGISTERED: 409,
         CreditCode.PLAN_CLOSED: 409,
         CreditCode.ORDER_EXISTS: 409,
         CreditCode.LOAN_CLOSED: 409,

@@ -620,13 +620,14 @@ class CreditService:
     def merchant_account(self, merchant: str) -> int:
         """The core account a merchant is paid into (registered, or derived and created on first use)."""
         check_id(merchant, "merchant")
-        row = self._db.execute("SELECT body FROM records WHERE kind = 'merchant' AND key = ?", (merchant,)).fetchone()
-        if row is not None:
-            return int(msgspec.json.decode(row[0], type=int))
-        self._ensure([("merchant", merchant, AccountCode.MERCHANT, AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)])
-        acct = account_id("merchant", merchant)
-        self._write([self._rec("merchant", merchant, merchant, 0, acct)])
-        return acct
+        with self._lock:
+            found = self._get("merchant", merchant, int)
+            if found is not None:
+                return found
+            self._ensure([("merchant", merchant, AccountCode.MERCHANT, AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)])
+            acct = account_id("merchant", merchant)
+            self._write([self._rec("merchant", merchant, merchant, 0, acct)])
+            return acct
 
     def register_merchant(self, merchant: str, account: int) -> None:
         """Pay ``merchant`` into an existing core account (the checkout gateway's), and read its sales there."""
@@ -634,6 +635,15 @@ class CreditService:
         if type(account) is not int or not self.core.lookup_accounts([account]):
             raise CreditError(CreditCode.UNKNOWN_MERCHANT, f"no payments-core account {account!r}")
         with self._lock:
+            found = self._get("merchant", merchant, int)
+            if found == account:
+                return
+            if found is not None:
+                # Plans and loans already pay this merchant through its account: moving it would split
+                # the merchant's money (and its refunds) between two accounts.
+                raise CreditError(
+                    CreditCode.MERCHANT_REGISTERED, f"merchant {merchant} is already paid into account {found}"
+                )
             self._known.add(account)
             self._write([self._rec("merchant", merchant, merchant, 0, account)])
 
@@ -1006,6 +1016,10 @@ class CreditService:
     def import_sales(self, merchant: str, rows: Sequence[tuple[str, int, L.SaleKind, int]]) -> int:
         """Load a sales history ``(sale_id, day, kind, amount_fen)`` into the core in big batches (no loan
         deductions: history from before the service). Answers how many transfers were applied."""
+        with self._lock:
+            return self._import_sales(merchant, rows)
+
+    def _import_sales(self, merchant: str, rows: Sequence[tuple[str, int, L.SaleKind, int]]) -> int:
         macct = self.merchant_account(merchant)
         buyers = account_id("buyers")
         code = {
