@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, FastAPI
 
 from liangcao import __version__
+from liangcao.api import abs as abs_routes
 from liangcao.api import (
     admin,
     attestations,
@@ -49,6 +50,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     epcis_queries.router,  # /epcis/v2/queries (named queries, subscriptions)
     epcis.plain,  # /v1/trace/provenance
     dg.router,  # /v1/dg
+    abs_routes.router,  # /v1/abs, /explorer/abs (before the explorer's /explorer/{name})
     cover.router,  # /v1/cover, /explorer/cover (before /explorer/{name})
     explorer.router,  # /explorer
     txs.router,  # /v1/txs, /v1/batch/txs
