@@ -189,3 +189,22 @@ def test_products_rules_are_checked() -> None:
             "price_paid": 100, "address": "a", "device": "d"}, PLATFORM)  # fmt: skip
     c.fails(CoverCode.NOT_PLATFORM, "cover", "post_price", {"sku": "k", "price": 1}, INSURER)
     assert [p["id"] for p in c.query("cover", "products", {})["products"]] == ["x"]
+
+
+def test_an_event_anchored_compactly_is_proven_by_its_text() -> None:
+    """The trace contract may keep only a reference to the capture's transaction (no text in state): the claim
+    then carries the text, and its recomputed hash id must be the anchored one."""
+    from liangcao import encoding
+
+    c = setup()
+    (rs,) = c.buy(["rs"], "order-c")
+    text = return_event("order-c", c.time_ms, rma="c")
+    eid = c.anchor(text)
+    key = "trace/e/" + eid[len("ni:///sha-256;") :][:64]
+    full = c.get(key)
+    c.state.data[key] = encoding.canonical({"by": full["by"], "height": full["height"], "n": 0, "tx": full["tx"]})
+    c.fails(CoverCode.NO_FACT, "cover", "claim", {"policy": rs["id"], "event": eid}, PLATFORM, match="event_text")
+    other = return_event("order-c", c.time_ms, rma="forged")
+    c.fails(CoverCode.WRONG_FACT, "cover", "claim", {"policy": rs["id"], "event": eid, "event_text": other}, PLATFORM)
+    claim = c.ok("cover", "claim", {"policy": rs["id"], "event": eid, "event_text": text}, PLATFORM)
+    assert claim["status"] == "approved" and claim["facts"][0]["org"] == COURIER
