@@ -226,6 +226,63 @@ def test_adaptive_limit_stays_within_its_bounds() -> None:
     assert gate.status()["resources"]["api"]["concurrency_limit"] == 25
 
 
+def _processor_sharing(gate: Gate, clock: Clock, seconds: float, base_s: float, per_s_max: float) -> list[int]:
+    """Offer 3x a server's throughput: each call takes base_s, or longer once in flight x 1/per_s_max exceeds it
+    (the queue). Returns the concurrency limit at the end of each second."""
+    import heapq
+
+    arrivals_per_s = 3 * per_s_max
+    running: list[tuple[float, int, object]] = []
+    limits = []
+    for step in range(int(seconds * arrivals_per_s)):
+        now = 1000.0 + step / arrivals_per_s
+        while running and running[0][0] <= now:
+            finish, _, ticket = heapq.heappop(running)
+            clock.t = finish
+            ticket.exit()  # type: ignore[attr-defined]
+        clock.t = now
+        if step % int(arrivals_per_s) == 0:
+            limits.append(gate.status()["resources"]["api"]["concurrency_limit"])
+        try:
+            ticket = gate.enter("api", Priority.PAY)
+        except Refused:
+            continue
+        heapq.heappush(running, (now + max(base_s, gate.inflight / per_s_max), step, ticket))
+    return limits
+
+
+def test_adaptive_limit_settles_near_capacity_instead_of_drifting_up_with_the_queue() -> None:
+    # 500 calls/s at 20 ms: 10 in flight fill the server; more only queue.
+    clock = Clock()
+    rule = ResourceRule(name="api", adaptive=AdaptiveRule(limit_min=2, limit_max=500, limit_initial=60, probe_s=10))
+    gate = Gate(Rules(resources=[rule]), clock=clock)
+    limits = _processor_sharing(gate, clock, 30.0, 0.020, 500.0)
+    assert max(limits[-10:]) <= 25  # about tolerance x the unloaded latency, not the 60 it started at
+    assert min(limits[-10:]) >= 2
+    status = gate.status()["resources"]["api"]
+    assert status["adaptive"]["baseline_rt_ms"] == pytest.approx(20.0, abs=1.0) and status["adaptive"]["probes"] >= 3
+    assert status["passed"] >= 0.9 * 500 * 30  # the server was kept busy all along, probes included
+
+
+def test_adaptive_probe_learns_a_slower_service() -> None:
+    clock = Clock()
+    rule = ResourceRule(
+        name="api",
+        adaptive=AdaptiveRule(
+            limit_min=5, limit_max=200, limit_initial=50, window_s=0.1, window_samples_min=5, probe_s=5
+        ),
+    )
+    gate = Gate(Rules(resources=[rule]), clock=clock)
+    for _ in range(20):
+        _run_window(gate, clock, 500, 0.1)
+    assert gate.status()["resources"]["api"]["adaptive"]["baseline_rt_ms"] == pytest.approx(100.0)
+    for _ in range(80):  # the service is now 3x slower for good (about 10 s)
+        _run_window(gate, clock, 500, 0.3)
+    status = gate.status()["resources"]["api"]
+    assert status["adaptive"]["baseline_rt_ms"] == pytest.approx(300.0)  # learnt by a probe
+    assert status["concurrency_limit"] > 5  # and the limit is not stuck at its minimum
+
+
 # -- breaker ----------------------------------------------------------------------------------------------------
 
 

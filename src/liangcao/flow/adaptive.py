@@ -1,17 +1,18 @@
-"""An adaptive concurrency limit that follows measured latency (Netflix concurrency-limits' Gradient2).
+"""An adaptive concurrency limit that follows measured latency (Netflix's Gradient2, Envoy's min-RTT probe).
 
-Theory of operation. Latency is sampled per window (the mean of the calls that finished in it, once it holds
-``window_samples_min`` of them). A long-term latency is an exponential average over about ``long_windows``
-windows. When the short-term latency rises above ``tolerance`` x the long-term one, queues are building
-somewhere downstream, so the limit shrinks by the ratio (the *gradient*, at most halving it per window);
-while latency holds, the gradient is 1 and the limit grows by a queue allowance of ``sqrt(limit)``. The new
-limit is smoothed (``smoothing``) and clamped to ``[limit_min, limit_max]``. Two guards from Gradient2: the
-limit does not grow while the service is not using half of it (no evidence it could take more), and a
-long-term latency more than twice the short-term one is pulled down 5 % per window, so a past slow spell does
-not keep the limit high for ever.
+Theory of operation. Latency is sampled per window: the mean of the calls that finished in it, once it holds
+``window_samples_min`` of them. A *baseline* latency is the lowest window mean seen: what a call costs without
+queueing. When a window's mean rises above ``tolerance`` x the baseline, a queue is building somewhere
+downstream, so the limit shrinks by the ratio (the *gradient*, at most halving it per window); while latency
+stays within the tolerance, the gradient is 1 and the limit grows by a queue allowance of ``sqrt(limit)``. The
+new limit is smoothed (``smoothing``) and clamped to ``[limit_min, limit_max]``; it does not grow while less
+than half of it is used (no evidence it could take more).
 
-Envoy's adaptive concurrency filter uses the same gradient against a *minimum* latency it re-measures by
-periodically forcing the limit down; Gradient2 needs no such probe phase, so nothing is shed to measure.
+A baseline that can only fall would never learn that the service got slower for good (a heavier mix, a
+colder cache), and a baseline that follows the recent latency drifts up with the queue it should detect
+(Gradient2's long-term average does; under constant overload its limit creeps up for ever). So, as Envoy's
+adaptive concurrency filter does, every ``probe_s`` seconds one window runs at ``limit_min``: the calls
+admitted in it meet no queue, and their mean latency becomes the new baseline. ``probe_s = 0`` never probes.
 """
 
 from __future__ import annotations
@@ -22,52 +23,93 @@ from liangcao.flow.rules import AdaptiveRule
 
 
 class GradientLimit:
-    __slots__ = ("count", "inflight_peak", "limit", "long_rt", "rt_sum", "rule", "start", "windows")
+    __slots__ = (
+        "baseline",
+        "count",
+        "inflight_peak",
+        "limit",
+        "next_probe",
+        "probe_start",
+        "probes",
+        "probing",
+        "rt_sum",
+        "rule",
+        "start",
+        "windows",
+    )
 
     def __init__(self, rule: AdaptiveRule, now: float) -> None:
         self.rule = rule
         self.limit = float(rule.limit_initial)
-        self.long_rt = 0.0
+        self.baseline = math.inf
         self.windows = 0
+        self.probes = 0
+        self.probing = False
+        self.probe_start = 0.0
+        # The first probe comes first: until then there is no baseline to compare with.
+        self.next_probe = now if rule.probe_s > 0 else math.inf
+        self._new_window(now)
+
+    def _new_window(self, now: float) -> None:
         self.start = now
         self.count = 0
         self.rt_sum = 0.0
         self.inflight_peak = 0
 
     def reconfigure(self, rule: AdaptiveRule) -> None:
+        if rule.probe_s != self.rule.probe_s:
+            self.next_probe = self.start + rule.probe_s if rule.probe_s > 0 else math.inf
         self.rule = rule
         self.limit = min(float(rule.limit_max), max(float(rule.limit_min), self.limit))
 
     @property
     def value(self) -> int:
-        return int(self.limit)
+        """The limit in force now (``limit_min`` while probing)."""
+        return self.rule.limit_min if self.probing else int(self.limit)
 
-    def sample(self, now: float, rt_s: float, inflight: int) -> None:
-        """One finished call (its latency and the in-flight count when it started)."""
+    def sample(self, now: float, rt_s: float, inflight: int, started: float) -> None:
+        """One finished call: its latency, the in-flight count when it started, and when it started."""
+        r = self.rule
+        if self.probing and started < self.probe_start:
+            return  # admitted before the probe: it may have queued, so it says nothing of the baseline
         self.count += 1
         self.rt_sum += rt_s
         self.inflight_peak = max(self.inflight_peak, inflight)
-        if now - self.start >= self.rule.window_s and self.count >= self.rule.window_samples_min:
-            self._update(self.rt_sum / self.count, self.inflight_peak)
-            self.start, self.count, self.rt_sum, self.inflight_peak = now, 0, 0.0, 0
+        if now - self.start >= r.window_s and self.count >= r.window_samples_min:
+            mean = self.rt_sum / self.count
+            if self.probing:
+                self.baseline = mean
+                self.probing = False
+                self.probes += 1
+                self.next_probe = now + r.probe_s
+            else:
+                self._update(mean, self.inflight_peak)
+            self._new_window(now)
+        elif self.probing and now - self.probe_start > 10 * r.window_s:
+            self.probing = False  # too few calls came to measure: try again next time
+            self.next_probe = now + r.probe_s
+        if not self.probing and now >= self.next_probe:
+            self.probing = True
+            self.probe_start = now
+            self._new_window(now)
 
     def _update(self, short_rt: float, inflight: int) -> None:
         r = self.rule
         self.windows += 1
-        if self.windows <= 1 or self.long_rt == 0.0:
-            self.long_rt = short_rt
-        else:
-            # A plain mean over the first long_windows, an exponential average after (as Netflix's warm-up).
-            factor = 1.0 / self.windows if self.windows <= r.long_windows else 2.0 / (r.long_windows + 1)
-            self.long_rt += (short_rt - self.long_rt) * factor
-        if short_rt > 0 and self.long_rt / short_rt > 2.0:
-            self.long_rt *= 0.95
+        if short_rt < self.baseline:
+            self.baseline = short_rt
         if inflight < self.limit / 2:
-            return  # the service is not using the limit: no evidence either way
-        gradient = 1.0 if short_rt <= 0 else max(0.5, min(1.0, r.tolerance * self.long_rt / short_rt))
+            return
+        gradient = 1.0 if short_rt <= 0 else max(0.5, min(1.0, r.tolerance * self.baseline / short_rt))
         target = self.limit * gradient + math.sqrt(self.limit)
         new = self.limit * (1.0 - r.smoothing) + target * r.smoothing
         self.limit = min(float(r.limit_max), max(float(r.limit_min), new))
 
-    def status(self) -> dict[str, float]:
-        return {"limit": self.value, "long_rt_ms": round(self.long_rt * 1000.0, 3), "windows": self.windows}
+    def status(self) -> dict[str, object]:
+        return {
+            "limit": self.value,
+            "baseline_rt_ms": None if math.isinf(self.baseline) else round(self.baseline * 1000.0, 3),
+            "windows": self.windows,
+            "probing": self.probing,
+            "probes": self.probes,
+        }

@@ -311,7 +311,7 @@ class Gate:
             res.exits["ok" if ok else "error"] += 1
             res.rt_ewma = rt if res.rt_ewma == 0.0 else res.rt_ewma + (rt - res.rt_ewma) * 0.1
             if res.adaptive is not None:
-                res.adaptive.sample(now, rt, ticket._inflight_at)
+                res.adaptive.sample(now, rt, ticket._inflight_at, ticket.start)
             if res.breaker is not None:
                 res.breaker.record(now, rt, ok, ticket._probe)
             self._system.record(now, rt)

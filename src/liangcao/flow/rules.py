@@ -51,16 +51,16 @@ def _dflt_shares() -> dict[str, float]:
 
 
 class AdaptiveRule(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """An adaptive concurrency limit following measured latency (Netflix's gradient2)."""
+    """An adaptive concurrency limit following measured latency (gradient against a probed baseline)."""
 
     limit_min: int = 4
     limit_max: int = 1000
     limit_initial: int = 20
     smoothing: float = 0.2  # how far each window moves the limit toward its new estimate
-    tolerance: float = 1.5  # latency may grow to tolerance x the long-term average before the limit shrinks
+    tolerance: float = 1.5  # latency may grow to tolerance x the baseline before the limit shrinks
     window_s: float = 0.5  # one latency sample per window (its mean)...
     window_samples_min: int = 10  # ...once it holds this many calls
-    long_windows: int = 20  # the long-term latency is an average over about this many windows
+    probe_s: float = 30.0  # every so often one window runs at limit_min to measure the baseline (0: never)
 
 
 class HotRule(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -197,7 +197,7 @@ def _resource(where: str, r: ResourceRule) -> None:
         _num(f"{where}.adaptive.tolerance", a.tolerance, 1.0, 100.0)
         _num(f"{where}.adaptive.window_s", a.window_s, 0.0, window_s_max, low_open=True)
         _num(f"{where}.adaptive.window_samples_min", a.window_samples_min, 1, 1_000_000)
-        _num(f"{where}.adaptive.long_windows", a.long_windows, 1, 100_000)
+        _num(f"{where}.adaptive.probe_s", a.probe_s, 0.0, window_s_max)
     h = r.hot
     if h is not None:
         _num(f"{where}.hot.rate_per_s", h.rate_per_s, 0.0, rate_per_s_max, low_open=True)
