@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(help="authn: WebAuthn payment confirmation", no_args_is_help=True, add_completion=False)
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 @app.command("bench")
@@ -180,7 +180,11 @@ def pay_cmd(
         raise typer.Exit(1)
     terms = {"shopper": shopper, "order_id": order_id, "payee": payee, "amount_fen": amount_fen, "currency": currency}
     ch = _post(url, "/v1/payment/challenge", terms)
-    answer = dev.get(ch["publicKey"], url.rstrip("/").replace("127.0.0.1", "localhost"))
+    try:
+        answer = dev.get(ch["publicKey"], url.rstrip("/").replace("127.0.0.1", "localhost"))
+    except LookupError:
+        err.print(f"refused: {device} holds none of the devices the service offers for {shopper} (revoked?)")
+        raise typer.Exit(1) from None
     _save_device(device, dev)  # the counter moved on the device whether or not the server accepts
     out = _post(url, "/v1/payment/verify", {**terms, "challenge_id": ch["challenge_id"], "credential": answer})
     console.print(f"confirmed {out['order_id']}: {out['amount_fen']} fen to {out['payee']} with {out['device_name']!r}")
