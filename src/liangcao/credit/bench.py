@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from liangcao.credit.loans import SaleKind
-from liangcao.credit.service import AccountCode, CreditService, ManualDays
+from liangcao.credit.service import CoreAccount, CreditService, ManualDays
 from liangcao.payments import Account, AccountFlags, Engine, Transfer
 
 
@@ -43,11 +43,11 @@ def run(
         src, dst = 7_000_000_001, 7_000_000_002
         engine.create_accounts(
             [
-                Account(src, ledger=156, code=int(AccountCode.BANK)),
+                Account(src, ledger=156, code=int(CoreAccount.BANK)),
                 Account(
                     dst,
                     ledger=156,
-                    code=int(AccountCode.MERCHANT),
+                    code=int(CoreAccount.MERCHANT),
                     flags=int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS),
                 ),
             ]

@@ -6,7 +6,7 @@ Theory of operation
 service keeps its records (plans, shoppers, offers, loans) in a SQLite file (WAL, synchronous FULL) beside
 the core, and never a balance the core does not also hold.
 
-Accounts (ids derived from names, ``account_id``; codes ``AccountCode``):
+Accounts (ids derived from names, ``account_id``; codes ``CoreAccount``):
 
 ==================  ========================================================================================
 ``lines``           the lender's credit-line control account: debited when a line is granted
@@ -91,7 +91,7 @@ class Core(Protocol):
     def get_account_transfers(self, f: AccountFilter) -> list[Transfer]: ...
 
 
-class AccountCode(IntEnum):
+class CoreAccount(IntEnum):
     """Chart of accounts of the credit service (payments-core account codes)."""
 
     LINES = 3401
@@ -106,7 +106,7 @@ class AccountCode(IntEnum):
     BUYERS = 3410
 
 
-class TransferCode(IntEnum):
+class CoreTransfer(IntEnum):
     """Why money moved (payments-core transfer codes). ``SALE``/``SALE_REFUND``/``CHARGEBACK`` are the
     convention by which a merchant account's sales flow is read for scoring."""
 
@@ -396,13 +396,13 @@ class CreditService:
         self._instance = self._meta("instance")
         self._ensure(
             [
-                ("lines", "", AccountCode.LINES, 0),
-                ("fee-income", "", AccountCode.FEE_INCOME, 0),
-                ("penalty-income", "", AccountCode.PENALTY_INCOME, 0),
-                ("loan-capital", "", AccountCode.LOAN_CAPITAL, 0),
-                ("loan-interest", "", AccountCode.LOAN_INTEREST, 0),
-                ("bank", "", AccountCode.BANK, 0),
-                ("buyers", "", AccountCode.BUYERS, 0),
+                ("lines", "", CoreAccount.LINES, 0),
+                ("fee-income", "", CoreAccount.FEE_INCOME, 0),
+                ("penalty-income", "", CoreAccount.PENALTY_INCOME, 0),
+                ("loan-capital", "", CoreAccount.LOAN_CAPITAL, 0),
+                ("loan-interest", "", CoreAccount.LOAN_INTEREST, 0),
+                ("bank", "", CoreAccount.BANK, 0),
+                ("buyers", "", CoreAccount.BUYERS, 0),
             ]
         )
         self.recovered = self._recover()
@@ -606,14 +606,14 @@ class CreditService:
             return found
         self._ensure(
             [
-                ("line", shopper, AccountCode.LINE, AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS),
-                ("wallet", shopper, AccountCode.WALLET, AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS),
+                ("line", shopper, CoreAccount.LINE, AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS),
+                ("wallet", shopper, CoreAccount.WALLET, AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS),
             ]
         )
         rec = Shopper(shopper=shopper, line_fen=0, policy=self.line_policy.name)
         line = self.line_policy.line_fen(ShopperHistory())
         rec.line_fen = line
-        grant = _Leg(account_id("lines"), account_id("line", shopper), line, TransferCode.LINE_GRANT)
+        grant = _Leg(account_id("lines"), account_id("line", shopper), line, CoreTransfer.LINE_GRANT)
         self._execute([grant], [self._rec("shopper", shopper, shopper, 0, rec)], rec, request=f"open/{shopper}")
         return rec
 
@@ -624,7 +624,7 @@ class CreditService:
             found = self._get("merchant", merchant, int)
             if found is not None:
                 return found
-            self._ensure([("merchant", merchant, AccountCode.MERCHANT, AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)])
+            self._ensure([("merchant", merchant, CoreAccount.MERCHANT, AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)])
             acct = account_id("merchant", merchant)
             self._write([self._rec("merchant", merchant, merchant, 0, acct)])
             return acct
@@ -688,9 +688,9 @@ class CreditService:
             self._shopper(shopper)
             macct = self.merchant_account(merchant)
             line = account_id("line", shopper)
-            legs = [_Leg(line, macct, amount, TransferCode.PURCHASE)]
+            legs = [_Leg(line, macct, amount, CoreTransfer.PURCHASE)]
             if payer is P.FeePayer.MERCHANT:
-                legs.append(_Leg(macct, account_id("fee-income"), plan.fee, TransferCode.MERCHANT_FEE))
+                legs.append(_Leg(macct, account_id("fee-income"), plan.fee, CoreTransfer.MERCHANT_FEE))
             self._execute(
                 legs,
                 [self._rec("plan", order_id, shopper, int(plan.state), plan)],
@@ -777,9 +777,9 @@ class CreditService:
         shopper = plan.shopper
         wallet, line = account_id("wallet", shopper), account_id("line", shopper)
         legs = [
-            _Leg(wallet, account_id("penalty-income"), alloc.penalty, TransferCode.REPAY_PENALTY),
-            _Leg(wallet, account_id("fee-income"), alloc.fee, TransferCode.REPAY_FEE),
-            _Leg(wallet, line, alloc.principal, TransferCode.REPAY_PRINCIPAL),
+            _Leg(wallet, account_id("penalty-income"), alloc.penalty, CoreTransfer.REPAY_PENALTY),
+            _Leg(wallet, account_id("fee-income"), alloc.fee, CoreTransfer.REPAY_FEE),
+            _Leg(wallet, line, alloc.principal, CoreTransfer.REPAY_PRINCIPAL),
         ]
         recs = [self._rec("plan", plan.plan_id, shopper, int(plan.state), plan)]
         if plan.state is P.PlanState.PAID_OFF:
@@ -803,11 +803,11 @@ class CreditService:
         line = account_id("line", closed.shopper)
         legs = []
         if target > rec.line_fen:
-            legs.append(_Leg(account_id("lines"), line, target - rec.line_fen, TransferCode.LINE_GRANT))
+            legs.append(_Leg(account_id("lines"), line, target - rec.line_fen, CoreTransfer.LINE_GRANT))
             rec.line_fen = target
         elif target < rec.line_fen:
             cut = min(rec.line_fen - target, self._balance(line) + freed_fen)
-            legs.append(_Leg(line, account_id("lines"), cut, TransferCode.LINE_CUT))
+            legs.append(_Leg(line, account_id("lines"), cut, CoreTransfer.LINE_CUT))
             rec.line_fen -= cut
         rec.policy = self.line_policy.name
         recs.append(self._rec("shopper", rec.shopper, rec.shopper, 0, rec))
@@ -836,9 +836,9 @@ class CreditService:
             macct = self.merchant_account(plan.merchant)
             shopper = plan.shopper
             legs = [
-                _Leg(account_id("fee-income"), macct, split.fee_to_merchant, TransferCode.FEE_RETURN),
-                _Leg(macct, account_id("line", shopper), split.to_line, TransferCode.REFUND_TO_LINE),
-                _Leg(macct, account_id("wallet", shopper), split.to_shopper, TransferCode.REFUND_TO_SHOPPER),
+                _Leg(account_id("fee-income"), macct, split.fee_to_merchant, CoreTransfer.FEE_RETURN),
+                _Leg(macct, account_id("line", shopper), split.to_line, CoreTransfer.REFUND_TO_LINE),
+                _Leg(macct, account_id("wallet", shopper), split.to_shopper, CoreTransfer.REFUND_TO_SHOPPER),
             ]
             recs = [self._rec("plan", plan.plan_id, shopper, int(plan.state), plan)]
             if was is not P.PlanState.PAID_OFF and plan.state in (P.PlanState.PAID_OFF, P.PlanState.REFUNDED):
@@ -858,7 +858,7 @@ class CreditService:
             self._shopper(shopper)
             if self._replayed(request, int) is None:
                 wallet = account_id("wallet", shopper)
-                self._execute([_Leg(account_id("bank"), wallet, amount, TransferCode.DEPOSIT)], [], 0, request=request)
+                self._execute([_Leg(account_id("bank"), wallet, amount, CoreTransfer.DEPOSIT)], [], 0, request=request)
             return self._balance(account_id("wallet", shopper))
 
     def line(self, shopper: str) -> LineView:
@@ -986,9 +986,9 @@ class CreditService:
             when = self.today() if day is None else day
             buyers = account_id("buyers")
             code = {
-                L.SaleKind.SALE: TransferCode.SALE,
-                L.SaleKind.REFUND: TransferCode.SALE_REFUND,
-                L.SaleKind.CHARGEBACK: TransferCode.CHARGEBACK,
+                L.SaleKind.SALE: CoreTransfer.SALE,
+                L.SaleKind.REFUND: CoreTransfer.SALE_REFUND,
+                L.SaleKind.CHARGEBACK: CoreTransfer.CHARGEBACK,
             }[L.SaleKind(kind)]
             debit, credit = (buyers, macct) if kind is L.SaleKind.SALE else (macct, buyers)
             t = Transfer(
@@ -1023,9 +1023,9 @@ class CreditService:
         macct = self.merchant_account(merchant)
         buyers = account_id("buyers")
         code = {
-            L.SaleKind.SALE: TransferCode.SALE,
-            L.SaleKind.REFUND: TransferCode.SALE_REFUND,
-            L.SaleKind.CHARGEBACK: TransferCode.CHARGEBACK,
+            L.SaleKind.SALE: CoreTransfer.SALE,
+            L.SaleKind.REFUND: CoreTransfer.SALE_REFUND,
+            L.SaleKind.CHARGEBACK: CoreTransfer.CHARGEBACK,
         }
         done = 0
         batch: list[Transfer] = []
@@ -1056,9 +1056,9 @@ class CreditService:
     def _sales_flow(self, acct: int) -> Iterator[tuple[int, L.SaleKind, int]]:
         """The merchant account's sales, refunds and chargebacks from the core: (day, kind, amount)."""
         kinds = {
-            int(TransferCode.SALE): L.SaleKind.SALE,
-            int(TransferCode.SALE_REFUND): L.SaleKind.REFUND,
-            int(TransferCode.CHARGEBACK): L.SaleKind.CHARGEBACK,
+            int(CoreTransfer.SALE): L.SaleKind.SALE,
+            int(CoreTransfer.SALE_REFUND): L.SaleKind.REFUND,
+            int(CoreTransfer.CHARGEBACK): L.SaleKind.CHARGEBACK,
         }
         after = 0
         read = 0
@@ -1151,7 +1151,7 @@ class CreditService:
             offer.drawn = True
             macct = self.merchant_account(offer.merchant)
             self._execute(
-                [_Leg(account_id("loan-capital"), macct, amount, TransferCode.DRAWDOWN)],
+                [_Leg(account_id("loan-capital"), macct, amount, CoreTransfer.DRAWDOWN)],
                 [
                     self._rec("loan", loan.loan_id, loan.merchant, int(loan.state), loan),
                     self._rec("offer", offer_id, offer.merchant, 1, offer),
@@ -1217,8 +1217,8 @@ class CreditService:
         )
         self._execute(
             [
-                _Leg(macct, account_id("loan-interest"), interest, TransferCode.LOAN_INTEREST),
-                _Leg(macct, account_id("loan-capital"), principal, TransferCode.LOAN_PRINCIPAL),
+                _Leg(macct, account_id("loan-interest"), interest, CoreTransfer.LOAN_INTEREST),
+                _Leg(macct, account_id("loan-capital"), principal, CoreTransfer.LOAN_PRINCIPAL),
             ],
             [self._rec("loan", loan.loan_id, loan.merchant, int(loan.state), loan)],
             out,
