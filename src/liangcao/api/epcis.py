@@ -379,7 +379,7 @@ def _uri(index_id: str) -> str:
 
 def _distinct(services: NodeServices, space: str, after: str, per: int, which: str | None) -> tuple[list[str], bool]:
     """Distinct identifiers of an index (``i/`` or ``l/``) after ``after``: a seek per name, never a full scan."""
-    store = services.node.reader()
+    store = services.trace_view()
     prefix = tq.PREFIX + space
     out: list[str] = []
     lo = prefix + (after + " ~" if after else "")

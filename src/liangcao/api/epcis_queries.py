@@ -238,7 +238,7 @@ class Registry:
             yield position, records
 
     def _matching(self, query: tq.Query, data: dict[str, Any], initial_ms: int | None) -> list[dict[str, Any]]:
-        store = self.services.node.reader()
+        store = self.services.trace_view()
         out = []
         for hash_id in data.get("ids") or []:
             raw = store.get(f"{tq.PREFIX}e/{hash_id[len('ni:///sha-256;') :][:64]}")
@@ -419,7 +419,7 @@ def run_query(name: str, request: Request, services: Services, member: Reader) -
     if context is not None:  # the definition's own prefixes: parse with them
         extra = [(k, v) for k, v in request.query_params.multi_items() if k in ("perPage", "nextPageToken")]
         query = tq.parse(params + extra, context)
-        page = tq.run(services.node.reader(), query)
+        page = tq.run(services.trace_view(), query)
         return json_response(tq.query_document(page.records, services.now_ms(), name))
     for k in request.query_params:
         if k not in ("perPage", "nextPageToken", "access_token"):

@@ -169,9 +169,10 @@ def trace_history_cmd(
 def trace_bench_cmd(
     events: Annotated[int, typer.Option(min=700, max=10_000_000, help="events to capture")] = 1_000_000,
     lookups: Annotated[int, typer.Option(min=10, max=100_000, help="history lookups by EPC")] = 2000,
+    full: Annotated[bool, typer.Option("--full", help="the layout that copies each event into state")] = False,
     as_json: AsJson = False,
 ) -> None:
     """Bulk EPCIS capture into committed blocks, and history lookup latency by EPC, on a real node."""
     from liangcao.bench.trace import run_trace_bench
 
-    run_trace_bench(events=events, lookups=lookups, as_json=as_json, console=console)
+    run_trace_bench(events=events, lookups=lookups, as_json=as_json, console=console, compact=not full)

@@ -15,6 +15,9 @@ background and records its outcome, which the caller reads later. ``GS1-Capture-
 - ``proceed``: events that would be refused are left out, each reported in the job's errors; the rest
   are captured.
 
+Captures use the compact layout (``liangcao.apps.trace.anchor``): each event is stored once, in its
+transaction, and the node's own index (``liangcao.node.trace_index``) answers the queries.
+
 Errors are EPCIS problems (RFC 7807 with an ``epcisException:`` type), since that is what capture clients
 read; a job that fails for a reason of this node (not the document) reports ``ImplementationException``
 and the node goes on.
@@ -259,14 +262,14 @@ class Captures:
         node = self.node
         not_after = node.clock.now_ms() + JOB_TTL_MS
         packs = cap.pack(prepared)
-        txs = cap.sign(prepared, packs, signer, node.chain_id, not_after)
+        txs = cap.sign(prepared, packs, signer, node.chain_id, not_after, compact=True)
         outcomes = await asyncio.to_thread(self._dry_run, [t.raw for t in txs])
         failed = [(p, o) for p, o in zip(packs, outcomes, strict=True) if o[0] != 0]
         if failed:
             # Find the events at fault one by one, so that each error names its own event (rollback) and
             # proceed leaves out exactly those.
             singles = [i for p, _ in failed for i in p]
-            alone = cap.sign(prepared, [[i] for i in singles], signer, node.chain_id, not_after)
+            alone = cap.sign(prepared, [[i] for i in singles], signer, node.chain_id, not_after, compact=True)
             verdicts = await asyncio.to_thread(self._dry_run, [t.raw for t in alone])
             bad = set()
             for i, (code, message, _) in zip(singles, verdicts, strict=True):
@@ -290,7 +293,7 @@ class Captures:
             )
             prepared = sub
             packs = cap.pack(sub)
-            txs = cap.sign(sub, packs, signer, node.chain_id, not_after)
+            txs = cap.sign(sub, packs, signer, node.chain_id, not_after, compact=True)
         job.txs = [t.tx_id for t in txs]
         results = await self._commit(txs)
         for pack, (code, message, result) in zip(packs, results, strict=True):

@@ -221,9 +221,12 @@ def pack(prepared: Prepared) -> list[list[int]]:
     return packs
 
 
-def args_of(prepared: Prepared, indexes: list[int]) -> dict[str, Any]:
-    """The ``trace.capture`` arguments for some of a document's events."""
+def args_of(prepared: Prepared, indexes: list[int], *, compact: bool = False) -> dict[str, Any]:
+    """The ``trace.capture`` arguments for some of a document's events; ``compact``: the layout that stores the
+    event once (``liangcao.apps.trace.anchor``: needs a node that keeps the trace index, as every node does)."""
     args: dict[str, Any] = {"events": [prepared.texts[i] for i in indexes]}
+    if compact:
+        args["compact"] = True
     if prepared.context:
         args["context"] = prepared.context
     if prepared.ignore:
@@ -233,12 +236,26 @@ def args_of(prepared: Prepared, indexes: list[int]) -> dict[str, Any]:
     return args
 
 
-def sign(prepared: Prepared, packs: list[list[int]], signer: txm.Signer, chain_id: str, not_after: int) -> list[txm.Tx]:
-    """One signed ``trace.capture`` transaction per pack."""
+def sign(
+    prepared: Prepared,
+    packs: list[list[int]],
+    signer: txm.Signer,
+    chain_id: str,
+    not_after: int,
+    *,
+    compact: bool = False,
+) -> list[txm.Tx]:
+    """One signed ``trace.capture`` transaction per pack (``compact``: see :func:`args_of`)."""
     tag = os.urandom(6).hex()
     return [
         txm.build(
-            chain_id, "trace", "capture", args_of(prepared, p), [signer], not_after=not_after, nonce=f"c{tag}.{k}"
+            chain_id,
+            "trace",
+            "capture",
+            args_of(prepared, p, compact=compact),
+            [signer],
+            not_after=not_after,
+            nonce=f"c{tag}.{k}",
         )
         for k, p in enumerate(packs)
     ]

@@ -29,6 +29,10 @@ class TooDeep(ValueError):
 
 def check_json(data: str | bytes, what: str, depth_max: int = limits.trace_depth_max) -> None:
     """Raise TooDeep if the JSON text ``data`` nests deeper than ``depth_max``: call it before decoding."""
+    # No text nests deeper than it has opening brackets (those inside strings only add to the count), so the
+    # common case needs no scan of its strings: the outcome is the same, at a tenth of the cost.
+    if isinstance(data, str) and data.count("[") + data.count("{") <= depth_max:
+        return
     if json_depth(data) > depth_max:
         raise TooDeep(what, depth_max)
 

@@ -655,7 +655,11 @@ def _read_token(token: str) -> tuple[tuple[str, str] | None, int, int]:
 
 # ---- candidates -----------------------------------------------------------------------------------------------
 def _rscan(index: Index, lo: str, hi: str) -> Iterator[tuple[str, bytes]]:
-    """``index.scan`` in descending key order: SQL on a store, else the (small, in-memory) slice reversed."""
+    """``index.scan`` in descending key order: the index's own ``rscan`` (a node's trace view), SQL on a store,
+    else the (small, in-memory) slice reversed."""
+    rscan = getattr(index, "rscan", None)
+    if rscan is not None:
+        return rscan(lo, hi)  # type: ignore[no-any-return]
     db = getattr(index, "db", None)
     if db is not None:
         cur = db.execute(

@@ -15,6 +15,15 @@ client cannot anchor an event under a made-up id), checks the capturer's permiss
 ``trace/d/<eventID>``                  a declared ``eventID`` other than the hash id -> hex (first wins)
 =====================================  ==========================================================
 
+A **compact** capture (``compact: true`` in the arguments, what the node's capture jobs and ``liangcao trace
+bench`` send) writes only ``trace/e/<hex>`` as an :class:`EventRef` (the transaction, the event's place in
+it, the height and the capturing member: about 60 bytes) and the ``trace/d/`` alias: the event text is in
+the transaction already, and the ``i/``, ``l/`` and ``t/`` indexes, which no contract rule reads, are kept
+by each node outside the state (``liangcao.node.trace_index``), derived from the committed blocks. The
+state then holds each event once, not three times, and a capture costs one state write per event instead of
+four or five. Transactions without the flag (every chain before it) execute as they always did, so replay
+gives the same state hashes.
+
 Every event text and the context are checked to nest no deeper than ``limits.trace_depth_max`` before they
 are decoded (``TOO_DEEP``, 2102): decoding and hashing recurse once per level, and a limit counted in the
 interpreter's frames would make the outcome depend on the caller's stack (the node, ``audit`` and ``node
@@ -47,7 +56,7 @@ from liangcao.contracts.consortium import governance_quorum
 from liangcao.domain import ORG_TYPES, OrgId
 from liangcao.trace.depth import TooDeep, check_json
 from liangcao.trace.facts import INPUT, INPUT_QTY, BadEvent, Facts, facts, index_form
-from liangcao.trace.hashing import Hasher, hash_of_prehash
+from liangcao.trace.hashing import HASH_VERSION, Hasher, hash_of_prehash
 
 _decoder = msgspec.json.Decoder(float_hook=Decimal)
 _encode = msgspec.json.Encoder(decimal_format="number").encode
@@ -130,6 +139,22 @@ class EventRecord(Record):
     ignore: list[str]
 
 
+#: Hex digits of the transaction id an :class:`EventRef` keeps: it names a transaction among the few hundred of
+#: one block, where 64 bits tell them apart (and a reader that finds two checks which holds the event).
+TX_REF_HEX = 16
+
+
+class EventRef(Record):
+    """``trace/e/<hex>`` of a compact capture: the event is the ``n``-th of the transaction committed at
+    ``height`` whose id begins with ``tx``, anchored by member ``by``; its text and context are read from
+    that transaction."""
+
+    by: str
+    height: int
+    n: int
+    tx: str
+
+
 _DEFAULTS = {t: msgspec.convert(p, RecordingPolicy) for t, p in DEFAULT_POLICIES.items()}
 _NONE = msgspec.convert(NO_POLICY, RecordingPolicy)
 
@@ -156,6 +181,8 @@ class CaptureArgs(Args):
     # The header's master data (``liangcao.trace.capture.master_data``): added later, so left out when empty
     # and the transactions (and state) of captures without it are what they were.
     masterdata: Annotated[str, msgspec.Meta(max_length=MASTERDATA_BYTES_MAX)] = ""
+    # Added with the compact layout (module notes): absent (false) in every transaction before it.
+    compact: bool = False
 
 
 class MasterRecord(Record):
@@ -190,6 +217,40 @@ class PrefixOnlyArgs(Args):
 
 class EventArgs(Args):
     id: Annotated[str, msgspec.Meta(max_length=300)]
+
+
+def ref_id(hx: str) -> str:
+    """The hash id of the event anchored under ``trace/e/<hx>`` (every id the contract computes has this form)."""
+    return f"ni:///sha-256;{hx}?ver={HASH_VERSION}"
+
+
+#: Facts of event texts a compact capture executed, for this node's index to take instead of decoding the text
+#: again (``liangcao.node.trace_index``). Never read by the contract, and keyed by the text, of which facts
+#: are a pure function: a cache, whatever execution (a dry run, a block later abandoned) filled it.
+FACTS_SEEN: dict[str, Facts] = {}
+FACTS_SEEN_MAX = 50_000
+
+
+def _remember(text: str, f: Facts) -> None:
+    if len(FACTS_SEEN) >= FACTS_SEEN_MAX:
+        FACTS_SEEN.clear()  # the index is never far behind: those it needs are the latest
+    FACTS_SEEN[text] = f
+
+
+def index_entries(f: Facts, hx: str) -> list[tuple[str, str]]:
+    """The time, identifier and place index entries of one event (keys under ``trace/``), in write order: what
+    a capture without ``compact`` writes into state and what a node indexes for a compact one."""
+    when = f"{f.time_ms:013d}"
+    out = [(f"t/{when} {hx}", f.type)]
+    roles: dict[str, str] = {}
+    for role, ident in f.ids:
+        roles[ident] = f"{roles[ident]},{role}" if ident in roles else role
+    out += [(f"i/{ident} {when} {hx}", role) for ident, role in roles.items()]
+    places: dict[str, str] = {}
+    for which, place in f.places:
+        places[place] = f"{places[place]},{which}" if place in places else which
+    out += [(f"l/{place} {when} {hx}", which) for place, which in places.items()]
+    return out
 
 
 def _key_digits(index_id: str) -> str:
@@ -297,7 +358,12 @@ class Trace(Contract):
                     ctx.put(f"d/{declared}", hx)
                 else:
                     result["eventID_taken"] = declared
-            when = f"{f.time_ms:013d}"
+            captured.add(hx)
+            results.append(result)
+            if a.compact:
+                ctx.save(f"e/{hx}", EventRef(by=signer.member_id, height=ctx.height, n=n, tx=ctx.tx_id[:TX_REF_HEX]))
+                _remember(text, f)
+                continue
             record = EventRecord(
                 id=hash_id,
                 type=f.type,
@@ -312,19 +378,8 @@ class Trace(Contract):
                 ignore=a.ignore,
             )
             ctx.save(f"e/{hx}", record)
-            ctx.put(f"t/{when} {hx}", f.type)
-            roles: dict[str, str] = {}
-            for role, ident in f.ids:
-                roles[ident] = f"{roles[ident]},{role}" if ident in roles else role
-            for ident, role in roles.items():
-                ctx.put(f"i/{ident} {when} {hx}", role)
-            places: dict[str, str] = {}
-            for which, place in f.places:
-                places[place] = f"{places[place]},{which}" if place in places else which
-            for place, which in places.items():
-                ctx.put(f"l/{place} {when} {hx}", which)
-            captured.add(hx)
-            results.append(result)
+            for key, value in index_entries(f, hx):
+                ctx.put(key, value)
         ctx.emit("captured", {"org": signer.org, "ids": [r["id"] for r in results if r["status"] == "captured"]})
         return results
 
@@ -400,17 +455,28 @@ class Trace(Contract):
     def prefixes(self, ctx: Context, a: NoArgs) -> dict[str, str]:
         return {k[3:]: str(v) for k, v in ctx.range("cp/")}
 
+    def _record(self, ctx: Context, hx: str) -> EventRecord | EventRef | None:
+        raw = ctx.get(f"e/{hx}")
+        if not isinstance(raw, dict):
+            return None
+        if "n" in raw:
+            return msgspec.convert(raw, EventRef)
+        return msgspec.convert(raw, EventRecord)
+
     @query
-    def event(self, ctx: Context, a: EventArgs) -> EventRecord:
-        """An anchored event's record by hash id (or declared eventID)."""
-        record = None
+    def event(self, ctx: Context, a: EventArgs) -> EventRecord | EventRef:
+        """An anchored event's record by hash id (or declared eventID); for a compact capture the reference to
+        its transaction (the node's query interface shows the event itself)."""
+        record: EventRecord | EventRef | None = None
         if a.id.startswith("ni:///sha-256;") and _HEX.fullmatch(hx := a.id[len("ni:///sha-256;") :][:64]):
-            record = ctx.load(EventRecord, f"e/{hx}")
-            if record is not None and record.id != a.id:  # another generator's hash id, declared as eventID
+            record = self._record(ctx, hx)
+            if isinstance(record, EventRecord) and record.id != a.id:  # another generator's id, declared
+                record = None
+            if isinstance(record, EventRef) and a.id != ref_id(hx):
                 record = None
         if record is None:
             declared = ctx.get(f"d/{a.id}")
-            record = ctx.load(EventRecord, f"e/{declared}") if isinstance(declared, str) and declared else None
+            record = self._record(ctx, declared) if isinstance(declared, str) and declared else None
         if record is None:
             ctx.fail(Code.NOT_FOUND, f"no event {a.id}")
         return record

@@ -1,0 +1,339 @@
+"""The node's EPCIS index of compact captures: derived from committed blocks, outside the world state.
+
+Theory of operation
+-------------------
+A compact ``trace.capture`` (``liangcao.apps.trace.anchor``) writes one small state record per event
+(``trace/e/<hex>``: an :class:`~liangcao.apps.trace.anchor.EventRef` to its transaction); the identifier,
+place and time indexes EPCIS queries read are kept here instead, in a SQLite file beside the ledger
+(``trace-index.sqlite``), one ``WITHOUT ROWID`` table holding exactly the entries the contract writes for a
+capture without the flag (same keys without the ``trace/`` prefix, same values:
+``liangcao.apps.trace.anchor.index_entries``). Nothing here is in the state hash: every entry is a pure
+function of committed blocks (each capture's events from its transaction, which of them were captured
+from its receipt), so every node derives the same index, and deleting the file only costs a re-index.
+
+:meth:`TraceIndex.sync` indexes the blocks committed since the last call, in one SQLite transaction per
+batch of blocks that also records the height and block hash reached (a crash loses at most uncommitted
+index work, never leaves half a block). A follower thread syncs after every commit, off the commit thread;
+every read syncs first too (:class:`TraceView`), so a query always sees every committed block. If the block
+at the indexed height is no longer the one indexed (the store was rebuilt on another chain), the index
+starts again from empty.
+
+:class:`TraceView` is what the query side reads (``liangcao.trace.query.Index``): the committed state, with
+the index's entries merged into ``trace/i/``, ``trace/l/`` and ``trace/t/`` scans, and an ``EventRef``
+expanded into the full record the query side knows (event text and context from the transaction, record
+time from the block header), so queries, provenance and proofs work the same on both layouts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from liangcao import encoding, limits
+from liangcao.apps.trace.anchor import FACTS_SEEN, index_entries, ref_id
+from liangcao.codes import Code
+from liangcao.errors import StoreError
+from liangcao.ledger.store import Store
+from liangcao.trace import facts as fx
+from liangcao.trace.facts import facts
+from liangcao.trace.hashing import Hasher, hash_of_prehash
+
+PREFIX = "trace/"
+INDEXED = (PREFIX + "i/", PREFIX + "l/", PREFIX + "t/")
+SYNC_BLOCKS_MAX = 64  # blocks indexed per SQLite transaction
+TX_CACHE_MAX = 64  # decoded capture transactions a view keeps (a provenance reads a few events of each)
+_decimal = msgspec.json.Decoder(float_hook=Decimal)
+_json = msgspec.json.Decoder()
+_encode = msgspec.json.Encoder(decimal_format="number").encode
+_COMPACT = b'"compact":true'
+HASH_BYTES = 32
+# Values most entries hold (event types, roles, places), stored as one byte below 0x20, which never begins
+# JSON text; any other value (a combination such as "epc,child") is stored as its JSON text.
+_COMMON = [encoding.canonical(v) for v in (
+    "ObjectEvent", "AggregationEvent", "TransactionEvent", "TransformationEvent", "AssociationEvent",
+    fx.EPC, fx.CHILD, fx.PARENT, fx.INPUT, fx.OUTPUT, fx.QTY, fx.CHILD_QTY, fx.INPUT_QTY, fx.OUTPUT_QTY,
+    fx.READ_POINT, fx.BIZ_LOCATION, f"{fx.READ_POINT},{fx.BIZ_LOCATION}")]  # fmt: skip
+_CODE = {v: bytes([n + 1]) for n, v in enumerate(_COMMON)}
+
+
+def pack_entry(key: str, value: str) -> tuple[bytes, bytes]:
+    """An index entry as stored: the key (under ``trace/``) with its event's 64 hex digits as 32 bytes, which
+    sort as the digits do (and every bound a query scans between ends before them), and a common value as
+    its one-byte code."""
+    head, _, hx = key.rpartition(" ")
+    raw = encoding.canonical(value)
+    return (head + " ").encode() + bytes.fromhex(hx), _CODE.get(raw, raw)
+
+
+def unpack_entry(key: bytes, value: bytes) -> tuple[str, bytes]:
+    """The full key (``trace/`` included) and JSON value of a stored entry."""
+    out = _COMMON[value[0] - 1] if len(value) == 1 and value[0] < 0x20 else value
+    return PREFIX + key[:-HASH_BYTES].decode() + key[-HASH_BYTES:].hex(), out
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entries (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+"""
+
+
+def _body(raw: bytes) -> dict[str, Any]:
+    """A committed transaction's body. Plain decoding: the ledger parsed and checked it before committing it
+    (``liangcao.ledger.tx.parse`` again would scan the whole text for its depth, a millisecond a capture)."""
+    body: dict[str, Any] = _json.decode(raw)["body"]
+    return body
+
+
+def entries_of_block(store: Store, height: int) -> list[tuple[bytes, bytes]]:
+    """The index entries of the compact captures committed at ``height`` (keys without ``trace/``)."""
+    out: list[tuple[bytes, bytes]] = []
+    receipts = store.receipts(height)
+    for raw, receipt_raw in zip(store.block_txs(height), receipts, strict=True):
+        if _COMPACT not in raw:  # cheap: most transactions are not compact captures
+            continue
+        receipt = _json.decode(receipt_raw)
+        if receipt.get("code") != 0:
+            continue
+        body = _body(raw)
+        args = body["args"]
+        if body["contract"] != "trace" or body["method"] != "capture" or args.get("compact") is not True:
+            continue
+        for text, result in zip(args["events"], receipt.get("result") or [], strict=False):
+            if result.get("status") != "captured":
+                continue
+            hx = str(result["id"])[len("ni:///sha-256;") :][:64]
+            f = FACTS_SEEN.pop(text, None) or facts(_decimal.decode(text), limits.trace_ids_per_event_max)
+            out += [pack_entry(k, v) for k, v in index_entries(f, hx)]
+    return out
+
+
+class TraceIndex:
+    """The index file of one node (see the module docstring). Thread-safe: one lock around writes."""
+
+    def __init__(self, path: str | Path, store_path: str | Path) -> None:
+        self.path = Path(path)
+        self.store_path = Path(store_path)
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._wake = threading.Event()
+        self._closed = False
+        self._follower: threading.Thread | None = None
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # derived: a lost tail is indexed again
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(Code.INTERNAL, f"cannot open the trace index {self.path}: {exc}") from exc
+
+    # ---- writing ------------------------------------------------------------------------------------------
+    def _meta(self, name: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def indexed_height(self) -> int:
+        """The height of the last block indexed (-1: none)."""
+        value = self._meta("height")
+        return -1 if value is None else int(value)
+
+    def sync(self, store: Store) -> int:
+        """Index every block ``store`` has committed beyond the last one indexed; the height reached."""
+        with self._lock:
+            done = self.indexed_height()
+            if done >= 0:
+                header = store.header(done)
+                if header is None or header.hash != self._meta("hash"):  # another chain in this store now
+                    self._db.executescript("DELETE FROM entries; DELETE FROM meta;")
+                    done = -1
+            head = store.height()
+            while done < head:
+                upto = min(head, done + SYNC_BLOCKS_MAX)
+                rows: list[tuple[bytes, bytes]] = []
+                for h in range(done + 1, upto + 1):
+                    rows += entries_of_block(store, h)
+                header = store.header(upto)
+                if header is None:  # not reachable: heights up to head are committed
+                    break
+                self._db.execute("BEGIN")
+                try:
+                    self._db.executemany("INSERT OR REPLACE INTO entries(key, value) VALUES (?, ?)", rows)
+                    self._db.execute("INSERT OR REPLACE INTO meta(name, value) VALUES ('height', ?)", (str(upto),))
+                    self._db.execute("INSERT OR REPLACE INTO meta(name, value) VALUES ('hash', ?)", (header.hash,))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                done = upto
+            return done
+
+    def follow(self, store_factory: Any) -> None:
+        """Start the follower thread (once): it syncs when :meth:`wake` is called (after each commit) and
+        every second, until :meth:`close`."""
+        if self._follower is not None:
+            return
+
+        def run() -> None:
+            store: Store = store_factory()
+            try:
+                while not self._closed:
+                    self._wake.wait(1.0)
+                    self._wake.clear()
+                    if not self._closed:
+                        self.sync(store)
+            finally:
+                store.close()
+
+        self._follower = threading.Thread(target=run, name="liangcao-trace-index", daemon=True)
+        self._follower.start()
+
+    def wake(self, *_: Any) -> None:
+        """A block was committed (a node listener)."""
+        self._wake.set()
+
+    def close(self) -> None:
+        """Stop the follower and close the file. Idempotent."""
+        self._closed = True
+        self._wake.set()
+        if self._follower is not None and self._follower is not threading.current_thread():
+            self._follower.join(30)
+        with self._lock:
+            self._db.close()
+
+    # ---- reading ------------------------------------------------------------------------------------------
+    def _reader(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA busy_timeout=5000")
+            self._local.db = db
+        return db
+
+    def scan(self, lo: str, hi: str) -> Iterator[tuple[str, bytes]]:
+        """Entries with ``lo <= key < hi`` (full keys, ``trace/`` included), in key order."""
+        n = len(PREFIX)
+        cur = self._reader().execute(
+            "SELECT key, value FROM entries WHERE key >= ? AND key < ? ORDER BY key", (lo[n:].encode(), hi[n:].encode())
+        )
+        for key, value in cur:
+            yield unpack_entry(bytes(key), bytes(value))
+
+    def rscan(self, lo: str, hi: str) -> Iterator[tuple[str, bytes]]:
+        """:meth:`scan` in descending key order."""
+        n = len(PREFIX)
+        cur = self._reader().execute(
+            "SELECT key, value FROM entries WHERE key >= ? AND key < ? ORDER BY key DESC",
+            (lo[n:].encode(), hi[n:].encode()),
+        )
+        for key, value in cur:
+            yield unpack_entry(bytes(key), bytes(value))
+
+    def get(self, key: str) -> bytes | None:
+        head, _, hx = key[len(PREFIX) :].rpartition(" ")
+        if len(hx) != 2 * HASH_BYTES:
+            return None
+        try:
+            stored = (head + " ").encode() + bytes.fromhex(hx)
+        except ValueError:
+            return None
+        row = self._reader().execute("SELECT key, value FROM entries WHERE key=?", (stored,)).fetchone()
+        return None if row is None else unpack_entry(bytes(row[0]), bytes(row[1]))[1]
+
+
+class TraceView:
+    """The committed state as the EPCIS query side reads it (see the module docstring); anything else is the
+    store's (proofs read blocks through it)."""
+
+    def __init__(self, store: Store, index: TraceIndex) -> None:
+        self.store = store
+        self.index = index
+        self._txs: OrderedDict[tuple[int, str], tuple[list[tuple[str, dict[str, Any]]], int]] = OrderedDict()
+        index.sync(store)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def _indexed(self, lo: str) -> bool:
+        return lo.startswith(INDEXED)
+
+    def scan(self, lo: str, hi: str) -> Iterator[tuple[str, bytes]]:
+        if not self._indexed(lo):
+            return self.store.scan(lo, hi)
+        return heapq.merge(self.store.scan(lo, hi), self.index.scan(lo, hi), key=lambda kv: kv[0])
+
+    def rscan(self, lo: str, hi: str) -> Iterator[tuple[str, bytes]]:
+        """:meth:`scan` in descending key order."""
+        cur = self.store.db.execute(
+            "SELECT key, value FROM state WHERE key >= ? AND key < ? ORDER BY key DESC", (lo.encode(), hi.encode())
+        )
+        rows = ((bytes(k).decode(), bytes(v)) for k, v in cur)
+        if not self._indexed(lo):
+            return rows
+        return heapq.merge(rows, self.index.rscan(lo, hi), key=lambda kv: kv[0], reverse=True)
+
+    def range(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        if not self._indexed(prefix):
+            return self.store.range(prefix)
+        return self.scan(prefix, prefix + "\U0010ffff")
+
+    def get(self, key: str) -> bytes | None:
+        raw = self.store.get(key)
+        if raw is None and self._indexed(key):
+            return self.index.get(key)
+        if raw is None or not key.startswith(PREFIX + "e/"):
+            return raw
+        record = _json.decode(raw)
+        if "n" not in record:  # a record of the full layout
+            return raw
+        return _encode(self._expand(key[len(PREFIX) + 2 :], record))
+
+    def _capture(self, height: int, tx_id: str) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+        """The (id, arguments) of the transactions at ``height`` whose id begins with ``tx_id`` (one, but for a
+        1-in-2^64 chance) and the block's time, decoded once per view."""
+        got = self._txs.get((height, tx_id))
+        if got is not None:
+            self._txs.move_to_end((height, tx_id))
+            return got
+        rows = self.store.db.execute(
+            "SELECT tx_id, raw FROM txs WHERE height=? AND consumed=1 AND substr(tx_id, 1, ?)=?",
+            (height, len(tx_id), tx_id),
+        ).fetchall()
+        header = self.store.header(height)
+        if not rows or header is None:
+            raise StoreError(Code.INTERNAL, f"trace record points at transaction {tx_id} at {height}, not stored")
+        found = [(str(t), _body(bytes(raw))["args"]) for t, raw in rows]
+        got = (found, header.time_ms)
+        self._txs[(height, tx_id)] = got
+        if len(self._txs) > TX_CACHE_MAX:
+            self._txs.popitem(last=False)
+        return got
+
+    def _expand(self, hx: str, ref: dict[str, Any]) -> dict[str, Any]:
+        """The full record (``liangcao.apps.trace.anchor.EventRecord``'s fields) of a compact capture's event."""
+        found, record_ms = self._capture(int(ref["height"]), str(ref["tx"]))
+        n = int(ref["n"])
+        if len(found) > 1:  # two transactions of one block share the prefix: the one whose event hashes to hx
+            found = [(t, a) for t, a in found if n < len(a.get("events") or []) and _hash_hex(a["events"][n], a) == hx]
+        if not found:
+            raise StoreError(Code.INTERNAL, f"no transaction at height {ref['height']} holds event {hx}")
+        tx_id, args = found[0]
+        text = str(args["events"][n])
+        f = facts(_decimal.decode(text), limits.trace_ids_per_event_max)
+        by = str(ref["by"])
+        return {"by": by, "context": args.get("context", ""), "event": text, "height": ref["height"], "id": ref_id(hx),
+                "ignore": args.get("ignore", []), "org": by.partition("/")[0], "record_ms": record_ms,
+                "time_ms": f.time_ms, "tx": tx_id, "type": f.type}  # fmt: skip
+
+
+def _hash_hex(text: str, args: dict[str, Any]) -> str:
+    context = _decimal.decode(args["context"]) if args.get("context") else None
+    hash_id = hash_of_prehash(Hasher(context, args.get("ignore") or []).event(_decimal.decode(text)))
+    return hash_id[len("ni:///sha-256;") :][:64]
