@@ -254,13 +254,13 @@ def _processor_sharing(gate: Gate, clock: Clock, seconds: float, base_s: float, 
 def test_adaptive_limit_settles_near_capacity_instead_of_drifting_up_with_the_queue() -> None:
     # 500 calls/s at 20 ms: 10 in flight fill the server; more only queue.
     clock = Clock()
-    rule = ResourceRule(name="api", adaptive=AdaptiveRule(limit_min=2, limit_max=500, limit_initial=60, probe_s=10))
+    rule = ResourceRule(name="api", adaptive=AdaptiveRule(limit_min=2, limit_max=500, limit_initial=60))
     gate = Gate(Rules(resources=[rule]), clock=clock)
     limits = _processor_sharing(gate, clock, 30.0, 0.020, 500.0)
     assert max(limits[-10:]) <= 25  # about tolerance x the unloaded latency, not the 60 it started at
     assert min(limits[-10:]) >= 2
     status = gate.status()["resources"]["api"]
-    assert status["adaptive"]["baseline_rt_ms"] == pytest.approx(20.0, abs=1.0) and status["adaptive"]["probes"] >= 3
+    assert status["adaptive"]["baseline_rt_ms"] == pytest.approx(20.0, abs=1.0) and status["adaptive"]["probes"] >= 1
     assert status["passed"] >= 0.9 * 500 * 30  # the server was kept busy all along, probes included
 
 

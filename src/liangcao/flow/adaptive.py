@@ -8,11 +8,13 @@ stays within the tolerance, the gradient is 1 and the limit grows by a queue all
 new limit is smoothed (``smoothing``) and clamped to ``[limit_min, limit_max]``; it does not grow while less
 than half of it is used (no evidence it could take more).
 
-A baseline that can only fall would never learn that the service got slower for good (a heavier mix, a
-colder cache), and a baseline that follows the recent latency drifts up with the queue it should detect
-(Gradient2's long-term average does; under constant overload its limit creeps up for ever). So, as Envoy's
-adaptive concurrency filter does, every ``probe_s`` seconds one window runs at ``limit_min``: the calls
-admitted in it meet no queue, and their mean latency becomes the new baseline. ``probe_s = 0`` never probes.
+A baseline that follows the recent latency drifts up with the queue it should detect (Gradient2's long-term
+average does: under constant overload its limit creeps up for ever), so the baseline is *measured* instead,
+as Envoy's adaptive concurrency filter measures its minimum RTT: during a probe one window runs at
+``limit_min``; the calls admitted in it meet no queue, and their mean latency becomes the baseline. A probe
+runs first thing, whenever the limit has sat at ``limit_min`` for ``stuck_windows`` windows with the latency
+still over the tolerance (the service got slower for good: a heavier mix, a colder cache), and, if
+``probe_s`` is set, every ``probe_s`` seconds. Between probes the baseline only falls.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class GradientLimit:
         "rt_sum",
         "rule",
         "start",
+        "stuck",
         "windows",
     )
 
@@ -44,10 +47,11 @@ class GradientLimit:
         self.baseline = math.inf
         self.windows = 0
         self.probes = 0
+        self.stuck = 0  # windows in a row at limit_min with the latency still over the tolerance
         self.probing = False
         self.probe_start = 0.0
         # The first probe comes first: until then there is no baseline to compare with.
-        self.next_probe = now if rule.probe_s > 0 else math.inf
+        self.next_probe = now
         self._new_window(now)
 
     def _new_window(self, now: float) -> None:
@@ -57,7 +61,7 @@ class GradientLimit:
         self.inflight_peak = 0
 
     def reconfigure(self, rule: AdaptiveRule) -> None:
-        if rule.probe_s != self.rule.probe_s:
+        if rule.probe_s != self.rule.probe_s and not self.probing:
             self.next_probe = self.start + rule.probe_s if rule.probe_s > 0 else math.inf
         self.rule = rule
         self.limit = min(float(rule.limit_max), max(float(rule.limit_min), self.limit))
@@ -81,13 +85,16 @@ class GradientLimit:
                 self.baseline = mean
                 self.probing = False
                 self.probes += 1
-                self.next_probe = now + r.probe_s
+                self.stuck = 0
+                self.next_probe = now + r.probe_s if r.probe_s > 0 else math.inf
             else:
                 self._update(mean, self.inflight_peak)
+                if self.stuck >= r.stuck_windows:
+                    self.next_probe = now
             self._new_window(now)
         elif self.probing and now - self.probe_start > 10 * r.window_s:
-            self.probing = False  # too few calls came to measure: try again next time
-            self.next_probe = now + r.probe_s
+            self.probing = False  # too few calls came to measure: try again later
+            self.next_probe = now + max(r.probe_s, 10 * r.window_s)
         if not self.probing and now >= self.next_probe:
             self.probing = True
             self.probe_start = now
@@ -98,6 +105,8 @@ class GradientLimit:
         self.windows += 1
         if short_rt < self.baseline:
             self.baseline = short_rt
+        over = short_rt > r.tolerance * self.baseline
+        self.stuck = self.stuck + 1 if over and self.limit <= r.limit_min else 0
         if inflight < self.limit / 2:
             return
         gradient = 1.0 if short_rt <= 0 else max(0.5, min(1.0, r.tolerance * self.baseline / short_rt))

@@ -60,7 +60,8 @@ class AdaptiveRule(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tolerance: float = 1.5  # latency may grow to tolerance x the baseline before the limit shrinks
     window_s: float = 0.5  # one latency sample per window (its mean)...
     window_samples_min: int = 10  # ...once it holds this many calls
-    probe_s: float = 30.0  # every so often one window runs at limit_min to measure the baseline (0: never)
+    stuck_windows: int = 3  # at limit_min this many windows and still slow: probe (the service got slower)
+    probe_s: float = 0.0  # also probe every probe_s seconds (0: only at start and when stuck)
 
 
 class HotRule(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -198,6 +199,7 @@ def _resource(where: str, r: ResourceRule) -> None:
         _num(f"{where}.adaptive.window_s", a.window_s, 0.0, window_s_max, low_open=True)
         _num(f"{where}.adaptive.window_samples_min", a.window_samples_min, 1, 1_000_000)
         _num(f"{where}.adaptive.probe_s", a.probe_s, 0.0, window_s_max)
+        _num(f"{where}.adaptive.stuck_windows", a.stuck_windows, 1, 1_000_000)
     h = r.hot
     if h is not None:
         _num(f"{where}.hot.rate_per_s", h.rate_per_s, 0.0, rate_per_s_max, low_open=True)
