@@ -542,3 +542,19 @@ def test_bbr_capacity_uses_the_mix_latency_not_the_fastest_call() -> None:
             t.exit()
     cap = gate.status()["system"]["capacity_inflight"]
     assert cap == pytest.approx(1.0, rel=0.1)  # 100/s x the slot mean of ~9.2 ms, not x 1 ms
+
+
+def test_adaptive_probe_does_not_hold_a_quiet_service_at_the_minimum() -> None:
+    clock = Clock()
+    rule = ResourceRule(name="api", adaptive=AdaptiveRule(limit_min=2, limit_initial=20, window_s=0.5))
+    gate = Gate(Rules(resources=[rule]), clock=clock)
+    gate.enter("api", Priority.PAY).exit()  # the first call starts the probe
+    assert gate.status()["resources"]["api"]["adaptive"]["probing"]
+    for _ in range(12):  # one slow call a second: never the 10 a window wants
+        clock.advance(1.0)
+        t = gate.enter("api", Priority.PAY)
+        clock.advance(0.2)
+        t.exit()
+    status = gate.status()["resources"]["api"]
+    assert not status["adaptive"]["probing"] and status["concurrency_limit"] == 20
+    assert status["adaptive"]["baseline_rt_ms"] == pytest.approx(200.0)

@@ -93,8 +93,13 @@ class GradientLimit:
                     self.next_probe = now
             self._new_window(now)
         elif self.probing and now - self.probe_start > 10 * r.window_s:
-            self.probing = False  # too few calls came to measure: try again later
-            self.next_probe = now + max(r.probe_s, 10 * r.window_s)
+            # Few calls came: measure with those (this one at least), and do not hold the limit down longer.
+            self.baseline = self.rt_sum / self.count
+            self.probing = False
+            self.probes += 1
+            self.stuck = 0
+            self.next_probe = now + r.probe_s if r.probe_s > 0 else math.inf
+            self._new_window(now)
         if not self.probing and now >= self.next_probe:
             self.probing = True
             self.probe_start = now
