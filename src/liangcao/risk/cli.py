@@ -91,7 +91,10 @@ def replay(
     path = draw(r, png)
     out = {**summary(r), "seed": seed, "png": str(path), "replay_s": round(r.wall_s, 1)}
     console.print(f"picture: {path}")
-    console.print(json.dumps(out) if as_json else out)
+    if as_json:
+        console.print(json.dumps(out), soft_wrap=True, markup=False, highlight=False)
+    else:
+        console.print(out)
 
 
 @app.command()
@@ -152,7 +155,7 @@ def bench(
             table.add_row(k, str(v))
         console.print(table)
     else:
-        console.print(json.dumps(out), soft_wrap=True)
+        console.print(json.dumps(out), soft_wrap=True, markup=False, highlight=False)
 
 
 def _engine(home: Path) -> Any:
@@ -177,7 +180,7 @@ def decide(home: Home, payment: Annotated[str, typer.Argument(help="the payment 
         fail(f"{exc.message} (code {exc.code})")
     finally:
         engine.close()
-    console.print(json.dumps(d.to_dict()), soft_wrap=True)
+    console.print(json.dumps(d.to_dict()), soft_wrap=True, markup=False, highlight=False)
 
 
 @rules_app.command("check")
@@ -216,7 +219,7 @@ def rules_show(home: Home, version: Annotated[str | None, typer.Option("--versio
     """The canonical JSON of the current rule set (or of ``--version``)."""
     engine = _engine(home)
     try:
-        console.print(engine.rules_text(version), soft_wrap=True)
+        console.print(engine.rules_text(version), soft_wrap=True, markup=False, highlight=False)
     except LiangcaoError as exc:
         fail(exc.message)
     finally:
@@ -228,7 +231,7 @@ def status(home: Home) -> None:
     """Counters, table sizes, versions and model events of the engine in ``--home``."""
     engine = _engine(home)
     try:
-        console.print(json.dumps(engine.status()), soft_wrap=True)
+        console.print(json.dumps(engine.status()), soft_wrap=True, markup=False, highlight=False)
     finally:
         engine.close()
 

@@ -72,11 +72,11 @@ class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     label_maturity_ms: int = 6 * HOUR_MS  # no fraud label by then: learned as a good payment
     learn_per_decide: int = 2  # labels learned inline per decision (0: only learn()/tick() learn)
-    positive_weight: float = 3.0  # fraud is rare: each fraud label counts this many times
+    positive_weight: float = 1.0  # each fraud label counts this many times (above 1 inflates every score)
     # Payments that matured unlabelled are learned at this rate, each weighing 1/rate (importance weights):
     # most payments are good, and learning every one of them would cost as much as deciding them.
     negative_sample_rate: float = 0.25
-    model_warmup_labels: int = 500  # the model scores but does not act before this many good and 20 fraud labels
+    model_warmup_labels: int = 2000  # the model scores but does not act before this many good and 20 fraud labels
     publish_every: int = 1000  # labels between published model versions
     snapshot_every_ms: int = 5 * 60 * 1000  # tick() snapshots at most this often (engine clock)
     compare_window: int = 2000

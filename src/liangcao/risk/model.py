@@ -9,7 +9,8 @@ can be reproduced later, and an operator can roll back to any kept version.
 
 Every label is first scored by the training model (prequential: test, then train). Its error |y - p| feeds
 ADWIN; when ADWIN detects a change *upwards* (the error grew: the fraud changed), a challenger is started: a
-fresh model of the same kind (``clone()``), warmed on the most recent labelled examples and then learning
+fresh model of the same kind (``clone()``), warmed on the labelled examples since the change (ADWIN's
+window) and then learning
 every new label beside the champion. Both are scored on each new label before learning from it; the paired
 differences of their log losses over the last ``compare_window`` labels decide: when the mean difference
 favours the challenger by ``promote_z`` standard errors (a paired z-test) it becomes the champion and is
@@ -196,6 +197,24 @@ def scorer(model: Classifier, keys: tuple[str, ...]) -> Callable[[dict[str, floa
     return through_river
 
 
+def _sgd_rate(model: Classifier) -> Any:
+    """The SGD optimizer of a logistic pipeline's last step (None for other models)."""
+    steps = list(getattr(model, "steps", {}).values())
+    last = steps[-1] if steps else model
+    opt = getattr(last, "optimizer", None)
+    if isinstance(opt, optim.SGD) and isinstance(opt.lr, optim.schedulers.Constant):
+        return opt
+    return None
+
+
+def _scale_rate(model: Classifier, factor: float) -> bool:
+    opt = _sgd_rate(model)
+    if opt is None:
+        return False
+    opt.lr = optim.schedulers.Constant(opt.lr.learning_rate * factor)
+    return True
+
+
 def _log_loss(y: bool, p: float) -> float:
     p = min(max(p, 1e-6), 1 - 1e-6)
     return -math.log(p if y else 1 - p)
@@ -218,6 +237,7 @@ class Models:
         promote_z: float = 2.33,
         adwin_delta: float = 0.002,
         warm_max: int = 2000,
+        challenger_rate_boost: float = 4.0,
     ) -> None:
         if not 0 < compare_window <= limits.compare_window_max:
             raise ValueError(f"compare_window must be within 1..{limits.compare_window_max}")
@@ -229,6 +249,7 @@ class Models:
         self.challenger_labels_max = challenger_labels_max
         self.promote_z = promote_z
         self.adwin_delta = adwin_delta
+        self.challenger_rate_boost = challenger_rate_boost
         self.train = fresh
         self.challenger: Classifier | None = None
         self.adwin = _adwin(adwin_delta)
@@ -306,8 +327,16 @@ class Models:
             self.publish("periodic", now)
 
     def _start_challenger(self, now: int) -> None:
-        self.challenger = self.train.clone()
-        self.warm = deque(self.recent)
+        copy: Classifier = pickle.loads(pickle.dumps(self.train, protocol=5))
+        if _scale_rate(copy, self.challenger_rate_boost):
+            # An SGD model: the challenger is the champion learning faster (it forgets the old regime sooner).
+            self.challenger = copy
+            self.warm = deque()
+        else:
+            # Any other model: a fresh one, warmed on what ADWIN kept (the labels since the change).
+            self.challenger = self.train.clone()
+            since = min(int(self.adwin.width), len(self.recent))
+            self.warm = deque(list(self.recent)[len(self.recent) - since :])
         self.challenger_learned = 0
         self.diffs.clear()
         self.diff_sum = self.diff_sq = 0.0
@@ -338,6 +367,7 @@ class Models:
         n, z = self.advantage()
         if n >= self.challenger_min_labels and self.diff_pos >= self.challenger_min_positives and z >= self.promote_z:
             self.train = self.challenger  # type: ignore[assignment]
+            _scale_rate(self.train, 1 / self.challenger_rate_boost)  # back to the champion's pace
             self.challenger = None
             self.adwin = _adwin(self.adwin_delta)
             self.publish(f"challenger promoted (z={z:.2f} over {n} labels)", now)
