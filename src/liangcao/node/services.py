@@ -402,7 +402,9 @@ class NodeServices:
     def trace_view(self) -> TraceView:
         """The committed state with this node's EPCIS index (``liangcao.node.trace_index``), for the calling
         thread; the index's follower starts with the first read."""
-        self.trace_index.follow(lambda: Store(self.node.store_path, readonly=True))
+        self.trace_index.follow(
+            lambda: Store(self.node.store_path, readonly=True), alive=lambda: not getattr(self.node, "_stopping", False)
+        )
         return TraceView(self.node.reader(), self.trace_index)
 
     def provenance(self, ident: str) -> dict[str, Any]:

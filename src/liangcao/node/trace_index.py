@@ -30,7 +30,7 @@ import heapq
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -175,16 +175,16 @@ class TraceIndex:
                 done = upto
             return done
 
-    def follow(self, store_factory: Any) -> None:
+    def follow(self, store_factory: Callable[[], Store], alive: Callable[[], bool] = lambda: True) -> None:
         """Start the follower thread (once): it syncs when :meth:`wake` is called (after each commit) and
-        every second, until :meth:`close`."""
+        every second, until :meth:`close` or until ``alive()`` is false (its node stopped)."""
         if self._follower is not None:
             return
 
         def run() -> None:
             store: Store = store_factory()
             try:
-                while not self._closed:
+                while not self._closed and alive():
                     self._wake.wait(1.0)
                     self._wake.clear()
                     if not self._closed:
