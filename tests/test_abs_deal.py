@@ -342,3 +342,56 @@ def test_default_rate_trigger_and_ratings_and_report() -> None:
     assert led.deal(deal)["recoveries"] == 300_000
     assert led.query("abs.deal", "deals", {})["deals"] == [{"deal": deal, "spv": SPV}]
     assert INV3
+
+
+def test_title_lost_by_the_spv_is_a_default_and_never_collected() -> None:
+    led = AbsLedger()
+    deal = led.launched(servicer_grace_days=31, default_rate_max_bps=10_000)
+    va = led.voucher(CORE_A, 300_000, 60)
+    vb = led.voucher(CORE_B, 200_000, 60)
+    assert led.purchase(deal, [va, vb]).ok
+    # the SPV splits one voucher and has the other financed at a bank, with its own signature in scf
+    led.ok("scf.vouchers", "split", {"voucher": va, "amounts": [100_000]}, SPV)
+    led.ok("scf.vouchers", "request_financing", {"voucher": vb, "bank": BANK, "rate_bps": 300}, SPV)
+    led.ok("scf.vouchers", "accept_financing", {"voucher": vb}, BANK)
+    led.advance(days=1)
+    r = led.run("abs.deal", "evaluate", {"deal": deal}, INV1)
+    lost = [e["data"] for e in r["events"] if e["name"] == "defaulted"]
+    assert {(d["voucher"], d["title_lost"], d["date"]) for d in lost} == {
+        (va, True, led.date(0)),
+        (vb, True, led.date(0)),
+    }
+    assert r["result"]["figures"]["performing"] == 0 and r["result"]["figures"]["defaulted"] == 500_000
+    # at maturity the issuer pays the bank, not the SPV: nothing to collect
+    led.advance(days=60)
+    led.ok("scf.vouchers", "settle", {"voucher": vb}, CORE_B)
+    led.fails(AbsCode.NOTHING_TO_COLLECT, "abs.deal", "collect", {"deal": deal}, INV1)
+
+
+def test_the_cli_offers_every_public_action() -> None:
+    from typer.testing import CliRunner
+
+    from liangcao.cli import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["abs", "deal", "--help"], env={"COLUMNS": "200"}).output
+    for action in (
+        "open",
+        "kyc",
+        "subscribe",
+        "launch",
+        "offer",
+        "purchase",
+        "decline",
+        "collect",
+        "report",
+        "evaluate",
+        "distribute",
+        "rate",
+        "transfer",
+        "investor-report",
+        "declare-servicer-default",
+    ):
+        assert f" {action} " in out, action
+    out = runner.invoke(app, ["abs", "deal", "purchase", "--help"], env={"COLUMNS": "200"}).output
+    assert "--deal" in out and "--vouchers" in out

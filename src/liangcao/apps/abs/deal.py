@@ -342,8 +342,10 @@ class AbsDeal(Contract):
 
     @staticmethod
     def performing(assets: list[Asset], day: int) -> int:
-        """The performing pool at the start of ``day``: the face of receivables not yet due."""
-        return sum(a.face for a in assets if a.maturity_day > day)
+        """The performing pool at the start of ``day``: the face of receivables not yet due (nor defaulted)."""
+        return sum(
+            a.face for a in assets if a.maturity_day > day and (a.defaulted_day is None or a.defaulted_day > day)
+        )
 
     def figures(self, ctx: Context, deal: Deal, assets: list[Asset] | None = None) -> dict[str, Any]:
         """The pool's figures now (a read: no trigger is evaluated here)."""
@@ -388,11 +390,19 @@ class AbsDeal(Contract):
         fired = {t.kind for t in deal.triggers}
         pending: list[tuple[int, str, str]] = []  # (day, kind, effect)
         assets = self.assets(ctx, deal.id)
-        # defaults: unpaid default_days after maturity (a settled voucher waiting for collect is paid)
+        # defaults: unpaid default_days after maturity (a settled voucher waiting for collect is paid), or
+        # title lost: the SPV no longer holds the voucher whole (it moved, split or financed it through
+        # scf.vouchers with its own signature), a default on the day the contract first sees it
         newly: list[Asset] = []
+        lost: set[str] = set()
         for a in assets:
-            due = a.defaulted_day is None and a.maturity_day + deal.default_days <= now
-            if due and self.voucher(ctx, a.id).status in UNPAID:
+            if a.defaulted_day is not None:
+                continue
+            v = self.voucher(ctx, a.id)
+            if v.holder != deal.spv or v.status == "retired":
+                newly.append(a.replace(defaulted_day=now))
+                lost.add(a.id)
+            elif a.maturity_day + deal.default_days <= now and v.status in UNPAID:
                 newly.append(a.replace(defaulted_day=a.maturity_day + deal.default_days))
         newly.sort(key=lambda a: (a.defaulted_day, a.id))
         defaulted = deal.defaulted_face
@@ -400,11 +410,14 @@ class AbsDeal(Contract):
             ctx.save(f"a/{deal.id}/{a.id}", a)
             defaulted += a.face
             day = a.defaulted_day if a.defaulted_day is not None else now
-            ctx.emit("defaulted", {"deal": deal.id, "voucher": a.id, "face": a.face, "date": iso_of(day)})
+            event = {"deal": deal.id, "voucher": a.id, "face": a.face, "date": iso_of(day)}
+            ctx.emit("defaulted", {**event, "title_lost": a.id in lost})
             limit_hit = defaulted * 10_000 > deal.default_rate_max_bps * deal.purchased_face
             if "default_rate" not in fired and limit_hit and not any(p[1] == "default_rate" for p in pending):
                 pending.append((max(day, start), "default_rate", "early_amortisation"))
         deal = deal.replace(defaulted_face=defaulted)
+        if newly:
+            assets = self.assets(ctx, deal.id)
         if "servicer_default" not in fired and now > deal.last_report_day + deal.servicer_grace_days:
             pending.append(
                 (max(start, deal.last_report_day + deal.servicer_grace_days + 1), "servicer_default", "acceleration")
@@ -418,8 +431,9 @@ class AbsDeal(Contract):
                 required = self.notes_outstanding(deal) * deal.required_bps // 10_000
                 if self.performing(assets, start) >= required:
                     breach_since = None  # cured (or never in breach) at the start of ``start``
-                    # the performing pool only falls as receivables come due: the first day below, if any
-                    for day in sorted({a.maturity_day for a in assets if start < a.maturity_day <= last}):
+                    # the performing pool only falls as receivables come due (or default): the first day below
+                    falls = {a.maturity_day for a in assets} | {a.defaulted_day for a in assets if a.defaulted_day}
+                    for day in sorted(d for d in falls if start < d <= last):
                         if self.performing(assets, day) < required:
                             breach_since = day
                             break
@@ -766,7 +780,8 @@ class AbsDeal(Contract):
         more = False
         obligors = dict(deal.obligors)
         for a in self.assets(ctx, deal.id):
-            if self.voucher(ctx, a.id).status != "settled":
+            v = self.voucher(ctx, a.id)
+            if v.status != "settled" or v.holder != deal.spv:  # paid to someone else: the SPV got nothing
                 continue
             if len(swept) == abs_collect_page_max:
                 more = True
