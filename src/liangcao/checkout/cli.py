@@ -91,3 +91,49 @@ def start_cmd(
     finally:
         co.close()
         backend.close()
+
+
+@app.command("surge")
+def surge_cmd(
+    seconds: Annotated[float, typer.Option("--seconds", help="length of the 10x midnight phase")] = 6.0,
+    workers: Annotated[int, typer.Option("--workers", help="load-generator processes")] = 2,
+    timeout_s: Annotated[float, typer.Option("--timeout-s", help="a request unanswered this long is lost")] = 2.0,
+    capacity: Annotated[
+        float, typer.Option("--capacity", help="paid orders/s to take as capacity (0: measure it)")
+    ] = 0.0,
+    png: Annotated[Path, typer.Option("--png", help="where the picture goes")] = Path("docs/img/checkout-surge.png"),
+    seed: Annotated[int, typer.Option("--seed")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="the last line is one JSON object")] = False,
+) -> None:
+    """The midnight surge: open-loop load to 10x capacity, with and without flow control (real processes)."""
+    import json
+    import signal
+
+    from liangcao.checkout import surge
+
+    if not 0 < seconds <= 600 or not 1 <= workers <= surge.workers_max or not 0 < timeout_s <= 60:
+        fail(f"--seconds 0..600, --workers 1..{surge.workers_max}, --timeout-s 0..60")
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwind: every run's finally stops its gateway and generators
+
+    signal.signal(signal.SIGTERM, on_term)
+    say = err.print if as_json else console.print
+    cap = (capacity, capacity / surge.PAY_SHARE) if capacity > 0 else None
+    try:
+        result = surge.run_surge(
+            seconds=seconds, workers=workers, timeout_s=timeout_s, seed=seed, png=png, capacity=cap, say=say
+        )
+    except KeyboardInterrupt:
+        fail("interrupted: every process of the run was stopped", 130)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        fail(str(exc))
+    w, n = result["with_flow"], result["without_flow"]
+    say(
+        f"capacity {result['capacity_per_s']:,.0f} paid/s; at 10x with flow control: goodput "
+        f"{w['goodput_ratio']:.2f} of capacity, priority p99 {w['p99_ms_priority']:,.1f} ms, shed p99 "
+        f"{w['shed_p99_ms']:,.1f} ms; without: goodput {n['goodput_ratio']:.2f}, {n['timeouts_at_10x']:,} timeouts "
+        f"({result['cores']} cores, gateway peak RSS {result['gateway_peak_rss_mb']:,.0f} MiB; picture {png})"
+    )
+    if as_json:
+        print(json.dumps(result))

@@ -52,6 +52,17 @@ _SHORT = {int(_R.EXCEEDS_CREDITS), int(_R.DEBIT_ACCOUNT_NOT_FOUND)}
 
 
 @dataclass(slots=True)
+class Pending:
+    """An operation whose intent is stored and whose money has not moved yet (see ``Checkout.finish``)."""
+
+    key: str
+    op: str
+    order_id: str
+    intent: dict[str, Any]
+    chain: list[Transfer]
+
+
+@dataclass(slots=True)
 class Reply:
     """An answer: its HTTP status and JSON body; ``replayed`` when it is the stored first answer of a key."""
 
@@ -238,8 +249,8 @@ class Checkout:
         op: str,
         params: dict[str, Any],
         prepare: Callable[[Any], tuple[str, dict[str, Any], list[Transfer]]],
-    ) -> Reply:
-        """Steps 1-3 (module docstring) of one operation under ``key``."""
+    ) -> Reply | Pending:
+        """Step 1 (module docstring) of one operation under ``key``: a stored answer, or the money to move."""
         fp = _fingerprint(op, params)
         found = self._existing(key, fp)
         if found is not None:
@@ -256,9 +267,36 @@ class Checkout:
                 )
                 if order_id and op != "create":
                     db.execute("UPDATE orders SET busy = ? WHERE id = ?", (key, order_id))
-            return self._money_and_outcome(key, op, order_id, intent, chain)
-        finally:
+        except BaseException:
             self._release(key)
+            raise
+        return Pending(key, op, order_id, intent, chain)
+
+    def finish(self, started: Reply | Pending) -> Reply:
+        """Steps 2 and 3 of an operation begun by a ``begin_*`` method, waiting in this thread."""
+        if isinstance(started, Reply):
+            return started
+        try:
+            return self._money_and_outcome(started.key, started.op, started.order_id, started.intent, started.chain)
+        finally:
+            self._release(started.key)
+
+    async def finish_async(self, started: Reply | Pending) -> Reply:
+        """Steps 2 and 3 on an event loop: the loop waits for the batch without holding a thread."""
+        if isinstance(started, Reply):
+            return started
+        import asyncio
+
+        try:
+            try:
+                results = await asyncio.wrap_future(self.batcher.submit(started.chain)) if started.chain else []
+            except (LiangcaoError, Fault, OSError, RuntimeError) as exc:
+                raise CheckoutError(
+                    CheckoutCode.BACKEND_UNAVAILABLE, f"payments core failed ({exc}); retry with the same key"
+                ) from None
+            return self._outcome(started.key, started.op, started.order_id, started.intent, results)
+        finally:
+            self._release(started.key)
 
     def _money_and_outcome(
         self, key: str, op: str, order_id: str, intent: dict[str, Any], chain: list[Transfer]
@@ -299,9 +337,9 @@ class Checkout:
         states.check(op, row["state"], order_id)
         return row
 
-    def create_order(
+    def begin_create_order(
         self, key: str | None, buyer: str, merchant: str, amount: Any, currency: str = "CNY", note: str = ""
-    ) -> Reply:
+    ) -> Reply | Pending:
         """A new order (``CREATED``); nothing moves until it is paid."""
         key = check_key(key)
         check_party(buyer, "buyer")
@@ -330,14 +368,14 @@ class Checkout:
     def _finish_create(self, db: Any, order_id: str, intent: dict[str, Any], ok: bool, cause: int) -> Reply:
         return Reply(201, self._order_json(db, order_id))
 
-    def pay(
+    def begin_pay(
         self,
         key: str | None,
         order_id: str,
         method: str = "wallet",
         step_up: dict[str, Any] | None = None,
         client: dict[str, str] | None = None,
-    ) -> Reply:
+    ) -> Reply | Pending:
         """Pay into escrow: a pending transfer from the method's account to escrow, after the guards."""
         key = check_key(key)
         params = {"order": order_id, "method": method}  # the step-up assertion is not part of the request's identity
@@ -387,7 +425,7 @@ class Checkout:
             CheckoutCode.PAYMENT_DECLINED, f"order {order_id}: payments core answered {codes_name(cause)}"
         )
 
-    def confirm(self, key: str | None, order_id: str) -> Reply:
+    def begin_confirm(self, key: str | None, order_id: str) -> Reply | Pending:
         """The buyer confirms receipt: the hold is settled to the merchant less the fee (one linked chain)."""
         key = check_key(key)
         return self._run(key, "confirm", {"order": order_id}, lambda db: self._prepare_settle(db, order_id, "confirm"))
@@ -423,7 +461,7 @@ class Checkout:
             CheckoutCode.PAYMENT_DECLINED, f"order {order_id}: settlement refused ({codes_name(cause)})"
         )
 
-    def refund(self, key: str | None, order_id: str, amount: Any, reason: str = "") -> Reply:
+    def begin_refund(self, key: str | None, order_id: str, amount: Any, reason: str = "") -> Reply | Pending:
         """Refund ``amount`` fen: from the hold or escrow before settlement, from the merchant after it."""
         key = check_key(key)
         check_amount(amount)
@@ -493,7 +531,7 @@ class Checkout:
         )
         return Reply(200, self._order_json(db, order_id))
 
-    def cancel(self, key: str | None, order_id: str) -> Reply:
+    def begin_cancel(self, key: str | None, order_id: str) -> Reply | Pending:
         """Close an unpaid order."""
         key = check_key(key)
 
@@ -507,7 +545,7 @@ class Checkout:
         db.execute("UPDATE orders SET state = ? WHERE id = ?", (int(OrderState.CANCELLED), order_id))
         return Reply(200, self._order_json(db, order_id))
 
-    def topup(self, key: str | None, buyer: str, amount: Any) -> Reply:
+    def begin_topup(self, key: str | None, buyer: str, amount: Any) -> Reply | Pending:
         """Money into a buyer's wallet from outside (a bank top-up), once per key."""
         key = check_key(key)
         check_party(buyer, "buyer")
@@ -525,6 +563,41 @@ class Checkout:
         if not ok:
             return _error_reply(CheckoutCode.PAYMENT_DECLINED, f"top-up refused ({codes_name(cause)})")
         return Reply(200, {"buyer": intent["buyer"], "amount": intent["amount"]})
+
+    # ------------------------------------------------------------------ the same, waiting in this thread
+
+    def create_order(
+        self, key: str | None, buyer: str, merchant: str, amount: Any, currency: str = "CNY", note: str = ""
+    ) -> Reply:
+        """A new order (``CREATED``); nothing moves until it is paid."""
+        return self.finish(self.begin_create_order(key, buyer, merchant, amount, currency, note))
+
+    def pay(
+        self,
+        key: str | None,
+        order_id: str,
+        method: str = "wallet",
+        step_up: dict[str, Any] | None = None,
+        client: dict[str, str] | None = None,
+    ) -> Reply:
+        """Pay into escrow (see :meth:`begin_pay`)."""
+        return self.finish(self.begin_pay(key, order_id, method, step_up, client))
+
+    def confirm(self, key: str | None, order_id: str) -> Reply:
+        """Confirm receipt: settle to the merchant less the fee (see :meth:`begin_confirm`)."""
+        return self.finish(self.begin_confirm(key, order_id))
+
+    def refund(self, key: str | None, order_id: str, amount: Any, reason: str = "") -> Reply:
+        """Refund ``amount`` fen (see :meth:`begin_refund`)."""
+        return self.finish(self.begin_refund(key, order_id, amount, reason))
+
+    def cancel(self, key: str | None, order_id: str) -> Reply:
+        """Close an unpaid order."""
+        return self.finish(self.begin_cancel(key, order_id))
+
+    def topup(self, key: str | None, buyer: str, amount: Any) -> Reply:
+        """Money into a buyer's wallet from outside, once per key."""
+        return self.finish(self.begin_topup(key, buyer, amount))
 
     # ------------------------------------------------------------------------ auto-confirm
 
