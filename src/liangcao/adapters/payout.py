@@ -57,6 +57,14 @@ class AdapterFault(Fault):
     """The payments core or the ledger answered what exactly-once rules out: stop and let an operator look."""
 
 
+class PaymentsPort(Protocol):
+    """What the adapter needs of the payments core: the embedded ``Engine``, or :class:`HttpPayments`."""
+
+    def create_accounts(self, accounts: list[Account]) -> list[int]: ...
+
+    def create_transfers(self, transfers: list[Transfer]) -> list[int]: ...
+
+
 class LedgerPort(Protocol):
     """What the adapter needs of a node: run a query, submit a transaction and wait for its receipt."""
 
@@ -88,7 +96,7 @@ def shopper_account(platform: str, shopper: str) -> int:
 class PayoutAdapter:
     """Settles one insurer's cover obligations through ``engine``; see the module notes."""
 
-    def __init__(self, ledger: LedgerPort, engine: Engine, insurer: str) -> None:
+    def __init__(self, ledger: LedgerPort, engine: PaymentsPort, insurer: str) -> None:
         self.ledger = ledger
         self.engine = engine
         self.insurer = insurer
@@ -150,7 +158,8 @@ class PayoutAdapter:
         if result == CreateTransferResult.EXISTS:
             self.replayed += 1
             return "exists"
-        raise AdapterFault(Code.INTERNAL, f"transfer {tid:032x} refused by the payments core: {result!r}")
+        name = CreateTransferResult(result).name if result in CreateTransferResult._value2member_map_ else str(result)
+        raise AdapterFault(Code.INTERNAL, f"transfer {tid:032x} refused by the payments core: {name.lower()}")
 
     # ---- many -----------------------------------------------------------------------------------------------
     def settle_due(self) -> int:
@@ -173,7 +182,36 @@ class PayoutAdapter:
         return None if ob is None else self.settle(ob)
 
 
-# ---- over HTTP: the SDK, a cursor file, the process ---------------------------------------------------------
+# ---- over HTTP: the payments service, the SDK, a cursor file, the process -----------------------------------
+class HttpPayments:
+    """:class:`PaymentsPort` over the payments service (``liangcao pay serve``): the same transfers under the
+    same ids, so exactly-once holds the same way (``EXISTS`` for a transfer the service already holds)."""
+
+    def __init__(self, url: str = "", *, http: Any = None) -> None:
+        import httpx
+
+        self.http = http if http is not None else httpx.Client(base_url=url.rstrip("/"), timeout=30.0)
+
+    def _post(self, path: str, events: list[Any]) -> list[int]:
+        import msgspec
+
+        body = msgspec.json.encode([msgspec.structs.asdict(e) for e in events])
+        r = self.http.post(path, content=body, headers={"Content-Type": "application/json"})
+        if r.status_code != 200:
+            # refused whole (bad input, or admission control said wait): nothing applied, try again later
+            raise OSError(f"payments service answered {r.status_code} to {path}: {r.text[:200]}")
+        return [int(c) for c in r.json()["results"]]
+
+    def create_accounts(self, accounts: list[Account]) -> list[int]:
+        return self._post("/v1/accounts", accounts)
+
+    def create_transfers(self, transfers: list[Transfer]) -> list[int]:
+        return self._post("/v1/transfers", transfers)
+
+    def close(self) -> None:
+        self.http.close()
+
+
 class HttpLedger:
     """:class:`LedgerPort` over the node's HTTP API, signing with the insurer member's own key."""
 
@@ -215,10 +253,12 @@ class Cursor:
 def follow(adapter: PayoutAdapter, client: Any, cursor: Cursor, stop: threading.Event, *, live: bool = True) -> int:
     """Settle what is due, then each new ``cover`` event from the stream (resuming after the cursor) until
     ``stop`` is set; with ``live`` False, return once the stream has nothing more. How many were settled."""
-    n = adapter.settle_due()
-    wait_ms = 100
+    n, caught_up, wait_ms = 0, False, 100
     while not stop.is_set():
         try:
+            if not caught_up:  # what is due first: the stream position saves work, the ledger is the truth
+                n += adapter.settle_due()
+                caught_up = True
             for ev in _events(client, cursor.load(), live):
                 if stop.is_set():
                     return n
@@ -258,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--home", required=True, type=Path, help="the network folder")
     p.add_argument("--as", dest="member", required=True, help="the insurer's member that signs, e.g. org1/admin")
     p.add_argument("--engine", required=True, type=Path, help="the adapter's folder (payments core and cursor)")
+    p.add_argument("--payments-url", default=None, help="pay through this payments service, not the embedded core")
     p.add_argument("--url", default=None, help="node URL (default from node.json)")
     p.add_argument("--once", action="store_true", help="settle what is due and what the stream holds, then exit")
     a = p.parse_args(argv)
@@ -268,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     signer = load_signer(member_dir(home.root, a.member))
     insurer = a.member.partition("/")[0]
     a.engine.mkdir(parents=True, exist_ok=True)
-    engine = Engine(a.engine / "payments")
+    engine: Engine | HttpPayments = HttpPayments(a.payments_url) if a.payments_url else Engine(a.engine / "payments")
     stop = threading.Event()
     try:
         with Client(a.url or home.url, home.auth().create(a.member, 30)) as client:

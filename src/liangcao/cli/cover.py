@@ -57,6 +57,9 @@ def payout_adapter(
     as_: Annotated[str, typer.Option("--as", help="the insurer's member that signs, e.g. org1/admin")],
     engine: Annotated[Path, typer.Option("--engine", help="the adapter's folder: its payments core and cursor")],
     url: Url = None,
+    payments_url: Annotated[
+        str | None, typer.Option("--payments-url", help="pay through this payments service, not the embedded core")
+    ] = None,
     once: Annotated[
         bool, typer.Option("--once", help="settle what is due and what the stream holds, then exit")
     ] = False,
@@ -69,6 +72,8 @@ def payout_adapter(
     args = ["--home", str(home), "--as", as_, "--engine", str(engine)]
     if url:
         args += ["--url", url]
+    if payments_url:
+        args += ["--payments-url", payments_url]
     if once:
         args.append("--once")
     try:
