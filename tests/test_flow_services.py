@@ -46,6 +46,8 @@ def test_node_api_is_gated_counted_and_tightened_at_run_time(live: Live) -> None
             refused = http.post("/v1/txs", content=txs[1].raw)
             assert refused.json()["name"] == "RATE_LIMITED" and int(refused.headers["retry-after"]) >= 1
             assert http.get("/v1/head", headers=read).status_code == 200  # queries are not touched
+            scrape = http.get("/metrics", headers=read).text
+            assert 'liangcao_flow_decisions_total{decision="rate_limited",priority="PAY",resource="txs"}' in scrape
         finally:
             assert http.put("/v1/flow/rules", headers=write, content=before).status_code == 200
 

@@ -4,7 +4,7 @@ Submitting transactions and captures is paying-class work (``txs``, Priority.PAY
 ``queries`` (QUERY), the explorer, the verify page and static files are ``explorer`` (BROWSE). Health, metrics,
 event streams (long-lived) and the flow routes themselves are never gated. The default rules refuse nothing a
 node normally sees; an operator tightens them at run time with ``PUT /v1/flow/rules`` (a write token), and
-``GET /v1/flow`` (a read token) shows every decision.
+``GET /v1/flow`` (a read token) shows every decision; the node's ``/metrics`` carries ``liangcao_flow_*``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI
 from liangcao.api.deps import reader_member, writer_member
 from liangcao.flow import Gate, Priority
 from liangcao.flow.asgi import Route, by_route, install, open_rules
+from liangcao.flow.metrics import FlowCollector
 
 ROUTES: tuple[Route, ...] = (
     ("*", "/v1/health", None, Priority.PAY),
@@ -32,6 +33,9 @@ ROUTES: tuple[Route, ...] = (
 def install_flow(app: FastAPI, gate: Gate | None = None) -> Gate:
     """Gate ``app`` (the node's API) with ``gate``, or with open rules over txs, queries and explorer."""
     gate = gate or Gate(open_rules(["txs", "queries", "explorer"]))
+    metrics = getattr(app.state, "metrics", None)
+    if metrics is not None:  # the node's /metrics shows the flow metrics too (one scrape)
+        metrics.registry.register(FlowCollector(gate))
     return install(
         app,
         gate,
