@@ -241,7 +241,7 @@ class Gate:
                 code, wait_s, why = refusal
                 key = (int(priority), REASONS[code])
                 res.counts[key] = res.counts.get(key, 0) + 1
-                retry_ms = math.ceil(wait_s * 1000 - 1e-6)
+                retry_ms = max(1, math.ceil(wait_s * 1000 - 1e-6))
                 raise Refused(
                     code,
                     f"{res.name}: {why}; retry in {retry_ms} ms",
