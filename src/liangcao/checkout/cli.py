@@ -85,9 +85,11 @@ def start_cmd(
         if server == "uvicorn":
             uvicorn.run(create_app(co, gate), host=host, port=port, log_level="warning", access_log=False)
         else:
+            from liangcao.checkout.http import classify
             from liangcao.checkout.server import Server
 
-            Server(create_app(co, gate), host, port).run()
+            # The server asks the gate before it makes an ASGI call: a refusal costs a parse and a write.
+            Server(create_app(co, gate, middleware=False), host, port, gate=gate, classify=classify).run()
     finally:
         co.close()
         backend.close()

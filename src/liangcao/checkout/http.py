@@ -173,8 +173,11 @@ async def read_body(request: Request) -> bytes:
     return bytes(data)
 
 
-def create_app(co: Checkout, gate: Gate | None = None, *, auto_confirm_every_s: float = 1.0) -> Any:
-    """The gateway's ASGI app over ``co``; with ``gate``, behind :class:`FlowMiddleware` (else unguarded)."""
+def create_app(
+    co: Checkout, gate: Gate | None = None, *, auto_confirm_every_s: float = 1.0, middleware: bool = True
+) -> Any:
+    """The gateway's ASGI app over ``co``; with ``gate``, behind :class:`FlowMiddleware` (``middleware=False``:
+    the server in front asks the gate itself, :class:`liangcao.checkout.server.Server`), else unguarded."""
     counters = Counters()
     stop = threading.Event()
 
@@ -347,7 +350,7 @@ def create_app(co: Checkout, gate: Gate | None = None, *, auto_confirm_every_s: 
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    if gate is None:
+    if gate is None or not middleware:
         return app
     return FlowMiddleware(app, gate, classify)
 

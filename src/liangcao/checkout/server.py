@@ -31,6 +31,8 @@ from urllib.parse import unquote
 
 from liangcao.checkout import limits
 from liangcao.checkout.codes import CheckoutCode, CheckoutError
+from liangcao.flow import Gate, Refused, Ticket
+from liangcao.flow.asgi import Classify, refusal_body, refusal_headers
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +65,20 @@ class _Conn(asyncio.Protocol):
         self.server = server
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
+        self.peer: Any = None
+        self.sock: Any = None
         self.task: asyncio.Task[None] | None = None
         self.closed = False
         self.disconnected = asyncio.get_running_loop().create_future()
         self.paused = False
         self._continued = False  # "100 Continue" sent for the request waiting for its body
+        self.last_status = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        self.sock = transport.get_extra_info("sockname")
         self.server.conns.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -95,9 +102,38 @@ class _Conn(asyncio.Protocol):
         self.closed = True
 
     def _next(self) -> None:
-        """Start the next complete request in the buffer, if there is one."""
+        """Answer the complete requests in the buffer: refusals at once, the first admitted one as a task."""
+        server = self.server
+        while self.task is None:
+            req = self._parse_one()
+            if req is None:
+                return
+            scope, body, keep_alive = req
+            ticket = None
+            what = server.classify(scope) if server.gate is not None and server.classify is not None else None
+            if what is not None and server.gate is not None:
+                try:
+                    ticket = server.gate.enter(*what)
+                except Refused as exc:  # answered here: no task, no ASGI call, the body already skipped
+                    refusal = refusal_body(exc)
+                    head = [f"HTTP/1.1 {exc.http_status} {_REASONS.get(exc.http_status, 'Refused')}".encode()]
+                    head += [k + b": " + v for k, v in refusal_headers(exc, len(refusal))]
+                    if not keep_alive:
+                        head.append(b"connection: close")
+                    assert self.transport is not None
+                    self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + refusal)
+                    server.refused += 1
+                    if not keep_alive:
+                        self.transport.close()
+                        self.closed = True
+                        return
+                    continue
+            self.task = asyncio.get_running_loop().create_task(self._serve(scope, body, keep_alive, ticket))
+
+    def _parse_one(self) -> tuple[dict[str, Any], bytes, bool] | None:
+        """The next complete request in the buffer (taken out of it), or None (incomplete, or refused)."""
         if self.closed or self.transport is None:
-            return
+            return None
         if self.paused and len(self.buf) < buffer_bytes_max:
             self.paused = False
             self.transport.resume_reading()
@@ -105,15 +141,15 @@ class _Conn(asyncio.Protocol):
         if end < 0:
             if len(self.buf) > head_bytes_max:
                 self._fail(431, CheckoutCode.BAD_REQUEST, f"request head over head_bytes_max={head_bytes_max}")
-            return
+            return None
         if end > head_bytes_max:
             self._fail(431, CheckoutCode.BAD_REQUEST, f"request head over head_bytes_max={head_bytes_max}")
-            return
+            return None
         lines = bytes(self.buf[:end]).split(b"\r\n")
         parts = lines[0].split(b" ")
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
             self._fail(400, CheckoutCode.BAD_REQUEST, "not an HTTP/1.x request line")
-            return
+            return None
         method, target, version = parts
         headers: list[tuple[bytes, bytes]] = []
         length = 0
@@ -123,18 +159,18 @@ class _Conn(asyncio.Protocol):
             name, sep, value = line.partition(b":")
             if not sep or not name or name != name.strip():
                 self._fail(400, CheckoutCode.BAD_REQUEST, "a malformed header line")
-                return
+                return None
             name = name.lower()
             value = value.strip()
             headers.append((name, value))
             if name == b"content-length":
                 if not value.isdigit() or len(value) > 12:
                     self._fail(400, CheckoutCode.BAD_REQUEST, "Content-Length must be a number")
-                    return
+                    return None
                 length = int(value)
             elif name == b"transfer-encoding":
                 self._fail(411, CheckoutCode.BAD_REQUEST, "send the body with a Content-Length (no Transfer-Encoding)")
-                return
+                return None
             elif name == b"connection":
                 v = value.lower()
                 keep_alive = b"keep-alive" in v if version == b"HTTP/1.0" else b"close" not in v
@@ -146,13 +182,13 @@ class _Conn(asyncio.Protocol):
                 CheckoutCode.BODY_TOO_LARGE,
                 f"body over body_bytes_max={limits.body_bytes_max} bytes (nothing written)",
             )
-            return
+            return None
         have = len(self.buf) - end - 4
         if have < length:
             if expect and have == 0 and not self._continued:
                 self._continued = True
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            return
+            return None
         self._continued = False
         body = bytes(self.buf[end + 4 : end + 4 + length])
         del self.buf[: end + 4 + length]
@@ -168,13 +204,22 @@ class _Conn(asyncio.Protocol):
             "query_string": query,
             "root_path": "",
             "headers": headers,
-            "client": self.transport.get_extra_info("peername"),
-            "server": self.transport.get_extra_info("sockname"),
+            "client": self.peer,
+            "server": self.sock,
             "state": dict(self.server.state),
         }
-        self.task = asyncio.get_running_loop().create_task(self._serve(scope, body, keep_alive))
+        return scope, body, keep_alive
 
-    async def _serve(self, scope: dict[str, Any], body: bytes, keep_alive: bool) -> None:
+    async def _serve(self, scope: dict[str, Any], body: bytes, keep_alive: bool, ticket: Ticket | None) -> None:
+        try:
+            await self._serve_app(scope, body, keep_alive)
+        finally:
+            if ticket is not None:
+                ticket.exit(self.last_status < 500)
+        if self.task is None:
+            self._next()
+
+    async def _serve_app(self, scope: dict[str, Any], body: bytes, keep_alive: bool) -> None:
         transport = self.transport
         assert transport is not None
         sent_body = False
@@ -198,6 +243,7 @@ class _Conn(asyncio.Protocol):
                 return
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                self.last_status = status
                 resp_headers = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", [])]
                 started = True
                 return
@@ -231,6 +277,7 @@ class _Conn(asyncio.Protocol):
             if not more:
                 done = True
 
+        self.last_status = 503
         try:
             await self.server.app(scope, receive, send)
         except Exception:
@@ -247,15 +294,26 @@ class _Conn(asyncio.Protocol):
         if not keep_alive:
             transport.close()
             self.closed = True
-            return
-        self._next()
 
 
 class Server:
     """Serve ``app`` on ``host:port`` until SIGTERM or SIGINT (:meth:`run`)."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 8290) -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 8290,
+        *,
+        gate: Gate | None = None,
+        classify: Classify | None = None,
+    ) -> None:
+        """``app`` is served as it is; with ``gate`` and ``classify`` (the app then has no FlowMiddleware) the
+        server asks the gate itself, as FlowMiddleware would, and answers refusals without calling the app."""
         self.app = app
+        self.gate = gate
+        self.classify = classify
+        self.refused = 0
         self.host = host
         self.port = port
         self.conns: set[_Conn] = set()
