@@ -167,6 +167,21 @@ def test_bulk_accounts_are_held_for_review() -> None:
     r = c.run("cover", "review", {"policy": policies[4]["id"], "approve": False}, INSURER)
     assert r.ok and r.result["status"] == "rejected"
     assert c.capital()["reserved"] == 4 * 1_200
+    # a risk engine's verdict, through the platform: the shopper's claims wait for the insurer, who approves
+    c.fails(CoverCode.NOT_INSURER, "cover", "flag", {"shopper": "s9", "reason": "x"}, COURIER)
+    c.ok("cover", "flag", {"shopper": "s9", "reason": "risk: many returns across platforms"}, PLATFORM)
+    (p,) = c.buy(["rs"], "f1", shopper="s9")
+    held = c.ok(
+        "cover", "claim", {"policy": p["id"], "event": c.anchor(return_event("f1", c.time_ms, rma="f"))}, PLATFORM
+    )
+    assert held["status"] == "held" and "risk" in held["held"]
+    r = c.run("cover", "review", {"policy": p["id"], "approve": True}, INSURER)
+    assert r.ok and r.event("claim_approved")["amount"] == 1_200 and c.capital()["owed"] == 1_200
+    c.ok("cover", "flag", {"shopper": "s9", "reason": ""}, PLATFORM)
+    (q,) = c.buy(["rs"], "f2", shopper="s9", address=OTHER_ADDRESS)  # six shoppers share ADDRESS by now
+    pickup = c.anchor(return_event("f2", c.time_ms, rma="g", address=OTHER_ADDRESS))
+    ok = c.ok("cover", "claim", {"policy": q["id"], "event": pickup}, PLATFORM)
+    assert ok["status"] == "approved", ok["held"]
 
 
 def test_products_rules_are_checked() -> None:

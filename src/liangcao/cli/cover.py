@@ -5,7 +5,7 @@
 ``capital``    ``pledge``, ``release``, ``show`` (reserves never exceed pledged capital)
 ``policies``   ``buy`` (the platform at checkout), ``show`` (with its claim and payout), ``expire``
 ``prices``     ``post`` (the platform's signed price feed), ``list`` (a day's posts)
-``claims``     ``file`` (decided by the contract from the ledger's facts), ``review`` (held claims)
+``claims``     ``file`` (decided from the ledger's facts), ``review`` (held claims), ``flag`` (a shopper)
 ``payouts``    ``due`` (what the adapter has still to settle), ``adapter`` (run the payout adapter)
 =============  ===============================================================================
 
@@ -39,7 +39,8 @@ GROUPS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "policies": ("Policies bought at checkout.", [("buy", "buy"), ("show", "policy"), ("expire", "expire"),
                                                   ("shopper", "shopper")]),
     "prices": ("The platform's signed price feed.", [("post", "post_price"), ("list", "prices")]),
-    "claims": ("Claims decided from the ledger's facts.", [("file", "claim"), ("review", "review")]),
+    "claims": ("Claims decided from the ledger's facts.", [("file", "claim"), ("review", "review"),
+                                                            ("flag", "flag")]),
     "payouts": ("Payments owed and recorded.", [("due", "due"), ("record-payout", "record_payout"),
                                                 ("record-premium", "record_premium")]),
 }  # fmt: skip

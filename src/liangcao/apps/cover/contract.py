@@ -164,6 +164,7 @@ class Shopper(Record):
     policies: int = 0
     claims: int = 0
     returns: list[int] = msgspec.field(default_factory=list)
+    flagged: str = ""  # why a risk engine (through the insurer or platform) holds this shopper's claims
 
 
 class Seen(Record):
@@ -257,6 +258,11 @@ class PricesArgs(Args):
 
 class ShopperArgs(Args):
     shopper: ShopperId
+
+
+class FlagArgs(Args):
+    shopper: ShopperId
+    reason: Annotated[str, msgspec.Meta(max_length=200)]  # "" clears the flag
 
 
 def _digest(text: str) -> str:
@@ -675,7 +681,11 @@ class Cover(Contract):
                 "height": int(stored.get("height") or 0)}  # fmt: skip
 
     def _bulk(self, ctx: Context, pol: Policy) -> str:
-        """Why the claim waits for review ("" if it does not): accounts sharing the device or the address."""
+        """Why the claim waits for review ("" if it does not): a flagged shopper, accounts sharing the device or
+        the address."""
+        shopper = ctx.load(Shopper, f"shopper/{pol.shopper}")
+        if shopper is not None and shopper.flagged:
+            return f"shopper flagged: {shopper.flagged}"
         device = ctx.load(Seen, f"dev/{_digest(pol.device)}")
         if device is not None and len(device.shoppers) > rules.shared_device_accounts_max:
             return f"{len(device.shoppers)} accounts bought cover from one device"
@@ -701,6 +711,21 @@ class Cover(Contract):
                 "transfer": rules.transfer_id("payout", pol.id),
             },
         )
+
+    @transaction
+    def flag(self, ctx: Context, a: FlagArgs) -> Shopper:
+        """An insurer or platform flags a shopper (a risk engine's verdict): their claims are held for review
+        until the flag is cleared (``reason`` "")."""
+        by = ctx.require_party(
+            org_type=("insurer", "platform"),
+            code=CoverCode.NOT_INSURER,
+            message="needs an insurer's or platform's signature",
+        )
+        shopper = ctx.load(Shopper, f"shopper/{a.shopper}") or Shopper(shopper=a.shopper)
+        shopper = shopper.replace(flagged=a.reason)
+        ctx.save(f"shopper/{a.shopper}", shopper)
+        ctx.emit("shopper_flagged", {"shopper": a.shopper, "reason": a.reason, "by": by.member_id})
+        return shopper
 
     @transaction
     def review(self, ctx: Context, a: ReviewArgs) -> Claim:
