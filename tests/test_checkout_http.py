@@ -245,3 +245,25 @@ def test_the_http_server_frames_and_refuses_cleanly(gateway: Gateway) -> None:
             out += chunk
         assert out.startswith(b"HTTP/1.1 200 ") and b'"amount":5' in out
     assert rows(gateway.home)["orders"] == 0
+
+
+def test_flow_control_refuses_by_priority_and_rules_change_at_run_time(gateway: Gateway) -> None:
+    """Reports are limited more than payments; a refusal is a fast 429 with Retry-After; rules reload live."""
+    with httpx.Client(base_url=gateway.url, timeout=10) as c:
+        rules = c.get("/v1/flow/rules").json()
+        for r in rules["resources"]:
+            if r["name"] == "report":
+                r.update(rate_per_s=0.01, burst=1)
+        rules["version"] = 7
+        assert c.put("/v1/flow/rules", json=rules).json()["version"] == 7
+        answers = [c.get("/v1/merchants/shop/settlement") for _ in range(3)]
+        refused = [r for r in answers if r.status_code == 429]
+        assert refused, [r.status_code for r in answers]
+        r = refused[0]
+        assert r.json()["name"] == "RATE_LIMITED" and int(r.headers["retry-after"]) >= 1
+        assert int(r.headers["x-retry-after-ms"]) > 0
+        # Paying is not touched by the reports' limit.
+        assert post(c, "/v1/wallets/ann/topup", {"amount": 100}, "t-flow").status_code == 200
+        status = c.get("/v1/flow").json()
+        assert status["version"] == 7 and status["resources"]["report"]["refused"] >= 1
+        assert "liangcao_flow_decisions_total" in c.get("/metrics").text
