@@ -20,8 +20,8 @@ The checks of an answer run in a fixed order, one line each, and each refusal ha
     clientData.type = webauthn.get                            WRONG_CEREMONY
     clientData.challenge = hash(terms)                        CHALLENGE_MISMATCH
     clientData.origin = our origin                            OTHER_ORIGIN
-    authenticatorData.rpIdHash = SHA-256(rp id)               OTHER_RP_ID
     the credential is this shopper's, and not revoked         UNKNOWN_CREDENTIAL / REVOKED_CREDENTIAL
+    authenticatorData.rpIdHash = SHA-256(rp id)               OTHER_RP_ID
     flags: user present, user verified                        USER_NOT_PRESENT / UV_MISSING
     the signature verifies                                    BAD_SIGNATURE
     sign counter moved forward (or both are 0)                COUNTER_REGRESSED: clone alarm, recorded,
