@@ -109,7 +109,7 @@ class CoverMachine(RuleBasedStateMachine):
     def post_price(self, price: int, mark: str) -> None:
         assert self.run("cover", "post_price", {"sku": SKU, "price": price, "mark": mark}, PLATFORM).ok
 
-    @rule(days=st.integers(0, 6))
+    @rule(days=st.integers(0, 12))
     def advance(self, days: int) -> None:
         self.c.advance(days=days, hours=1)
 
@@ -138,6 +138,10 @@ class CoverMachine(RuleBasedStateMachine):
     @rule(i=st.integers(0, 99), approve=st.booleans())
     def review(self, i: int, approve: bool) -> None:
         self.run("cover", "review", {"policy": self.policy(i)["id"], "approve": approve}, INSURER)
+
+    @rule(shopper=st.sampled_from(SHOPPERS), on=st.booleans())
+    def flag(self, shopper: str, on: bool) -> None:
+        assert self.run("cover", "flag", {"shopper": shopper, "reason": "risk" if on else ""}, PLATFORM).ok
 
     @precondition(lambda self: self.policies)
     @rule(i=st.integers(0, 99))
@@ -210,8 +214,8 @@ class CoverMachine(RuleBasedStateMachine):
 
 
 CoverMachine.TestCase.settings = settings(
-    max_examples=40,
-    stateful_step_count=40,
+    max_examples=50,
+    stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
