@@ -84,6 +84,7 @@ from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, Record, query, transaction
 from liangcao.contracts.index import Cursor, Index
 from liangcao.domain import Money, OrgId
+from liangcao.errors import InvariantViolation
 from liangcao.limits import rate_bps_max, scf_page_max
 
 DealId = Annotated[str, msgspec.Meta(pattern=r"^D[0-9a-f]{64}$")]
@@ -942,6 +943,9 @@ class AbsDeal(Contract):
             residual_paid=sub.residual_paid + paid - to_principal,
         )
         paid_out = available - retained  # the subordinated step took whatever was left: remaining is 0
+        if remaining != 0 or sum(entry["paid"] for entry in steps) != available:
+            # every fen of the waterfall is in its receipt, or the commit stops
+            raise InvariantViolation(Code.INTERNAL, f"deal {deal.id}: the waterfall does not add up to {available}")
         number = deal.next_payment + 1
         receipt = {
             "deal": deal.id,
