@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
@@ -199,11 +199,15 @@ class PlansMachine(Base):
             if self.s._get("shopper", s, object) is None:
                 continue
             view = self.s.line(s)
-            # The line: available = line - outstanding principal, never overdrawn.
-            assert view.available_fen == view.line_fen - sum(p.unpaid_principal() for p in mine)
-            assert view.available_fen >= 0
+            # The line: available (with what a freeze holds) = line - outstanding principal, never overdrawn.
+            assert view.available_fen + view.held_fen == view.line_fen - sum(p.unpaid_principal() for p in mine)
+            assert view.available_fen >= 0 and view.held_fen >= 0
             line = self.engine.lookup_accounts([account_id("line", s)])[0]
-            assert line.debits_posted <= line.credits_posted
+            assert line.debits_posted + line.debits_pending <= line.credits_posted
+            # Frozen exactly while a plan is overdue, and then the core holds the line.
+            assert view.frozen == any(p.state is P.PlanState.OVERDUE for p in self.s.plans_of(s))
+            assert view.frozen or view.held_fen == 0
+            event("a line frozen" if view.frozen else "a line open")
             # The shopper paid exactly what the plans record as paid, and got back what refunds returned.
             paid = sum(q.paid_principal + q.paid_fee + q.paid_penalty for p in mine for q in p.schedule)
             back = sum(p.refunded_to_shopper for p in mine)

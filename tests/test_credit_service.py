@@ -69,13 +69,21 @@ def test_overdue_freezes_the_line_penalty_accrues_repayment_unfreezes(
     plan = s.plan("o1")
     assert plan.state is P.PlanState.OVERDUE
     assert plan.schedule[0].penalty == 10 * (10_250 * 5 // 10_000)
-    assert s.line("bo").frozen
+    view = s.line("bo")
+    assert view.frozen and view.held_fen == 200_000 - 30_000 and view.available_fen == 0
     with pytest.raises(CreditError) as e:
         s.checkout_installments("o2", "bo", "shop", 100, 3)
     assert e.value.code == CreditCode.LINE_FROZEN
+    # The core holds the frozen line: even a transfer sent around the service is refused.
+    (result,) = engine.create_transfers(
+        [Transfer(98, account_id("line", "bo"), account_id("merchant", "shop"), 1, ledger=156, code=1)]
+    )
+    assert result != 0
     s.deposit("bo", 20_000, "d")
     s.repay("o1", plan.schedule[0].owed)
-    assert s.plan("o1").state is P.PlanState.ACTIVE and not s.line("bo").frozen
+    assert s.plan("o1").state is P.PlanState.ACTIVE
+    view = s.line("bo")
+    assert not view.frozen and view.held_fen == 0 and view.available_fen == 200_000 - 20_000
     assert balance(engine, account_id("penalty-income")) == plan.schedule[0].penalty
     s.checkout_installments("o2", "bo", "shop", 100, 3)
     s.deposit("bo", 30_000, "d2")

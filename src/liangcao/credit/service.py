@@ -116,6 +116,7 @@ class CoreTransfer(IntEnum):
 
     LINE_GRANT = 3451
     LINE_CUT = 3452
+    LINE_HOLD = 3465  # pending: holds a frozen line
     PURCHASE = 3453
     MERCHANT_FEE = 3454
     REPAY_PRINCIPAL = 3455
@@ -225,6 +226,8 @@ class Shopper(msgspec.Struct, kw_only=True):
     plans_on_time: int = 0
     plans_late: int = 0
     policy: str = ""
+    hold_id: int = 0  # the pending transfer that holds the line while it is frozen (0: not frozen)
+    freezes: int = 0
 
 
 class LineView(msgspec.Struct, kw_only=True):
@@ -232,8 +235,9 @@ class LineView(msgspec.Struct, kw_only=True):
 
     shopper: str
     line_fen: int
-    available_fen: int
+    available_fen: int  # what a purchase may use now: line − outstanding − held
     outstanding_fen: int
+    held_fen: int  # held by the core while the line is frozen
     frozen: bool
     wallet_fen: int
     plans_on_time: int
@@ -347,6 +351,9 @@ class _Leg(msgspec.Struct, array_like=True):
     credit: int
     amount: int
     code: int
+    flags: int = 0
+    pending_id: int = 0
+    id: int = 0  # 0: derived from the operation's sequence number
 
 
 def fee_payer_of(value: object) -> P.FeePayer:
@@ -495,7 +502,7 @@ class CreditService:
         short: dict[int, CreditCode] | None = None,
     ) -> None:
         """Move ``legs`` as one linked chain and write ``recs``, exactly once (module docstring)."""
-        legs = [leg for leg in legs if leg.amount > 0]
+        legs = [leg for leg in legs if leg.amount > 0 or leg.flags]
         self._db.execute("BEGIN IMMEDIATE")
         try:
             cur = self._db.execute(
@@ -516,13 +523,14 @@ class CreditService:
         last = len(legs) - 1
         return [
             Transfer(
-                _transfer_id("op", self._instance, seq, i),
+                leg.id or _transfer_id("op", self._instance, seq, i),
                 debit_account_id=leg.debit,
                 credit_account_id=leg.credit,
                 amount=leg.amount,
                 ledger=self.ledger,
                 code=leg.code,
-                flags=int(TransferFlags.LINKED) if i < last else 0,
+                flags=leg.flags | (int(TransferFlags.LINKED) if i < last else 0),
+                pending_id=leg.pending_id,
                 user_data_64=seq,
                 user_data_32=self._last_day,
             )
@@ -746,6 +754,30 @@ class CreditService:
                 changed.append(self._rec("plan", plan.plan_id, shopper, int(plan.state), plan))
         if changed:
             self._write(changed)
+        self._sync_hold(shopper)
+
+    def _sync_hold(self, shopper: str) -> None:
+        """Freeze or unfreeze the line in the core: while the shopper has an overdue plan, a pending
+        balancing transfer from the line back to ``lines`` holds everything that was available (the core
+        then refuses any purchase from the line, whoever sends it); it is voided once nothing is overdue.
+        Repayments still credit the line while it is held."""
+        rec = self._get("shopper", shopper, Shopper)
+        if rec is None:
+            return
+        overdue = self._overdue_plans(shopper) > 0
+        line, lines = account_id("line", shopper), account_id("lines")
+        if overdue and not rec.hold_id:
+            rec.freezes += 1
+            rec.hold_id = _transfer_id("hold", self._instance, shopper, rec.freezes)
+            flags = int(TransferFlags.PENDING | TransferFlags.BALANCING_DEBIT)
+            leg = _Leg(line, lines, max(rec.line_fen, 1), CoreTransfer.LINE_HOLD, flags=flags, id=rec.hold_id)
+        elif not overdue and rec.hold_id:
+            unhold = _transfer_id("unhold", self._instance, shopper, rec.freezes)
+            leg = _Leg(0, 0, 0, 0, flags=int(TransferFlags.VOID_PENDING_TRANSFER), pending_id=rec.hold_id, id=unhold)
+            rec.hold_id = 0
+        else:
+            return
+        self._execute([leg], [self._rec("shopper", shopper, shopper, 0, rec)], rec)
 
     def _overdue_plans(self, shopper: str) -> int:
         row = self._db.execute(
@@ -800,6 +832,7 @@ class CreditService:
         plan.ops += 1
         recs[0] = self._rec("plan", plan.plan_id, shopper, int(plan.state), plan)
         self._execute(legs, recs, plan, request=request, short={wallet: CreditCode.FUNDS_SHORT})
+        self._sync_hold(shopper)
         return plan
 
     def _line_review(self, closed: P.Plan, freed_fen: int, recs: list[_Rec]) -> list[_Leg]:
@@ -859,6 +892,7 @@ class CreditService:
             plan.ops += 1
             recs[0] = self._rec("plan", plan.plan_id, shopper, int(plan.state), plan)
             self._execute(legs, recs, plan, request=request, short={macct: CreditCode.MERCHANT_FUNDS_SHORT})
+            self._sync_hold(shopper)
             return plan
 
     def deposit(self, shopper: str, amount_fen: int, deposit_id: str) -> int:
@@ -882,13 +916,16 @@ class CreditService:
             if rec is None:
                 raise CreditError(CreditCode.UNKNOWN_SHOPPER, f"no credit line for shopper {shopper!r}")
             self._tick_shopper(shopper, self.today())
-            available = self._balance(account_id("line", shopper))
+            rec = self._get("shopper", shopper, Shopper) or rec
+            (acct,) = self.core.lookup_accounts([account_id("line", shopper)])
+            posted = acct.credits_posted - acct.debits_posted
             return LineView(
                 shopper=shopper,
                 line_fen=rec.line_fen,
-                available_fen=available,
-                outstanding_fen=rec.line_fen - available,
-                frozen=self._overdue_plans(shopper) > 0,
+                available_fen=posted - acct.debits_pending,
+                outstanding_fen=rec.line_fen - posted,
+                held_fen=acct.debits_pending,
+                frozen=rec.hold_id != 0,
                 wallet_fen=self._balance(account_id("wallet", shopper)),
                 plans_on_time=rec.plans_on_time,
                 plans_late=rec.plans_late,
@@ -956,9 +993,15 @@ class CreditService:
                         self._repay(plan, take, request)
                         collected += take
                     except CreditError:
-                        pass  # a wallet that changed meanwhile: tomorrow's run tries again
+                        # A wallet that changed meanwhile: tomorrow's run tries again. The plan still moves
+                        # with time (it may now be overdue), from its stored state.
+                        plan = self._plan(plan.plan_id)
+                        self._tick(plan, day)
+                        self._write([self._rec("plan", plan.plan_id, plan.shopper, int(plan.state), plan)])
                 else:
                     self._write([self._rec("plan", plan.plan_id, plan.shopper, int(plan.state), plan)])
+            for shopper in sorted({plan.shopper for plan in plans}):
+                self._sync_hold(shopper)
             loans = self._select(L.Loan, "SELECT body FROM records WHERE kind = 'loan' AND state IN (?, ?)", _OPEN_LOAN)
             for loan in loans:
                 self._tick_loan(loan, day)
@@ -1320,7 +1363,10 @@ class CreditService:
             for (body,) in self._db.execute("SELECT body FROM records WHERE kind = 'shopper'").fetchall():
                 rec = msgspec.json.decode(body, type=Shopper)
                 outstanding = sum(p.unpaid_principal() for p in self.plans_of(rec.shopper))
-                available = self._balance(account_id("line", rec.shopper))
+                (acct,) = self.core.lookup_accounts([account_id("line", rec.shopper)])
+                available = acct.credits_posted - acct.debits_posted
+                if (acct.debits_pending > 0) and not rec.hold_id:
+                    raise InvariantViolation(0, f"shopper {rec.shopper}: a hold in the core but the line is not frozen")
                 if available != rec.line_fen - outstanding:
                     raise InvariantViolation(
                         0,
