@@ -13,7 +13,7 @@ T0 = 1_800_000_000_000 - 1_800_000_000_000 % 86_400_000  # a day boundary: every
 
 
 def test_minute_window_counts_events_until_their_bucket_leaves() -> None:
-    w = Windows()
+    w = Windows.with_amounts()
     w.add(T0 + 1_000, 100)
     w.add(T0 + 9_999, 50)
     assert w.counts(T0 + 10_000) == (2, 2, 2)
@@ -30,7 +30,7 @@ def test_minute_window_counts_events_until_their_bucket_leaves() -> None:
 
 
 def test_a_long_silence_clears_everything_and_time_going_back_counts_in_the_current_bucket() -> None:
-    w = Windows()
+    w = Windows.with_amounts()
     for i in range(100):
         w.add(T0 + i * 1000, 1)
     assert w.counts(T0 + 99_000) == (60, 100, 100)
@@ -47,7 +47,7 @@ def test_a_long_silence_clears_everything_and_time_going_back_counts_in_the_curr
 )
 def test_windows_match_a_brute_force_count(events: list[tuple[int, int]], later: int) -> None:
     events.sort()
-    w = Windows()
+    w = Windows.with_amounts()
     for t, amount in events:
         w.add(T0 + t, amount)
     now = T0 + (events[-1][0] if events else 0) + later

@@ -89,39 +89,25 @@ class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pending_max: int = 200_000
 
 
-class Pending:
-    """A decided payment awaiting its label: the model input (compact) and what a label needs."""
+class Pending(msgspec.Struct, gc=False):
+    """A decided payment awaiting its label: the model input (compact) and what a label needs.
 
-    __slots__ = (
-        "action",
-        "decision_id",
-        "label",
-        "merchant",
-        "model_score",
-        "mv",
-        "reasons",
-        "rv",
-        "score",
-        "shopper",
-        "state",
-        "t",
-        "x",
-    )
+    ``gc=False`` and only atomic fields: hundreds of thousands wait at once, outside the collector's walks.
+    """
 
-    def __init__(self, x: array[float], t: int, shopper: str, merchant: str, d: Decision) -> None:
-        self.x = x
-        self.t = t
-        self.shopper = shopper
-        self.merchant = merchant
-        self.state = 0  # 0 awaiting a label, 1 learned as good at maturity, 2 labelled
-        self.label = False  # the label, once state is 2
-        self.decision_id = d.decision_id
-        self.action = d.action
-        self.reasons = d.reasons
-        self.score = d.score
-        self.model_score = d.model_score
-        self.rv = d.rules_version
-        self.mv = d.model_version
+    x: array[float]
+    t: int
+    shopper: str
+    merchant: str
+    decision_id: str
+    action: str
+    reasons: tuple[str, ...]
+    score: float
+    model_score: float
+    rv: str
+    mv: str
+    state: int = 0  # 0 awaiting a label, 1 learned as good at maturity, 2 labelled
+    label: bool = False  # the label, once state is 2
 
 
 _RULES_VERSION = re.compile(r"^r(\d{1,9})$")
@@ -257,7 +243,19 @@ class RiskEngine:
         if len(pending) >= self.config.pending_max:
             del pending[next(iter(pending))]
             self.counters["pending_evicted"] += 1
-        pending[p.payment_id] = Pending(array("d", x.values()), now, p.shopper, p.merchant, d)
+        pending[p.payment_id] = Pending(
+            array("d", x.values()),
+            now,
+            p.shopper,
+            p.merchant,
+            d.decision_id,
+            d.action,
+            tuple(d.reasons),
+            d.score,
+            d.model_score,
+            d.rules_version,
+            d.model_version,
+        )
         self.maturing.append((now + self.config.label_maturity_ms, p.payment_id))
 
     # ------------------------------------------------------------------------------------------------ labels
@@ -563,7 +561,7 @@ def _recorded(payment_id: str, rec: Pending) -> Decision:
         decision_id=rec.decision_id,
         payment_id=payment_id,
         action=rec.action,
-        reasons=rec.reasons,
+        reasons=list(rec.reasons),
         score=rec.score,
         model_score=rec.model_score,
         rules_version=rec.rv,

@@ -15,7 +15,10 @@ sets (a shopper's devices, payees, places; a device's shoppers) are small dicts 
 from __future__ import annotations
 
 import math
+from array import array
 from typing import TypeVar
+
+import msgspec
 
 from liangcao.risk import limits
 from liangcao.risk.types import Features, Payment
@@ -25,6 +28,16 @@ DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 TZ_OFFSET_MS = 8 * HOUR_MS  # time of day is China Standard Time (UTC+8)
 CELL_E6 = 100_000  # a place is a cell of 0.1 degree (about 11 km)
+_CELLS = 10_000  # cells per row: one integer names a cell (tuples would be objects the collector tracks)
+
+
+def _cell(lat_e6: int, lon_e6: int) -> int:
+    return (lat_e6 // CELL_E6 + 1000) * _CELLS + (lon_e6 // CELL_E6 + 2000)
+
+
+def _cell_corner(cell: int) -> tuple[int, int]:
+    return (cell // _CELLS - 1000) * CELL_E6, (cell % _CELLS - 2000) * CELL_E6
+
 
 #: Categories the model knows by name; any other category is ``cat_other``.
 CATEGORIES = ("digital", "gift_card", "electronics", "apparel", "grocery", "food", "travel", "home", "beauty")
@@ -80,54 +93,35 @@ RULE_FIELDS = frozenset((*FEATURES, "category"))
 KT = TypeVar("KT")
 
 
-class Shopper:
-    __slots__ = (
-        "accounts",
-        "amt_max",
-        "devices",
-        "first_ms",
-        "hours",
-        "log_m2",
-        "log_mean",
-        "n",
-        "payees",
-        "places",
-        "refunds",
-        "win",
-    )
+class Shopper(msgspec.Struct, gc=False):
+    """A shopper's habits and windows. ``gc=False``: no cycles through it, and the collector need not walk
+    hundreds of thousands of them (its dicts of strings and numbers are untracked by CPython as well)."""
 
-    def __init__(self) -> None:
-        self.n = 0
-        self.first_ms = -1
-        self.log_mean = 0.0
-        self.log_m2 = 0.0
-        self.amt_max = 0
-        self.devices: dict[str, int] = {}
-        self.payees: dict[str, int] = {}
-        self.accounts: dict[str, int] = {}
-        self.places: dict[tuple[int, int], int] = {}
-        self.hours = [0] * 24
-        self.refunds = 0
-        self.win = Windows(with_amount=True)
+    n: int = 0
+    first_ms: int = -1
+    log_mean: float = 0.0
+    log_m2: float = 0.0
+    amt_max: int = 0
+    devices: dict[str, int] = msgspec.field(default_factory=dict)
+    payees: dict[str, int] = msgspec.field(default_factory=dict)
+    accounts: dict[str, int] = msgspec.field(default_factory=dict)
+    places: dict[int, int] = msgspec.field(default_factory=dict)  # cell number -> last seen
+    hours: array[int] = msgspec.field(default_factory=lambda: array("q", bytes(8 * 24)))
+    refunds: int = 0
+    win: Windows = msgspec.field(default_factory=Windows.with_amounts)
 
 
-class Key:
+class Key(msgspec.Struct, gc=False):
     """A device, an IP prefix or an account: its windows and the shoppers recently seen on it."""
 
-    __slots__ = ("shoppers", "win")
-
-    def __init__(self) -> None:
-        self.win = Windows(with_amount=False)
-        self.shoppers: dict[str, int] = {}
+    win: Windows = msgspec.field(default_factory=Windows)
+    shoppers: dict[str, int] = msgspec.field(default_factory=dict)
 
 
-class Merchant:
-    __slots__ = ("chargebacks", "refunds", "win")
-
-    def __init__(self) -> None:
-        self.win = Windows(with_amount=False)
-        self.refunds = Windows(with_amount=False)
-        self.chargebacks = Windows(with_amount=False)
+class Merchant(msgspec.Struct, gc=False):
+    win: Windows = msgspec.field(default_factory=Windows)
+    refunds: Windows = msgspec.field(default_factory=Windows)
+    chargebacks: Windows = msgspec.field(default_factory=Windows)
 
 
 def _remember(d: dict[KT, int], key: KT, value: int, size_max: int) -> bool:
@@ -206,7 +200,7 @@ class FeatureState:
         new_payee = p.is_new_payee if p.is_new_payee is not None else (n > 0 and p.merchant not in sh.payees)
         lat, lon = p.lat_e6, p.lon_e6
         if lat is not None and lon is not None and sh.places:
-            distance = min(_km(lat, lon, clat * CELL_E6, clon * CELL_E6) for clat, clon in sh.places)
+            distance = min(_km(lat, lon, *_cell_corner(c)) for c in sh.places)
             no_location = 0.0
         else:
             distance = 0.0
@@ -275,7 +269,7 @@ class FeatureState:
         _remember(sh.accounts, p.account, now, limits.devices_per_shopper_max)
         _remember(sh.payees, p.merchant, now, limits.payees_per_shopper_max)
         if lat is not None and lon is not None:
-            _remember(sh.places, (lat // CELL_E6, lon // CELL_E6), now, limits.places_per_shopper_max)
+            _remember(sh.places, _cell(lat, lon), now, limits.places_per_shopper_max)
         sh.hours[hour] += 1
         _remember(dev.shoppers, p.shopper, now, limits.shoppers_per_key_max)
         _remember(ipk.shoppers, p.shopper, now, limits.shoppers_per_key_max)

@@ -12,8 +12,11 @@ backwards (a manual clock in a test) counts in the current bucket: windows never
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
+
+import msgspec
 
 #: (name, length ms, buckets). The order is the order of the tuples :meth:`Windows.counts` returns.
 WINDOWS: tuple[tuple[str, int, int], ...] = (
@@ -30,91 +33,97 @@ for _name, _length, _n in WINDOWS:
         raise ValueError(f"window {_name}: its grain must be a multiple of the finest grain (the fast path)")
 
 
-class Windows:
-    """Event counts (and optionally amount sums) over the sliding windows of :data:`WINDOWS`."""
+_OFF = tuple(sum(_N[:w]) for w in range(3))  # where each ring starts in the flat bucket array
+_BUCKETS = sum(_N)
 
-    __slots__ = ("amt", "cnt", "edge", "last", "n", "s")
 
-    def __init__(self, with_amount: bool = True) -> None:
-        self.edge = 0  # before this time no ring moves (the finest grain divides the others): the fast path
-        self.last = [-1, -1, -1]  # the bucket number each ring was last moved to
-        self.cnt = [[0] * n for n in _N]
-        self.amt: list[list[int]] | None = [[0] * n for n in _N] if with_amount else None
-        self.n = [0, 0, 0]  # running totals of counts per window
-        self.s = [0, 0, 0]  # running totals of amounts per window
+def _zeros(n: int) -> array[int]:
+    return array("q", bytes(8 * n))
+
+
+class Windows(msgspec.Struct, gc=False):
+    """Event counts (and optionally amount sums) over the sliding windows of :data:`WINDOWS`.
+
+    Flat arrays, not lists: an engine holds hundreds of thousands of these, and arrays (and this struct, made
+    with ``gc=False``: it refers to no container that could close a cycle) are invisible to the cyclic
+    garbage collector, whose full passes would otherwise walk them all and pause decisions.
+    """
+
+    cnt: array[int] = msgspec.field(default_factory=lambda: _zeros(_BUCKETS))
+    amt: array[int] | None = None  # bucket amounts, for the windows that sum amounts
+    tot: array[int] = msgspec.field(default_factory=lambda: _zeros(6))  # counts 0..2, amounts 3..5
+    last: array[int] = msgspec.field(default_factory=lambda: array("q", [-1, -1, -1]))
+    edge: int = 0  # before this time no ring moves (the finest grain divides the others): the fast path
+
+    @classmethod
+    def with_amounts(cls) -> Windows:
+        return cls(amt=_zeros(_BUCKETS))
 
     def _advance(self, now_ms: int) -> None:
         if now_ms < self.edge:
             return
         last = self.last
+        cnt = self.cnt
+        amt = self.amt
+        tot = self.tot
         for w in range(3):
             k = now_ms // _GRAIN[w]
             prev = last[w]
             if k <= prev:
                 continue
             nb = _N[w]
-            cs = self.cnt[w]
-            amt = self.amt
+            off = _OFF[w]
             if prev < 0 or k - prev >= nb:
-                for i in range(nb):
-                    cs[i] = 0
-                self.n[w] = 0
+                for i in range(off, off + nb):
+                    cnt[i] = 0
+                tot[w] = 0
                 if amt is not None:
-                    a = amt[w]
-                    for i in range(nb):
-                        a[i] = 0
-                    self.s[w] = 0
+                    for i in range(off, off + nb):
+                        amt[i] = 0
+                    tot[3 + w] = 0
             else:
                 for j in range(prev + 1, k + 1):
-                    i = j % nb
-                    self.n[w] -= cs[i]
-                    cs[i] = 0
+                    i = off + j % nb
+                    tot[w] -= cnt[i]
+                    cnt[i] = 0
                     if amt is not None:
-                        self.s[w] -= amt[w][i]
-                        amt[w][i] = 0
+                        tot[3 + w] -= amt[i]
+                        amt[i] = 0
             last[w] = k
         self.edge = (last[0] + 1) * _GRAIN[0]
-
-    def add(self, now_ms: int, amount: int = 0) -> None:
-        """Count one event (of ``amount``) at ``now_ms``."""
-        self._advance(now_ms)
-        last = self.last
-        for w in range(3):
-            i = last[w] % _N[w]
-            self.cnt[w][i] += 1
-            self.n[w] += 1
-            if self.amt is not None:
-                self.amt[w][i] += amount
-                self.s[w] += amount
 
     def read_add(self, now_ms: int, amount: int = 0) -> tuple[int, int, int, int, int, int]:
         """Counts and amounts of the three windows before this event, then the event added (one advance)."""
         self._advance(now_ms)
-        n, s = self.n, self.s
-        before = (n[0], n[1], n[2], s[0], s[1], s[2])
+        tot = self.tot
+        before = (tot[0], tot[1], tot[2], tot[3], tot[4], tot[5])
         last = self.last
         cnt = self.cnt
         amt = self.amt
         for w in range(3):
-            i = last[w] % _N[w]
-            cnt[w][i] += 1
-            n[w] += 1
+            i = _OFF[w] + last[w] % _N[w]
+            cnt[i] += 1
+            tot[w] += 1
             if amt is not None:
-                amt[w][i] += amount
-                s[w] += amount
+                amt[i] += amount
+                tot[3 + w] += amount
         return before
+
+    def add(self, now_ms: int, amount: int = 0) -> None:
+        """Count one event (of ``amount``) at ``now_ms``."""
+        self.read_add(now_ms, amount)
 
     def counts(self, now_ms: int) -> tuple[int, int, int]:
         """Events in the last minute, hour and day at ``now_ms``."""
         self._advance(now_ms)
-        n = self.n
-        return n[0], n[1], n[2]
+        tot = self.tot
+        return tot[0], tot[1], tot[2]
 
     def amounts(self, now_ms: int) -> tuple[int, int, int]:
         """Amounts (fen) in the last minute, hour and day at ``now_ms`` (zeros without amounts)."""
         self._advance(now_ms)
-        s = self.s
-        return s[0], s[1], s[2]
+        tot = self.tot
+        return tot[3], tot[4], tot[5]
 
 
 K = TypeVar("K")
