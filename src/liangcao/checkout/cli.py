@@ -38,13 +38,17 @@ def start_cmd(
     no_flow: Annotated[bool, typer.Option("--no-flow", help="no flow control (for comparison only)")] = False,
     sync_full: Annotated[bool, typer.Option("--sync-full", help="fsync the order store on every commit")] = False,
     server: Annotated[str, typer.Option("--server", help="fast (liangcao.checkout.server) or uvicorn")] = "fast",
+    risk_home: Annotated[
+        Path | None, typer.Option("--risk-home", help="decide every payment with the risk engine in this folder")
+    ] = None,
+    rp_id: Annotated[str | None, typer.Option("--rp-id", help="passkey step-up: the relying party id")] = None,
+    origin: Annotated[str | None, typer.Option("--origin", help="passkey step-up: the site's origin")] = None,
 ) -> None:
     """Run the checkout gateway."""
     import gc
 
     import uvicorn
 
-    from liangcao.checkout.codes import CheckoutError
     from liangcao.checkout.http import create_app, default_rules
     from liangcao.checkout.money import Serialized
     from liangcao.checkout.service import Checkout
@@ -71,11 +75,33 @@ def start_cmd(
             backend = Engine(home / "pay")
     except (LiangcaoError, StoreError) as exc:
         fail(exc.message)
+    from liangcao.checkout.guards import GuardChain
+    from liangcao.checkout.plugins import PasskeyStepUp, risk_guard
+
+    if (rp_id is None) != (origin is None):
+        fail("passkey step-up needs both --rp-id and --origin")
+    closers: list[Any] = []
+    guards = GuardChain()
+    routers: list[Any] = []
     try:
-        co = Checkout(home, backend, fee_bps=fee_bps, auto_confirm_s=auto_confirm_s, sync_full=sync_full)
-    except CheckoutError as exc:
+        if risk_home is not None:
+            from liangcao.risk.engine import RiskEngine
+
+            engine = RiskEngine(risk_home)
+            closers.append(engine)
+            guards.guards.append(risk_guard(engine))
+        if rp_id is not None and origin is not None:
+            from liangcao.authn import RelyingParty
+            from liangcao.authn.http import router as authn_router
+
+            rp = RelyingParty(rp_id, origin, home / "authn")
+            closers.append(rp)
+            guards.step_up = PasskeyStepUp(rp)
+            routers.append(authn_router(rp))
+        co = Checkout(home, backend, fee_bps=fee_bps, auto_confirm_s=auto_confirm_s, sync_full=sync_full, guards=guards)
+    except (LiangcaoError, StoreError, OSError) as exc:
         backend.close()
-        fail(exc.message)
+        fail(getattr(exc, "message", str(exc)))
     gc.collect()
     gc.freeze()
     where = "PostgreSQL" if pg else f"engine in {home / 'pay'}"
@@ -83,16 +109,22 @@ def start_cmd(
     console.print(f"checkout gateway on http://{host}:{port} ({where}; flow control {flow})", soft_wrap=True)
     try:
         if server == "uvicorn":
-            uvicorn.run(create_app(co, gate), host=host, port=port, log_level="warning", access_log=False)
+            uvicorn.run(
+                create_app(co, gate, routers=routers), host=host, port=port, log_level="warning", access_log=False
+            )
         else:
             from liangcao.checkout.http import classify
             from liangcao.checkout.server import Server
 
             # The server asks the gate before it makes an ASGI call: a refusal costs a parse and a write.
-            Server(create_app(co, gate, middleware=False), host, port, gate=gate, classify=classify).run()
+            Server(
+                create_app(co, gate, middleware=False, routers=routers), host, port, gate=gate, classify=classify
+            ).run()
     finally:
         co.close()
         backend.close()
+        for c in closers:
+            c.close()
 
 
 @app.command("surge")

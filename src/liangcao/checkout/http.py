@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -174,7 +174,12 @@ async def read_body(request: Request) -> bytes:
 
 
 def create_app(
-    co: Checkout, gate: Gate | None = None, *, auto_confirm_every_s: float = 1.0, middleware: bool = True
+    co: Checkout,
+    gate: Gate | None = None,
+    *,
+    auto_confirm_every_s: float = 1.0,
+    middleware: bool = True,
+    routers: Sequence[Any] = (),
 ) -> Any:
     """The gateway's ASGI app over ``co``; with ``gate``, behind :class:`FlowMiddleware` (``middleware=False``:
     the server in front asks the gate itself, :class:`liangcao.checkout.server.Server`), else unguarded."""
@@ -332,6 +337,8 @@ def create_app(
 
     if gate is not None:
         app.include_router(flow_router(gate))
+    for r in routers:  # e.g. liangcao.authn.http.router: passkeys and the confirmation page
+        app.include_router(r)
 
     components: dict[str, Any] = {}
     for t in (OrderIn, PayIn, RefundIn, TopupIn):
