@@ -119,7 +119,7 @@ class Store:
         self._synchronous = synchronous
         self._writer = self._connect()
         self._writer.executescript(SCHEMA)
-        self._cv = threading.Condition()
+        self._cv = threading.Condition(threading.Lock())  # a plain lock: taken twice per payment
         self._pending: list[_Waiter] = []
         self._closing = False
         self._leading = False
@@ -186,7 +186,8 @@ class Store:
                 batch, self._pending = self._pending, []
                 if not batch:
                     self._leading = False
-                    self._cv.notify_all()
+                    if self._closing:
+                        self._cv.notify_all()
                     return
             self._commit(self._writer, batch)
             self.commits += 1  # only the leader counts: one at a time
@@ -195,7 +196,8 @@ class Store:
                 with self._cv:
                     if not self._pending:
                         self._leading = False
-                        self._cv.notify_all()
+                        if self._closing:  # close() waits for the last commit
+                            self._cv.notify_all()
                         return
                     successor = self._pending[0]
                 successor.lead = True
