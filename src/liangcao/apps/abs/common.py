@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from liangcao import codes
+from liangcao import codes, limits
 
 # ---- limits (every one enforced by abs.deal) -----------------------------------------------------------
 abs_pool_assets_max = 200  # receivables in one deal's pool at once (each evaluation reads them all)
@@ -21,6 +21,14 @@ abs_breach_days_max = 366  # the pool-balance trigger's run of days
 abs_default_days_max = 366  # days past maturity before an unpaid receivable is a default
 abs_due_within_days_max = 366  # a receivable due within this many days is not eligible
 abs_grace_days_max = 31  # days the servicer may go without a report
+
+# A waterfall pays every holder of a tranche up to twice (interest, principal; the subordinated once) and each
+# fee payee once, one transfer event each, within one transaction; evaluating first (which can add an event
+# per receivable that defaulted) is what ``evaluate`` is for when a pool has many.
+if not 5 * abs_holders_max + abs_fees_max + 8 <= limits.events_per_tx_max:
+    raise ValueError("a waterfall's events would not fit in events_per_tx_max")
+if not 2 * (5 * abs_holders_max + abs_fees_max) + abs_pool_assets_max + 64 <= limits.writes_per_tx_max:
+    raise ValueError("a waterfall's writes would not fit in writes_per_tx_max")
 
 
 class AbsCode(IntEnum):

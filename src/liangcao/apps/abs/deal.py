@@ -969,7 +969,10 @@ class AbsDeal(Contract):
         )
         self.save(ctx, deal)
         ctx.put(f"pay/{deal.id}/{number:03d}", receipt)
-        ctx.emit("payment", receipt)
+        # the event names each step's figures; who was paid what is in the stored receipt (pay/<deal>/<n>) and
+        # the transaction's result: with abs_holders_max holders the payees could outgrow event_bytes_max
+        summary = [{k: v for k, v in entry.items() if k != "payees"} for entry in steps]
+        ctx.emit("payment", {**receipt, "steps": summary})
         for t in deal.tranches:
             if t.outstanding and pay_day >= t.legal_maturity_day:
                 ctx.emit("legal_maturity_missed", {"deal": deal.id, "tranche": t.name, "outstanding": t.outstanding})
