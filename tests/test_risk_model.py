@@ -73,3 +73,36 @@ def test_online_engine_is_ahead_of_the_frozen_one_after_the_shift() -> None:
     # The same seed, the same world: the replay is reproducible to the bit.
     again = World(WorldConfig(seed=3, shoppers=1142, payments_per_day=8000))
     assert [e.payment_id for e in again.events[:500]] == [e.payment_id for e in world.events[:500]]
+
+
+def test_an_adaptive_random_forest_serves_learns_and_reproduces() -> None:
+    from liangcao.risk import ManualClock, Payment, RiskConfig, RiskEngine
+
+    clock = ManualClock(1_800_000_000_000)
+    e = RiskEngine(None, clock=clock, model="forest", config=RiskConfig(learn_per_decide=0, publish_every=100))
+    made = []
+    for i in range(300):
+        clock.advance(1000)
+        big = i % 4 == 0
+        p = Payment(
+            payment_id=f"p{i}",
+            time_ms=clock.now_ms(),
+            shopper=f"s{i % 20}",
+            device=f"d{i % 20}",
+            ip="10.0.0.1",
+            account=f"a{i % 20}",
+            merchant="m",
+            amount_fen=900_000 if big else 1000,
+        )
+        d = e.decide(p)
+        made.append(d)
+        e.label(p.payment_id, big)
+        e.learn()
+    assert e.model_version != made[0].model_version
+    for d in made[-50:]:
+        assert e.reproduce(d).model_score == d.model_score
+    late = [d.model_score for d in made[-40:]]
+    fraud = [d.features["amount_fen"] == 900_000 for d in made[-40:]]
+    assert min(s for s, f in zip(late, fraud, strict=True) if f) > max(
+        s for s, f in zip(late, fraud, strict=True) if not f
+    )
