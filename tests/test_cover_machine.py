@@ -61,6 +61,9 @@ class CoverMachine(RuleBasedStateMachine):
         self.events: list[dict[str, Any]] = []  # cover events not yet handed to the adapter
         self.handled: list[dict[str, Any]] = []
         self.orders = 0
+        self.held: set[str] = set()
+        for shopper in SHOPPERS[:3]:  # policies of every kind from the start, so claims have something to claim
+            self.buy(["rs", "pp", "lr"], 10_000, shopper, "d1")
 
     def teardown(self) -> None:
         self.engine.close()
@@ -75,6 +78,7 @@ class CoverMachine(RuleBasedStateMachine):
         r = self.c.run(contract, method, args, who)
         if r.ok:
             self.events += [e for e in r.events if e["contract"] == "cover"]
+            self.held |= {e["data"]["policy"] for e in r.events if e["name"] == "claim_held"}
         else:
             assert self.cover_state() == before, f"refused {method} ({r.code}) changed the state"
         return r
@@ -137,7 +141,10 @@ class CoverMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.policies)
     @rule(i=st.integers(0, 99), approve=st.booleans())
     def review(self, i: int, approve: bool) -> None:
-        self.run("cover", "review", {"policy": self.policy(i)["id"], "approve": approve}, INSURER)
+        held = sorted(self.held)
+        pol = held[i % len(held)] if held and i % 4 else self.policy(i)["id"]  # mostly a held one, sometimes any
+        if self.run("cover", "review", {"policy": pol, "approve": approve}, INSURER).ok:
+            self.held.discard(pol)
 
     @rule(shopper=st.sampled_from(SHOPPERS), on=st.booleans())
     def flag(self, shopper: str, on: bool) -> None:
@@ -214,7 +221,7 @@ class CoverMachine(RuleBasedStateMachine):
 
 
 CoverMachine.TestCase.settings = settings(
-    max_examples=50,
+    max_examples=40,
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
