@@ -16,12 +16,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.params import Depends
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from liangcao.codes import name_of
 from liangcao.flow.errors import FlowCode, FlowError, Refused
 from liangcao.flow.gate import Gate
-from liangcao.flow.metrics import FlowCollector
 from liangcao.flow.rules import Priority, ResourceRule, Rules, rules_bytes_max, rules_from_json, rules_to_json
 
 Scope = MutableMapping[str, Any]
@@ -106,6 +104,11 @@ def flow_router(
     """``GET {prefix}`` (status), ``GET {prefix}/rules``, ``PUT {prefix}/rules`` (reload), ``GET {prefix}/metrics``.
 
     ``read`` and ``write`` are FastAPI dependencies guarding them (e.g. the node's bearer-token checks)."""
+    # Imported here: a command that only needs the module's helpers should not pay for prometheus_client.
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    from liangcao.flow.metrics import FlowCollector
+
     router = APIRouter(tags=["flow"])
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FlowCollector(gate))
