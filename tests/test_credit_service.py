@@ -352,3 +352,38 @@ def test_registered_merchant_account_is_paid_and_scored(env: tuple[CreditService
     s.import_sales("gw-shop", [(f"h{d}", today - 200 + d, L.SaleKind.SALE, 400_000) for d in range(200)])
     offer = s.apply_loan("gw-shop")
     assert offer.approved and offer.features.tenure_days == 200
+
+
+def test_a_checkout_gateway_holds_the_line_into_escrow_then_opens_the_plan(
+    env: tuple[CreditService, Engine, ManualDays],
+) -> None:
+    """The gateway's own two-phase path: a pending transfer from the line into its escrow (the core
+    enforces the line), posted to its merchant account, then ``open_plan``."""
+    s, engine, _ = env
+    from liangcao.payments import AMOUNT_MAX, AccountFlags, CreateTransferResult, TransferFlags
+
+    escrow, shop = 5_001, 5_002
+    engine.create_accounts(
+        [
+            Account(escrow, ledger=156, code=1),
+            Account(shop, ledger=156, code=2, flags=int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)),
+        ]
+    )
+    s.register_merchant("gw", shop)
+    line = s.line_account("gil")
+    (over,) = engine.create_transfers(
+        [Transfer(1, line, escrow, 200_001, ledger=156, code=1, flags=int(TransferFlags.PENDING))]
+    )
+    assert over == CreateTransferResult.EXCEEDS_CREDITS  # the core enforces the line on the gateway's hold
+    hold = Transfer(2, line, escrow, 119_900, ledger=156, code=1, flags=int(TransferFlags.PENDING))
+    post = Transfer(3, pending_id=2, amount=AMOUNT_MAX, flags=int(TransferFlags.POST_PENDING_TRANSFER))
+    settle = Transfer(4, escrow, shop, 119_900, ledger=156, code=1)
+    assert engine.create_transfers([hold, post, settle]) == [0, 0, 0]
+    plan = s.open_plan("gw-order", "gil", "gw", 119_900, 6, "merchant")
+    assert s.open_plan("gw-order", "gil", "gw", 119_900, 6, "merchant") == plan  # idempotent
+    assert balance(engine, shop) == 119_900 - 5_396
+    view = s.line("gil")
+    assert (view.available_fen, view.outstanding_fen) == (200_000 - 119_900, 119_900)
+    s.check()
+    s.refund("gw-order", 119_900)  # refunded after settlement: from the gateway's merchant account to the line
+    assert balance(engine, shop) == 0 and s.line("gil").available_fen == 200_000

@@ -683,6 +683,44 @@ class CreditService:
         Idempotent by ``order_id``: the same order with the same terms answers the same plan. Refusals:
         ``BAD_ID``, ``BAD_AMOUNT`` (floats included), ``BAD_PERIODS``, ``BAD_FEE_PAYER``, ``ORDER_EXISTS``,
         ``LINE_FROZEN`` (an overdue installment), ``LINE_EXCEEDED`` (the core refused the overdraw)."""
+        return self._open_plan(order_id, shopper, merchant, amount_fen, periods, fee_payer, funded=False)
+
+    def line_account(self, shopper: str) -> int:
+        """The payments-core account of the shopper's line (opened on first use): the source a checkout
+        gateway debits with its own hold into escrow. The core refuses such a hold over the available line,
+        and any hold while the line is frozen (the freeze holds it all); settle it to the merchant, then
+        call ``open_plan``."""
+        check_id(shopper, "shopper")
+        with self._lock:
+            self._tick_shopper(shopper, self.today())
+            self._shopper(shopper)
+            return account_id("line", shopper)
+
+    def open_plan(
+        self,
+        order_id: str,
+        shopper: str,
+        merchant: str,
+        amount_fen: int,
+        periods: int,
+        fee_payer: str | P.FeePayer = "shopper",
+    ) -> P.Plan:
+        """Record the plan of an order whose ``amount_fen`` the checkout gateway already moved from the
+        shopper's line (``line_account``) to the merchant: no purchase transfer here, only the merchant's
+        fee when it pays it. Otherwise as ``checkout_installments`` (idempotent by ``order_id``)."""
+        return self._open_plan(order_id, shopper, merchant, amount_fen, periods, fee_payer, funded=True)
+
+    def _open_plan(
+        self,
+        order_id: str,
+        shopper: str,
+        merchant: str,
+        amount_fen: int,
+        periods: int,
+        fee_payer: str | P.FeePayer,
+        *,
+        funded: bool,
+    ) -> P.Plan:
         check_id(order_id, "order_id")
         check_id(shopper, "shopper")
         check_id(merchant, "merchant")
@@ -704,12 +742,12 @@ class CreditService:
                     return old
                 raise CreditError(CreditCode.ORDER_EXISTS, f"order {order_id} already has a plan with other terms")
             self._tick_shopper(shopper, day)
-            if self._overdue_plans(shopper):
+            if self._overdue_plans(shopper) and not funded:
                 raise CreditError(CreditCode.LINE_FROZEN, f"shopper {shopper} has an overdue installment")
             self._shopper(shopper)
             macct = self.merchant_account(merchant)
             line = account_id("line", shopper)
-            legs = [_Leg(line, macct, amount, CoreTransfer.PURCHASE)]
+            legs = [] if funded else [_Leg(line, macct, amount, CoreTransfer.PURCHASE)]
             if payer is P.FeePayer.MERCHANT:
                 legs.append(_Leg(macct, account_id("fee-income"), plan.fee, CoreTransfer.MERCHANT_FEE))
             self._execute(
