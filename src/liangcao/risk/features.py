@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import msgspec
 
@@ -321,11 +321,13 @@ MODEL_KEYS: tuple[str, ...] = (
 def model_input(f: Features) -> dict[str, float]:
     """The model's input from recorded features: fixed and pure, so a decision reproduces from its record."""
     log1p = math.log1p
+    g = cast(dict[str, float], f)  # every value but the category is a float (observe makes them so)
     x: dict[str, float] = {}
     for name in _LOG:
-        x[name] = log1p(max(float(f[name]), 0.0))
+        v = g[name]
+        x[name] = log1p(v) if v > 0 else 0.0
     for name in _PLAIN:
-        x[name] = float(f[name])
+        x[name] = g[name]
     h = int(float(f["hour"])) % 24
     x["hour_sin"] = _HOUR_SIN[h]
     x["hour_cos"] = _HOUR_COS[h]

@@ -41,6 +41,9 @@ def _zeros(n: int) -> array[int]:
     return array("q", bytes(8 * n))
 
 
+_ZERO = tuple(_zeros(n) for n in _N)
+
+
 class Windows(msgspec.Struct, gc=False):
     """Event counts (and optionally amount sums) over the sliding windows of :data:`WINDOWS`.
 
@@ -70,16 +73,14 @@ class Windows(msgspec.Struct, gc=False):
             k = now_ms // _GRAIN[w]
             prev = last[w]
             if k <= prev:
-                continue
+                break  # the grains nest on aligned boundaries: if this ring did not move, no larger one did
             nb = _N[w]
             off = _OFF[w]
-            if prev < 0 or k - prev >= nb:
-                for i in range(off, off + nb):
-                    cnt[i] = 0
+            if k - prev >= nb:  # the whole ring expired (or was never used): clear it at C speed
+                cnt[off : off + nb] = _ZERO[w]
                 tot[w] = 0
                 if amt is not None:
-                    for i in range(off, off + nb):
-                        amt[i] = 0
+                    amt[off : off + nb] = _ZERO[w]
                     tot[3 + w] = 0
             else:
                 for j in range(prev + 1, k + 1):
