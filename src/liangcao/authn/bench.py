@@ -4,7 +4,10 @@ The full path is :meth:`RelyingParty.verify_payment` on a durable store (``synch
 browser's JSON, check the ceremony and the terms, clientData, authenticatorData, the credential, UV, the
 ES256 signature, the counter, and commit the verdict (fsync) before answering. Shoppers pay concurrently
 (one thread per shopper, each device's assertions in its own counter order), as the gateway's thread pool
-calls it, so that one fsync covers the verdicts that arrived meanwhile (group commit). The raw rates are
+calls it, so that one fsync covers the verdicts that arrived meanwhile (group commit; ``payments_per_fsync``
+reports how many). The rate is bounded by the CPU (the GIL: one core for the Python part, while SQLite and
+the fsync run outside it) and by ``shoppers / fsync latency``: on a disk shared with other fsync-heavy
+work, the second bound is the one met. The raw rates are
 ``cryptography``'s ES256 and Ed25519 verifications of an assertion-sized message, one thread.
 
 The machine is shared, so the three are measured in interleaved rounds and each figure is the median of
@@ -41,7 +44,7 @@ PAYEE = "merchant-1"
 
 @dataclass
 class BenchConfig:
-    shoppers: int = 16  # threads paying at once
+    shoppers: int = 32  # threads paying at once
     payments: int = 200  # per shopper per round
     rounds: int = 3
     raw_verifies: int = 4_000  # per round, for each raw rate
@@ -151,6 +154,7 @@ def run(cfg: BenchConfig, home: Path | None = None) -> dict[str, Any]:
         latencies: list[float] = []
         with RelyingParty("localhost", ORIGIN, where, synchronous=cfg.synchronous) as rp:
             rounds = _prepare(rp, cfg)
+            commits0, writes0 = rp._store.commits, rp._store.writes
             for works in rounds:
                 a, b = _raw_rates(cfg.raw_verifies)
                 es256.append(a)
@@ -158,6 +162,7 @@ def run(cfg: BenchConfig, home: Path | None = None) -> dict[str, Any]:
                 rate, lat = _assertions(rp, works)
                 rates.append(rate)
                 latencies += lat
+            per_commit = (rp._store.writes - writes0) / max(1, rp._store.commits - commits0)
         latencies.sort()
         assertions, es = statistics.median(rates), statistics.median(es256)
         # the bar is judged round by round (both measured within seconds of each other), then the median
@@ -170,6 +175,7 @@ def run(cfg: BenchConfig, home: Path | None = None) -> dict[str, Any]:
             "bar_met": ratio >= 0.5,
             "assertions": len(latencies),
             "shoppers_concurrent": cfg.shoppers,
+            "payments_per_fsync": round(per_commit, 1),
             "synchronous": cfg.synchronous,
             "p50_ms": round(latencies[len(latencies) // 2], 3),
             "p99_ms": round(latencies[min(len(latencies) - 1, len(latencies) * 99 // 100)], 3),
