@@ -349,7 +349,7 @@ class AbsMachine(RuleBasedStateMachine):
 
 
 AbsMachine.TestCase.settings = settings(
-    max_examples=40,
+    max_examples=30,
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
