@@ -218,11 +218,9 @@ class ClusterClient:
         with self._lock:
             pool = self._pools[resource]
             pool.tokens -= 1
-            left = 1
-            while left and pool.batches:
+            if pool.batches:  # the oldest lease first: it expires first
                 batch = pool.batches[0]
                 batch[1] -= 1
-                left = 0
                 if batch[1] <= 0:
                     pool.batches.popleft()
 
