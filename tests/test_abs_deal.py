@@ -170,6 +170,10 @@ def test_a_factoring_pool_asset_is_in_another_pool() -> None:
     led.ok("scf.factoring", "assign", {"pool": pool, "vouchers": [vid]}, ORIGINATOR)
     r = led.purchase(deal, [vid])
     assert r["code"] == AbsCode.IN_POOL and "factoring pool" in r["message"]
+    # withdrawn from the factoring pool (nothing advanced against it), it is the originator's again: eligible
+    led.ok("scf.factoring", "withdraw", {"pool": pool, "voucher": vid}, ORIGINATOR)
+    assert led.purchase(deal, [vid]).ok
+    assert led.query("scf.vouchers", "voucher", {"voucher": vid})["holder"] == SPV
 
 
 def collect_settled(led: AbsLedger, deal: str, vid: str, obligor: str) -> None:
