@@ -264,6 +264,12 @@ def test_other_origin_and_other_rp_id_are_refused(rp: RelyingParty) -> None:
     dev = SoftAuthenticator()
     register(rp, dev)
     refused(AuthnCode.OTHER_ORIGIN, pay, rp, dev, "alice", PAY, origin="https://phish.example")
+    # our origin, but inside another site's frame
+    ch = rp.payment_challenge("alice", *PAY)
+    answer = dev.get(ch["publicKey"], ORIGIN)
+    cd = json.loads(unb64url(answer["response"]["clientDataJSON"]))
+    answer["response"]["clientDataJSON"] = b64url(json.dumps({**cd, "crossOrigin": True}).encode())
+    refused(AuthnCode.OTHER_ORIGIN, rp.verify_payment, "alice", ch["challenge_id"], answer, *PAY)
     ch = rp.payment_challenge("alice", *PAY)
     # a phishing site relays our challenge but its page can only ask for its own RP id
     dev.keys[next(iter(dev.keys))].rp_id = "phish.example"

@@ -214,6 +214,8 @@ def test_the_page_and_endpoints_refuse_bad_input_with_codes(served: Served) -> N
         assert junk.status_code == 400 and junk.json()["code"] == AuthnCode.BAD_REQUEST
         big = http.post("/authn/v1/payment/verify", content=b"{" + b" " * 70_000)
         assert big.status_code == 400 and "body over" in big.json()["message"]
+        noshopper = http.get("/authn/v1/credentials")
+        assert noshopper.status_code == 400 and noshopper.json()["code"] == AuthnCode.BAD_REQUEST
         missing = http.post("/authn/v1/payment/verify", json={"shopper": "alice", "challenge_id": "nope",
                             "credential": {"id": "a", "rawId": "a", "type": "public-key", "response": {
                                 "clientDataJSON": "", "authenticatorData": "", "signature": ""}},

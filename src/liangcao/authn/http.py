@@ -37,7 +37,7 @@ from liangcao import codes
 from liangcao.authn import codes as lim
 from liangcao.authn.codes import AuthnCode, AuthnError
 from liangcao.authn.page import PAGE
-from liangcao.authn.rp import RelyingParty
+from liangcao.authn.rp import RelyingParty, check_text
 from liangcao.errors import Fault, LiangcaoError
 
 T = TypeVar("T")
@@ -159,19 +159,19 @@ def router(
         return await guarded(request, _Register, then)
 
     @r.get("/v1/credentials", summary="A shopper's devices")
-    async def credentials(request: Request, shopper: str) -> Response:
+    async def credentials(request: Request, shopper: str = "") -> Response:
         try:
             who(request, shopper)
-            found = await run_in_threadpool(rp.credentials, shopper)
+            found = await run_in_threadpool(rp.credentials, check_text("shopper", shopper, lim.shopper_chars_max))
         except LiangcaoError as exc:
             return _refusal(exc)
         return _json({"credentials": [c.to_dict() for c in found]})
 
     @r.get("/v1/clone-alarms", summary="Assertions whose counter went backwards")
-    async def clone_alarms(request: Request, shopper: str) -> Response:
+    async def clone_alarms(request: Request, shopper: str = "") -> Response:
         try:
             who(request, shopper)
-            found = await run_in_threadpool(rp.clone_alarms, shopper)
+            found = await run_in_threadpool(rp.clone_alarms, check_text("shopper", shopper, lim.shopper_chars_max))
         except LiangcaoError as exc:
             return _refusal(exc)
         return _json({"alarms": found})
