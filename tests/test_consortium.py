@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Chain
+from conftest import NOW_MS, Chain
 from liangcao.codes import Code
 from liangcao.crypto import keys
 from liangcao.node.genesis import make_org
@@ -13,7 +13,7 @@ def admins(chain: Chain, *orgs: str) -> list:  # type: ignore[type-arg]
 
 
 def test_add_org_needs_a_majority(chain: Chain) -> None:
-    org4 = make_org("org4", "insurer")
+    org4 = make_org("org4", "insurer", now_ms=NOW_MS)
     args = org4.org_args()
     assert chain.run("consortium", "add_org", args, *admins(chain, "org1"))["code"] == Code.QUORUM_NOT_MET
     # members (not admins) do not count
@@ -24,7 +24,7 @@ def test_add_org_needs_a_majority(chain: Chain) -> None:
     r = chain.run("demo.wallet", "mint", {"to": "org4/alice", "amount": 3}, org4.signer("admin"))
     assert r["code"] == Code.OK
     # with 4 organisations, a majority is 3
-    org5 = make_org("org5", "logistics")
+    org5 = make_org("org5", "logistics", now_ms=NOW_MS)
     r = chain.run("consortium", "add_org", org5.org_args(), *admins(chain, "org1", "org2"))
     assert r["code"] == Code.QUORUM_NOT_MET
     assert (
@@ -33,7 +33,7 @@ def test_add_org_needs_a_majority(chain: Chain) -> None:
 
 
 def test_add_org_refuses_bad_ca(chain: Chain) -> None:
-    org4 = make_org("org4", "insurer")
+    org4 = make_org("org4", "insurer", now_ms=NOW_MS)
     args = {**org4.org_args(), "org_id": "org5"}
     r = chain.run("consortium", "add_org", args, *admins(chain, "org1", "org2"))
     assert r["code"] == Code.INVALID_ARGUMENT and "org4" in r["message"]
@@ -53,7 +53,7 @@ def test_remove_org_retires_its_members(chain: Chain) -> None:
 
 
 def test_rotate_ca_retires_old_certificates(chain: Chain) -> None:
-    fresh = make_org("org2", "supplier")
+    fresh = make_org("org2", "supplier", now_ms=NOW_MS)
     r = chain.run(
         "consortium",
         "rotate_ca",
@@ -90,7 +90,7 @@ def test_set_policy(chain: Chain) -> None:
     )
     assert r["code"] == Code.OK
     # now more than 2/3 of 3 organisations, i.e. all three, must sign
-    org4 = make_org("org4", "insurer")
+    org4 = make_org("org4", "insurer", now_ms=NOW_MS)
     assert (
         chain.run("consortium", "add_org", org4.org_args(), *admins(chain, "org1", "org2"))["code"]
         == Code.QUORUM_NOT_MET

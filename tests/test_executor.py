@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Chain
+from conftest import NOW_MS, Chain
 from liangcao import encoding
 from liangcao.codes import Code
 from liangcao.crypto import keys
@@ -43,8 +43,8 @@ def test_each_bad_transaction_has_its_code_and_changes_nothing(chain: Chain) -> 
     before = chain.state()
     from liangcao.node.genesis import make_org
 
-    stranger = make_org("org9", "bank").signer("admin")
-    impostor_ca = make_org("org1", "core_enterprise").signer("admin")  # same org id, different CA
+    stranger = make_org("org9", "bank", now_ms=NOW_MS).signer("admin")
+    impostor_ca = make_org("org1", "core_enterprise", now_ms=NOW_MS).signer("admin")  # same org id, different CA
     other_key = keys.generate()
     good = body(chain)
     tid = txm.body_id(good)

@@ -39,7 +39,7 @@ def admins(c: Consortium, *orgs: str) -> list[txm.Signer]:
 
 
 def test_forged_copy_in_the_same_block_gets_its_own_verdict(chain: Chain) -> None:
-    org4 = make_org("org4", "insurer")
+    org4 = make_org("org4", "insurer", now_ms=NOW_MS)
     genuine = chain.tx("consortium", "add_org", org4.org_args(), *admins(chain.c, "org1"))
     forged = forged_copy(genuine, chain.signer("org2", "admin"))
     assert txm.parse(forged).tx_id == genuine.tx_id and forged != genuine.raw

@@ -80,6 +80,9 @@ MAINTAIN_EVERY_MS = 500
 ATT_INBOX_MAX = 20_000
 #: Stream messages queued for the commit thread at most (ten full blocks); the link holds back beyond
 STREAM_INBOX_MAX = 20_000
+#: Stream messages the commit thread takes in one turn between looks at attestations and upkeep (a turn
+#: also ends at each block): transactions are cheap to take, the looks are not free
+STEP_MESSAGES_MAX = 512
 
 
 @dataclass(frozen=True)
@@ -474,11 +477,11 @@ class Node:
         # committed block. A solo node's log dies with it: it cuts and commits all of it first.
         try:
             while not self._stopping:
-                self.step(timeout_s=0.05)
+                self.step(timeout_s=0.05, messages_max=STEP_MESSAGES_MAX)
             link = self.link
             if isinstance(link, SoloLink) and link.drain():
                 while self.pending_count():
-                    self.step(timeout_s=0.05)
+                    self.step(timeout_s=0.05, messages_max=STEP_MESSAGES_MAX)
         except BaseException as exc:  # an infrastructure fault: stop rather than risk a half-applied block
             self.failed = exc
             log.exception("commit thread stopped: %s", exc)
@@ -487,20 +490,28 @@ class Node:
         """Connect to the ordering link without starting the commit thread (the simulator steps the node)."""
         self._follow()
 
-    def step(self, timeout_s: float = 0.0) -> bool:
-        """One turn of the commit loop: take the attestations that arrived, chase missing ones,
-        then one message of the stream (waiting up to ``timeout_s`` for it), committing the block it
-        completes. Whether a message was taken. The commit thread runs this in a loop; the simulator calls
-        it directly."""
+    def step(self, timeout_s: float = 0.0, messages_max: int = 1) -> bool:
+        """One turn of the commit loop: take the attestations that arrived, chase missing ones, then up to
+        ``messages_max`` messages of the stream (waiting up to ``timeout_s`` for the first), committing the
+        block the last one completes (a turn ends with a block). Whether a message was taken. The commit
+        thread runs this in a loop; the simulator calls it directly, one message at a time."""
         self._take_attestations()
         self._maintain()
         try:
             msg = self._stream_inbox.get(timeout=timeout_s) if timeout_s > 0 else self._stream_inbox.get_nowait()
         except queue.Empty:
             return False
-        derived = self._derive(msg)
-        if derived is not None:
-            self._commit_derived(derived)
+        for taken in range(1, messages_max + 1):
+            derived = self._derive(msg)
+            if derived is not None:
+                self._commit_derived(derived)
+                break
+            if taken == messages_max:
+                break
+            try:
+                msg = self._stream_inbox.get_nowait()
+            except queue.Empty:
+                break
         return True
 
     def _derive(self, msg: StreamMessage) -> DerivedBlock | None:
