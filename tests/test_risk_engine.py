@@ -80,6 +80,9 @@ def test_precedence_priority_then_severity_and_score_rules_add_points(clock: Man
     clock.advance(1000)
     d = e.decide(pay(7, clock, category="gift_card"))
     assert d.score == pytest.approx(d.model_score + 0.3) and "GIFT_CARD" in d.reasons
+    s = e.status()
+    assert (s["decided"], s["allow"], s["step_up"], s["block"]) == (7, 2, 4, 1)
+    assert set(d.public()) == {"decision_id", "action", "reasons", "score", "rules_version", "model_version"}
 
 
 def test_shadow_rules_are_recorded_but_do_not_act(clock: ManualClock) -> None:

@@ -160,7 +160,7 @@ class RiskEngine:
         self.pending: dict[str, Pending] = {}
         self.maturing: deque[tuple[int, str]] = deque()
         self.queue: deque[tuple[array[float], bool, float]] = deque()
-        self.counters = {"decided": 0, "labels": 0, "pending_evicted": 0, "labels_dropped": 0}
+        self.counters = {"decided": 0, "allow": 0, "step_up": 0, "block": 0, "labels": 0, "pending_evicted": 0}
         self._last_snapshot_ms = self.clock.now_ms()
         self._rule_texts: dict[str, str] = {}
         self._rule_last = 0
@@ -233,7 +233,9 @@ class RiskEngine:
                 features=f,
             )
             self._remember(p, d, x, now)
-            self.counters["decided"] += 1
+            counters = self.counters
+            counters["decided"] += 1
+            counters[d.action] += 1
             if self.config.learn_per_decide:
                 self._learn(now, self.config.learn_per_decide)
             return d

@@ -61,7 +61,19 @@ class Decision(msgspec.Struct, kw_only=True):
     features: Features = msgspec.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """Everything, features included (the record to keep for audits and ``RiskEngine.reproduce``)."""
         return msgspec.structs.asdict(self)
+
+    def public(self) -> dict[str, Any]:
+        """What a response may carry: the verdict, reasons, score and versions, without the features."""
+        return {
+            "decision_id": self.decision_id,
+            "action": self.action,
+            "reasons": list(self.reasons),
+            "score": round(self.score, 4),
+            "rules_version": self.rules_version,
+            "model_version": self.model_version,
+        }
 
 
 _payment_json = msgspec.json.Decoder(Payment)
