@@ -133,7 +133,8 @@ $("pay").onclick = () => guard(async () => {
     amount_fen: Number(amount), currency: $("currency").value};
   const ch = await call("/v1/payment/challenge", terms);
   const p = ch.payment;
-  $("terms").textContent = `Pay ${(p.amount_fen / 100).toFixed(2)} ${p.currency} to ${p.payee} for ${p.order_id}`;
+  const yuan = `${Math.floor(p.amount_fen / 100)}.${String(p.amount_fen % 100).padStart(2, "0")}`;  // integers only
+  $("terms").textContent = `Pay ${yuan} ${p.currency} to ${p.payee} for ${p.order_id}`;
   const cred = await navigator.credentials.get({publicKey: requestOptions(ch.publicKey)});
   const out = await call("/v1/payment/verify", {...terms, challenge_id: ch.challenge_id, credential: credentialJSON(cred)});
   show("ok", {confirmed: out.order_id, amount_fen: out.amount_fen, device: out.device_name, sign_count: out.sign_count});
