@@ -329,7 +329,7 @@ class LoansMachine(Base):
                 assert loan.outstanding + loan.paid_principal == loan.principal
 
 
-_SETTINGS = settings(max_examples=40, stateful_step_count=40, deadline=None, suppress_health_check=list(HealthCheck))
+_SETTINGS = settings(max_examples=30, stateful_step_count=40, deadline=None, suppress_health_check=list(HealthCheck))
 TestPlans = PlansMachine.TestCase
 TestPlans.settings = _SETTINGS
 TestLoans = LoansMachine.TestCase
@@ -338,7 +338,7 @@ TestLoans.settings = _SETTINGS
 
 def test_plans_and_loans_on_postgresql(pg_dsn: str) -> None:
     """The same machines with the money in PostgreSQL (fewer, shorter runs: each batch is a transaction)."""
-    few = settings(max_examples=6, stateful_step_count=20, deadline=None, suppress_health_check=list(HealthCheck))
+    few = settings(max_examples=4, stateful_step_count=20, deadline=None, suppress_health_check=list(HealthCheck))
     for machine in (PlansMachine, LoansMachine):
         on_pg = type(f"{machine.__name__}Pg", (machine,), {"dsn": pg_dsn})
         run_state_machine_as_test(on_pg, settings=few)
