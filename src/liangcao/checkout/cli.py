@@ -167,7 +167,8 @@ def surge_cmd(
         f"capacity {result['capacity_per_s']:,.0f} paid/s; at 10x with flow control: goodput "
         f"{w['goodput_ratio']:.2f} of capacity, priority p99 {w['p99_ms_priority']:,.1f} ms, shed p99 "
         f"{w['shed_p99_ms']:,.1f} ms; without: goodput {n['goodput_ratio']:.2f}, {n['timeouts_at_10x']:,} timeouts "
-        f"({result['cores']} cores, gateway peak RSS {result['gateway_peak_rss_mb']:,.0f} MiB; picture {png})"
+        f"({result['cores']} cores, gateway peak RSS {result['gateway_peak_rss_mb']:,.0f} MiB, the generators sent "
+        f"up to {result['sender_lag_p99_ms']:,.0f} ms late at p99; picture {png})"
     )
     if as_json:
         print(json.dumps(result))
