@@ -385,3 +385,31 @@ def test_a_checkout_gateway_holds_the_line_into_escrow_then_opens_the_plan(
     s.check()
     s.refund("gw-order", 119_900)  # refunded after settlement: from the gateway's merchant account to the line
     assert balance(engine, shop) == 0 and s.line("gil").available_fen == 200_000
+
+
+def test_loan_overdue_handling_and_the_two_views(env: tuple[CreditService, Engine, ManualDays]) -> None:
+    s, engine, clock = env
+    today = clock()
+    s.import_sales("tea", [(f"h{d}", today - 300 + d, L.SaleKind.SALE, 500_000) for d in range(300)])
+    offer = s.apply_loan("tea")
+    loan = s.draw_loan(offer.offer_id, 1_000_000)
+    with pytest.raises(CreditError) as e:
+        s.draw_loan(offer.offer_id, 1)
+    assert e.value.code == CreditCode.OFFER_EXPIRED
+    rate = loan.daily_rate_bp
+    clock.advance(180)  # the due day: not overdue yet
+    assert s.run_day().loans_overdue == 0
+    clock.advance(10)  # 10 days past due, at 1.5 times the rate
+    assert s.run_day().loans_overdue == 1
+    late = s.loan(loan.loan_id)
+    assert late.state is L.LoanState.OVERDUE
+    assert late.interest == 180 * (1_000_000 * rate // 10_000) + 10 * (1_000_000 * loan.overdue_rate_bp // 10_000)
+    book = s.loan_book()
+    assert (book.overdue, book.overdue_fen) == (1, late.owed)
+    assert [x.loan_id for x in s.merchant_loans("tea")] == [loan.loan_id]
+    s.repay_loan(loan.loan_id, late.owed, request_id="payoff")
+    assert s.loan(loan.loan_id).state is L.LoanState.REPAID
+    assert s.repay_loan(loan.loan_id, late.owed, request_id="payoff").state is L.LoanState.REPAID  # retried
+    assert balance(engine, account_id("loan-capital")) == 0
+    assert balance(engine, account_id("loan-interest")) == late.interest
+    assert s.loan_book().overdue == 0
