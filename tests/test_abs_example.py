@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,18 @@ assert _spec is not None and _spec.loader is not None
 example = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = example
 _spec.loader.exec_module(example)
+
+
+def cli(*args: str) -> Any:
+    r = subprocess.run(
+        [sys.executable, "-m", "liangcao.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
 
 
 def test_the_worked_example(tmp_path: Path, browser: Browser) -> None:
@@ -42,6 +57,10 @@ def test_the_worked_example(tmp_path: Path, browser: Browser) -> None:
                 for o in orgs
             ]
             seen["supply"] = http.post("/v1/query/scf.tokens/supply", json=q, headers=auth).json()["result"]
+        # the generated CLI, a query and a transaction (signed with the investor's key from the network folder)
+        base = ["--home", str(tmp_path / "net"), "--url", url, "--deal", deal, "--as", f"{example.INV1}/admin"]
+        seen["cli_report"] = cli("abs", "deal", "investor-report", *base)
+        seen["cli_evaluate"] = cli("abs", "deal", "evaluate", *base)
         page = browser.new_context().new_page()
         page.goto(f"{url}/explorer/abs?token={quote(token)}#/{deal}")
         page.wait_for_selector("body[data-ready='1']", timeout=30_000)
@@ -96,3 +115,5 @@ def test_the_worked_example(tmp_path: Path, browser: Browser) -> None:
     for text in ("amortising", "default_rate", "AAA", "senior_principal", "defaulted"):
         assert text in seen["page"], text
     assert summary["deal"][:13] in seen["page_list"]
+    assert seen["cli_report"]["tranches"] == view["report"]["tranches"]
+    assert seen["cli_evaluate"]["receipt"]["result"]["status"] == "amortising"
