@@ -297,3 +297,29 @@ def test_orders_against_the_embedded_engine() -> None:
 
 def test_orders_against_postgresql(pg_dsn: str) -> None:
     _run(pg_dsn, 12)
+
+
+def test_an_operation_cut_between_intent_and_money_is_finished_once_on_restart(tmp_path: Path) -> None:
+    """A crash after the intent was stored and before the money moved (or before its outcome was stored): the
+    restart sends the same chain, the retry gets that answer, and a second driver changes nothing."""
+    e = Engine(tmp_path / "pay", fsync=False)
+    co = Checkout(tmp_path / "co", e)
+    co.topup("t", "ann", 10_000)
+    oid = co.create_order("o", "ann", "shop", 4_000).body["id"]
+    started = co.begin_pay("p", oid)  # intent stored; the process "dies" here
+    co.store.close()
+    co.batcher.close()
+    co = Checkout(tmp_path / "co", e)  # recover() at start drives it
+    assert co.get_order(oid)["state"] == "paid"
+    r = co.pay("p", oid)
+    assert r.replayed and r.status == 200
+    assert co.wallet("ann") == {"buyer": "ann", "available": 6_000, "held": 4_000}
+    # A refund driven by two drivers (the request and the sweeper) is counted once.
+    started = co.begin_refund("r", oid, 1_000)
+    co._release("r")  # as if its request thread had died: the sweeper may take it
+    assert co.recover() == 1
+    again = co.finish(started)
+    assert again.replayed and again.body["refunded"] == 1_000
+    assert co.get_order(oid)["refunded"] == 1_000 and co.wallet("ann")["available"] == 7_000
+    co.close()
+    e.close()

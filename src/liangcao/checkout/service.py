@@ -312,6 +312,9 @@ class Checkout:
     def _outcome(self, key: str, op: str, order_id: str, intent: dict[str, Any], results: list[int]) -> Reply:
         ok, cause = money.outcome(results) if results else (True, 0)
         with self.store.tx() as db:
+            done = db.execute("SELECT status, body FROM idem WHERE key = ?", (key,)).fetchone()
+            if done is not None and done["status"]:  # finished by another driver (a retry, the sweeper) meanwhile
+                return Reply(int(done["status"]), json.loads(done["body"]), replayed=True)
             reply = _FINISH[op](self, db, order_id, intent, ok, cause)
             if order_id and op != "create":
                 state = db.execute("SELECT state FROM orders WHERE id = ?", (order_id,)).fetchone()[0]
