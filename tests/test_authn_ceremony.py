@@ -224,11 +224,15 @@ def test_replayed_assertion_is_refused(rp: RelyingParty) -> None:
     register(rp, dev)
     ch = rp.payment_challenge("alice", *PAY)
     answer = dev.get(ch["publicKey"], ORIGIN)
-    rp.verify_payment("alice", ch["challenge_id"], answer, *PAY)
+    first = rp.verify_payment("alice", ch["challenge_id"], answer, *PAY)
     refused(AuthnCode.REPLAYED, rp.verify_payment, "alice", ch["challenge_id"], answer, *PAY)
+    # a gateway that lost track after a crash learns the first answer won, and for what
+    assert rp.confirmation("alice", ch["challenge_id"]) == first
+    assert rp.confirmation("bob", ch["challenge_id"]) is None
     # the same signature presented against a new challenge: it signed the old one
     fresh = rp.payment_challenge("alice", *PAY)
     refused(AuthnCode.CHALLENGE_MISMATCH, rp.verify_payment, "alice", fresh["challenge_id"], answer, *PAY)
+    assert rp.confirmation("alice", fresh["challenge_id"]) is None  # refused: no confirmation
 
 
 @pytest.mark.parametrize(

@@ -757,6 +757,27 @@ class RelyingParty:
         ]
         raise refusal
 
+    def confirmation(self, shopper: str, challenge_id: str) -> Confirmation | None:
+        """The confirmation a payment challenge was accepted with, or None (not accepted, refused, unknown).
+
+        For a gateway that crashed between ``verify_payment`` and its own record: a second answer is refused
+        as ``REPLAYED``, and this is how the gateway learns that the first one was accepted, and for what."""
+        check_text("shopper", shopper, lim.shopper_chars_max)
+        row = self._store.row(
+            "SELECT c.order_id, c.payee, c.amount_fen, c.currency, c.used_ms, c.credential_id, c.challenge,"
+            " k.name, e.authenticator_data FROM ceremonies c"
+            " JOIN evidence e ON e.ceremony_id = c.id JOIN credentials k ON k.id = c.credential_id"
+            " WHERE c.id = ? AND c.shopper = ? AND c.kind = 'payment' AND c.result = 0",
+            (challenge_id, shopper),
+        )
+        if row is None:
+            return None
+        order_id, payee, amount_fen, currency, used_ms, raw_id, challenge, name, auth_data = row
+        return Confirmation(
+            challenge_id, shopper, b64url(bytes(raw_id)), name, order_id, payee, amount_fen, currency,
+            int.from_bytes(bytes(auth_data)[33:37], "big"), True, used_ms, b64url(bytes(challenge)),
+        )  # fmt: skip
+
     # ---- the ceremony's common steps ----------------------------------------------------------------------
     def _claim(self, ceremony_id: str) -> _Claim:
         return _Claim(self, ceremony_id)
