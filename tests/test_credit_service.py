@@ -413,3 +413,22 @@ def test_loan_overdue_handling_and_the_two_views(env: tuple[CreditService, Engin
     assert balance(engine, account_id("loan-capital")) == 0
     assert balance(engine, account_id("loan-interest")) == late.interest
     assert s.loan_book().overdue == 0
+
+
+def test_a_core_failure_mid_operation_is_finished_before_the_next(tmp_path: Path) -> None:
+    clock = ManualDays(20_000)
+    with Engine(tmp_path / "pay") as engine:
+        core = DiesAfterApplying(engine)
+        s = CreditService(core, tmp_path / "credit.db", clock=clock)
+        s.checkout_installments("o1", "hal", "shop", 90_000, 3)
+        s.deposit("hal", 90_000, "d")
+        core.armed = True
+        with pytest.raises(Crash):
+            s.repay("o1", 30_000, request_id="r1")  # the core applied it; the answer was lost
+        core.armed = False
+        again = s.repay("o1", 30_000, request_id="r1")  # the retry finds it finished: charged once
+        assert again.ops == 1 and balance(engine, account_id("wallet", "hal")) == 60_000
+        s.repay("o1", 1_000)
+        assert s.plan("o1").ops == 2 and balance(engine, account_id("wallet", "hal")) == 59_000
+        s.check()
+        s.close()

@@ -41,6 +41,7 @@ interest, marks overdue plans and loans, freezes lines and collects due installm
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import sqlite3
@@ -392,6 +393,7 @@ class CreditService:
         self.line_policy: LinePolicy = line_policy or RuleLinePolicy()
         self.ledger = ledger
         self._lock = threading.RLock()
+        self._dirty = False  # the core failed during an operation: finish its intent before the next one
         self._known: set[int] = set()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -429,6 +431,17 @@ class CreditService:
         self.close()
 
     # ---------------------------------------------------------------------------------------- plumbing
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """The service's lock; first, an operation the core failed in the middle of (a ``Fault``: the
+        engine stopped, PostgreSQL went away) is finished, so nothing is computed from records behind
+        the core."""
+        with self._lock:
+            if self._dirty:
+                self._recover()
+                self._dirty = False
+            yield
 
     def today(self) -> int:
         """The business day: the clock's, never behind the last day the service acted on."""
@@ -516,7 +529,11 @@ class CreditService:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-        results = self.core.create_transfers(transfers) if transfers else []
+        try:
+            results = self.core.create_transfers(transfers) if transfers else []
+        except BaseException:
+            self._dirty = True
+            raise
         self._finish(seq, transfers, results, recs, short or {})
 
     def _transfers(self, seq: int, legs: Sequence[_Leg]) -> list[Transfer]:
@@ -641,7 +658,7 @@ class CreditService:
     def merchant_account(self, merchant: str) -> int:
         """The core account a merchant is paid into (registered, or derived and created on first use)."""
         check_id(merchant, "merchant")
-        with self._lock:
+        with self._guard():
             found = self._get("merchant", merchant, int)
             if found is not None:
                 return found
@@ -655,7 +672,7 @@ class CreditService:
         check_id(merchant, "merchant")
         if type(account) is not int or not self.core.lookup_accounts([account]):
             raise CreditError(CreditCode.UNKNOWN_MERCHANT, f"no payments-core account {account!r}")
-        with self._lock:
+        with self._guard():
             found = self._get("merchant", merchant, int)
             if found == account:
                 return
@@ -691,7 +708,7 @@ class CreditService:
         and any hold while the line is frozen (the freeze holds it all); settle it to the merchant, then
         call ``open_plan``."""
         check_id(shopper, "shopper")
-        with self._lock:
+        with self._guard():
             self._tick_shopper(shopper, self.today())
             self._shopper(shopper)
             return account_id("line", shopper)
@@ -726,7 +743,7 @@ class CreditService:
         check_id(merchant, "merchant")
         amount = check_money(amount_fen, "amount_fen", installment_amount_fen_max)
         payer = fee_payer_of(fee_payer)
-        with self._lock:
+        with self._guard():
             day = self.today()
             plan = P.make_plan(order_id, shopper, merchant, amount, periods, payer, self.fee_table, day)
             old = self._get("plan", order_id, P.Plan)
@@ -762,7 +779,7 @@ class CreditService:
     def plan(self, plan_id: str) -> P.Plan:
         """The plan as of today (penalty accrued, state moved), without storing anything."""
         check_id(plan_id, "plan_id")
-        with self._lock:
+        with self._guard():
             plan = self._plan(plan_id)
             self._tick(plan, self.today())
             return plan
@@ -831,7 +848,7 @@ class CreditService:
         check_id(plan_id, "plan_id")
         amount = check_money(amount_fen, "amount_fen", money_fen_max)
         request = None if request_id is None else f"repay/{plan_id}/{check_id(request_id, 'request_id')}"
-        with self._lock:
+        with self._guard():
             replay = self._replayed(request, P.Plan)
             if replay is not None:
                 return replay
@@ -841,7 +858,7 @@ class CreditService:
         """Early repayment of everything the plan owes today (fees of later periods included)."""
         check_id(plan_id, "plan_id")
         request = None if request_id is None else f"repay/{plan_id}/{check_id(request_id, 'request_id')}"
-        with self._lock:
+        with self._guard():
             replay = self._replayed(request, P.Plan)
             if replay is not None:
                 return replay
@@ -906,7 +923,7 @@ class CreditService:
         check_id(order_id, "order_id")
         amount = check_money(amount_fen, "amount_fen", installment_amount_fen_max)
         request = None if refund_id is None else f"refund/{order_id}/{check_id(refund_id, 'refund_id')}"
-        with self._lock:
+        with self._guard():
             replay = self._replayed(request, P.Plan)
             if replay is not None:
                 return replay
@@ -939,7 +956,7 @@ class CreditService:
         check_id(shopper, "shopper")
         amount = check_money(amount_fen, "amount_fen", money_fen_max)
         request = f"deposit/{shopper}/{check_id(deposit_id, 'deposit_id')}"
-        with self._lock:
+        with self._guard():
             self._shopper(shopper)
             if self._replayed(request, int) is None:
                 wallet = account_id("wallet", shopper)
@@ -949,7 +966,7 @@ class CreditService:
     def line(self, shopper: str) -> LineView:
         """The shopper's line, available amount and state, from the core's balances."""
         check_id(shopper, "shopper")
-        with self._lock:
+        with self._guard():
             rec = self._get("shopper", shopper, Shopper)
             if rec is None:
                 raise CreditError(CreditCode.UNKNOWN_SHOPPER, f"no credit line for shopper {shopper!r}")
@@ -973,7 +990,7 @@ class CreditService:
     def plans_of(self, shopper: str) -> list[P.Plan]:
         """The shopper's plans (all states), oldest first, at most ``list_rows_max``."""
         check_id(shopper, "shopper")
-        with self._lock:
+        with self._guard():
             return self._select(
                 P.Plan,
                 "SELECT body FROM records WHERE kind = 'plan' AND owner = ? ORDER BY rowid LIMIT ?",
@@ -983,7 +1000,7 @@ class CreditService:
     def statement(self, shopper: str) -> Statement:
         """What the shopper owes today, plan by plan: due now, next due, everything owed."""
         view = self.line(shopper)
-        with self._lock:
+        with self._guard():
             day = self.today()
             rows = []
             for plan in self.plans_of(shopper):
@@ -1017,7 +1034,7 @@ class CreditService:
         """The day's batch: penalty and interest accrued, overdue plans and loans marked (their lines
         frozen), and installments due collected from wallets (at most what each owes and each wallet
         holds; collecting twice on one day charges once)."""
-        with self._lock:
+        with self._guard():
             day = self.today()
             collected = 0
             plans = self._select(P.Plan, "SELECT body FROM records WHERE kind = 'plan' AND state IN (?, ?)", _OPEN_PLAN)
@@ -1075,7 +1092,7 @@ class CreditService:
             raise CreditError(CreditCode.BAD_AMOUNT, "kind must be 1 (sale), 2 (refund) or 3 (chargeback)") from None
         if day is not None and type(day) is not int:
             raise CreditError(CreditCode.BAD_DAY, f"day must be an integer, got {day!r}")
-        with self._lock:
+        with self._guard():
             macct = self.merchant_account(merchant)
             when = self.today() if day is None else day
             buyers = account_id("buyers")
@@ -1110,7 +1127,7 @@ class CreditService:
     def import_sales(self, merchant: str, rows: Sequence[tuple[str, int, L.SaleKind, int]]) -> int:
         """Load a sales history ``(sale_id, day, kind, amount_fen)`` into the core in big batches (no loan
         deductions: history from before the service). Answers how many transfers were applied."""
-        with self._lock:
+        with self._guard():
             return self._import_sales(merchant, rows)
 
     def _import_sales(self, merchant: str, rows: Sequence[tuple[str, int, L.SaleKind, int]]) -> int:
@@ -1174,7 +1191,7 @@ class CreditService:
         check_id(merchant, "merchant")
         if type(receivables_fen) is not int or not 0 <= receivables_fen <= loan_amount_fen_max:
             raise CreditError(CreditCode.BAD_AMOUNT, f"receivables_fen must be 0..{loan_amount_fen_max} fen")
-        with self._lock:
+        with self._guard():
             t0 = time.perf_counter_ns()
             day = self.today()
             acct = self.merchant_account(merchant)
@@ -1203,7 +1220,7 @@ class CreditService:
 
     def offer(self, offer_id: str) -> Offer:
         check_id(offer_id, "offer_id")
-        with self._lock:
+        with self._guard():
             found = self._get("offer", offer_id, Offer)
             if found is None:
                 raise CreditError(CreditCode.UNKNOWN_OFFER, f"no offer {offer_id!r}")
@@ -1213,7 +1230,7 @@ class CreditService:
         """Draw ``amount_fen`` of an approved offer into the merchant's account. ``share_bp`` (default the
         offer's, 10 %) is the part of each settlement that repays the loan."""
         amount = check_money(amount_fen, "amount_fen", loan_amount_fen_max)
-        with self._lock:
+        with self._guard():
             offer = self.offer(offer_id)
             day = self.today()
             if not offer.approved:
@@ -1276,7 +1293,7 @@ class CreditService:
         check_id(settlement_id, "settlement_id")
         amount = check_money(amount_fen, "amount_fen", money_fen_max)
         request = f"settle/{merchant}/{settlement_id}"
-        with self._lock:
+        with self._guard():
             replay = self._replayed(request, Deduction)
             if replay is not None:
                 return replay
@@ -1326,7 +1343,7 @@ class CreditService:
         check_id(loan_id, "loan_id")
         amount = check_money(amount_fen, "amount_fen", money_fen_max)
         request = None if request_id is None else f"loanpay/{loan_id}/{check_id(request_id, 'request_id')}"
-        with self._lock:
+        with self._guard():
             if self._replayed(request, Deduction) is not None:
                 return self.loan(loan_id)
             loan = self._loan(loan_id)
@@ -1343,7 +1360,7 @@ class CreditService:
     def loan(self, loan_id: str) -> L.Loan:
         """The loan as of today (interest accrued), without storing anything."""
         check_id(loan_id, "loan_id")
-        with self._lock:
+        with self._guard():
             loan = self._loan(loan_id)
             self._tick_loan(loan, self.today())
             return loan
@@ -1351,7 +1368,7 @@ class CreditService:
     def merchant_loans(self, merchant: str) -> list[L.Loan]:
         """The merchant's view: its loans, newest first, interest accrued to today."""
         check_id(merchant, "merchant")
-        with self._lock:
+        with self._guard():
             day = self.today()
             out = self._select(
                 L.Loan,
@@ -1364,7 +1381,7 @@ class CreditService:
 
     def loan_book(self) -> LoanBook:
         """The platform's view of the whole merchant-loan book, interest accrued to today."""
-        with self._lock:
+        with self._guard():
             day = self.today()
             book = LoanBook(
                 day=day,
@@ -1397,7 +1414,7 @@ class CreditService:
     def check(self) -> None:
         """Cross-check records against the core (tests, operators): every line's available amount in the
         core equals line − outstanding principal of the shopper's plans. ``InvariantViolation`` if not."""
-        with self._lock:
+        with self._guard():
             for (body,) in self._db.execute("SELECT body FROM records WHERE kind = 'shopper'").fetchall():
                 rec = msgspec.json.decode(body, type=Shopper)
                 outstanding = sum(p.unpaid_principal() for p in self.plans_of(rec.shopper))
