@@ -666,7 +666,7 @@ class RelyingParty:
             except AuthnError as refusal:
                 self._consume(challenge_id, refusal.authn_code, raw_id, [])
                 raise
-            self._consume(challenge_id, None, raw_id, ops)
+            self._consume(challenge_id, None, raw_id, ops, confirmation.confirmed_ms)
             return confirmation
 
     def _verify_assertion(
@@ -803,6 +803,7 @@ class RelyingParty:
         refused: AuthnCode | None,
         raw_id: bytes | None,
         ops: list[Op],
+        at_ms: int | None = None,
     ) -> None:
         """Record the answer's verdict (0: accepted) with ``ops``, durably: the ceremony is used up."""
         result = 0 if refused is None else int(refused)
@@ -812,7 +813,7 @@ class RelyingParty:
             [
                 (
                     "UPDATE ceremonies SET used_ms = ?, result = ?, credential_id = ? WHERE id = ?",
-                    (self.clock.now_ms(), result, raw_id, ceremony_id),
+                    (self.clock.now_ms() if at_ms is None else at_ms, result, raw_id, ceremony_id),
                 ),
                 *ops,
             ]
