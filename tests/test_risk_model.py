@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
+
+import pytest
 
 from liangcao.risk.model import Models, VersionStore, logistic, scorer
 from liangcao.risk.replay import recall_at_fpr, run, summary
@@ -106,3 +109,27 @@ def test_an_adaptive_random_forest_serves_learns_and_reproduces() -> None:
     assert min(s for s, f in zip(late, fraud, strict=True) if f) > max(
         s for s, f in zip(late, fraud, strict=True) if not f
     )
+
+
+def test_model_versions_are_pruned_to_their_limit_sparing_the_one_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from liangcao.risk import RiskCode, RiskError, limits
+
+    monkeypatch.setattr(limits, "model_versions_max", 4)
+    store = VersionStore(tmp_path)
+    m = Models(store, logistic(), KEYS)
+    for _ in range(7):
+        m.publish("periodic", 0)
+    assert store.versions() == ["m4", "m5", "m6", "m7"]
+    m.rollback("m4", 0)  # the oldest kept: when the next version comes, m4 is served and is spared
+    m.publish("periodic", 0)
+    assert store.versions() == ["m4", "m6", "m7", "m8"]
+    assert sorted(p.stem for p in tmp_path.glob("m*.pkl")) == sorted(store.versions())
+    try:
+        m.rollback("m2", 0)
+    except RiskError as exc:
+        assert exc.code == RiskCode.UNKNOWN_MODEL_VERSION
+    else:
+        raise AssertionError("a pruned version cannot be served")
+    assert VersionStore(tmp_path).versions() == store.versions()  # a restart sees the same versions

@@ -97,46 +97,42 @@ class VersionStore:
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
         self.memory: dict[str, bytes] = {}
-        self.last = 0
+        self.kept: deque[str] = deque()  # oldest first; kept in memory so that publishing never lists the folder
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-            for p in folder.glob("m*.pkl"):
-                m = _VERSION.match(p.stem)
-                if m:
-                    self.last = max(self.last, int(m.group(1)))
+            found = [p.stem for p in folder.glob("m*.pkl") if _VERSION.match(p.stem)]
+            self.kept.extend(sorted(found, key=lambda v: int(v[1:])))
+        self.last = int(self.kept[-1][1:]) if self.kept else 0
 
     def versions(self) -> list[str]:
-        if self.folder is None:
-            return sorted(self.memory, key=lambda v: int(v[1:]))
-        found = [p.stem for p in self.folder.glob("m*.pkl") if _VERSION.match(p.stem)]
-        return sorted(found, key=lambda v: int(v[1:]))
+        return list(self.kept)
 
-    def put(self, model: Classifier, keep: str | None = None) -> str:
+    def put(self, data: bytes, keep: str | None = None) -> str:
+        """Store a pickled model as the next version (``keep``: a version pruning must spare)."""
         self.last += 1
         version = f"m{self.last}"
-        data = pickle.dumps(model, protocol=5)
         if self.folder is None:
             self.memory[version] = data
         else:
             # Not fsynced here (this may run between decisions): the next snapshot fsyncs the folder.
             write_atomic(self.folder / f"{version}.pkl", data, durable=False)
             write_atomic(self.folder / "CURRENT", version.encode(), durable=False)
+        self.kept.append(version)
         self._prune(keep)
         return version
 
     def _prune(self, keep: str | None) -> None:
-        versions = self.versions()
-        excess = len(versions) - limits.model_versions_max
-        for v in versions:
-            if excess <= 0:
-                break
-            if v in (keep, f"m{self.last}"):
+        spared: list[str] = []
+        while len(self.kept) + len(spared) > limits.model_versions_max and len(self.kept) > 1:
+            v = self.kept.popleft()
+            if v == keep:
+                spared.append(v)
                 continue
             if self.folder is None:
                 del self.memory[v]
             else:
                 (self.folder / f"{v}.pkl").unlink(missing_ok=True)
-            excess -= 1
+        self.kept.extendleft(spared)
 
     def get(self, version: str) -> Classifier:
         if not _VERSION.match(version):
@@ -289,8 +285,8 @@ class Models:
         self.serve(self.store.get(self.serving_version), self.serving_version)
 
     def publish(self, reason: str, now: int) -> str:
-        model = pickle.loads(pickle.dumps(self.train, protocol=5))
-        self.serve(model, self.store.put(model, keep=self.serving_version))
+        data = pickle.dumps(self.train, protocol=5)  # one pickle: the version's bytes and the serving copy
+        self.serve(pickle.loads(data), self.store.put(data, keep=self.serving_version))
         self.since_publish = 0
         if reason != "periodic":
             self.events.append(
