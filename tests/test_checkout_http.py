@@ -247,8 +247,18 @@ def test_the_http_server_frames_and_refuses_cleanly(gateway: Gateway) -> None:
     assert rows(gateway.home)["orders"] == 0
 
 
-def test_flow_control_refuses_by_priority_and_rules_change_at_run_time(gateway: Gateway) -> None:
-    """Reports are limited more than payments; a refusal is a fast 429 with Retry-After; rules reload live."""
+@pytest.mark.parametrize("server", ["fast", "uvicorn"])
+def test_flow_control_refuses_by_priority_and_rules_change_at_run_time(tmp_path: Path, server: str) -> None:
+    """Reports are limited more than payments; a refusal is a fast 429 with Retry-After; rules reload live.
+    The same with the gateway's own server (it asks the gate itself) and with uvicorn (FlowMiddleware)."""
+    gateway = Gateway(tmp_path / "gw", "--server", server).start()
+    try:
+        check_flow_control(gateway)
+    finally:
+        gateway.stop()
+
+
+def check_flow_control(gateway: Gateway) -> None:
     with httpx.Client(base_url=gateway.url, timeout=10) as c:
         rules = c.get("/v1/flow/rules").json()
         for r in rules["resources"]:
