@@ -294,6 +294,10 @@ def test_cli_sdk_and_http_end_to_end(server: str) -> None:
         assert e.value.code == CreditCode.PLAN_CLOSED
     with CreditClient(server) as c:
         assert c.plan("o1").state is P.PlanState.REFUNDED
+        assert c.line_account("ann") == account_id("line", "ann")
+        with pytest.raises(CreditError) as e:
+            c.open_plan("o9", "ann", "shop", 1_000, 3, funding_transfer_id=12345)
+        assert e.value.code == CreditCode.FUNDING_MISMATCH
         offer = c.apply_loan("newshop")
         assert not offer.approved  # no sales history yet
         with pytest.raises(CreditError) as e:
@@ -377,8 +381,15 @@ def test_a_checkout_gateway_holds_the_line_into_escrow_then_opens_the_plan(
     post = Transfer(3, pending_id=2, amount=AMOUNT_MAX, flags=int(TransferFlags.POST_PENDING_TRANSFER))
     settle = Transfer(4, escrow, shop, 119_900, ledger=156, code=1)
     assert engine.create_transfers([hold, post, settle]) == [0, 0, 0]
-    plan = s.open_plan("gw-order", "gil", "gw", 119_900, 6, "merchant")
-    assert s.open_plan("gw-order", "gil", "gw", 119_900, 6, "merchant") == plan  # idempotent
+    for bad in (2, 4, 777, 1.0):  # the pending hold, not out of the line, unknown, not an id
+        with pytest.raises(CreditError) as e:
+            s.open_plan("gw-order", "gil", "gw", 119_900, 6, "merchant", funding_transfer_id=bad)  # type: ignore[arg-type]
+        assert e.value.code == CreditCode.FUNDING_MISMATCH
+    plan = s.open_plan("gw-order", "gil", "gw", 119_900, 6, "merchant", funding_transfer_id=3)
+    assert s.open_plan("gw-order", "gil", "gw", 119_900, 6, "merchant", funding_transfer_id=3) == plan  # idempotent
+    with pytest.raises(CreditError) as e:
+        s.open_plan("gw-order-2", "gil", "gw", 119_900, 6, "merchant", funding_transfer_id=3)
+    assert e.value.code == CreditCode.FUNDING_MISMATCH  # one payment funds one plan
     assert balance(engine, shop) == 119_900 - 5_396
     view = s.line("gil")
     assert (view.available_fen, view.outstanding_fen) == (200_000 - 119_900, 119_900)

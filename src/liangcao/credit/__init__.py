@@ -9,7 +9,8 @@ overdraw. The API the checkout gateway uses (stable; see ``docs/credit.md``)::
     plan = service.refund(order_id, amount_fen, refund_id=None)
     service.register_merchant(merchant, core_account_id)               # pay merchants into your accounts
     service.line_account(shopper)                                      # the source for a gateway's own hold
-    service.open_plan(order_id, shopper, merchant, amount_fen, periods, fee_payer)  # after that hold settled
+    service.open_plan(order_id, shopper, merchant, amount_fen, periods, fee_payer,
+                      funding_transfer_id=post_id)                     # after that hold was posted
     service.on_settlement(merchant, settlement_id, amount_fen)         # a merchant loan's share of a settlement
     app.include_router(liangcao.credit.http.router(service))           # HTTP under /v1/credit
 

@@ -61,6 +61,31 @@ class CreditClient:
         }
         return self._call("POST", "/installments", P.Plan, body)
 
+    def open_plan(
+        self,
+        order_id: str,
+        shopper: str,
+        merchant: str,
+        amount_fen: int,
+        periods: int,
+        fee_payer: str = "shopper",
+        *,
+        funding_transfer_id: int,
+    ) -> P.Plan:
+        body = {
+            "funding_transfer_id": funding_transfer_id,
+            "order_id": order_id,
+            "shopper": shopper,
+            "merchant": merchant,
+            "amount_fen": amount_fen,
+            "periods": periods,
+            "fee_payer": fee_payer,
+        }
+        return self._call("POST", "/plans", P.Plan, body)
+
+    def line_account(self, shopper: str) -> int:
+        return self._call("GET", f"/shoppers/{shopper}/line-account", dict[str, int])["account_id"]
+
     def plan(self, plan_id: str) -> P.Plan:
         return self._call("GET", f"/plans/{plan_id}", P.Plan)
 

@@ -47,6 +47,7 @@ class CreditCode(IntEnum):
     BAD_DAY = 3424  # a business day that is not an integer, or before the service's last one
     UNKNOWN_SHOPPER = 3425
     MERCHANT_REGISTERED = 3426  # the merchant is already paid into another payments-core account
+    FUNDING_MISMATCH = 3427  # open_plan: the funding transfer is not this amount out of this line, or is taken
 
 
 codes.register(

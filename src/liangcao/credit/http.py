@@ -36,6 +36,16 @@ class InstallmentIn(msgspec.Struct, forbid_unknown_fields=True):
     fee_payer: str = "shopper"
 
 
+class OpenPlanIn(msgspec.Struct, forbid_unknown_fields=True):
+    order_id: str
+    shopper: str
+    merchant: str
+    amount_fen: int
+    periods: int
+    funding_transfer_id: int
+    fee_payer: str = "shopper"
+
+
 class QuoteIn(msgspec.Struct, forbid_unknown_fields=True):
     amount_fen: int
     periods: int
@@ -152,6 +162,30 @@ def router(service: CreditService) -> APIRouter:
             InstallmentIn,
             lambda b: s.checkout_installments(b.order_id, b.shopper, b.merchant, b.amount_fen, b.periods, b.fee_payer),
         )
+
+    @r.post(
+        "/plans",
+        summary="Record the plan of an order a gateway already paid from the line (its own hold)",
+        openapi_extra=_body_schema(OpenPlanIn),
+    )
+    async def open_plan(request: Request) -> Response:
+        return await guarded(
+            request,
+            OpenPlanIn,
+            lambda b: s.open_plan(
+                b.order_id,
+                b.shopper,
+                b.merchant,
+                b.amount_fen,
+                b.periods,
+                b.fee_payer,
+                funding_transfer_id=b.funding_transfer_id,
+            ),
+        )
+
+    @r.get("/shoppers/{shopper}/line-account", summary="The payments-core account of the shopper's line")
+    async def line_account(shopper: str) -> Response:
+        return await _run(lambda: {"account_id": s.line_account(shopper)})
 
     @r.get("/plans/{plan_id}", summary="A plan, penalty accrued to today")
     async def plan(plan_id: str) -> Response:

@@ -721,11 +721,18 @@ class CreditService:
         amount_fen: int,
         periods: int,
         fee_payer: str | P.FeePayer = "shopper",
+        *,
+        funding_transfer_id: int,
     ) -> P.Plan:
         """Record the plan of an order whose ``amount_fen`` the checkout gateway already moved from the
         shopper's line (``line_account``) to the merchant: no purchase transfer here, only the merchant's
-        fee when it pays it. Otherwise as ``checkout_installments`` (idempotent by ``order_id``)."""
-        return self._open_plan(order_id, shopper, merchant, amount_fen, periods, fee_payer, funded=True)
+        fee when it pays it. ``funding_transfer_id`` is the gateway's posted transfer out of the line (a
+        plain transfer, or the post of its pending hold): it must debit this shopper's line with exactly
+        ``amount_fen`` and fund no other plan (``FUNDING_MISMATCH``). Otherwise as
+        ``checkout_installments`` (idempotent by ``order_id``)."""
+        return self._open_plan(
+            order_id, shopper, merchant, amount_fen, periods, fee_payer, funded=True, funding=funding_transfer_id
+        )
 
     def _open_plan(
         self,
@@ -737,6 +744,7 @@ class CreditService:
         fee_payer: str | P.FeePayer,
         *,
         funded: bool,
+        funding: int = 0,
     ) -> P.Plan:
         check_id(order_id, "order_id")
         check_id(shopper, "shopper")
@@ -767,14 +775,34 @@ class CreditService:
             legs = [] if funded else [_Leg(line, macct, amount, CoreTransfer.PURCHASE)]
             if payer is P.FeePayer.MERCHANT:
                 legs.append(_Leg(macct, account_id("fee-income"), plan.fee, CoreTransfer.MERCHANT_FEE))
+            recs = [self._rec("plan", order_id, shopper, int(plan.state), plan)]
+            if funded:
+                self._check_funding(funding, line, amount, order_id)
+                recs.append(self._rec("funding", str(funding), shopper, 0, order_id))
             self._execute(
                 legs,
-                [self._rec("plan", order_id, shopper, int(plan.state), plan)],
+                recs,
                 plan,
                 request=f"checkout/{order_id}",
                 short={line: CreditCode.LINE_EXCEEDED, macct: CreditCode.MERCHANT_FUNDS_SHORT},
             )
             return plan
+
+    def _check_funding(self, funding: object, line: int, amount: int, order_id: str) -> None:
+        if type(funding) is not int or funding <= 0:
+            raise CreditError(
+                CreditCode.FUNDING_MISMATCH, f"funding_transfer_id must be a transfer id, got {funding!r}"
+            )
+        found = self.core.lookup_transfers([funding])
+        pending = int(TransferFlags.PENDING)
+        if not found or found[0].debit_account_id != line or found[0].amount != amount or found[0].flags & pending:
+            raise CreditError(
+                CreditCode.FUNDING_MISMATCH,
+                f"transfer {funding} is not a posted transfer of {amount} fen out of this shopper's line",
+            )
+        taken = self._get("funding", str(funding), str)
+        if taken is not None and taken != order_id:
+            raise CreditError(CreditCode.FUNDING_MISMATCH, f"transfer {funding} already funds order {taken}")
 
     def plan(self, plan_id: str) -> P.Plan:
         """The plan as of today (penalty accrued, state moved), without storing anything."""
