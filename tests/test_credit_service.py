@@ -443,3 +443,52 @@ def test_a_core_failure_mid_operation_is_finished_before_the_next(tmp_path: Path
         assert s.plan("o1").ops == 2 and balance(engine, account_id("wallet", "hal")) == 59_000
         s.check()
         s.close()
+
+
+def test_kill_9_of_the_service_keeps_money_and_records_together(tmp_path: Path) -> None:
+    """`liangcao credit start` killed with SIGKILL while checkouts stream in: reopened, every acknowledged
+    plan is there, the one in flight is whole or absent, and the core's lines agree with the records."""
+    import threading
+
+    port = free_port(0)
+    url = f"http://127.0.0.1:{port}"
+    data = tmp_path / "d"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "liangcao.cli", "credit", "start", "--data", str(data), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    acked: list[str] = []
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, "the credit service did not start"
+            time.sleep(0.05)
+        killer = threading.Timer(1.5, proc.kill)
+        killer.start()
+        with CreditClient(url, timeout_s=5) as c:
+            for i in range(10_000):
+                try:
+                    c.checkout_installments(f"k{i}", f"s{i % 7}", "shop", 1_000 + i, (3, 6, 12)[i % 3], "merchant")
+                except httpx.HTTPError:
+                    break
+                acked.append(f"k{i}")
+        killer.join()
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert acked, "no checkout was acknowledged before the kill"
+    with Engine(data / "pay") as engine:
+        s = CreditService(engine, data / "credit.db")
+        for order in acked:
+            assert s.plan(order).principal >= 1_000
+        s.check()  # every line's available amount in the core = line - outstanding in the records
+        merchant = balance(engine, account_id("merchant", "shop"))
+        plans = [p for k in range(7) for p in s.plans_of(f"s{k}")]
+        assert merchant == sum(p.principal - p.fee for p in plans)
+        s.close()
