@@ -126,7 +126,9 @@ def default_rules() -> Rules:
             ResourceRule(name="report", concurrency_max=4, rate_per_s=20.0),
         ],
         default=ResourceRule(name="default", concurrency_max=16),
-        system=SystemRule(inflight_max=96, bbr=True),
+        # BBR (capacity = peak completions x the least latency) below 32 in flight would refuse payments that
+        # merely wait for their batch's fsync: they hold no CPU.
+        system=SystemRule(inflight_max=128, bbr=True, bbr_inflight_min=32),
     )
 
 
