@@ -190,3 +190,13 @@ def test_codes_registered_in_range() -> None:
         assert 3400 <= c <= 3499
         info = codes.info(c)
         assert info is not None and info.owner == "credit" and info.name == c.name
+
+
+def test_docs_worked_examples_reproduce() -> None:
+    from liangcao.credit.examples import run
+
+    out = run()
+    assert out["plan"]["fee"] == 5_396 and out["plan"]["merchant_receives"] == 114_504
+    assert [row[2] for row in out["plan"]["schedule"]] == [19_985] + [19_983] * 5
+    assert len(out["loan"]["days"]) == 85 and out["loan"]["interest_fen"] == 64_283
+    assert out["offer"] == {"score": 970, "limit_fen": 28_450_000, "daily_rate_bp": 3}

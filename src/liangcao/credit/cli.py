@@ -292,3 +292,31 @@ def bench_cmd(
     else:
         for k, v in result.items():
             console.print(f"{k:>32}: {v}")
+
+
+@app.command("examples")
+def examples_cmd(
+    png: Annotated[Path | None, typer.Option("--png", help="draw the loan's repayment into this PNG")] = None,
+    as_json: Json = False,
+) -> None:
+    """Run the worked examples of docs/credit.md for real (a temporary engine) and print them."""
+    from liangcao.credit.examples import plot, run
+
+    result = run()
+    if png is not None:
+        plot(result, png)
+    if as_json:
+        print(json.dumps(result))
+        return
+    plan = result["plan"]
+    console.print(
+        f"1,199.00 in 6 periods, fee {_yuan(plan['fee'])} paid by the merchant, who receives "
+        f"{_yuan(plan['merchant_receives'])}"
+    )
+    for n, due, principal, fee in plan["schedule"]:
+        console.print(f"  period {n}: day +{due}: {_yuan(principal)} + fee {_yuan(fee)}")
+    o, days = result["offer"], result["loan"]["days"]
+    console.print(
+        f"offer: score {o['score']}, limit {_yuan(o['limit_fen'])}, {o['daily_rate_bp']} bp/day; "
+        f"50,000.00 repaid in {len(days)} days, interest {_yuan(result['loan']['interest_fen'])}"
+    )
