@@ -66,3 +66,21 @@ def test_precedence_and_shadow_match_a_reference(
     live_reasons = [f"R{i}" for i, r in enumerate(rules) if not r["shadow"] and amount >= r["threshold"]]
     assert set(v.reasons) - {"MODEL_SCORE_BLOCK", "MODEL_SCORE_STEP_UP"} == set(live_reasons)
     assert 0.0 <= v.score <= 1.0
+
+
+def test_the_step_up_cap_raises_the_threshold_to_keep_the_share_of_payments_stepped_up() -> None:
+    from liangcao.risk.rules import StepUpCap
+
+    rs = load({"rules": [], "thresholds": {"step_up": 0.3, "block": 0.99, "step_up_share_max": 0.1}}, "r1")
+    cap = StepUpCap(window=1000, every=100)
+    f: dict[str, float | str] = {"amount_fen": 1.0, "category": "food"}
+    assert cap.threshold(rs.step_up_share_max) == 0.0  # not full yet: the rule set's threshold alone
+    stepped = 0
+    for i in range(5000):
+        score = (i * 7919 % 1000) / 1000  # every score in [0, 1) once per thousand, shuffled
+        v = rs.evaluate(f, score, True, cap.threshold(rs.step_up_share_max))
+        cap.add(v.score, rs.step_up_share_max)
+        if i >= 1000:
+            stepped += v.action != "allow"
+    assert 0.08 <= stepped / 4000 <= 0.11  # not the 70 % the bare threshold (0.3) would step up
+    assert cap.threshold(1.0) == 0.0  # without a cap the threshold is never raised

@@ -40,7 +40,7 @@ from liangcao.risk import limits
 from liangcao.risk.codes import RiskCode, RiskError, RiskFault
 from liangcao.risk.features import HOUR_MS, MODEL_KEYS, FeatureState, model_input
 from liangcao.risk.model import MODELS, Classifier, Models, VersionStore, fsync_dir, logistic, write_atomic
-from liangcao.risk.rules import DEFAULT_RULES, RuleSet, RuleSetSpec, canonical, load
+from liangcao.risk.rules import DEFAULT_RULES, RuleSet, RuleSetSpec, StepUpCap, canonical, load
 from liangcao.risk.types import Decision, Payment, check_payment
 
 SNAPSHOT_MAGIC = b"LIANGCAO-RISK-SNAPSHOT-1\n"
@@ -165,6 +165,7 @@ class RiskEngine:
         self._rule_texts: dict[str, str] = {}
         self._rule_last = 0
         self.rules = self._start_rules(rules)
+        self.cap = StepUpCap()
         if isinstance(model, str) and model not in MODELS:
             raise ValueError(f"unknown model {model!r}: one of {', '.join(MODELS)}")
         if model == "logistic":
@@ -216,7 +217,9 @@ class RiskEngine:
             model_acts = (
                 models.learned_fraud >= 20 and models.learned - models.learned_fraud >= self.config.model_warmup_labels
             )
-            v = rules.evaluate(f, model_score, model_acts)
+            step_up_at = self.cap.threshold(rules.step_up_share_max)
+            v = rules.evaluate(f, model_score, model_acts, step_up_at)
+            self.cap.add(v.score, rules.step_up_share_max)
             d = Decision(
                 decision_id=_decision_id(p.payment_id, now),
                 payment_id=p.payment_id,
@@ -227,6 +230,7 @@ class RiskEngine:
                 rules_version=rules.version,
                 model_version=self.models.serving_version,
                 model_acts=model_acts,
+                step_up_at=step_up_at,
                 time_ms=now,
                 shadow=v.shadow,
                 shadow_action=v.shadow_action,
@@ -447,7 +451,7 @@ class RiskEngine:
             )
             score = self.models.scorer_of(d.model_version)
         model_score = score(model_input(d.features))
-        v = ruleset.evaluate(d.features, model_score, d.model_acts)
+        v = ruleset.evaluate(d.features, model_score, d.model_acts, d.step_up_at)
         return Decision(
             decision_id=d.decision_id,
             payment_id=d.payment_id,
@@ -458,6 +462,7 @@ class RiskEngine:
             rules_version=d.rules_version,
             model_version=d.model_version,
             model_acts=d.model_acts,
+            step_up_at=d.step_up_at,
             time_ms=d.time_ms,
             shadow=v.shadow,
             shadow_action=v.shadow_action,
@@ -479,6 +484,7 @@ class RiskEngine:
                 "maturing": self.maturing,
                 "queue": self.queue,
                 "counters": self.counters,
+                "cap": self.cap,
                 "models": self.models.state(),
                 "model_keys": MODEL_KEYS,
             }
@@ -511,6 +517,7 @@ class RiskEngine:
         self.maturing = state["maturing"]
         self.queue = state["queue"]
         self.counters = state["counters"]
+        self.cap = state["cap"]
         self.models.restore(state["models"])
         current = self._read_pointer("models")
         if current and current != self.models.serving_version:

@@ -27,6 +27,7 @@ from liangcao.risk.codes import RiskError
 from liangcao.risk.engine import ManualClock, RiskConfig, RiskEngine
 from liangcao.risk.features import MODEL_KEYS, model_input
 from liangcao.risk.model import scorer
+from liangcao.risk.rules import StepUpCap
 from liangcao.risk.world import HOUR_MS, MINUTE_MS, Event, World
 
 #: The false-positive rate at which recall is read.
@@ -77,6 +78,7 @@ def run(
     out = Replay(shift_ms=world.shift_ms, start_ms=events[0].time_ms)
     feedback: list[tuple[int, int, str, bool]] = []  # (time, seq, payment id, fraud): step-up answers
     frozen: Callable[[dict[str, float]], float] | None = None
+    frozen_cap = StepUpCap()
     paced = rate is not None
     interval = 1.0 / rate if rate else 0.0
     perf = time.perf_counter
@@ -93,6 +95,7 @@ def run(
                 engine.learn()
                 engine.publish_model()
                 frozen = scorer(pickle.loads(pickle.dumps(engine.models.serving)), MODEL_KEYS)
+                frozen_cap = pickle.loads(pickle.dumps(engine.cap))  # the same cap state at the shift
             if e.kind == "pay" and e.payment is not None:
                 p = e.payment
                 if paced:
@@ -110,7 +113,7 @@ def run(
                 else:
                     d = engine.decide(p)
                 n_pay += 1
-                _record(out, engine, e, d.model_score, d.action, d.features, frozen)
+                _record(frozen_cap, out, engine, e, d.model_score, d.action, d.features, frozen)
                 if d.action == "step_up":
                     heapq.heappush(feedback, (clock.ms + MINUTE_MS, n_pay, p.payment_id, e.fraud))
             elif e.kind == "label":
@@ -135,6 +138,7 @@ def _label(engine: RiskEngine, pid: str, fraud: bool, source: str) -> None:
 
 
 def _record(
+    frozen_cap: StepUpCap,
     out: Replay,
     engine: RiskEngine,
     e: Event,
@@ -154,7 +158,11 @@ def _record(
     else:
         fs = frozen(model_input(features))
         out.frozen.append(fs)
-        out.frozen_action.append(engine.rules.evaluate(features, fs).action)
+        # The frozen engine has its own step-up cap, over its own scores.
+        rules = engine.rules
+        v = rules.evaluate(features, fs, True, frozen_cap.threshold(rules.step_up_share_max))
+        frozen_cap.add(v.score, rules.step_up_share_max)
+        out.frozen_action.append(v.action)
 
 
 def series(r: Replay, bucket_ms: int = BUCKET_MS) -> dict[str, list[float]]:

@@ -2,13 +2,14 @@
 
 A rule set is JSON (text or the decoded object)::
 
-    {"thresholds": {"step_up": 0.6, "block": 0.95}, "model_priority": 0,
+    {"thresholds": {"step_up": 0.6, "block": 0.95, "step_up_share_max": 0.03}, "model_priority": 0,
      "rules": [{"id": "card-testing", "reason": "CARD_TESTING", "action": "block", "priority": 100,
                 "when": [["device_n_1m", ">=", 5], ["amount_fen", "<=", 2000]]}]}
 
 A rule matches when all its conditions hold (``[field, op, value]``; fields are the features of
 ``risk.features.FEATURES`` and ``category``; ops ``< <= > >= == != in not_in``). Its action is ``allow``,
-``step_up``, ``block`` or ``score`` (adds ``points`` to the model's score). ``shadow: true`` evaluates the rule
+``step_up``, ``block`` or ``score`` (adds ``points`` to the model's score); ``step_up_share_max`` caps the share of
+recent payments the model's score steps up (:class:`StepUpCap`). ``shadow: true`` evaluates the rule
 on live traffic and records what it would have done (``Decision.shadow``/``shadow_action``) without acting.
 
 Precedence (a table, because it is the whole contract)::
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import operator
 import re
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -66,6 +68,10 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 class Thresholds(msgspec.Struct, forbid_unknown_fields=True):
     step_up: float = 0.6
     block: float = 0.95
+    # At most this share of recent payments stepped up by the model's score (1: no cap). When the model's
+    # scores rise across the board (a shift it has not learned yet), the step-up threshold rises with them
+    # instead of asking every honest shopper to confirm; the threshold used is recorded in each decision.
+    step_up_share_max: float = 1.0
 
 
 class RuleSpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -114,14 +120,16 @@ class RuleSet:
         self.text = text
         self.step_up = spec.thresholds.step_up
         self.block = spec.thresholds.block
+        self.step_up_share_max = spec.thresholds.step_up_share_max
         self.model_priority = spec.model_priority
         self.rules = tuple(_compile(r) for r in spec.rules)
         self.has_shadow = any(r.shadow for r in self.rules)
 
-    def evaluate(self, f: Features, model_score: float, model_acts: bool = True) -> Verdict:
+    def evaluate(self, f: Features, model_score: float, model_acts: bool = True, step_up_at: float = 0.0) -> Verdict:
         """The verdict for features ``f`` and the model's score (pure: same inputs, same verdict).
 
-        ``model_acts`` False (a model still warming up) keeps the score but not the model's verdict.
+        ``model_acts`` False (a model still warming up) keeps the score but not the model's verdict;
+        ``step_up_at`` raises the step-up threshold above the rule set's (see :class:`StepUpCap`).
         """
         live: list[Rule] = []
         shadow: list[Rule] = []
@@ -131,13 +139,18 @@ class RuleSet:
                     break
             else:
                 (shadow if rule.shadow else live).append(rule)
-        action, reasons, score = self._decide(live, model_score, model_acts)
+        step_up = max(self.step_up, step_up_at)
+        action, reasons, score = self._decide(live, model_score, model_acts, step_up)
         shadow_action = action
         if shadow:
-            shadow_action = self._decide(sorted(live + shadow, key=self.rules.index), model_score, model_acts)[0]
+            shadow_action = self._decide(sorted(live + shadow, key=self.rules.index), model_score, model_acts, step_up)[
+                0
+            ]
         return Verdict(action, reasons, score, [f"{r.id}:{r.action}" for r in shadow], shadow_action)
 
-    def _decide(self, matched: list[Rule], model_score: float, model_acts: bool) -> tuple[str, list[str], float]:
+    def _decide(
+        self, matched: list[Rule], model_score: float, model_acts: bool, step_up: float
+    ) -> tuple[str, list[str], float]:
         score = model_score
         for r in matched:
             if r.points:
@@ -147,7 +160,7 @@ class RuleSet:
             best: tuple[int, int, str, str] = (self.model_priority, 0, "allow", "")
         elif score >= self.block:
             best = (self.model_priority, 2, "block", "MODEL_SCORE_BLOCK")
-        elif score >= self.step_up:
+        elif score >= step_up:
             best = (self.model_priority, 1, "step_up", "MODEL_SCORE_STEP_UP")
         else:
             best = (self.model_priority, 0, "allow", "")
@@ -161,6 +174,30 @@ class RuleSet:
             if r.reason not in reasons:
                 reasons.append(r.reason)
         return best[2], reasons, score
+
+
+class StepUpCap:
+    """The step-up threshold that keeps at most ``share_max`` of recent scores at or above it.
+
+    A ring of the last ``window`` scores; the quantile is recomputed every ``every`` scores (a sort of a few
+    thousand floats, amortised to well under a microsecond a payment). 0 until the ring is full.
+    """
+
+    def __init__(self, window: int = 2000, every: int = 250) -> None:
+        self.scores: deque[float] = deque(maxlen=window)
+        self.every = every
+        self.seen = 0
+        self.at = 0.0
+
+    def threshold(self, share_max: float) -> float:
+        return self.at if share_max < 1.0 else 0.0
+
+    def add(self, score: float, share_max: float) -> None:
+        self.scores.append(score)
+        self.seen += 1
+        if share_max < 1.0 and self.seen % self.every == 0 and len(self.scores) == self.scores.maxlen:
+            ordered = sorted(self.scores)
+            self.at = ordered[min(len(ordered) - 1, int(len(ordered) * (1.0 - share_max)))]
 
 
 def _compile(r: RuleSpec) -> Rule:
@@ -204,6 +241,8 @@ def check(spec: RuleSetSpec) -> None:
     t = spec.thresholds
     if not 0.0 < t.step_up <= t.block <= 1.0:
         raise _bad(f"thresholds need 0 < step_up <= block <= 1 (got step_up={t.step_up}, block={t.block})")
+    if not 0.0 < t.step_up_share_max <= 1.0:
+        raise _bad(f"step_up_share_max must be within (0, 1] (got {t.step_up_share_max})")
     if not -1000 <= spec.model_priority <= 1000:
         raise _bad("model_priority must be within -1000..1000")
     if len(spec.rules) > limits.rules_max:

@@ -55,6 +55,7 @@ class Decision(msgspec.Struct, kw_only=True):
     rules_version: str
     model_version: str
     model_acts: bool = True  # False while the model warms up (model_warmup_labels): it scored, rules decided
+    step_up_at: float = 0.0  # the step-up threshold raised by the rule set's step_up_share_max (0: not raised)
     time_ms: int  # the engine's clock when it decided
     shadow: list[str] = msgspec.field(default_factory=list)  # "rule_id:action" of shadow rules that matched
     shadow_action: str = ""  # what the action would have been with the shadow rules live
