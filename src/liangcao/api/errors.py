@@ -51,6 +51,18 @@ def error(status: int, code: int, message: str, detail: Any = None) -> JSONRespo
     return JSONResponse({"code": int(code), "message": message, "detail": detail}, status_code=status)
 
 
+def _methods_of(request: Request) -> list[str]:
+    """Every method some route of the app answers at the request's path (one path, several routes)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)  # PARTIAL: the path matches, the method does not
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     """Add the error handlers to ``app`` (whose ``state.metrics`` counts admission refusals)."""
 
@@ -78,6 +90,8 @@ def install(app: FastAPI) -> None:
         response = error(exc.status_code, code, str(exc.detail))
         for name, value in (exc.headers or {}).items():  # e.g. Allow on 405
             response.headers[name] = value
+        if exc.status_code == 405:  # Starlette names the first route's methods only: name every route's
+            response.headers["Allow"] = ", ".join(_methods_of(request))
         return response
 
     @app.exception_handler(RecursionError)

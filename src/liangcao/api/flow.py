@@ -12,6 +12,7 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 
 from liangcao.api.deps import reader_member, writer_member
+from liangcao.api.errors import ERRORS
 from liangcao.flow import Gate, Priority
 from liangcao.flow.asgi import Route, by_route, install, open_rules
 from liangcao.flow.metrics import FlowCollector
@@ -42,4 +43,5 @@ def install_flow(app: FastAPI, gate: Gate | None = None) -> Gate:
         by_route(ROUTES, default=("queries", Priority.QUERY)),
         read=[Depends(reader_member)],
         write=[Depends(writer_member)],
+        responses=ERRORS,
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.params import Depends
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from liangcao.codes import name_of
 from liangcao.flow.errors import FlowCode, FlowError, Refused
@@ -100,16 +100,18 @@ def flow_router(
     prefix: str = "/v1/flow",
     read: Sequence[Depends] = (),
     write: Sequence[Depends] = (),
+    responses: dict[int | str, dict[str, Any]] | None = None,
 ) -> APIRouter:
     """``GET {prefix}`` (status), ``GET {prefix}/rules``, ``PUT {prefix}/rules`` (reload), ``GET {prefix}/metrics``.
 
-    ``read`` and ``write`` are FastAPI dependencies guarding them (e.g. the node's bearer-token checks)."""
+    ``read`` and ``write`` are FastAPI dependencies guarding them (e.g. the node's bearer-token checks);
+    ``responses``: the error responses they may answer, for the OpenAPI document (e.g. the node's 401/403)."""
     # Imported here: a command that only needs the module's helpers should not pay for prometheus_client.
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
     from liangcao.flow.metrics import FlowCollector
 
-    router = APIRouter(tags=["flow"])
+    router = APIRouter(tags=["flow"], responses=dict(responses or {}))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FlowCollector(gate))
 
@@ -134,7 +136,12 @@ def flow_router(
             return _error(exc, 400)
         return JSONResponse({"ok": True, "version": rules.version, "resources": [r.name for r in rules.resources]})
 
-    @router.get(f"{prefix}/metrics", summary="Prometheus metrics of the gate", dependencies=list(read))
+    @router.get(
+        f"{prefix}/metrics",
+        summary="Prometheus metrics of the gate",
+        dependencies=list(read),
+        response_class=PlainTextResponse,
+    )
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -174,10 +181,11 @@ def install(
     *,
     read: Sequence[Depends] = (),
     write: Sequence[Depends] = (),
+    responses: dict[int | str, dict[str, Any]] | None = None,
 ) -> Gate:
     """Put ``gate`` in front of a FastAPI ``app`` and serve its ``/v1/flow`` routes; the gate is kept as
     ``app.state.flow``."""
-    app.include_router(flow_router(gate, read=read, write=write))
+    app.include_router(flow_router(gate, read=read, write=write, responses=responses))
     app.add_middleware(FlowMiddleware, gate=gate, classify=classify)
     app.state.flow = gate
     return gate
