@@ -276,3 +276,11 @@ def test_memory_is_bounded_by_the_named_limits(clock: ManualClock, monkeypatch: 
     from liangcao.risk.windows import LruTable
 
     assert isinstance(e.state.shoppers, LruTable) and e.state.shoppers.size_max == 200_000
+
+
+def test_the_public_api_is_exported() -> None:
+    import liangcao.risk as risk
+
+    for name in risk.__all__:
+        assert getattr(risk, name) is not None
+    assert {"RiskEngine", "Payment", "Decision", "RiskError", "RiskCode", "decode_payment"} <= set(risk.__all__)

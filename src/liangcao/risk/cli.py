@@ -28,7 +28,11 @@ from rich.table import Table
 
 from liangcao.errors import Fault, LiangcaoError
 
-app = typer.Typer(help="risk", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="The risk engine: decisions, rule sets, model versions; the synthetic world's replay and benchmark.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 rules_app = typer.Typer(help="Rule sets.", no_args_is_help=True, add_completion=False)
 app.add_typer(rules_app, name="rules")
 console = Console()
