@@ -16,8 +16,7 @@
 
 Bodies are read with msgspec (integers only for money: ``1999.0`` is refused, no unknown fields); every
 refusal is JSON ``{code, name, message, detail}`` with the code's HTTP status (``liangcao.codes``), never a
-traceback. The relying party blocks (fsync), so each call runs on the thread pool, except the payment's verification,
-which runs on the event loop and awaits its group commit (``verify_payment_async``).
+traceback. The relying party blocks (fsync), so each call runs on the thread pool.
 
 Who the shopper is: this router takes the ``shopper`` named in the request, which is right for the demo
 page and for a gateway that calls it server-side. A gateway that exposes it to browsers passes
@@ -210,15 +209,10 @@ def router(
     @r.post("/v1/payment/verify", summary="Accept the device's signature over exactly these terms, once")
     async def payment_verify(request: Request) -> Response:
         async def then(b: _Verify) -> Response:
-            # on the event loop: the checks take about one signature check, and the fsync is awaited
-            try:
-                ok = await rp.verify_payment_async(
-                    who(request, b.shopper), b.challenge_id, b.credential, b.order_id, b.payee, b.amount_fen,
-                    b.currency,
-                )  # fmt: skip
-            except Fault as exc:
-                return _refusal(exc)
-            return _json(ok.to_dict())
+            return await run(
+                rp.verify_payment, who(request, b.shopper), b.challenge_id, b.credential, b.order_id, b.payee,
+                b.amount_fen, b.currency,
+            )  # fmt: skip
 
         return await guarded(request, _Verify, then)
 

@@ -17,7 +17,6 @@ sign counters in memory, which a second writer would not see.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import sqlite3
@@ -90,31 +89,17 @@ CREATE TABLE IF NOT EXISTS clone_alarms (
 
 
 class _Waiter:
-    __slots__ = ("committed", "error", "future", "lead", "loop", "ops", "signal")
+    __slots__ = ("committed", "error", "lead", "ops", "signal")
 
-    def __init__(
-        self,
-        ops: Sequence[Op],
-        future: asyncio.Future[None] | None = None,
-        loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
+    def __init__(self, ops: Sequence[Op]) -> None:
         self.ops = ops
-        self.future = future  # an async writer's: resolved on its event loop once committed
-        self.loop = loop
-        # a thread's: released when committed or handed the lead; a bare lock is the cheapest one-shot
-        # signal (one futex), and a write waits on it once per payment
+        # released when committed or handed the lead: a bare lock is the cheapest one-shot signal (one futex),
+        # and a write waits on it once per payment
         self.signal = threading.Lock()
-        if future is None:
-            self.signal.acquire()
+        self.signal.acquire()
         self.committed = False
         self.lead = False
         self.error: BaseException | None = None
-
-
-def _resolve(waiters: list[_Waiter]) -> None:
-    for w in waiters:
-        if w.future is not None and not w.future.done():
-            w.future.set_result(None)
 
 
 class Store:
@@ -138,8 +123,6 @@ class Store:
         self._pending: list[_Waiter] = []
         self._closing = False
         self._leading = False
-        self._kicked = False
-        self._committer: threading.Thread | None = None
         self.commits = 0  # transactions committed and the writes they carried (group commit's batches)
         self.writes = 0
         self._readers: list[sqlite3.Connection] = []
@@ -197,46 +180,7 @@ class Store:
         if waiter.error is not None:
             raise StoreError(Code.NOT_READY, f"authn store write failed: {waiter.error}") from waiter.error
 
-    async def write_async(self, ops: Sequence[Op]) -> None:
-        """``write`` for a coroutine: the statements join the next commit and the coroutine awaits it; the
-        event loop never blocks on the fsync. Async writers never lead: the committer thread (started on
-        first use) commits for them, and for the threads that queued meanwhile."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        waiter = _Waiter(ops, future, loop)
-        with self._cv:
-            if self._closing:
-                raise StoreError(Code.NOT_READY, "authn store is closed")
-            self._pending.append(waiter)
-            if not self._leading:
-                self._leading = True
-                self._kick()
-        await asyncio.shield(future)  # cancelled or not, the statements are committed
-        if waiter.error is not None:
-            raise StoreError(Code.NOT_READY, f"authn store write failed: {waiter.error}") from waiter.error
-
-    def _kick(self) -> None:
-        """Wake the committer thread to lead (``self._cv`` held)."""
-        self._kicked = True
-        if self._committer is None:
-            self._committer = threading.Thread(target=self._commit_loop, name="authn-committer", daemon=True)
-            self._committer.start()
-        self._cv.notify_all()
-
-    def _commit_loop(self) -> None:
-        while True:
-            with self._cv:
-                while not self._kicked and not self._closing:
-                    self._cv.wait()
-                if not self._kicked:
-                    return
-                self._kicked = False
-            self._lead(None)
-
-    def _lead(self, mine: _Waiter | None) -> None:
-        """Commit what is waiting. A thread leads for its own write, then hands the lead to the next waiter
-        (a thread) or to the committer thread (a coroutine); the committer (``mine`` None) leads until
-        nothing waits."""
+    def _lead(self, mine: _Waiter) -> None:
         while True:
             with self._cv:
                 batch, self._pending = self._pending, []
@@ -248,7 +192,7 @@ class Store:
             self._commit(self._writer, batch)
             self.commits += 1  # only the leader counts: one at a time
             self.writes += len(batch)
-            if mine is not None and mine.committed:
+            if mine.committed:
                 with self._cv:
                     if not self._pending:
                         self._leading = False
@@ -256,9 +200,6 @@ class Store:
                             self._cv.notify_all()
                         return
                     successor = self._pending[0]
-                    if successor.future is not None:
-                        self._kick()
-                        return
                 successor.lead = True
                 successor.signal.release()
                 return
@@ -286,16 +227,9 @@ class Store:
                 db.execute("ROLLBACK")
             for w in batch:
                 w.error = w.error or exc
-        loops: dict[asyncio.AbstractEventLoop, list[_Waiter]] = {}
         for w in batch:
             w.committed = True
-            if w.loop is None:
-                w.signal.release()  # the leader's own too: harmless, nobody waits on it
-            else:
-                loops.setdefault(w.loop, []).append(w)
-        for loop, waiters in loops.items():  # one wake-up per event loop and commit, not one per payment
-            with contextlib.suppress(RuntimeError):  # a loop that closed meanwhile
-                loop.call_soon_threadsafe(_resolve, waiters)
+            w.signal.release()  # the leader's own too: harmless, nobody waits on it
 
     @staticmethod
     def _one_by_one(db: sqlite3.Connection, batch: list[_Waiter]) -> None:
@@ -314,9 +248,6 @@ class Store:
             self._closing = True
             while self._leading:  # the last commits finish before the connection closes
                 self._cv.wait()
-            self._cv.notify_all()
-        if self._committer is not None:
-            self._committer.join()
         self._writer.close()
         with self._readers_lock:
             for db in self._readers:
