@@ -12,9 +12,11 @@ def default_registry() -> Registry:
     """Every built-in contract: the system contract and the shipped applications."""
     from liangcao.apps.abs.deal import AbsDeal
     from liangcao.apps.cover.contract import Cover
+    from liangcao.apps.pdc import PrivateRecords
     from liangcao.apps.scf.bills import Bills
     from liangcao.apps.scf.factoring import Factoring
     from liangcao.apps.scf.invoices import Invoices
+    from liangcao.apps.scf.private import PrivateFinancing
     from liangcao.apps.scf.receipts import Receipts
     from liangcao.apps.scf.tokens import Tokens
     from liangcao.apps.scf.vouchers import Vouchers
@@ -37,5 +39,7 @@ def default_registry() -> Registry:
             DangerousGoods(),
             AbsDeal(),
             Cover(),
+            PrivateRecords(),
+            PrivateFinancing(),
         ]
     )

@@ -87,6 +87,20 @@ def verify_proof_cmd(
             fail(f"the history of {result.item} is NOT verified" + ("" if result.events else ": it has no events"))
         console.print(f"[green]verified[/]: {len(result.events)} events of {result.item}")
         return
+    if isinstance(proof, dict) and proof.get("kind") == "private_disclosure":
+        from liangcao.contracts.private import check_disclosure
+
+        ok, why = check_disclosure(proof)
+        if not ok:
+            fail(f"private disclosure does NOT verify: {why}")
+        header = proof["tx_proof"]["header"]
+        console.print(
+            f"[green]private value verifies[/]: {proof['contract']}/{proof['collection']}/{proof['key']} opens "
+            f"commitment {proof['hash'][:16]}… committed by a successful transaction in block {header['height']} "
+            f"({proof['tx_proof']['block_hash'][:16]}…) of chain {header['chain_id']}",
+            soft_wrap=True,
+        )
+        return
     if isinstance(proof, dict) and "tx_proof" in proof:
         proof = proof["tx_proof"]
     if not isinstance(proof, dict):

@@ -137,6 +137,12 @@ class OfferArgs(Args):
     to: OrgId
 
 
+class PrivateFinanceArgs(Args):
+    voucher: VoucherId
+    bank: OrgId
+    face: Money
+
+
 class FinanceArgs(Args):
     voucher: VoucherId
     bank: OrgId
@@ -174,7 +180,10 @@ class PoolReleaseArgs(Args):
     seller: OrgId
 
 
-POOL_CALLERS = ("scf.factoring",)
+#: The contracts that hold vouchers in pools: a pooled voucher cannot be offered, split, financed or pooled again
+#: (``movable``) until its pool releases it. Receivable ABS pools lock their vouchers the same way.
+POOL_CALLERS = ("scf.factoring", "abs.deal")
+PRIVATE_CALLERS = ("scf.private",)
 UNPAID = ("active", "overdue")
 HELD = Index("ih")  # ih/<holder>/<id> -> face: unpaid parts by holder
 LEAVES = Index("il")  # il/<root>/<id> -> {holder, face}: a root's unpaid leaves
@@ -423,6 +432,24 @@ class Vouchers(Contract):
             },
         )
         return {"paid": payout, "discount": discount, "days": days}
+
+    @internal(callers=PRIVATE_CALLERS)
+    @transaction
+    def finance_private(self, ctx: Context, args: PrivateFinanceArgs) -> dict[str, Any]:
+        """Internal (``scf.private``): the bank becomes the holder on private terms; no token moves here
+        (the price would reveal the rate), the terms and their settlement live in a private collection."""
+        v = self.held(ctx, args.voucher)
+        if v.financed_by is not None:
+            ctx.fail(ScfCode.ALREADY_FINANCED, f"voucher {v.id} was already financed by {v.financed_by}")
+        require_bank(ctx, args.bank)
+        ctx.require_party(args.bank, code=ScfCode.NOT_PARTY)
+        if v.face != args.face:
+            ctx.fail(Code.INVALID_ARGUMENT, f"voucher {v.id} has face {v.face}, not {args.face}")
+        if v.maturity_day - today(ctx) <= 0:
+            ctx.fail(ScfCode.MATURED, f"voucher {v.id} has matured")
+        self.save(ctx, v.replace(holder=args.bank, financing=None, financed_by=args.bank), v)
+        ctx.emit("financed_privately", {"voucher": v.id, "seller": v.holder, "bank": args.bank, "face": v.face})
+        return {"seller": v.holder, "maturity_day": v.maturity_day}
 
     @transaction
     def cancel_financing(self, ctx: Context, args: IdArgs) -> None:
