@@ -10,18 +10,21 @@ shipping (logistics) and its receiving (warehouse): seven events. The transactio
 (``/v1/batch/txs``); the commit time of each is read from the new blocks' headers; events per second is
 events / (last commit - first submission); ``events_per_s_queryable`` counts until the first lookup answered,
 which waits for the node's trace index to hold every block. The store size counts every SQLite file of the
-node (ledger, write-ahead log, trace index). Then it looks up random tins' histories over HTTP: the full
+node (ledger, write-ahead logs, trace index) while it runs, and again at rest, after the node stopped and each
+write-ahead log is checkpointed into its database. Then it looks up random tins' histories over HTTP: the full
 provenance (``/v1/trace/provenance``: the tin's own events and its case's) and the EPCIS query
 ``MATCH_anyEPC``, one request at a time, and reports p50 and p99 of each.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import resource
 import signal
+import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -196,6 +199,11 @@ def run_trace_bench(
             proc.wait(120)
         except subprocess.TimeoutExpired:
             proc.kill()
+    # At rest: each file's write-ahead log checkpointed into it (as SQLite does when a store is next opened).
+    for path in (tmp / "node").glob("*.sqlite"):
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    rest_mb = sum(f.stat().st_size for f in (tmp / "node").glob("*.sqlite*")) / 2**20
     result = {
         "via": "HTTP (batch endpoint, node in its own process)",
         "cores": cores,
@@ -215,6 +223,8 @@ def run_trace_bench(
         "client_prepare_s": round(prep_s, 1),
         "db_mb": round(db_mb, 1),
         "store_bytes_per_event": round(db_mb * 2**20 / max(1, n_events)),
+        "db_mb_at_rest": round(rest_mb, 1),
+        "store_bytes_per_event_at_rest": round(rest_mb * 2**20 / max(1, n_events)),
         "node_peak_rss_mb": round(node_rss, 1),
         "client_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }

@@ -48,7 +48,8 @@ from liangcao.trace.hashing import Hasher, hash_of_prehash
 
 PREFIX = "trace/"
 INDEXED = (PREFIX + "i/", PREFIX + "l/", PREFIX + "t/")
-SYNC_BLOCKS_MAX = 64  # blocks indexed per SQLite transaction
+SYNC_BLOCKS_MAX = 64  # blocks indexed per SQLite transaction, and at most (about) this many entries, so that
+SYNC_ROWS_MAX = 20_000  # a node catching up keeps its write-ahead log and its memory small
 TX_CACHE_MAX = 64  # decoded capture transactions a view keeps (a provenance reads a few events of each)
 _decimal = msgspec.json.Decoder(float_hook=Decimal)
 _json = msgspec.json.Decoder()
@@ -156,10 +157,11 @@ class TraceIndex:
                     done = -1
             head = store.height()
             while done < head:
-                upto = min(head, done + SYNC_BLOCKS_MAX)
+                upto = done
                 rows: list[tuple[bytes, bytes]] = []
-                for h in range(done + 1, upto + 1):
-                    rows += entries_of_block(store, h)
+                while upto < head and upto - done < SYNC_BLOCKS_MAX and len(rows) < SYNC_ROWS_MAX:
+                    upto += 1
+                    rows += entries_of_block(store, upto)
                 header = store.header(upto)
                 if header is None:  # not reachable: heights up to head are committed
                     break
@@ -191,6 +193,9 @@ class TraceIndex:
                         self.sync(store)
             finally:
                 store.close()
+                with self._lock:
+                    if not self._closed:  # the node stopped: leave the file without its write-ahead log
+                        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
         self._follower = threading.Thread(target=run, name="liangcao-trace-index", daemon=True)
         self._follower.start()
