@@ -33,6 +33,7 @@ from liangcao.api import (
     events,
     explorer,
     flow,
+    private,
     queries,
     state,
     txs,
@@ -41,6 +42,7 @@ from liangcao.api import (
 from liangcao.api.admin import Metrics
 from liangcao.node.capture import Custody
 from liangcao.node.node import Node
+from liangcao.node.private import private_of
 from liangcao.node.services import NodeServices
 from liangcao.tokens import TokenAuth
 
@@ -61,12 +63,14 @@ ROUTERS: tuple[APIRouter, ...] = (
     events.router,  # /v1/events
     admin.router,  # /v1/health, /metrics
     verify.router,  # /v1/trace/verify, /verify, the GS1 Digital Link resolver
+    private.router,  # /v1/private (private data collections)
 )
 
 
 def create_app(node: Node, auth: TokenAuth, custody: Custody | None = None) -> FastAPI:
     """The FastAPI application serving ``node`` (``custody``: member keys the node may sign captures with)."""
     services = NodeServices(node, custody)
+    private_of(node)  # private data collections: listens to commits from the first block served
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
