@@ -284,3 +284,26 @@ def test_the_public_api_is_exported() -> None:
     for name in risk.__all__:
         assert getattr(risk, name) is not None
     assert {"RiskEngine", "Payment", "Decision", "RiskError", "RiskCode", "decode_payment"} <= set(risk.__all__)
+
+
+def test_tick_snapshots_in_a_forked_child_while_the_engine_goes_on(tmp_path: Path, clock: ManualClock) -> None:
+    cfg = RiskConfig(learn_per_decide=0, snapshot_every_ms=60_000)
+    e = RiskEngine(tmp_path, clock=clock, config=cfg)
+    for i in range(4):
+        clock.advance(1000)
+        e.decide(pay(i, clock, shopper="carol", device="tab", ip="10.7.7.7"))
+    e.tick()  # not due yet
+    assert e._snapshot_child is None and not (tmp_path / "snapshot.pkl").exists()
+    clock.advance(60_000)
+    e.tick()  # due: a child writes it
+    child = e._snapshot_child
+    assert child is not None
+    e.decide(pay(10, clock, shopper="carol", device="tab", ip="10.7.7.7"))  # the parent goes on meanwhile
+    assert e._reap(block=True) is True and e.status()["snapshots"] == 1 and e.status()["snapshot_failures"] == 0
+    e._home_lock.close()  # a crash after the background snapshot: the payment decided after it is lost
+    e._home_lock = None
+    again = RiskEngine(tmp_path, clock=clock, config=cfg)
+    clock.advance(1000)
+    d = again.decide(pay(11, clock, shopper="carol", device="tab", ip="10.7.7.7"))
+    assert d.features["shopper_n_1h"] == 4 and again.status()["decided"] == 5  # 4 restored, then this one
+    again.close()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import os
 import pickle
 import re
 import threading
@@ -136,6 +137,7 @@ class RiskEngine:
         self._sample_weight = 1.0 / self.config.negative_sample_rate
         self._lock = threading.RLock()
         self._home_lock: Any = None
+        self._snapshot_child: int | None = None
         if self.home is not None:
             self.home.mkdir(parents=True, exist_ok=True)
             (self.home / "rules").mkdir(exist_ok=True)
@@ -160,7 +162,16 @@ class RiskEngine:
         self.pending: dict[str, Pending] = {}
         self.maturing: deque[tuple[int, str]] = deque()
         self.queue: deque[tuple[array[float], bool, float]] = deque()
-        self.counters = {"decided": 0, "allow": 0, "step_up": 0, "block": 0, "labels": 0, "pending_evicted": 0}
+        self.counters = {
+            "decided": 0,
+            "allow": 0,
+            "step_up": 0,
+            "block": 0,
+            "labels": 0,
+            "pending_evicted": 0,
+            "snapshots": 0,
+            "snapshot_failures": 0,
+        }
         self._last_snapshot_ms = self.clock.now_ms()
         self._rule_texts: dict[str, str] = {}
         self._rule_last = 0
@@ -340,12 +351,15 @@ class RiskEngine:
             return self._learn(self.clock.now_ms(), max_items)
 
     def tick(self) -> None:
-        """Housekeeping for a host's idle loop: learn everything due; snapshot when ``snapshot_every_ms`` passed."""
+        """Housekeeping for a host's idle loop: learn everything due; when ``snapshot_every_ms`` passed, snapshot
+        in the background (a forked child writes it)."""
         with self._lock:
             now = self.clock.now_ms()
             self._learn(now, None)
             if self.home is not None and now - self._last_snapshot_ms >= self.config.snapshot_every_ms:
-                self.snapshot()
+                self.snapshot(background=True)
+            else:
+                self._reap(block=False)
 
     # ------------------------------------------------------------------------------------------------- rules
 
@@ -471,29 +485,66 @@ class RiskEngine:
 
     # --------------------------------------------------------------------------------------------- snapshots
 
-    def snapshot(self) -> Path | None:
-        """Write the engine's state whole (or not at all) and fsync it; the next start resumes from it."""
+    def snapshot(self, background: bool = False) -> Path | None:
+        """Write the engine's state whole (or not at all) and fsync it; the next start resumes from it.
+
+        ``background``: the state is written by a forked child (as Redis's BGSAVE does) while this process
+        goes on deciding: the pause is the fork (copy-on-write pages), not the pickling of every window and
+        pending payment (about a second for 60,000 pending payments). A background snapshot still running is
+        not started twice; a foreground one waits for it.
+        """
         if self.home is None:
             return None
         with self._lock:
+            path = self.home / "snapshot.pkl"
+            if background and self._reap(block=False) is None:
+                return None  # the previous one is still being written
+            self._reap(block=True)
             self._write_model_pointer()
             fsync_dir(self.home / "models")
-            state = {
-                "features": self.state,
-                "pending": self.pending,
-                "maturing": self.maturing,
-                "queue": self.queue,
-                "counters": self.counters,
-                "cap": self.cap,
-                "models": self.models.state(),
-                "model_keys": MODEL_KEYS,
-            }
-            data = pickle.dumps(state, protocol=5)
-            blob = SNAPSHOT_MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n" + data
-            path = self.home / "snapshot.pkl"
-            write_atomic(path, blob, durable=True)
             self._last_snapshot_ms = self.clock.now_ms()
+            if background:
+                pid = os.fork()
+                if pid == 0:  # the child: write, and leave without running the parent's exit handlers
+                    code = 1
+                    try:
+                        self._write_snapshot(path)
+                        code = 0
+                    finally:
+                        os._exit(code)
+                self._snapshot_child = pid
+                return path
+            self._write_snapshot(path)
+            self.counters["snapshots"] += 1
             return path
+
+    def _write_snapshot(self, path: Path) -> None:
+        state = {
+            "features": self.state,
+            "pending": self.pending,
+            "maturing": self.maturing,
+            "queue": self.queue,
+            "counters": self.counters,
+            "cap": self.cap,
+            "models": self.models.state(),
+            "model_keys": MODEL_KEYS,
+        }
+        data = pickle.dumps(state, protocol=5)
+        blob = SNAPSHOT_MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n" + data
+        write_atomic(path, blob, durable=True)
+
+    def _reap(self, block: bool) -> bool | None:
+        """Collect a background snapshot's child: True/False for its success, None if it is still running."""
+        pid = self._snapshot_child
+        if pid is None:
+            return True
+        done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+        if done == 0:
+            return None
+        self._snapshot_child = None
+        ok = os.waitstatus_to_exitcode(status) == 0
+        self.counters["snapshots" if ok else "snapshot_failures"] += 1
+        return ok
 
     def _load_snapshot(self) -> bool:
         if self.home is None:
