@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from liangcao import codes
-from liangcao.authn import AttestationCA, AuthnCode, AuthnError, RelyingParty, SoftAuthenticator
+from liangcao.authn import AttestationCA, AuthnCode, AuthnError, PaymentAnswer, RelyingParty, SoftAuthenticator
 from liangcao.authn import codes as lim
 from liangcao.authn.soft import b64url, unb64url
 from liangcao.errors import StoreError
@@ -526,3 +526,27 @@ def test_step_up_policy(rp: RelyingParty) -> None:
     assert rp.passwordless_limit("alice") == 20_000
     rp.set_passwordless_limit("alice", 0)
     assert rp.needs_confirmation("alice", 1, "allow")
+
+
+def test_a_batch_of_answers_is_judged_one_by_one_and_recorded_at_once(rp: RelyingParty) -> None:
+    phone, watch = SoftAuthenticator(), SoftAuthenticator(alg="Ed25519")
+    register(rp, phone, name="phone")
+    register(rp, watch, "bob", "watch")
+
+    def answer(dev: SoftAuthenticator, shopper: str, order: str, amount: int) -> PaymentAnswer:
+        ch = rp.payment_challenge(shopper, order, "m", amount, "CNY")
+        return PaymentAnswer(shopper, ch["challenge_id"], dev.get(ch["publicKey"], ORIGIN), order, "m", amount, "CNY")
+
+    a1, a2 = answer(phone, "alice", "o1", 100), answer(phone, "alice", "o2", 200)  # one device, counters 1, 2
+    b1 = answer(watch, "bob", "o3", 300)
+    tampered = answer(phone, "alice", "o4", 400)
+    tampered = PaymentAnswer(*[getattr(tampered, f) for f in ("shopper", "challenge_id", "credential_json",
+                                                             "order_id", "payee")], 1, "CNY")  # fmt: skip
+    results = rp.verify_payments([a1, a2, b1, a1, tampered, PaymentAnswer("alice", "nope", "{}", "o", "m", 1, "CNY")])
+    assert [type(r).__name__ for r in results[:3]] == ["Confirmation"] * 3
+    assert [(r.order_id, r.sign_count) for r in results[:3]] == [("o1", 1), ("o2", 2), ("o3", 1)]  # type: ignore[union-attr]
+    assert [r.code for r in results[3:]] == [AuthnCode.REPLAYED, AuthnCode.OTHER_AMOUNT, AuthnCode.MALFORMED_CREDENTIAL]  # type: ignore[union-attr]
+    # recorded: replays of the accepted ones and of the refused one are refused
+    assert [r.code for r in rp.verify_payments([a2, tampered])] == [AuthnCode.REPLAYED] * 2  # type: ignore[union-attr]
+    assert rp.confirmation("alice", a1.challenge_id) == results[0]
+    refused(AuthnCode.BAD_REQUEST, rp.verify_payments, [a1] * (lim.batch_answers_max + 1))

@@ -13,7 +13,7 @@ commit), ``soft`` (a software authenticator with real keys), ``http`` (the route
 """
 
 from liangcao.authn.codes import AuthnCode, AuthnError
-from liangcao.authn.rp import Confirmation, Credential, RelyingParty
+from liangcao.authn.rp import Confirmation, Credential, PaymentAnswer, RelyingParty
 from liangcao.authn.soft import AttestationCA, SoftAuthenticator
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "AuthnError",
     "Confirmation",
     "Credential",
+    "PaymentAnswer",
     "RelyingParty",
     "SoftAuthenticator",
 ]

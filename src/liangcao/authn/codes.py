@@ -108,5 +108,7 @@ credential_json_bytes_max = 32_768
 credential_id_bytes_max = 1023  # WebAuthn §5.8.3: a credential id is at most 1023 bytes
 #: verified public keys kept in memory (the hot path skips the COSE decoding of a known key)
 key_cache_max = 100_000
+#: answers judged together by RelyingParty.verify_payments (one durable write)
+batch_answers_max = 1_024
 #: unanswered ceremonies kept in memory (older ones are read from the store when answered)
 open_ceremonies_cached_max = 100_000

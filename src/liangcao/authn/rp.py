@@ -50,6 +50,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -126,6 +127,19 @@ class Credential:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "active": self.active}
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentAnswer:
+    """One answer for :meth:`RelyingParty.verify_payments`: the arguments of ``verify_payment``."""
+
+    shopper: str
+    challenge_id: str
+    credential_json: object
+    order_id: str
+    payee: str
+    amount_fen: int
+    currency: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -643,31 +657,78 @@ class RelyingParty:
         currency: str,
     ) -> Confirmation:
         """Accept the shopper's assertion over exactly this payment, once; else AuthnError (see the table in
-        the module docstring for the order of the checks and their codes)."""
+        the module docstring for the order of the checks and their codes). Returns once the verdict is
+        durable."""
+        terms = (order_id, payee, amount_fen, currency)
+        assertion = self._payment_in(shopper, challenge_id, credential_json, terms)
+        with self._claim(challenge_id):
+            verdict, ops = self._judge(shopper, challenge_id, assertion, terms)
+            self._store.write(ops)
+        if isinstance(verdict, AuthnError):
+            raise verdict
+        return verdict
+
+    def verify_payments(self, answers: Sequence[PaymentAnswer]) -> list[Confirmation | AuthnError]:
+        """Many answers at once (a gateway's micro-batch in a surge): each judged exactly as
+        :meth:`verify_payment` judges it, in order (two answers of one device keep their counter order),
+        and every verdict recorded in one durable write. One result per answer, in order: the
+        Confirmation, or the AuthnError refusing it. A store failure is a fault for the whole batch."""
+        if len(answers) > lim.batch_answers_max:
+            raise _bad(f"{len(answers)} answers: at most batch_answers_max={lim.batch_answers_max} at once")
+        results: list[Confirmation | AuthnError] = []
+        ops: list[Op] = []
+        claims: list[_Claim] = []
+        try:
+            for a in answers:
+                terms = (a.order_id, a.payee, a.amount_fen, a.currency)
+                try:
+                    assertion = self._payment_in(a.shopper, a.challenge_id, a.credential_json, terms)
+                    claim = self._claim(a.challenge_id)
+                    claim.__enter__()
+                    claims.append(claim)
+                    verdict, more = self._judge(a.shopper, a.challenge_id, assertion, terms)
+                except AuthnError as refusal:
+                    results.append(refusal)
+                    continue
+                results.append(verdict)
+                ops += more
+            if ops:
+                self._store.write(ops)
+        finally:
+            for claim in claims:
+                claim.__exit__(None, None, None)
+        return results
+
+    @staticmethod
+    def _payment_in(
+        shopper: str, challenge_id: str, credential_json: object, terms: tuple[str, str, int, str]
+    ) -> _AssertionIn:
         check_text("shopper", shopper, lim.shopper_chars_max)
         check_text("challenge_id", challenge_id, 64)
-        check_text("order_id", order_id, lim.order_id_chars_max)
-        check_text("payee", payee, lim.payee_chars_max)
-        check_amount(amount_fen)
-        check_currency(currency)
+        check_text("order_id", terms[0], lim.order_id_chars_max)
+        check_text("payee", terms[1], lim.payee_chars_max)
+        check_amount(terms[2])
+        check_currency(terms[3])
         assertion: _AssertionIn = _credential_json(credential_json, _AssertionIn, _assertion_in)
         if assertion.type != "public-key" or assertion.id != assertion.rawId:
             raise AuthnError(AuthnCode.MALFORMED_CREDENTIAL, "credential type must be public-key, with id = rawId")
-        with self._claim(challenge_id):
-            row = self._ceremony(challenge_id, shopper, "payment")
-            raw_id = _unb64("rawId", assertion.rawId)
-            try:
-                confirmation, ops = self._verify_assertion(
-                    shopper, challenge_id, row, assertion, raw_id, (order_id, payee, amount_fen, currency)
-                )
-            except _Recorded as refusal:
-                self._consume(challenge_id, refusal.authn_code, raw_id, refusal.ops)
-                raise AuthnError(refusal.authn_code, refusal.message, refusal.detail) from None
-            except AuthnError as refusal:
-                self._consume(challenge_id, refusal.authn_code, raw_id, [])
-                raise
-            self._consume(challenge_id, None, raw_id, ops, confirmation.confirmed_ms)
-            return confirmation
+        return assertion
+
+    def _judge(
+        self, shopper: str, challenge_id: str, assertion: _AssertionIn, terms: tuple[str, str, int, str]
+    ) -> tuple[Confirmation | AuthnError, list[Op]]:
+        """The verdict on an answer and the statements that record it (the caller holds the claim and
+        writes them). Raises only the refusals that record nothing (unknown ceremony, replay)."""
+        row = self._ceremony(challenge_id, shopper, "payment")
+        raw_id = _unb64("rawId", assertion.rawId)
+        try:
+            confirmation, ops = self._verify_assertion(shopper, challenge_id, row, assertion, raw_id, terms)
+        except _Recorded as refusal:
+            plain = AuthnError(refusal.authn_code, refusal.message, refusal.detail)
+            return plain, self._consume_ops(challenge_id, refusal.authn_code, raw_id, refusal.ops)
+        except AuthnError as refusal:
+            return refusal, self._consume_ops(challenge_id, refusal.authn_code, raw_id, [])
+        return confirmation, self._consume_ops(challenge_id, None, raw_id, ops, confirmation.confirmed_ms)
 
     def _verify_assertion(
         self,
@@ -797,27 +858,31 @@ class RelyingParty:
             raise AuthnError(AuthnCode.REPLAYED, f"ceremony {ceremony_id!r} was already answered")
         return row
 
-    def _consume(
+    def _consume(self, ceremony_id: str, refused: AuthnCode | None, raw_id: bytes | None, ops: list[Op]) -> None:
+        """Record the answer's verdict with ``ops``, durably: the ceremony is used up."""
+        self._store.write(self._consume_ops(ceremony_id, refused, raw_id, ops))
+
+    def _consume_ops(
         self,
         ceremony_id: str,
         refused: AuthnCode | None,
         raw_id: bytes | None,
         ops: list[Op],
         at_ms: int | None = None,
-    ) -> None:
-        """Record the answer's verdict (0: accepted) with ``ops``, durably: the ceremony is used up."""
+    ) -> list[Op]:
+        """The statements recording an answer's verdict (0: accepted) with ``ops``. The ceremony leaves the
+        in-memory cache now: the caller holds the claim until they are durable, and from then on the stored
+        row says the ceremony was answered."""
         result = 0 if refused is None else int(refused)
-        with self._lock:  # the claim is still held: no answer reads the row until the write below is durable
+        with self._lock:
             self._open_rows.pop(ceremony_id, None)
-        self._store.write(
-            [
-                (
-                    "UPDATE ceremonies SET used_ms = ?, result = ?, credential_id = ? WHERE id = ?",
-                    (self.clock.now_ms() if at_ms is None else at_ms, result, raw_id, ceremony_id),
-                ),
-                *ops,
-            ]
-        )
+        return [
+            (
+                "UPDATE ceremonies SET used_ms = ?, result = ?, credential_id = ? WHERE id = ?",
+                (self.clock.now_ms() if at_ms is None else at_ms, result, raw_id, ceremony_id),
+            ),
+            *ops,
+        ]
 
     @staticmethod
     def _client_data(data: object) -> _ClientData:
