@@ -43,6 +43,13 @@ def start_cmd(
     ] = None,
     rp_id: Annotated[str | None, typer.Option("--rp-id", help="passkey step-up: the relying party id")] = None,
     origin: Annotated[str | None, typer.Option("--origin", help="passkey step-up: the site's origin")] = None,
+    token_server: Annotated[
+        str | None,
+        typer.Option("--token-server", help="HOST:PORT of a flow token server: 'cluster' rules are global"),
+    ] = None,
+    fallback_share: Annotated[
+        float, typer.Option("--fallback-share", help="share of a global rate used locally while it is unreachable")
+    ] = 0.5,
 ) -> None:
     """Run the checkout gateway."""
     import gc
@@ -58,11 +65,21 @@ def start_cmd(
     if server not in ("fast", "uvicorn"):
         fail(f"--server {server!r}: fast or uvicorn")
     gate = None
+    cluster: Any = None
     if not no_flow:
         try:
-            gate = Gate(rules_from_json(rules.read_bytes()) if rules else default_rules())
+            if token_server is not None:
+                from liangcao.flow.cluster import ClusterClient
+
+                host_, _, port_ = token_server.rpartition(":")
+                if not host_ or not port_.isdigit():
+                    fail(f"--token-server {token_server!r}: give HOST:PORT")
+                cluster = ClusterClient(host_, int(port_), fallback_share=fallback_share).start()
+            gate = Gate(rules_from_json(rules.read_bytes()) if rules else default_rules(), cluster=cluster)
         except (OSError, FlowError) as exc:
-            fail(f"{rules}: {exc}")
+            if cluster is not None:
+                cluster.close()
+            fail(f"{rules or 'rules'}: {exc}")
     backend: Any
     try:
         if pg:
@@ -125,6 +142,8 @@ def start_cmd(
         backend.close()
         for c in closers:
             c.close()
+        if cluster is not None:
+            cluster.close()
 
 
 @app.command("surge")
