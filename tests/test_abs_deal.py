@@ -22,7 +22,7 @@ from abs_ledger import (
     deal_terms,
 )
 from liangcao.apps.abs.common import AbsCode, interest_fen, pro_rata
-from liangcao.apps.scf.common import discount_fen
+from liangcao.apps.scf.common import ScfCode, discount_fen
 from liangcao.codes import Code
 
 
@@ -348,28 +348,27 @@ def test_default_rate_trigger_and_ratings_and_report() -> None:
     assert INV3
 
 
-def test_title_lost_by_the_spv_is_a_default_and_never_collected() -> None:
+def test_pooled_vouchers_are_locked_against_the_spv_itself() -> None:
+    """Title sits in the deal's pool (``scf.vouchers.pool_assign``): the SPV cannot offer, split or finance a
+    pool voucher with its own signature, so the investors' collateral cannot walk away; the issuer still
+    settles it to the SPV, and the contract collects it."""
     led = AbsLedger()
     deal = led.launched(servicer_grace_days=31, default_rate_max_bps=10_000)
     va = led.voucher(CORE_A, 300_000, 60)
     vb = led.voucher(CORE_B, 200_000, 60)
     assert led.purchase(deal, [va, vb]).ok
-    # the SPV splits one voucher and has the other financed at a bank, with its own signature in scf
-    led.ok("scf.vouchers", "split", {"voucher": va, "amounts": [100_000]}, SPV)
-    led.ok("scf.vouchers", "request_financing", {"voucher": vb, "bank": BANK, "rate_bps": 300}, SPV)
-    led.ok("scf.vouchers", "accept_financing", {"voucher": vb}, BANK)
+    before = led.items("scf.vouchers/")
+    led.fails(ScfCode.IN_POOL, "scf.vouchers", "split", {"voucher": va, "amounts": [100_000]}, SPV)
+    led.fails(ScfCode.IN_POOL, "scf.vouchers", "request_financing", {"voucher": vb, "bank": BANK, "rate_bps": 300}, SPV)
+    led.fails(ScfCode.IN_POOL, "scf.vouchers", "offer", {"voucher": va, "to": BANK}, SPV)
+    assert led.items("scf.vouchers/") == before
     led.advance(days=1)
     r = led.run("abs.deal", "evaluate", {"deal": deal}, INV1)
-    lost = [e["data"] for e in r["events"] if e["name"] == "defaulted"]
-    assert {(d["voucher"], d["title_lost"], d["date"]) for d in lost} == {
-        (va, True, led.date(0)),
-        (vb, True, led.date(0)),
-    }
-    assert r["result"]["figures"]["performing"] == 0 and r["result"]["figures"]["defaulted"] == 500_000
-    # at maturity the issuer pays the bank, not the SPV: nothing to collect
+    assert not [e for e in r["events"] if e["name"] == "defaulted"]
+    assert r["result"]["figures"]["performing"] == 500_000
     led.advance(days=60)
     led.ok("scf.vouchers", "settle", {"voucher": vb}, CORE_B)
-    led.fails(AbsCode.NOTHING_TO_COLLECT, "abs.deal", "collect", {"deal": deal}, INV1)
+    led.ok("abs.deal", "collect", {"deal": deal}, INV1)
 
 
 def test_the_cli_offers_every_public_action() -> None:

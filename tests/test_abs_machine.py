@@ -334,7 +334,7 @@ class AbsMachine(RuleBasedStateMachine):
                 assert vid not in seen, f"{vid} is in two pools"
                 seen[vid] = m.deal
                 v = self.led.query("scf.vouchers", "voucher", {"voucher": vid})
-                assert v["holder"] == m.spv and v["pool"] is None
+                assert v["holder"] == m.spv and v["pool"] == f"abs:{m.deal}"  # locked in the deal's pool
                 assert self.led.get(f"abs.deal/r/{vid}") == m.deal
 
     @invariant()

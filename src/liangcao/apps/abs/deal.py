@@ -16,8 +16,9 @@ originator ``offer``s eligible scf vouchers it holds to the deal (``scf.vouchers
 inside the transaction: the voucher is then locked by its pending offer), and the SPV ``purchase``s them:
 one transaction accepts the offers (``scf.vouchers.accept``: title moves to the SPV) and pays the price to
 the originator in the custodian's token (``scf.tokens.transfer``, the SPV acting), all or nothing. Title
-moves *through the vouchers contract's own rules*; no contract writes another's keys, and no scf contract
-needed a change. The SPV may ``decline`` an offer instead (``scf.vouchers.reject``). Eligible (checked at
+moves *through the vouchers contract's own rules*; no contract writes another's keys. In the same
+transaction the voucher is locked in the deal's pool (``scf.vouchers.pool_assign``, pool ``abs:<deal>``,
+``abs.deal`` being one of its ``POOL_CALLERS``): the SPV cannot offer, split or finance it on its own. The SPV may ``decline`` an offer instead (``scf.vouchers.reject``). Eligible (checked at
 both steps): held by the originator, active with no other pending offer or financing, not frozen, never
 financed, in no factoring pool and in no ABS pool ever, settling in the custodian's token, not due within
 ``due_within_days`` days, and (at purchase) the obligor (the voucher's issuer) stays within
@@ -755,6 +756,12 @@ class AbsDeal(Contract):
             ctx.fail(AbsCode.NOT_ENOUGH_CASH, f"price {total} exceeds the purchase cash {deal.purchase_cash}")
         for a in bought:  # title, through the vouchers contract's own rules: the SPV accepts the offer
             ctx.invoke("scf.vouchers", "accept", {"voucher": a.id})
+            # and locks it in the deal's pool: the SPV can no longer offer, split or finance it on its own
+            ctx.invoke(
+                "scf.vouchers",
+                "pool_assign",
+                {"voucher": a.id, "pool": f"abs:{deal.id}", "seller": deal.spv, "factor": deal.spv},
+            )
             ctx.delete(f"o/{deal.id}/{a.id}")
             ctx.save(f"a/{deal.id}/{a.id}", a)
             ctx.put(f"r/{a.id}", deal.id)
