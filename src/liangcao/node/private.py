@@ -166,6 +166,12 @@ class PrivateStore:
         """Whether the row of ``record`` is here (with its value, or purged as its retention says)."""
         return self.get(contract, record["collection"], record["key"], record["hash"]) is not None
 
+    def rows(self) -> list[Row]:
+        """Every row (for audit; a private store holds what one organisation is party to)."""
+        with self._lock:
+            keys_ = self._db.execute("SELECT contract, collection, key, hash FROM pvt ORDER BY 1, 2, 3, 4").fetchall()
+        return [r for k in keys_ if (r := self.get(*k)) is not None]
+
     def purge(self, head: int) -> int:
         """Drop value and salt of rows whose retention ended at ``head``; the hash stays. How many."""
         with self._lock:
@@ -252,6 +258,8 @@ class PrivateData:
         self.recover()
 
     def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.node.listeners.remove(self._on_commit)
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -432,6 +440,21 @@ class PrivateData:
                 self._want(name, record)
                 n += 1
         return n
+
+    def audit(self) -> list[str]:
+        """Check the private store against the shared state: every value opens its hash, and every row is a
+        commitment in state naming this organisation. What is wrong (empty: clean)."""
+        findings: list[str] = []
+        for row in self.store.rows():
+            where = f"{row.contract}/{row.collection}/{row.key}"
+            record = self.commitment(row.contract, row.collection, row.key)
+            if record is None or self.org not in record["members"]:
+                findings.append(f"{where}: no commitment in state naming {self.org}")
+            elif record["hash"] != row.hash and record["tx"] == row.tx:
+                findings.append(f"{where}: the committed hash is another")
+            if row.salt is not None and not pv.matches(row.hash, row.salt, row.value):
+                findings.append(f"{where}: value and salt do not open hash {row.hash[:16]}")
+        return findings
 
     def missing(self) -> int:
         with self._lock:
