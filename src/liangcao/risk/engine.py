@@ -290,7 +290,8 @@ class RiskEngine:
         if time_ms is not None and type(time_ms) is not int:
             raise RiskError(RiskCode.BAD_LABEL, "time_ms must be an integer (milliseconds)")
         with self._lock:
-            now = self.clock.now_ms() if time_ms is None else time_ms
+            # A time from the future would drag the merchant's windows ahead of the clock: never past now.
+            now = self.clock.now_ms() if time_ms is None else min(time_ms, self.clock.now_ms())
             rec = self.pending.get(payment_id)
             if rec is None:
                 raise RiskError(RiskCode.UNKNOWN_PAYMENT, f"payment {payment_id!r} is not awaiting a label here")
@@ -310,11 +311,14 @@ class RiskEngine:
 
     def refund(self, payment_id: str, time_ms: int | None = None) -> None:
         """A refund or paid return claim for a decided payment: feeds the merchant's and shopper's refund rates."""
+        if time_ms is not None and type(time_ms) is not int:
+            raise RiskError(RiskCode.BAD_LABEL, "time_ms must be an integer (milliseconds)")
         with self._lock:
             rec = self.pending.get(payment_id)
             if rec is None:
                 raise RiskError(RiskCode.UNKNOWN_PAYMENT, f"payment {payment_id!r} is not known here")
-            self.state.refund(rec.shopper, rec.merchant, self.clock.now_ms() if time_ms is None else time_ms)
+            now = self.clock.now_ms()
+            self.state.refund(rec.shopper, rec.merchant, now if time_ms is None else min(time_ms, now))
 
     def _enqueue(self, x: array[float], fraud: bool, weight: float = 1.0) -> None:
         if len(self.queue) >= limits.label_queue_max:
