@@ -76,6 +76,7 @@ def test_replay_draws_the_picture_and_bench_ends_with_one_json_line(tmp_path: Pa
     b = json.loads(r.output.strip().splitlines()[-1])
     for key in (
         "decisions_per_s",
+        "capacity_per_s",
         "p50_ms",
         "p99_ms",
         "recall_online_after_shift",
@@ -85,4 +86,4 @@ def test_replay_draws_the_picture_and_bench_ends_with_one_json_line(tmp_path: Pa
         "peak_rss_mb",
     ):
         assert key in b, key
-    assert b["decisions"] >= 4000 and b["p50_ms"] <= b["p99_ms"] and b["cores"] >= 1
+    assert b["decisions"] >= 4000 and b["p50_ms"] <= b["p99_ms"] and b["cores"] >= 1 and b["capacity_per_s"] > 0
