@@ -72,8 +72,12 @@ fetch_timeout_s = 2.0
 fetch_retry_ms_max = 30_000
 #: alarms kept (a member's check failing on a committed, endorsed value)
 alarms_max = 1000
-#: request and answer bytes at most (a value is at most private_value_bytes_max)
-message_bytes_max = 64 * 1024
+#: values asked for in one request; request and answer bytes at most (an answer stops adding values beyond
+#: answer_plain_bytes_max, the rest are asked for again; NATS carries 1 MiB by default)
+fetch_items_max = 256
+request_bytes_max = 128 * 1024
+answer_plain_bytes_max = 512 * 1024
+answer_bytes_max = 1024 * 1024
 
 DOMAIN_REQUEST = b"liangcao/pvt-request/v1\n"
 DOMAIN_ANSWER = b"liangcao/pvt-answer/v1\n"
@@ -138,17 +142,27 @@ class PrivateStore:
 
     def put(self, record: dict[str, Any], contract: str, value: Any, salt: bytes) -> bool:
         """Store value and salt for a committed ``record``, if they open its hash (else False, nothing kept)."""
-        if not pv.matches(record["hash"], salt, value):
-            return False
-        data = encoding.canonical(value)
-        with self._lock:
-            # a row already here is never overwritten: a purged value stays purged
-            self._db.execute(
-                "INSERT OR IGNORE INTO pvt VALUES (?,?,?,?,?,?,?,?,?)",
-                (contract, record["collection"], record["key"], record["hash"], data, salt, record["height"],
-                 record["tx"], record["retain_blocks"]),
-            )  # fmt: skip
-        return True
+        return self.put_many([(contract, record, value, salt)])[0]
+
+    def put_many(self, items: list[tuple[str, dict[str, Any], Any, bytes]]) -> list[bool]:
+        """:meth:`put` for many ``(contract, record, value, salt)`` in one durable transaction (one sync)."""
+        ok = [pv.matches(record["hash"], salt, value) for _, record, value, salt in items]
+        rows = [
+            (contract, r["collection"], r["key"], r["hash"], encoding.canonical(value), salt, r["height"], r["tx"],
+             r["retain_blocks"])
+            for (contract, r, value, salt), good in zip(items, ok, strict=True) if good
+        ]  # fmt: skip
+        if rows:
+            with self._lock:
+                # a row already here is never overwritten: a purged value stays purged
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany("INSERT OR IGNORE INTO pvt VALUES (?,?,?,?,?,?,?,?,?)", rows)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        return ok
 
     def get(self, contract: str, collection: str, key: str, hash_hex: str) -> Row | None:
         with self._lock:
@@ -350,28 +364,37 @@ class PrivateData:
 
     # ---- commit ------------------------------------------------------------------------------------------
     def _on_commit(self, info: Committed) -> None:  # the commit thread
+        held: list[tuple[str, dict[str, Any], Any, bytes]] = []
         for code, events in zip(info.codes, info.events, strict=True):
             if code != Code.OK:
                 continue
             for ev in events:
                 if ev.get("name") == pv.EVENT and isinstance(ev.get("data"), dict):
-                    self._committed(str(ev["contract"]), ev["data"], info.header.height)
+                    item = self._committed(str(ev["contract"]), ev["data"], info.header.height)
+                    if item is not None:
+                        held.append(item)
+        if held:  # the block's values in one transaction of the private store
+            self._store_many(held)
         if self.store.purge(info.header.height):
             log.info("private values purged at height %s", info.header.height)
 
-    def _committed(self, contract: str, record: dict[str, Any], head: int) -> None:
+    def _committed(
+        self, contract: str, record: dict[str, Any], head: int
+    ) -> tuple[str, dict[str, Any], Any, bytes] | None:
+        """What this peer stores of a committed record: the value it holds, or None (and noted as missing)."""
         if self.org not in record.get("members", ()):
             with self._lock:
                 self._transient.pop(str(record.get("hash")), None)  # never kept by a non-member
-            return
+            return None
         with self._lock:
             held = self._transient.pop(record["hash"], None)
         if held is not None and (held.contract, held.collection, held.key) == (
             contract, record["collection"], record["key"]
         ):  # fmt: skip
-            self._store(contract, record, held.value, held.salt)
-        elif not self._expired(record, head) and not self.store.holds(contract, record):
+            return contract, record, held.value, held.salt
+        if not self._expired(record, head) and not self.store.holds(contract, record):
             self._want(contract, record)
+        return None
 
     @staticmethod
     def _expired(record: dict[str, Any], head: int) -> bool:
@@ -379,15 +402,21 @@ class PrivateData:
         return retain > 0 and int(record["height"]) + retain <= head
 
     def _store(self, contract: str, record: dict[str, Any], value: Any, salt: bytes) -> bool:
-        if not self.store.put(record, contract, value, salt):
-            self.refused += 1
-            return False
+        return self._store_many([(contract, record, value, salt)])[0]
+
+    def _store_many(self, items: list[tuple[str, dict[str, Any], Any, bytes]]) -> list[bool]:
+        """Store values that open their committed hashes (the others are refused and counted); re-run checks."""
+        ok = self.store.put_many(items)
+        self.refused += ok.count(False)
         with self._lock:
-            self._missing.pop(record["hash"], None)
-        coll = pv.collections_of(self.node.runtime.registry.get(contract)).get(record["collection"])
-        if coll is not None and coll.check is not None:
-            self._recheck(contract, record, coll, value)
-        return True
+            for (_, record, _, _), good in zip(items, ok, strict=True):
+                if good:
+                    self._missing.pop(record["hash"], None)
+        for (contract, record, value, _), good in zip(items, ok, strict=True):
+            coll = pv.collections_of(self.node.runtime.registry.get(contract)).get(record["collection"])
+            if good and coll is not None and coll.check is not None:
+                self._recheck(contract, record, coll, value)
+        return ok
 
     def _recheck(self, contract: str, record: dict[str, Any], coll: pv.Collection, value: Any) -> None:
         """A member re-runs the check on what was committed: failing means an endorser signed a wrong value."""
@@ -541,19 +570,20 @@ class PrivateData:
         return config.member_org(info, self._certs, role="peer", time_ms=time_ms), info
 
     def _answer(self, data: bytes) -> bytes:
-        """Answer a signed request for one private value, sealed for the requester (an executor thread)."""
+        """Answer a signed request for private values, sealed for the requester (an executor thread). Each item
+        is answered only if the requester's organisation is a member of its committed record."""
 
         def refuse(why: str) -> bytes:
             return encoding.canonical({"error": why})
 
-        if len(data) > message_bytes_max:
+        if len(data) > request_bytes_max:
             return refuse("too large")
         try:
-            req: Any = encoding.decode(data, message_bytes_max)
-            body = req["body"]
-            sig = keys.unb64(req["sig"])
-            contract, collection, key, h = body["contract"], body["collection"], body["key"], body["hash"]
-            epk = keys.unb64(body["epk"])
+            req: Any = encoding.decode(data, request_bytes_max)
+            body, sig = req["body"], keys.unb64(req["sig"])
+            items, epk = body["items"], keys.unb64(body["epk"])
+            if not isinstance(items, list) or len(items) > fetch_items_max:
+                return refuse(f"1 to fetch_items_max={fetch_items_max} items")
         except (LiangcaoError, KeyError, TypeError, ValueError):
             return refuse("malformed request")
         org, info = self._peer_org(str(body.get("cert", "")), _now_ms())
@@ -562,22 +592,36 @@ class PrivateData:
             return refuse("not signed by a current peer of an active organisation")
         if body.get("chain_id") != self.chain_id or abs(_now_ms() - int(body.get("ts", 0))) > 5 * 60_000:
             return refuse("another chain, or a stale request")
-        record = self.commitment(str(contract), str(collection), str(key))
-        if record is None or record["hash"] != h:
-            return refuse("no such commitment here (yet)")
-        if org not in record["members"]:
-            log.warning("private data asked for by %s, not a member of %s/%s/%s", org, contract, collection, key)
-            return refuse("not a member")
-        row = self.store.get(str(contract), str(collection), str(key), str(h))
-        if row is None or row.purged or row.salt is None:
-            return refuse("not held here")
-        plain = encoding.canonical({"value": row.value, "salt": row.salt.hex()})
-        box = seal_for(epk, plain, digest)
+        out: list[Any] = []
+        size = 0
+        for item in items:
+            got = self._item(org, item) if size <= answer_plain_bytes_max else None
+            if got is not None:
+                size += len(encoding.canonical(got))
+            out.append(got)
+        box = seal_for(epk, encoding.canonical({"items": out}), digest)
         signed = hashlib.sha256(digest + encoding.canonical(box)).digest()
         return encoding.canonical({
             "box": box, "cert": keys.b64(self.node.peer.cert),
             "sig": keys.b64(keys.sign(self.node.peer.key, DOMAIN_ANSWER, signed)),
         })  # fmt: skip
+
+    def _item(self, org: str, item: Any) -> dict[str, Any] | None:
+        """One asked-for value, if ``org`` is a member of its committed record and this store holds it."""
+        try:
+            contract, collection, key, h = (str(item[k]) for k in ("contract", "collection", "key", "hash"))
+        except (KeyError, TypeError):
+            return None
+        record = self.commitment(contract, collection, key)
+        if record is None or record["hash"] != h:
+            return None
+        if org not in record["members"]:
+            log.warning("private data asked for by %s, not a member of %s/%s/%s", org, contract, collection, key)
+            return None
+        row = self.store.get(contract, collection, key, h)
+        if row is None or row.purged or row.salt is None:
+            return None
+        return {"value": row.value, "salt": row.salt.hex()}
 
     # ---- peer to peer: asking ----------------------------------------------------------------------------
     def _fetch_loop(self) -> None:
@@ -586,58 +630,81 @@ class PrivateData:
             self._wake.clear()
             now = _now_ms()
             with self._lock:
-                due = [(h, e) for h, e in self._missing.items() if e[2] <= now][:64]
-            for h, (contract, record, _, wait) in due:
-                if self._stop.is_set():
-                    return
-                try:
-                    got = self.fetch(contract, record)
-                except Exception:
-                    log.exception("fetching private data failed")
-                    got = False
-                if not got:
-                    with self._lock:
-                        if h in self._missing:
-                            self._missing[h] = (contract, record, _now_ms() + wait, min(2 * wait, fetch_retry_ms_max))
+                due = [(e[0], e[1]) for e in self._missing.values() if e[2] <= now][: 4 * fetch_items_max]
+            if not due:
+                continue
+            try:
+                self.fetch_many(due)
+            except Exception:
+                log.exception("fetching private data failed")
+            with self._lock:  # what is still missing is asked for again later, less often
+                for _, record in due:
+                    e = self._missing.get(record["hash"])
+                    if e is not None:
+                        self._missing[record["hash"]] = (
+                            e[0],
+                            e[1],
+                            _now_ms() + e[3],
+                            min(2 * e[3], fetch_retry_ms_max),
+                        )
 
     def fetch(self, contract: str, record: dict[str, Any]) -> bool:
-        """Ask the other member organisations' peers for one value; store it if it opens the commitment."""
+        """Ask the other member organisations' peers for one value; whether it arrived and opened its hash."""
+        return self.fetch_many([(contract, record)]) == 1
+
+    def fetch_many(self, wants: list[tuple[str, dict[str, Any]]]) -> int:
+        """Ask the other member organisations' peers for these values (one request per organisation and
+        fetch_items_max items); store what opens its hash. How many were stored."""
+        if self._nats is None:
+            return 0
+        left = {record["hash"]: (contract, record) for contract, record in wants}
+        stored = 0
+        for org in sorted({o for _, r in wants for o in r["members"] if o != self.org}):
+            ask = [(c, r) for c, r in left.values() if org in r["members"]]
+            for i in range(0, len(ask), fetch_items_max):
+                got = self._ask(org, ask[i : i + fetch_items_max])
+                ok = self._store_many(got) if got else []
+                for (_, record, _, _), good in zip(got, ok, strict=True):
+                    if good:
+                        left.pop(record["hash"], None)
+                        stored += 1
+                self.received += ok.count(True)
+        return stored
+
+    def _ask(self, org: str, items: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any], Any, bytes]]:
+        """One signed request to ``org``'s peers; the (contract, record, value, salt) its sealed answer held."""
         link = self._nats
-        if link is None:
-            return False
-        for org in record["members"]:
-            if org == self.org:
-                continue
-            mine = X25519PrivateKey.generate()
-            body = {"chain_id": self.chain_id, "contract": contract, "collection": record["collection"],
-                    "key": record["key"], "hash": record["hash"], "epk": keys.b64(_raw_pub(mine)),
-                    "cert": keys.b64(self.node.peer.cert), "ts": _now_ms()}  # fmt: skip
-            digest = hashlib.sha256(encoding.canonical(body)).digest()
-            req = encoding.canonical(
-                {"body": body, "sig": keys.b64(keys.sign(self.node.peer.key, DOMAIN_REQUEST, digest))}
-            )
+        mine = X25519PrivateKey.generate()
+        body = {"chain_id": self.chain_id, "epk": keys.b64(_raw_pub(mine)), "cert": keys.b64(self.node.peer.cert),
+                "ts": _now_ms(), "items": [{"contract": c, "collection": r["collection"], "key": r["key"],
+                                            "hash": r["hash"]} for c, r in items]}  # fmt: skip
+        digest = hashlib.sha256(encoding.canonical(body)).digest()
+        sig = keys.b64(keys.sign(self.node.peer.key, DOMAIN_REQUEST, digest))
+        req = encoding.canonical({"body": body, "sig": sig})
 
-            async def ask(subject: str = pvt_subject(self.chain_id, org), data: bytes = req) -> bytes:
-                return bytes((await link.nc.request(subject, data, timeout=fetch_timeout_s)).data)
+        async def request() -> bytes:
+            msg = await link.nc.request(pvt_subject(self.chain_id, org), req, timeout=fetch_timeout_s)
+            return bytes(msg.data)
 
-            try:
-                raw = link._call(ask(), fetch_timeout_s + 2)
-                ans: Any = encoding.decode(raw, message_bytes_max)
-                if "error" in ans:
-                    continue
-                who, info = self._peer_org(ans["cert"])
-                signed = hashlib.sha256(digest + encoding.canonical(ans["box"])).digest()
-                if who not in record["members"] or not keys.verify(
-                    info.public_key, DOMAIN_ANSWER, signed, keys.unb64(ans["sig"])
-                ):
-                    continue
-                plain: Any = encoding.decode(open_sealed(mine, ans["box"], digest), message_bytes_max)
-                if self._store(contract, record, plain["value"], bytes.fromhex(plain["salt"])):
-                    self.received += 1
-                    return True
-            except Exception as exc:  # no responder, a timeout, a malformed answer: ask the next member
-                log.debug("private data from %s: %r", org, exc)
-        return False
+        try:
+            raw = link._call(request(), fetch_timeout_s + 2)
+            ans: Any = encoding.decode(raw, answer_bytes_max)
+            if "error" in ans:
+                log.debug("private data from %s: %s", org, ans["error"])
+                return []
+            who, info = self._peer_org(ans["cert"])
+            signed = hashlib.sha256(digest + encoding.canonical(ans["box"])).digest()
+            if who != org or not keys.verify(info.public_key, DOMAIN_ANSWER, signed, keys.unb64(ans["sig"])):
+                return []
+            plain: Any = encoding.decode(open_sealed(mine, ans["box"], digest), answer_bytes_max)
+            out = []
+            for (contract, record), got in zip(items, plain["items"], strict=True):
+                if isinstance(got, dict):
+                    out.append((contract, record, got["value"], bytes.fromhex(str(got["salt"]))))
+            return out
+        except Exception as exc:  # no responder, a timeout, a malformed answer: the next member, or a retry
+            log.debug("private data from %s: %r", org, exc)
+            return []
 
 
 def _now_ms() -> int:
