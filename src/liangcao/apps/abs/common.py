@@ -53,6 +53,7 @@ class AbsCode(IntEnum):
     SPV_BUSY = 2418  # an SPV (one plan) runs one deal
     ALREADY_FIRED = 2419  # the trigger has already fired
     NOT_OFFERED = 2420  # the voucher is not offered to the deal by its originator
+    BAD_PRICE = 2421  # the discount would leave a receivable's price below one fen (a steep rate, a long tenor)
 
 
 codes.register(AbsCode, "abs")

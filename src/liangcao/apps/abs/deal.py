@@ -740,6 +740,10 @@ class AbsDeal(Contract):
                 )
             obligors[v.issuer] = held
             price = v.face - discount_fen(v.face, deal.discount_bps, v.maturity_day - now)
+            if price < 1:  # a price of nothing or less would book purchase cash the SPV's account never got
+                ctx.fail(
+                    AbsCode.BAD_PRICE, f"voucher {v.id} would be priced at {price} fen: its discount exceeds its face"
+                )
             bought.append(
                 Asset(
                     id=v.id,
