@@ -103,3 +103,39 @@ def test_a_stepped_up_payment_needs_a_passkey_bound_to_this_payment(setup: tuple
     r = co.pay("p1", big, step_up={"challenge_id": challenge["challenge_id"], "credential": assertion})
     assert r.status == 200 and r.body["state"] == "paid" and r.body["decisions"]["step_up"]["verified"]
     assert co.wallet("alice")["held"] == 200_000
+
+
+def test_installments_hold_from_the_credit_line_and_record_the_plan_once_settled(tmp_path: Path) -> None:
+    """The real credit service as a payment method: the hold comes from the shopper's line into escrow (the
+    core refuses more than the line), the plan is recorded at settlement with the hold's post as its funding,
+    and a refund after settlement goes through the plan (the line comes back)."""
+    from liangcao.checkout.plugins import InstallmentsMethod
+    from liangcao.credit import CreditService
+
+    with Engine(tmp_path / "pay", fsync=False) as e:
+        credit = CreditService(e, tmp_path / "credit.db", fsync=False)
+        co = Checkout(tmp_path / "co", e, methods=[InstallmentsMethod(credit, 3)])
+        try:
+            big = str(co.create_order("o1", "ann", "shop", 120_000).body["id"])
+            r = co.pay("p1", big, "installments-3")
+            assert r.status == 200 and r.body["method"] == "installments-3"
+            line = credit.line("ann")
+            assert line.held_fen == 120_000 and co.wallet("ann")["available"] == 0  # the line, not the wallet
+            more = str(co.create_order("o2", "ann", "shop", line.available_fen + 1).body["id"])
+            r = co.pay("p2", more, "installments-3")
+            assert r.status == 402 and r.body["code"] == CheckoutCode.INSUFFICIENT_FUNDS  # the core says no
+            with pytest.raises(CheckoutError) as info:
+                co.pay("p3", more, "installments-7")
+            assert info.value.code == CheckoutCode.METHOD_UNAVAILABLE
+            assert co.confirm("c1", big).body["state"] == "settled"
+            plan = credit.plan(big)
+            assert plan.principal == 120_000 and plan.periods == 3 and plan.merchant == "shop"
+            assert credit.line("ann").outstanding_fen == 120_000
+            r = co.refund("r1", big, 20_000)
+            assert r.status == 200 and r.body["refunded"] == 20_000
+            assert credit.plan(big).refunded == 20_000 and credit.line("ann").outstanding_fen == 100_000
+            assert co.refund("r1", big, 20_000).replayed  # once
+            assert credit.plan(big).refunded == 20_000
+        finally:
+            co.close()
+            credit.close()

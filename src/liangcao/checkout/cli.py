@@ -50,6 +50,12 @@ def start_cmd(
     fallback_share: Annotated[
         float, typer.Option("--fallback-share", help="share of a global rate used locally while it is unreachable")
     ] = 0.5,
+    credit_db: Annotated[
+        Path | None,
+        typer.Option(
+            "--credit-db", help="offer installments (3, 6, 12 periods) with the credit service's records here"
+        ),
+    ] = None,
 ) -> None:
     """Run the checkout gateway."""
     import gc
@@ -115,7 +121,23 @@ def start_cmd(
             closers.append(rp)
             guards.step_up = PasskeyStepUp(rp)
             routers.append(authn_router(rp))
-        co = Checkout(home, backend, fee_bps=fee_bps, auto_confirm_s=auto_confirm_s, sync_full=sync_full, guards=guards)
+        methods: list[Any] = []
+        if credit_db is not None:
+            from liangcao.checkout.plugins import InstallmentsMethod
+            from liangcao.credit import CreditService
+
+            credit = CreditService(backend, credit_db)
+            closers.append(credit)
+            methods = [InstallmentsMethod(credit, n) for n in (3, 6, 12)]
+        co = Checkout(
+            home,
+            backend,
+            fee_bps=fee_bps,
+            auto_confirm_s=auto_confirm_s,
+            sync_full=sync_full,
+            guards=guards,
+            methods=methods,
+        )
     except (LiangcaoError, StoreError, OSError) as exc:
         backend.close()
         fail(getattr(exc, "message", str(exc)))
@@ -139,9 +161,9 @@ def start_cmd(
             ).run()
     finally:
         co.close()
-        backend.close()
         for c in closers:
             c.close()
+        backend.close()
         if cluster is not None:
             cluster.close()
 

@@ -74,6 +74,19 @@ class PaymentMethod(Protocol):
         ...
 
 
+class SettlingMethod(PaymentMethod, Protocol):
+    """A method with its own records (installments): told of each settlement, and refunding after it itself.
+
+    ``after_settle`` is called after the order settled (the money moved), and again until it returns (the
+    gateway retries it every sweep), so it must be idempotent by order id. ``refund_after_settle`` moves a
+    refund after settlement in the method's own way instead of the gateway's reverse transfer, idempotent
+    by ``refund_id``; a ``LiangcaoError`` refuses it (nothing moved)."""
+
+    def after_settle(self, order: dict[str, Any], funding_transfer_id: int) -> None: ...
+
+    def refund_after_settle(self, order: dict[str, Any], amount: int, refund_id: str) -> None: ...
+
+
 class WalletMethod:
     """The buyer's wallet: the default method."""
 

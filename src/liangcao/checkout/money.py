@@ -142,10 +142,11 @@ def settle(
 
 
 def refund_before(
-    order_id: str, hold_id: int, hold_pending: bool, held: int, buyer: int, amount: int, seq: int
+    order_id: str, hold_id: int, hold_pending: bool, held: int, source: int, amount: int, seq: int
 ) -> tuple[list[Transfer], int]:
     """A refund before settlement: void the hold (all), post the hold less the refund (part), or pay back
-    out of escrow (after an earlier partial post). Returns the chain and its :class:`RefundKind` number."""
+    out of escrow to the account the money came from (after an earlier partial post). Returns the chain and
+    its :class:`RefundKind` number."""
     from liangcao.checkout.states import RefundKind
 
     tag = order_tag(order_id)
@@ -159,7 +160,7 @@ def refund_before(
         return [Transfer(tid, amount=held - amount, pending_id=hold_id, flags=flags, user_data_128=tag)], int(
             RefundKind.PARTIAL_POST
         )
-    t = Transfer(tid, ESCROW, buyer, amount, LEDGER_CNY, int(Step.REFUND_ESCROW), user_data_128=tag)
+    t = Transfer(tid, ESCROW, source, amount, LEDGER_CNY, int(Step.REFUND_ESCROW), user_data_128=tag)
     return [t], int(RefundKind.FROM_ESCROW)
 
 

@@ -4,15 +4,19 @@
   the decision (action, reasons, rule set and model versions) is kept on the order.
 * :class:`PasskeyStepUp`: ``liangcao.authn.RelyingParty`` confirms a payment the risk engine stepped up,
   with a challenge bound to the order id, the payee (merchant), the amount and the currency.
-* Installments (``liangcao.credit``) pay the merchant from the shopper's credit line at once, outside escrow;
-  they plug in as a :class:`~liangcao.checkout.guards.PaymentMethod` once credit exposes a hold into escrow
-  (see ``docs/checkout.md``, "Plugging in").
+* :class:`InstallmentsMethod`: ``liangcao.credit.CreditService`` as a payment method. The hold comes from the
+  shopper's credit line (``line_account``: the core refuses a hold over the available line, or from a
+  frozen one) into the gateway's escrow like any payment; once the order settles, the plan is recorded
+  with ``open_plan`` and the post of the hold as its funding transfer; a refund after settlement goes
+  through ``CreditService.refund`` (the plan shrinks, the line comes back).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
+from liangcao.checkout import money
 from liangcao.checkout.codes import CheckoutCode, CheckoutError
 from liangcao.checkout.guards import PayAttempt, RiskGuard
 from liangcao.errors import LiangcaoError
@@ -63,3 +67,38 @@ class PasskeyStepUp:
         self.rp.verify_payment(
             a.buyer, str(s.get("challenge_id", "")), s.get("credential"), a.order_id, a.merchant, a.amount, a.currency
         )
+
+
+class InstallmentsMethod:
+    """Pay in ``periods`` installments from the shopper's credit line (method ``installments-<periods>``)."""
+
+    def __init__(self, credit: Any, periods: int, fee_payer: str = "shopper") -> None:
+        self.credit = credit
+        self.periods = periods
+        self.fee_payer = fee_payer
+        self.name = f"installments-{periods}"
+
+    def source(self, attempt: PayAttempt) -> int:
+        try:
+            return int(self.credit.line_account(attempt.buyer))
+        except LiangcaoError as exc:
+            raise CheckoutError(CheckoutCode.METHOD_UNAVAILABLE, f"installments: {exc.message}") from None
+
+    def after_settle(self, order: dict[str, Any], funding_transfer_id: int) -> None:
+        merchant = str(order["merchant"])
+        # The plan's merchant is the gateway's merchant account (refunds and fees move there).
+        self.credit.register_merchant(merchant, money.account_id(money.Kind.MERCHANT, merchant))
+        self.credit.open_plan(
+            str(order["id"]),
+            str(order["buyer"]),
+            merchant,
+            int(order["settled"]),
+            self.periods,
+            self.fee_payer,
+            funding_transfer_id=funding_transfer_id,
+        )
+
+    def refund_after_settle(self, order: dict[str, Any], amount: int, refund_id: str) -> None:
+        # credit's ids are at most 64 characters; an idempotency key may be 128: a longer one is hashed.
+        rid = refund_id if len(refund_id) <= 64 else hashlib.sha256(refund_id.encode()).hexdigest()
+        self.credit.refund(str(order["id"]), amount, refund_id=rid)

@@ -231,8 +231,10 @@ class Checkout:
             self._release(row["key"])
 
     def recover(self) -> int:
-        """Finish every operation left open (a crash, or a payments core that failed): same chain, same ids."""
+        """Finish every operation left open (a crash, or a payments core that failed): same chain, same ids;
+        then tell methods of the settlements they have not heard of."""
         done = 0
+        self.after_settlements()
         for row in self.store.read("SELECT * FROM idem WHERE status = 0"):
             try:
                 self._redrive(row)
@@ -288,19 +290,47 @@ class Checkout:
         import asyncio
 
         try:
+            if started.intent.get("via"):
+                from starlette.concurrency import run_in_threadpool
+
+                await run_in_threadpool(self._method_step, started.order_id, started.intent, started.key)
+                return self._outcome(started.key, started.op, started.order_id, started.intent, [])
             try:
                 results = await asyncio.wrap_future(self.batcher.submit(started.chain)) if started.chain else []
             except (LiangcaoError, Fault, OSError, RuntimeError) as exc:
                 raise CheckoutError(
                     CheckoutCode.BACKEND_UNAVAILABLE, f"payments core failed ({exc}); retry with the same key"
                 ) from None
+            if started.op in ("confirm", "auto_confirm") and any(
+                hasattr(m, "after_settle") for m in self.methods.values()
+            ):
+                # A settlement may tell a method (its own store, fsynced): not on the event loop.
+                from starlette.concurrency import run_in_threadpool
+
+                return await run_in_threadpool(
+                    self._outcome, started.key, started.op, started.order_id, started.intent, results
+                )
             return self._outcome(started.key, started.op, started.order_id, started.intent, results)
         finally:
             self._release(started.key)
 
+    def _method_step(self, order_id: str, intent: dict[str, Any], key: str) -> None:
+        """The money step done by a payment method (a refund after settlement of an installment order):
+        ``intent["error"]`` says why when the method refused; a fault propagates (the key stays open)."""
+        row = self.store.one("SELECT * FROM orders WHERE id = ?", (order_id,))
+        assert row is not None
+        method: Any = self.methods[intent["via"]]
+        try:
+            method.refund_after_settle(dict(row), intent["amount"], key)
+        except LiangcaoError as exc:
+            intent["error"] = f"{codes.name_of(exc.code)}: {exc.message}"
+
     def _money_and_outcome(
         self, key: str, op: str, order_id: str, intent: dict[str, Any], chain: list[Transfer]
     ) -> Reply:
+        if intent.get("via"):
+            self._method_step(order_id, intent, key)
+            return self._outcome(key, op, order_id, intent, [])
         try:
             results = self.batcher.send(chain) if chain else []
         except (LiangcaoError, Fault, OSError, RuntimeError) as exc:
@@ -310,7 +340,7 @@ class Checkout:
         return self._outcome(key, op, order_id, intent, results)
 
     def _outcome(self, key: str, op: str, order_id: str, intent: dict[str, Any], results: list[int]) -> Reply:
-        ok, cause = money.outcome(results) if results else (True, 0)
+        ok, cause = money.outcome(results) if results else (not intent.get("error"), 0)
         with self.store.tx() as db:
             done = db.execute("SELECT status, body FROM idem WHERE key = ?", (key,)).fetchone()
             if done is not None and done["status"]:  # finished by another driver (a retry, the sweeper) meanwhile
@@ -325,7 +355,39 @@ class Checkout:
                 "UPDATE idem SET status = ?, body = ? WHERE key = ?", (reply.status, json.dumps(reply.body), key)
             )
         self.counts[f"{op}_{reply.status}"] = self.counts.get(f"{op}_{reply.status}", 0) + 1
+        if op in ("confirm", "auto_confirm") and reply.status == 200 and order_id:
+            self.after_settlements([order_id])
         return reply
+
+    def after_settlements(self, order_ids: Sequence[str] | None = None) -> int:
+        """Tell each settled order's method (installments: open the plan) until it has been told; how many.
+
+        Called after each settlement and by every sweep: a method that failed (its store, a fault) is told
+        again later, so its record follows the money even across a crash."""
+        if order_ids is None:
+            rows = self.store.read(
+                "SELECT * FROM orders WHERE plan_state = 1 LIMIT ?", (limits.auto_confirm_sweep_max,)
+            )
+        else:
+            rows = [
+                r
+                for i in order_ids
+                for r in self.store.read("SELECT * FROM orders WHERE id = ? AND plan_state = 1", (i,))
+            ]
+        told = 0
+        for row in rows:
+            method: Any = self.methods.get(row["method"])
+            if method is None or not hasattr(method, "after_settle"):
+                continue
+            try:
+                method.after_settle(dict(row), int(row["funding_id"]))
+            except (LiangcaoError, Fault, OSError) as exc:
+                log.warning("order %s: %s did not record the settlement yet: %s", row["id"], row["method"], exc)
+                continue
+            with self.store.tx() as db:
+                db.execute("UPDATE orders SET plan_state = 2 WHERE id = ?", (row["id"],))
+            told += 1
+        return told
 
     # ------------------------------------------------------------------------------- orders
 
@@ -442,19 +504,24 @@ class Checkout:
         pending = o["pay_state"] == PaymentState.HELD
         chain = money.settle(order_id, int(o["hold_id"]), pending, held, merchant, fee, n)
         db.execute("UPDATE orders SET settle_attempt = ? WHERE id = ?", (n, order_id))
-        return order_id, {"n": n, "fee": fee, "held": held}, chain
+        funding = str(chain[0].id) if pending else o["funding_id"]
+        return order_id, {"n": n, "fee": fee, "held": held, "funding": funding}, chain
 
     def _finish_settle(self, db: Any, order_id: str, intent: dict[str, Any], ok: bool, cause: int) -> Reply:
         if ok:
+            method = db.execute("SELECT method FROM orders WHERE id = ?", (order_id,)).fetchone()[0]
+            plan = 1 if hasattr(self.methods.get(method), "after_settle") else 0
             db.execute(
-                "UPDATE orders SET state = ?, pay_state = ?, fee = ?, settled = ?, held = 0, settled_ms = ? "
-                "WHERE id = ? AND state = ?",
+                "UPDATE orders SET state = ?, pay_state = ?, fee = ?, settled = ?, held = 0, settled_ms = ?, "
+                "funding_id = ?, plan_state = ? WHERE id = ? AND state = ?",
                 (
                     int(OrderState.SETTLED),
                     int(PaymentState.SETTLED),
                     intent["fee"],
                     intent["held"],
                     self.clock_ms(),
+                    intent.get("funding", ""),
+                    plan,
                     order_id,
                     int(OrderState.PAID),
                 ),
@@ -484,22 +551,43 @@ class Checkout:
                     CheckoutCode.TOO_MANY_REFUNDS,
                     f"order {order_id}: refunds_per_order_max={limits.refunds_per_order_max}",
                 )
+            if o["pay_state"] == PaymentState.ESCROWED and hasattr(self.methods.get(o["method"]), "after_settle"):
+                # The method records the plan from the hold's one post; a second refund before settlement
+                # would leave less to settle than that post funded.
+                raise CheckoutError(
+                    CheckoutCode.ORDER_NOT_REFUNDABLE,
+                    f"order {order_id}: {o['method']} takes one partial refund before settlement; refund after it",
+                )
             seq = o["refunds"] + 1
             buyer = money.account_id(money.Kind.BUYER, o["buyer"])
             after = o["state"] == OrderState.SETTLED
-            if after:
+            via = ""
+            if after and hasattr(self.methods.get(o["method"]), "refund_after_settle"):
+                # The method's own records move this refund (installments: the plan shrinks, the line returns).
+                chain, kind, via = [], int(RefundKind.REVERSE), o["method"]
+            elif after:
                 merchant = money.account_id(money.Kind.MERCHANT, o["merchant"])
                 chain, kind = money.refund_after(order_id, merchant, buyer, amount, seq), int(RefundKind.REVERSE)
             else:
                 pending = o["pay_state"] == PaymentState.HELD
-                chain, kind = money.refund_before(order_id, int(o["hold_id"]), pending, o["held"], buyer, amount, seq)
+                source = int(o["source_account"]) if o["source_account"] else buyer
+                chain, kind = money.refund_before(order_id, int(o["hold_id"]), pending, o["held"], source, amount, seq)
             db.execute(
                 "INSERT INTO refunds (order_id, seq, amount, kind, state, after_settlement, reason, created_ms) "
                 "VALUES (?,?,?,?,?,?,?,?)",
                 (order_id, seq, amount, kind, int(RefundState.REQUESTED), int(after), reason, self.clock_ms()),
             )
             db.execute("UPDATE orders SET refunds = ? WHERE id = ?", (seq, order_id))
-            return order_id, {"seq": seq, "amount": amount, "kind": kind, "after": after}, chain
+            intent = {
+                "seq": seq,
+                "amount": amount,
+                "kind": kind,
+                "after": after,
+                "post": str(chain[0].id) if chain else "",
+            }
+            if via:
+                intent["via"] = via
+            return order_id, intent, chain
 
         return self._run(key, "refund", params, prepare)
 
@@ -509,6 +597,11 @@ class Checkout:
             db.execute(
                 "UPDATE refunds SET state = ? WHERE order_id = ? AND seq = ?", (int(RefundState.FAILED), order_id, seq)
             )
+            if intent.get("error"):  # the method refused it (its own code and words)
+                code = (
+                    CheckoutCode.MERCHANT_FUNDS_SHORT if "FUNDS" in intent["error"] else CheckoutCode.PAYMENT_DECLINED
+                )
+                return _error_reply(code, f"order {order_id}: refund refused: {intent['error']}")
             if intent["after"] and cause in _SHORT | {int(_R.EXCEEDS_CREDITS)}:
                 return _error_reply(
                     CheckoutCode.MERCHANT_FUNDS_SHORT, f"order {order_id}: the merchant's balance cannot cover {amount}"
@@ -527,6 +620,7 @@ class Checkout:
             pay_state = int(PaymentState.VOIDED)
         elif kind == RefundKind.PARTIAL_POST:
             pay_state = int(PaymentState.ESCROWED)
+            db.execute("UPDATE orders SET funding_id = ? WHERE id = ?", (intent["post"], order_id))
         state = int(OrderState.REFUNDED) if refunded == o["amount"] else o["state"]
         db.execute(
             "UPDATE orders SET refunded = ?, held = ?, pay_state = ?, state = ? WHERE id = ?",

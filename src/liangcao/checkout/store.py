@@ -43,7 +43,9 @@ CREATE TABLE IF NOT EXISTS orders (
     auto_confirm_ms INTEGER NOT NULL DEFAULT 0,
     settled_ms INTEGER NOT NULL DEFAULT 0,
     busy TEXT NOT NULL DEFAULT '',
-    risk TEXT NOT NULL DEFAULT ''
+    risk TEXT NOT NULL DEFAULT '',
+    funding_id TEXT NOT NULL DEFAULT '',  -- the posted transfer out of the source (a hold's post)
+    plan_state INTEGER NOT NULL DEFAULT 0  -- a method's record after settlement: 0 none, 1 due, 2 made
 );
 CREATE INDEX IF NOT EXISTS orders_due ON orders(state, auto_confirm_ms);
 CREATE INDEX IF NOT EXISTS orders_merchant ON orders(merchant, settled_ms);
