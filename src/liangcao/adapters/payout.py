@@ -135,8 +135,19 @@ class PayoutAdapter:
             debit, credit = clearing_account(pol["platform"]), insurer_account(pol["insurer"])
             amount, code, method = int(pol["premium"]), PREMIUM_CODE, "record_premium"
         tid = transfer_id(ob.purpose, ob.policy)
-        outcome = self._transfer(int(tid, 16), debit, credit, amount, code)
+        try:
+            outcome = self._transfer(int(tid, 16), debit, credit, amount, code)
+        except AdapterFault as exc:
+            raise AdapterFault(exc.code, f"{ob.purpose} of {ob.policy}: {exc.message}") from None
         receipt = self.ledger.submit("cover", method, {"policy": ob.policy, "transfer": tid})
+        if receipt["code"] == CoverCode.ALREADY_PAID and outcome == "paid":
+            # This core had no such transfer, yet the ledger says it is paid: another adapter paid it through
+            # another payments core (a second adapter on a fresh folder). That is a payment made twice.
+            raise AdapterFault(
+                Code.INTERNAL,
+                f"{ob.purpose} of {ob.policy} paid twice: transfer {tid} was new here but the ledger records it "
+                "paid by another payments core; reverse one and run a single adapter per insurer",
+            )
         if receipt["code"] not in (Code.OK, CoverCode.ALREADY_PAID):
             raise AdapterFault(
                 Code.INTERNAL, f"the ledger refused {method} of {ob.policy}: {receipt['code']} {receipt['message']}"
@@ -165,15 +176,26 @@ class PayoutAdapter:
     def settle_due(self) -> int:
         """Settle everything the ledger lists as due for this insurer; how many obligations were settled."""
         n = 0
+        refused: dict[Obligation, AdapterFault] = {}
         for _ in range(due_rounds_max):
             due = self.ledger.query("cover", "due", {"insurer": self.insurer})
             todo = [Obligation("premium", d["policy"]) for d in due["premiums"]]
             todo += [Obligation("payout", d["policy"]) for d in due["payouts"]]
+            todo = [ob for ob in todo if ob not in refused]
             if not todo:
-                return n
+                break
             for ob in todo:
-                self.settle(ob)
+                try:
+                    self.settle(ob)
+                except AdapterFault as exc:
+                    # Stop loudly, but after the others: one refused obligation must not starve every shopper.
+                    log.error("%s", exc.message)
+                    refused[ob] = exc
+                    continue
                 n += 1
+        if refused:
+            first = next(iter(refused.values()))
+            raise AdapterFault(first.code, f"{len(refused)} obligation(s) refused, left due: {first.message}")
         return n
 
     def handle(self, event: dict[str, Any]) -> str | None:

@@ -425,6 +425,10 @@ class Cover(Contract):
                 shopper.policies,
                 shopper.claims,
             )
+            if premium < 1:  # a rate-only rule rounds to 0 on a cheap order: free cover, capital reserved for nothing
+                ctx.fail(CoverCode.BAD_RULE, f"{pid} gives no premium for a price of {a.price_paid} fen")
+            if premium > limits.money_fen_max:  # a loaded premium is still one amount of money
+                ctx.fail(Code.LIMIT_EXCEEDED, f"the premium of {pid} would be {premium} fen, above money_fen_max")
             exposure = rules.exposure_fen(product.kind, product.indemnity_fen, a.price_paid)
             cap = self._capital(ctx, product.insurer)
             if cap.reserved + cap.owed + exposure > cap.pledged:
@@ -493,8 +497,12 @@ class Cover(Contract):
     @transaction
     def claim(self, ctx: Context, a: ClaimArgs) -> Claim:
         """Claim on a policy; the contract decides from the ledger's facts alone, once (see the module notes)."""
-        filer = ctx.require_party()  # anyone of the consortium may file: the facts decide, not the filer
+        filer = ctx.require_party()  # anyone of the consortium may file a return claim: the facts decide
         pol = self._policy(ctx, a.policy)
+        if pol.kind == "price_protection" and filer.org != pol.platform:
+            # A claim is decided once, with the lowest price so far: whoever files chooses that moment, so only
+            # the platform acting for the shopper may (an insurer filing at a 1-fen dip would lock the refund).
+            ctx.fail(CoverCode.NOT_PLATFORM, f"price protection of {pol.id} is claimed by platform {pol.platform}")
         if ctx.exists(f"claim/{pol.id}"):
             ctx.fail(CoverCode.ALREADY_CLAIMED, f"policy {pol.id} was already claimed")
         if pol.status != "active" or ctx.time_ms > pol.window_end_ms:

@@ -1,0 +1,219 @@
+"""Attacks on consumer cover from a hostile shopper, platform, courier or insurer, and on the payout adapter.
+
+Each test is one attack; the ones that broke the capability were written (failing) before its fix. What held
+is kept here too, so it keeps holding: forged and reused facts, prices outside the window or from another
+platform's feed, a transfer id already taken, a replayed stream, two adapters racing on one claim.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cover_ledger import ADDRESS, COURIER, INSURER, PLATFORM, SKU, TYPES, CoverChain, return_event
+from liangcao.adapters.payout import (
+    ACCOUNT_CODE,
+    LEDGER_CNY,
+    AdapterFault,
+    PayoutAdapter,
+    insurer_account,
+    shopper_account,
+)
+from liangcao.apps.cover.rules import CoverCode, transfer_id
+from liangcao.payments import Account, Engine, Transfer
+from liangcao.testing import Chain
+
+OTHER_PLATFORM = "org6"
+
+
+class SixOrgs(CoverChain):
+    """The cover consortium with a second platform (org6), whose price feed is not the policy's."""
+
+    def __init__(self) -> None:
+        Chain.__init__(self, [*TYPES, "platform"])
+
+
+def chain() -> CoverChain:
+    c = CoverChain()
+    c.ok("cover", "pledge_capital", {"amount": 1_000_000}, INSURER)
+    c.product("rs", "return_shipping")
+    c.product("pp", "price_protection")
+    return c
+
+
+def cover_state(c: CoverChain) -> dict[str, Any]:
+    return {k: v for k, v in c.state.data.items() if k.startswith("cover/")}
+
+
+class ChainLedger:
+    """The adapter's ledger port over the in-memory chain: the insurer signs, the real contract decides."""
+
+    def __init__(self, c: CoverChain, before_query: Any = None) -> None:
+        self.c = c
+        self.before_query = before_query
+
+    def query(self, contract: str, method: str, args: dict[str, Any]) -> Any:
+        view = self.c.query(contract, method, args)
+        if self.before_query is not None and method == "policy":
+            hook, self.before_query = self.before_query, None
+            hook()  # something happens on the ledger after this adapter read the policy
+        return view
+
+    def submit(self, contract: str, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.c.run(contract, method, args, INSURER))
+
+
+# ---- the contract ------------------------------------------------------------------------------------------
+def test_a_policy_without_premium_is_not_sold() -> None:
+    """A rate-only premium rounds to 0 fen on a cheap order: free cover, and the insurer's capital reserved for
+    nothing (a platform could lock it all at no cost)."""
+    c = chain()
+    c.product("rate", "return_shipping", base_fen=0, rate_bps=1, loading_bps=0)
+    before = cover_state(c)
+    args = {"products": ["rate"], "order": "o", "shopper": "s", "sku": SKU, "price_paid": 1, "address": ADDRESS,
+            "device": "d"}  # fmt: skip
+    c.fails(CoverCode.BAD_RULE, "cover", "buy", args, PLATFORM)
+    assert cover_state(c) == before
+    c.buy(["rate"], "o2", price=10_000)  # 1 fen of premium: sold
+
+
+def test_only_the_policys_platform_claims_price_protection() -> None:
+    """A claim is decided once with the lowest price so far: an insurer (or anyone) filing the shopper's price
+    protection the moment the price dips by 1 fen would lock the refund at 1 fen before the real drop."""
+    c = chain()
+    (pp,) = c.buy(["pp"], "o-1")
+    c.advance(days=1)
+    c.ok("cover", "post_price", {"sku": SKU, "price": 39_899}, PLATFORM)
+    before = cover_state(c)
+    for who in (INSURER, COURIER):
+        c.fails(CoverCode.NOT_PLATFORM, "cover", "claim", {"policy": pp["id"]}, who)
+    assert cover_state(c) == before
+    c.advance(days=4)
+    c.ok("cover", "post_price", {"sku": SKU, "price": 34_900}, PLATFORM)
+    assert c.ok("cover", "claim", {"policy": pp["id"]}, f"{PLATFORM}/alice")["amount"] == 5_000  # its people
+
+
+def test_prices_outside_the_window_or_of_another_feed_never_count() -> None:
+    """Held: only the policy's platform's posts between purchase and claim, within the window, count."""
+    c = SixOrgs()
+    c.ok("cover", "pledge_capital", {"amount": 1_000_000}, INSURER)
+    c.product("pp", "price_protection")
+    c.ok("cover", "post_price", {"sku": SKU, "price": 100}, PLATFORM)  # before the purchase
+    (pp,) = c.buy(["pp"], "o-1")
+    c.ok("cover", "post_price", {"sku": SKU, "price": 100}, OTHER_PLATFORM)  # another platform's feed
+    c.ok("cover", "post_price", {"sku": "other-sku", "price": 100}, PLATFORM)
+    c.ok("cover", "post_price", {"sku": SKU, "price": 200, "mark": "coupon"}, PLATFORM)
+    c.fails(CoverCode.EXCLUDED_PRICE, "cover", "claim", {"policy": pp["id"]}, PLATFORM)
+    c.advance(days=16)
+    c.ok("cover", "post_price", {"sku": SKU, "price": 300}, PLATFORM)  # day 16: after the 15-day window
+    c.fails(CoverCode.AFTER_WINDOW, "cover", "claim", {"policy": pp["id"]}, PLATFORM)
+
+
+def test_a_courier_event_for_another_order_address_or_time_proves_nothing() -> None:
+    """Held: the pickup must name the order and a return, at the order's address, after the purchase."""
+    c = chain()
+    early = c.anchor(return_event("o-1", c.time_ms, rma="early"))
+    (rs,) = c.buy(["rs"], "o-1")
+    (other,) = c.buy(["rs"], "o-2", shopper="s2")
+    before = cover_state(c)
+    c.fails(CoverCode.WRONG_FACT, "cover", "claim", {"policy": rs["id"], "event": early}, PLATFORM)
+    eid = c.anchor(return_event("o-2", c.time_ms, rma="r2"))
+    c.fails(CoverCode.WRONG_FACT, "cover", "claim", {"policy": rs["id"], "event": eid}, PLATFORM)
+    assert cover_state(c) == before
+    assert c.ok("cover", "claim", {"policy": other["id"], "event": eid}, PLATFORM)["amount"] == 1_200
+    c.fails(CoverCode.ALREADY_CLAIMED, "cover", "claim", {"policy": other["id"], "event": eid}, PLATFORM)
+
+
+# ---- the payout adapter ------------------------------------------------------------------------------------
+def two_approved_claims(c: CoverChain) -> list[str]:
+    policies = []
+    for n in (1, 2):
+        (rs,) = c.buy(["rs"], f"o-{n}", shopper=f"s{n}")
+        eid = c.anchor(return_event(f"o-{n}", c.time_ms, rma=f"r{n}"))
+        c.ok("cover", "claim", {"policy": rs["id"], "event": eid}, PLATFORM)
+        policies.append(rs["id"])
+    return policies
+
+
+def test_one_refused_payout_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    """A transfer id taken in the payments core by something else (or any refusal) stops the adapter loudly,
+    but only after every other obligation is settled: one poisoned claim must not starve every shopper."""
+    c = chain()
+    two_approved_claims(c)
+    due = c.query("cover", "due", {"insurer": INSURER})["payouts"]
+    poisoned, healthy = due[0]["policy"], due[1]["policy"]
+    engine = Engine(tmp_path / "pay", fsync=False)
+    try:
+        a, b = 7, 8
+        engine.create_accounts([Account(id=x, ledger=LEDGER_CNY, code=ACCOUNT_CODE) for x in (a, b)])
+        squatter = int(transfer_id("payout", poisoned), 16)
+        engine.create_transfers([Transfer(id=squatter, debit_account_id=a, credit_account_id=b, amount=1,
+                                          ledger=LEDGER_CNY, code=1)])  # fmt: skip
+        adapter = PayoutAdapter(ChainLedger(c), engine, INSURER)
+        with pytest.raises(AdapterFault, match=poisoned):
+            adapter.settle_due()
+        views = {p: c.query("cover", "policy", {"policy": p}) for p in (poisoned, healthy)}
+        assert views[healthy]["claim"]["status"] == "paid"
+        assert views[poisoned]["claim"]["status"] == "approved"  # left due, for an operator
+        (paid,) = engine.lookup_transfers([int(transfer_id("payout", healthy), 16)])
+        assert paid.amount == 1_200
+        assert c.query("cover", "due", {"insurer": INSURER})["premiums"] == []
+        with pytest.raises(AdapterFault):  # a second run stops the same way, and pays nothing twice
+            PayoutAdapter(ChainLedger(c), engine, INSURER).settle_due()
+        shoppers = {p: views[p]["policy"]["shopper"] for p in views}
+        (paid_to,) = engine.lookup_accounts([shopper_account(PLATFORM, shoppers[healthy])])
+        assert paid_to.credits_posted == 1_200
+        (unpaid,) = engine.lookup_accounts([shopper_account(PLATFORM, shoppers[poisoned])])
+        assert unpaid.credits_posted == 0
+    finally:
+        engine.close()
+
+
+def test_a_payout_made_in_another_payments_core_is_reported_not_swallowed(tmp_path: Path) -> None:
+    """Two adapters of one insurer with different payments cores (a second one started on a fresh folder)
+    race on a claim: both pay, one record is answered ALREADY_PAID. That is a double payment, and the adapter
+    that made it must stop loudly, not count it as success."""
+    c = chain()
+    policy = two_approved_claims(c)[0]
+    first = Engine(tmp_path / "pay-1", fsync=False)
+    second = Engine(tmp_path / "pay-2", fsync=False)
+    try:
+        winner = PayoutAdapter(ChainLedger(c), first, INSURER)
+        from liangcao.adapters.payout import Obligation
+
+        ob = Obligation("payout", policy)
+        loser = PayoutAdapter(ChainLedger(c, before_query=lambda: winner.settle(ob)), second, INSURER)
+        with pytest.raises(AdapterFault, match="paid twice"):
+            loser.settle(ob)
+        assert c.query("cover", "policy", {"policy": policy})["claim"]["status"] == "paid"
+        # the ledger and the first core agree; the second core holds the extra payment the fault names
+        assert first.lookup_transfers([int(transfer_id("payout", policy), 16)])[0].amount == 1_200
+        (extra,) = second.lookup_accounts([insurer_account(INSURER)])
+        assert extra.debits_posted == 1_200
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_replayed_stream_and_duplicate_events_pay_once(tmp_path: Path) -> None:
+    """Held: every cover event handed over three times, in order and reversed, pays each obligation once."""
+    c = chain()
+    two_approved_claims(c)
+    engine = Engine(tmp_path / "pay", fsync=False)
+    try:
+        adapter = PayoutAdapter(ChainLedger(c), engine, INSURER)
+        due = c.query("cover", "due", {"insurer": INSURER})
+        obligations = [{"contract": "cover", "name": "claim_approved", "data": {"insurer": INSURER, **d}}
+                       for d in due["payouts"]]  # fmt: skip
+        obligations += [{"contract": "cover", "name": "policy_bought", "data": {"insurer": INSURER, **d}}
+                        for d in due["premiums"]]  # fmt: skip
+        for ev in [*obligations, *reversed(obligations), *obligations]:
+            adapter.handle(ev)
+        assert adapter.paid == 4 and adapter.replayed >= 8
+        assert c.query("cover", "due", {"insurer": INSURER}) == {"payouts": [], "premiums": []}
+        (acct,) = engine.lookup_accounts([insurer_account(INSURER)])
+        assert acct.debits_posted == 2 * 1_200
+    finally:
+        engine.close()
