@@ -258,6 +258,8 @@ class PrivateData:
         self.refused = 0  # answers or hand-overs that did not open their commitment
         self._certs = identity.CertCache()
         self._stop = threading.Event()
+        self._commit_lock = threading.Lock()
+        self._closed = False
         self._wake = threading.Event()
         self._sub: Any = None
         self._thread: threading.Thread | None = None
@@ -274,6 +276,8 @@ class PrivateData:
     def close(self) -> None:
         with contextlib.suppress(ValueError):
             self.node.listeners.remove(self._on_commit)
+        with self._commit_lock:  # a block being handled by the commit thread finishes first
+            self._closed = True
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -364,6 +368,11 @@ class PrivateData:
 
     # ---- commit ------------------------------------------------------------------------------------------
     def _on_commit(self, info: Committed) -> None:  # the commit thread
+        with self._commit_lock:
+            if not self._closed:
+                self._commit(info)
+
+    def _commit(self, info: Committed) -> None:
         held: list[tuple[str, dict[str, Any], Any, bytes]] = []
         for code, events in zip(info.codes, info.events, strict=True):
             if code != Code.OK:
