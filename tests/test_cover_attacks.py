@@ -217,3 +217,138 @@ def test_a_replayed_stream_and_duplicate_events_pay_once(tmp_path: Path) -> None
         assert acct.debits_posted == 2 * 1_200
     finally:
         engine.close()
+
+
+class Crash(BaseException):
+    """The adapter process dies here (``kill -9``): nothing after this point of its code runs."""
+
+
+class Dies:
+    """Counts the adapter's calls into the ledger and the payments core; dies before or after call ``at``."""
+
+    def __init__(self, at: int, after: bool) -> None:
+        self.at, self.after, self.n = at, after, 0
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        self.n += 1
+        if self.n == self.at and not self.after:
+            raise Crash
+        result = fn(*args)
+        if self.n == self.at:
+            raise Crash  # the call took effect (a transfer durable, a transaction committed), the answer is lost
+        return result
+
+
+class DyingLedger(ChainLedger):
+    def __init__(self, c: CoverChain, dies: Dies) -> None:
+        super().__init__(c)
+        self.dies = dies
+
+    def query(self, contract: str, method: str, args: dict[str, Any]) -> Any:
+        return self.dies.call(super().query, contract, method, args)
+
+    def submit(self, contract: str, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.dies.call(super().submit, contract, method, args))
+
+
+class DyingEngine:
+    def __init__(self, engine: Engine, dies: Dies) -> None:
+        self.engine, self.dies = engine, dies
+
+    def create_accounts(self, accounts: list[Account]) -> list[int]:
+        return list(self.dies.call(self.engine.create_accounts, accounts))
+
+    def create_transfers(self, transfers: list[Transfer]) -> list[int]:
+        return list(self.dies.call(self.engine.create_transfers, transfers))
+
+
+def test_a_kill_at_every_call_of_the_adapter_pays_each_obligation_exactly_once(tmp_path: Path) -> None:
+    """The adapter killed before and after each of its calls (a query, an account, a transfer, a record), then
+    started again on the same payments core: every premium and payout paid once, ledger and core agree."""
+    run = 0
+
+    def story() -> tuple[CoverChain, list[str]]:
+        c = chain()
+        policies = two_approved_claims(c)
+        (pp,) = c.buy(["pp"], "o-3", shopper="s3")
+        c.ok("cover", "post_price", {"sku": SKU, "price": 39_000}, PLATFORM)
+        c.ok("cover", "claim", {"policy": pp["id"]}, PLATFORM)
+        return c, [*policies, pp["id"]]
+
+    at = 1
+    while True:
+        for after in (False, True):
+            run += 1
+            c, policies = story()
+            folder = tmp_path / f"pay-{run}"
+            dies = Dies(at, after)
+            engine = Engine(folder, fsync=False)
+            try:
+                PayoutAdapter(DyingLedger(c, dies), DyingEngine(engine, dies), INSURER).settle_due()
+                finished = True
+            except Crash:
+                finished = False
+            finally:
+                engine.close()
+            engine = Engine(folder, fsync=False)  # the restart, on the same payments core
+            try:
+                PayoutAdapter(ChainLedger(c), engine, INSURER).settle_due()
+                views = [c.query("cover", "policy", {"policy": p}) for p in policies]
+                assert all(v["claim"]["status"] == "paid" and v["premium"]["collected"] for v in views)
+                payouts = engine.lookup_transfers([int(transfer_id("payout", p), 16) for p in policies])
+                premiums = engine.lookup_transfers([int(transfer_id("premium", p), 16) for p in policies])
+                assert [t.amount for t in payouts] == [v["claim"]["amount"] for v in views]
+                assert [t.amount for t in premiums] == [v["policy"]["premium"] for v in views]
+                (insurer,) = engine.lookup_accounts([insurer_account(INSURER)])
+                assert insurer.debits_posted == sum(t.amount for t in payouts) == c.capital()["paid"]
+                assert insurer.credits_posted == sum(t.amount for t in premiums) == c.capital()["premiums"]
+            finally:
+                engine.close()
+        if finished:
+            break  # the first run got through without reaching call ``at``: every call was a kill point
+        at += 1
+    assert at > 20
+
+
+class SlowNodeClient:
+    """The SDK's surface the adapter uses, over the in-memory chain: the first record commits on the ledger but
+    the node answers before it is committed (``wait`` timed out), as a busy node does."""
+
+    def __init__(self, c: CoverChain) -> None:
+        self.c, self.slow = c, 1
+
+    def query(self, contract: str, method: str, args: dict[str, Any]) -> Any:
+        return self.c.query(contract, method, args)
+
+    def build(self, contract: str, method: str, args: dict[str, Any], signers: list[Any]) -> tuple[str, str, Any]:
+        return contract, method, args
+
+    def submit(self, tx: tuple[str, str, Any], *, wait: bool = False) -> dict[str, Any]:
+        receipt = self.c.run(*tx, INSURER)
+        if self.slow:
+            self.slow -= 1
+            return {"status": "pending"}
+        return {"status": "committed", "receipt": dict(receipt)}
+
+    def events(self, since: int, **kw: Any) -> list[dict[str, Any]]:
+        return [{"type": "end"}]
+
+
+def test_a_record_not_committed_in_time_is_retried_not_fatal(tmp_path: Path) -> None:
+    """A node slower than the adapter's wait is an everyday condition, not an exactly-once breach: the adapter
+    follows again (the ledger then says paid, or the core says EXISTS), it does not stop for an operator."""
+    import threading
+
+    from liangcao.adapters.payout import Cursor, HttpLedger, follow
+
+    c = chain()
+    two_approved_claims(c)
+    client = SlowNodeClient(c)
+    engine = Engine(tmp_path / "pay", fsync=False)
+    try:
+        adapter = PayoutAdapter(HttpLedger(client, signer=None), engine, INSURER)
+        follow(adapter, client, Cursor(tmp_path / "cursor.json"), threading.Event(), live=False)
+        assert c.query("cover", "due", {"insurer": INSURER}) == {"payouts": [], "premiums": []}
+        assert adapter.paid == 4
+    finally:
+        engine.close()

@@ -247,7 +247,9 @@ class HttpLedger:
     def submit(self, contract: str, method: str, args: dict[str, Any]) -> dict[str, Any]:
         result = self.client.submit(self.client.build(contract, method, args, [self.signer]), wait=True)
         if result["status"] != "committed":
-            raise AdapterFault(Code.NOT_READY, f"{contract}.{method} was not committed in time")
+            # Not an exactly-once breach: the transaction may still commit. ``follow`` tries again, and then the
+            # ledger says paid, or the payments core says EXISTS and the record is sent again (ALREADY_PAID).
+            raise Fault(Code.NOT_READY, f"{contract}.{method} was not committed in time")
         return dict(result["receipt"])
 
 
