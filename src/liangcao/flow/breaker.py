@@ -10,6 +10,9 @@
 
 While OPEN every call is refused with the time left as ``Retry-After``; while HALF_OPEN only ``probes`` calls
 are in flight at once and the rest are refused. Calls admitted before the breaker opened finish uncounted.
+A probe still out ``slow_ms`` after it was let through has failed (it is slow, whatever it answers later):
+the breaker opens again from that moment, so a backend that hangs cannot hold it half-open for ever; the
+late answer of such a probe is ignored (each opening starts a new ``generation``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,17 @@ class BreakerState(IntEnum):
 
 
 class Breaker:
-    __slots__ = ("opened_at", "probe_successes", "probes_inflight", "rule", "state", "transitions", "window")
+    __slots__ = (
+        "generation",
+        "opened_at",
+        "probe_since",
+        "probe_successes",
+        "probes_inflight",
+        "rule",
+        "state",
+        "transitions",
+        "window",
+    )
 
     def __init__(self, rule: BreakerRule) -> None:
         self.rule = rule
@@ -36,6 +49,8 @@ class Breaker:
         self.opened_at = 0.0
         self.probes_inflight = 0
         self.probe_successes = 0
+        self.probe_since = 0.0  # when the oldest probe in flight was let through
+        self.generation = 0
         self.transitions: dict[str, int] = {}
 
     def reconfigure(self, rule: BreakerRule) -> None:
@@ -50,6 +65,8 @@ class Breaker:
         if state is BreakerState.OPEN:
             self.opened_at = now
             self.probe_successes = 0
+            self.probes_inflight = 0  # the probes out belong to the past generation
+            self.generation += 1
         elif state is BreakerState.CLOSED:
             self.window.reset()
         else:
@@ -66,18 +83,26 @@ class Breaker:
             self._go(BreakerState.HALF_OPEN, now)
         if self.probes_inflight < self.rule.probes:
             return 0.0
-        return min(self.rule.slow_ms / 1000.0, self.rule.open_s)  # about when a probe will have answered
+        overdue = self.probe_since + self.rule.slow_ms / 1000.0
+        if now > overdue:  # the probes out are slow whatever they answer: open again from when they were
+            self._go(BreakerState.OPEN, overdue)
+            return max(0.0, self.wait(now))
+        return min(overdue - now, self.rule.open_s)  # about when a probe will have answered
 
-    def admit(self) -> bool:
+    def admit(self, now: float | None = None) -> bool:
         """Count an admitted call; True when it is a probe (its outcome decides the state)."""
         if self.state is BreakerState.HALF_OPEN:
+            if self.probes_inflight == 0 and now is not None:
+                self.probe_since = now
             self.probes_inflight += 1
             return True
         return False
 
-    def record(self, now: float, rt_s: float, ok: bool, probe: bool) -> None:
+    def record(self, now: float, rt_s: float, ok: bool, probe: bool, generation: int | None = None) -> None:
         slow = rt_s * 1000.0 > self.rule.slow_ms
         if probe:
+            if generation is not None and generation != self.generation:
+                return  # a probe of an earlier half-open state, already counted as failed
             self.probes_inflight = max(0, self.probes_inflight - 1)
             if self.state is not BreakerState.HALF_OPEN:
                 return

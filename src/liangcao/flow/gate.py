@@ -61,7 +61,7 @@ class TokenSource(Protocol):
 class Ticket:
     """An admitted call. ``exit(ok)`` once when it is done (also as a context manager); later calls are no-ops."""
 
-    __slots__ = ("_done", "_gate", "_inflight_at", "_probe", "_res", "hot", "priority", "start")
+    __slots__ = ("_done", "_gate", "_inflight_at", "_probe", "_probe_of", "_res", "hot", "priority", "start")
 
     def __init__(
         self, gate: Gate, res: _Resource, priority: Priority, hot: str | None, start: float, probe: bool, inflight: int
@@ -72,6 +72,7 @@ class Ticket:
         self.hot = hot
         self.start = start
         self._probe = probe
+        self._probe_of = -1  # the breaker generation a probe was admitted in (a late answer of an old one is ignored)
         self._inflight_at = inflight
         self._done = False
 
@@ -173,7 +174,20 @@ class Gate:
         self.inflight = 0
         self.reloads = 0
         self._cluster_live = False  # set by _check: the last cluster answer came from the server
-        self._apply(rules, clock())
+        # The gate's own time never runs backwards: a clock that jumps back (an injected wall clock, a VM
+        # restored from a snapshot) is shifted forward by the jump, so no bucket waits for the lost time
+        # to come round again and none is refilled twice.
+        self._clock_offset = 0.0
+        self._last_now = -math.inf
+        self._apply(rules, self._now())
+
+    def _now(self) -> float:
+        t = self.clock() + self._clock_offset
+        if t < self._last_now:
+            self._clock_offset += self._last_now - t
+            t = self._last_now
+        self._last_now = t
+        return t
 
     @property
     def rules(self) -> Rules:
@@ -208,7 +222,7 @@ class Gate:
         """Change the limits at run time. A bad rule set raises FlowError(BAD_RULES) and changes nothing."""
         validate(rules)
         with self._lock:
-            self._apply(rules, self.clock())
+            self._apply(rules, self._now())
             self.reloads += 1
 
     def _resource(self, name: str, now: float) -> _Resource:
@@ -234,7 +248,7 @@ class Gate:
         if hot is not None and len(hot) > hot_value_bytes_max:
             hot = hot[:hot_value_bytes_max]
         with self._lock:
-            now = self.clock()
+            now = self._now()
             res = self._resource(resource, now)
             refusal = self._check(res, priority, hot, now)
             if refusal is not None:
@@ -256,12 +270,15 @@ class Gate:
                 res.bucket.take(now)
             if hot is not None and res.hot is not None:
                 res.hot.bucket(hot, now).take(now)
-            probe = res.breaker.admit() if res.breaker is not None else False
+            probe = res.breaker.admit(now) if res.breaker is not None else False
             res.inflight += 1
             self.inflight += 1
             key = (int(priority), "pass")
             res.counts[key] = res.counts.get(key, 0) + 1
-            return Ticket(self, res, priority, hot, now, probe, res.inflight)
+            ticket = Ticket(self, res, priority, hot, now, probe, res.inflight)
+            if probe and res.breaker is not None:
+                ticket._probe_of = res.breaker.generation
+            return ticket
 
     def _check(
         self, res: _Resource, priority: Priority, hot: str | None, now: float
@@ -303,7 +320,7 @@ class Gate:
 
     def _exit(self, ticket: Ticket, ok: bool) -> None:
         with self._lock:
-            now = self.clock()
+            now = self._now()
             res = ticket._res
             rt = max(0.0, now - ticket.start)
             res.inflight -= 1
@@ -313,7 +330,7 @@ class Gate:
             if res.adaptive is not None:
                 res.adaptive.sample(now, rt, ticket._inflight_at, ticket.start)
             if res.breaker is not None:
-                res.breaker.record(now, rt, ok, ticket._probe)
+                res.breaker.record(now, rt, ok, ticket._probe, ticket._probe_of)
             self._system.record(now, rt)
 
     # -- reporting -----------------------------------------------------------------------------------------
@@ -330,7 +347,7 @@ class Gate:
     def status(self) -> dict[str, Any]:
         """The state of every resource, the system window and every decision counted (GET /v1/flow)."""
         with self._lock:
-            now = self.clock()
+            now = self._now()
             resources: dict[str, Any] = {}
             for res in self._resources.values():
                 decisions: dict[str, dict[str, int]] = {}

@@ -11,7 +11,7 @@ import math
 from collections import OrderedDict
 
 from liangcao.flow.bucket import TokenBucket
-from liangcao.flow.rules import HotRule
+from liangcao.flow.rules import HotRule, burst_max
 
 
 class HotParams:
@@ -44,7 +44,8 @@ class HotParams:
         rate = self.rule.overrides.get(value, base)
         burst = self.rule.burst if self.rule.burst > 0 else max(1, math.ceil(base))
         # An override scales the depth with the rate: a big merchant's burst is as many seconds as anyone's.
-        b = TokenBucket(rate, max(1, math.ceil(burst * rate / base)), now=now)
+        # (never deeper than any rule may make a bucket: burst_max)
+        b = TokenBucket(rate, min(burst_max, max(1, math.ceil(burst * rate / base))), now=now)
         self.buckets[value] = b
         if len(self.buckets) > self.rule.hot_values_max:
             self.buckets.popitem(last=False)

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from liangcao.flow.bucket import TokenBucket
 from liangcao.flow.errors import FlowCode, FlowError
 
 
@@ -32,6 +33,9 @@ DEFAULT_SHARES: dict[str, float] = {"PAY": 1.0, "CONFIRM": 0.9, "QUERY": 0.75, "
 
 resources_max = 1024  # named resources in one rule set (and resources created from the default rule)
 rate_per_s_max = 1e9
+#: The smallest rate a limit may have (one call in 1000 s); below it ``1/rate`` and the warm-up arithmetic
+#: overflow to infinity or NaN, and a limit that lets through one call a quarter of an hour is already "off".
+rate_per_s_min = 1e-3
 burst_max = 10_000_000
 warmup_s_max = 3600.0
 cold_factor_max = 100.0
@@ -179,6 +183,8 @@ def _resource(where: str, r: ResourceRule) -> None:
     if not r.name or len(r.name.encode()) > name_bytes_max:
         raise _bad(f"{where}.name must be 1..{name_bytes_max} bytes")
     _num(f"{where}.rate_per_s", r.rate_per_s, 0.0, rate_per_s_max)
+    if 0 < r.rate_per_s < rate_per_s_min:
+        raise _bad(f"{where}.rate_per_s={r.rate_per_s} is below rate_per_s_min={rate_per_s_min} (0 turns it off)")
     _num(f"{where}.burst", r.burst, 0, burst_max)
     _num(f"{where}.warmup_s", r.warmup_s, 0.0, warmup_s_max)
     _num(f"{where}.cold_factor", r.cold_factor, 1.0, cold_factor_max, low_open=r.warmup_s > 0)
@@ -187,6 +193,10 @@ def _resource(where: str, r: ResourceRule) -> None:
         raise _bad(f"{where}.warmup_s needs a rate_per_s")
     if r.cluster and r.rate_per_s == 0:
         raise _bad(f"{where}.cluster needs a rate_per_s (the global rate)")
+    if r.rate_per_s > 0:  # build the bucket once: whatever passed the bounds must also compute
+        tb = TokenBucket(r.rate_per_s, r.burst, r.warmup_s, r.cold_factor, now=0.0)
+        if not all(math.isfinite(x) for x in (tb.stable, tb.tolerance, tb.threshold, tb.stored_max, tb.slope)):
+            raise _bad(f"{where}: rate_per_s, burst, warmup_s and cold_factor do not make a computable bucket")
     if r.shares is not None:
         _shares(f"{where}.shares", r.shares)
     a = r.adaptive
@@ -202,13 +212,13 @@ def _resource(where: str, r: ResourceRule) -> None:
         _num(f"{where}.adaptive.stuck_windows", a.stuck_windows, 1, 1_000_000)
     h = r.hot
     if h is not None:
-        _num(f"{where}.hot.rate_per_s", h.rate_per_s, 0.0, rate_per_s_max, low_open=True)
+        _num(f"{where}.hot.rate_per_s", h.rate_per_s, rate_per_s_min, rate_per_s_max)
         _num(f"{where}.hot.burst", h.burst, 0, burst_max)
         _num(f"{where}.hot.hot_values_max", h.hot_values_max, 1, hot_values_max_max)
         if len(h.overrides) > hot_overrides_max:
             raise _bad(f"{where}.hot.overrides: {len(h.overrides)} is over hot_overrides_max={hot_overrides_max}")
         for value, rate in h.overrides.items():
-            _num(f"{where}.hot.overrides[{value!r}]", rate, 0.0, rate_per_s_max, low_open=True)
+            _num(f"{where}.hot.overrides[{value!r}]", rate, rate_per_s_min, rate_per_s_max)
     b = r.breaker
     if b is not None:
         _num(f"{where}.breaker.window_s", b.window_s, 0.0, window_s_max, low_open=True)
