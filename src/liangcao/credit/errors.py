@@ -48,6 +48,7 @@ class CreditCode(IntEnum):
     UNKNOWN_SHOPPER = 3425
     MERCHANT_REGISTERED = 3426  # the merchant is already paid into another payments-core account
     FUNDING_MISMATCH = 3427  # open_plan: the funding transfer is not this amount out of this line, or is taken
+    REQUEST_CONFLICT = 3428  # a request id (repayment, refund, deposit, settlement) reused with other parameters
 
 
 codes.register(
@@ -68,6 +69,7 @@ codes.register(
         CreditCode.LINE_FROZEN: 403,
         CreditCode.LOAN_DECLINED: 403,
         CreditCode.CORE_REFUSED: 502,
+        CreditCode.REQUEST_CONFLICT: 409,
     },
 )
 
@@ -91,10 +93,15 @@ loan_amount_fen_max = 100_000_000
 money_fen_max = 1_000_000_000
 #: Ids (orders, shoppers, merchants, requests): 1..64 printable ASCII characters.
 id_len_max = 64
+#: Ids the service makes from a merchant id (offers ``<merchant>.<day>.<n>``, loans ``L-<offer>``).
+ref_len_max = id_len_max + 32
 #: A fee rate for a whole plan, or a daily rate, in basis points.
 rate_bp_max = 10_000
 #: A merchant loan's repayment share of each settlement, in basis points (100 % at most).
 share_bp_max = 10_000
+#: The smallest plan whose on-time repayment counts in the shopper's history (100.00 yuan): a floor, so
+#: tiny plans cannot farm a line (the ``_max`` limits' one ``_min``).
+history_plan_fen_min = 10_000
 #: The most transfers of a merchant's account read to score it (a year of busy trading).
 history_transfers_max = 400_000
 #: The most rows a listing answers.
@@ -114,10 +121,10 @@ def check_money(value: object, what: str, top: int) -> int:
     return value
 
 
-def check_id(value: object, what: str) -> str:
-    """An id: 1..id_len_max printable ASCII characters without spaces."""
-    if not isinstance(value, str) or not 0 < len(value) <= id_len_max or not value.isascii():
-        raise CreditError(CreditCode.BAD_ID, f"{what} must be 1..{id_len_max} ASCII characters, got {value!r}")
+def check_id(value: object, what: str, top: int = id_len_max) -> str:
+    """An id: 1..``top`` (``id_len_max``) printable ASCII characters without spaces."""
+    if not isinstance(value, str) or not 0 < len(value) <= top or not value.isascii():
+        raise CreditError(CreditCode.BAD_ID, f"{what} must be 1..{top} ASCII characters, got {value!r}")
     if not value.isprintable() or " " in value:
         raise CreditError(CreditCode.BAD_ID, f"{what} must be printable without spaces, got {value!r}")
     return value

@@ -9,6 +9,8 @@ Money is integer fen throughout.
 
 from __future__ import annotations
 
+import re
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -19,12 +21,13 @@ from starlette.concurrency import run_in_threadpool
 
 from liangcao import __version__, codes
 from liangcao.codes import Code
-from liangcao.credit.errors import CreditCode, CreditError
+from liangcao.credit.errors import CreditCode
 from liangcao.credit.service import CreditService
-from liangcao.errors import LiangcaoError
+from liangcao.errors import Fault, LiangcaoError
 
 #: The largest request body the credit API reads.
 credit_http_body_bytes_max = 64 * 1024
+_MONEY_FIELD = re.compile(r"at `\$\.\w*_fen`")
 
 
 class InstallmentIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -117,14 +120,14 @@ async def _read(request: Request, t: type[Any]) -> Any:
     async for chunk in request.stream():
         data += chunk
         if len(data) > credit_http_body_bytes_max:
-            raise CreditError(
-                CreditCode.BAD_AMOUNT, f"body over credit_http_body_bytes_max={credit_http_body_bytes_max}"
-            )
+            raise LiangcaoError(Code.TOO_LARGE, f"body over credit_http_body_bytes_max={credit_http_body_bytes_max}")
     try:
         return msgspec.json.decode(bytes(data), type=t)
     except msgspec.ValidationError as exc:
         text = str(exc)
-        code = CreditCode.BAD_AMOUNT if "amount" in text or "float" in text else Code.INVALID_ARGUMENT
+        # A money field (``*_fen``) that is not an integer is a bad amount; anything else (an unknown field,
+        # a missing one, a wrong type) is a bad argument.
+        code = CreditCode.BAD_AMOUNT if _MONEY_FIELD.search(text) else Code.INVALID_ARGUMENT
         raise LiangcaoError(code, f"invalid body: {text}") from None
     except msgspec.DecodeError as exc:
         raise LiangcaoError(Code.BAD_ENCODING, f"body is not JSON: {exc}") from None
@@ -135,6 +138,10 @@ async def _run(fn: Callable[..., Any], *args: Any) -> Response:
         return _json(await run_in_threadpool(fn, *args))
     except LiangcaoError as exc:
         return _error(exc.code, exc.message)
+    except (Fault, sqlite3.Error) as exc:
+        # The core or the store failed (nothing was half-written: the intent is finished on the next call
+        # or on open). The router is mounted in apps without our handlers, so it answers JSON itself.
+        return _error(Code.NOT_READY, f"the credit service is unavailable: {type(exc).__name__}")
 
 
 def router(service: CreditService) -> APIRouter:

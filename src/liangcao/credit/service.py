@@ -61,12 +61,14 @@ from liangcao.credit.errors import (
     CreditError,
     check_id,
     check_money,
+    history_plan_fen_min,
     history_transfers_max,
     installment_amount_fen_max,
     line_fen_max,
     list_rows_max,
     loan_amount_fen_max,
     money_fen_max,
+    ref_len_max,
     share_bp_max,
 )
 from liangcao.errors import InvariantViolation, StoreError
@@ -82,6 +84,8 @@ from liangcao.payments.types import (
 )
 
 LEDGER_CNY = 156
+#: Transfers read per query of a merchant's sales flow.
+_PAGE = 8_000
 NS_PER_DAY = 86_400 * 1_000_000_000
 _T = TypeVar("_T")
 
@@ -143,9 +147,15 @@ def account_id(kind: str, name: str = "") -> int:
 
 
 def _transfer_id(*parts: object) -> int:
-    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=16, person=b"credit-xfer").digest()
+    # Joined by a space, which no id holds: ("sale", "a/b", "c") and ("sale", "a", "b/c") differ.
+    digest = hashlib.blake2b(" ".join(map(str, parts)).encode(), digest_size=16, person=b"credit-xfer").digest()
     value = int.from_bytes(digest, "big")
     return value if 0 < value < (1 << 128) - 1 else 1
+
+
+def _key(*parts: object) -> str:
+    """A request's key: its parts joined by a space, which no id holds (so "p/x" + "y" is not "p" + "x/y")."""
+    return " ".join(map(str, parts))
 
 
 # ------------------------------------------------------------------------------------------------ clocks
@@ -357,6 +367,19 @@ class _Leg(msgspec.Struct, array_like=True):
     id: int = 0  # 0: derived from the operation's sequence number
 
 
+def _counts_on_time(plan: P.Plan, day: int) -> bool:
+    """Whether a plan paid off without going overdue is repayment history that grows the line: one of at
+    least ``history_plan_fen_min``, repaid up to a due day (not bought and repaid at once), and not closed
+    by a refund. Otherwise buying 1 fen on installments and repaying it at once, again and again, would
+    raise a line to its maximum in minutes."""
+    return (
+        plan.principal >= history_plan_fen_min
+        and plan.refunded == 0
+        and bool(plan.schedule)
+        and day >= plan.schedule[0].due_day
+    )
+
+
 def fee_payer_of(value: object) -> P.FeePayer:
     if isinstance(value, P.FeePayer):
         return value
@@ -402,6 +425,10 @@ class CreditService:
         self._fsync = fsync
         self._db.execute("PRAGMA synchronous=FULL" if fsync else "PRAGMA synchronous=OFF")
         self._db.executescript(_SCHEMA)
+        if "params" not in {row[1] for row in self._db.execute("PRAGMA table_info(ops)")}:
+            # What a request asked for, so the same request id with other parameters is refused (a
+            # database from before the column answers its old requests as before).
+            self._db.execute("ALTER TABLE ops ADD COLUMN params TEXT NOT NULL DEFAULT ''")
         self._last_day = self._meta("day")
         # Transfer ids are derived from this folder's own random number and the operation's sequence
         # number: two credit databases over one payments core never derive the same id.
@@ -499,11 +526,22 @@ class CreditService:
             self._db.execute("ROLLBACK")
             raise
 
-    def _replayed(self, request: str | None, typ: type[_T]) -> _T | None:
+    def _replayed(self, request: str | None, typ: type[_T], params: str = "") -> _T | None:
+        """The first result of ``request`` if it was done; ``REQUEST_CONFLICT`` if it asked for other
+        ``params`` then (a retry must repeat its request, not reuse its id for another)."""
         if request is None:
             return None
-        row = self._db.execute("SELECT result FROM ops WHERE request = ? AND state = ?", (request, _DONE)).fetchone()
-        return None if row is None else msgspec.json.decode(row[0], type=typ)
+        row = self._db.execute(
+            "SELECT result, params FROM ops WHERE request = ? AND state = ?", (request, _DONE)
+        ).fetchone()
+        if row is None:
+            return None
+        if params and row[1] and row[1] != params:
+            raise CreditError(
+                CreditCode.REQUEST_CONFLICT,
+                f"request {request.split(' ', 1)[-1]!r} was made with other parameters ({row[1]}, now {params})",
+            )
+        return msgspec.json.decode(row[0], type=typ)
 
     def _execute(
         self,
@@ -513,14 +551,15 @@ class CreditService:
         *,
         request: str | None = None,
         short: dict[int, CreditCode] | None = None,
+        params: str = "",
     ) -> None:
         """Move ``legs`` as one linked chain and write ``recs``, exactly once (module docstring)."""
         legs = [leg for leg in legs if leg.amount > 0 or leg.flags]
         self._db.execute("BEGIN IMMEDIATE")
         try:
             cur = self._db.execute(
-                "INSERT INTO ops(request, state, transfers, records, result) VALUES (?, ?, x'', ?, ?)",
-                (request, _PENDING, msgspec.json.encode(list(recs)), msgspec.json.encode(result)),
+                "INSERT INTO ops(request, state, transfers, records, result, params) VALUES (?, ?, x'', ?, ?, ?)",
+                (request, _PENDING, msgspec.json.encode(list(recs)), msgspec.json.encode(result), params),
             )
             seq = int(cur.lastrowid or 0)
             transfers = self._transfers(seq, legs)
@@ -652,7 +691,7 @@ class CreditService:
         line = self.line_policy.line_fen(ShopperHistory())
         rec.line_fen = line
         grant = _Leg(account_id("lines"), account_id("line", shopper), line, CoreTransfer.LINE_GRANT)
-        self._execute([grant], [self._rec("shopper", shopper, shopper, 0, rec)], rec, request=f"open/{shopper}")
+        self._execute([grant], [self._rec("shopper", shopper, shopper, 0, rec)], rec, request=_key("open", shopper))
         return rec
 
     def merchant_account(self, merchant: str) -> int:
@@ -783,7 +822,7 @@ class CreditService:
                 legs,
                 recs,
                 plan,
-                request=f"checkout/{order_id}",
+                request=_key("checkout", order_id),
                 short={line: CreditCode.LINE_EXCEEDED, macct: CreditCode.MERCHANT_FUNDS_SHORT},
             )
             return plan
@@ -849,18 +888,24 @@ class CreditService:
             return
         overdue = self._overdue_plans(shopper) > 0
         line, lines = account_id("line", shopper), account_id("lines")
-        if overdue and not rec.hold_id:
+        # A line already held can have become spendable again: a repayment of another plan, a refund or
+        # a grant credits it while the hold stays as it was. Then the hold is voided and taken again in one
+        # chain, so the new hold balances everything available (a frozen line holds it all).
+        stale = overdue and rec.hold_id != 0 and self._balance(line) > 0
+        if overdue == (rec.hold_id != 0) and not stale:
+            return
+        legs: list[_Leg] = []
+        if rec.hold_id:
+            unhold = _transfer_id("unhold", self._instance, shopper, rec.freezes)
+            void = int(TransferFlags.VOID_PENDING_TRANSFER)
+            legs.append(_Leg(0, 0, 0, 0, flags=void, pending_id=rec.hold_id, id=unhold))
+            rec.hold_id = 0
+        if overdue:
             rec.freezes += 1
             rec.hold_id = _transfer_id("hold", self._instance, shopper, rec.freezes)
             flags = int(TransferFlags.PENDING | TransferFlags.BALANCING_DEBIT)
-            leg = _Leg(line, lines, max(rec.line_fen, 1), CoreTransfer.LINE_HOLD, flags=flags, id=rec.hold_id)
-        elif not overdue and rec.hold_id:
-            unhold = _transfer_id("unhold", self._instance, shopper, rec.freezes)
-            leg = _Leg(0, 0, 0, 0, flags=int(TransferFlags.VOID_PENDING_TRANSFER), pending_id=rec.hold_id, id=unhold)
-            rec.hold_id = 0
-        else:
-            return
-        self._execute([leg], [self._rec("shopper", shopper, shopper, 0, rec)], rec)
+            legs.append(_Leg(line, lines, max(rec.line_fen, 1), CoreTransfer.LINE_HOLD, flags=flags, id=rec.hold_id))
+        self._execute(legs, [self._rec("shopper", shopper, shopper, 0, rec)], rec)
 
     def _overdue_plans(self, shopper: str) -> int:
         row = self._db.execute(
@@ -875,27 +920,27 @@ class CreditService:
         Refusals: ``UNKNOWN_PLAN``, ``PLAN_CLOSED``, ``BAD_AMOUNT``, ``OVERPAY``, ``FUNDS_SHORT``."""
         check_id(plan_id, "plan_id")
         amount = check_money(amount_fen, "amount_fen", money_fen_max)
-        request = None if request_id is None else f"repay/{plan_id}/{check_id(request_id, 'request_id')}"
+        request = None if request_id is None else _key("repay", plan_id, check_id(request_id, "request_id"))
         with self._guard():
-            replay = self._replayed(request, P.Plan)
+            replay = self._replayed(request, P.Plan, str(amount))
             if replay is not None:
                 return replay
-            return self._repay(self._plan(plan_id), amount, request)
+            return self._repay(self._plan(plan_id), amount, request, str(amount))
 
     def prepay(self, plan_id: str, request_id: str | None = None) -> P.Plan:
         """Early repayment of everything the plan owes today (fees of later periods included)."""
         check_id(plan_id, "plan_id")
-        request = None if request_id is None else f"repay/{plan_id}/{check_id(request_id, 'request_id')}"
+        request = None if request_id is None else _key("repay", plan_id, check_id(request_id, "request_id"))
         with self._guard():
-            replay = self._replayed(request, P.Plan)
+            replay = self._replayed(request, P.Plan, "all")
             if replay is not None:
                 return replay
             plan = self._plan(plan_id)
             P.require(plan, "repay")
             self._tick(plan, self.today())
-            return self._repay(plan, plan.owed(), request)
+            return self._repay(plan, plan.owed(), request, "all")
 
-    def _repay(self, plan: P.Plan, amount: int, request: str | None) -> P.Plan:
+    def _repay(self, plan: P.Plan, amount: int, request: str | None, params: str = "") -> P.Plan:
         day = self.today()
         P.require(plan, "repay")
         self._tick(plan, day)
@@ -914,7 +959,7 @@ class CreditService:
             legs += self._line_review(plan, alloc.principal, recs)
         plan.ops += 1
         recs[0] = self._rec("plan", plan.plan_id, shopper, int(plan.state), plan)
-        self._execute(legs, recs, plan, request=request, short={wallet: CreditCode.FUNDS_SHORT})
+        self._execute(legs, recs, plan, request=request, short={wallet: CreditCode.FUNDS_SHORT}, params=params)
         self._sync_hold(shopper)
         return plan
 
@@ -925,7 +970,7 @@ class CreditService:
         if closed.state is P.PlanState.PAID_OFF:
             if closed.was_overdue:
                 rec.plans_late += 1
-            else:
+            elif _counts_on_time(closed, self.today()):
                 rec.plans_on_time += 1
         history = ShopperHistory(plans_on_time=rec.plans_on_time, plans_late=rec.plans_late)
         target = self.line_policy.line_fen(history)
@@ -950,9 +995,9 @@ class CreditService:
         ``MERCHANT_FUNDS_SHORT``."""
         check_id(order_id, "order_id")
         amount = check_money(amount_fen, "amount_fen", installment_amount_fen_max)
-        request = None if refund_id is None else f"refund/{order_id}/{check_id(refund_id, 'refund_id')}"
+        request = None if refund_id is None else _key("refund", order_id, check_id(refund_id, "refund_id"))
         with self._guard():
-            replay = self._replayed(request, P.Plan)
+            replay = self._replayed(request, P.Plan, str(amount))
             if replay is not None:
                 return replay
             day = self.today()
@@ -974,7 +1019,9 @@ class CreditService:
                 legs += self._line_review(plan, split.to_line, recs)
             plan.ops += 1
             recs[0] = self._rec("plan", plan.plan_id, shopper, int(plan.state), plan)
-            self._execute(legs, recs, plan, request=request, short={macct: CreditCode.MERCHANT_FUNDS_SHORT})
+            self._execute(
+                legs, recs, plan, request=request, short={macct: CreditCode.MERCHANT_FUNDS_SHORT}, params=str(amount)
+            )
             self._sync_hold(shopper)
             return plan
 
@@ -983,12 +1030,13 @@ class CreditService:
         Idempotent by ``deposit_id``."""
         check_id(shopper, "shopper")
         amount = check_money(amount_fen, "amount_fen", money_fen_max)
-        request = f"deposit/{shopper}/{check_id(deposit_id, 'deposit_id')}"
+        request = _key("deposit", shopper, check_id(deposit_id, "deposit_id"))
         with self._guard():
             self._shopper(shopper)
-            if self._replayed(request, int) is None:
+            if self._replayed(request, int, str(amount)) is None:
                 wallet = account_id("wallet", shopper)
-                self._execute([_Leg(account_id("bank"), wallet, amount, CoreTransfer.DEPOSIT)], [], 0, request=request)
+                leg = _Leg(account_id("bank"), wallet, amount, CoreTransfer.DEPOSIT)
+                self._execute([leg], [], 0, request=request, params=str(amount))
             return self._balance(account_id("wallet", shopper))
 
     def line(self, shopper: str) -> LineView:
@@ -1070,7 +1118,7 @@ class CreditService:
                 self._tick(plan, day)
                 due = sum(p.owed for p in plan.schedule if p.due_day <= day)
                 take = min(due, max(0, self._balance(account_id("wallet", plan.shopper))))
-                request = f"collect/{plan.plan_id}/{day}"
+                request = _key("collect", plan.plan_id, day)
                 if take > 0 and self._replayed(request, P.Plan) is None:
                     try:
                         self._repay(plan, take, request)
@@ -1118,8 +1166,8 @@ class CreditService:
             kind = L.SaleKind(kind)
         except ValueError:
             raise CreditError(CreditCode.BAD_AMOUNT, "kind must be 1 (sale), 2 (refund) or 3 (chargeback)") from None
-        if day is not None and type(day) is not int:
-            raise CreditError(CreditCode.BAD_DAY, f"day must be an integer, got {day!r}")
+        if day is not None and (type(day) is not int or not 0 < day < 1 << 32):
+            raise CreditError(CreditCode.BAD_DAY, f"day must be an integer business day 1..2^32-1, got {day!r}")
         with self._guard():
             macct = self.merchant_account(merchant)
             when = self.today() if day is None else day
@@ -1176,6 +1224,8 @@ class CreditService:
 
         for sale_id, day, kind, amount in rows:
             check_money(amount, "amount_fen", money_fen_max)
+            if type(day) is not int or not 0 < day < 1 << 32:
+                raise CreditError(CreditCode.BAD_DAY, f"sale {sale_id}: day must be 1..2^32-1, got {day!r}")
             debit, credit = (buyers, macct) if kind is L.SaleKind.SALE else (macct, buyers)
             batch.append(
                 Transfer(
@@ -1199,18 +1249,23 @@ class CreditService:
             int(CoreTransfer.SALE_REFUND): L.SaleKind.REFUND,
             int(CoreTransfer.CHARGEBACK): L.SaleKind.CHARGEBACK,
         }
-        after = 0
+        # Newest first: a merchant with more than ``history_transfers_max`` transfers is scored on its
+        # latest trading (what the decision is about), never on its oldest.
+        before = 0
         read = 0
         while read < history_transfers_max:
-            page = self.core.get_account_transfers(AccountFilter(account_id=acct, timestamp_min=after, limit=8_000))
+            limit = min(_PAGE, history_transfers_max - read)
+            page = self.core.get_account_transfers(
+                AccountFilter(account_id=acct, timestamp_max=before, limit=limit, reversed=True)
+            )
             for t in page:
                 kind = kinds.get(t.code)
                 if kind is not None:
                     yield (t.user_data_32 or t.timestamp // NS_PER_DAY), kind, t.amount
             read += len(page)
-            if len(page) < 8_000:
+            if len(page) < limit:
                 return
-            after = page[-1].timestamp + 1
+            before = page[-1].timestamp - 1
 
     def apply_loan(self, merchant: str, receivables_fen: int = 0) -> Offer:
         """A merchant applies: scored from its sales flow in the core (and the receivables it holds, an
@@ -1247,7 +1302,7 @@ class CreditService:
             return offer
 
     def offer(self, offer_id: str) -> Offer:
-        check_id(offer_id, "offer_id")
+        check_id(offer_id, "offer_id", ref_len_max)
         with self._guard():
             found = self._get("offer", offer_id, Offer)
             if found is None:
@@ -1268,6 +1323,11 @@ class CreditService:
             share = offer.share_bp if share_bp is None else share_bp
             if type(share) is not int or not 0 < share <= share_bp_max:
                 raise CreditError(CreditCode.BAD_SHARE, f"share_bp must be 1..{share_bp_max}, got {share!r}")
+            if offer.drawn:
+                # A retried draw (the answer was lost) answers the loan it made; another amount is refused.
+                first = self._replayed(_key("draw", offer_id), L.Loan)
+                if first is not None and (first.principal, first.share_bp) == (amount, share):
+                    return first
             if offer.drawn or day > offer.valid_until:
                 raise CreditError(CreditCode.OFFER_EXPIRED, f"offer {offer_id} is drawn or expired")
             if amount > offer.limit_fen:
@@ -1296,7 +1356,7 @@ class CreditService:
                     self._rec("offer", offer_id, offer.merchant, 1, offer),
                 ],
                 loan,
-                request=f"draw/{offer_id}",
+                request=_key("draw", offer_id),
             )
             return loan
 
@@ -1320,9 +1380,9 @@ class CreditService:
         check_id(merchant, "merchant")
         check_id(settlement_id, "settlement_id")
         amount = check_money(amount_fen, "amount_fen", money_fen_max)
-        request = f"settle/{merchant}/{settlement_id}"
+        request = _key("settle", merchant, settlement_id)
         with self._guard():
-            replay = self._replayed(request, Deduction)
+            replay = self._replayed(request, Deduction, str(amount))
             if replay is not None:
                 return replay
             loan = self._open_loan(merchant)
@@ -1338,9 +1398,11 @@ class CreditService:
                 )
             self._tick_loan(loan, self.today())
             take = min(amount * loan.share_bp // 10_000, loan.owed)
-            return self._loan_payment(loan, take, request, settlement_id, amount)
+            return self._loan_payment(loan, take, request, settlement_id, amount, str(amount))
 
-    def _loan_payment(self, loan: L.Loan, take: int, request: str | None, sid: str, settled: int) -> Deduction:
+    def _loan_payment(
+        self, loan: L.Loan, take: int, request: str | None, sid: str, settled: int, params: str = ""
+    ) -> Deduction:
         interest, principal = L.allocate_loan(loan, take) if take else (0, 0)
         loan.state = L.loan_state(loan, self.today())
         loan.ops += 1
@@ -1363,20 +1425,21 @@ class CreditService:
             out,
             request=request,
             short={macct: CreditCode.MERCHANT_FUNDS_SHORT},
+            params=params,
         )
         return out
 
     def repay_loan(self, loan_id: str, amount_fen: int, request_id: str | None = None) -> L.Loan:
         """Early (or any) repayment of ``amount_fen`` from the merchant's account: interest, then principal."""
-        check_id(loan_id, "loan_id")
+        check_id(loan_id, "loan_id", ref_len_max)
         amount = check_money(amount_fen, "amount_fen", money_fen_max)
-        request = None if request_id is None else f"loanpay/{loan_id}/{check_id(request_id, 'request_id')}"
+        request = None if request_id is None else _key("loanpay", loan_id, check_id(request_id, "request_id"))
         with self._guard():
-            if self._replayed(request, Deduction) is not None:
+            if self._replayed(request, Deduction, str(amount)) is not None:
                 return self.loan(loan_id)
             loan = self._loan(loan_id)
             self._tick_loan(loan, self.today())
-            self._loan_payment(loan, amount, request, request_id or "", 0)
+            self._loan_payment(loan, amount, request, request_id or "", 0, str(amount))
             return loan
 
     def _loan(self, loan_id: str) -> L.Loan:
@@ -1387,7 +1450,7 @@ class CreditService:
 
     def loan(self, loan_id: str) -> L.Loan:
         """The loan as of today (interest accrued), without storing anything."""
-        check_id(loan_id, "loan_id")
+        check_id(loan_id, "loan_id", ref_len_max)
         with self._guard():
             loan = self._loan(loan_id)
             self._tick_loan(loan, self.today())

@@ -1,0 +1,342 @@
+"""Attacks on the credit service by a hostile shopper, merchant or integrator (a review of issue 21): each
+test is a way in that once worked, or one that must keep failing. Fast: the embedded engine, no fsync."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from liangcao.credit import loans as L
+from liangcao.credit import plans as P
+from liangcao.credit import service as S
+from liangcao.credit.errors import CreditCode, CreditError, installment_amount_fen_max
+from liangcao.credit.http import create_app, router
+from liangcao.credit.service import CreditService, ManualDays, account_id
+from liangcao.payments import Engine, Transfer
+from liangcao.procs import free_port
+
+Env = tuple[CreditService, Engine, ManualDays]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    clock = ManualDays(20_000)
+    with Engine(tmp_path / "pay", fsync=False) as engine:
+        s = CreditService(engine, tmp_path / "credit.db", clock=clock, fsync=False)
+        yield s, engine, clock
+        s.close()
+
+
+def refused(code: CreditCode, fn: object, *args: object, **kw: object) -> None:
+    with pytest.raises(CreditError) as e:
+        fn(*args, **kw)  # type: ignore[operator]
+    assert e.value.code == code, e.value.message
+
+
+def balance(engine: Engine, acct: int) -> int:
+    a = engine.lookup_accounts([acct])[0]
+    return a.credits_posted - a.debits_posted
+
+
+# ------------------------------------------------------------------------------------- frozen lines
+
+
+def test_a_frozen_line_stays_held_after_another_plan_is_repaid(env: Env) -> None:
+    """Repaying (or being refunded on) a plan that is not overdue credits the line; while another plan is
+    overdue, that credit must not become spendable through the core (the gateway's own hold path)."""
+    s, engine, clock = env
+    s.checkout_installments("A1", "ann", "shop", 30_000, 3)
+    clock.advance(10)
+    s.checkout_installments("A2", "ann", "shop", 60_000, 6)
+    clock.advance(25)  # A1's first period is 5 days overdue, A2 is not due yet
+    assert s.run_day().lines_frozen == 1
+    s.deposit("ann", 70_000, "d1")
+    s.prepay("A2")
+    view = s.line("ann")
+    assert view.frozen and view.available_fen == 0
+    (result,) = engine.create_transfers(
+        [Transfer(777, s.line_account("ann"), account_id("merchant", "shop"), 1, ledger=156, code=1)]
+    )
+    assert result != 0  # the core refuses any debit of a frozen line
+    s.checkout_installments("B1", "bea", "shop", 60_000, 3)
+    s.checkout_installments("B2", "bea", "shop", 30_000, 3)
+    clock.advance(35)
+    s.run_day()
+    s.refund("B2", 30_000)  # B2's period 1 was overdue too: both overdue, refund B2 fully
+    s.refund("B1", 10_000)  # B1 still overdue: the refund's credit to the line stays held
+    assert s.line("bea").frozen and s.line("bea").available_fen == 0
+    s.deposit("ann", 30_000, "d2")
+    s.prepay("A1")
+    view = s.line("ann")
+    assert not view.frozen and view.held_fen == 0 and view.available_fen == view.line_fen
+    s.check()
+
+
+# -------------------------------------------------------------------------------------- idempotency
+
+
+def test_the_same_request_id_with_other_parameters_is_refused(env: Env) -> None:
+    s, engine, _ = env
+    s.checkout_installments("o1", "bob", "shop", 30_000, 3)
+    s.deposit("bob", 100_000, "d1")
+    s.repay("o1", 100, "r1")
+    assert s.repay("o1", 100, "r1").owed() == s.plan("o1").owed()  # a true retry: answered again
+    refused(CreditCode.REQUEST_CONFLICT, s.repay, "o1", 5_000, "r1")
+    s.refund("o1", 100, "f1")
+    refused(CreditCode.REQUEST_CONFLICT, s.refund, "o1", 9_000, "f1")
+    refused(CreditCode.REQUEST_CONFLICT, s.deposit, "bob", 5, "d1")
+    assert s.plan("o1").refunded == 100 and balance(engine, account_id("wallet", "bob")) == 100_000 - 100
+    s.check()
+
+
+def test_ids_with_slashes_do_not_share_a_request(env: Env) -> None:
+    """Order ids may hold '/': plan 'p/x' with request 'y' and plan 'p' with request 'x/y' are two requests."""
+    s, _, _ = env
+    s.checkout_installments("p/x", "cat", "shop", 30_000, 3)
+    s.checkout_installments("p", "cat", "shop", 30_000, 3)
+    s.deposit("cat", 100_000, "x")
+    s.repay("p/x", 300, "y")
+    after = s.repay("p", 300, "x/y")
+    assert after.plan_id == "p" and s.plan("p").owed() == s.plan("p/x").owed() == 30_750 - 300
+    s.deposit("d", 100, "a/b")
+    assert s.deposit("d/a", 100, "b") == 100  # another shopper's deposit, not a replay
+    s.check()
+
+
+def test_a_retried_draw_answers_the_loan_and_pays_once(env: Env) -> None:
+    s, engine, clock = env
+    seed_sales(s, "tea", clock())
+    offer = s.apply_loan("tea")
+    assert offer.approved
+    loan = s.draw_loan(offer.offer_id, 100_000)
+    assert s.draw_loan(offer.offer_id, 100_000) == loan
+    refused(CreditCode.OFFER_EXPIRED, s.draw_loan, offer.offer_id, 200_000)
+    assert balance(engine, account_id("loan-capital")) == -100_000
+
+
+# ----------------------------------------------------------------------------------- merchant loans
+
+
+def seed_sales(s: CreditService, merchant: str, today: int, days: int = 200) -> None:
+    rows = [(f"h{d}", today - days + d, L.SaleKind.SALE, 100_000) for d in range(days)]
+    s.import_sales(merchant, rows)
+
+
+def test_a_merchant_with_a_64_character_id_can_draw_its_offer(env: Env) -> None:
+    s, _, clock = env
+    m = "m" * 64
+    seed_sales(s, m, clock())
+    offer = s.apply_loan(m)
+    assert offer.approved and s.offer(offer.offer_id) == offer
+    loan = s.draw_loan(offer.offer_id, 100_000)
+    assert s.loan(loan.loan_id).outstanding == 100_000
+    s.repay_loan(loan.loan_id, 50_000, "early-1")
+    assert s.merchant_loans(m)[0].outstanding == 50_000
+    refused(CreditCode.BAD_ID, s.offer, "x" * 200)
+
+
+def test_scoring_reads_the_newest_sales_when_the_history_is_capped(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over ``history_transfers_max`` transfers, the score must come from the newest ones, not the oldest."""
+    s, _, clock = env
+    today = clock()
+    old = [(f"old{d}", today - 700 + d, L.SaleKind.SALE, 1_000) for d in range(40)]
+    new = [(f"new{d}", today - 89 + d, L.SaleKind.SALE, 500_000) for d in range(89)]
+    s.import_sales("big", old + new)
+    monkeypatch.setattr(S, "history_transfers_max", 89)
+    monkeypatch.setattr(S, "_PAGE", 30)
+    f = s.apply_loan("big").features
+    assert f.gmv_90 == 89 * 500_000 and f.transfers_read == 89
+
+
+def test_the_settlement_share_below_the_interest_due_pays_interest_only(env: Env) -> None:
+    s, _, clock = env
+    seed_sales(s, "tea", clock())
+    offer = s.apply_loan("tea")
+    loan = s.draw_loan(offer.offer_id, 1_000_000)
+    clock.advance(10)
+    interest = s.loan(loan.loan_id).interest
+    assert interest > 0
+    d = s.on_settlement("tea", "st-1", 10 * (interest - 1))  # 10 % of it is one fen short of the interest
+    assert (d.interest_fen, d.principal_fen) == (interest - 1, 0)
+    after = s.loan(loan.loan_id)
+    assert after.interest == 1 and after.outstanding == 1_000_000
+    assert s.on_settlement("tea", "st-2", 9).deducted_fen == 0  # 10 % of 9 fen rounds to nothing
+    refused(CreditCode.OVERPAY, s.repay_loan, loan.loan_id, after.owed + 1)
+    s.repay_loan(loan.loan_id, after.owed)
+    refused(CreditCode.LOAN_CLOSED, s.repay_loan, loan.loan_id, 1)
+    assert s.on_settlement("tea", "st-3", 1_000).deducted_fen == 0
+
+
+def test_more_refunds_never_raise_the_score() -> None:
+    base = [(20_000 - d, L.SaleKind.SALE, 100_000 + 7_000 * (d % 5)) for d in range(1, 300)]
+    last = 1001
+    for k in range(0, 60, 5):
+        refunds = [(20_000 - d, L.SaleKind.REFUND, 50_000) for d in range(1, k + 1)]
+        f = L.features(base + refunds, 20_000)
+        score = L.score(f)
+        assert score <= last and L.score(L.features(list(reversed(base + refunds)), 20_000)) == score
+        last = score
+
+
+# ---------------------------------------------------------------------------------- line farming
+
+
+def test_tiny_or_same_day_plans_do_not_grow_the_line(env: Env) -> None:
+    """A shopper (with a friendly merchant) must not inflate the line by buying 1 fen on installments and
+    repaying it at once, nor by a plan a refund closed: only a plan that ran to a due day counts."""
+    s, _, clock = env
+    s.deposit("dan", 100_000, "d")
+    for i in range(5):
+        s.checkout_installments(f"f{i}", "dan", "shop", 1, 3)
+        s.repay(f"f{i}", 1)
+    s.checkout_installments("big", "dan", "shop", 30_000, 3)
+    s.prepay("big")  # paid off the day it was bought: no history yet
+    s.checkout_installments("r", "dan", "shop", 30_000, 3)
+    clock.advance(30)
+    s.run_day()  # period 1 collected on its due day
+    s.refund("r", 20_000)  # the rest refunded: closed, but not a plan repaid on time
+    assert s.plan("r").state is P.PlanState.PAID_OFF
+    assert s.line("dan").plans_on_time == 0 and s.line("dan").line_fen == 200_000
+    s.checkout_installments("ok", "dan", "shop", 30_000, 3)
+    for _ in range(3):
+        clock.advance(30)
+        s.run_day()
+    assert s.line("dan").plans_on_time == 1 and s.line("dan").line_fen == 250_000
+    s.check()
+
+
+# ------------------------------------------------------------------------------ concurrency, limits
+
+
+def test_two_threads_cannot_overdraw_a_line(env: Env) -> None:
+    s, engine, _ = env
+    s.line_account("eve")
+    results: list[object] = []
+    start = threading.Barrier(8)
+
+    def buy(i: int) -> None:
+        start.wait()
+        try:
+            results.append(s.checkout_installments(f"e{i}", "eve", "shop", 60_000, 3).plan_id)
+        except CreditError as exc:
+            results.append(exc.code)
+
+    threads = [threading.Thread(target=buy, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(1 for r in results if isinstance(r, str)) == 3  # 3 x 600.00 of a 2,000.00 line
+    assert sorted(r for r in results if not isinstance(r, str)) == [CreditCode.LINE_EXCEEDED] * 5
+    assert balance(engine, account_id("line", "eve")) == 20_000
+    s.check()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, installment_amount_fen_max), st.sampled_from([3, 6, 12]), st.sampled_from(["shopper", "merchant"])
+)
+def test_every_schedule_sums_to_principal_and_fee(amount: int, periods: int, payer: str) -> None:
+    plan = P.make_plan("q", "s", "m", amount, periods, S.fee_payer_of(payer), P.DEFAULT_FEE_TABLE, 1)
+    assert sum(p.principal for p in plan.schedule) == amount
+    shopper_fee = plan.fee if payer == "shopper" else 0
+    assert sum(p.fee for p in plan.schedule) == shopper_fee
+    assert all(p.principal >= 0 and p.fee >= 0 for p in plan.schedule)
+    assert max(p.principal for p in plan.schedule) - min(p.principal for p in plan.schedule) < periods
+
+
+def test_penalty_arithmetic_over_ten_years() -> None:
+    plan = P.make_plan("o", "s", "m", installment_amount_fen_max, 12, P.FeePayer.SHOPPER, P.DEFAULT_FEE_TABLE, 0)
+    P.accrue(plan, 3_650, 5)
+    for p in plan.schedule:
+        days = 3_650 - p.due_day
+        assert p.penalty == days * (p.unpaid * 5 // 10_000)  # per day, rounded down: never above the rate
+    before = plan.owed()
+    P.accrue(plan, 3_650, 5)  # accruing again on the same day adds nothing
+    assert plan.owed() == before
+    P.allocate_repayment(plan, before)
+    assert plan.owed() == 0
+
+
+# ------------------------------------------------------------------------------------------- HTTP
+
+
+@contextlib.contextmanager
+def serve(app: FastAPI) -> Iterator[httpx.Client]:
+    """A real uvicorn server on 127.0.0.1 in a thread, stopped on exit."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            yield c
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def mounted(s: CreditService) -> FastAPI:
+    """The router as the checkout gateway mounts it: no app-level error handlers."""
+    app = FastAPI()
+    app.include_router(router(s))
+    return app
+
+
+def test_http_refuses_oversize_unknown_fields_and_bad_days_with_stable_codes(env: Env) -> None:
+    with serve(create_app(env[0])) as client:
+        http_refusals(client)
+
+
+def http_refusals(client: httpx.Client) -> None:
+    r = client.post("/v1/credit/quote", content=b" " * 70_000)
+    assert r.status_code == 413 and r.json()["name"] == "TOO_LARGE"
+    r = client.post("/v1/credit/quote", json={"amount_fen": 100, "periods": 3, "amount_x": 1})
+    assert r.status_code == 400 and r.json()["name"] == "INVALID_ARGUMENT"
+    r = client.post("/v1/credit/merchants/shop/sales", json={"sale_id": "s1", "amount_fen": 100, "day": 2**40})
+    assert r.status_code == 400 and r.json()["code"] == CreditCode.BAD_DAY
+    r = client.post("/v1/credit/merchants/shop/sales", json={"sale_id": "s1", "amount_fen": 100, "day": -1})
+    assert r.json()["code"] == CreditCode.BAD_DAY
+    for body in (b"{bad", b"[]", b"null", b'{"amount_fen": 1e400, "periods": 3}', b'{"amount_fen": 10e0}'):
+        r = client.post("/v1/credit/quote", content=body)
+        assert 400 <= r.status_code < 500, (body, r.text)
+
+
+def test_http_two_purchases_at_once_cannot_overdraw(env: Env) -> None:
+    s, engine, _ = env
+    codes: list[int] = []
+    with serve(mounted(s)) as c:
+        start = threading.Barrier(2)
+
+        def buy(i: int) -> None:
+            body = {"order_id": f"h{i}", "shopper": "hal", "merchant": "shop", "amount_fen": 150_000, "periods": 3}
+            start.wait()
+            codes.append(c.post("/v1/credit/installments", json=body).status_code)
+
+        threads = [threading.Thread(target=buy, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(codes) == [200, 400]
+    assert balance(engine, account_id("line", "hal")) == 50_000
+
+
+def test_a_mounted_router_answers_a_fault_as_json_not_500(env: Env) -> None:
+    s, _, _ = env
+    with serve(mounted(s)) as c:
+        s.close()  # the store is gone (a disk failing): a fault, answered as unavailable
+        r = c.post("/v1/credit/quote", json={"amount_fen": 100, "periods": 3})
+    assert r.status_code == 503 and r.json()["name"] == "NOT_READY"
