@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cover_ledger import ADDRESS, COURIER, INSURER, PLATFORM, SKU, TYPES, CoverChain, return_event
+from cover_ledger import ADDRESS, COURIER, INSURER, INSURER2, PLATFORM, SKU, TYPES, CoverChain, return_event
 from liangcao.adapters.payout import (
     ACCOUNT_CODE,
     LEDGER_CNY,
@@ -22,6 +22,7 @@ from liangcao.adapters.payout import (
     shopper_account,
 )
 from liangcao.apps.cover.rules import CoverCode, transfer_id
+from liangcao.codes import Code
 from liangcao.payments import Account, Engine, Transfer
 from liangcao.testing import Chain
 
@@ -352,3 +353,34 @@ def test_a_record_not_committed_in_time_is_retried_not_fatal(tmp_path: Path) -> 
         assert adapter.paid == 4
     finally:
         engine.close()
+
+
+def test_another_platform_cannot_load_or_flag_a_shopper_of_this_one() -> None:
+    """Shopper ids are each platform's own pseudonyms: platform B using platform A's id "s1" must not raise
+    A's shopper's premium (claim ratio), use up their return limit, or hold their claims with a flag; and an
+    insurer's flag holds claims on its own policies, not on another insurer's."""
+    c = SixOrgs()
+    c.ok("cover", "pledge_capital", {"amount": 1_000_000}, INSURER)
+    c.ok("cover", "pledge_capital", {"amount": 1_000_000}, INSURER2)
+    c.product("rs", "return_shipping", shopper_returns_max=1)
+    c.product("rs-b", "return_shipping", insurer=INSURER2)
+    # platform B: a policy and a claim for "its" shopper s1, then a flag on s1
+    args = {"products": ["rs"], "order": "b-1", "shopper": "s1", "sku": SKU, "price_paid": 39_900,
+            "address": ADDRESS, "device": "dev-b"}  # fmt: skip
+    (b1,) = c.ok("cover", "buy", args, OTHER_PLATFORM)
+    c.ok("cover", "claim", {"policy": b1["id"], "event": c.anchor(return_event("b-1", c.time_ms, rma="b"))}, COURIER)
+    c.ok("cover", "flag", {"shopper": "s1", "reason": "platform B says so"}, OTHER_PLATFORM)
+    # platform A's shopper s1: the base premium, a claim within the return limit, not held
+    (a1,) = c.buy(["rs"], "a-1", shopper="s1")
+    assert a1["premium"] == 80
+    claim = c.ok("cover", "claim", {"policy": a1["id"], "event": c.anchor(return_event("a-1", c.time_ms))}, PLATFORM)
+    assert claim["status"] == "approved", claim["held"]
+    assert c.query("cover", "shopper", {"platform": PLATFORM, "shopper": "s1"})["claims"] == 1
+    # insurer 2 flags A's s1: its own policies' claims wait; insurer 1's do not
+    c.ok("cover", "flag", {"platform": PLATFORM, "shopper": "s1", "reason": "insurer 2's model"}, INSURER2)
+    c.fails(Code.INVALID_ARGUMENT, "cover", "flag", {"platform": PLATFORM, "shopper": "s1", "reason": "x"},
+            OTHER_PLATFORM)  # fmt: skip
+    (x,) = c.buy(["rs-b"], "a-2", shopper="s1")
+    held = c.ok("cover", "claim", {"policy": x["id"], "event": c.anchor(return_event("a-2", c.time_ms, rma="x"))},
+                PLATFORM)  # fmt: skip
+    assert held["status"] == "held"

@@ -142,7 +142,7 @@ def test_claim_ratio_prices_return_shipping_and_frequency_is_limited() -> None:
             c.fails(CoverCode.TOO_FREQUENT, "cover", "claim", {"policy": p["id"], "event": eid}, PLATFORM)
     # no history: the base; after 1 claim of 1 policy: base * (1 + 2.0); after 2 of 2: the same ratio
     assert paid == [80, premium_fen("return_shipping", 80, 0, 20_000, 39_900, 1, 1), 240]
-    assert c.query("cover", "shopper", {"shopper": "heavy"})["claims"] == 2
+    assert c.query("cover", "shopper", {"platform": PLATFORM, "shopper": "heavy"})["claims"] == 2
     c.advance(days=31)  # the frequency window moves on
     (p,) = c.buy(["rs2"], "o9", shopper="heavy")
     assert p["premium"] == 80 + 107  # 2 claims of 3 policies: 80 x 2.0 x 2/3 = 106.67, half up

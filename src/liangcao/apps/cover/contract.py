@@ -35,7 +35,7 @@ State (``cover/...``)::
     pol/<policy>                      Policy (status active -> held -> approved -> paid | rejected | expired)
     claim/<policy>                    Claim: the decision, its rule and facts, the payout
     bound/<order+sku digest>/<prod>   one policy per order, SKU and product
-    shopper/<shopper>                 the shopper's return-shipping history and recent returns
+    shopper/<platform>/<shopper>      the shopper's return-shipping history, recent returns and flags
     dev/<digest>, addr/<digest>       the shoppers seen on a device or an address
     pday/<platform>/<sku>/<day>       the platform's price posts of a day
     used/<event hex>                  a pickup or drop-off event that already decided a claim
@@ -157,14 +157,19 @@ class Claim(Record):
 
 
 class Shopper(Record):
-    """``cover/shopper/<id>``: return-shipping cover bought and claimed (the premium's claim ratio), and the
-    times of recent return claims (the frequency guard)."""
+    """``cover/shopper/<platform>/<id>``: return-shipping cover bought and claimed (the premium's claim ratio),
+    the times of recent return claims (the frequency guard) and the flags on the shopper.
+
+    Keyed by the platform: shopper ids are each platform's own pseudonyms, so another platform naming the
+    same id must not load this shopper's premium, use up their returns or flag them."""
 
     shopper: str
     policies: int = 0
     claims: int = 0
     returns: list[int] = msgspec.field(default_factory=list)
-    flagged: str = ""  # why a risk engine (through the insurer or platform) holds this shopper's claims
+    # Why a risk engine holds this shopper's claims, by the organisation (an insurer or the platform) that
+    # flagged them: an insurer's flag holds claims on its own policies only.
+    flags: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class Seen(Record):
@@ -257,12 +262,14 @@ class PricesArgs(Args):
 
 
 class ShopperArgs(Args):
+    platform: OrgId  # shopper ids are each platform's own
     shopper: ShopperId
 
 
 class FlagArgs(Args):
     shopper: ShopperId
     reason: Annotated[str, msgspec.Meta(max_length=200)]  # "" clears the flag
+    platform: OrgId | None = None  # whose shopper: a platform flags its own; an insurer names the platform
 
 
 def _digest(text: str) -> str:
@@ -397,7 +404,7 @@ class Cover(Contract):
         platform = self._platform(ctx).org
         if len(set(a.products)) != len(a.products):
             ctx.fail(Code.INVALID_ARGUMENT, "a product is named twice")
-        shopper = ctx.load(Shopper, f"shopper/{a.shopper}") or Shopper(shopper=a.shopper)
+        shopper = ctx.load(Shopper, f"shopper/{platform}/{a.shopper}") or Shopper(shopper=a.shopper)
         bound = _digest(f"{platform}\n{a.order}\n{a.sku}")
         out: list[Policy] = []
         for n, pid in enumerate(a.products, start=1):
@@ -483,9 +490,9 @@ class Cover(Contract):
                 },
             )
             out.append(policy)
-        ctx.save(f"shopper/{a.shopper}", shopper)
-        self._seen(ctx, f"dev/{_digest(a.device)}", a.shopper)
-        self._seen(ctx, f"addr/{_digest(index_form(a.address))}", a.shopper)
+        ctx.save(f"shopper/{platform}/{a.shopper}", shopper)
+        self._seen(ctx, f"dev/{_digest(a.device)}", f"{platform}/{a.shopper}")
+        self._seen(ctx, f"addr/{_digest(index_form(a.address))}", f"{platform}/{a.shopper}")
         return out
 
     def _seen(self, ctx: Context, key: str, shopper: str) -> None:
@@ -619,7 +626,7 @@ class Cover(Contract):
                     places.add(index_form(s["source"]))
             if index_form(pol.address) not in places:
                 ctx.fail(CoverCode.ADDRESS_MISMATCH, f"the pickup was not at the order's address {pol.address}")
-        shopper = ctx.load(Shopper, f"shopper/{pol.shopper}") or Shopper(shopper=pol.shopper)
+        shopper = ctx.load(Shopper, f"shopper/{pol.platform}/{pol.shopper}") or Shopper(shopper=pol.shopper)
         since = ctx.time_ms - rules.RETURN_PERIOD_DAYS * DAY_MS
         recent = [t for t in shopper.returns if t > since]
         if len(recent) >= product.shopper_returns_max:
@@ -630,7 +637,7 @@ class Cover(Contract):
             )
         recent = [*recent, ctx.time_ms][-rules.shopper_returns_max_max :]
         shopper = shopper.replace(returns=recent, claims=shopper.claims + (1 if pickup else 0))
-        ctx.save(f"shopper/{pol.shopper}", shopper)
+        ctx.save(f"shopper/{pol.platform}/{pol.shopper}", shopper)
         ctx.put(f"used/{hx}", pol.id)
         fact = {
             "fact": "epcis",
@@ -691,9 +698,12 @@ class Cover(Contract):
     def _bulk(self, ctx: Context, pol: Policy) -> str:
         """Why the claim waits for review ("" if it does not): a flagged shopper, accounts sharing the device or
         the address."""
-        shopper = ctx.load(Shopper, f"shopper/{pol.shopper}")
-        if shopper is not None and shopper.flagged:
-            return f"shopper flagged: {shopper.flagged}"
+        shopper = ctx.load(Shopper, f"shopper/{pol.platform}/{pol.shopper}")
+        reasons = (
+            [] if shopper is None else [r for o, r in sorted(shopper.flags.items()) if o in (pol.platform, pol.insurer)]
+        )
+        if reasons:
+            return f"shopper flagged: {'; '.join(reasons)}"
         device = ctx.load(Seen, f"dev/{_digest(pol.device)}")
         if device is not None and len(device.shoppers) > rules.shared_device_accounts_max:
             return f"{len(device.shoppers)} accounts bought cover from one device"
@@ -729,10 +739,23 @@ class Cover(Contract):
             code=CoverCode.NOT_INSURER,
             message="needs an insurer's or platform's signature",
         )
-        shopper = ctx.load(Shopper, f"shopper/{a.shopper}") or Shopper(shopper=a.shopper)
-        shopper = shopper.replace(flagged=a.reason)
-        ctx.save(f"shopper/{a.shopper}", shopper)
-        ctx.emit("shopper_flagged", {"shopper": a.shopper, "reason": a.reason, "by": by.member_id})
+        platform = a.platform or by.org
+        if by.org_type == "platform" and platform != by.org:
+            ctx.fail(Code.INVALID_ARGUMENT, f"a platform flags its own shoppers, not {platform}'s")
+        org = ctx.consortium().orgs.get(platform)
+        if org is None or str(org.type) != "platform":
+            ctx.fail(Code.INVALID_ARGUMENT, f"{platform} is not a platform: name the platform whose shopper it is")
+        key = f"shopper/{platform}/{a.shopper}"
+        shopper = ctx.load(Shopper, key) or Shopper(shopper=a.shopper)
+        flags = {o: r for o, r in shopper.flags.items() if o != by.org}
+        if a.reason:
+            flags[by.org] = a.reason
+        shopper = shopper.replace(flags=flags)
+        ctx.save(key, shopper)
+        ctx.emit(
+            "shopper_flagged",
+            {"platform": platform, "shopper": a.shopper, "reason": a.reason, "by": by.member_id},
+        )
         return shopper
 
     @transaction
@@ -885,7 +908,7 @@ class Cover(Contract):
 
     @query
     def shopper(self, ctx: Context, a: ShopperArgs) -> Shopper:
-        return ctx.load(Shopper, f"shopper/{a.shopper}") or Shopper(shopper=a.shopper)
+        return ctx.load(Shopper, f"shopper/{a.platform}/{a.shopper}") or Shopper(shopper=a.shopper)
 
 
 __all__ = ["Claim", "Cover", "CoverCode", "Policy", "Product"]
