@@ -179,7 +179,7 @@ def test_labels_unknown_conflicting_and_retries(clock: ManualClock) -> None:
     e.label("p1", True, source="chargeback")
     e.label("p1", True)  # the same label again: nothing new
     with pytest.raises(RiskError) as info:
-        e.label("p1", False, source="it_was_me")
+        e.label("p1", False, source="review")
     assert info.value.code == RiskCode.LABEL_CONFLICT
     with pytest.raises(RiskError) as info:
         e.label("nobody", True)
@@ -250,7 +250,7 @@ def test_snapshot_and_restart_keep_the_windows_and_pending_labels(tmp_path: Path
     d2 = again.decide(pay(5, clock, shopper="bob", device="dev", ip="10.9.9.9"))
     assert d2.features == d1.features and d2.features["shopper_n_1m"] == 5 and d2.features["device_n_1m"] == 5
     assert again.learn() == 1  # the label given before the snapshot is still queued
-    again.label("p1", False, source="it_was_me")  # and the payments decided before it still take labels
+    again.label("p1", False, source="review")  # and the payments decided before it still take labels
 
     # A damaged snapshot is a fault of this machine, named, never silently ignored.
     path = tmp_path / "snapshot.pkl"

@@ -26,12 +26,20 @@ class RiskCode(IntEnum):
     UNKNOWN_PAYMENT = 3330  # a label for a payment the engine never decided (or has forgotten: pending_max)
     LABEL_CONFLICT = 3331  # a second, different label for the same payment
     BAD_LABEL = 3332
+    PAYMENT_ID_REUSED = 3333  # a payment id already decided, for a payment with other terms
     HOME_IN_USE = 3340  # another engine holds this home folder
     SNAPSHOT_BAD = 3390  # the engine's own snapshot or model file is unreadable (a fault)
 
 
 codes.register(
-    RiskCode, "risk", http={RiskCode.UNKNOWN_PAYMENT: 404, RiskCode.HOME_IN_USE: 409, RiskCode.SNAPSHOT_BAD: 500}
+    RiskCode,
+    "risk",
+    http={
+        RiskCode.UNKNOWN_PAYMENT: 404,
+        RiskCode.HOME_IN_USE: 409,
+        RiskCode.PAYMENT_ID_REUSED: 409,
+        RiskCode.SNAPSHOT_BAD: 500,
+    },
 )
 
 

@@ -29,7 +29,7 @@ import re
 import threading
 import zlib
 from array import array
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,6 +46,9 @@ from liangcao.risk.types import Decision, Payment, check_payment
 
 SNAPSHOT_MAGIC = b"LIANGCAO-RISK-SNAPSHOT-1\n"
 LABEL_SOURCES = ("confirmed", "chargeback", "it_was_me", "review")
+# Whose word outranks whose: the shopper's "it was me" yields to an analyst's review, a confirmation of fraud
+# or a chargeback (friendly fraud: the owner confirms, then disputes); those three do not overrule each other.
+_LABEL_RANK = {"it_was_me": 1, "review": 2, "confirmed": 2, "chargeback": 2}
 
 
 class ClockLike(Protocol):
@@ -109,6 +112,8 @@ class Pending(msgspec.Struct, gc=False):
     mv: str
     state: int = 0  # 0 awaiting a label, 1 learned as good at maturity, 2 labelled
     label: bool = False  # the label, once state is 2
+    rank: int = 0  # _LABEL_RANK of the label's source, once state is 2
+    terms: bytes = b""  # a digest of the payment but its time: a retry must be the same payment
 
 
 _RULES_VERSION = re.compile(r"^r(\d{1,9})$")
@@ -159,7 +164,8 @@ class RiskEngine:
         self, rules: str | bytes | dict[str, Any] | RuleSetSpec | None, model: str | Callable[[], Classifier]
     ) -> None:
         self.state = FeatureState()
-        self.pending: dict[str, Pending] = {}
+        # Ordered: the oldest is evicted in O(1) (a plain dict's front fills with dead slots: quadratic).
+        self.pending: OrderedDict[str, Pending] = OrderedDict()
         self.maturing: deque[tuple[int, str]] = deque()
         self.queue: deque[tuple[array[float], bool, float]] = deque()
         self.counters = {
@@ -217,8 +223,14 @@ class RiskEngine:
                     RiskCode.CLOCK_SKEW,
                     f"time_ms {p.time_ms} is {p.time_ms - now} ms from the engine's clock; at most ±{limits.clock_skew_ms_max}",
                 )
+            terms = _terms(p)
             known = self.pending.get(p.payment_id)
             if known is not None:  # a retry: the same decision, and the payment is not counted twice
+                if known.terms and known.terms != terms:
+                    raise RiskError(
+                        RiskCode.PAYMENT_ID_REUSED,
+                        f"payment {p.payment_id!r} was decided with other terms: a new payment needs a new id",
+                    )
                 return _recorded(p.payment_id, known)
             f = self.state.observe(p, now)
             x = model_input(f)
@@ -247,7 +259,7 @@ class RiskEngine:
                 shadow_action=v.shadow_action,
                 features=f,
             )
-            self._remember(p, d, x, now)
+            self._remember(p, d, x, now, terms)
             counters = self.counters
             counters["decided"] += 1
             counters[d.action] += 1
@@ -255,10 +267,10 @@ class RiskEngine:
                 self._learn(now, self.config.learn_per_decide)
             return d
 
-    def _remember(self, p: Payment, d: Decision, x: dict[str, float], now: int) -> None:
+    def _remember(self, p: Payment, d: Decision, x: dict[str, float], now: int, terms: bytes) -> None:
         pending = self.pending
         if len(pending) >= self.config.pending_max:
-            del pending[next(iter(pending))]
+            pending.popitem(last=False)
             self.counters["pending_evicted"] += 1
         pending[p.payment_id] = Pending(
             array("d", x.values()),
@@ -272,6 +284,7 @@ class RiskEngine:
             d.model_score,
             d.rules_version,
             d.model_version,
+            terms=terms,
         )
         self.maturing.append((now + self.config.label_maturity_ms, p.payment_id))
 
@@ -281,12 +294,18 @@ class RiskEngine:
         """A label for a decided payment: fraud (confirmed, a chargeback) or not (``it_was_me``, a review).
 
         Learned later (``learn``/``tick``/inline). A fraud label after the payment matured as good still
-        teaches it; a second, different label is refused (LABEL_CONFLICT); the same one again is a no-op.
+        teaches it. Who may say what: ``it_was_me`` is the shopper's answer to a step-up, so only for a payment
+        stepped up and only "not fraud" (a blocked payment is cleared by a ``review``, not by the one blocked);
+        a fraud label from a review, a confirmation or a chargeback overrules an earlier ``it_was_me``
+        (friendly fraud); any other second, different label is refused (LABEL_CONFLICT); the same one again is
+        a no-op.
         """
         if type(fraud) is not bool:
             raise RiskError(RiskCode.BAD_LABEL, "fraud must be true or false")
         if source not in LABEL_SOURCES:
             raise RiskError(RiskCode.BAD_LABEL, f"source {source!r} is not one of {', '.join(LABEL_SOURCES)}")
+        if source == "it_was_me" and fraud:
+            raise RiskError(RiskCode.BAD_LABEL, "it_was_me says a payment was not fraud (fraud must be false)")
         if time_ms is not None and type(time_ms) is not int:
             raise RiskError(RiskCode.BAD_LABEL, "time_ms must be an integer (milliseconds)")
         with self._lock:
@@ -295,17 +314,27 @@ class RiskEngine:
             rec = self.pending.get(payment_id)
             if rec is None:
                 raise RiskError(RiskCode.UNKNOWN_PAYMENT, f"payment {payment_id!r} is not awaiting a label here")
+            if source == "it_was_me" and rec.action != "step_up":
+                raise RiskError(
+                    RiskCode.BAD_LABEL,
+                    f"it_was_me answers a step-up; payment {payment_id!r} was {rec.action}ed (a review may clear it)"
+                    if rec.action == "block"
+                    else f"it_was_me answers a step-up; payment {payment_id!r} was allowed",
+                )
             if source == "chargeback":
                 self.state.chargeback(rec.merchant, now)
+            rank = _LABEL_RANK[source]
             if rec.state == 2:
                 if rec.label == fraud:
                     return
-                said = "fraud" if rec.label else "not fraud"
-                raise RiskError(RiskCode.LABEL_CONFLICT, f"payment {payment_id!r} is already labelled {said}")
-            if rec.state == 1 and not fraud:
+                if not (fraud and rank > rec.rank):
+                    said = "fraud" if rec.label else "not fraud"
+                    raise RiskError(RiskCode.LABEL_CONFLICT, f"payment {payment_id!r} is already labelled {said}")
+            elif rec.state == 1 and not fraud:
                 return  # already learned as good at maturity
             rec.state = 2
             rec.label = fraud
+            rec.rank = rank
             self._enqueue(rec.x, fraud)
             self.counters["labels"] += 1
 
@@ -568,7 +597,7 @@ class RiskEngine:
         if state.get("model_keys") != MODEL_KEYS:
             raise RiskFault(RiskCode.SNAPSHOT_BAD, f"{path} was written for other model features: move it away")
         self.state = state["features"]
-        self.pending = state["pending"]
+        self.pending = OrderedDict(state["pending"])
         self.maturing = state["maturing"]
         self.queue = state["queue"]
         self.counters = state["counters"]
@@ -614,6 +643,14 @@ class RiskEngine:
                 **self.counters,
                 **self.state.sizes(),
             }
+
+
+_terms_json = msgspec.json.Encoder()
+
+
+def _terms(p: Payment) -> bytes:
+    """A digest of everything about ``p`` but its time (a retry comes later): 8 bytes of BLAKE2b."""
+    return hashlib.blake2b(_terms_json.encode(msgspec.structs.replace(p, time_ms=0)), digest_size=8).digest()
 
 
 def _decision_id(payment_id: str, now: int) -> str:

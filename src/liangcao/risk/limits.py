@@ -24,6 +24,7 @@ label_queue_max = 200_000  # labels waiting to be learned; beyond this the oldes
 # Rules.
 rules_max = 500
 conditions_per_rule_max = 16
+condition_values_max = 1000  # values in one `in` / `not_in` list
 rules_bytes_max = 256 * 1024
 rule_versions_max = 10_000
 

@@ -27,6 +27,7 @@ the rule and the field; the engine then keeps its current set.
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections import deque
@@ -228,6 +229,8 @@ def parse(source: str | bytes | dict[str, Any] | RuleSetSpec) -> RuleSetSpec:
             if len(source) > limits.rules_bytes_max:
                 raise _bad(f"rule set is {len(source)} bytes; at most {limits.rules_bytes_max}")
             spec = msgspec.json.decode(source, type=RuleSetSpec)
+        if not isinstance(source, str | bytes) and len(msgspec.json.encode(spec)) > limits.rules_bytes_max:
+            raise _bad(f"rule set is over {limits.rules_bytes_max} bytes as JSON")
     except msgspec.ValidationError as exc:
         raise _bad(f"rule set is not valid: {exc}") from None
     except msgspec.DecodeError as exc:
@@ -291,6 +294,8 @@ def _check_condition(where: str, cond: list[Any]) -> None:
         if not isinstance(value, list) or not value:
             raise _bad(f"{where}: {op} needs a non-empty list")
         items = value
+        if len(items) > limits.condition_values_max:
+            raise _bad(f"{where}: {op} lists at most {limits.condition_values_max} values")
     else:
         items = [value]
         if want_str and op not in ("==", "!="):
@@ -300,6 +305,8 @@ def _check_condition(where: str, cond: list[Any]) -> None:
             raise _bad(f"{where}: category is compared with strings, not {item!r}")
         if not want_str and not _is_number(item):
             raise _bad(f"{where}: {name} is a number; {item!r} is not")
+        if not want_str and not math.isfinite(item):  # NaN compares false to all, inf is no threshold
+            raise _bad(f"{where}: {item!r} is not a finite number")
 
 
 def load(source: str | bytes | dict[str, Any] | RuleSetSpec, version: str) -> RuleSet:

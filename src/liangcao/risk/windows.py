@@ -13,6 +13,7 @@ backwards (a manual clock in a test) counts in the current bucket: windows never
 from __future__ import annotations
 
 from array import array
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -132,40 +133,64 @@ V = TypeVar("V")
 
 
 class LruTable(Generic[K, V]):
-    """A dict bounded to ``size_max`` entries that evicts the least recently used one (insertion order)."""
+    """A table bounded to ``size_max`` entries, evicting fairly: a segmented LRU (SLRU).
 
-    __slots__ = ("_d", "evicted", "factory", "size_max")
+    A key seen once waits in *probation*; seen again, it moves to the *protected* segment (at most
+    ``protected_share`` of the table; its least recent entry falls back to probation when it is full). A new
+    key evicts the least recent entry of probation, and a protected entry only when probation is empty. So a
+    flood of one-off keys (unique devices, IPs, fake shoppers) churns probation and cannot erase the regulars:
+    a taken-over account keeps the history that makes the thief's device look new. Both segments are
+    ``OrderedDict``: evicting the oldest is O(1) (``next(iter(dict))`` after many deletions from the front of
+    a plain dict scans its dead slots, which made a full table quadratic).
+    """
 
-    def __init__(self, size_max: int, factory: Callable[[], V]) -> None:
+    __slots__ = ("evicted", "factory", "probation", "protected", "protected_max", "size_max")
+
+    def __init__(self, size_max: int, factory: Callable[[], V], protected_share: float = 0.8) -> None:
         if size_max <= 0:
             raise ValueError("size_max must be positive")
-        self._d: dict[K, V] = {}
+        if not 0.0 <= protected_share < 1.0:
+            raise ValueError("protected_share must be within [0, 1)")
+        self.probation: OrderedDict[K, V] = OrderedDict()
+        self.protected: OrderedDict[K, V] = OrderedDict()
         self.size_max = size_max
+        self.protected_max = int(size_max * protected_share)
         self.factory = factory
         self.evicted = 0
 
     def touch(self, key: K) -> tuple[V, bool]:
         """The entry for ``key`` (made if absent) marked most recently used, and whether it was new."""
-        d = self._d
-        value = d.pop(key, None)
-        fresh = value is None
-        if value is None:
-            value = self.factory()
-            if len(d) >= self.size_max:
-                del d[next(iter(d))]
-                self.evicted += 1
-        d[key] = value
-        return value, fresh
+        protected = self.protected
+        value = protected.get(key)
+        if value is not None:
+            protected.move_to_end(key)
+            return value, False
+        probation = self.probation
+        value = probation.pop(key, None)
+        if value is not None:  # seen twice: a regular
+            protected[key] = value
+            if len(protected) > self.protected_max:
+                old, old_value = protected.popitem(last=False)
+                probation[old] = old_value
+            return value, False
+        value = self.factory()
+        if len(probation) + len(protected) >= self.size_max:
+            (probation if probation else protected).popitem(last=False)
+            self.evicted += 1
+        probation[key] = value
+        return value, True
 
     def get(self, key: K) -> V | None:
         """The entry for ``key`` without marking it used, or None."""
-        return self._d.get(key)
+        value = self.protected.get(key)
+        return value if value is not None else self.probation.get(key)
 
     def __len__(self) -> int:
-        return len(self._d)
+        return len(self.probation) + len(self.protected)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._d
+        return key in self.protected or key in self.probation
 
     def __iter__(self) -> Iterator[K]:
-        return iter(self._d)
+        yield from self.protected
+        yield from self.probation
