@@ -384,3 +384,50 @@ def test_another_platform_cannot_load_or_flag_a_shopper_of_this_one() -> None:
     held = c.ok("cover", "claim", {"policy": x["id"], "event": c.anchor(return_event("a-2", c.time_ms, rma="x"))},
                 PLATFORM)  # fmt: skip
     assert held["status"] == "held"
+
+
+def test_an_event_naming_another_insurers_policy_pays_nothing(tmp_path: Path) -> None:
+    """A forged or misrouted ``claim_approved`` that says "your insurer" about another insurer's policy: the
+    adapter reads the policy on the ledger and pays only its own insurer's obligations, before any transfer."""
+    c = chain()
+    c.ok("cover", "pledge_capital", {"amount": 1_000_000}, INSURER2)
+    c.product("rs-2", "return_shipping", insurer=INSURER2)
+    (theirs,) = c.buy(["rs-2"], "o-9")
+    eid = c.anchor(return_event("o-9", c.time_ms, rma="r9"))
+    c.ok("cover", "claim", {"policy": theirs["id"], "event": eid}, PLATFORM)
+    engine = Engine(tmp_path / "pay", fsync=False)
+    try:
+        adapter = PayoutAdapter(ChainLedger(c), engine, INSURER)
+        for name in ("claim_approved", "policy_bought"):
+            forged = {"contract": "cover", "name": name, "data": {"insurer": INSURER, "policy": theirs["id"]}}
+            assert adapter.handle(forged) == "recorded"
+        assert engine.lookup_accounts([insurer_account(INSURER2)]) == []
+        assert adapter.paid == 0
+    finally:
+        engine.close()
+
+
+def test_capital_limits_hold_across_many_policies_and_bad_amounts() -> None:
+    """Held: policies fill the pledged capital exactly, then any more is refused whole (also the second
+    product of one checkout); reserved capital cannot be released; amounts that are not positive integers of
+    at most money_fen_max, and over-long strings, are refused before the contract runs."""
+    c = CoverChain()
+    c.ok("cover", "pledge_capital", {"amount": 10 * 1_200 + 500}, INSURER)
+    c.product("rs", "return_shipping")
+    c.product("pp", "price_protection")
+    for n in range(10):
+        c.buy(["rs"], f"o-{n}", shopper=f"s{n}")
+    before = cover_state(c)
+    c.fails(CoverCode.OVER_CAPITAL, "cover", "buy", {"products": ["pp", "rs"], "order": "x", "shopper": "s", "sku": SKU,
+            "price_paid": 400, "address": ADDRESS, "device": "d"}, PLATFORM)  # fmt: skip
+    c.fails(CoverCode.CAPITAL_IN_USE, "cover", "release_capital", {"amount": 501}, INSURER)
+    assert cover_state(c) == before
+    for bad in (0, -1, True, "100", 10**15 + 1):
+        c.fails(Code.INVALID_ARGUMENT, "cover", "pledge_capital", {"amount": bad}, INSURER)
+    long = "o" * 201
+    c.fails(Code.INVALID_ARGUMENT, "cover", "buy", {"products": ["rs"], "order": long, "shopper": "s", "sku": SKU,
+            "price_paid": 400, "address": ADDRESS, "device": "d"}, PLATFORM)  # fmt: skip
+    assert cover_state(c) == before
+    cap = c.capital()
+    assert (cap["reserved"], cap["free"]) == (12_000, 500)
+    c.ok("cover", "release_capital", {"amount": 500}, INSURER)

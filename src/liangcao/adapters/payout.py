@@ -119,6 +119,11 @@ class PayoutAdapter:
         """Pay ``ob`` and record it; ``paid``, ``exists`` (paid before, recorded now) or ``recorded`` (nothing to do)."""
         view = self.ledger.query("cover", "policy", {"policy": ob.policy})
         pol = view["policy"]
+        if pol["insurer"] != self.insurer:  # the ledger decides whose obligation it is, not the event
+            log.warning(
+                "%s of %s is %s's, not %s's: not paid here", ob.purpose, ob.policy, pol["insurer"], self.insurer
+            )
+            return "recorded"
         if ob.purpose == "payout":
             claim = view["claim"]
             if claim is None or claim["status"] in ("held", "rejected"):
