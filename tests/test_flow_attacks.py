@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from liangcao.flow import FlowCode, FlowError, Gate, Priority, Refused
+from liangcao.flow import FlowCode, FlowError, Gate, Priority, Refused, cluster
 from liangcao.flow.asgi import FlowMiddleware
-from liangcao.flow.cluster import TokenServerCore, line_bytes_max, serve
+from liangcao.flow.cluster import ClusterClient, TokenServerCore, line_bytes_max, serve
 from liangcao.flow.rules import Rules, rules_from_dict, rules_to_json
 
 
@@ -238,8 +238,8 @@ def test_token_server_survives_garbage_huge_frames_and_clients_that_never_read()
             b'{"leases": "x"}\n',
             b"[" * 50_000 + b"\n",  # nesting deep enough to exhaust a recursive parser
         ):
-            answer = srv.ask(garbage)
-            assert answer is None or "error" in answer or "grants" in answer, (garbage[:20], answer)
+            answer = srv.ask(garbage)  # every one answered on its connection, which stays usable
+            assert "error" in answer or "grants" in answer, (garbage[:20], answer)
         # a frame over line_bytes_max closes that connection only
         assert srv.ask(b"x" * (line_bytes_max + 10) + b"\n") is None
         # clients that connect and never read (their answers pile up) or never send
@@ -253,5 +253,46 @@ def test_token_server_survives_garbage_huge_frames_and_clients_that_never_read()
         assert sum(srv.core.granted.values()) <= 100 + 100 * (time.monotonic() - t0) + 1
     finally:
         for s in idle:
+            s.close()
+        srv.close()
+
+
+def test_silent_connections_cannot_lock_gateways_out_of_the_token_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every slot taken by sockets that connect and say nothing (or stopped reading): a gateway still gets in
+    (the idlest is closed for it), and a gateway whose idle connection was closed reconnects at once
+    instead of falling back."""
+    monkeypatch.setattr(cluster, "clients_max", 8)
+    monkeypatch.setattr(cluster, "idle_evict_s", 0.2)
+    rules = rules_from_dict({"resources": [{"name": "pay", "rate_per_s": 1000, "burst": 100, "cluster": True}]})
+    srv = Server(rules)
+    silent = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(8)]
+    client = ClusterClient("127.0.0.1", srv.port, fallback_share=0.5, refill_s=0.01, lease_ttl_s=5.0)
+    client.configure(rules.resources)
+    try:
+        time.sleep(0.3)  # the silent ones are now idle for longer than idle_evict_s
+        client.start()
+        deadline = time.monotonic() + 5
+        while not client.live:
+            assert time.monotonic() < deadline, f"the gateway never reached the server: {client.status()}"
+            time.sleep(0.01)
+        assert client.failures == 0
+        # the server closes the gateway's connection as the idlest (it holds long leases, so it is quiet)
+        time.sleep(0.3)
+        for s in silent:
+            s.close()
+        silent = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(8)]
+        time.sleep(0.3)
+        before = client.round_trips
+        client._pools["pay"].batches.clear()  # its leases gone: it must ask again on a closed connection
+        client._pools["pay"].tokens = 0
+        client._kick.set()
+        deadline = time.monotonic() + 5
+        while client.round_trips == before:
+            assert time.monotonic() < deadline, client.status()
+            time.sleep(0.01)
+        assert client.failures == 0 and client.live
+    finally:
+        client.close()
+        for s in silent:
             s.close()
         srv.close()

@@ -45,6 +45,10 @@ batch_max = 1000  # tokens in one lease
 leases_per_request_max = 64  # resources in one request
 line_bytes_max = 64 * 1024
 clients_max = 256  # connections the server holds at once
+#: A new connection over ``clients_max`` closes the longest-idle one if it has said nothing for this long (a
+#: live gateway asks at least every lease_ttl_s): sockets opened and left silent, or clients that stopped
+#: reading their answers, cannot lock the gateways out of the server.
+idle_evict_s = 2.0
 
 
 class TokenServerCore:
@@ -108,28 +112,35 @@ class TokenServerCore:
 
 async def serve(core: TokenServerCore, host: str, port: int, ready: Callable[[int], None] | None = None) -> None:
     """Serve ``core`` until cancelled."""
-    clients = 0
+    seen: dict[asyncio.StreamWriter, float] = {}  # connection -> when it last sent a request
 
     async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal clients
-        clients += 1
-        try:
-            if clients > clients_max:
+        now = time.monotonic()
+        if len(seen) >= clients_max:
+            idlest = min(seen, key=seen.__getitem__)
+            if now - seen[idlest] < idle_evict_s:
+                writer.close()
                 return
+            del seen[idlest]
+            idlest.close()  # its reader sees the end of the stream, its drain the lost connection
+        seen[writer] = now
+        try:
             while True:
                 line = await reader.readline()
                 if not line:
                     return
+                if writer in seen:
+                    seen[writer] = time.monotonic()
                 try:
                     answer = core.handle(json.loads(line))
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
                     answer = {"error": "not JSON"}
                 writer.write(json.dumps(answer).encode() + b"\n")
                 await writer.drain()
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+        except (ConnectionError, asyncio.LimitOverrunError, ValueError, RecursionError):
             return
         finally:
-            clients -= 1
+            seen.pop(writer, None)
             writer.close()
 
     server = await asyncio.start_server(one, host, port, limit=line_bytes_max)
@@ -258,6 +269,19 @@ class ClusterClient:
         return self._sock
 
     def _call(self, request: dict[str, Any]) -> dict[str, Any]:
+        reused = self._sock is not None
+        try:
+            return self._call_once(request)
+        except OSError:
+            if not reused:
+                raise
+        # The connection was closed while idle (the server restarted or closed it as idle): one new try
+        # before the gate falls back (the server never grants more than its buckets hold, so a request
+        # it did answer on the old connection costs no more than a lease it expires).
+        self._disconnect()
+        return self._call_once(request)
+
+    def _call_once(self, request: dict[str, Any]) -> dict[str, Any]:
         sock = self._connect()
         sock.sendall(json.dumps(request).encode() + b"\n")
         while b"\n" not in self._buffer:
