@@ -254,3 +254,23 @@ def test_the_same_recorded_versions_reproduce_the_same_decision(tmp_path: Path, 
         r = again.reproduce(d)
         assert (r.action, r.reasons, r.score, r.model_score) == (d.action, d.reasons, d.score, d.model_score)
     again.close()
+
+
+# ------------------------------------------------------------------------------------------- bounded work
+
+
+def test_a_burst_of_maturing_payments_is_spread_over_decisions(clock: ManualClock) -> None:
+    """The clock jumps (a restart, a stalled host): a day of payments matures at once, never in one decision."""
+    cfg = RiskConfig(learn_per_decide=2, mature_per_decide=16, negative_sample_rate=1.0)
+    e = RiskEngine(None, clock=clock, config=cfg)
+    for i in range(3000):
+        clock.advance(5)
+        e.decide(pay(i, clock, shopper=f"s{i % 50}"))
+    e.learn()
+    assert len(e.maturing) == 3000 - 0 and len(e.queue) == 0
+    clock.advance(cfg.label_maturity_ms + 60_000)
+    e.decide(pay(5000, clock))
+    assert len(e.maturing) == 3000 - 16 + 1 and len(e.queue) == 16 - 2  # 16 matured, 2 of them learned
+    assert e.learn(4) == 4 and len(e.maturing) == 3000 - 16 - 32 + 1
+    e.learn()
+    assert len(e.maturing) == 1 and len(e.queue) == 0

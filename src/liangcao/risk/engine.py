@@ -11,7 +11,9 @@ Labels arrive late and in any order: ``label(payment_id, fraud)`` (a chargeback,
 shopper's "it was me"). A payment with no fraud label ``label_maturity_ms`` after its decision (by the engine's
 clock) is learned as good; a chargeback after that still teaches the model the payment was fraud. Labels
 queue and are learned off the decision path: ``learn()`` (or ``tick()``) drains the queue, and ``decide``
-learns at most ``learn_per_decide`` of them inline (0 in the benchmark, where idle time drains it).
+learns at most ``learn_per_decide`` of them inline (0 in the benchmark, where idle time drains it) and
+matures at most ``mature_per_decide`` payments: no decision waits for a burst (labels arriving in a batch,
+a day of payments maturing at once after the clock jumped or a restart).
 
 State survives restarts through ``snapshot()`` (windows, profiles, pending payments, the training model,
 the drift detector), written whole or not at all and fsynced; rule sets and model versions are files in the
@@ -26,6 +28,7 @@ import hashlib
 import os
 import pickle
 import re
+import struct
 import threading
 import zlib
 from array import array
@@ -76,6 +79,7 @@ class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     label_maturity_ms: int = 6 * HOUR_MS  # no fraud label by then: learned as a good payment
     learn_per_decide: int = 2  # labels learned inline per decision (0: only learn()/tick() learn)
+    mature_per_decide: int = 16  # payments matured per decision at most (learn()/tick() mature all that are due)
     positive_weight: float = 1.0  # each fraud label counts this many times (above 1 inflates every score)
     # Payments that matured unlabelled are learned at this rate, each weighing 1/rate (importance weights):
     # most payments are good, and learning every one of them would cost as much as deciding them.
@@ -96,10 +100,11 @@ class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Pending(msgspec.Struct, gc=False):
     """A decided payment awaiting its label: the model input (compact) and what a label needs.
 
-    ``gc=False`` and only atomic fields: hundreds of thousands wait at once, outside the collector's walks.
+    ``gc=False`` and only atomic fields: hundreds of thousands wait at once, outside the collector's walks
+    (the model input is packed in ``bytes``: an ``array`` is an object the collector tracks and walks).
     """
 
-    x: array[float]
+    x: bytes
     t: int
     shopper: str
     merchant: str
@@ -167,7 +172,7 @@ class RiskEngine:
         # Ordered: the oldest is evicted in O(1) (a plain dict's front fills with dead slots: quadratic).
         self.pending: OrderedDict[str, Pending] = OrderedDict()
         self.maturing: deque[tuple[int, str]] = deque()
-        self.queue: deque[tuple[array[float], bool, float]] = deque()
+        self.queue: deque[tuple[bytes, bool, float]] = deque()
         self.counters = {
             "decided": 0,
             "allow": 0,
@@ -264,7 +269,7 @@ class RiskEngine:
             counters["decided"] += 1
             counters[d.action] += 1
             if self.config.learn_per_decide:
-                self._learn(now, self.config.learn_per_decide)
+                self._learn(now, self.config.learn_per_decide, self.config.mature_per_decide)
             return d
 
     def _remember(self, p: Payment, d: Decision, x: dict[str, float], now: int, terms: bytes) -> None:
@@ -273,7 +278,7 @@ class RiskEngine:
             pending.popitem(last=False)
             self.counters["pending_evicted"] += 1
         pending[p.payment_id] = Pending(
-            array("d", x.values()),
+            array("d", x.values()).tobytes(),
             now,
             p.shopper,
             p.merchant,
@@ -349,17 +354,19 @@ class RiskEngine:
             now = self.clock.now_ms()
             self.state.refund(rec.shopper, rec.merchant, now if time_ms is None else min(time_ms, now))
 
-    def _enqueue(self, x: array[float], fraud: bool, weight: float = 1.0) -> None:
+    def _enqueue(self, x: bytes, fraud: bool, weight: float = 1.0) -> None:
         if len(self.queue) >= limits.label_queue_max:
             # Never unbounded: learn the oldest now rather than drop it.
             ox, oy, ow = self.queue.popleft()
-            self.models.learn(dict(zip(MODEL_KEYS, ox, strict=True)), oy, ow, self.clock.now_ms())
+            self.models.learn(_unpacked(ox), oy, ow, self.clock.now_ms())
         self.queue.append((x, fraud, self.config.positive_weight if fraud else weight))
 
-    def _mature(self, now: int) -> None:
+    def _mature(self, now: int, max_items: int | None = None) -> None:
         maturing = self.maturing
         pending = self.pending
-        while maturing and maturing[0][0] <= now:
+        n = 0
+        while maturing and maturing[0][0] <= now and (max_items is None or n < max_items):
+            n += 1
             _, pid = maturing.popleft()
             rec = pending.get(pid)
             if rec is not None and rec.state == 0:
@@ -367,21 +374,23 @@ class RiskEngine:
                 if zlib.crc32(pid.encode()) < self._sample_below:
                     self._enqueue(rec.x, False, self._sample_weight)
 
-    def _learn(self, now: int, max_items: int | None) -> int:
-        self._mature(now)
+    def _learn(self, now: int, max_items: int | None, mature_max: int | None = None) -> int:
+        self._mature(now, mature_max)
         queue = self.queue
         learn = self.models.learn
         n = 0
         while queue and (max_items is None or n < max_items):
             x, y, w = queue.popleft()
-            learn(dict(zip(MODEL_KEYS, x, strict=True)), y, w, now)
+            learn(_unpacked(x), y, w, now)
             n += 1
         return n
 
     def learn(self, max_items: int | None = None) -> int:
         """Mature payments due by the clock and learn up to ``max_items`` queued labels; how many it learned."""
         with self._lock:
-            return self._learn(self.clock.now_ms(), max_items)
+            # A bounded call also matures a bounded number (a burst of due payments spreads over calls).
+            mature_max = None if max_items is None else max(self.config.mature_per_decide, 8 * max_items)
+            return self._learn(self.clock.now_ms(), max_items, mature_max)
 
     def tick(self) -> None:
         """Housekeeping for a host's idle loop: learn everything due; when ``snapshot_every_ms`` passed, snapshot
@@ -643,6 +652,14 @@ class RiskEngine:
                 **self.counters,
                 **self.state.sizes(),
             }
+
+
+_unpack_x = struct.Struct(f"={len(MODEL_KEYS)}d").unpack
+
+
+def _unpacked(x: bytes | array[float]) -> dict[str, float]:
+    """A packed model input as the model's dict (an ``array`` from a snapshot of an earlier release too)."""
+    return dict(zip(MODEL_KEYS, x if isinstance(x, array) else _unpack_x(x), strict=True))
 
 
 _terms_json = msgspec.json.Encoder()
