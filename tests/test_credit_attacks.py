@@ -340,3 +340,118 @@ def test_a_mounted_router_answers_a_fault_as_json_not_500(env: Env) -> None:
         s.close()  # the store is gone (a disk failing): a fault, answered as unavailable
         r = c.post("/v1/credit/quote", json={"amount_fen": 100, "periods": 3})
     assert r.status_code == 503 and r.json()["name"] == "NOT_READY"
+
+
+def test_open_plan_replayed_with_another_funding_transfer_is_refused(env: Env) -> None:
+    """A gateway that debits the line twice for one order must hear so: the second funding transfer would
+    otherwise vanish into an existing plan, the line debited with no plan to repay it."""
+    s, engine, _ = env
+    from liangcao.payments import Account
+
+    shop = 6_002
+    engine.create_accounts([Account(shop, ledger=156, code=2)])
+    s.register_merchant("gw", shop)
+    line = s.line_account("gus")
+    assert engine.create_transfers(
+        [Transfer(11, line, shop, 30_000, ledger=156, code=1), Transfer(12, line, shop, 30_000, ledger=156, code=1)]
+    ) == [0, 0]
+    plan = s.open_plan("gw-1", "gus", "gw", 30_000, 3, funding_transfer_id=11)
+    assert s.open_plan("gw-1", "gus", "gw", 30_000, 3, funding_transfer_id=11) == plan
+    refused(CreditCode.FUNDING_MISMATCH, s.open_plan, "gw-1", "gus", "gw", 30_000, 3, funding_transfer_id=12)
+    s.open_plan("gw-2", "gus", "gw", 30_000, 3, funding_transfer_id=12)  # the second payment opens its own plan
+    s.check()
+
+
+def test_http_fuzz_never_answers_500(env: Env) -> None:
+    """Seeded junk (wrong types, huge and negative numbers, odd ids, unknown fields) at every route of the
+    router as the gateway mounts it: refusals are JSON with a code, never a 500."""
+    import random
+
+    s, _, clock = env
+    seed_sales(s, "fz", clock())
+    offer = s.apply_loan("fz").offer_id
+    s.checkout_installments("fo", "fs", "fz", 30_000, 3)
+    rnd = random.Random(21)
+    values: list[object] = [
+        0,
+        -1,
+        1,
+        3,
+        12,
+        2**31,
+        2**63,
+        2**64 + 5,
+        10**40,
+        1.5,
+        -0.0,
+        True,
+        None,
+        "",
+        "x" * 65,
+        "a b",
+        "é",
+        "fo",
+        "fs",
+        "fz",
+        offer,
+        [],
+        {},
+        {"a": 1},
+        "%00",
+        "../..",
+    ]
+    fields = [
+        "order_id",
+        "shopper",
+        "merchant",
+        "amount_fen",
+        "periods",
+        "fee_payer",
+        "funding_transfer_id",
+        "request_id",
+        "refund_id",
+        "deposit_id",
+        "receivables_fen",
+        "offer_id",
+        "share_bp",
+        "sale_id",
+        "kind",
+        "day",
+        "settlement_id",
+        "zzz",
+    ]
+    posts = [
+        "/v1/credit/quote",
+        "/v1/credit/installments",
+        "/v1/credit/plans",
+        "/v1/credit/plans/fo/repay",
+        "/v1/credit/refunds",
+        "/v1/credit/shoppers/fs/deposit",
+        "/v1/credit/merchants/fz/apply",
+        "/v1/credit/merchants/fz/sales",
+        "/v1/credit/merchants/fz/settlements",
+        "/v1/credit/loans",
+        f"/v1/credit/loans/L-{offer}/repay",
+        "/v1/credit/run-day",
+    ]
+    gets = [
+        "/v1/credit/plans/{}",
+        "/v1/credit/shoppers/{}",
+        "/v1/credit/shoppers/{}/statement",
+        "/v1/credit/shoppers/{}/line-account",
+        "/v1/credit/merchants/{}/loans",
+        "/v1/credit/offers/{}",
+        "/v1/credit/loans/{}",
+        "/v1/credit/book",
+    ]
+    with serve(mounted(s)) as c:
+        for i in range(400):
+            if i % 4 == 3:
+                name = rnd.choice(["fo", "fs", "fz", offer, "x" * 100, "%2520", "a%20b", "é", "-"])
+                r = c.get(rnd.choice(gets).format(name))
+            else:
+                body = {f: rnd.choice(values) for f in rnd.sample(fields, rnd.randint(0, 6))}
+                r = c.post(rnd.choice(posts), json=body)
+            assert r.status_code < 500 or r.json()["name"] in ("CORE_REFUSED", "NOT_READY"), (r.request.url, r.text)
+            assert r.status_code == 200 or isinstance(r.json()["code"], int), r.text
+    s.check()

@@ -802,6 +802,11 @@ class CreditService:
                     periods,
                     payer,
                 )
+                if same and funded and self._get("funding", str(funding), str) != order_id:
+                    # The order's plan was funded by another transfer: this one would vanish into it.
+                    raise CreditError(
+                        CreditCode.FUNDING_MISMATCH, f"order {order_id} is funded by another transfer than {funding!r}"
+                    )
                 if same:
                     return old
                 raise CreditError(CreditCode.ORDER_EXISTS, f"order {order_id} already has a plan with other terms")
