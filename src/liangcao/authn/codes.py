@@ -95,6 +95,8 @@ challenge_ttl_ms_default = 120_000
 #: devices one shopper may hold (revoked ones count until deleted: they keep their clone history)
 credentials_per_shopper_max = 16
 shopper_chars_max = 128
+#: a ceremony (challenge) id: 12 hex digits of time and 20 of randomness; anything longer is refused unread
+ceremony_id_chars_max = 64
 device_name_chars_max = 64
 order_id_chars_max = 128
 payee_chars_max = 128

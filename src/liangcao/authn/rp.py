@@ -91,7 +91,14 @@ from liangcao.authn.store import Op, Store
 ALGS = {int(COSEAlgorithmIdentifier.ECDSA_SHA_256): "ES256", int(COSEAlgorithmIdentifier.EDDSA): "EdDSA"}
 _SUPPORTED = [COSEAlgorithmIdentifier.ECDSA_SHA_256, COSEAlgorithmIdentifier.EDDSA]
 _CURRENCY = re.compile(r"[A-Z]{3}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# control characters (C0, DEL, C1), the invisible and direction-changing format characters (zero-width,
+# bidi marks, embeddings, overrides and isolates, word joiner, byte order mark, Mongolian vowel separator,
+# interlinear annotation), line and paragraph separators, and lone surrogates (which are not UTF-8 at all:
+# the challenge encoder and SQLite would fail on them). A payee or order id that contains one can show on a
+# page as another one does, or not be storable; none has a place in an identifier or a device name.
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]"
+)
 _FLAG_UP, _FLAG_UV = 0x01, 0x04
 RISK_ACTIONS = {"allow": "allow", "step_up": "step_up", "stepup": "step_up", "block": "block", "review": "step_up"}
 
@@ -190,11 +197,17 @@ class _AssertionIn(msgspec.Struct):
     response: _ResponseIn
 
 
+class _TokenBinding(msgspec.Struct):
+    status: str
+    id: str | None = None
+
+
 class _ClientData(msgspec.Struct):
     type: str
     challenge: str
     origin: str
     crossOrigin: bool = False
+    tokenBinding: _TokenBinding | None = None
 
 
 _assertion_in = msgspec.json.Decoder(_AssertionIn)
@@ -212,7 +225,7 @@ def check_text(what: str, value: object, chars_max: int) -> str:
     if not value or len(value) > chars_max:
         raise _bad(f"{what} must be 1..{chars_max} characters ({what}_chars_max)")
     if _CONTROL.search(value):
-        raise _bad(f"{what} must not contain control characters")
+        raise _bad(f"{what} must not contain control, invisible, bidi or surrogate characters")
     return value
 
 
@@ -243,10 +256,36 @@ def _credential_json(value: object, kind: type[Any], decoder: msgspec.json.Decod
                 return decoder.decode(value)
             return msgspec.json.decode(value)
         if isinstance(value, dict):
-            return msgspec.convert(value, kind) if decoder is not None else value
+            if decoder is None:
+                # a posted object is bounded as its text would be (registration is rare: encoding it is cheap)
+                if len(msgspec.json.encode(value)) > lim.credential_json_bytes_max:
+                    raise AuthnError(
+                        AuthnCode.BAD_REQUEST,
+                        f"credential over credential_json_bytes_max={lim.credential_json_bytes_max}",
+                    )
+                return value
+            converted = msgspec.convert(value, kind)
+            if isinstance(converted, _AssertionIn) and _size(converted) > lim.credential_json_bytes_max:
+                raise AuthnError(
+                    AuthnCode.BAD_REQUEST, f"credential over credential_json_bytes_max={lim.credential_json_bytes_max}"
+                )
+            return converted
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise AuthnError(AuthnCode.MALFORMED_CREDENTIAL, f"credential JSON unreadable: {exc}") from None
     raise AuthnError(AuthnCode.MALFORMED_CREDENTIAL, "credential must be a JSON object")
+
+
+def _size(a: _AssertionIn) -> int:
+    """The characters of an assertion's texts: what bounds one posted as an object rather than as text."""
+    r = a.response
+    return (
+        len(a.id)
+        + len(a.rawId)
+        + len(r.clientDataJSON)
+        + len(r.authenticatorData)
+        + len(r.signature)
+        + len(r.userHandle or "")
+    )
 
 
 def _unb64(what: str, text: str) -> bytes:
@@ -478,7 +517,7 @@ class RelyingParty:
     def register(self, shopper: str, ceremony_id: str, credential_json: object) -> Credential:
         """Verify a ``navigator.credentials.create()`` answer and store the device; once per ceremony."""
         check_text("shopper", shopper, lim.shopper_chars_max)
-        check_text("ceremony_id", ceremony_id, 64)
+        check_text("ceremony_id", ceremony_id, lim.ceremony_id_chars_max)
         body = _credential_json(credential_json, dict, None)
         if not isinstance(body, dict):
             raise AuthnError(AuthnCode.MALFORMED_CREDENTIAL, "credential must be a JSON object")
@@ -704,7 +743,7 @@ class RelyingParty:
         shopper: str, challenge_id: str, credential_json: object, terms: tuple[str, str, int, str]
     ) -> _AssertionIn:
         check_text("shopper", shopper, lim.shopper_chars_max)
-        check_text("challenge_id", challenge_id, 64)
+        check_text("challenge_id", challenge_id, lim.ceremony_id_chars_max)
         check_text("order_id", terms[0], lim.order_id_chars_max)
         check_text("payee", terms[1], lim.payee_chars_max)
         check_amount(terms[2])
@@ -900,6 +939,13 @@ class RelyingParty:
         if client.origin != self.origin or client.crossOrigin:
             raise AuthnError(
                 AuthnCode.OTHER_ORIGIN, f"made on {client.origin!r}, not on this relying party's {self.origin!r}"
+            )
+        # WebAuthn L2 §7.2 step 10: a token binding must match the TLS connection's; ours has none, so a
+        # client claiming one "present" is refused (py_webauthn checks the status only)
+        if client.tokenBinding is not None and client.tokenBinding.status not in ("supported", "not-supported"):
+            raise AuthnError(
+                AuthnCode.MALFORMED_CREDENTIAL,
+                f"token binding {client.tokenBinding.status!r}: this relying party binds no TLS connection",
             )
 
     def _check_auth(self, rp_id_hash: bytes, flags: int) -> None:

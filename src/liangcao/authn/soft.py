@@ -52,12 +52,14 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-_URLSAFE = str.maketrans("-_", "+/")
-
-
 def unb64url(text: str) -> bytes:
-    """base64url without padding (WebAuthn's encoding of bytes in JSON) to bytes; ValueError if not base64."""
-    return binascii.a2b_base64(text.translate(_URLSAFE) + "=" * (-len(text) % 4))
+    """base64url without padding (WebAuthn's encoding of bytes in JSON) to bytes; ValueError if not base64.
+
+    Strict: a character outside the alphabet, or padding inside the text, is refused rather than skipped,
+    so one byte string has one spelling (a lenient decoder reads ``"ab!cd"`` as ``"abcd"``). Two
+    ``str.replace`` calls, not ``str.translate``: the latter looks every character up in a dict, ten times
+    slower, and an assertion decodes five of these."""
+    return binascii.a2b_base64(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), strict_mode=True)
 
 
 @dataclass
