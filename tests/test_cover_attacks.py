@@ -7,6 +7,7 @@ platform's feed, a transfer id already taken, a replayed stream, two adapters ra
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from liangcao.adapters.payout import (
 from liangcao.apps.cover.rules import CoverCode, transfer_id
 from liangcao.codes import Code
 from liangcao.payments import Account, Engine, Transfer
-from liangcao.testing import Chain
+from liangcao.testing import DAY_MS, Chain
 
 OTHER_PLATFORM = "org6"
 
@@ -431,3 +432,20 @@ def test_capital_limits_hold_across_many_policies_and_bad_amounts() -> None:
     cap = c.capital()
     assert (cap["reserved"], cap["free"]) == (12_000, 500)
     c.ok("cover", "release_capital", {"amount": 500}, INSURER)
+
+
+def test_a_pickup_dated_ahead_of_the_ledger_or_declared_in_error_proves_nothing() -> None:
+    """A courier's event dated tomorrow (a pickup booked, not made) must not pay today: the claim would be
+    paid before the parcel moves. An event that carries an error declaration is retracted by its recorder."""
+    c = chain()
+    (rs,) = c.buy(["rs"], "o-1")
+    ahead = c.anchor(return_event("o-1", c.time_ms + DAY_MS, rma="booked"))
+    before = cover_state(c)
+    c.fails(CoverCode.WRONG_FACT, "cover", "claim", {"policy": rs["id"], "event": ahead}, PLATFORM)
+    retracted = json.loads(return_event("o-1", c.time_ms, rma="oops"))
+    retracted["errorDeclaration"] = {"declarationTime": retracted["eventTime"], "reason": "incorrect_data"}
+    eid = c.anchor(json.dumps(retracted))
+    c.fails(CoverCode.WRONG_FACT, "cover", "claim", {"policy": rs["id"], "event": eid}, PLATFORM)
+    assert cover_state(c) == before
+    c.advance(days=1)
+    assert c.ok("cover", "claim", {"policy": rs["id"], "event": ahead}, PLATFORM)["amount"] == 1_200  # now it is

@@ -615,6 +615,10 @@ class Cover(Contract):
             ctx.fail(CoverCode.WRONG_FACT, f"event {event_id} happened before the policy was bought")
         if f.time_ms > pol.window_end_ms:
             ctx.fail(CoverCode.AFTER_WINDOW, f"{what} happened after the window closed")
+        if f.time_ms > ctx.time_ms + rules.fact_ahead_ms_max:  # booked, not made: it cannot have been proven yet
+            ctx.fail(CoverCode.WRONG_FACT, f"event {event_id} is dated after the ledger's time: it has not happened")
+        if "errorDeclaration" in event:  # its recorder declared it wrong (the hash id leaves the declaration out)
+            ctx.fail(CoverCode.WRONG_FACT, f"event {event_id} carries an error declaration")
         if pickup:
             places = {p for w, p in f.places if w == "readPoint"}
             for s in event.get("sourceList") or []:

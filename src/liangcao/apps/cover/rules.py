@@ -24,6 +24,9 @@ page_max = 100  # entries per page of the read models
 shared_device_accounts_max = 3
 #: ...or for one address (households share an address, so the bound is higher).
 shared_address_accounts_max = 5
+#: How far a pickup's or drop-off's eventTime may lie ahead of the block time (device clocks drift a little);
+#: beyond it the event is a booking, not a fact.
+fact_ahead_ms_max = 5 * 60_000
 #: The return-frequency guard counts a shopper's paid return claims over this many days.
 RETURN_PERIOD_DAYS = 30
 DAY_MS = 86_400_000
