@@ -84,6 +84,12 @@ def test_replay_draws_the_picture_and_bench_ends_with_one_json_line(tmp_path: Pa
         "events_to_recover",
         "cores",
         "peak_rss_mb",
+        "decide_p99_ms",
+        "decide_cpu_p99_us",
+        "cpu_us_per_decision",
+        "gc_pause_max_ms",
     ):
         assert key in b, key
     assert b["decisions"] >= 4000 and b["p50_ms"] <= b["p99_ms"] and b["cores"] >= 1 and b["capacity_per_s"] > 0
+    # The decision alone is inside the latency from the due time (measured from the schedule, not the send).
+    assert b["decide_p50_ms"] <= b["p50_ms"] and b["cpu_us_per_decision"] > 0 and b["decide_cpu_p50_us"] > 0
