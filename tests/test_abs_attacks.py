@@ -163,3 +163,29 @@ def test_the_default_rate_trigger_fires_only_over_its_threshold() -> None:
     over = defaults_at(100_001, 500_000)  # one fen over
     assert [t["kind"] for t in over["triggers"]] == ["default_rate"]
     assert over["triggers"][0]["day"] == at["launch_day"] + 40 + 30
+
+
+def test_a_removed_holder_does_not_block_the_waterfall() -> None:
+    """The consortium removes an investor (a vote of the members): tokens can no longer move to it. Its share
+    of each payment stays in the SPV's account as unclaimed, counted in the receipt; the other holders and
+    the senior-to-junior order are paid as before."""
+    led = AbsLedger()
+    deal = led.launched(servicer_grace_days=31, required_bps=0, revolving_end=led.date(60))  # cash pays the notes
+    admins = [f"org{i}" for i in range(1, 8)]  # 7 of 13: a majority
+    led.ok("consortium", "remove_org", {"org_id": INV2}, *admins)
+    for _ in range(3):
+        led.advance(days=30)
+        report(led, deal)
+    before = led.balance(INV1)
+    r = led.run("abs.deal", "distribute", {"deal": deal}, SPV)
+    assert r.ok, r.message
+    steps = {s["step"]: s for s in r["result"]["steps"]}
+    interest = steps["senior_interest"]
+    assert interest["paid"] == interest["due"] and set(interest["payees"]) == {INV1, INV2}
+    assert interest["unclaimed"] == {INV2: interest["payees"][INV2]}
+    paid = {org: sum(s.get("payees", {}).get(org, 0) for s in steps.values()) for org in (INV1, INV2)}
+    assert steps["senior_principal"]["paid"] == 700_000 and paid[INV2] == 300_000 + interest["payees"][INV2]
+    assert led.balance(INV1) - before == paid[INV1]  # the others are paid as before
+    d = led.deal(deal)
+    assert d["unclaimed"] == {INV2: paid[INV2]} and r["result"]["unclaimed"] == paid[INV2]
+    assert led.balance(SPV) == d["purchase_cash"] + d["collections"] + sum(d["unclaimed"].values())

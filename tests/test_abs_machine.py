@@ -317,7 +317,8 @@ class AbsMachine(RuleBasedStateMachine):
         for m in self.models:
             d = self.led.deal(m.deal)
             settled = sum(face for vid, (face, _) in m.assets.items() if vid in self.settled)
-            assert self.led.balance(m.spv) == d["purchase_cash"] + d["collections"] + settled
+            kept = sum(d["unclaimed"].values())  # shares of removed organisations, held for them
+            assert self.led.balance(m.spv) == d["purchase_cash"] + d["collections"] + kept + settled
             assert d["subscribed"] + d["collected"] == (
                 d["purchased_price"] + d["distributed"] + d["purchase_cash"] + d["collections"]
             )

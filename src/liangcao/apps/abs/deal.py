@@ -174,6 +174,8 @@ class Deal(Record, kw_only=True):
     recoveries: int = 0
     defaulted_face: int = 0
     distributed: int = 0
+    # payments to organisations the consortium removed (tokens cannot move to them): kept in the SPV's account
+    unclaimed: dict[str, int] = msgspec.field(default_factory=dict)
     assets_in: int = 0
     obligors: dict[str, int] = msgspec.field(default_factory=dict)
     # trigger state
@@ -372,6 +374,7 @@ class AbsDeal(Contract):
             "notes_outstanding": notes,
             "required": notes * deal.required_bps // 10_000,
             "cash": deal.purchase_cash + deal.collections,
+            "unclaimed": sum(deal.unclaimed.values()),
         }
 
     # ---- triggers ---------------------------------------------------------------------------------------
@@ -897,6 +900,8 @@ class AbsDeal(Contract):
         steps: list[dict[str, Any]] = []
         tranches = {t.name: t for t in deal.tranches}
         fees = list(deal.fees)
+        unclaimed = dict(deal.unclaimed)
+        orgs = ctx.consortium().orgs
 
         def step(name: str, due: int | None, payees: list[tuple[str, int]] | None) -> int:
             nonlocal remaining
@@ -907,9 +912,19 @@ class AbsDeal(Contract):
                 entry["short"] = due - paid
             if payees is not None:
                 shares = pro_rata(paid, payees)
+                kept: dict[str, int] = {}
                 for org, share in shares:
-                    self.pay(ctx, deal, org, share)
+                    entry_org = orgs.get(org)
+                    if share and (entry_org is None or not entry_org.active):
+                        # a removed organisation cannot receive tokens: its share is paid (it is no longer
+                        # due) but kept for it in the SPV's account, so no holder can block the waterfall
+                        kept[org] = share
+                        unclaimed[org] = unclaimed.get(org, 0) + share
+                    else:
+                        self.pay(ctx, deal, org, share)
                 entry["payees"] = {org: share for org, share in shares if share}
+                if kept:
+                    entry["unclaimed"] = kept
             steps.append(entry)
             return paid
 
@@ -954,6 +969,7 @@ class AbsDeal(Contract):
             residual_paid=sub.residual_paid + paid - to_principal,
         )
         paid_out = available - retained  # the subordinated step took whatever was left: remaining is 0
+        held = sum(unclaimed.values()) - sum(deal.unclaimed.values())
         if remaining != 0 or sum(entry["paid"] for entry in steps) != available:
             # every fen of the waterfall is in its receipt, or the commit stops
             raise InvariantViolation(Code.INTERNAL, f"deal {deal.id}: the waterfall does not add up to {available}")
@@ -967,6 +983,7 @@ class AbsDeal(Contract):
             "available": available,
             "paid_out": paid_out,
             "retained": retained,
+            "unclaimed": held,
             "steps": steps,
         }
         deal = deal.replace(
@@ -975,6 +992,7 @@ class AbsDeal(Contract):
             collections=0,
             purchase_cash=purchase_cash,
             distributed=deal.distributed + paid_out,
+            unclaimed=dict(sorted(unclaimed.items())),
             next_payment=number,
             period_start_day=pay_day,
         )
@@ -982,7 +1000,7 @@ class AbsDeal(Contract):
         ctx.put(f"pay/{deal.id}/{number:03d}", receipt)
         # the event names each step's figures; who was paid what is in the stored receipt (pay/<deal>/<n>) and
         # the transaction's result: with abs_holders_max holders the payees could outgrow event_bytes_max
-        summary = [{k: v for k, v in entry.items() if k != "payees"} for entry in steps]
+        summary = [{k: v for k, v in entry.items() if k not in ("payees", "unclaimed")} for entry in steps]
         ctx.emit("payment", {**receipt, "steps": summary})
         for t in deal.tranches:
             if t.outstanding and pay_day >= t.legal_maturity_day:
