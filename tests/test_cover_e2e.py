@@ -177,3 +177,33 @@ def run_story(net: Live, c: Client, tmp_path: Path) -> None:
     assert httpx.get(f"{net.url}/explorer/cover/cover.js").status_code == 200
     assert json.loads((folder / "cursor.json").read_text())["last_event_id"]
     assert not os.path.exists(folder / "cursor.tmp")
+
+
+def test_a_refused_payout_stops_the_adapter_process_with_one_line_not_a_traceback(net: Live, tmp_path: Path) -> None:
+    """A transfer id already taken in the adapter's payments core: the process settles the rest, then exits
+    non-zero saying which obligation was refused, in one line (no traceback); the payout stays due."""
+    from liangcao.payments import Account, Transfer
+
+    with Client(net.url, net.token) as c:
+        platform, courier = net.signer("org2/admin"), net.signer("org3/admin")
+        args = {"products": ["rs"], "order": "poison-1", "shopper": "shopper-p", "sku": SKU, "price_paid": 39_900,
+                "address": ADDRESS, "device": "phone-p"}  # fmt: skip
+        (rs,) = c.call("cover", "buy", args, [platform])["result"]
+        text = return_event("poison-1", c.node_time_ms(), rma="poison")
+        (anchored,) = c.call("trace", "capture", {"events": [text]}, [courier])["result"]
+        assert c.call("cover", "claim", {"policy": rs["id"], "event": anchored["id"]}, [platform])["code"] == Code.OK
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    engine = Engine(folder / "payments")
+    try:
+        engine.create_accounts([Account(id=n, ledger=156, code=1) for n in (5, 6)])
+        engine.create_transfers([Transfer(id=int(transfer_id("payout", rs["id"]), 16), debit_account_id=5,
+                                          credit_account_id=6, amount=1, ledger=156, code=1)])  # fmt: skip
+    finally:
+        engine.close()
+    assert adapter(net, folder, "--once").wait(60) != 0
+    log = (folder / "adapter.log").read_text()
+    assert "Traceback" not in log and rs["id"] in log and "exists_with_different" in log, log[-2000:]
+    with Client(net.url, net.token) as c:
+        view = c.query("cover", "policy", {"policy": rs["id"]})
+        assert view["premium"]["collected"] and view["claim"]["status"] == "approved"

@@ -347,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
             log.info("settled %d obligations (%d paid here, %d found settled)", n, adapter.paid, adapter.replayed)
     except KeyboardInterrupt:
         pass
+    except AdapterFault as exc:  # loud, for an operator, in one line: what was refused and why
+        log.error("payout adapter stopped: %s", exc.message)
+        return 3
     finally:
         engine.close()
     return 0
