@@ -274,3 +274,13 @@ def test_a_burst_of_maturing_payments_is_spread_over_decisions(clock: ManualCloc
     assert e.learn(4) == 4 and len(e.maturing) == 3000 - 16 - 32 + 1
     e.learn()
     assert len(e.maturing) == 1 and len(e.queue) == 0
+
+
+def test_a_model_with_broken_weights_never_puts_nan_in_a_decision(clock: ManualClock) -> None:
+    e = RiskEngine(None, clock=clock, config=RiskConfig(learn_per_decide=0))
+    lr = list(e.models.train.steps.values())[-1]  # type: ignore[attr-defined]
+    lr.intercept = math.nan  # what an overflow in SGD would leave behind
+    version = e.publish_model()
+    d = e.decide(pay(1, clock))
+    assert d.model_version == version and d.model_score == 0.0 and math.isfinite(d.score)
+    assert e.reproduce(d).model_score == 0.0

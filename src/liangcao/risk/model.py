@@ -182,13 +182,15 @@ def scorer(model: Classifier, keys: tuple[str, ...]) -> Callable[[dict[str, floa
             z = c + sum(map(mul, coef, x.values()))
             if z < -30:  # exp overflow guard, as in River's sigmoid
                 return 1e-13
+            if z != z:  # NaN: a model whose weights broke never decides a payment (0: the rules do)
+                return 0.0
             return 1.0 / (1.0 + math.exp(-z))
 
         return linear
 
     def through_river(x: dict[str, float]) -> float:
         p: float = model.predict_proba_one(x).get(True, 0.0)
-        return p
+        return p if math.isfinite(p) else 0.0
 
     return through_river
 
