@@ -455,3 +455,15 @@ def test_http_fuzz_never_answers_500(env: Env) -> None:
             assert r.status_code < 500 or r.json()["name"] in ("CORE_REFUSED", "NOT_READY"), (r.request.url, r.text)
             assert r.status_code == 200 or isinstance(r.json()["code"], int), r.text
     s.check()
+
+
+def test_a_second_service_on_the_same_records_is_refused(env: Env, tmp_path: Path) -> None:
+    """Two services (two gateway processes) on one credit database would each read a plan, apply a repayment
+    and write it back: the core charged twice, the records once. The database is opened exclusively."""
+    s, engine, _ = env
+    from liangcao.errors import StoreError
+
+    s.checkout_installments("o1", "ivy", "shop", 30_000, 3)
+    with pytest.raises(StoreError):
+        CreditService(engine, tmp_path / "credit.db", fsync=False)
+    assert s.plan("o1").principal == 30_000  # the first one still works

@@ -420,11 +420,21 @@ class CreditService:
         self._known: set[int] = set()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._fsync = fsync
-        self._db.execute("PRAGMA synchronous=FULL" if fsync else "PRAGMA synchronous=OFF")
-        self._db.executescript(_SCHEMA)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=1.0)
+        # One service per database: two (two gateway processes on one file) would each read a plan, apply a
+        # repayment and write it back, the core charging twice and the records counting once. The
+        # connection holds the database exclusively until it closes (the OS drops it if the process dies).
+        self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._fsync = fsync
+            self._db.execute("PRAGMA synchronous=FULL" if fsync else "PRAGMA synchronous=OFF")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.OperationalError as exc:
+            self._db.close()
+            raise StoreError(
+                CreditCode.CORE_REFUSED, f"credit records {self.path} are in use by another service: {exc}"
+            ) from None
         if "params" not in {row[1] for row in self._db.execute("PRAGMA table_info(ops)")}:
             # What a request asked for, so the same request id with other parameters is refused (a
             # database from before the column answers its old requests as before).
