@@ -47,6 +47,10 @@ def admitted(gate: Gate, resource: str, n: int, priority: Priority = Priority.PA
         {"resources": [{"name": "a", "rate_per_s": 5e-324, "warmup_s": 10}]},
         {"resources": [{"name": "a", "hot": {"rate_per_s": 1e-300, "overrides": {"m": 1e9}}}]},
         {"resources": [{"name": "a", "hot": {"rate_per_s": 5e-324}}]},
+        {"resources": [{"name": "a", "breaker": {"window_s": 5e-324}}]},  # window // 0 at every call
+        {"system": {"window_s": 5e-324, "rt_ms_max": 5}},
+        {"system": {"window_s": 0.01, "buckets": 600}},
+        {"resources": [{"name": "a", "adaptive": {"window_s": 1e-9}}]},
     ],
 )
 def test_rates_too_small_to_compute_are_refused_and_a_reload_changes_nothing(doc: dict[str, Any]) -> None:

@@ -43,6 +43,9 @@ concurrency_max_max = 1_000_000
 hot_values_max_max = 1_000_000
 hot_overrides_max = 10_000
 window_s_max = 3600.0
+#: The shortest window (and window bucket: ``window_s / buckets``) a rule may have: below it the bucket index
+#: ``now // bucket_s`` divides by zero (a denormal window) at every call.
+window_s_min = 1e-3
 window_buckets_max = 600
 open_s_max = 3600.0
 probes_max = 100
@@ -179,6 +182,11 @@ def _shares(where: str, shares: dict[str, float]) -> None:
         _num(f"{where}.{key}", value, 0.0, 1.0, low_open=True)
 
 
+def _window(where: str, window_s: float, buckets: int) -> None:
+    if window_s / buckets < window_s_min:
+        raise _bad(f"{where}: window_s / buckets = {window_s / buckets:g} s is below window_s_min={window_s_min}")
+
+
 def _resource(where: str, r: ResourceRule) -> None:
     if not r.name or len(r.name.encode()) > name_bytes_max:
         raise _bad(f"{where}.name must be 1..{name_bytes_max} bytes")
@@ -206,7 +214,7 @@ def _resource(where: str, r: ResourceRule) -> None:
         _num(f"{where}.adaptive.limit_initial", a.limit_initial, a.limit_min, a.limit_max)
         _num(f"{where}.adaptive.smoothing", a.smoothing, 0.0, 1.0, low_open=True)
         _num(f"{where}.adaptive.tolerance", a.tolerance, 1.0, 100.0)
-        _num(f"{where}.adaptive.window_s", a.window_s, 0.0, window_s_max, low_open=True)
+        _num(f"{where}.adaptive.window_s", a.window_s, window_s_min, window_s_max)
         _num(f"{where}.adaptive.window_samples_min", a.window_samples_min, 1, 1_000_000)
         _num(f"{where}.adaptive.probe_s", a.probe_s, 0.0, window_s_max)
         _num(f"{where}.adaptive.stuck_windows", a.stuck_windows, 1, 1_000_000)
@@ -221,8 +229,9 @@ def _resource(where: str, r: ResourceRule) -> None:
             _num(f"{where}.hot.overrides[{value!r}]", rate, rate_per_s_min, rate_per_s_max)
     b = r.breaker
     if b is not None:
-        _num(f"{where}.breaker.window_s", b.window_s, 0.0, window_s_max, low_open=True)
+        _num(f"{where}.breaker.window_s", b.window_s, window_s_min, window_s_max)
         _num(f"{where}.breaker.buckets", b.buckets, 1, window_buckets_max)
+        _window(f"{where}.breaker", b.window_s, b.buckets)
         _num(f"{where}.breaker.calls_min", b.calls_min, 1, 1_000_000_000)
         _num(f"{where}.breaker.slow_ms", b.slow_ms, 0.0, 3_600_000.0, low_open=True)
         _num(f"{where}.breaker.slow_ratio_max", b.slow_ratio_max, 0.0, 1.0)
@@ -249,8 +258,9 @@ def validate(rules: Rules) -> None:
     _num("system.rt_ms_max", s.rt_ms_max, 0.0, 3_600_000.0)
     _num("system.bbr_inflight_min", s.bbr_inflight_min, 0, concurrency_max_max)
     _num("system.load_max", s.load_max, 0.0, 1e6)
-    _num("system.window_s", s.window_s, 0.0, window_s_max, low_open=True)
+    _num("system.window_s", s.window_s, window_s_min, window_s_max)
     _num("system.buckets", s.buckets, 1, window_buckets_max)
+    _window("system", s.window_s, s.buckets)
 
 
 PRIORITY_NAMES: dict[int, str] = {int(p): p.name for p in Priority}
