@@ -467,3 +467,27 @@ def test_a_second_service_on_the_same_records_is_refused(env: Env, tmp_path: Pat
     with pytest.raises(StoreError):
         CreditService(engine, tmp_path / "credit.db", fsync=False)
     assert s.plan("o1").principal == 30_000  # the first one still works
+
+
+def reference_features(rows: list[tuple[int, L.SaleKind, int]], today: int) -> tuple[int, ...]:
+    """The features' definitions, written the slow obvious way (a check on the fast loop)."""
+    sales = [(today - d, a) for d, k, a in rows if k is L.SaleKind.SALE and d <= today]
+    gmv = [sum(a for age, a in sales if age < n) for n in (30, 90, 365)]
+    back = [
+        sum(a for d, k2, a in rows if k2 is k and 0 <= today - d < 90)
+        for k in (L.SaleKind.REFUND, L.SaleKind.CHARGEBACK)
+    ]
+    tenure = max((age for age, _ in sales), default=0)
+    return (tenure, *gmv, *(b * 10_000 // gmv[1] if gmv[1] else 0 for b in back), len(rows))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(19_000, 20_010), st.sampled_from(list(L.SaleKind)), st.integers(1, 10**8)), max_size=60
+    )
+)
+def test_the_fast_feature_loop_matches_the_definitions(rows: list[tuple[int, L.SaleKind, int]]) -> None:
+    f = L.features(rows, 20_000)
+    got = (f.tenure_days, f.gmv_30, f.gmv_90, f.gmv_365, f.refund_rate_bp, f.chargeback_rate_bp, f.transfers_read)
+    assert got == reference_features(rows, 20_000)

@@ -1273,10 +1273,11 @@ class CreditService:
             page = self.core.get_account_transfers(
                 AccountFilter(account_id=acct, timestamp_max=before, limit=limit, reversed=True)
             )
-            for t in page:
-                kind = kinds.get(t.code)
-                if kind is not None:
-                    yield (t.user_data_32 or t.timestamp // NS_PER_DAY), kind, t.amount
+            yield from [
+                ((t.user_data_32 or t.timestamp // NS_PER_DAY), kinds[t.code], t.amount)
+                for t in page
+                if t.code in kinds
+            ]
             read += len(page)
             if len(page) < limit:
                 return
