@@ -491,3 +491,26 @@ def test_the_fast_feature_loop_matches_the_definitions(rows: list[tuple[int, L.S
     f = L.features(rows, 20_000)
     got = (f.tenure_days, f.gmv_30, f.gmv_90, f.gmv_365, f.refund_rate_bp, f.chargeback_rate_bp, f.transfers_read)
     assert got == reference_features(rows, 20_000)
+
+
+def test_a_database_from_before_the_params_column_opens_and_answers(tmp_path: Path) -> None:
+    import sqlite3
+
+    clock = ManualDays(20_000)
+    with Engine(tmp_path / "pay", fsync=False) as engine:
+        s = CreditService(engine, tmp_path / "credit.db", clock=clock, fsync=False)
+        s.checkout_installments("o1", "jo", "shop", 30_000, 3)
+        s.deposit("jo", 50_000, "d1")
+        first = s.repay("o1", 1_000, "r1")
+        s.close()
+        db = sqlite3.connect(tmp_path / "credit.db")
+        db.execute("ALTER TABLE ops DROP COLUMN params")  # the schema before this review
+        db.commit()
+        db.close()
+        again = CreditService(engine, tmp_path / "credit.db", clock=clock, fsync=False)
+        assert again.repay("o1", 1_000, "r1") == first  # an old request: answered, not charged again
+        assert again.repay("o1", 2_000, "r1") == first  # (its parameters were not kept: no conflict to see)
+        again.repay("o1", 2_000, "r2")
+        refused(CreditCode.REQUEST_CONFLICT, again.repay, "o1", 5, "r2")
+        again.check()
+        again.close()
