@@ -300,3 +300,50 @@ def test_silent_connections_cannot_lock_gateways_out_of_the_token_server(monkeyp
         for s in silent:
             s.close()
         srv.close()
+
+
+def test_a_rules_upload_without_a_length_is_cut_at_rules_bytes_max() -> None:
+    """``PUT /v1/flow/rules`` sent chunked (no Content-Length): the body is read only up to rules_bytes_max."""
+    from fastapi import FastAPI
+
+    from liangcao.flow.asgi import flow_router
+    from liangcao.flow.rules import rules_bytes_max
+
+    gate = Gate(rules_from_dict({"version": 3, "resources": [{"name": "a", "rate_per_s": 10}]}))
+    app = FastAPI()
+    app.include_router(flow_router(gate))
+    sent = 0
+    status: list[int] = []
+    out = bytearray()
+
+    async def receive() -> Any:
+        nonlocal sent
+        if sent >= 4 * rules_bytes_max:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        sent += 65536
+        return {"type": "http.request", "body": b" " * 65536, "more_body": True}
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+        else:
+            out.extend(message.get("body", b""))
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "PUT",
+        "path": "/v1/flow/rules",
+        "raw_path": b"/v1/flow/rules",
+        "query_string": b"",
+        "headers": [(b"transfer-encoding", b"chunked")],
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 5000),
+        "scheme": "http",
+        "root_path": "",
+    }
+    asyncio.run(app(scope, receive, send))
+    assert status == [413] and json.loads(out)["name"] == "BAD_RULES"
+    assert sent <= rules_bytes_max + 2 * 65536  # it stopped reading
+    assert gate.rules.version == 3 and gate.reloads == 0

@@ -125,10 +125,17 @@ def flow_router(
 
     @router.put(f"{prefix}/rules", summary="Replace the rules at run time (all or nothing)", dependencies=list(write))
     async def put_rules(request: Request) -> Response:
+        too_big = FlowError(FlowCode.BAD_RULES, f"bad rules: body over rules_bytes_max={rules_bytes_max}")
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > rules_bytes_max:
-            return _error(FlowError(FlowCode.BAD_RULES, f"bad rules: body over rules_bytes_max={rules_bytes_max}"), 413)
-        data = await request.body()
+            return _error(too_big, 413)
+        # read no more than the limit, whatever the length says (a chunked body has none)
+        buf = bytearray()
+        async for chunk in request.stream():
+            buf += chunk
+            if len(buf) > rules_bytes_max:
+                return _error(too_big, 413)
+        data = bytes(buf)
         try:
             rules = rules_from_json(data)
             gate.reload(rules)
