@@ -284,3 +284,16 @@ def test_a_model_with_broken_weights_never_puts_nan_in_a_decision(clock: ManualC
     d = e.decide(pay(1, clock))
     assert d.model_version == version and d.model_score == 0.0 and math.isfinite(d.score)
     assert e.reproduce(d).model_score == 0.0
+
+
+def test_a_refund_or_chargeback_told_again_counts_once(clock: ManualClock) -> None:
+    """Replaying one refund or chargeback must not inflate a (competitor's) merchant's rates."""
+    e = RiskEngine(None, clock=clock, config=RiskConfig(learn_per_decide=0))
+    e.decide(pay(1, clock, merchant="rival"))
+    for _ in range(50):
+        e.refund("p1")
+        e.label("p1", True, source="chargeback")
+    clock.advance(1000)
+    d = e.decide(pay(2, clock, merchant="rival", shopper="bob", device="d2", account="a2"))
+    assert d.features["merchant_refund_rate_1d"] == 1 / 11 and d.features["merchant_chargeback_rate_1d"] == 1 / 11
+    assert d.features["merchant_n_1d"] == 1

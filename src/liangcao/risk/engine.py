@@ -119,8 +119,11 @@ class Pending(msgspec.Struct, gc=False):
     label: bool = False  # the label, once state is 2
     rank: int = 0  # _LABEL_RANK of the label's source, once state is 2
     terms: bytes = b""  # a digest of the payment but its time: a retry must be the same payment
+    marks: int = 0  # _REFUNDED | _CHARGED_BACK: each counts once in the merchant's rates, however often told
 
 
+_REFUNDED = 1
+_CHARGED_BACK = 2
 _RULES_VERSION = re.compile(r"^r(\d{1,9})$")
 
 
@@ -326,7 +329,9 @@ class RiskEngine:
                     if rec.action == "block"
                     else f"it_was_me answers a step-up; payment {payment_id!r} was allowed",
                 )
-            if source == "chargeback":
+            if source == "chargeback" and not rec.marks & _CHARGED_BACK:
+                # Once per payment: a chargeback told again must not inflate the merchant's rate.
+                rec.marks |= _CHARGED_BACK
                 self.state.chargeback(rec.merchant, now)
             rank = _LABEL_RANK[source]
             if rec.state == 2:
@@ -344,13 +349,17 @@ class RiskEngine:
             self.counters["labels"] += 1
 
     def refund(self, payment_id: str, time_ms: int | None = None) -> None:
-        """A refund or paid return claim for a decided payment: feeds the merchant's and shopper's refund rates."""
+        """A refund or paid return claim for a decided payment: feeds the merchant's and shopper's refund rates
+        (once per payment: a second refund of it is a no-op)."""
         if time_ms is not None and type(time_ms) is not int:
             raise RiskError(RiskCode.BAD_LABEL, "time_ms must be an integer (milliseconds)")
         with self._lock:
             rec = self.pending.get(payment_id)
             if rec is None:
                 raise RiskError(RiskCode.UNKNOWN_PAYMENT, f"payment {payment_id!r} is not known here")
+            if rec.marks & _REFUNDED:
+                return  # told again (a retried event, or someone inflating a merchant's refund rate): once
+            rec.marks |= _REFUNDED
             now = self.clock.now_ms()
             self.state.refund(rec.shopper, rec.merchant, now if time_ms is None else min(time_ms, now))
 
