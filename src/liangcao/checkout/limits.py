@@ -31,6 +31,8 @@ chain_events_max = 4
 batches_in_flight_max = 4
 #: Auto-confirm window: at most a year, at least a second.
 auto_confirm_s_max = 366 * 24 * 3600
+#: A time in a query (milliseconds since the epoch): SQLite's integers hold it.
+time_ms_max = 1 << 62
 #: Platform fee in basis points of the order amount (10,000 = all of it): at most 30 %.
 fee_bps_max = 3000
 

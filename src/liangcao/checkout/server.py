@@ -11,9 +11,20 @@ What it speaks (and refuses):
 * HTTP/1.1 and 1.0, keep-alive (1.1 by default, ``Connection: close`` honoured), pipelined requests
   answered in order, ``Expect: 100-continue``.
 * Request bodies by ``Content-Length`` only: ``Transfer-Encoding`` is refused (``411``) and the connection
-  closed. A body over ``body_bytes_max`` is refused (``413``) from the header alone, before it is read,
+  closed, and so is a second ``Content-Length`` (``400``: a proxy reading the other one would frame the
+  stream differently, the classic request smuggling). A body over ``body_bytes_max`` is refused (``413``) from the header alone, before it is read,
   and the connection is closed (the unread body is not waited for).
-* A request head over ``head_bytes_max`` is refused (``431``); bad request lines ``400``. All refusals are
+* A request head over ``head_bytes_max`` is refused (``431``); bad request lines ``400``, and so are a method
+  that is not a token, a target with control characters, spaces or raw non-ASCII bytes (they must be
+  percent-encoded), a header name that is not a token and a header value with CR, LF, NUL or another
+  control character (a bare LF is how a header hides inside another one).
+* Time: a request must arrive whole (head and body) within ``request_s_max`` of its first byte, else
+  ``408`` and the connection is closed (slowloris); a keep-alive connection with nothing to do, or whose
+  client reads none of its answers, is closed after ``idle_s_max``.
+* Memory: reading pauses while ``buffer_bytes_max`` is buffered, and while the client does not read its
+  answers (the transport's write buffer is full) no further request is started, so a client that pipelines
+  without reading cannot make the server buffer answers without bound.
+* ``HEAD`` answers carry the head only (a body would be read as the next answer). All refusals are
   the gateway's JSON ``{"code", "name", "message"}``.
 * Responses: the app's ``Content-Length`` when it gives one, else ``chunked``.
 * The ASGI lifespan protocol (startup and shutdown), SIGTERM/SIGINT stop it gracefully.
@@ -42,9 +53,20 @@ head_bytes_max = 16 * 1024
 buffer_bytes_max = 256 * 1024
 #: Seconds in-flight requests get to finish when the server stops.
 shutdown_s_max = 5.0
+#: Seconds from a request's first byte until it must be whole (head and body): slower is ``408`` and closed.
+request_s_max = 10.0
+#: Seconds a keep-alive connection may sit with no request before it is closed.
+idle_s_max = 60.0
+
+# RFC 9110 token characters (methods, header names).
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+# A header value may hold visible ASCII, spaces, tabs and obs-text; never CR, LF, NUL or other controls.
+_BAD_VALUE = frozenset(range(0x20)) - {0x09} | {0x7F}
+# A request target is visible ASCII only (RFC 9112 3.2: anything else is percent-encoded).
+_BAD_TARGET = frozenset(range(0x21)) | frozenset(range(0x7F, 0x100))
 
 _REASONS = {
-    100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request",
+    100: "Continue", 200: "OK", 408: "Request Timeout", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request",
     401: "Unauthorized", 402: "Payment Required", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
     409: "Conflict", 411: "Length Required", 413: "Content Too Large", 422: "Unprocessable Content",
     428: "Precondition Required", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
@@ -73,6 +95,9 @@ class _Conn(asyncio.Protocol):
         self.paused = False
         self._continued = False  # "100 Continue" sent for the request waiting for its body
         self.last_status = 0
+        self.write_paused = False  # the client does not read its answers: start no further request
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_kind = ""  # "request" (a request is arriving) or "idle" (nothing to do)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -80,12 +105,59 @@ class _Conn(asyncio.Protocol):
         self.peer = transport.get_extra_info("peername")
         self.sock = transport.get_extra_info("sockname")
         self.server.conns.add(self)
+        self._watch()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._disarm()
         self.server.conns.discard(self)
         if not self.disconnected.done():
             self.disconnected.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.transport is not None and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.timer_kind == "stalled":
+            self._disarm()
+        if self.task is None and not self.closed:
+            self._next()
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = None
+        self.timer_kind = ""
+
+    def _watch(self) -> None:
+        """Between requests: a deadline for the one arriving (from its first byte), or for idleness."""
+        if self.closed or self.task is not None:
+            self._disarm()
+            return
+        kind = "stalled" if self.write_paused else "request" if self.buf else "idle"
+        if kind == self.timer_kind:  # a request keeps the deadline of its first byte
+            return
+        self._disarm()
+        after = request_s_max if kind == "request" else idle_s_max
+        self.timer = asyncio.get_running_loop().call_later(after, self._expired, kind)
+        self.timer_kind = kind
+
+    def _expired(self, kind: str) -> None:
+        self.timer = None
+        self.timer_kind = ""
+        if self.task is not None or self.closed:
+            return
+        if kind == "request":
+            self._fail(
+                408, CheckoutCode.BAD_REQUEST, f"the request did not arrive whole within request_s_max={request_s_max}s"
+            )
+        elif self.transport is not None:  # idle, or stalled: not reading its answers for idle_s_max
+            self.transport.abort() if kind == "stalled" else self.transport.close()
+            self.closed = True
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -105,8 +177,12 @@ class _Conn(asyncio.Protocol):
         """Answer the complete requests in the buffer: refusals at once, the first admitted one as a task."""
         server = self.server
         while self.task is None:
+            if self.write_paused:  # resume_writing() comes back here; a client that never reads is closed
+                self._watch()
+                return
             req = self._parse_one()
             if req is None:
+                self._watch()
                 return
             scope, body, keep_alive = req
             ticket = None
@@ -128,13 +204,14 @@ class _Conn(asyncio.Protocol):
                         self.closed = True
                         return
                     continue
+            self._disarm()
             self.task = asyncio.get_running_loop().create_task(self._serve(scope, body, keep_alive, ticket))
 
     def _parse_one(self) -> tuple[dict[str, Any], bytes, bool] | None:
         """The next complete request in the buffer (taken out of it), or None (incomplete, or refused)."""
         if self.closed or self.transport is None:
             return None
-        if self.paused and len(self.buf) < buffer_bytes_max:
+        if self.paused and len(self.buf) < buffer_bytes_max and not self.write_paused:
             self.paused = False
             self.transport.resume_reading()
         end = self.buf.find(b"\r\n\r\n")
@@ -151,14 +228,22 @@ class _Conn(asyncio.Protocol):
             self._fail(400, CheckoutCode.BAD_REQUEST, "not an HTTP/1.x request line")
             return None
         method, target, version = parts
+        if not method or not _TOKEN.issuperset(method):
+            self._fail(400, CheckoutCode.BAD_REQUEST, "the method is not a token")
+            return None
+        if not target or not _BAD_TARGET.isdisjoint(target):
+            self._fail(
+                400, CheckoutCode.BAD_REQUEST, "the request target must be visible ASCII (percent-encode the rest)"
+            )
+            return None
         headers: list[tuple[bytes, bytes]] = []
-        length = 0
+        length = -1
         keep_alive = version == b"HTTP/1.1"
         expect = False
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip():
-                self._fail(400, CheckoutCode.BAD_REQUEST, "a malformed header line")
+            if not sep or not name or not _TOKEN.issuperset(name) or not _BAD_VALUE.isdisjoint(value):
+                self._fail(400, CheckoutCode.BAD_REQUEST, "a malformed header line (name a token, value no CR/LF/NUL)")
                 return None
             name = name.lower()
             value = value.strip()
@@ -166,6 +251,9 @@ class _Conn(asyncio.Protocol):
             if name == b"content-length":
                 if not value.isdigit() or len(value) > 12:
                     self._fail(400, CheckoutCode.BAD_REQUEST, "Content-Length must be a number")
+                    return None
+                if length >= 0:
+                    self._fail(400, CheckoutCode.BAD_REQUEST, "Content-Length given twice")
                     return None
                 length = int(value)
             elif name == b"transfer-encoding":
@@ -176,6 +264,7 @@ class _Conn(asyncio.Protocol):
                 keep_alive = b"keep-alive" in v if version == b"HTTP/1.0" else b"close" not in v
             elif name == b"expect" and value.lower() == b"100-continue":
                 expect = True
+        length = max(length, 0)
         if length > limits.body_bytes_max:
             self._fail(
                 413,
@@ -190,6 +279,7 @@ class _Conn(asyncio.Protocol):
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return None
         self._continued = False
+        self._disarm()  # this request is whole: the next one gets its own deadline
         body = bytes(self.buf[end + 4 : end + 4 + length])
         del self.buf[: end + 4 + length]
         path, _, query = target.partition(b"?")
@@ -228,6 +318,7 @@ class _Conn(asyncio.Protocol):
         resp_headers: list[tuple[bytes, bytes]] = []
         chunked = False
         done = False
+        head_only = scope["method"] == "HEAD"
 
         async def receive() -> dict[str, Any]:
             nonlocal sent_body
@@ -266,14 +357,17 @@ class _Conn(asyncio.Protocol):
                     head.append(b"connection: close")
                 out += b"\r\n".join(head) + b"\r\n\r\n"
                 status = 0  # the head is out
-            if chunked:
+            if head_only:
+                pass  # the head says what a GET would get; the body is not sent
+            elif chunked:
                 if data:
                     out += f"{len(data):x}\r\n".encode() + data + b"\r\n"
                 if not more:
                     out += b"0\r\n\r\n"
             else:
                 out += data
-            transport.write(bytes(out))
+            if out:
+                transport.write(bytes(out))
             if not more:
                 done = True
 
@@ -294,6 +388,7 @@ class _Conn(asyncio.Protocol):
         if not keep_alive:
             transport.close()
             self.closed = True
+        self._watch()
 
 
 class Server:

@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import secrets
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -97,6 +98,11 @@ def check_party(value: str, what: str) -> str:
     return value
 
 
+#: Idempotency keys the gateway makes for itself (the auto-confirm sweep's ``auto:<order>:<attempt>``):
+#: refused from clients, or a client could take the key of a sweep to come and stall it.
+RESERVED_KEY_PREFIX = "auto:"
+
+
 def check_key(key: str | None) -> str:
     if not key:
         raise CheckoutError(CheckoutCode.IDEMPOTENCY_KEY_MISSING, "every mutating request needs an Idempotency-Key")
@@ -104,6 +110,10 @@ def check_key(key: str | None) -> str:
         raise CheckoutError(
             CheckoutCode.BAD_REQUEST,
             f"Idempotency-Key must be 1..{limits.idempotency_key_chars_max} printable ASCII characters",
+        )
+    if key.startswith(RESERVED_KEY_PREFIX):
+        raise CheckoutError(
+            CheckoutCode.BAD_REQUEST, f"Idempotency-Key may not start with {RESERVED_KEY_PREFIX!r} (the gateway's own)"
         )
     return key
 
@@ -709,7 +719,7 @@ class Checkout:
         )
         started: list[tuple[str, str, dict[str, Any], Future[list[int]]]] = []
         for row in rows:
-            key = f"auto:{row['id']}:{row['settle_attempt'] + 1}"
+            key = f"{RESERVED_KEY_PREFIX}{row['id']}:{row['settle_attempt'] + 1}"
             try:
                 self._claim(key)
             except CheckoutError:
@@ -732,6 +742,10 @@ class Checkout:
                     )
                     db.execute("UPDATE orders SET busy = ? WHERE id = ?", (key, order_id))
             except CheckoutError:  # confirmed, refunded or busy since the select: nothing to do
+                self._release(key)
+                continue
+            except sqlite3.IntegrityError as exc:  # a key taken before keys were checked: skip, do not stall all
+                log.warning("auto-confirm %s: key %s: %s", row["id"], key, exc)
                 self._release(key)
                 continue
             started.append((key, order_id, intent, self.batcher.submit(chain)))
@@ -810,6 +824,9 @@ class Checkout:
         """What was settled to ``merchant`` in [from_ms, to_ms) (0: unbounded): gross, fee, net, refunds after
         settlement, and the merchant's balance in the payments core (which the figures must explain)."""
         check_party(merchant, "merchant")
+        for name, v in (("from_ms", from_ms), ("to_ms", to_ms)):
+            if not 0 <= v <= limits.time_ms_max:
+                raise CheckoutError(CheckoutCode.BAD_REQUEST, f"{name} must be 0..{limits.time_ms_max} (time_ms_max)")
         to = to_ms or (1 << 62)
         row = self.store.one(
             "SELECT COUNT(*) AS n, COALESCE(SUM(settled), 0) AS gross, COALESCE(SUM(fee), 0) AS fee FROM orders "

@@ -1,0 +1,333 @@
+"""Attacks on the checkout gateway (issue 18): a hostile shopper, merchant or network.
+
+Each test is an attack that once worked, or one that must keep failing: money that must not move twice, keys
+that must not answer another request, and the gateway's own HTTP/1.1 server (``server.py``) fed smuggled,
+slow, oversize and malformed requests. The server runs in this process over an embedded payments core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from liangcao.checkout import server as server_mod
+from liangcao.checkout.codes import CheckoutCode, CheckoutError
+from liangcao.checkout.http import classify, create_app, default_rules
+from liangcao.checkout.server import Server
+from liangcao.checkout.service import Checkout
+from liangcao.flow import Gate
+from liangcao.payments import Engine
+from liangcao.procs import free_port
+
+
+@pytest.fixture
+def co(tmp_path: Path) -> Iterator[Checkout]:
+    e = Engine(tmp_path / "pay", fsync=False)
+    c = Checkout(tmp_path / "co", e, fee_bps=60)
+    try:
+        yield c
+    finally:
+        c.close()
+        e.close()
+
+
+def _code(fn: Any, *args: Any) -> CheckoutCode:
+    with pytest.raises(CheckoutError) as exc:
+        r = fn(*args)
+        raise AssertionError(f"not refused: {r}")
+    return CheckoutCode(exc.value.code)
+
+
+# ------------------------------------------------------------------------------------------------ money
+
+
+def test_a_client_key_cannot_take_the_auto_confirm_sweeps_key(co: Checkout) -> None:
+    """A shopper who uses ``auto:<order>:1`` as an Idempotency-Key must not stall auto-confirmation (the
+    sweep's insert of its own key collided, the sweep raised, and every due order waited for ever)."""
+    now = [1_000_000]
+    co.clock_ms = lambda: now[0]
+    co.topup("t", "ann", 10_000)
+    oid = co.create_order("o", "ann", "shop", 1_000).body["id"]
+    other = co.create_order("o2", "ann", "shop", 2_000).body["id"]
+    assert co.pay("p", oid).status == 200 and co.pay("p2", other).status == 200
+    assert _code(co.topup, f"auto:{oid}:1", "ann", 1) == CheckoutCode.BAD_REQUEST
+    # A key taken before keys were checked (an older store): that order is skipped, the others settle.
+    with co.store.tx() as db:
+        db.execute(
+            "INSERT INTO idem (key, fingerprint, op, order_id, intent, chain, status, body, created_ms) "
+            "VALUES (?, x'00', 'topup', '', '{}', x'5b5d', 200, '{}', 0)",
+            (f"auto:{other}:1",),
+        )
+    now[0] += co.auto_confirm_ms + 1
+    assert co.auto_confirm_due() == 1
+    assert co.get_order(oid)["state"] == "settled" and co.get_order(other)["state"] == "paid"
+    with co.store.tx() as db:
+        db.execute("DELETE FROM idem WHERE key = ?", (f"auto:{other}:1",))
+    assert co.auto_confirm_due() == 1
+    assert co.get_order(other)["state"] == "settled"
+
+
+def test_keys_never_answer_another_request(co: Checkout) -> None:
+    co.topup("t", "ann", 10_000)
+    oid = co.create_order("o", "ann", "shop", 1_000).body["id"]
+    oid2 = co.create_order("o2", "ann", "shop", 1_000).body["id"]
+    assert _code(co.create_order, "o", "ann", "shop", 1_001) == CheckoutCode.IDEMPOTENCY_KEY_REUSED
+    assert co.pay("p", oid).status == 200
+    assert _code(co.pay, "p", oid2) == CheckoutCode.IDEMPOTENCY_KEY_REUSED
+    assert co.refund("r", oid, 100).status == 200
+    assert _code(co.refund, "r", oid, 101) == CheckoutCode.IDEMPOTENCY_KEY_REUSED
+    assert _code(co.topup, "r", "ann", 100) == CheckoutCode.IDEMPOTENCY_KEY_REUSED
+    # A second pay of a paid order with another key moves nothing.
+    assert _code(co.pay, "p-again", oid) == CheckoutCode.ORDER_NOT_PAYABLE
+    # The refund posted 900 of the hold into escrow and released 100.
+    assert co.wallet("ann") == {"buyer": "ann", "available": 9_100, "held": 0}
+
+
+def test_refunds_are_cumulative_across_settlement(co: Checkout) -> None:
+    co.topup("t", "ann", 10_000)
+    co.topup("t2", "bob", 10_000)
+    oid = co.create_order("o", "ann", "shop", 1_000).body["id"]
+    co.pay("p", oid)
+    assert co.refund("r1", oid, 300).status == 200  # partial post: 700 in escrow
+    assert co.refund("r2", oid, 200).status == 200  # out of escrow
+    assert co.confirm("c", oid).status == 200
+    assert _code(co.confirm, "c2", oid) == CheckoutCode.ORDER_NOT_CONFIRMABLE
+    assert _code(co.refund, "r3", oid, 501) == CheckoutCode.REFUND_EXCEEDS_PAID
+    o = co.get_order(oid)
+    assert o["refunded"] == 500 and o["settled"] == 500 and o["fee"] == 3
+    # The merchant got 497 (the platform kept 3): a reverse refund of 500 is more than it holds.
+    r = co.refund("r4", oid, 500)
+    assert r.status != 200 and r.body["code"] == CheckoutCode.MERCHANT_FUNDS_SHORT
+    assert co.refund("r5", oid, 497).status == 200
+    assert _code(co.refund, "r6", oid, 4) == CheckoutCode.REFUND_EXCEEDS_PAID
+    o = co.get_order(oid)
+    assert o["refunded"] == 997 and o["state"] == "settled"
+    assert co.wallet("ann")["available"] == 10_000 - 3
+
+
+def test_one_fen_orders_and_fee_rounding(co: Checkout) -> None:
+    co.topup("t", "ann", 10_000)
+    for i, amount in enumerate([1, 2, 166, 167, 10_000]):
+        oid = co.create_order(f"o{i}", "ann", "shop", amount).body["id"] if amount <= 10_000 else ""
+        co.topup(f"tt{i}", "ann", amount)
+        assert co.pay(f"p{i}", oid).status == 200
+        o = co.confirm(f"c{i}", oid).body
+        assert o["fee"] >= 0 and o["fee"] == amount * 60 // 10_000 and o["settled"] == amount
+
+
+def test_amounts_must_be_plain_integers(co: Checkout) -> None:
+    for bad, code in [
+        (1.0, CheckoutCode.AMOUNT_NOT_INTEGER),
+        ("100", CheckoutCode.AMOUNT_NOT_INTEGER),
+        (True, CheckoutCode.AMOUNT_NOT_INTEGER),
+        (None, CheckoutCode.AMOUNT_NOT_INTEGER),
+        (0, CheckoutCode.AMOUNT_INVALID),
+        (-1, CheckoutCode.AMOUNT_INVALID),
+        (10**10 + 1, CheckoutCode.AMOUNT_INVALID),
+        (2**64, CheckoutCode.AMOUNT_INVALID),
+        (2**128, CheckoutCode.AMOUNT_INVALID),
+    ]:
+        assert _code(co.create_order, "k", "ann", "shop", bad) == code, bad
+        assert _code(co.topup, "k", "ann", bad) == code, bad
+    assert co.store.one("SELECT COUNT(*) FROM idem")[0] == 0
+
+
+# ----------------------------------------------------------------------------------------- the server
+
+
+class Live:
+    """The gateway's own server in a thread of this process (with flow control, as ``checkout start``)."""
+
+    def __init__(self, co: Checkout) -> None:
+        self.port = free_port()
+        self.gate = Gate(default_rules())
+        self.server = Server(
+            create_app(co, self.gate, middleware=False, auto_confirm_every_s=0),
+            "127.0.0.1",
+            self.port,
+            gate=self.gate,
+            classify=classify,
+        )
+        self.loop = asyncio.new_event_loop()
+        self.stop = asyncio.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return
+            time.sleep(0.02)
+        raise RuntimeError("server did not start")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.stop = asyncio.Event()
+        self.loop.run_until_complete(self.server.serve(self.stop))
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(15)
+        self.loop.close()
+
+    def connect(self, timeout: float = 3.0) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+
+    def exchange(self, raw: bytes, wait_s: float = 2.0) -> bytes:
+        with self.connect(wait_s) as s:
+            s.sendall(raw)
+            out = b""
+            with contextlib.suppress(TimeoutError, ConnectionResetError):
+                while chunk := s.recv(65536):
+                    out += chunk
+            return out
+
+
+@pytest.fixture
+def live(co: Checkout) -> Iterator[Live]:
+    lv = Live(co)
+    try:
+        yield lv
+    finally:
+        lv.close()
+
+
+def _statuses(raw: bytes) -> list[int]:
+    return [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)]
+
+
+def _topup(amount: int, key: str, extra: bytes = b"") -> bytes:
+    body = json.dumps({"amount": amount}).encode()
+    return (
+        b"POST /v1/wallets/ann/topup HTTP/1.1\r\nidempotency-key: " + key.encode() + b"\r\n" + extra
+        + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )  # fmt: skip
+
+
+def test_two_content_lengths_are_refused(live: Live, co: Checkout) -> None:
+    """Smuggling: a proxy that reads the first Content-Length and this server the last see different bodies."""
+    body = b'{"amount": 5}'
+    smuggled = _topup(7, "inner")
+    raw = (
+        b"POST /v1/wallets/ann/topup HTTP/1.1\r\nidempotency-key: outer\r\ncontent-length: "
+        + str(len(body) + len(smuggled)).encode()
+        + b"\r\ncontent-length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+        + smuggled
+    )
+    got = live.exchange(raw)
+    assert _statuses(got) == [400], got
+    assert co.wallet("ann")["available"] == 0
+
+
+def test_header_values_with_bare_cr_lf_or_nul_are_refused(live: Live, co: Checkout) -> None:
+    for bad in [b"x: a\nContent-Length: 3\r\n", b"x: a\rb\r\n", b"x: a\x00b\r\n", b"x: a\r\n b\r\n"]:
+        got = live.exchange(_topup(5, "k-" + str(hash(bad)), bad))
+        assert _statuses(got) == [400], (bad, got)
+    got = live.exchange(b"GET /v1/health\x00 HTTP/1.1\r\n\r\n")
+    assert _statuses(got) == [400], got
+    assert co.wallet("ann")["available"] == 0
+
+
+def test_a_head_request_gets_no_body(live: Live) -> None:
+    """HEAD answered with a body breaks framing: the next pipelined answer would be read as that body."""
+    got = live.exchange(b"HEAD /v1/health HTTP/1.1\r\n\r\nGET /v1/health HTTP/1.1\r\nconnection: close\r\n\r\n")
+    _, _, rest = got.partition(b"\r\n\r\n")
+    assert rest.startswith(b"HTTP/1.1 200 "), got
+
+
+def test_slowloris_is_cut_off(live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that sends its head a byte at a time (or nothing) loses its connection after request_s_max."""
+    monkeypatch.setattr(server_mod, "request_s_max", 0.5)
+    monkeypatch.setattr(server_mod, "idle_s_max", 0.5)
+    with live.connect(5) as s:
+        t0 = time.monotonic()
+        closed = False
+        for b in b"GET /v1/health HTTP/1.1\r\nx-slow: " + b"a" * 100:
+            try:
+                s.sendall(bytes([b]))
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.05)
+            if time.monotonic() - t0 > 3:
+                break
+        if not closed:
+            s.settimeout(3)
+            with contextlib.suppress(ConnectionResetError):
+                out = s.recv(1000)
+                closed = out == b"" or out.startswith(b"HTTP/1.1 408")
+        assert closed and time.monotonic() - t0 < 4
+    with live.connect(5) as idle:  # connected, never sends: closed too
+        idle.settimeout(3)
+        t0 = time.monotonic()
+        with contextlib.suppress(ConnectionResetError):
+            idle.recv(100)
+        assert time.monotonic() - t0 < 2.5
+
+
+def test_bad_query_numbers_get_a_4xx(live: Live) -> None:
+    for q in [b"/v1/merchants/shop/settlement?to_ms=99999999999999999999999", b"/v1/merchants/shop/orders?limit=-5"]:
+        got = live.exchange(b"GET " + q + b" HTTP/1.1\r\nconnection: close\r\n\r\n")
+        st = _statuses(got)[0]
+        assert 200 <= st < 500, got
+
+
+def test_a_client_that_never_reads_cannot_grow_the_servers_buffers(live: Live) -> None:
+    """Thousands of pipelined requests and no reading: the server stops taking requests, not memory."""
+    with live.connect(5) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        one = b"GET /v1/health HTTP/1.1\r\nhost: x\r\n\r\n"
+        s.setblocking(False)
+        sent = 0
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and sent < 20_000_000:
+            try:
+                sent += s.send(one * 1000)
+            except BlockingIOError:
+                time.sleep(0.01)
+        time.sleep(0.3)
+        buffered = [c.transport.get_write_buffer_size() + len(c.buf) for c in live.server.conns if c.transport]
+        assert buffered and max(buffered) < 2 * server_mod.buffer_bytes_max, (sent, buffered)
+
+
+def test_bad_framing_pipelined_behind_a_good_request_changes_nothing(live: Live, co: Checkout) -> None:
+    for bad in [
+        b"POST /v1/wallets/ann/topup HTTP/1.1\r\ncontent-length: -5\r\n\r\n",
+        b"POST /v1/wallets/ann/topup HTTP/1.1\r\ncontent-length: +5\r\n\r\n",
+        b"POST /v1/wallets/ann/topup HTTP/1.1\r\ncontent-length: 5, 5\r\n\r\n",
+        b"POST /v1/wallets/ann/topup HTTP/1.1\r\ncontent-length : 5\r\n\r\n",
+        b"POST /v1/wallets/ann/topup HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n",
+        b"GET /v1/\xe4\xbd\xa0 HTTP/1.1\r\n\r\n",
+        b"GET /v1/a b HTTP/1.1\r\n\r\n",
+        b"G(T /v1/health HTTP/1.1\r\n\r\n",
+        b"GET /v1/health HTTP/2.0\r\n\r\n",
+    ]:
+        got = live.exchange(b"GET /v1/health HTTP/1.1\r\n\r\n" + bad + _topup(9, "after-" + str(hash(bad))))
+        st = _statuses(got)
+        assert st[0] == 200 and 400 <= st[1] < 500 and len(st) == 2, (bad, got)
+    assert co.wallet("ann")["available"] == 0
+    # Percent-encoded non-ASCII is fine (and finds no such order).
+    got = live.exchange(b"GET /v1/orders/%E4%BD%A0 HTTP/1.1\r\nconnection: close\r\n\r\n")
+    assert _statuses(got) == [404], got
+
+
+def test_http10_closes_and_a_client_gone_mid_body_writes_nothing(live: Live, co: Checkout) -> None:
+    got = live.exchange(b"GET /v1/health HTTP/1.0\r\n\r\n", wait_s=3)
+    assert got.startswith(b"HTTP/1.1 200 ") and b"connection: close" in got
+    raw = _topup(5, "gone")
+    with live.connect() as s:
+        s.sendall(raw[:-3])
+    time.sleep(0.2)
+    assert co.wallet("ann")["available"] == 0 and co.store.one("SELECT COUNT(*) FROM idem")[0] == 0
