@@ -449,3 +449,48 @@ def test_a_pickup_dated_ahead_of_the_ledger_or_declared_in_error_proves_nothing(
     assert cover_state(c) == before
     c.advance(days=1)
     assert c.ok("cover", "claim", {"policy": rs["id"], "event": ahead}, PLATFORM)["amount"] == 1_200  # now it is
+
+
+def test_an_insurer_short_of_funds_in_the_payments_core_stops_loudly_then_pays_once_when_funded(
+    tmp_path: Path,
+) -> None:
+    """The insurer's account in the payments core may carry a limit (debits must not exceed credits): a payout
+    above its funds is refused (``exceeds_credits``), which spends the transfer id for good (TigerBeetle's rule
+    for a failure that could succeed later). The adapter stops loudly, pays nothing; once the account is funded,
+    the next run pays under the next derived id, exactly once, and the ledger takes that id."""
+    from liangcao.payments import AccountFlags
+
+    c = chain()
+    (policy,) = two_approved_claims(c)[:1]
+    engine = Engine(tmp_path / "pay", fsync=False)
+    try:
+        funding, insurer = 99, insurer_account(INSURER)
+        engine.create_accounts([
+            Account(id=funding, ledger=LEDGER_CNY, code=ACCOUNT_CODE),
+            Account(id=insurer, ledger=LEDGER_CNY, code=ACCOUNT_CODE, flags=AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS),
+        ])  # fmt: skip
+
+        def fund(tid: int, amount: int) -> None:
+            t = Transfer(id=tid, debit_account_id=funding, credit_account_id=insurer, amount=amount, ledger=LEDGER_CNY,
+                         code=1)  # fmt: skip
+            assert engine.create_transfers([t]) == [0]
+
+        fund(1, 1_000)  # with the two premiums (160): 1,160, short of two payouts of 1,200
+        with pytest.raises(AdapterFault, match="exceeds_credits"):
+            PayoutAdapter(ChainLedger(c), engine, INSURER).settle_due()
+        with pytest.raises(AdapterFault):  # run again unfunded: still refused, still nothing paid twice
+            PayoutAdapter(ChainLedger(c), engine, INSURER).settle_due()
+        fund(2, 5_000)
+        adapter = PayoutAdapter(ChainLedger(c), engine, INSURER)
+        adapter.settle_due()
+        assert c.query("cover", "due", {"insurer": INSURER}) == {"payouts": [], "premiums": []}
+        (acct,) = engine.lookup_accounts([insurer])
+        assert acct.debits_posted == 2 * 1_200 == c.capital()["paid"]
+        view = c.query("cover", "policy", {"policy": policy})
+        assert view["claim"]["transfer"] == view["payout"]["transfer"] != transfer_id("payout", policy)
+        (paid,) = engine.lookup_transfers([int(view["claim"]["transfer"], 16)])
+        assert paid.amount == 1_200
+        adapter = PayoutAdapter(ChainLedger(c), engine, INSURER)
+        assert adapter.settle_due() == 0 and adapter.paid == 0
+    finally:
+        engine.close()

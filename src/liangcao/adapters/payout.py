@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from liangcao.apps.cover.rules import CoverCode, account_id, transfer_id
+from liangcao.apps.cover.rules import CoverCode, account_id, transfer_attempts_max, transfer_ids
 from liangcao.codes import Code
 from liangcao.errors import Fault
 from liangcao.payments import Account, CreateAccountResult, CreateTransferResult, Engine, Transfer
@@ -55,6 +55,10 @@ due_rounds_max = 1_000  # pages of ``cover.due`` settled at start (each at most 
 
 class AdapterFault(Fault):
     """The payments core or the ledger answered what exactly-once rules out: stop and let an operator look."""
+
+
+class _SpentId(AdapterFault):
+    """The payments core refused this transfer id for good earlier (``id_already_failed``)."""
 
 
 class PaymentsPort(Protocol):
@@ -139,9 +143,8 @@ class PayoutAdapter:
                 return "recorded"
             debit, credit = clearing_account(pol["platform"]), insurer_account(pol["insurer"])
             amount, code, method = int(pol["premium"]), PREMIUM_CODE, "record_premium"
-        tid = transfer_id(ob.purpose, ob.policy)
         try:
-            outcome = self._transfer(int(tid, 16), debit, credit, amount, code)
+            outcome, tid = self._pay(ob, debit, credit, amount, code)
         except AdapterFault as exc:
             raise AdapterFault(exc.code, f"{ob.purpose} of {ob.policy}: {exc.message}") from None
         receipt = self.ledger.submit("cover", method, {"policy": ob.policy, "transfer": tid})
@@ -159,10 +162,27 @@ class PayoutAdapter:
             )
         return outcome
 
+    def _pay(self, ob: Obligation, debit: int, credit: int, amount: int, code: int) -> tuple[str, str]:
+        """Create the obligation's transfer under the first of its derived ids the core has not refused for
+        good; ``(outcome, id)``. An id is passed over only on ``id_already_failed``: the core never applied it
+        and never will, so the ids tried before the one that holds were never payments (exactly once)."""
+        for tid in transfer_ids(ob.purpose, ob.policy):
+            try:
+                return self._transfer(int(tid, 16), debit, credit, amount, code), tid
+            except _SpentId:
+                log.warning("transfer %s of %s was refused for good earlier: trying the next derived id", tid, ob)
+        raise AdapterFault(Code.INTERNAL, f"every derived transfer id ({transfer_attempts_max}) was refused for good")
+
     def _transfer(self, tid: int, debit: int, credit: int, amount: int, code: int) -> str:
         accounts = [Account(id=a, ledger=LEDGER_CNY, code=ACCOUNT_CODE) for a in sorted({debit, credit})]
         for result in self.engine.create_accounts(accounts):
-            if result not in (CreateAccountResult.OK, CreateAccountResult.EXISTS):
+            # An operator may open the insurer's (or the platform's) account with a limit (debits must not exceed
+            # credits): the same account with other flags is the account, and the limit is the core's to enforce.
+            if result not in (
+                CreateAccountResult.OK,
+                CreateAccountResult.EXISTS,
+                CreateAccountResult.EXISTS_WITH_DIFFERENT_FLAGS,
+            ):
                 raise AdapterFault(Code.INTERNAL, f"the payments core refused a cover account: {result!r}")
         t = Transfer(
             id=tid, debit_account_id=debit, credit_account_id=credit, amount=amount, ledger=LEDGER_CNY, code=code
@@ -174,6 +194,8 @@ class PayoutAdapter:
         if result == CreateTransferResult.EXISTS:
             self.replayed += 1
             return "exists"
+        if result == CreateTransferResult.ID_ALREADY_FAILED:
+            raise _SpentId(Code.INTERNAL, f"transfer {tid:032x} was refused for good")
         name = CreateTransferResult(result).name if result in CreateTransferResult._value2member_map_ else str(result)
         raise AdapterFault(Code.INTERNAL, f"transfer {tid:032x} refused by the payments core: {name.lower()}")
 

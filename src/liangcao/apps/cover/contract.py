@@ -808,9 +808,10 @@ class Cover(Contract):
             ctx.fail(CoverCode.ALREADY_PAID, f"the payout of {pol.id} is recorded (transfer {claim.transfer})")
         if claim is None or claim.status != "approved":
             ctx.fail(CoverCode.NOT_OWED, f"policy {pol.id} has no approved claim")
-        if a.transfer != rules.transfer_id("payout", pol.id):
+        if a.transfer not in rules.transfer_ids("payout", pol.id):
             ctx.fail(
-                CoverCode.WRONG_TRANSFER, f"the payout of {pol.id} is transfer {rules.transfer_id('payout', pol.id)}"
+                CoverCode.WRONG_TRANSFER,
+                f"the payout of {pol.id} is transfer {rules.transfer_id('payout', pol.id)} (or a retry derived from it)",
             )
         cap = self._capital(ctx, pol.insurer)
         self._save_capital(
@@ -833,9 +834,10 @@ class Cover(Contract):
         self._insurer(ctx, pol.insurer)
         if pol.premium_transfer:
             ctx.fail(CoverCode.ALREADY_PAID, f"the premium of {pol.id} is recorded (transfer {pol.premium_transfer})")
-        if a.transfer != rules.transfer_id("premium", pol.id):
+        if a.transfer not in rules.transfer_ids("premium", pol.id):
             ctx.fail(
-                CoverCode.WRONG_TRANSFER, f"the premium of {pol.id} is transfer {rules.transfer_id('premium', pol.id)}"
+                CoverCode.WRONG_TRANSFER,
+                f"the premium of {pol.id} is transfer {rules.transfer_id('premium', pol.id)} (or a retry derived from it)",
             )
         cap = self._capital(ctx, pol.insurer)
         self._save_capital(
@@ -886,14 +888,14 @@ class Cover(Contract):
             "payout": None
             if claim is None
             else {
-                "transfer": rules.transfer_id("payout", pol.id),
+                "transfer": claim.transfer or rules.transfer_id("payout", pol.id),
                 "amount": claim.amount,
                 "paid": claim.status == "paid",
                 "paid_tx": claim.paid_tx,
             },
             "premium": {
                 "amount": pol.premium,
-                "transfer": rules.transfer_id("premium", pol.id),
+                "transfer": pol.premium_transfer or rules.transfer_id("premium", pol.id),
                 "collected": bool(pol.premium_transfer),
             },
         }

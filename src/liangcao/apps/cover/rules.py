@@ -20,6 +20,7 @@ prices_per_sku_day_max = 48  # price posts kept per SKU and day (the claim reads
 shopper_returns_max_max = 100  # the highest return-frequency limit a product may set
 shared_accounts_max = 64  # accounts remembered per device or address (the bulk-account guard)
 page_max = 100  # entries per page of the read models
+transfer_attempts_max = 8  # derived transfer ids per payment: each one the payments core refused for good
 #: A claim is held for review when more than this many shoppers bought cover from one device...
 shared_device_accounts_max = 3
 #: ...or for one address (households share an address, so the bound is higher).
@@ -112,14 +113,26 @@ def refund_fen(price_paid: int, lowest_regular: int, exposure: int) -> int:
     return max(0, min(price_paid - lowest_regular, exposure))
 
 
-def transfer_id(purpose: str, policy: str) -> str:
+def transfer_id(purpose: str, policy: str, attempt: int = 0) -> str:
     """The payments-core transfer id for ``purpose`` (``payout`` or ``premium``) of ``policy``: 128 bits as 32
-    hex digits, derived, so the adapter that pays twice after a crash names the same transfer (a no-op)."""
-    digest = hashlib.sha256(f"liangcao.cover/{purpose}/{policy}".encode()).digest()[:16]
+    hex digits, derived, so the adapter that pays twice after a crash names the same transfer (a no-op).
+
+    ``attempt`` (below ``transfer_attempts_max``) names the next id after the payments core refused one for
+    good (``id_already_failed``: a refusal such as ``exceeds_credits`` spends the id, as in TigerBeetle). The
+    adapter tries them in order and stops at the first one the core holds, so at most one is ever applied."""
+    if not 0 <= attempt < transfer_attempts_max:
+        raise ValueError(f"attempt {attempt} is outside 0..{transfer_attempts_max - 1}")
+    suffix = f"/{attempt}" if attempt else ""  # attempt 0 is the id as it always was
+    digest = hashlib.sha256(f"liangcao.cover/{purpose}/{policy}{suffix}".encode()).digest()[:16]
     value = int.from_bytes(digest, "big")
     if value in (0, (1 << 128) - 1):  # the payments core reserves these ids; sha256 reaching them is moot
         value = 1
     return f"{value:032x}"
+
+
+def transfer_ids(purpose: str, policy: str) -> list[str]:
+    """Every id a payment of ``policy`` may be made under, in the order the adapter tries them."""
+    return [transfer_id(purpose, policy, k) for k in range(transfer_attempts_max)]
 
 
 def account_id(party: str) -> int:
@@ -137,4 +150,5 @@ __all__ = [
     "premium_fen",
     "refund_fen",
     "transfer_id",
+    "transfer_ids",
 ]
