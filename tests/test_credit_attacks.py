@@ -514,3 +514,17 @@ def test_a_database_from_before_the_params_column_opens_and_answers(tmp_path: Pa
         refused(CreditCode.REQUEST_CONFLICT, again.repay, "o1", 5, "r2")
         again.check()
         again.close()
+
+
+def test_cli_quote_refuses_zero_negative_and_huge_amounts() -> None:
+    from typer.testing import CliRunner
+
+    from liangcao.credit.cli import app
+
+    runner = CliRunner()
+    for amount in ("0", "-300", str(10**30)):
+        result = runner.invoke(app, ["quote", "--periods", "3", "--", amount])
+        assert result.exit_code == 2 and "BAD_AMOUNT" in result.output, (amount, result.output)
+    result = runner.invoke(app, ["quote", "--periods", "5", "100"])
+    assert result.exit_code == 2 and "BAD_PERIODS" in result.output
+    assert runner.invoke(app, ["quote", "--periods", "12", "--json", "100"]).exit_code == 0

@@ -131,14 +131,16 @@ def quote_cmd(
     as_json: Json = False,
 ) -> None:
     """The schedule a checkout would make (no service needed)."""
+    from liangcao import codes
     from liangcao.credit import plans as P
-    from liangcao.credit.errors import CreditError
+    from liangcao.credit.errors import CreditError, check_money, installment_amount_fen_max
     from liangcao.credit.service import fee_payer_of
 
     try:
-        plan = P.make_plan("quote", "-", "-", amount_fen, periods, fee_payer_of(fee_payer), P.DEFAULT_FEE_TABLE, 0)
+        amount = check_money(amount_fen, "amount_fen", installment_amount_fen_max)
+        plan = P.make_plan("quote", "-", "-", amount, periods, fee_payer_of(fee_payer), P.DEFAULT_FEE_TABLE, 0)
     except CreditError as exc:
-        fail(exc.message, 2)
+        fail(f"{codes.name_of(exc.code)} ({exc.code}): {exc.message}", 2)
     if as_json:
         _print(plan, True)
     else:
