@@ -19,8 +19,15 @@ on start the adapter also settles whatever the ledger still lists as due (``cove
 the embedded ``liangcao.payments.Engine`` in the adapter's folder (durable before it answers).
 
 Accounts (ledger 156, CNY fen): the insurer's, the platform's clearing account (premiums are collected from
-it: the shopper paid the premium at checkout) and one per shopper (indemnities are paid to it). A transfer
-whose id exists with other fields is a fault: it stops the adapter loudly (``AdapterFault``).
+it: the shopper paid the premium at checkout) and one per shopper (indemnities are paid to it); an account an
+operator opened first with a limit is used as it is. A transfer whose id exists with other fields, or any
+other refusal, is a fault for that obligation: the adapter settles every other one due, then stops loudly
+(``AdapterFault``; the process logs one line and exits 3). A refusal that spends the id in the payments core
+(``exceeds_credits``: the insurer is short of funds) is passed over on a later run to the next derived id
+(``transfer_ids``), so a funded insurer pays it then, once. The adapter pays only its own insurer's
+obligations (read from the ledger, whatever the event says), retries a record the node did not confirm in
+time, and reports a payout that was new in its core but already recorded paid (a second adapter on another
+core paid it) as a fault, never as success.
 
 Run it: ``python -m liangcao.adapters.payout --home NET --as org1/admin --engine DIR`` (or
 ``liangcao cover payout-adapter ...``); ``--once`` settles what is due and exits.
