@@ -189,3 +189,13 @@ def test_a_removed_holder_does_not_block_the_waterfall() -> None:
     d = led.deal(deal)
     assert d["unclaimed"] == {INV2: paid[INV2]} and r["result"]["unclaimed"] == paid[INV2]
     assert led.balance(SPV) == d["purchase_cash"] + d["collections"] + sum(d["unclaimed"].values())
+
+
+def test_notes_cannot_be_transferred_to_a_removed_organisation() -> None:
+    led = AbsLedger()
+    deal = led.launched()
+    led.ok("consortium", "remove_org", {"org_id": INV3}, *[f"org{i}" for i in range(1, 8)])
+    before = snapshot(led)
+    args = {"deal": deal, "tranche": "senior", "to": INV3, "amount": 1}
+    led.fails(AbsCode.NOT_KYC, "abs.deal", "transfer", args, INV1, match="not an active")
+    assert snapshot(led) == before

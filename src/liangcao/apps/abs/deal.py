@@ -562,6 +562,9 @@ class AbsDeal(Contract):
     def kycd(self, ctx: Context, deal: Deal, org: str) -> None:
         if not ctx.get(f"k/{deal.id}/{org}"):
             ctx.fail(AbsCode.NOT_KYC, f"{org} has not been KYC'd for deal {deal.id}")
+        entry = ctx.consortium().orgs.get(org)
+        if entry is None or not entry.active:  # KYC'd once, then removed by the consortium: no longer a member
+            ctx.fail(AbsCode.NOT_KYC, f"{org} is not an active organisation of the consortium")
 
     def hold(self, ctx: Context, deal: Deal, tranche: Tranche, org: str, delta: int) -> Tranche:
         """Change ``org``'s holding by ``delta``, keeping the holder count within ``abs_holders_max``."""
