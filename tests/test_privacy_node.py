@@ -22,7 +22,8 @@ from liangcao.node.private import PrivateData, close_private, private_of, privat
 
 @pytest.fixture
 def net() -> Consortium:
-    return create_consortium(3, chain_id=f"pvt-{time.time_ns()}", now_ms=int(time.time() * 1000))
+    types = ["bank", "supplier", "core_enterprise"]  # org1 (the node) is the bank
+    return create_consortium(3, org_types=types, chain_id=f"pvt-{time.time_ns()}", now_ms=int(time.time() * 1000))
 
 
 @pytest.fixture
@@ -155,3 +156,46 @@ def test_a_lost_private_store_is_noticed(node: Node, net: Consortium) -> None:
         assert fresh.read("org1/a", "pdc", "bilateral", "r1")["value"] == value and fresh.missing() == 0
     finally:
         fresh.close()
+
+
+def test_a_member_rechecks_endorsed_terms_and_raises_an_alarm(node: Node, net: Consortium) -> None:
+    """Endorsers that signed inconsistent terms (here: their keys used without the check) are caught by every
+    member when the terms reach it: the write commits (no peer can re-execute it), the members raise an alarm."""
+    import datetime as dt
+
+    from liangcao.apps.scf.private import terms
+
+    pd = private_of(node)
+    today = dt.date.today()
+
+    def run(contract: str, method: str, args: dict[str, Any], *orgs: str) -> Any:
+        signers = [net.org(o).signer("admin") for o in orgs]
+        tx = txm.build(net.chain_id, contract, method, args, signers, not_after=int(time.time() * 1000) + 60_000)
+        commit(node, tx)
+        pos = node.ledger.store.tx_position(tx.tx_id)
+        assert pos is not None
+        receipt: Any = json.loads(node.ledger.store.receipts(pos[0])[pos[1]])
+        assert receipt["code"] == 0, receipt
+        return receipt["result"]
+
+    inv = run("scf.invoices", "register", {"code": "3100", "number": "1", "seller": "org2", "buyer": "org3",
+              "amount": 9_000_000, "date": today.isoformat(), "doc_hash": "ef" * 32}, "org2")["key"]  # fmt: skip
+    issue = {"to": "org2", "face": 9_000_000, "maturity": (today + dt.timedelta(days=30)).isoformat(),
+             "invoices": [inv], "settlement_bank": "org1"}  # fmt: skip
+    vid = run("scf.vouchers", "issue", issue, "org3")["voucher"]
+    run("scf.vouchers", "accept", {"voucher": vid}, "org2")
+    bad = {**terms(vid, "org1", 9_000_000, 300, 29), "payout": 8_000_000}  # does not add up to the face
+    salt = pv.new_salt()
+    args: dict[str, Any] = {"voucher": vid, "bank": "org1", "face": 9_000_000, "endorsements": [],
+                            "private": {"collection": "financing", "key": vid, "hash": pv.commitment_hash(salt, bad)}}  # fmt: skip
+    with pytest.raises(LiangcaoError) as info:  # an honest endorser refuses
+        pd.endorse("scf.private", "finance", args, bad, salt, ["org1", "org2"])
+    assert info.value.code == pv.PrivacyCode.CHECK_FAILED
+    digest = pv.endorsement_digest(net.chain_id, "scf.private", "finance", args)
+    args["endorsements"] = [
+        pv.endorse(p.key, p.cert, digest) for p in (net.org(o).signer("peer0") for o in ("org1", "org2"))
+    ]
+    pd.hand("scf.private", "financing", vid, bad, salt, ["org1", "org2"])
+    run("scf.private", "finance", args, "org2", "org1")
+    assert [a["key"] for a in pd.alarms] == [vid] and "add up" in pd.alarms[0]["why"]
+    assert pd.status()["alarms"] == 1
