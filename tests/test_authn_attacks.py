@@ -568,3 +568,103 @@ def test_kill_9_mid_stream_every_acknowledged_confirmation_is_on_disk(tmp_path: 
                 counters.append(rp.verify_payment("alice", cid, answer, *terms).sign_count)
         assert counters == sorted(counters)
         assert rp.clone_alarms("alice") == [] and rp.credentials("alice")[0].sign_count == len(work)
+
+
+def test_concurrent_callers_are_judged_in_queue_batches_each_with_its_own_verdict(rp: RelyingParty) -> None:
+    devices = {f"s{k}": SoftAuthenticator() for k in range(12)}
+    for shopper, dev in devices.items():
+        register(rp, dev, shopper)
+    plans: dict[str, list[tuple[str, Any, tuple[Any, ...], int]]] = {}
+    for shopper, dev in devices.items():
+        plan = []
+        for i in range(6):
+            terms = (f"order-{i}", "merchant-9", 100 + i, "CNY")
+            ch = rp.payment_challenge(shopper, *terms)
+            plan.append((ch["challenge_id"], dev.get(ch["publicKey"], ORIGIN), terms, 0))
+        plan.append((plan[0][0], plan[0][1], plan[0][2], AuthnCode.REPLAYED))  # a replay, behind the original
+        ch = rp.payment_challenge(shopper, "order-x", "merchant-9", 500, "CNY")
+        plan.append((ch["challenge_id"], dev.get(ch["publicKey"], ORIGIN), ("order-x", "merchant-9", 501, "CNY"),
+                     AuthnCode.OTHER_AMOUNT))  # fmt: skip
+        plans[shopper] = plan
+    commits0 = rp._store.commits
+    got: dict[str, list[int]] = {s: [] for s in plans}
+    start = threading.Barrier(len(plans))
+
+    def shopper_pays(shopper: str) -> None:
+        start.wait()
+        for cid, answer, terms, _ in plans[shopper]:
+            try:
+                assert rp.verify_payment(shopper, cid, answer, *terms).challenge_id == cid
+                got[shopper].append(0)
+            except AuthnError as exc:
+                got[shopper].append(exc.code)
+
+    threads = [threading.Thread(target=shopper_pays, args=(s,)) for s in plans]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == {s: [want for *_, want in plan] for s, plan in plans.items()}
+    assert rp._store.commits - commits0 <= sum(len(p) for p in plans.values())
+    assert rp._store.row("SELECT count(*) FROM evidence") == (12 * 6,)
+    assert all(c.sign_count == 6 for s in plans for c in rp.credentials(s)) and rp.clone_alarms("s0") == []
+
+
+def test_a_store_fault_reaches_every_caller_of_the_batch_and_consumes_nothing(rp: RelyingParty) -> None:
+    from liangcao.errors import StoreError
+
+    devices = {f"s{k}": SoftAuthenticator() for k in range(6)}
+    work = []
+    for shopper, dev in devices.items():
+        register(rp, dev, shopper)
+        ch = rp.payment_challenge(shopper, *PAY)
+        work.append((shopper, ch["challenge_id"], dev.get(ch["publicKey"], ORIGIN)))
+    write = rp._store.write
+
+    def failing(ops: Any) -> None:
+        raise StoreError(codes.Code.NOT_READY, "disk full")
+
+    rp._store.write = failing  # type: ignore[method-assign]
+    faults: list[str] = []
+    start = threading.Barrier(len(work))
+
+    def pay(shopper: str, cid: str, answer: Any) -> None:
+        start.wait()
+        try:
+            rp.verify_payment(shopper, cid, answer, *PAY)
+        except StoreError:
+            faults.append(shopper)
+
+    threads = [threading.Thread(target=pay, args=w) for w in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(faults) == sorted(devices)
+    rp._store.write = write  # type: ignore[method-assign]
+    for shopper, cid, answer in work:  # nothing was recorded: each is answerable (its counter is not behind)
+        assert status(rp, cid) == (None, None)
+        assert rp.verify_payment(shopper, cid, answer, *PAY).sign_count == 1
+
+
+def test_a_store_fault_in_a_batch_leaves_every_answer_answerable(rp: RelyingParty) -> None:
+    from liangcao.errors import StoreError
+
+    dev = SoftAuthenticator()
+    register(rp, dev)
+    answers = []
+    for i in range(3):
+        terms = (f"order-{i}", "merchant-9", 100 + i, "CNY")
+        ch = rp.payment_challenge("alice", *terms)
+        answers.append(PaymentAnswer("alice", ch["challenge_id"], dev.get(ch["publicKey"], ORIGIN), *terms))
+    write = rp._store.write
+
+    def failing(ops: Any) -> None:
+        raise StoreError(codes.Code.NOT_READY, "disk full")
+
+    rp._store.write = failing  # type: ignore[method-assign]
+    with pytest.raises(StoreError):
+        rp.verify_payments(answers)
+    rp._store.write = write  # type: ignore[method-assign]
+    assert [r.sign_count for r in rp.verify_payments(answers) if not isinstance(r, AuthnError)] == [1, 2, 3]
+    assert rp.clone_alarms("alice") == []

@@ -46,6 +46,7 @@ def bench_cmd(
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key in ("assertions_per_s", "assertions_batched_per_s", "ratio_batched", "es256_verify_per_s", "ed25519_verify_per_s", "ratio", "bar_met", "assertions",
+                "cpu_us_per_assertion", "cpu_us_per_assertion_batched", "cpu_us_per_es256_verify", "ratio_cpu",
                 "shoppers_concurrent", "payments_per_fsync", "p50_ms", "p99_ms", "cores", "peak_rss_mb"):  # fmt: skip
         table.add_row(
             key, f"{out[key]:,}" if isinstance(out[key], int) and not isinstance(out[key], bool) else str(out[key])

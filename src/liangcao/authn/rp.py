@@ -177,10 +177,11 @@ class _Key:
 
     shopper: str
     name: str
-    alg: int
+    alg: COSEAlgorithmIdentifier  # the enum, made once (not per payment)
     public: Any
     counter: int
     revoked: bool
+    b64_id: str  # the id as the confirmation names it
 
 
 class _ResponseIn(msgspec.Struct):
@@ -335,6 +336,10 @@ class RelyingParty:
         # payment ceremonies opened by this process and not yet answered, as _ceremony reads them: the hot
         # path then needs no read of the store (after a restart they are read from it)
         self._open_rows: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
+        # callers of verify_payment waiting to be judged, and whether one of them is judging (see _judge_queue)
+        self._queue: list[_Pending] = []
+        self._queue_lock = threading.Lock()
+        self._judging = False
 
     def close(self) -> None:
         self._store.close()
@@ -699,13 +704,65 @@ class RelyingParty:
         the module docstring for the order of the checks and their codes). Returns once the verdict is
         durable."""
         terms = (order_id, payee, amount_fen, currency)
-        assertion = self._payment_in(shopper, challenge_id, credential_json, terms)
-        with self._claim(challenge_id):
-            verdict, ops = self._judge(shopper, challenge_id, assertion, terms)
-            self._store.write(ops)
-        if isinstance(verdict, AuthnError):
-            raise verdict
-        return verdict
+        # read on the caller's thread: a malformed request is refused at once and never joins the queue
+        mine = _Pending(shopper, challenge_id, self._payment_in(shopper, challenge_id, credential_json, terms), terms)
+        with self._queue_lock:
+            self._queue.append(mine)
+            lead = not self._judging
+            self._judging = True
+        if not lead:
+            mine.signal.acquire()  # woken once: with the verdict, or to judge the queue
+            lead = mine.lead
+        if lead:
+            self._judge_queue(mine)
+        if mine.error is not None:
+            raise mine.error
+        if isinstance(mine.verdict, AuthnError):
+            raise mine.verdict
+        assert mine.verdict is not None
+        return mine.verdict
+
+    def _judge_queue(self, mine: _Pending) -> None:
+        """Judge every answer waiting (``mine`` first), hand the lead on, then record the verdicts.
+
+        Concurrent callers of ``verify_payment`` are judged by one thread at a time, as one
+        ``verify_payments`` batch: the others sleep until their verdict is durable instead of taking turns
+        on the GIL (30 threads judging at once spend more on the hand-offs than on the checks). The lead
+        passes to the next waiter before this batch's durable write, so the next batch is judged while this
+        one is fsynced (the store commits concurrent writes together). The claims are held until the write
+        is durable, as in ``verify_payments``: an answer is never judged twice."""
+        with self._queue_lock:
+            batch = self._queue[: lim.batch_answers_max]
+            del self._queue[: len(batch)]
+        results: list[Confirmation | AuthnError] = []
+        ops: list[Op] = []
+        claims: list[_Claim] = []
+        error: BaseException | None = None
+        try:
+            results, ops, claims = self._judge_many([(p.shopper, p.challenge_id, p.assertion, p.terms) for p in batch])
+        except BaseException as exc:  # a store fault while reading: every answer of the batch gets it
+            error = exc
+        with self._queue_lock:
+            successor = self._queue[0] if self._queue else None
+            if successor is None:
+                self._judging = False
+        if successor is not None:
+            successor.lead = True
+            successor.signal.release()
+        try:
+            if ops and error is None:
+                self._store.write(ops)
+        except BaseException as exc:
+            error = exc
+            self._forget([p.assertion for p in batch])
+        finally:
+            for claim in claims:
+                claim.__exit__(None, None, None)
+        for k, p in enumerate(batch):
+            p.error = error
+            p.verdict = results[k] if error is None else None
+            if p is not mine:
+                p.signal.release()
 
     def verify_payments(self, answers: Sequence[PaymentAnswer]) -> list[Confirmation | AuthnError]:
         """Many answers at once (a gateway's micro-batch in a surge): each judged exactly as
@@ -714,29 +771,73 @@ class RelyingParty:
         Confirmation, or the AuthnError refusing it. A store failure is a fault for the whole batch."""
         if len(answers) > lim.batch_answers_max:
             raise _bad(f"{len(answers)} answers: at most batch_answers_max={lim.batch_answers_max} at once")
+        items: list[tuple[str, str, _AssertionIn | AuthnError, tuple[str, str, int, str]]] = []
+        for a in answers:
+            terms = (a.order_id, a.payee, a.amount_fen, a.currency)
+            try:
+                items.append(
+                    (
+                        a.shopper,
+                        a.challenge_id,
+                        self._payment_in(a.shopper, a.challenge_id, a.credential_json, terms),
+                        terms,
+                    )
+                )
+            except AuthnError as refusal:
+                items.append((a.shopper, a.challenge_id, refusal, terms))
+        results, ops, claims = self._judge_many(items)
+        try:
+            if ops:
+                self._store.write(ops)
+        except BaseException:
+            self._forget([a for _, _, a, _ in items])
+            raise
+        finally:
+            for claim in claims:
+                claim.__exit__(None, None, None)
+        return results
+
+    def _forget(self, assertions: Sequence[_AssertionIn | AuthnError]) -> None:
+        """After a failed durable write: the devices' counters (and a clone alarm's revocation) moved in
+        memory only; drop those keys so the next use reads the store again. Otherwise the same answer, sent
+        again once the disk is back, would look like a clone (its counter not above the one never recorded)
+        and revoke the shopper's device. The ceremonies need nothing: unrecorded, the store shows them open."""
+        with self._lock:
+            for a in assertions:
+                if isinstance(a, _AssertionIn):
+                    try:
+                        self._keys.pop(unb64url(a.rawId), None)
+                    except ValueError:
+                        continue
+
+    def _judge_many(
+        self, items: Sequence[tuple[str, str, _AssertionIn | AuthnError, tuple[str, str, int, str]]]
+    ) -> tuple[list[Confirmation | AuthnError], list[Op], list[_Claim]]:
+        """The verdicts on read answers (or their reading's refusal), in order, the statements recording
+        them and the claims the caller releases once they are durable (or at once, on an exception)."""
         results: list[Confirmation | AuthnError] = []
         ops: list[Op] = []
         claims: list[_Claim] = []
         try:
-            for a in answers:
-                terms = (a.order_id, a.payee, a.amount_fen, a.currency)
+            for shopper, challenge_id, assertion, terms in items:
+                if isinstance(assertion, AuthnError):
+                    results.append(assertion)
+                    continue
                 try:
-                    assertion = self._payment_in(a.shopper, a.challenge_id, a.credential_json, terms)
-                    claim = self._claim(a.challenge_id)
+                    claim = self._claim(challenge_id)
                     claim.__enter__()
                     claims.append(claim)
-                    verdict, more = self._judge(a.shopper, a.challenge_id, assertion, terms)
+                    verdict, more = self._judge(shopper, challenge_id, assertion, terms)
                 except AuthnError as refusal:
                     results.append(refusal)
                     continue
                 results.append(verdict)
                 ops += more
-            if ops:
-                self._store.write(ops)
-        finally:
+        except BaseException:
             for claim in claims:
                 claim.__exit__(None, None, None)
-        return results
+            raise
+        return results, ops, claims
 
     @staticmethod
     def _payment_in(
@@ -810,7 +911,7 @@ class RelyingParty:
         try:
             verify_signature(
                 public_key=key.public,
-                signature_alg=COSEAlgorithmIdentifier(key.alg),
+                signature_alg=key.alg,
                 signature=signature,
                 data=auth_data + hashlib.sha256(client_bytes).digest(),
             )
@@ -825,11 +926,17 @@ class RelyingParty:
         if regressed:
             self._clone_alarm(shopper, challenge_id, raw_id, key, stored, counter, now)
         ops: list[Op] = [
-            ("UPDATE credentials SET sign_count = ?, last_used_ms = ? WHERE id = ?", (counter, now, raw_id)),
+            # max: two verdicts of one device may reach the store in another order than they were judged in
+            # (the counter is checked in memory; the durable one must never move back)
+            (
+                "UPDATE credentials SET sign_count = max(sign_count, ?), last_used_ms = max(coalesce(last_used_ms, 0), ?)"
+                " WHERE id = ?",
+                (counter, now, raw_id),
+            ),
             ("INSERT INTO evidence VALUES (?, ?, ?, ?)", (challenge_id, auth_data, client_bytes, signature)),
         ]
         confirmation = Confirmation(
-            challenge_id, shopper, b64url(raw_id), key.name, order_id, payee, amount_fen, currency, counter,
+            challenge_id, shopper, key.b64_id, key.name, order_id, payee, amount_fen, currency, counter,
             True, now, b64url(challenge),
         )  # fmt: skip
         return confirmation, ops
@@ -973,11 +1080,34 @@ class RelyingParty:
         with self._lock:
             key = self._keys.get(raw_id)
             if key is None:  # another thread may have loaded it meanwhile: its counter is the newer one
-                key = _Key(row[0], row[1], int(row[2]), public, int(row[4]), row[5] is not None)
+                key = _Key(
+                    row[0], row[1], COSEAlgorithmIdentifier(int(row[2])), public, int(row[4]), row[5] is not None,
+                    b64url(raw_id),
+                )  # fmt: skip
                 self._keys[raw_id] = key
                 while len(self._keys) > lim.key_cache_max:
                     self._keys.popitem(last=False)
             return key
+
+
+class _Pending:
+    """One ``verify_payment`` call waiting in the queue: its answer, then its verdict (or a fault)."""
+
+    __slots__ = ("assertion", "challenge_id", "error", "lead", "shopper", "signal", "terms", "verdict")
+
+    def __init__(
+        self, shopper: str, challenge_id: str, assertion: _AssertionIn, terms: tuple[str, str, int, str]
+    ) -> None:
+        self.shopper = shopper
+        self.challenge_id = challenge_id
+        self.assertion = assertion
+        self.terms = terms
+        self.verdict: Confirmation | AuthnError | None = None
+        self.error: BaseException | None = None
+        self.lead = False
+        # a bare lock as a one-shot signal: released once, with the verdict or with the lead
+        self.signal = threading.Lock()
+        self.signal.acquire()
 
 
 class _Recorded(AuthnError):
