@@ -7,9 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from abs_ledger import BANK, CORE_A, CORE_B, INV1, INV2, INV3, ORIGINATOR, REGULATOR, SPV, SPV2, AbsLedger
-from liangcao.apps.abs.common import AbsCode
+from liangcao.apps.abs.common import AbsCode, abs_holders_max, interest_fen, pro_rata
 from liangcao.codes import Code
 from liangcao.errors import EncodingError
 
@@ -199,3 +201,31 @@ def test_notes_cannot_be_transferred_to_a_removed_organisation() -> None:
     args = {"deal": deal, "tranche": "senior", "to": INV3, "amount": 1}
     led.fails(AbsCode.NOT_KYC, "abs.deal", "transfer", args, INV1, match="not an active")
     assert snapshot(led) == before
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    amount=st.integers(0, 10**15),
+    units=st.lists(st.integers(1, 10**15), min_size=1, max_size=abs_holders_max),
+)
+def test_every_fen_of_a_pro_rata_share_lands_with_a_holder(amount: int, units: list[int]) -> None:
+    holdings = [(f"org{i}", u) for i, u in enumerate(units)]
+    shares = pro_rata(amount, holdings)
+    assert sum(s for _, s in shares) == amount  # conserved to the fen
+    total = sum(units)
+    for (_, u), (_, s) in zip(holdings, shares, strict=True):
+        exact_floor = amount * u // total
+        assert exact_floor <= s <= exact_floor + 1  # nobody gets more than a fen over their exact share
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    balance=st.integers(0, 3 * 10**15),
+    bps=st.integers(0, 10_000),
+    days=st.integers(0, 20_000),
+    basis=st.sampled_from(["act365", "act360"]),
+)
+def test_interest_is_exact_integer_arithmetic_rounded_down(balance: int, bps: int, days: int, basis: str) -> None:
+    year = 365 if basis == "act365" else 360
+    got = interest_fen(balance, bps, days, basis)
+    assert got * 10_000 * year <= balance * bps * days < (got + 1) * 10_000 * year
