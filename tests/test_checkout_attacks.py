@@ -24,7 +24,7 @@ from liangcao.checkout import server as server_mod
 from liangcao.checkout.codes import CheckoutCode, CheckoutError
 from liangcao.checkout.http import classify, create_app, default_rules
 from liangcao.checkout.server import Server
-from liangcao.checkout.service import Checkout
+from liangcao.checkout.service import Checkout, Pending
 from liangcao.flow import Gate
 from liangcao.payments import Engine
 from liangcao.procs import free_port
@@ -123,6 +123,14 @@ def test_one_fen_orders_and_fee_rounding(co: Checkout) -> None:
         assert co.pay(f"p{i}", oid).status == 200
         o = co.confirm(f"c{i}", oid).body
         assert o["fee"] >= 0 and o["fee"] == amount * 60 // 10_000 and o["settled"] == amount
+    fees = sum(a * 60 // 10_000 for a in [1, 2, 166, 167, 10_000])
+    assert co.settlement_report("shop")["balance"] + fees == 1 + 2 + 166 + 167 + 10_000
+    # A merchant paying itself: its wallet and its shop are different accounts; the platform keeps its fee.
+    co.topup("self-t", "shop", 5_000)
+    oid = co.create_order("self-o", "shop", "shop", 5_000).body["id"]
+    assert co.pay("self-p", oid).status == 200 and co.confirm("self-c", oid).status == 200
+    assert co.wallet("shop")["available"] == 0
+    assert co.settlement_report("shop")["balance"] + fees + 30 == 1 + 2 + 166 + 167 + 10_000 + 5_000
 
 
 def test_amounts_must_be_plain_integers(co: Checkout) -> None:
@@ -331,3 +339,175 @@ def test_http10_closes_and_a_client_gone_mid_body_writes_nothing(live: Live, co:
         s.sendall(raw[:-3])
     time.sleep(0.2)
     assert co.wallet("ann")["available"] == 0 and co.store.one("SELECT COUNT(*) FROM idem")[0] == 0
+
+
+# ------------------------------------------------------------------------------------------ races
+
+
+def test_concurrent_operations_on_one_order_are_serialised(co: Checkout) -> None:
+    now = [1_000_000]
+    co.clock_ms = lambda: now[0]
+    co.topup("t", "ann", 10_000)
+    oid = co.create_order("o", "ann", "shop", 1_000).body["id"]
+    # Cancel (or a second pay) while a pay is in flight: refused, the pay completes once.
+    started = co.begin_pay("p", oid)
+    assert _code(co.cancel, "c", oid) == CheckoutCode.REQUEST_IN_PROGRESS
+    assert _code(co.pay, "p2", oid) == CheckoutCode.REQUEST_IN_PROGRESS
+    assert co.finish(started).status == 200
+    assert _code(co.cancel, "c", oid) == CheckoutCode.ORDER_NOT_CANCELLABLE
+    # Two refunds at once: one waits its turn; together they can never pass what was paid.
+    started = co.begin_refund("r1", oid, 600)
+    assert _code(co.refund, "r2", oid, 600) == CheckoutCode.REQUEST_IN_PROGRESS
+    # The window ends while the refund is in flight: the sweep leaves the order alone ...
+    now[0] += co.auto_confirm_ms + 1
+    assert co.auto_confirm_due() == 0
+    assert co.finish(started).status == 200
+    assert _code(co.refund, "r2", oid, 600) == CheckoutCode.REFUND_EXCEEDS_PAID
+    # ... and settles what is left on its next pass; a confirm after it is refused.
+    assert co.auto_confirm_due() == 1
+    o = co.get_order(oid)
+    assert o["state"] == "settled" and o["settled"] == 400 and o["fee"] == 2 and o["refunded"] == 600
+    assert _code(co.confirm, "c2", oid) == CheckoutCode.ORDER_NOT_CONFIRMABLE
+    assert co.wallet("ann") == {"buyer": "ann", "available": 9_600, "held": 0}
+    assert co.settlement_report("shop")["balance"] == 398
+
+
+def test_refunds_from_many_connections_never_pass_what_was_paid(live: Live, co: Checkout) -> None:
+    import httpx
+
+    co.topup("t", "ann", 100_000)
+    co.topup("t2", "shop-owner", 100_000)
+    url = f"http://127.0.0.1:{live.port}"
+    for settled in (False, True):
+        oid = co.create_order(f"o{settled}", "ann", "shop", 1_000).body["id"]
+        co.pay(f"p{settled}", oid)
+        if settled:
+            co.confirm(f"c{settled}", oid)
+            co.topup("t3", "ann", 1)  # the merchant has money from the first order's rest too
+        results: list[int] = []
+
+        def hammer(n: int, oid: str = oid, results: list[int] = results) -> None:
+            with httpx.Client(base_url=url, timeout=10) as c:
+                for i in range(15):
+                    r = c.post(
+                        f"/v1/orders/{oid}/refund", json={"amount": 70}, headers={"idempotency-key": f"{oid}{n}-{i}"}
+                    )
+                    results.append(r.status_code)
+
+        threads = [threading.Thread(target=hammer, args=(n,)) for n in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        o = co.get_order(oid)
+        ok = [r for r in o["refunds"] if r["state"] == "succeeded"]
+        assert sum(r["amount"] for r in ok) == o["refunded"] <= (o["settled"] if settled else 1_000)
+        assert all(s in (200, 409, 422) for s in results), sorted(set(results))
+        assert not any(r["state"] == "requested" for r in o["refunds"])
+
+
+# ------------------------------------------------------------------------------------------ crashes
+
+
+def _reopen(co: Checkout, e: Engine, home: Path) -> Checkout:
+    """As if the process died: the store and batcher go away without finishing anything; a new one recovers."""
+    co.store.close()
+    co.batcher.close()
+    return Checkout(home, e, clock_ms=co.clock_ms, fee_bps=co.fee_bps)
+
+
+@pytest.mark.parametrize("cut", ["after_intent", "after_money"])
+def test_kill_at_each_step_of_confirm_and_refunds_moves_money_once(tmp_path: Path, cut: str) -> None:
+    from liangcao.checkout import money
+
+    e = Engine(tmp_path / "pay", fsync=False)
+    co = Checkout(tmp_path / "co", e, fee_bps=60)
+    try:
+        co.topup("t", "ann", 10_000)
+        a = co.create_order("o1", "ann", "shop", 1_000).body["id"]
+        b = co.create_order("o2", "ann", "shop", 2_000).body["id"]
+        co.pay("pa", a)
+        co.pay("pb", b)
+        steps: list[tuple[str, tuple[Any, ...]]] = [
+            ("begin_refund", ("ra", a, 300)),  # partial post
+            ("begin_confirm", ("ca", a)),  # settle from escrow
+            ("begin_refund", ("ra2", a, 100)),  # reverse, after settlement
+            ("begin_refund", ("rb", b, 2_000)),  # void
+        ]
+        for name, args in steps:
+            started = getattr(co, name)(*args)
+            assert isinstance(started, Pending)
+            if cut == "after_money":
+                assert money.outcome(co.batcher.send(started.chain))[0]  # the money moved; the answer is lost
+            co = _reopen(co, e, tmp_path / "co")  # recover() finishes it with the stored chain
+        oa, ob = co.get_order(a), co.get_order(b)
+        assert oa["state"] == "settled" and oa["refunded"] == 400 and oa["settled"] == 700 and oa["fee"] == 4
+        assert ob["state"] == "refunded" and ob["payment"] == "voided"
+        # Retrying each with its key replays, and nothing moved twice.
+        assert co.refund("ra", a, 300).replayed and co.confirm("ca", a).replayed and co.refund("rb", b, 2_000).replayed
+        assert co.wallet("ann") == {"buyer": "ann", "available": 10_000 - 700 + 100, "held": 0}
+        assert co.settlement_report("shop")["balance"] == 700 - 4 - 100
+        ids = [
+            money.transfer_id(a, "payout", 1),
+            money.transfer_id(a, "refund1", 0),
+            money.transfer_id(b, "refund1", 0),
+        ]
+        assert len(e.lookup_transfers(ids)) == 3
+    finally:
+        co.close()
+        e.close()
+
+
+def test_a_stepped_up_payment_survives_a_gateway_restart(tmp_path: Path) -> None:
+    """Risk asks for a step-up, the gateway restarts, then the assertion arrives: it pays, once, and the
+    decision is on the order."""
+    from liangcao.authn import RelyingParty, SoftAuthenticator
+    from liangcao.checkout.guards import GuardChain
+    from liangcao.checkout.plugins import PasskeyStepUp, risk_guard
+    from liangcao.risk.engine import RiskConfig, RiskEngine
+
+    class Clock:
+        t = 1_800_000_000_000
+
+        def now_ms(self) -> int:
+            return self.t
+
+    origin = "http://localhost:8765"
+    rules = {
+        "thresholds": {"step_up": 0.99, "block": 0.999},
+        "rules": [
+            {"id": "big", "reason": "LARGE_AMOUNT", "action": "step_up", "when": [["amount_fen", ">=", 100_000]]}
+        ],
+    }
+    clock = Clock()
+    dev = SoftAuthenticator()
+
+    def open_gateway(e: Engine) -> tuple[Checkout, Any]:
+        rp = RelyingParty("localhost", origin, tmp_path / "authn", clock)
+        risk = RiskEngine(None, clock=clock, rules=rules, config=RiskConfig(learn_per_decide=0))
+        guards = GuardChain([risk_guard(risk)], PasskeyStepUp(rp))
+        return Checkout(tmp_path / "co", e, clock_ms=clock.now_ms, guards=guards), rp
+
+    with Engine(tmp_path / "pay", fsync=False) as e:
+        co, rp = open_gateway(e)
+        opts = rp.registration_options("alice", "phone")
+        rp.register("alice", opts["ceremony_id"], dev.create(opts["publicKey"], origin))
+        co.topup("t", "alice", 1_000_000)
+        big = co.create_order("o1", "alice", "shop", 200_000).body["id"]
+        with pytest.raises(CheckoutError) as info:
+            co.pay("p1", big)
+        challenge = info.value.detail["challenge"]
+        co.close()
+        rp.close()
+        co, rp = open_gateway(e)  # the gateway restarted; the shopper's phone answers now
+        try:
+            assertion = dev.get(challenge["publicKey"], origin)
+            step_up = {"challenge_id": challenge["challenge_id"], "credential": assertion}
+            r = co.pay("p1", big, step_up=step_up)
+            assert r.status == 200 and r.body["decisions"]["step_up"]["verified"]
+            assert r.body["decisions"]["risk"]["action"] == "step_up"
+            assert co.pay("p1", big, step_up=step_up).replayed
+            assert co.wallet("alice")["held"] == 200_000
+        finally:
+            co.close()
+            rp.close()
