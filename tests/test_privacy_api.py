@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import Browser
 
 from conftest import Live
 from liangcao.apps.scf.private import terms
@@ -15,6 +16,7 @@ from liangcao.client import Client, ClientError
 from liangcao.client.private import PrivateData
 from liangcao.contracts import private as pv
 from liangcao.tokens import WRITE
+from test_scf_explorer import live_page
 
 TYPES = ["bank", "supplier", "core_enterprise"]  # org1 (this node) is the bank
 
@@ -66,7 +68,7 @@ def test_members_read_values_others_the_hash(live: Live, tmp_path: Path) -> None
     assert r.status_code == 401
 
 
-def test_private_financing_through_the_api(live: Live) -> None:
+def test_private_financing_through_the_api(live: Live, browser: Browser) -> None:
     bank, supplier, core = live.signer("org1/admin"), live.signer("org2/admin"), live.signer("org3/admin")
     with client(live, "org1/admin", WRITE) as c:
         inv = c.call("scf.invoices", "register", {"code": "3100", "number": "77", "seller": "org2", "buyer": "org3",
@@ -104,6 +106,13 @@ def test_private_financing_through_the_api(live: Live) -> None:
     with client(live, "org3/carol") as c:  # the issuer sees that it is financed, not at what price
         seen = PrivateData(c).read("scf.private", "financing", vid)
         assert seen["value"] is None and seen["members"] == ["org1", "org2"]
+    # the explorer's split tree: the bank reads the terms, the issuer sees only that they are private
+    for member, shown in (("org1/admin", "450 bps · 59 d"), ("org3/carol", "private ")):
+        page = live_page(browser, live.url, live.home.auth().create(member, 1), f"/voucher/{vid}")
+        page.wait_for_function("document.querySelectorAll('table td').length > 5")
+        text = page.inner_text("table")
+        assert shown in text and ("450 bps" in text) == (member == "org1/admin"), text
+        page.context.close()
 
 
 def _today(c: Client, plus_days: int = 0) -> str:

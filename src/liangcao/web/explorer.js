@@ -17,7 +17,7 @@ const TEXT = {
     active: "active", attestedHead: "attested the head", forks: "Fork alarms", none: "none", state: "State",
     needToken: "This explorer reads the node's API with your bearer token (liangcao token create).", open: "Open",
     due: "Due", issuer: "Issuer", value: "Value", member: "Member", recordedBy: "Recorded by", block: "Block",
-    more: "Next page",
+    more: "Next page", terms: "Financing terms",
   },
   zh: {
     chain: "链", consortium: "联盟", maturities: "到期", height: "高度", txs: "交易", tps: "每秒交易(近期)",
@@ -30,7 +30,7 @@ const TEXT = {
     throughput: "吞吐量(每块交易数)与出块间隔", active: "有效", attestedHead: "已背书最新区块", forks: "分叉告警",
     none: "无", state: "状态数据", needToken: "浏览器需要您的访问令牌(liangcao token create)。", open: "打开",
     due: "应付", issuer: "出票方", value: "值", member: "成员", recordedBy: "记录机构", block: "区块",
-    more: "下一页",
+    more: "下一页", terms: "融资条款",
   },
 };
 let lang = localStorage.getItem("liangcao.lang") || (navigator.language.startsWith("zh") ? "zh" : "en");
@@ -223,10 +223,25 @@ async function voucherView(id) {
   };
   draw(tree);
   const rows = [];
+  // Private financing terms (docs/privacy.md): a member of the collection reads them, anyone else the commitment.
+  const terms = {};
+  const financedIds = [];
+  const collect = (n) => { if (n.financed_by) financedIds.push(n.id); n.children.forEach(collect); };
+  collect(tree);
+  await Promise.all(financedIds.map(async (v) => {
+    try { terms[v] = await api(`/v1/private?contract=scf.private&collection=financing&key=${encodeURIComponent(v)}`); } catch (e) { terms[v] = null; }
+  }));
+  const termsCell = (n) => {
+    const p = terms[n.id];
+    if (!p) return n.financed_by ? "public" : "-";
+    if (p.value) return `${p.value.rate_bps} bps · ${p.value.days} d · ${yuan(p.value.payout)}`;
+    return el("span", { class: "mono", title: p.members.join(", ") }, `private ${p.hash.slice(0, 12)}…`);
+  };
   const walk = (n) => { rows.push(el("tr", {}, el("td", { class: "mono" }, n.id), el("td", {}, link(`#/portfolio/${n.holder}`, n.holder)),
-    el("td", {}, yuan(n.face)), el("td", {}, n.status), el("td", {}, n.financed_by ? link(`#/book/${n.financed_by}`, n.financed_by) : "-"))); n.children.forEach(walk); };
+    el("td", {}, yuan(n.face)), el("td", {}, n.status), el("td", {}, n.financed_by ? link(`#/book/${n.financed_by}`, n.financed_by) : "-"),
+    el("td", {}, termsCell(n)))); n.children.forEach(walk); };
   walk(tree);
-  show(el("h1", {}, `${t("tree")} ${id}`), g, table(["hash", "holder", "face", "status", "financed"], rows));
+  show(el("h1", {}, `${t("tree")} ${id}`), g, table(["hash", "holder", "face", "status", "financed", "terms"], rows));
 }
 // SCF lists come a page at a time (no holder can make one fail for everyone): "next" links to the page after.
 const nextPage = (base, next) => (next ? el("p", {}, link(`${base}/${encodeURIComponent(next)}`, t("more"))) : "");
