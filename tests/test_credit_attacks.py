@@ -528,3 +528,13 @@ def test_cli_quote_refuses_zero_negative_and_huge_amounts() -> None:
     result = runner.invoke(app, ["quote", "--periods", "5", "100"])
     assert result.exit_code == 2 and "BAD_PERIODS" in result.output
     assert runner.invoke(app, ["quote", "--periods", "12", "--json", "100"]).exit_code == 0
+
+
+def test_a_bad_row_late_in_a_sales_import_applies_nothing(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    s, engine, clock = env
+    monkeypatch.setattr(S, "_PAGE", 10)  # batches of ten: the bad row is in the third
+    rows = [(f"h{d}", clock() - 30 + d, L.SaleKind.SALE, 1_000) for d in range(25)]
+    rows.append(("bad", clock(), L.SaleKind.SALE, 1.5))  # type: ignore[arg-type]
+    refused(CreditCode.BAD_AMOUNT, s.import_sales, "imp", rows)
+    assert balance(engine, s.merchant_account("imp")) == 0
+    assert s.import_sales("imp", rows[:25]) == 25

@@ -1237,10 +1237,17 @@ class CreditService:
             batch.clear()
             return sum(1 for r in results if r in APPLIED_TRANSFER_RESULTS)
 
+        # Every row is checked before the first batch goes to the core: a bad row late in a big import
+        # must not leave the batches before it applied.
         for sale_id, day, kind, amount in rows:
+            check_id(sale_id, "sale_id")
             check_money(amount, "amount_fen", money_fen_max)
             if type(day) is not int or not 0 < day < 1 << 32:
                 raise CreditError(CreditCode.BAD_DAY, f"sale {sale_id}: day must be 1..2^32-1, got {day!r}")
+            if type(kind) not in (int, L.SaleKind) or kind not in code:
+                raise CreditError(CreditCode.BAD_AMOUNT, f"sale {sale_id}: kind must be 1, 2 or 3, got {kind!r}")
+        for sale_id, day, raw_kind, amount in rows:
+            kind = L.SaleKind(raw_kind)
             debit, credit = (buyers, macct) if kind is L.SaleKind.SALE else (macct, buyers)
             batch.append(
                 Transfer(
@@ -1253,7 +1260,7 @@ class CreditService:
                     user_data_32=day,
                 )
             )
-            if len(batch) == 8_000:
+            if len(batch) == _PAGE:
                 done += flush()
         return done + flush()
 
