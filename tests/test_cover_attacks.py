@@ -13,7 +13,18 @@ from typing import Any
 
 import pytest
 
-from cover_ledger import ADDRESS, COURIER, INSURER, INSURER2, PLATFORM, SKU, TYPES, CoverChain, return_event
+from cover_ledger import (
+    ADDRESS,
+    COURIER,
+    INSURER,
+    INSURER2,
+    OTHER_ADDRESS,
+    PLATFORM,
+    SKU,
+    TYPES,
+    CoverChain,
+    return_event,
+)
 from liangcao.adapters.payout import (
     ACCOUNT_CODE,
     LEDGER_CNY,
@@ -494,3 +505,29 @@ def test_an_insurer_short_of_funds_in_the_payments_core_stops_loudly_then_pays_o
         assert adapter.settle_due() == 0 and adapter.paid == 0
     finally:
         engine.close()
+
+
+def test_the_text_of_a_compact_anchor_cannot_smuggle_fields_past_its_hash() -> None:
+    """For a compact anchor the claimant supplies the event's text, context and ignored fields. A pickup made
+    elsewhere cannot be moved to the order's address by adding a location source (standard fields are always
+    hashed, ``ignore`` reaches extensions only), nor by an ``@context`` of the claimant's; an event anchored by
+    a platform proves no pickup. Held."""
+    c = chain()
+    (rs,) = c.buy(["rs"], "o-1")
+    text = return_event("o-1", c.time_ms, address=OTHER_ADDRESS, rma="c")
+    r = c.run("trace", "capture", {"events": [text], "compact": True}, COURIER)
+    eid = r.result[0]["id"]
+    forged = json.loads(text)
+    forged["sourceList"] = [{"type": "location", "source": ADDRESS}]
+    before = cover_state(c)
+    for extra in ({"ignore": ["sourceList"]}, {"context": json.dumps({"sourceList": "https://x.example/"})}):
+        args = {"policy": rs["id"], "event": eid, "event_text": json.dumps(forged), **extra}
+        c.fails(CoverCode.WRONG_FACT, "cover", "claim", args, PLATFORM)
+    forged = {**json.loads(text), "@context": [{"ex": "https://x.example/"}], "readPoint": {"id": ADDRESS}}
+    c.fails(CoverCode.WRONG_FACT, "cover", "claim", {"policy": rs["id"], "event": eid,
+            "event_text": json.dumps(forged)}, PLATFORM)  # fmt: skip
+    c.fails(CoverCode.ADDRESS_MISMATCH, "cover", "claim", {"policy": rs["id"], "event": eid, "event_text": text},
+            PLATFORM)  # fmt: skip
+    by_platform = c.anchor(return_event("o-1", c.time_ms, rma="p"), PLATFORM)  # the trace contract takes it
+    c.fails(CoverCode.WRONG_FACT, "cover", "claim", {"policy": rs["id"], "event": by_platform}, PLATFORM)
+    assert cover_state(c) == before
