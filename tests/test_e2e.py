@@ -220,6 +220,10 @@ def test_demo_no_serve_then_audit(tmp_path: Path) -> None:
     assert "after settlement" in r.stdout and "10,004,500.00" in r.stdout  # the bank: +4,500.00 on the financing
     assert "History of tin" in r.stdout and "NOT_PERMITTED" in r.stdout and "inspecting" in r.stdout
     assert "/01/10614141073464/21/1?anchors=" in r.stdout and (home / "proofs" / "tin-1-qr.svg").exists()
+    # the consumer side: escrow, the risk engine's step-up confirmed by a passkey bound to the payment (and
+    # refused for another one), a blocked payment, installments whose schedule sums to the price
+    assert "STEP_UP_REQUIRED" in r.stdout and "STEP_UP_FAILED" in r.stdout and "RISK_BLOCKED" in r.stdout
+    assert "199.85 + 199.83" in r.stdout and "2,000.00 of 2,000.00 available" in r.stdout
     # again on the same home: the chain's time is now 91 days ahead of the wall clock, and the node follows it
     r = cli("demo", "--home", str(home), "--no-serve", "--port", str(free_port(0)))
     assert "after settlement" in r.stdout and "checks out" in r.stdout

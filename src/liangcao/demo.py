@@ -146,6 +146,7 @@ def scenario(
     scf = double_11(client, who, story, console, advance) if n_orgs >= 5 else {}
     trace = milk_powder(home, client, who, story, console, newcomer.signer("alice")) if n_orgs >= 7 else {}
     cover = rice_cooker(home, client, who, story, console, advance, newcomer.signer("alice")) if n_orgs >= 7 else {}
+    checkout = midnight_checkout(home.root / "checkout", story, console) if n_orgs >= 7 else {}
 
     head = client.head()
     report = audit(home.store_path, _runtime)
@@ -168,6 +169,7 @@ def scenario(
         "scf": scf,
         "trace": trace,
         "cover": cover,
+        "checkout": checkout,
     }
 
 
@@ -509,6 +511,144 @@ def rice_cooker(
         "policies": [v["policy"]["id"] for v in views],
         "amounts": [v["claim"]["amount"] for v in views],
     }
+
+
+def midnight_checkout(root: Path, story: Story, console: Console) -> dict[str, Any]:
+    """The consumer side at midnight (house plan §11), in this process beside the node: a shopper registers a
+    phone's passkey, pays through the checkout gateway into escrow, is stepped up by the risk engine for a
+    large payment and confirms it with the passkey, buys a rice cooker in 6 interest-free installments, a
+    fraudster's payment is blocked, and confirmations settle the merchant less the platform's fee. Money lives
+    only in the payments core (its own folder under ``root``); docs/checkout.md."""
+    from liangcao.authn import RelyingParty, SoftAuthenticator
+    from liangcao.checkout.codes import CheckoutError
+    from liangcao.checkout.guards import GuardChain
+    from liangcao.checkout.plugins import InstallmentsMethod, PasskeyStepUp, risk_guard
+    from liangcao.checkout.service import Checkout
+    from liangcao.credit import CreditService
+    from liangcao.payments import Engine
+    from liangcao.risk.engine import RiskConfig, RiskEngine
+
+    console.print("\n[bold]Double 11 at the checkout: escrow, a fingerprint, the risk engine, installments[/]")
+    root.mkdir(parents=True, exist_ok=True)
+    run = f"{time.time_ns():x}"  # idempotency keys of this run (the demo may run again on the same folder)
+    origin = "http://localhost:7800"
+    rules: dict[str, Any] = {
+        "thresholds": {"step_up": 0.99, "block": 0.999},
+        "rules": [
+            {"id": "stolen-card", "reason": "KNOWN_FRAUD_AMOUNT", "action": "block", "priority": 100,
+             "when": [["amount_fen", "==", 66_600]]},
+            {"id": "large", "reason": "LARGE_AMOUNT", "action": "step_up", "when": [["amount_fen", ">=", 300_000]]},
+        ],
+    }  # fmt: skip
+    risk = RiskEngine(root / "risk", rules=rules, config=RiskConfig(learn_per_decide=0))
+    with RelyingParty("localhost", origin, root / "authn") as rp, Engine(root / "payments") as core:
+        credit = CreditService(core, root / "credit.sqlite")
+        gateway = Checkout(
+            root / "gateway",
+            core,
+            guards=GuardChain([risk_guard(risk)], PasskeyStepUp(rp)),
+            methods=[InstallmentsMethod(credit, 6, "merchant")],
+        )
+        try:
+            phone = SoftAuthenticator()
+            opts = rp.registration_options("xiaoming", f"phone {run[-6:]}")  # a new phone each run
+            rp.register("xiaoming", opts["ceremony_id"], phone.create(opts["publicKey"], origin))
+            story.say(
+                "Xiaoming registers his phone's passkey (ES256; the fingerprint never leaves the phone) and tops "
+                "up his wallet with 8,000.00."
+            )
+            gateway.topup(f"{run}-topup", "xiaoming", 800_000)
+
+            def order(key: str, buyer: str, amount: int) -> str:
+                return str(gateway.create_order(f"{run}-{key}", buyer, "tmall-shop", amount).body["id"])
+
+            case = order("case", "xiaoming", 3_990)
+            r = gateway.pay(f"{run}-pay-case", case)
+            story.say(
+                f"At 00:00 he pays 39.90 for a phone case: the risk engine allows it "
+                f"({r.body['decisions']['risk']['action']}, rules {r.body['decisions']['risk']['rules_version']}); "
+                "the money is held in escrow until he confirms receipt."
+            )
+            laptop = order("laptop", "xiaoming", 599_900)
+            try:
+                gateway.pay(f"{run}-pay-laptop", laptop)
+                raise AssertionError("a 5,999.00 payment was not stepped up")
+            except CheckoutError as exc:
+                challenge = exc.detail["challenge"]
+                story.say(
+                    f"A laptop for 5,999.00: the risk engine steps it up ({code_name(exc.code)}); the challenge "
+                    f"commits to order {laptop[:12]}…, payee, amount and currency."
+                )
+            assertion = phone.get(challenge["publicKey"], origin)
+            other = order("tv", "xiaoming", 350_000)
+            try:
+                gateway.pay(
+                    f"{run}-pay-tv", other, step_up={"challenge_id": challenge["challenge_id"], "credential": assertion}
+                )
+                raise AssertionError("a confirmation of one payment paid another")
+            except CheckoutError as exc:
+                console.print(
+                    f"    the same fingerprint offered for a 3,500.00 television: [yellow]{code_name(exc.code)}[/], "
+                    "nothing moves"
+                )
+            try:
+                gateway.pay(f"{run}-pay-laptop", laptop)
+            except CheckoutError as exc:
+                challenge = exc.detail["challenge"]
+            assertion = phone.get(challenge["publicKey"], origin)
+            r = gateway.pay(
+                f"{run}-pay-laptop",
+                laptop,
+                step_up={"challenge_id": challenge["challenge_id"], "credential": assertion},
+            )
+            console.print(f"    he confirms with his fingerprint: [green]{r.body['state']}[/]")
+            cooker = order("cooker", "xiaoming", 119_900)
+            r = gateway.pay(f"{run}-pay-cooker", cooker, "installments-6")
+            if r.status != 200:
+                raise AssertionError(f"the installment payment was refused: {r.body}")
+            story.say("A rice cooker for 1,199.00 in 6 installments, interest-free: the merchant pays the fee.")
+            thief = order("stolen", "mallory", 66_600)
+            gateway.topup(f"{run}-topup-m", "mallory", 100_000)
+            try:
+                gateway.pay(f"{run}-pay-stolen", thief)
+            except CheckoutError as exc:
+                story.say(
+                    f"A stolen account pays 666.00: [yellow]{code_name(exc.code)}[/] ({exc.message}); nothing moves."
+                )
+            for oid, key in ((case, "case"), (laptop, "laptop"), (cooker, "cooker")):
+                gateway.confirm(f"{run}-confirm-{key}", oid)
+            refund = gateway.refund(f"{run}-refund-case", case, 1_000, "scratched")
+            story.say(
+                "Xiaoming confirms receipt of all three: each settles to the merchant less the 0.60 % fee, in one "
+                f"linked chain; 10.00 of the phone case is refunded after settlement ({refund.body['state']})."
+            )
+            report = gateway.settlement_report("tmall-shop")
+            plan = credit.statement("xiaoming").plans[-1]
+            table = Table(title="Midnight at the checkout (payments core, integer fen)")
+            table.add_column("")
+            table.add_column("yuan", justify="right")
+            wallet = gateway.wallet("xiaoming")
+            table.add_row("xiaoming: wallet available", yuan(int(wallet["available"])))
+            table.add_row("merchant: settled gross", yuan(int(report["gross"])))
+            table.add_row("merchant: platform fee", yuan(int(report["fee"])))
+            table.add_row("merchant: refunded after settlement", yuan(int(report["refunds_after_settlement"])))
+            kept = int(report["gross"]) - int(report["fee"]) - int(report["refunds_after_settlement"])
+            table.add_row("merchant: installment fees it pays (interest-free)", yuan(kept - int(report["balance"])))
+            table.add_row("merchant: balance in the payments core", yuan(int(report["balance"])))
+            table.add_row("installments: period 1 .. 6", " + ".join(yuan(p.principal + p.fee) for p in plan.periods))
+            console.print(table)
+            credit.deposit("xiaoming", plan.owed_fen, f"{run}-bank")
+            credit.prepay(plan.plan_id, f"{run}-prepay")
+            line = credit.line("xiaoming")
+            story.say(
+                f"He repays the plan early from his bank account ({yuan(plan.owed_fen)}): his credit line is whole "
+                f"again, {yuan(line.available_fen)} of {yuan(line.line_fen)} available."
+            )
+            return {"settled": report, "wallet": wallet, "plan_owed": plan.owed_fen, "line": line.available_fen}
+        finally:
+            gateway.close()
+            credit.close()
+            risk.close()
 
 
 def short_id(iid: str) -> str:
