@@ -60,7 +60,7 @@ class Replay:
     latency_us: list[int] = field(default_factory=list)  # from when each payment was due (paced runs)
     service_us: list[int] = field(default_factory=list)  # decide() alone, wall clock (paced runs)
     decide_cpu_ns: list[int] = field(default_factory=list)  # decide() alone, this thread's CPU time (paced runs)
-    cpu_s: float = 0.0  # the process's CPU time over the run (learning, labels and the frozen twin included)
+    cpu_s: float = 0.0  # the process's CPU time over the run but waiting for the schedule (learning included)
     gc_pauses_ms: list[float] = field(default_factory=list)  # the cyclic collector's pauses during the run
     wall_s: float = 0.0
     status: dict[str, Any] = field(default_factory=dict)
@@ -92,6 +92,7 @@ def run(
     perf = time.perf_counter
     cpu_now = time.thread_time_ns
     n_pay = 0
+    waiting_ns = 0
     gc_started = [0.0]
 
     def on_gc(phase: str, _info: dict[str, Any]) -> None:
@@ -121,12 +122,20 @@ def run(
                     due = began + n_pay * interval
                     # Idle: learn a few labels at a time, and only when the payment is not about to be due (a
                     # label costs ~30 us, a publication ~1 ms: none is started right on the deadline).
+                    idle_began = cpu_now()
+                    learning_ns = 0
                     while (gap := due - perf()) > 0:
-                        if gap < 0.0004 or engine.learn(4) == 0:
+                        if gap >= 0.0004:
+                            l0 = cpu_now()
+                            learned = engine.learn(4)
+                            learning_ns += cpu_now() - l0
+                            if learned:
+                                continue
                             gap = due - perf()
-                            if gap > 0.0005:
-                                time.sleep(gap - 0.0003)
+                        if gap > 0.0005:
+                            time.sleep(gap - 0.0003)
                     c0 = cpu_now()
+                    waiting_ns += c0 - idle_began - learning_ns  # spinning or asleep for the schedule: not work
                     t0 = perf()
                     d = engine.decide(p)
                     t1 = perf()
@@ -150,7 +159,7 @@ def run(
             if not paced:
                 engine.learn()
         out.wall_s = perf() - began
-        out.cpu_s = time.process_time() - cpu_began
+        out.cpu_s = time.process_time() - cpu_began - waiting_ns / 1e9
         engine.learn()
         out.status = engine.status()
     finally:
