@@ -229,3 +229,32 @@ def test_interest_is_exact_integer_arithmetic_rounded_down(balance: int, bps: in
     year = 365 if basis == "act365" else 360
     got = interest_fen(balance, bps, days, basis)
     assert got * 10_000 * year <= balance * bps * days < (got + 1) * 10_000 * year
+
+
+def test_an_spv_that_drains_its_account_is_caught_and_the_rest_is_paid_by_seniority() -> None:
+    """The deal's cash is the SPV's own token account, which it can move with its own signature. The contract
+    sees the account below its books the next day (a ``cash_shortfall`` trigger: acceleration, an event every
+    party sees), and the waterfall pays what is really there, senior first, the rest named as missing."""
+    led = AbsLedger()
+    deal = led.launched(servicer_grace_days=31, required_bps=0)
+    assert led.run("scf.tokens", "transfer", {"bank": BANK, "to": INV3, "amount": 500_000}, SPV).ok
+    led.advance(days=1)
+    r = led.run("abs.deal", "report", {"deal": deal, "performing": 0, "delinquent": 0, "defaulted": 0}, ORIGINATOR)
+    trig = r.event("trigger")
+    assert trig["kind"] == "cash_shortfall" and trig["status"] == "accelerated"
+    for step in (30, 30, 29):  # day 90: the first payment date
+        led.advance(days=step)
+        report(led, deal)
+    r = led.run("abs.deal", "distribute", {"deal": deal}, SPV)
+    assert r.ok, r.message
+    receipt = r["result"]
+    assert receipt["missing"] == 500_000 and receipt["available"] == 500_000 == receipt["paid_out"]
+    steps = {s["step"]: s for s in receipt["steps"]}
+    assert steps["senior_interest"]["short"] == 0
+    assert steps["senior_principal"]["paid"] == 500_000 - 800 - steps["senior_interest"]["paid"]
+    assert steps["mezzanine_interest"]["paid"] == 0 and steps["subordinated"]["paid"] == 0
+    d = led.deal(deal)
+    assert led.balance(SPV) == d["purchase_cash"] + d["collections"] == 0
+    assert d["subscribed"] + d["collected"] == (
+        d["purchased_price"] + d["distributed"] + d["purchase_cash"] + d["collections"] + d["missing"]
+    )

@@ -320,8 +320,9 @@ class AbsMachine(RuleBasedStateMachine):
             kept = sum(d["unclaimed"].values())  # shares of removed organisations, held for them
             assert self.led.balance(m.spv) == d["purchase_cash"] + d["collections"] + kept + settled
             assert d["subscribed"] + d["collected"] == (
-                d["purchased_price"] + d["distributed"] + d["purchase_cash"] + d["collections"]
+                d["purchased_price"] + d["distributed"] + d["purchase_cash"] + d["collections"] + d["missing"]
             )
+            assert d["missing"] == 0 and not any(t["kind"] == "cash_shortfall" for t in d["triggers"])
 
     @invariant()
     def each_receivable_in_at_most_one_pool(self) -> None:

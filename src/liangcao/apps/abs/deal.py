@@ -176,6 +176,7 @@ class Deal(Record, kw_only=True):
     distributed: int = 0
     # payments to organisations the consortium removed (tokens cannot move to them): kept in the SPV's account
     unclaimed: dict[str, int] = msgspec.field(default_factory=dict)
+    missing: int = 0  # cash the books had but the SPV's account did not when a waterfall paid (cash_shortfall)
     assets_in: int = 0
     obligors: dict[str, int] = msgspec.field(default_factory=dict)
     # trigger state
@@ -377,6 +378,24 @@ class AbsDeal(Contract):
             "unclaimed": sum(deal.unclaimed.values()),
         }
 
+    def account(self, ctx: Context, deal: Deal) -> int:
+        """The SPV's balance in the custodian's token (read from ``scf.tokens``)."""
+        return int(ctx.read(f"scf.tokens/bal/{deal.custodian}/{deal.spv}") or 0)
+
+    def uncollected(self, ctx: Context, deal: Deal, assets: list[Asset]) -> int:
+        """What issuers have settled to the SPV for receivables of the pool that no ``collect`` has swept."""
+        total = 0
+        for a in assets:
+            v = self.voucher(ctx, a.id)
+            if v.status == "settled" and v.holder == deal.spv:
+                total += a.face
+        return total
+
+    def cash_short(self, ctx: Context, deal: Deal, assets: list[Asset]) -> int:
+        """How far the SPV's account is below the deal's books (0 when it backs them)."""
+        books = deal.purchase_cash + deal.collections + sum(deal.unclaimed.values())
+        return max(0, books + self.uncollected(ctx, deal, assets) - self.account(ctx, deal))
+
     # ---- triggers ---------------------------------------------------------------------------------------
     def evaluate_days(self, ctx: Context, deal: Deal) -> Deal:
         """Evaluate every day since the last evaluation up to today, from ledger data, and fire what held.
@@ -423,6 +442,9 @@ class AbsDeal(Contract):
         deal = deal.replace(defaulted_face=defaulted)
         if newly:
             assets = self.assets(ctx, deal.id)
+        # the SPV's account below the books (the SPV moved the deal's cash with its own signature): acceleration
+        if "cash_shortfall" not in fired and self.cash_short(ctx, deal, assets) > 0:
+            pending.append((now, "cash_shortfall", "acceleration"))
         if "servicer_default" not in fired and now > deal.last_report_day + deal.servicer_grace_days:
             pending.append(
                 (max(start, deal.last_report_day + deal.servicer_grace_days + 1), "servicer_default", "acceleration")
@@ -898,6 +920,12 @@ class AbsDeal(Contract):
         if deal.status != "revolving":  # amortising: unspent purchase cash pays the notes
             available += purchase_cash
             purchase_cash = 0
+        # pay what the account really holds (the SPV may have moved the deal's cash): the purchase cash kept
+        # is short first, then what the waterfall has; the shortfall is named in the receipt as missing
+        missing = self.cash_short(ctx, deal, self.assets(ctx, deal.id))
+        from_purchase = min(missing, purchase_cash)
+        purchase_cash -= from_purchase
+        available -= missing - from_purchase
         remaining = available
         retained = 0
         steps: list[dict[str, Any]] = []
@@ -987,6 +1015,7 @@ class AbsDeal(Contract):
             "paid_out": paid_out,
             "retained": retained,
             "unclaimed": held,
+            "missing": missing,
             "steps": steps,
         }
         deal = deal.replace(
@@ -996,6 +1025,7 @@ class AbsDeal(Contract):
             purchase_cash=purchase_cash,
             distributed=deal.distributed + paid_out,
             unclaimed=dict(sorted(unclaimed.items())),
+            missing=deal.missing + missing,
             next_payment=number,
             period_start_day=pay_day,
         )
