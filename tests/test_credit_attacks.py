@@ -538,3 +538,27 @@ def test_a_bad_row_late_in_a_sales_import_applies_nothing(env: Env, monkeypatch:
     refused(CreditCode.BAD_AMOUNT, s.import_sales, "imp", rows)
     assert balance(engine, s.merchant_account("imp")) == 0
     assert s.import_sales("imp", rows[:25]) == 25
+
+
+def test_the_sdk_sends_ids_with_slashes_and_query_marks_to_the_right_plan(env: Env) -> None:
+    """An order id like '2018/11/11-7' or 'a?b' must reach its own plan over HTTP, never another one."""
+    from liangcao.credit.client import CreditClient
+
+    s, _, _ = env
+    s.checkout_installments("p", "kim", "shop", 30_000, 3)
+    s.checkout_installments("2018/11/11-7", "kim", "shop", 30_000, 3)
+    s.deposit("kim", 10_000, "d")
+    with serve(create_app(s)) as http:
+        c = CreditClient(str(http.base_url))
+        try:
+            assert c.plan("2018/11/11-7").plan_id == "2018/11/11-7"
+            assert c.repay("2018/11/11-7", 100, "r/1").schedule[0].paid_fee == 100
+            with pytest.raises(CreditError) as e:
+                c.plan("p?x")
+            assert e.value.code == CreditCode.UNKNOWN_PLAN
+            with pytest.raises(CreditError) as e:
+                c.deposit("x/../kim", 5, "d2")  # not kim's wallet
+            assert e.value.code != 0
+        finally:
+            c.close()
+    assert s.plan("p").owed() == 30_750 and s.line("kim").wallet_fen == 9_900

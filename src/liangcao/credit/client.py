@@ -7,6 +7,7 @@ A refusal raises ``CreditError`` with the service's code and message (``code`` m
 from __future__ import annotations
 
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -17,6 +18,12 @@ from liangcao.credit.errors import CreditError
 from liangcao.credit.service import DayReport, Deduction, LineView, LoanBook, Offer, Statement
 
 _T = TypeVar("_T")
+
+
+def _q(value: str) -> str:
+    """An id as one path segment: '/', '?', '#', '%' and the rest percent-encoded, so an id reaches its
+    own record (``x/../y`` or ``p?x`` must never address ``y`` or ``p``)."""
+    return quote(str(value), safe="")
 
 
 class CreditClient:
@@ -84,15 +91,15 @@ class CreditClient:
         return self._call("POST", "/plans", P.Plan, body)
 
     def line_account(self, shopper: str) -> int:
-        return self._call("GET", f"/shoppers/{shopper}/line-account", dict[str, int])["account_id"]
+        return self._call("GET", f"/shoppers/{_q(shopper)}/line-account", dict[str, int])["account_id"]
 
     def plan(self, plan_id: str) -> P.Plan:
-        return self._call("GET", f"/plans/{plan_id}", P.Plan)
+        return self._call("GET", f"/plans/{_q(plan_id)}", P.Plan)
 
     def repay(self, plan_id: str, amount_fen: int | None = None, request_id: str | None = None) -> P.Plan:
         """``amount_fen`` None repays everything owed (early repayment in full)."""
         return self._call(
-            "POST", f"/plans/{plan_id}/repay", P.Plan, {"amount_fen": amount_fen, "request_id": request_id}
+            "POST", f"/plans/{_q(plan_id)}/repay", P.Plan, {"amount_fen": amount_fen, "request_id": request_id}
         )
 
     def refund(self, order_id: str, amount_fen: int, refund_id: str | None = None) -> P.Plan:
@@ -100,29 +107,32 @@ class CreditClient:
         return self._call("POST", "/refunds", P.Plan, body)
 
     def line(self, shopper: str) -> LineView:
-        return self._call("GET", f"/shoppers/{shopper}", LineView)
+        return self._call("GET", f"/shoppers/{_q(shopper)}", LineView)
 
     def statement(self, shopper: str) -> Statement:
-        return self._call("GET", f"/shoppers/{shopper}/statement", Statement)
+        return self._call("GET", f"/shoppers/{_q(shopper)}/statement", Statement)
 
     def deposit(self, shopper: str, amount_fen: int, deposit_id: str) -> int:
         out = self._call(
-            "POST", f"/shoppers/{shopper}/deposit", dict[str, int], {"amount_fen": amount_fen, "deposit_id": deposit_id}
+            "POST",
+            f"/shoppers/{_q(shopper)}/deposit",
+            dict[str, int],
+            {"amount_fen": amount_fen, "deposit_id": deposit_id},
         )
         return out["wallet_fen"]
 
     def apply_loan(self, merchant: str, receivables_fen: int = 0) -> Offer:
-        return self._call("POST", f"/merchants/{merchant}/apply", Offer, {"receivables_fen": receivables_fen})
+        return self._call("POST", f"/merchants/{_q(merchant)}/apply", Offer, {"receivables_fen": receivables_fen})
 
     def record_sale(
         self, merchant: str, sale_id: str, amount_fen: int, kind: int = 1, day: int | None = None
     ) -> Deduction | None:
         body = {"sale_id": sale_id, "amount_fen": amount_fen, "kind": kind, "day": day}
-        return self._call("POST", f"/merchants/{merchant}/sales", Deduction | None, body)  # type: ignore[arg-type]
+        return self._call("POST", f"/merchants/{_q(merchant)}/sales", Deduction | None, body)  # type: ignore[arg-type]
 
     def on_settlement(self, merchant: str, settlement_id: str, amount_fen: int) -> Deduction:
         body = {"settlement_id": settlement_id, "amount_fen": amount_fen}
-        return self._call("POST", f"/merchants/{merchant}/settlements", Deduction, body)
+        return self._call("POST", f"/merchants/{_q(merchant)}/settlements", Deduction, body)
 
     def draw_loan(self, offer_id: str, amount_fen: int, share_bp: int | None = None) -> L.Loan:
         return self._call(
@@ -130,15 +140,15 @@ class CreditClient:
         )
 
     def loan(self, loan_id: str) -> L.Loan:
-        return self._call("GET", f"/loans/{loan_id}", L.Loan)
+        return self._call("GET", f"/loans/{_q(loan_id)}", L.Loan)
 
     def repay_loan(self, loan_id: str, amount_fen: int, request_id: str | None = None) -> L.Loan:
         return self._call(
-            "POST", f"/loans/{loan_id}/repay", L.Loan, {"amount_fen": amount_fen, "request_id": request_id}
+            "POST", f"/loans/{_q(loan_id)}/repay", L.Loan, {"amount_fen": amount_fen, "request_id": request_id}
         )
 
     def merchant_loans(self, merchant: str) -> list[L.Loan]:
-        return self._call("GET", f"/merchants/{merchant}/loans", list[L.Loan])
+        return self._call("GET", f"/merchants/{_q(merchant)}/loans", list[L.Loan])
 
     def loan_book(self) -> LoanBook:
         return self._call("GET", "/book", LoanBook)

@@ -194,12 +194,12 @@ def router(service: CreditService) -> APIRouter:
     async def line_account(shopper: str) -> Response:
         return await _run(lambda: {"account_id": s.line_account(shopper)})
 
-    @r.get("/plans/{plan_id}", summary="A plan, penalty accrued to today")
+    @r.get("/plans/{plan_id:path}", summary="A plan, penalty accrued to today")
     async def plan(plan_id: str) -> Response:
         return await _run(s.plan, plan_id)
 
     @r.post(
-        "/plans/{plan_id}/repay",
+        "/plans/{plan_id:path}/repay",
         summary="Repay (partial, on time, early; no amount: all)",
         openapi_extra=_body_schema(RepayIn),
     )
