@@ -668,3 +668,56 @@ def test_a_store_fault_in_a_batch_leaves_every_answer_answerable(rp: RelyingPart
     rp._store.write = write  # type: ignore[method-assign]
     assert [r.sign_count for r in rp.verify_payments(answers) if not isinstance(r, AuthnError)] == [1, 2, 3]
     assert rp.clone_alarms("alice") == []
+
+
+def test_one_device_registered_by_two_shoppers_at_once_is_refused_with_its_code(rp: RelyingParty) -> None:
+    for round_ in range(3):
+        dev = SoftAuthenticator()
+        shoppers = [f"a{round_}", f"b{round_}", f"c{round_}", f"d{round_}"]
+        opts = {s: rp.registration_options(s, "phone") for s in shoppers}
+        first = dev.create(opts[shoppers[0]]["publicKey"], ORIGIN)
+        cred_id = unb64url(first["rawId"])
+        made = {shoppers[0]: first} | {s: dev.create(opts[s]["publicKey"], ORIGIN, reuse=cred_id) for s in shoppers[1:]}
+        outcomes: list[int | str] = []
+        start = threading.Barrier(len(shoppers))
+
+        def enrol(shopper: str, ceremony: str, answer: Any, start: threading.Barrier = start,
+                  outcomes: list[int | str] = outcomes) -> None:  # fmt: skip
+            start.wait()
+            try:
+                rp.register(shopper, ceremony, answer)
+                outcomes.append(0)
+            except AuthnError as exc:
+                outcomes.append(exc.code)
+            except Exception as exc:  # a fault (the UNIQUE constraint) instead of the refusal's code
+                outcomes.append(type(exc).__name__)
+
+        threads = [threading.Thread(target=enrol, args=(s, opts[s]["ceremony_id"], made[s])) for s in shoppers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(outcomes, key=str) == [0] + [AuthnCode.DUPLICATE_CREDENTIAL] * 3, outcomes
+
+
+def test_two_devices_with_one_name_at_once_one_is_refused(rp: RelyingParty) -> None:
+    opts = [rp.registration_options("alice", "phone") for _ in range(4)]
+    made = [SoftAuthenticator().create(o["publicKey"], ORIGIN) for o in opts]
+    outcomes: list[int] = []
+    start = threading.Barrier(len(opts))
+
+    def enrol(k: int) -> None:
+        start.wait()
+        try:
+            rp.register("alice", opts[k]["ceremony_id"], made[k])
+            outcomes.append(0)
+        except AuthnError as exc:
+            outcomes.append(exc.code)
+
+    threads = [threading.Thread(target=enrol, args=(k,)) for k in range(len(opts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == [0] + [AuthnCode.DEVICE_NAME_TAKEN] * 3, outcomes
+    assert [c.name for c in rp.credentials("alice")] == ["phone"]

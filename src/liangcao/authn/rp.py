@@ -339,6 +339,7 @@ class RelyingParty:
         # callers of verify_payment waiting to be judged, and whether one of them is judging (see _judge_queue)
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
+        self._enrol_lock = threading.Lock()
         self._judging = False
 
     def close(self) -> None:
@@ -531,10 +532,15 @@ class RelyingParty:
             raw_id = b""
             try:
                 cred, raw_id = self._verify_registration(shopper, row, body)
+                # the checks against the other devices and their insert, one registration at a time: two
+                # at once could both find the credential id (or the device name) free (registrations are
+                # rare; the signature and attestation checks above run outside the lock)
+                with self._enrol_lock:
+                    self._check_new(shopper, str(row[2]), raw_id)
+                    self._consume(ceremony_id, None, raw_id, [cred])
             except AuthnError as refusal:
                 self._consume(ceremony_id, refusal.authn_code, raw_id or None, [])
                 raise
-            self._consume(ceremony_id, None, raw_id, [cred])
         return self.credential(shopper, b64url(raw_id))
 
     def _verify_registration(self, shopper: str, row: tuple[Any, ...], body: dict[str, Any]) -> tuple[Op, bytes]:
@@ -588,9 +594,6 @@ class RelyingParty:
             raise AuthnError(AuthnCode.MALFORMED_CREDENTIAL, f"registration unreadable: {exc}") from None
         if bytes(verified.credential_id) != raw_id:
             raise AuthnError(AuthnCode.MALFORMED_CREDENTIAL, "credential id differs from the attested one")
-        if self._store.row("SELECT 1 FROM credentials WHERE id = ?", (raw_id,)) is not None:
-            raise AuthnError(AuthnCode.DUPLICATE_CREDENTIAL, "this credential is already registered")
-        self._check_room(shopper, device_name, self.credentials(shopper))
         insert: Op = (
             "INSERT INTO credentials (id, shopper, name, public_key, alg, aaguid, fmt, sign_count, created_ms)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -598,6 +601,11 @@ class RelyingParty:
              int(verified.sign_count), now),
         )  # fmt: skip
         return insert, raw_id
+
+    def _check_new(self, shopper: str, device_name: str, raw_id: bytes) -> None:
+        if self._store.row("SELECT 1 FROM credentials WHERE id = ?", (raw_id,)) is not None:
+            raise AuthnError(AuthnCode.DUPLICATE_CREDENTIAL, "this credential is already registered")
+        self._check_room(shopper, device_name, self.credentials(shopper))
 
     def _check_model(self, aaguid: str, att: Any) -> None:
         assert self.aaguid_allow is not None
