@@ -89,6 +89,11 @@ def test_keys_never_answer_another_request(co: Checkout) -> None:
     assert _code(co.topup, "r", "ann", 100) == CheckoutCode.IDEMPOTENCY_KEY_REUSED
     # A second pay of a paid order with another key moves nothing.
     assert _code(co.pay, "p-again", oid) == CheckoutCode.ORDER_NOT_PAYABLE
+    # A wholly refunded order can be neither confirmed nor refunded again, nor paid.
+    assert co.pay("p3", oid2).status == 200 and co.refund("r3", oid2, 1_000).status == 200
+    assert _code(co.confirm, "c3", oid2) == CheckoutCode.ORDER_NOT_CONFIRMABLE
+    assert _code(co.refund, "r4", oid2, 1) == CheckoutCode.ORDER_NOT_REFUNDABLE
+    assert _code(co.pay, "p4", oid2) == CheckoutCode.ORDER_NOT_PAYABLE
     # The refund posted 900 of the hold into escrow and released 100.
     assert co.wallet("ann") == {"buyer": "ann", "available": 9_100, "held": 0}
 
@@ -511,3 +516,52 @@ def test_a_stepped_up_payment_survives_a_gateway_restart(tmp_path: Path) -> None
         finally:
             co.close()
             rp.close()
+
+
+def test_amounts_over_http_and_stray_empty_lines(live: Live, co: Checkout) -> None:
+    import httpx
+
+    url = f"http://127.0.0.1:{live.port}/v1/wallets/ann/topup"
+    for i, raw in enumerate(
+        [b'{"amount": 1e2}', b'{"amount": 100.0}', b'{"amount": "100"}', b'{"amount": true}', b'{"amount": -100}',
+         b'{"amount": 100000000000000000000000000000}', b'{"amount": 1, "amount": 2}', b'{"amount": NaN}',
+         b'{"amount": [100]}', b"[]", b'{"amount": 100, "x": 1}']
+    ):  # fmt: skip
+        r = httpx.post(url, content=raw, headers={"idempotency-key": f"h{i}", "content-type": "application/json"})
+        assert 400 <= r.status_code < 500 and r.json()["code"] in (3001, 3002, 3003), (raw, r.text)
+    assert co.wallet("ann")["available"] == 0 and co.store.one("SELECT COUNT(*) FROM idem")[0] == 0
+    got = live.exchange(
+        b"\r\n\r\nGET /v1/health HTTP/1.1\r\n\r\n\r\nGET /v1/health HTTP/1.1\r\nconnection: close\r\n\r\n"
+    )
+    assert _statuses(got) == [200, 200], got
+
+
+def test_installment_refunds_before_and_after_settlement_survive_a_kill(tmp_path: Path) -> None:
+    """Installments: one partial refund before settlement (a second is refused), then a refund after it that
+    goes through the credit plan, cut after its intent: the restart refunds it through the plan once."""
+    from liangcao.checkout.plugins import InstallmentsMethod
+    from liangcao.credit import CreditService
+
+    with Engine(tmp_path / "pay", fsync=False) as e:
+        credit = CreditService(e, tmp_path / "credit.db", fsync=False)
+        co = Checkout(tmp_path / "co", e, methods=[InstallmentsMethod(credit, 3)])
+        try:
+            oid = str(co.create_order("o1", "ann", "shop", 120_000).body["id"])
+            assert co.pay("p1", oid, "installments-3").status == 200
+            assert co.refund("r1", oid, 20_000).status == 200
+            assert _code(co.refund, "r2", oid, 1_000) == CheckoutCode.ORDER_NOT_REFUNDABLE
+            assert co.confirm("c1", oid).body["settled"] == 100_000
+            assert credit.plan(oid).principal == 100_000
+            started = co.begin_refund("r3", oid, 30_000)
+            assert isinstance(started, Pending) and started.intent.get("via") == "installments-3"
+            co.store.close()
+            co.batcher.close()
+            co = Checkout(tmp_path / "co", e, methods=[InstallmentsMethod(credit, 3)])
+            o = co.get_order(oid)
+            assert o["refunded"] == 50_000 and [r["state"] for r in o["refunds"]] == ["succeeded", "succeeded"]
+            assert co.refund("r3", oid, 30_000).replayed
+            assert credit.plan(oid).refunded == 30_000 and credit.line("ann").outstanding_fen == 70_000
+            assert _code(co.refund, "r4", oid, 70_001) == CheckoutCode.REFUND_EXCEEDS_PAID
+        finally:
+            co.close()
+            credit.close()

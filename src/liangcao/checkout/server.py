@@ -214,6 +214,8 @@ class _Conn(asyncio.Protocol):
         if self.paused and len(self.buf) < buffer_bytes_max and not self.write_paused:
             self.paused = False
             self.transport.resume_reading()
+        while self.buf.startswith(b"\r\n"):  # RFC 9112 2.2: empty lines before a request line are ignored
+            del self.buf[:2]
         end = self.buf.find(b"\r\n\r\n")
         if end < 0:
             if len(self.buf) > head_bytes_max:

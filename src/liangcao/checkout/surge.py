@@ -102,6 +102,10 @@ class _Conn:
         self.writer = writer
 
 
+class _Closed(ConnectionError):
+    """The connection ended before an answer began."""
+
+
 class _Client:
     """Keep-alive HTTP/1.1 connections to the gateway (just enough HTTP for its answers)."""
 
@@ -140,19 +144,27 @@ class _Client:
         """(status, shed) of one request; raises TimeoutError after ``deadline`` (monotonic: the loop's time).
 
         One ``asyncio.timeout_at`` around the whole exchange (no ``wait_for``, which costs a task each)."""
+        head = f"{method} {path} HTTP/1.1\r\nhost: gw\r\ncontent-length: {len(body)}\r\n"
+        if key:
+            head += f"idempotency-key: {key}\r\n"
+        if body:
+            head += "content-type: application/json\r\n"
         async with asyncio.timeout_at(deadline):
-            c = await self.acquire()
-            try:
-                head = f"{method} {path} HTTP/1.1\r\nhost: gw\r\ncontent-length: {len(body)}\r\n"
-                if key:
-                    head += f"idempotency-key: {key}\r\n"
-                if body:
-                    head += "content-type: application/json\r\n"
-                c.writer.write(head.encode() + b"\r\n" + body)
-                status, shed = await self._read(c)
-            except BaseException:
-                self.discard(c)
-                raise
+            for attempt in (1, 2):
+                c = await self.acquire()
+                try:
+                    c.writer.write(head.encode() + b"\r\n" + body)
+                    status, shed = await self._read(c)
+                    break
+                except (_Closed, ConnectionResetError, BrokenPipeError):
+                    # The gateway closed this kept-alive connection while it was idle (idle_s_max) before it
+                    # read the request: nothing was done, so the request goes again on a new connection.
+                    self.discard(c)
+                    if attempt == 2:
+                        raise
+                except BaseException:
+                    self.discard(c)
+                    raise
         self.release(c)
         return status, shed
 
@@ -160,7 +172,7 @@ class _Client:
     async def _read(c: _Conn) -> tuple[int, bool]:
         line = await c.reader.readline()
         if not line:
-            raise ConnectionError("closed")
+            raise _Closed("closed")
         status = int(line.split()[1])
         length = 0
         shed = False
