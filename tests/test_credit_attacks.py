@@ -562,3 +562,10 @@ def test_the_sdk_sends_ids_with_slashes_and_query_marks_to_the_right_plan(env: E
         finally:
             c.close()
     assert s.plan("p").owed() == 30_750 and s.line("kim").wallet_fen == 9_900
+
+
+def test_a_float_or_negative_penalty_rate_is_refused_at_construction(tmp_path: Path) -> None:
+    with Engine(tmp_path / "pay", fsync=False) as engine:
+        for bad in (-1, 0.05, 10_001, True):
+            refused(CreditCode.BAD_RATE_TABLE, CreditService, engine, tmp_path / "c.db", penalty_bp_per_day=bad)
+        CreditService(engine, tmp_path / "c.db", penalty_bp_per_day=0, fsync=False).close()

@@ -68,6 +68,7 @@ from liangcao.credit.errors import (
     list_rows_max,
     loan_amount_fen_max,
     money_fen_max,
+    rate_bp_max,
     ref_len_max,
     share_bp_max,
 )
@@ -412,6 +413,12 @@ class CreditService:
         self.core = core
         self.clock = clock
         self.fee_table = P.check_fee_table(fee_table if fee_table is not None else P.DEFAULT_FEE_TABLE)
+        if type(penalty_bp_per_day) is not int or not 0 <= penalty_bp_per_day <= rate_bp_max:
+            # Penalty interest is money: an integer rate, never negative (a negative one would pay the late).
+            raise CreditError(
+                CreditCode.BAD_RATE_TABLE,
+                f"penalty_bp_per_day must be an integer 0..{rate_bp_max}, got {penalty_bp_per_day!r}",
+            )
         self.penalty_bp_per_day = penalty_bp_per_day
         self.line_policy: LinePolicy = line_policy or RuleLinePolicy()
         self.ledger = ledger
