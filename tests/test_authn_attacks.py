@@ -721,3 +721,25 @@ def test_two_devices_with_one_name_at_once_one_is_refused(rp: RelyingParty) -> N
         t.join()
     assert sorted(outcomes) == [0] + [AuthnCode.DEVICE_NAME_TAKEN] * 3, outcomes
     assert [c.name for c in rp.credentials("alice")] == ["phone"]
+
+
+def test_two_devices_renamed_alike_at_once_one_is_refused(rp: RelyingParty) -> None:
+    ids = [register(rp, SoftAuthenticator(), name=f"device-{k}") for k in range(4)]
+    outcomes: list[int] = []
+    start = threading.Barrier(len(ids))
+
+    def rename(cid: str) -> None:
+        start.wait()
+        try:
+            rp.rename("alice", cid, "phone")
+            outcomes.append(0)
+        except AuthnError as exc:
+            outcomes.append(exc.code)
+
+    threads = [threading.Thread(target=rename, args=(cid,)) for cid in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == [0] + [AuthnCode.DEVICE_NAME_TAKEN] * 3, outcomes
+    assert sorted(c.name for c in rp.credentials("alice")).count("phone") == 1

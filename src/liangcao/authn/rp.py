@@ -390,10 +390,11 @@ class RelyingParty:
     def rename(self, shopper: str, credential_id: str, name: str) -> Credential:
         """Give a device another name (unique among the shopper's devices)."""
         check_text("device_name", name, lim.device_name_chars_max)
-        cred = self.credential(shopper, credential_id)
-        if any(c.name == name and c.id != cred.id for c in self.credentials(shopper)):
-            raise AuthnError(AuthnCode.DEVICE_NAME_TAKEN, f"{shopper} already has a device named {name!r}")
-        self._store.write([("UPDATE credentials SET name = ? WHERE id = ?", (name, unb64url(cred.id)))])
+        with self._enrol_lock:  # the name is checked and taken at once (as a registration takes it)
+            cred = self.credential(shopper, credential_id)
+            if any(c.name == name and c.id != cred.id for c in self.credentials(shopper)):
+                raise AuthnError(AuthnCode.DEVICE_NAME_TAKEN, f"{shopper} already has a device named {name!r}")
+            self._store.write([("UPDATE credentials SET name = ? WHERE id = ?", (name, unb64url(cred.id)))])
         with self._lock:
             key = self._keys.get(unb64url(cred.id))
             if key is not None:
