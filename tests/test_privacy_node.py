@@ -77,6 +77,15 @@ def test_member_reads_value_non_member_sees_hash(node: Node, net: Consortium, tm
     commit(node, tx)
     mine = pd.read("org1/alice", "pdc", "bilateral", "k1")
     assert mine["value"] == value and mine["salt"] == salt.hex() and mine["hash"] == h and mine["tx"] == tx.tx_id
+    # a record org1 is no member of: naming other members does not make its node hold the value
+    v3, s3 = {"x": "not for org1"}, pv.new_salt()
+    tx3 = txm.build(net.chain_id, "pdc", "put", {"private": {"collection": "bilateral", "key": "k3",
+                    "hash": pv.commitment_hash(s3, v3)}, "members": ["org2"]}, [net.org("org2").signer("admin")],
+                    not_after=int(time.time() * 1000) + 60_000)  # fmt: skip
+    commit(node, tx3)
+    with pytest.raises(LiangcaoError) as info:
+        pd.hand("pdc", "bilateral", "k3", v3, s3, ["org1", "org2"])
+    assert info.value.code == pv.PrivacyCode.NOT_MEMBER and pd.status()["transient"] == 0
     theirs = pd.read("org3/bob", "pdc", "bilateral", "k1")
     assert theirs["value"] is None and theirs["exists"] and not theirs["member"] and "salt" not in theirs
     assert theirs["hash"] == h and theirs["members"] == ["org1", "org2"]

@@ -315,6 +315,9 @@ class PrivateData:
             )
         h = pv.commitment_hash(salt, value)
         committed = self.commitment(contract, collection, key)
+        if committed is not None and self.org not in committed["members"] and committed["hash"] == h:
+            # the members the caller named are not the committed record's: the record decides
+            raise LiangcaoError(pv.PrivacyCode.NOT_MEMBER, f"organisation {self.org} is not a member of the record")
         if committed is not None and committed["hash"] == h:  # handed after the commit: store it now
             self._store(contract, committed, value, salt)
             return {"hash": h, "stored": True}
