@@ -565,3 +565,34 @@ def test_installment_refunds_before_and_after_settlement_survive_a_kill(tmp_path
         finally:
             co.close()
             credit.close()
+
+
+def test_an_installment_order_without_its_plugin_neither_cashes_out_nor_loses_its_plan(tmp_path: Path) -> None:
+    """The gateway restarted without ``--credit``: a refund of a credit purchase must not be paid into the
+    wallet (cash out of a credit line), and a settlement must still open the plan once the method is back."""
+    from liangcao.checkout.plugins import InstallmentsMethod
+    from liangcao.credit import CreditService
+
+    with Engine(tmp_path / "pay", fsync=False) as e:
+        credit = CreditService(e, tmp_path / "credit.db", fsync=False)
+        co = Checkout(tmp_path / "co", e, methods=[InstallmentsMethod(credit, 3)])
+        try:
+            a = str(co.create_order("o1", "ann", "shop", 50_000).body["id"])
+            b = str(co.create_order("o2", "ann", "shop", 40_000).body["id"])
+            assert co.pay("p1", a, "installments-3").status == 200
+            assert co.pay("p2", b, "installments-3").status == 200
+            assert co.confirm("c1", a).status == 200
+            co.close()
+            co = Checkout(tmp_path / "co", e)  # no installments plugged in
+            assert _code(co.refund, "r1", a, 10_000) == CheckoutCode.METHOD_UNAVAILABLE
+            assert _code(co.refund, "r2", b, 10_000) == CheckoutCode.METHOD_UNAVAILABLE
+            assert co.wallet("ann")["available"] == 0
+            assert co.confirm("c2", b).status == 200  # the merchant is paid; the plan waits for its method
+            co.close()
+            co = Checkout(tmp_path / "co", e, methods=[InstallmentsMethod(credit, 3)])
+            assert credit.plan(b).principal == 40_000
+            assert co.refund("r3", b, 10_000).status == 200 and credit.plan(b).refunded == 10_000
+            assert co.wallet("ann")["available"] == 0
+        finally:
+            co.close()
+            credit.close()

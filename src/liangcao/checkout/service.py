@@ -520,7 +520,9 @@ class Checkout:
     def _finish_settle(self, db: Any, order_id: str, intent: dict[str, Any], ok: bool, cause: int) -> Reply:
         if ok:
             method = db.execute("SELECT method FROM orders WHERE id = ?", (order_id,)).fetchone()[0]
-            plan = 1 if hasattr(self.methods.get(method), "after_settle") else 0
+            # A method not plugged in now (a restart without it) is told later: its plan must not be lost.
+            chosen = self.methods.get(method)
+            plan = 1 if chosen is None or hasattr(chosen, "after_settle") else 0
             db.execute(
                 "UPDATE orders SET state = ?, pay_state = ?, fee = ?, settled = ?, held = 0, settled_ms = ?, "
                 "funding_id = ?, plan_state = ? WHERE id = ? AND state = ?",
@@ -555,6 +557,13 @@ class Checkout:
                     CheckoutCode.REFUND_EXCEEDS_PAID,
                     f"order {order_id}: refunding {amount} would make {o['refunded'] + amount} of {o['amount']} paid",
                     {"paid": o["amount"], "refunded": o["refunded"]},
+                )
+            if o["method"] not in self.methods:
+                # Its records (a credit plan) would not follow, and the money would go to the wallet: a
+                # purchase on credit cashed out.
+                raise CheckoutError(
+                    CheckoutCode.METHOD_UNAVAILABLE,
+                    f"order {order_id} was paid with {o['method']!r}, which is not plugged in now: refund it later",
                 )
             if o["refunds"] >= limits.refunds_per_order_max:
                 raise CheckoutError(
