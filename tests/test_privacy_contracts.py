@@ -163,3 +163,13 @@ def test_salt_is_32_bytes(salt: bytes) -> None:
     with pytest.raises(Exception) as info:
         pv.commitment_hash(salt, 1)
     assert getattr(info.value, "code", None) == pv.PrivacyCode.BAD_PRIVATE_DATA
+
+
+def test_collection_declarations_are_bounded() -> None:
+    with pytest.raises(ValueError):
+        pv.Collection("c", retain_blocks=pv.retain_blocks_max + 1)
+    with pytest.raises(ValueError):
+        pv.Collection("c", members=tuple(f"org{i}" for i in range(pv.collection_members_max + 1)))
+    with pytest.raises(ValueError):
+        pv.Collection("c", endorse=True)
+    assert pv.Collection("c", retain_blocks=3).retain_blocks == 3

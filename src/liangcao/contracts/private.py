@@ -109,6 +109,15 @@ class Collection:
     check: Check | None = None
     endorse: bool = False
 
+    def __post_init__(self) -> None:
+        # a declaration is code: a wrong one is a programming error, refused when the contract is imported
+        if not 0 <= self.retain_blocks <= retain_blocks_max:
+            raise ValueError(f"collection {self.name}: retain_blocks must be 0..retain_blocks_max={retain_blocks_max}")
+        if len(self.members) > collection_members_max or len(set(self.members)) != len(self.members):
+            raise ValueError(f"collection {self.name}: at most {collection_members_max} distinct members")
+        if self.endorse and self.check is None:
+            raise ValueError(f"collection {self.name}: endorsements attest a check; declare one")
+
 
 class PrivateRef(msgspec.Struct, forbid_unknown_fields=True):
     """``args.private`` of a transaction that writes private data: the commitment, never the value."""
