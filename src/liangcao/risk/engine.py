@@ -48,7 +48,7 @@ from liangcao.risk.model import MODELS, Classifier, Models, VersionStore, fsync_
 from liangcao.risk.rules import DEFAULT_RULES, RuleSet, RuleSetSpec, StepUpCap, canonical, load
 from liangcao.risk.types import Decision, Payment, check_payment
 
-SNAPSHOT_MAGIC = b"LIANGCAO-RISK-SNAPSHOT-1\n"
+SNAPSHOT_MAGIC = b"LIANGCAO-RISK-SNAPSHOT-2\n"  # 2: one array per window, model inputs packed
 LABEL_SOURCES = ("confirmed", "chargeback", "it_was_me", "review")
 # Whose word outranks whose: the shopper's "it was me" yields to an analyst's review, a confirmation of fraud
 # or a chargeback (friendly fraud: the owner confirms, then disputes); those three do not overrule each other.
@@ -605,6 +605,8 @@ class RiskEngine:
         if not path.exists():
             return False
         blob = path.read_bytes()
+        if blob.startswith(b"LIANGCAO-RISK-SNAPSHOT-") and not blob.startswith(SNAPSHOT_MAGIC):
+            raise RiskFault(RiskCode.SNAPSHOT_BAD, f"{path} was written by another release of the engine: move it away")
         head = len(SNAPSHOT_MAGIC)
         digest, data = blob[head : head + 64], blob[head + 65 :]
         if not blob.startswith(SNAPSHOT_MAGIC) or hashlib.sha256(data).hexdigest().encode() != digest:

@@ -45,70 +45,73 @@ def _zeros(n: int) -> array[int]:
 _ZERO = tuple(_zeros(n) for n in _N)
 
 
+# One array per Windows: counts, totals, ring positions, then (if kept) amounts. One object, not four: the
+# cyclic collector tracks every ``array`` (it is a container type) and its full passes walk them all.
+_TOT = _BUCKETS  # totals: counts of the three windows, then their amounts
+_LAST = _TOT + 6  # the bucket number each ring is at (-1: never used)
+_AMT = _LAST + 3  # bucket amounts, for the windows that sum amounts
+_PLAIN = array("q", bytes(8 * _LAST)) + array("q", [-1, -1, -1])
+_WITH_AMOUNTS = _PLAIN + _zeros(_BUCKETS)
+
+
 class Windows(msgspec.Struct, gc=False):
     """Event counts (and optionally amount sums) over the sliding windows of :data:`WINDOWS`.
 
-    Flat arrays, not lists: an engine holds hundreds of thousands of these, and arrays (and this struct, made
-    with ``gc=False``: it refers to no container that could close a cycle) are invisible to the cyclic
-    garbage collector, whose full passes would otherwise walk them all and pause decisions.
+    One flat array, not lists: an engine holds hundreds of thousands of these. The struct is made with
+    ``gc=False`` (it refers to no container that could close a cycle), and its one array is the only object
+    the collector still sees of it.
     """
 
-    cnt: array[int] = msgspec.field(default_factory=lambda: _zeros(_BUCKETS))
-    amt: array[int] | None = None  # bucket amounts, for the windows that sum amounts
-    tot: array[int] = msgspec.field(default_factory=lambda: _zeros(6))  # counts 0..2, amounts 3..5
-    last: array[int] = msgspec.field(default_factory=lambda: array("q", [-1, -1, -1]))
+    a: array[int] = msgspec.field(default_factory=lambda: array("q", _PLAIN))
+    sums: bool = False  # whether the array keeps bucket amounts
     edge: int = 0  # before this time no ring moves (the finest grain divides the others): the fast path
 
     @classmethod
     def with_amounts(cls) -> Windows:
-        return cls(amt=_zeros(_BUCKETS))
+        return cls(array("q", _WITH_AMOUNTS), True)
 
     def _advance(self, now_ms: int) -> None:
         if now_ms < self.edge:
             return
-        last = self.last
-        cnt = self.cnt
-        amt = self.amt
-        tot = self.tot
+        a = self.a
+        sums = self.sums
         for w in range(3):
             k = now_ms // _GRAIN[w]
-            prev = last[w]
+            prev = a[_LAST + w]
             if k <= prev:
                 break  # the grains nest on aligned boundaries: if this ring did not move, no larger one did
             nb = _N[w]
             off = _OFF[w]
             if k - prev >= nb:  # the whole ring expired (or was never used): clear it at C speed
-                cnt[off : off + nb] = _ZERO[w]
-                tot[w] = 0
-                if amt is not None:
-                    amt[off : off + nb] = _ZERO[w]
-                    tot[3 + w] = 0
+                a[off : off + nb] = _ZERO[w]
+                a[_TOT + w] = 0
+                if sums:
+                    a[_AMT + off : _AMT + off + nb] = _ZERO[w]
+                    a[_TOT + 3 + w] = 0
             else:
                 for j in range(prev + 1, k + 1):
                     i = off + j % nb
-                    tot[w] -= cnt[i]
-                    cnt[i] = 0
-                    if amt is not None:
-                        tot[3 + w] -= amt[i]
-                        amt[i] = 0
-            last[w] = k
-        self.edge = (last[0] + 1) * _GRAIN[0]
+                    a[_TOT + w] -= a[i]
+                    a[i] = 0
+                    if sums:
+                        a[_TOT + 3 + w] -= a[_AMT + i]
+                        a[_AMT + i] = 0
+            a[_LAST + w] = k
+        self.edge = (a[_LAST] + 1) * _GRAIN[0]
 
     def read_add(self, now_ms: int, amount: int = 0) -> tuple[int, int, int, int, int, int]:
         """Counts and amounts of the three windows before this event, then the event added (one advance)."""
         self._advance(now_ms)
-        tot = self.tot
-        before = (tot[0], tot[1], tot[2], tot[3], tot[4], tot[5])
-        last = self.last
-        cnt = self.cnt
-        amt = self.amt
+        a = self.a
+        before = (a[_TOT], a[_TOT + 1], a[_TOT + 2], a[_TOT + 3], a[_TOT + 4], a[_TOT + 5])
+        sums = self.sums
         for w in range(3):
-            i = _OFF[w] + last[w] % _N[w]
-            cnt[i] += 1
-            tot[w] += 1
-            if amt is not None:
-                amt[i] += amount
-                tot[3 + w] += amount
+            i = _OFF[w] + a[_LAST + w] % _N[w]
+            a[i] += 1
+            a[_TOT + w] += 1
+            if sums:
+                a[_AMT + i] += amount
+                a[_TOT + 3 + w] += amount
         return before
 
     def add(self, now_ms: int, amount: int = 0) -> None:
@@ -118,14 +121,14 @@ class Windows(msgspec.Struct, gc=False):
     def counts(self, now_ms: int) -> tuple[int, int, int]:
         """Events in the last minute, hour and day at ``now_ms``."""
         self._advance(now_ms)
-        tot = self.tot
-        return tot[0], tot[1], tot[2]
+        a = self.a
+        return a[_TOT], a[_TOT + 1], a[_TOT + 2]
 
     def amounts(self, now_ms: int) -> tuple[int, int, int]:
         """Amounts (fen) in the last minute, hour and day at ``now_ms`` (zeros without amounts)."""
         self._advance(now_ms)
-        tot = self.tot
-        return tot[3], tot[4], tot[5]
+        a = self.a
+        return a[_TOT + 3], a[_TOT + 4], a[_TOT + 5]
 
 
 K = TypeVar("K")
