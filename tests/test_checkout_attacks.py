@@ -596,3 +596,13 @@ def test_an_installment_order_without_its_plugin_neither_cashes_out_nor_loses_it
         finally:
             co.close()
             credit.close()
+
+
+def test_a_refused_head_request_gets_no_body_either(live: Live) -> None:
+    from liangcao.flow import ResourceRule, Rules
+
+    live.gate.reload(Rules(version=2, resources=[ResourceRule(name="query", rate_per_s=0.001, burst=1)]))
+    raw = b"HEAD /v1/orders/shop.x HTTP/1.1\r\n\r\n" * 3 + b"GET /v1/health HTTP/1.1\r\nconnection: close\r\n\r\n"
+    got = live.exchange(raw)
+    assert _statuses(got) == [405, 429, 429, 200], got
+    assert got.count(b"{") == 1, got  # the health answer's body only

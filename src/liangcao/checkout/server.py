@@ -197,7 +197,8 @@ class _Conn(asyncio.Protocol):
                     if not keep_alive:
                         head.append(b"connection: close")
                     assert self.transport is not None
-                    self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + refusal)
+                    body = b"" if scope["method"] == "HEAD" else refusal  # its length is in the head
+                    self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
                     server.refused += 1
                     if not keep_alive:
                         self.transport.close()
