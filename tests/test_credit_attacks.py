@@ -569,3 +569,14 @@ def test_a_float_or_negative_penalty_rate_is_refused_at_construction(tmp_path: P
         for bad in (-1, 0.05, 10_001, True):
             refused(CreditCode.BAD_RATE_TABLE, CreditService, engine, tmp_path / "c.db", penalty_bp_per_day=bad)
         CreditService(engine, tmp_path / "c.db", penalty_bp_per_day=0, fsync=False).close()
+
+
+def test_a_merchant_cannot_draw_with_a_smaller_repayment_share_than_offered(env: Env) -> None:
+    """The share of each settlement is the lender's term: a merchant may repay faster, not slower (a share
+    of 1 bp would leave the loan to run overdue)."""
+    s, _, clock = env
+    seed_sales(s, "tea", clock())
+    offer = s.apply_loan("tea")
+    refused(CreditCode.BAD_SHARE, s.draw_loan, offer.offer_id, 100_000, 1)
+    refused(CreditCode.BAD_SHARE, s.draw_loan, offer.offer_id, 100_000, offer.share_bp - 1)
+    assert s.draw_loan(offer.offer_id, 100_000, 2_500).share_bp == 2_500

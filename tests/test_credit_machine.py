@@ -267,7 +267,15 @@ class LoansMachine(Base):
         if not self.offers:
             return
         offer = self.s.offer(data.draw(st.sampled_from(self.offers)))
-        if offer.drawn or self.clock() > offer.valid_until:
+        if offer.drawn:
+            # A retried draw answers the loan it made (nothing moves); another amount is refused.
+            drawn = self.s.loan(f"L-{offer.offer_id}").principal
+            before = net(self.engine, account_id("merchant", offer.merchant))
+            assert self.s.draw_loan(offer.offer_id, drawn).principal == drawn
+            assert net(self.engine, account_id("merchant", offer.merchant)) == before
+            self.refused(CreditCode.OFFER_EXPIRED, self.s.draw_loan, offer.offer_id, drawn - 1 or 2)
+            return
+        if self.clock() > offer.valid_until:
             self.refused(CreditCode.OFFER_EXPIRED, self.s.draw_loan, offer.offer_id, 1)
             return
         self.refused(CreditCode.DRAW_EXCEEDS_OFFER, self.s.draw_loan, offer.offer_id, offer.limit_fen + 1)

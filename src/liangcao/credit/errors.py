@@ -41,7 +41,7 @@ class CreditCode(IntEnum):
     UNKNOWN_LOAN = 3418
     LOAN_CLOSED = 3419  # the loan is repaid
     LOAN_OUTSTANDING = 3420  # the merchant already has a loan running (one at a time)
-    BAD_SHARE = 3421  # a repayment share outside 1..share_bp_max
+    BAD_SHARE = 3421  # a repayment share below the offer's or above share_bp_max
     CORE_REFUSED = 3422  # the payments core refused a transfer for a reason not listed above
     BAD_RATE_TABLE = 3423  # a fee-rate table that is not integer basis points for 3/6/12 periods
     BAD_DAY = 3424  # a business day that is not an integer, or before the service's last one

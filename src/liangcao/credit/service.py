@@ -1351,8 +1351,11 @@ class CreditService:
                     CreditCode.LOAN_DECLINED, f"offer {offer_id} was a decline: {'; '.join(offer.reasons)}"
                 )
             share = offer.share_bp if share_bp is None else share_bp
-            if type(share) is not int or not 0 < share <= share_bp_max:
-                raise CreditError(CreditCode.BAD_SHARE, f"share_bp must be 1..{share_bp_max}, got {share!r}")
+            if type(share) is not int or not offer.share_bp <= share <= share_bp_max:
+                # The offer's share is the lender's term: a merchant may repay faster, never slower.
+                raise CreditError(
+                    CreditCode.BAD_SHARE, f"share_bp must be {offer.share_bp}..{share_bp_max}, got {share!r}"
+                )
             if offer.drawn:
                 # A retried draw (the answer was lost) answers the loan it made; another amount is refused.
                 first = self._replayed(_key("draw", offer_id), L.Loan)
