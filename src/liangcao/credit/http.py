@@ -300,7 +300,7 @@ def create_app(service: CreditService) -> FastAPI:
 
     @app.get("/v1/health", summary="Liveness")
     async def health() -> Response:
-        return _json({"status": "ok", "day": service.today()})
+        return await _run(lambda: {"status": "ok", "day": service.today()})
 
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
