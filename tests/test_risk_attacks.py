@@ -297,3 +297,23 @@ def test_a_refund_or_chargeback_told_again_counts_once(clock: ManualClock) -> No
     d = e.decide(pay(2, clock, merchant="rival", shopper="bob", device="d2", account="a2"))
     assert d.features["merchant_refund_rate_1d"] == 1 / 11 and d.features["merchant_chargeback_rate_1d"] == 1 / 11
     assert d.features["merchant_n_1d"] == 1
+
+
+def test_tick_learns_a_backlog_in_chunks_releasing_the_lock(clock: ManualClock) -> None:
+    """A host's housekeeping thread must not hold the deciding threads for a whole backlog of labels."""
+    e = RiskEngine(None, clock=clock, config=RiskConfig(learn_per_decide=0, negative_sample_rate=1.0, tick_chunk=32))
+    for i in range(400):
+        clock.advance(10)
+        e.decide(pay(i, clock, shopper=f"s{i % 40}"))
+        e.label(f"p{i}", i % 9 == 0, source="confirmed")
+    holds: list[tuple[int | None, bool]] = []
+    learn = e._learn
+
+    def watched(now: int, max_items: int | None, mature_max: int | None = None) -> int:
+        holds.append((max_items, e._lock._is_owned()))  # type: ignore[attr-defined]
+        return learn(now, max_items, mature_max)
+
+    e._learn = watched  # type: ignore[method-assign]
+    e.tick()
+    assert len(e.queue) == 0 and e.models.learned == 400
+    assert len(holds) >= 400 // 32 and all(m == 32 and owned for m, owned in holds)

@@ -31,6 +31,7 @@ import pickle
 import re
 import struct
 import threading
+import time
 import zlib
 from array import array
 from collections import OrderedDict, deque
@@ -80,6 +81,7 @@ class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     label_maturity_ms: int = 6 * HOUR_MS  # no fraud label by then: learned as a good payment
     learn_per_decide: int = 2  # labels learned inline per decision (0: only learn()/tick() learn)
+    tick_chunk: int = 32  # labels tick() learns per hold of the lock
     mature_per_decide: int = 16  # payments matured per decision at most (learn()/tick() mature all that are due)
     positive_weight: float = 1.0  # each fraud label counts this many times (above 1 inflates every score)
     # Payments that matured unlabelled are learned at this rate, each weighing 1/rate (importance weights):
@@ -403,11 +405,20 @@ class RiskEngine:
             return self._learn(self.clock.now_ms(), max_items, mature_max)
 
     def tick(self) -> None:
-        """Housekeeping for a host's idle loop: learn everything due; when ``snapshot_every_ms`` passed, snapshot
-        in the background (a forked child writes it)."""
+        """Housekeeping for a host's idle loop (or a thread beside the deciding ones): learn everything due;
+        when ``snapshot_every_ms`` passed, snapshot in the background (a forked child writes it).
+
+        The backlog is learned in chunks of ``tick_chunk`` with the lock released between them: a decision
+        made meanwhile waits for one chunk (~1 ms), never for the whole backlog."""
+        chunk = self.config.tick_chunk
+        while True:
+            with self._lock:
+                now = self.clock.now_ms()
+                if self._learn(now, chunk, 8 * chunk) < chunk and not (self.maturing and self.maturing[0][0] <= now):
+                    break
+            time.sleep(0)  # let a waiting decision take the lock (and the interpreter) first
         with self._lock:
             now = self.clock.now_ms()
-            self._learn(now, None)
             if self.home is not None and now - self._last_snapshot_ms >= self.config.snapshot_every_ms:
                 self.snapshot(background=True)
             else:
