@@ -580,3 +580,17 @@ def test_a_merchant_cannot_draw_with_a_smaller_repayment_share_than_offered(env:
     refused(CreditCode.BAD_SHARE, s.draw_loan, offer.offer_id, 100_000, 1)
     refused(CreditCode.BAD_SHARE, s.draw_loan, offer.offer_id, 100_000, offer.share_bp - 1)
     assert s.draw_loan(offer.offer_id, 100_000, 2_500).share_bp == 2_500
+
+
+def test_a_settlement_retried_after_a_draw_is_not_taken_for_the_new_loan(env: Env) -> None:
+    s, engine, clock = env
+    seed_sales(s, "tea", clock())
+    first = s.record_sale("tea", "day-1", 600_000)  # no loan yet: nothing taken
+    assert first is not None and first.deducted_fen == 0
+    offer = s.apply_loan("tea")
+    s.draw_loan(offer.offer_id, 1_000_000)
+    before = balance(engine, s.merchant_account("tea"))
+    assert s.on_settlement("tea", "day-1", 600_000) == first  # the retry answers what happened then
+    assert balance(engine, s.merchant_account("tea")) == before
+    refused(CreditCode.REQUEST_CONFLICT, s.on_settlement, "tea", "day-1", 700_000)
+    assert s.on_settlement("tea", "day-2", 600_000).deducted_fen == 60_000

@@ -592,6 +592,19 @@ class CreditService:
             raise
         self._finish(seq, transfers, results, recs, short or {})
 
+    def _remember(self, request: str, result: Any, params: str) -> None:
+        """A request done without money (nothing to move): its answer, for a retry."""
+        if self._fsync:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._db.execute(
+                "INSERT INTO ops(request, state, transfers, records, result, params) VALUES (?, ?, x'', ?, ?, ?)",
+                (request, _DONE, b"[]", msgspec.json.encode(result), params),
+            )
+        finally:
+            if self._fsync:
+                self._db.execute("PRAGMA synchronous=FULL")
+
     def _transfers(self, seq: int, legs: Sequence[_Leg]) -> list[Transfer]:
         last = len(legs) - 1
         return [
@@ -1420,7 +1433,7 @@ class CreditService:
                 return replay
             loan = self._open_loan(merchant)
             if loan is None:
-                return Deduction(
+                nothing = Deduction(
                     settlement_id=settlement_id,
                     merchant=merchant,
                     loan_id="",
@@ -1429,6 +1442,10 @@ class CreditService:
                     interest_fen=0,
                     principal_fen=0,
                 )
+                # Remembered, so a retry after a loan is drawn answers this instead of repaying the new
+                # loan from takings that came before it. No money moved: no fsync of its own.
+                self._remember(request, nothing, str(amount))
+                return nothing
             self._tick_loan(loan, self.today())
             take = min(amount * loan.share_bp // 10_000, loan.owed)
             return self._loan_payment(loan, take, request, settlement_id, amount, str(amount))
