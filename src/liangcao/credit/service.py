@@ -27,13 +27,15 @@ nothing) whose transfer ids are derived from the sequence number, then finished:
 the intent marked done (or failed, records untouched). A crash in between is finished when the service
 opens: the same transfers are sent again, the core answers ``exists`` for those it applied, nothing is
 charged twice. Requests that carry an id (``request_id``, ``refund_id``, settlement and sale ids, the order
-id of a checkout) answer their first result again when repeated.
+id of a checkout) answer their first result again when repeated, and are refused (``REQUEST_CONFLICT``) when
+repeated with other parameters.
 
 **Durability**: the intent is fsynced before the core sees the chain; the finish is not fsynced on its
 own (a finish lost to a power cut leaves the intent pending, and it is finished again on open), so an
 operation costs one SQLite fsync and the core's.
 
-**One writer**: a lock serialises operations, as the core's own writer does.
+**One writer**: a lock serialises operations, as the core's own writer does; the SQLite file is held
+exclusively, so a second service (another process) on the same records is refused at open.
 
 **Time** is business days from an injectable clock (``clock() -> day``); ``run_day`` accrues penalty and
 interest, marks overdue plans and loans, freezes lines and collects due installments from wallets.
