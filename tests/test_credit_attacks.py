@@ -594,3 +594,22 @@ def test_a_settlement_retried_after_a_draw_is_not_taken_for_the_new_loan(env: En
     assert balance(engine, s.merchant_account("tea")) == before
     refused(CreditCode.REQUEST_CONFLICT, s.on_settlement, "tea", "day-1", 700_000)
     assert s.on_settlement("tea", "day-2", 600_000).deducted_fen == 60_000
+
+
+def test_refunds_after_payoff_above_the_principal_and_twice(env: Env) -> None:
+    s, engine, _ = env
+    s.record_sale("m", "cash", 1_000_000)  # the merchant has takings to refund from
+    s.checkout_installments("o1", "lee", "m", 100_001, 12, "merchant")
+    s.deposit("lee", 200_000, "d")
+    assert s.prepay("o1").state is P.PlanState.PAID_OFF
+    refused(CreditCode.REFUND_EXCEEDS, s.refund, "o1", 100_002)
+    refused(CreditCode.PLAN_CLOSED, s.repay, "o1", 1)
+    s.refund("o1", 1, "rf-1")
+    s.refund("o1", 100_000, "rf-2")
+    refused(CreditCode.PLAN_CLOSED, s.refund, "o1", 1)
+    assert s.refund("o1", 100_000, "rf-2").state is P.PlanState.REFUNDED  # a retry, answered
+    # The shopper has every fen back, the merchant its fee, nothing is left in fee income.
+    assert balance(engine, account_id("wallet", "lee")) == 200_000
+    assert balance(engine, account_id("fee-income")) == 0
+    assert balance(engine, account_id("merchant", "m")) == 1_000_000
+    s.check()
