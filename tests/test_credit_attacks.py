@@ -613,3 +613,39 @@ def test_refunds_after_payoff_above_the_principal_and_twice(env: Env) -> None:
     assert balance(engine, account_id("fee-income")) == 0
     assert balance(engine, account_id("merchant", "m")) == 1_000_000
     s.check()
+
+
+class DiesBeforeApplying:
+    """A core that 'crashes' the process just before a chain reaches it (the intent is on disk)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.armed = engine, False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.engine, name)
+
+    def create_transfers(self, transfers: list[Transfer]) -> list[int]:
+        if self.armed:
+            raise SystemExit("killed")
+        return self.engine.create_transfers(transfers)
+
+
+def test_a_crash_between_the_intent_and_the_core_is_finished_once_on_open(tmp_path: Path) -> None:
+    clock = ManualDays(20_000)
+    with Engine(tmp_path / "pay", fsync=False) as engine:
+        core = DiesBeforeApplying(engine)
+        s = CreditService(core, tmp_path / "credit.db", clock=clock, fsync=False)
+        s.checkout_installments("o1", "max", "shop", 90_000, 3)
+        s.deposit("max", 90_000, "d")
+        core.armed = True
+        with pytest.raises(SystemExit):
+            s.repay("o1", 30_000, "r1")
+        s._db.close()  # the process is gone
+        assert balance(engine, account_id("wallet", "max")) == 90_000  # the core never saw it
+        again = CreditService(engine, tmp_path / "credit.db", clock=clock, fsync=False)
+        assert again.recovered == 1  # the intent is finished: the repayment goes through once
+        assert balance(engine, account_id("wallet", "max")) == 60_000
+        assert again.repay("o1", 30_000, "r1").ops == 1  # the client's retry answers it
+        assert balance(engine, account_id("wallet", "max")) == 60_000
+        again.check()
+        again.close()
