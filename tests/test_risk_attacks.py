@@ -317,3 +317,15 @@ def test_tick_learns_a_backlog_in_chunks_releasing_the_lock(clock: ManualClock) 
     e.tick()
     assert len(e.queue) == 0 and e.models.learned == 400
     assert len(holds) >= 400 // 32 and all(m == 32 and owned for m, owned in holds)
+
+
+def test_the_maturity_queue_is_bounded_like_pending(clock: ManualClock) -> None:
+    """Payments wait hours to mature; at a high rate the queue of them must stay within pending_max."""
+    e = RiskEngine(None, clock=clock, config=RiskConfig(learn_per_decide=0, pending_max=30, negative_sample_rate=1.0))
+    for i in range(200):
+        clock.advance(10)
+        e.decide(pay(i, clock, shopper=f"s{i % 20}"))
+    assert len(e.maturing) == 30 and len(e.pending) == 30
+    assert {pid for _, pid in e.maturing} == set(e.pending)
+    clock.advance(RiskConfig().label_maturity_ms)
+    assert e.learn() == 30  # the payments still pending all mature as good

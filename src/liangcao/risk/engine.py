@@ -297,7 +297,13 @@ class RiskEngine:
             d.model_version,
             terms=terms,
         )
-        self.maturing.append((now + self.config.label_maturity_ms, p.payment_id))
+        maturing = self.maturing
+        if len(maturing) >= self.config.pending_max:
+            # Both are in decision order: past pending_max the oldest waiting entry is of a payment evicted from
+            # pending (nothing left to mature). Without this the queue grew by every decision for the whole
+            # maturity: 108 million entries for 6 hours at 5,000/s.
+            maturing.popleft()
+        maturing.append((now + self.config.label_maturity_ms, p.payment_id))
 
     # ------------------------------------------------------------------------------------------------ labels
 
