@@ -329,3 +329,15 @@ def test_the_maturity_queue_is_bounded_like_pending(clock: ManualClock) -> None:
     assert {pid for _, pid in e.maturing} == set(e.pending)
     clock.advance(RiskConfig().label_maturity_ms)
     assert e.learn() == 30  # the payments still pending all mature as good
+
+
+def test_a_refused_chargeback_changes_nothing(clock: ManualClock) -> None:
+    e = RiskEngine(None, clock=clock, config=RiskConfig(learn_per_decide=0))
+    e.decide(pay(1, clock, merchant="shop-a"))
+    e.label("p1", False, source="review")
+    with pytest.raises(RiskError) as info:
+        e.label("p1", True, source="chargeback")
+    assert info.value.code == RiskCode.LABEL_CONFLICT
+    clock.advance(1000)
+    d = e.decide(pay(2, clock, merchant="shop-a", shopper="bob", device="d2", account="a2"))
+    assert d.features["merchant_chargeback_rate_1d"] == 0 and e.status()["labels"] == 1

@@ -338,18 +338,17 @@ class RiskEngine:
                     if rec.action == "block"
                     else f"it_was_me answers a step-up; payment {payment_id!r} was allowed",
                 )
+            rank = _LABEL_RANK[source]
+            if rec.state == 2 and rec.label != fraud and not (fraud and rank > rec.rank):
+                said = "fraud" if rec.label else "not fraud"
+                raise RiskError(RiskCode.LABEL_CONFLICT, f"payment {payment_id!r} is already labelled {said}")
             if source == "chargeback" and not rec.marks & _CHARGED_BACK:
-                # Once per payment: a chargeback told again must not inflate the merchant's rate.
+                # Once per payment (and only once accepted): a chargeback told again must not inflate the rate.
                 rec.marks |= _CHARGED_BACK
                 self.state.chargeback(rec.merchant, now)
-            rank = _LABEL_RANK[source]
-            if rec.state == 2:
-                if rec.label == fraud:
-                    return
-                if not (fraud and rank > rec.rank):
-                    said = "fraud" if rec.label else "not fraud"
-                    raise RiskError(RiskCode.LABEL_CONFLICT, f"payment {payment_id!r} is already labelled {said}")
-            elif rec.state == 1 and not fraud:
+            if rec.state == 2 and rec.label == fraud:
+                return  # the same label again
+            if rec.state == 1 and not fraud:
                 return  # already learned as good at maturity
             rec.state = 2
             rec.label = fraud
