@@ -606,3 +606,30 @@ def test_a_refused_head_request_gets_no_body_either(live: Live) -> None:
     got = live.exchange(raw)
     assert _statuses(got) == [405, 429, 429, 200], got
     assert got.count(b"{") == 1, got  # the health answer's body only
+
+
+def test_a_restart_without_the_method_of_an_open_refund_still_starts(tmp_path: Path) -> None:
+    """A refund through the credit plan cut by a kill, and the gateway restarted without ``--credit``: it
+    starts (the refund waits, the order stays busy), and the restart with the method finishes it once."""
+    from liangcao.checkout.plugins import InstallmentsMethod
+    from liangcao.credit import CreditService
+
+    with Engine(tmp_path / "pay", fsync=False) as e:
+        credit = CreditService(e, tmp_path / "credit.db", fsync=False)
+        co = Checkout(tmp_path / "co", e, methods=[InstallmentsMethod(credit, 3)])
+        try:
+            a = str(co.create_order("o1", "ann", "shop", 50_000).body["id"])
+            co.pay("p1", a, "installments-3")
+            co.confirm("c1", a)
+            assert isinstance(co.begin_refund("r1", a, 5_000), Pending)
+            co.store.close()
+            co.batcher.close()
+            co = Checkout(tmp_path / "co", e)
+            assert _code(co.refund, "r1", a, 5_000) == CheckoutCode.METHOD_UNAVAILABLE
+            assert _code(co.refund, "r2", a, 5_000) == CheckoutCode.REQUEST_IN_PROGRESS
+            co.close()
+            co = Checkout(tmp_path / "co", e, methods=[InstallmentsMethod(credit, 3)])
+            assert co.refund("r1", a, 5_000).replayed and credit.plan(a).refunded == 5_000
+        finally:
+            co.close()
+            credit.close()

@@ -288,7 +288,10 @@ class Batcher:
             i += len(chain)
 
     def close(self) -> None:
+        """Stop taking chains, wait for those queued and in flight; a second call returns at once."""
         with self._cv:
+            if self._closed:
+                return
             self._closed = True
             self._cv.notify_all()
         self._thread.join(timeout=10)

@@ -250,7 +250,7 @@ class Checkout:
                 self._redrive(row)
                 done += 1
             except CheckoutError as exc:
-                if exc.code == CheckoutCode.BACKEND_UNAVAILABLE:
+                if exc.code != CheckoutCode.REQUEST_IN_PROGRESS:  # a failed core, a method not plugged in
                     log.warning("recover %s: %s", row["key"], exc.message)
                 # REQUEST_IN_PROGRESS: a live request is driving it
         return done
@@ -329,7 +329,12 @@ class Checkout:
         ``intent["error"]`` says why when the method refused; a fault propagates (the key stays open)."""
         row = self.store.one("SELECT * FROM orders WHERE id = ?", (order_id,))
         assert row is not None
-        method: Any = self.methods[intent["via"]]
+        method: Any = self.methods.get(intent["via"])
+        if method is None:  # restarted without it: the refund stays open until it is plugged in again
+            raise CheckoutError(
+                CheckoutCode.METHOD_UNAVAILABLE,
+                f"order {order_id}: its refund goes through {intent['via']!r}, which is not plugged in now",
+            )
         try:
             method.refund_after_settle(dict(row), intent["amount"], key)
         except LiangcaoError as exc:
