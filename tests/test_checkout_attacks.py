@@ -633,3 +633,25 @@ def test_a_restart_without_the_method_of_an_open_refund_still_starts(tmp_path: P
         finally:
             co.close()
             credit.close()
+
+
+def test_a_body_dripped_a_byte_at_a_time_is_cut_off(live: Live, co: Checkout, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server_mod, "request_s_max", 0.5)
+    raw = _topup(5, "drip")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    with live.connect(5) as s:
+        s.sendall(head + b"\r\n\r\n")
+        t0 = time.monotonic()
+        out = b""
+        for b in body:
+            try:
+                s.sendall(bytes([b]))
+                time.sleep(0.1)
+            except OSError:
+                break
+        s.settimeout(2)
+        with contextlib.suppress(OSError):
+            while chunk := s.recv(1000):
+                out += chunk
+        assert _statuses(out) == [408] and time.monotonic() - t0 < 3, out
+    assert co.wallet("ann")["available"] == 0
