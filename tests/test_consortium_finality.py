@@ -263,7 +263,15 @@ def test_health_tells_a_total_ordering_outage_and_network_status_exits_1(net3: P
     load.join()
     took = converge(net3, load)
     print(f"after a total outage: converged {took:.1f} s after the load stopped")
-    assert all(v["status"] == "ok" for v in health(net3).values())
+    # Converged means every block final everywhere; health also judges how long ago the link last answered and
+    # the attestations still unacknowledged, which a loaded machine may take a moment longer to clear.
+    deadline = time.monotonic() + 20
+    while True:
+        h = health(net3)
+        if all(v is not None and v["status"] == "ok" for v in h.values()):
+            break
+        assert time.monotonic() < deadline, f"health after recovery: {[v and v['problems'] for v in h.values()]}"
+        time.sleep(0.5)
 
 
 def test_five_organisations_two_servers_down_and_back(tmp_path: Path) -> None:
