@@ -80,7 +80,7 @@ from liangcao.apps.abs.common import (
     pro_rata,
 )
 from liangcao.apps.scf.common import IsoDate, VoucherId, day_of, discount_fen, iso_of, new_id, today
-from liangcao.apps.scf.vouchers import Voucher
+from liangcao.apps.scf.vouchers import Voucher, read_voucher
 from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, Record, query, transaction
 from liangcao.contracts.index import Cursor, Index
@@ -314,12 +314,7 @@ class AbsDeal(Contract):
     def assets(ctx: Context, did: str) -> list[Asset]:
         return [a for _, a in ctx.range(f"a/{did}/", Asset)]
 
-    @staticmethod
-    def voucher(ctx: Context, vid: str) -> Voucher:
-        v = ctx.read(f"scf.vouchers/v/{vid}", Voucher)
-        if v is None:
-            ctx.fail(Code.NOT_FOUND, f"no voucher {vid}")
-        return v
+    voucher = staticmethod(read_voucher)
 
     @staticmethod
     def active_org(ctx: Context, org: str, *types: str) -> None:

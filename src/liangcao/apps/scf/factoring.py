@@ -54,7 +54,7 @@ from liangcao.apps.scf.common import (
     today,
 )
 from liangcao.apps.scf.invoices import Invoice, InvoiceKey
-from liangcao.apps.scf.vouchers import Voucher
+from liangcao.apps.scf.vouchers import read_voucher
 from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, Record, query, transaction
 from liangcao.contracts.index import Index
@@ -147,12 +147,7 @@ class Factoring(Contract):
     def assets(ctx: Context, pid: str) -> list[Asset]:
         return [a for _, a in ctx.range(f"a/{pid}/", Asset)]
 
-    @staticmethod
-    def voucher(ctx: Context, vid: str) -> Voucher:
-        v = ctx.read(f"scf.vouchers/v/{vid}", Voucher)
-        if v is None:
-            ctx.fail(Code.NOT_FOUND, f"no voucher {vid}")
-        return v
+    voucher = staticmethod(read_voucher)
 
     @classmethod
     def eligible(cls, ctx: Context, asset: Asset) -> bool:

@@ -183,6 +183,16 @@ class PoolReleaseArgs(Args):
 #: The contracts that hold vouchers in pools: a pooled voucher cannot be offered, split, financed or pooled again
 #: (``movable``) until its pool releases it. Receivable ABS pools lock their vouchers the same way.
 POOL_CALLERS = ("scf.factoring", "abs.deal")
+
+
+def read_voucher(ctx: Context, vid: str) -> Voucher:
+    """A voucher read from another contract (a pool holding it): NOT_FOUND if there is none."""
+    v = ctx.read(f"scf.vouchers/v/{vid}", Voucher)
+    if v is None:
+        ctx.fail(Code.NOT_FOUND, f"no voucher {vid}")
+    return v
+
+
 PRIVATE_CALLERS = ("scf.private",)
 UNPAID = ("active", "overdue")
 HELD = Index("ih")  # ih/<holder>/<id> -> face: unpaid parts by holder
