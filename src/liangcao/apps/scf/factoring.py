@@ -35,11 +35,30 @@ close         seller or factor                      no new assets or draws; coll
 
 Invariants: ``advanced`` never exceeds the credit line; it exceeds ``advance_rate x eligible`` only after
 assets matured (never because of a draw or a withdrawal); no voucher or invoice is in two pools.
+
+Private terms (``open_private`` / ``draw_private``)
+---------------------------------------------------
+A pool may instead keep its terms between the seller and the factor: ``{seller, factor, advance_rate_bps,
+credit_line, fee_bps}`` go to the private collection ``terms`` (members: seller, factor and, by the
+collection's stated policy, the consortium's regulators); the pool's public record shows ``terms`` (the
+commitment's key, ``scf.factoring/~pvt/terms/<key>``) and ``advance_rate_bps = credit_line = 0``, so the
+public ``draw`` refuses it. The draw rule needs the private rate and line, which a non-member peer never
+sees: ``draw_private`` carries the figures the rule was checked on (``advanced``, ``eligible``) and the
+endorsements of the seller's and the factor's peers, which ran :func:`check_pool_terms` (``advanced +
+amount <= min(credit_line, advance_rate x eligible)``) before ordering. Every peer still checks what is
+public: the endorsements, the commitment named is the pool's, and that the pool has now at least the
+endorsed eligible balance and at most the endorsed advance (the rule is monotone in both, so it still
+holds). Advances, repayments and collections move in tokens as before: ``advanced`` and the assets'
+faces stay public (they are the pool's obligations), so the ratio of an advance to the eligible balance
+shows a lower bound of the rate; the rate itself, the line and the fees (charged off the token ledger, as
+part of the private terms) are never on the ledger. A voucher is withdrawn from a private pool only while
+nothing is advanced (the capacity that would cover the rest is private).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
@@ -58,12 +77,65 @@ from liangcao.apps.scf.vouchers import read_voucher
 from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, Record, query, transaction
 from liangcao.contracts.index import Index
+from liangcao.contracts.private import (
+    Collection,
+    Endorsements,
+    PrivacyCode,
+    PrivateRef,
+    put_private,
+    require_endorsements,
+)
 from liangcao.domain import Money, OrgId
-from liangcao.limits import pool_assets_max, pool_assign_max, pool_tenor_days_max, sweep_page_max
+from liangcao.limits import (
+    money_fen_max,
+    pool_assets_max,
+    pool_assign_max,
+    pool_tenor_days_max,
+    rate_bps_max,
+    sweep_page_max,
+)
 
 PoolId = Annotated[str, msgspec.Meta(pattern=r"^P[0-9a-f]{64}$")]
 POOLS_PAGE = 20  # pools in one page of ``pools`` unless asked otherwise (each reads all its assets)
 BY = Index("by")  # by/<org>/<pool> -> "seller" or "factor": the pools an organisation is party to
+POOL_TERMS_FIELDS = frozenset({"seller", "factor", "advance_rate_bps", "credit_line", "fee_bps"})
+
+
+def check_pool_terms(value: Any, args: Mapping[str, Any]) -> str:
+    """ "" if ``value`` are valid private pool terms for the public ``args``, else why not.
+
+    For ``open_private`` (args name seller and factor): the terms are theirs and within bounds. For
+    ``draw_private`` (args carry ``amount``, ``advanced``, ``eligible``): also the draw rule,
+    ``advanced + amount <= min(credit_line, advance_rate_bps x eligible / 10,000)`` (rounded down)."""
+    if not isinstance(value, dict) or set(value) != POOL_TERMS_FIELDS:
+        return f"pool terms must be an object with exactly {sorted(POOL_TERMS_FIELDS)}"
+    nums = ("advance_rate_bps", "credit_line", "fee_bps")
+    if any(type(value[k]) is not int for k in nums):
+        return "advance_rate_bps, credit_line and fee_bps are integers (basis points, fen)"
+    rate, line = value["advance_rate_bps"], value["credit_line"]
+    if not 0 < rate <= 10_000 or not 0 < line <= money_fen_max or not 0 <= value["fee_bps"] <= rate_bps_max:
+        return f"advance_rate_bps must be 1..10000, credit_line 1..{money_fen_max} fen, fee_bps 0..{rate_bps_max}"
+    if "amount" not in args:  # the pool's opening: the terms are the signers'
+        if value["seller"] != args.get("seller") or value["factor"] != args.get("factor"):
+            return "the terms name another seller or factor than the transaction"
+        return ""
+    amount, advanced, eligible = args.get("amount"), args.get("advanced"), args.get("eligible")
+    if any(type(x) is not int or x < 0 for x in (amount, advanced, eligible)):
+        return "amount, advanced and eligible are integers >= 0 (fen)"
+    assert isinstance(amount, int) and isinstance(advanced, int) and isinstance(eligible, int)  # for mypy
+    capacity = min(line, eligible * rate // 10_000)
+    if advanced + amount > capacity:
+        return f"an advance of {amount} on {advanced} advanced exceeds the private capacity for {eligible} eligible"
+    return ""
+
+
+POOL_TERMS = Collection("terms", regulator_reads=True, check=check_pool_terms, endorse=True)
+
+
+def pool_terms(seller: str, factor: str, advance_rate_bps: int, credit_line: int, fee_bps: int = 0) -> dict[str, Any]:
+    """Private pool terms (what a client puts in the collection ``terms``)."""
+    return {"seller": seller, "factor": factor, "advance_rate_bps": advance_rate_bps,
+            "credit_line": credit_line, "fee_bps": fee_bps}  # fmt: skip
 
 
 class Pool(Record):
@@ -80,6 +152,8 @@ class Pool(Record):
     assets_in: int
     status: Literal["open", "closed"]
     opened: str
+    # a pool on private terms: the key of its commitment ``~pvt/terms/<key>`` (rate and line are then 0)
+    terms: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class Asset(Record, kw_only=True):  # kw_only spelled out for mypy: a required field follows an optional one
@@ -131,8 +205,25 @@ class PoolsArgs(OrgArgs):
     limit: PageLimit = POOLS_PAGE
 
 
+class OpenPrivateArgs(Args):
+    seller: OrgId
+    factor: OrgId
+    private: PrivateRef
+    endorsements: Endorsements
+
+
+class DrawPrivateArgs(Args):
+    pool: PoolId
+    amount: Money
+    advanced: Annotated[int, msgspec.Meta(ge=0, le=money_fen_max)]  # the figures the endorsers checked
+    eligible: Annotated[int, msgspec.Meta(ge=0, le=money_fen_max * pool_assets_max)]
+    private: PrivateRef
+    endorsements: Endorsements
+
+
 class Factoring(Contract):
     name = "scf.factoring"
+    collections: ClassVar[dict[str, Collection]] = {"terms": POOL_TERMS}
 
     # ---- helpers ----------------------------------------------------------------------------------------
     @staticmethod
@@ -164,13 +255,14 @@ class Factoring(Contract):
         eligible = sum(a.face for a in assets if self.eligible(ctx, a))
         # Rounded down: the advance a rate allows is never more than the rate says.
         capacity = min(pool.credit_line, eligible * pool.advance_rate_bps // 10_000)
+        private = isinstance(pool.terms, str)  # its capacity is the members' to compute
         return {
             **pool.to_value(),
             "assets": assets,
             "in_pool": sum(a.face for a in assets),
             "eligible": eligible,
-            "capacity": capacity,
-            "headroom": max(0, capacity - pool.advanced),
+            "capacity": None if private else capacity,
+            "headroom": None if private else max(0, capacity - pool.advanced),
         }
 
     @staticmethod
@@ -300,6 +392,8 @@ class Factoring(Contract):
     def draw(self, ctx: Context, args: AmountArgs) -> dict[str, int]:
         """The seller draws an advance within the pool's headroom; the factor pays in its own token."""
         pool = self.seller_of(ctx, args.pool, open_only=True)
+        if isinstance(pool.terms, str):
+            ctx.fail(ScfCode.OVER_ADVANCE, f"pool {pool.id} is on private terms: draw with draw_private")
         pos = self.position(ctx, pool)
         if pool.advanced + args.amount > pos["capacity"]:
             ctx.fail(
@@ -331,10 +425,15 @@ class Factoring(Contract):
             ctx.fail(
                 ScfCode.NOT_ELIGIBLE, f"voucher {args.voucher} is due, frozen or settled: it stays until collected"
             )
+        if isinstance(pool.terms, str) and pool.advanced > 0:
+            ctx.fail(
+                ScfCode.OVER_ADVANCE,
+                f"pool {pool.id} is on private terms: a voucher leaves it only while nothing is advanced",
+            )
         ctx.delete(f"a/{pool.id}/{args.voucher}")
         pool = pool.replace(assets_in=pool.assets_in - 1)
         pos = self.position(ctx, pool)
-        if pool.advanced > pos["capacity"]:
+        if pool.advanced > 0 and pool.advanced > pos["capacity"]:
             ctx.fail(
                 ScfCode.OVER_ADVANCE,
                 f"without {args.voucher} the pool covers {pos['capacity']}, less than the {pool.advanced} advanced",
@@ -392,6 +491,68 @@ class Factoring(Contract):
             ctx.fail(ScfCode.NOT_ACTIVE, f"pool {pool.id} is already closed")
         self.save(ctx, pool.replace(status="closed"))
         ctx.emit("closed", {"pool": pool.id})
+
+    @transaction
+    def open_private(self, ctx: Context, args: OpenPrivateArgs) -> dict[str, Any]:
+        """Signed by the seller and the factor (a bank), endorsed by their peers: a pool whose advance rate,
+        credit line and fees are private terms (collection ``terms``); the public pool shows the commitment."""
+        require_bank(ctx, args.factor)
+        ctx.require_party(args.factor, code=ScfCode.NOT_PARTY)
+        ctx.require_party(args.seller, code=ScfCode.NOT_PARTY)
+        if args.seller == args.factor:
+            ctx.fail(Code.INVALID_ARGUMENT, "the seller cannot be its own factor")
+        if args.private.collection != POOL_TERMS.name:
+            ctx.fail(PrivacyCode.UNKNOWN_COLLECTION, "private pool terms go to collection 'terms'")
+        if ctx.exists(f"~pvt/terms/{args.private.key}"):
+            ctx.fail(Code.ALREADY_EXISTS, f"pool terms {args.private.key} are already committed")
+        require_endorsements(ctx, "open_private", args, args.endorsements, [args.seller, args.factor])
+        pid = new_id(ctx, "P", "p/{}")
+        pool = Pool(
+            id=pid,
+            seller=args.seller,
+            factor=args.factor,
+            token=args.factor,
+            advance_rate_bps=0,
+            credit_line=0,
+            advanced=0,
+            collected=0,
+            assets_in=0,
+            status="open",
+            opened=iso_of(today(ctx)),
+            terms=args.private.key,
+        )
+        self.save(ctx, pool)
+        BY.add(ctx, args.seller, pid, value="seller")
+        BY.add(ctx, args.factor, pid, value="factor")
+        record = put_private(ctx, POOL_TERMS, args.private, [args.seller, args.factor])
+        ctx.emit("opened", {"id": pid, "seller": args.seller, "factor": args.factor, "terms": record["hash"]})
+        return {"pool": pid, "hash": record["hash"], "members": record["members"]}
+
+    @transaction
+    def draw_private(self, ctx: Context, args: DrawPrivateArgs) -> dict[str, int]:
+        """The seller draws on a pool on private terms; the seller's and the factor's peers endorsed that the
+        advance fits the private capacity for the figures ``advanced`` and ``eligible``."""
+        pool = self.seller_of(ctx, args.pool, open_only=True)
+        if not isinstance(pool.terms, str):
+            ctx.fail(Code.INVALID_ARGUMENT, f"pool {pool.id} is on public terms: draw with draw")
+        committed = ctx.get(f"~pvt/terms/{pool.terms}")
+        ref = (args.private.collection, args.private.key, args.private.hash)
+        if not isinstance(committed, dict) or ref != (POOL_TERMS.name, pool.terms, committed.get("hash")):
+            ctx.fail(PrivacyCode.NO_COMMITMENT, f"the draw names other terms than pool {pool.id}'s commitment")
+        require_endorsements(ctx, "draw_private", args, args.endorsements, [pool.seller, pool.factor])
+        eligible = self.position(ctx, pool)["eligible"]
+        # The endorsers checked advanced + amount <= min(line, rate x eligible) on the figures they were shown;
+        # it still holds with at least that eligible balance and at most that advance now (monotone in both).
+        if eligible < args.eligible or pool.advanced > args.advanced:
+            ctx.fail(
+                ScfCode.OVER_ADVANCE,
+                f"the pool changed since the endorsement (eligible {eligible} < {args.eligible} or advanced "
+                f"{pool.advanced} > {args.advanced}): endorse the draw again",
+            )
+        self.pay(ctx, pool.factor, pool.factor, pool.seller, args.amount)
+        self.save(ctx, pool.replace(advanced=pool.advanced + args.amount))
+        ctx.emit("advanced", {"pool": pool.id, "amount": args.amount})
+        return {"advanced": pool.advanced + args.amount}
 
     # ---- read models ------------------------------------------------------------------------------------
     @query
