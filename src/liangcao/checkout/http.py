@@ -110,7 +110,7 @@ def classify(scope: Scope) -> tuple[str, Priority, str | None] | None:
                 Priority.CONFIRM,
                 _merchant_of(parts[2]),
             )
-        if len(parts) == 3:
+        if len(parts) == 3 or (len(parts) == 4 and method == "GET"):  # the order, its offers (checkout page)
             return "query", Priority.QUERY, _merchant_of(parts[2])
     if noun == "wallets":
         if method == "POST":
