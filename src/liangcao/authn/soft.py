@@ -164,6 +164,9 @@ class SoftAuthenticator:
     up: bool = True
     ca: AttestationCA | None = None
     keys: dict[bytes, _Key] = field(default_factory=dict)
+    #: False: the signature counter stays 0, as synced passkeys (iCloud Keychain, Google Password Manager)
+    #: report it; the relying party then skips the clone check, so assertions may be verified in any order.
+    counting: bool = True
 
     def __post_init__(self) -> None:
         if self.attestation == "packed-full" and self.ca is None:
@@ -220,7 +223,8 @@ class SoftAuthenticator:
         for its RP id: ``credential_id`` if given, else the first the options allow."""
         rp_id = str(options["rpId"])
         key = self._pick(rp_id, options, credential_id)
-        key.counter += 1
+        if self.counting:
+            key.counter += 1
         flags = (_FLAG_UV if self.uv else 0) | (_FLAG_UP if self.up else 0)
         client_data = self._client_data("webauthn.get", str(options["challenge"]), origin)
         auth_data = hashlib.sha256(rp_id.encode()).digest() + bytes([flags]) + key.counter.to_bytes(4, "big")
@@ -248,7 +252,9 @@ class SoftAuthenticator:
         copies = {
             k: _Key(v.credential_id, v.rp_id, v.user_handle, v.alg, v.private, v.counter) for k, v in self.keys.items()
         }
-        return SoftAuthenticator(self.alg, self.attestation, self.aaguid, self.uv, self.up, self.ca, copies)
+        return SoftAuthenticator(
+            self.alg, self.attestation, self.aaguid, self.uv, self.up, self.ca, copies, self.counting
+        )
 
     def _pick(self, rp_id: str, options: dict[str, Any], credential_id: bytes | None) -> _Key:
         if credential_id is not None:

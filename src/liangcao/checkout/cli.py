@@ -43,6 +43,9 @@ def start_cmd(
     ] = None,
     rp_id: Annotated[str | None, typer.Option("--rp-id", help="passkey step-up: the relying party id")] = None,
     origin: Annotated[str | None, typer.Option("--origin", help="passkey step-up: the site's origin")] = None,
+    confirm_every_payment: Annotated[
+        bool, typer.Option("--confirm-every-payment", help="step up every payment (needs --rp-id and --origin)")
+    ] = False,
     token_server: Annotated[
         str | None,
         typer.Option("--token-server", help="HOST:PORT of a flow token server: 'cluster' rules are global"),
@@ -103,6 +106,8 @@ def start_cmd(
 
     if (rp_id is None) != (origin is None):
         fail("passkey step-up needs both --rp-id and --origin")
+    if confirm_every_payment and rp_id is None:
+        fail("--confirm-every-payment needs --rp-id and --origin (the relying party that confirms)")
     closers: list[Any] = []
     guards = GuardChain()
     routers: list[Any] = []
@@ -120,6 +125,10 @@ def start_cmd(
             rp = RelyingParty(rp_id, origin, home / "authn")
             closers.append(rp)
             guards.step_up = PasskeyStepUp(rp)
+            if confirm_every_payment:
+                from liangcao.checkout.plugins import ConfirmEveryPayment
+
+                guards.guards.append(ConfirmEveryPayment())
             routers.append(authn_router(rp))
         methods: list[Any] = []
         if credit_db is not None:
@@ -176,9 +185,22 @@ def surge_cmd(
     capacity: Annotated[
         float, typer.Option("--capacity", help="paid orders/s to take as capacity (0: measure it)")
     ] = 0.0,
-    png: Annotated[Path, typer.Option("--png", help="where the picture goes")] = Path("docs/img/checkout-surge.png"),
+    png: Annotated[
+        Path | None,
+        typer.Option(
+            "--png",
+            help="where the picture goes (default docs/img/checkout-surge.png, -confirm.png with confirmation)",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="the last line is one JSON object")] = False,
+    confirm_every_payment: Annotated[
+        bool,
+        typer.Option(
+            "--confirm-every-payment",
+            help="the gateway steps up every payment; the shoppers confirm each with a passkey (ES256)",
+        ),
+    ] = False,
 ) -> None:
     """The midnight surge: open-loop load to 10x capacity, with and without flow control (real processes)."""
     import json
@@ -192,20 +214,30 @@ def surge_cmd(
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # unwind: every run's finally stops its gateway and generators
 
+    if png is None:
+        png = Path("docs/img/checkout-surge-confirm.png" if confirm_every_payment else "docs/img/checkout-surge.png")
     signal.signal(signal.SIGTERM, on_term)
     say = err.print if as_json else console.print
     cap = (capacity, capacity / surge.PAY_SHARE) if capacity > 0 else None
     try:
         result = surge.run_surge(
-            seconds=seconds, workers=workers, timeout_s=timeout_s, seed=seed, png=png, capacity=cap, say=say
+            seconds=seconds,
+            workers=workers,
+            timeout_s=timeout_s,
+            seed=seed,
+            png=png,
+            capacity=cap,
+            say=say,
+            confirm=confirm_every_payment,
         )
     except KeyboardInterrupt:
         fail("interrupted: every process of the run was stopped", 130)
     except (RuntimeError, TimeoutError, OSError) as exc:
         fail(str(exc))
     w, n = result["with_flow"], result["without_flow"]
+    confirmed = " (every payment confirmed with a passkey)" if confirm_every_payment else ""
     say(
-        f"capacity {result['capacity_per_s']:,.0f} paid/s; at 10x with flow control: goodput "
+        f"capacity {result['capacity_per_s']:,.0f} paid/s{confirmed}; at 10x with flow control: goodput "
         f"{w['goodput_ratio']:.2f} of capacity, priority p99 {w['p99_ms_priority']:,.1f} ms, shed p99 "
         f"{w['shed_p99_ms']:,.1f} ms; without: goodput {n['goodput_ratio']:.2f}, {n['timeouts_at_10x']:,} timeouts "
         f"({result['cores']} cores, gateway peak RSS {result['gateway_peak_rss_mb']:,.0f} MiB, the generators sent "

@@ -2,6 +2,7 @@
 
 * :func:`risk_guard`: ``liangcao.risk.RiskEngine.decide`` as a :class:`~liangcao.checkout.guards.PayGuard`;
   the decision (action, reasons, rule set and model versions) is kept on the order.
+* :class:`ConfirmEveryPayment`: a guard that steps up every payment (the gateway's "always confirm" switch).
 * :class:`PasskeyStepUp`: ``liangcao.authn.RelyingParty`` confirms a payment the risk engine stepped up,
   with a challenge bound to the order id, the payee (merchant), the amount and the currency.
 * :class:`InstallmentsMethod`: ``liangcao.credit.CreditService`` as a payment method. The hold comes from the
@@ -18,7 +19,7 @@ from typing import Any
 
 from liangcao.checkout import money
 from liangcao.checkout.codes import CheckoutCode, CheckoutError
-from liangcao.checkout.guards import PayAttempt, RiskGuard
+from liangcao.checkout.guards import PayAttempt, RiskGuard, Verdict
 from liangcao.errors import LiangcaoError
 
 
@@ -46,6 +47,17 @@ def risk_guard(engine: Any) -> RiskGuard:
                 raise CheckoutError(CheckoutCode.BAD_REQUEST, f"risk engine: {exc.message}") from None
 
     return _Guard(engine, to_payment)
+
+
+class ConfirmEveryPayment:
+    """A guard that steps up every payment (``liangcao checkout start --confirm-every-payment``): the
+    strictest policy, each payment confirmed with a passkey whatever the amount or the risk."""
+
+    name = "confirm"
+    _verdict = Verdict("step_up", ("CONFIRM_EVERY_PAYMENT",), int(CheckoutCode.STEP_UP_REQUIRED))
+
+    def check(self, attempt: PayAttempt) -> Verdict:
+        return self._verdict
 
 
 class PasskeyStepUp:

@@ -20,12 +20,22 @@ Theory of operation.
   the highest paid orders/s at which every payment was answered and the payments' p99 stayed under
   100 ms. Then two runs: calm evening (0.3x), a ramp, **midnight at 10x** capacity, and after; once with
   flow control and once without. Goodput is paid orders answered 200 within the timeout.
+* **Confirmation on every payment** (``confirm=True``, ``--confirm-every-payment``): the gateway runs with a
+  relying party (``--rp-id/--origin``) and ``--confirm-every-payment`` (a guard that steps up every pay).
+  Each shopper's passkey (a ``SoftAuthenticator``, ES256, counter 0 as synced passkeys report it) is
+  registered in the gateway's relying-party store before the gateway starts, through the relying party's
+  own ceremony (``registration_options`` + ``register``, verified as a browser's would be); the load generator
+  owning the shopper keeps the private key. A pay is answered ``401 STEP_UP_REQUIRED`` with a challenge; the
+  generator signs ``challenge.publicKey`` and pays again with the same idempotency key and
+  ``{"step_up": {...}}``. A payment's latency runs from its scheduled time to the final answer (both round
+  trips); the generator's signing time is in it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import multiprocessing as mp
 import os
@@ -60,6 +70,9 @@ orders_prepared_max = 400_000
 capacity_steps_max = 12
 capacity_ladder_start_per_s = 50.0
 capacity_ladder_factor = 1.4
+#: The relying party of a run with confirmation on every payment.
+CONFIRM_RP_ID = "localhost"
+CONFIRM_ORIGIN = "http://localhost:8290"
 
 
 def _hist() -> HdrHistogram:
@@ -141,7 +154,14 @@ class _Client:
             c.writer.close()
 
     async def request(self, method: str, path: str, body: bytes, key: str | None, deadline: float) -> tuple[int, bool]:
-        """(status, shed) of one request; raises TimeoutError after ``deadline`` (monotonic: the loop's time).
+        """(status, shed) of one request; raises TimeoutError after ``deadline`` (monotonic: the loop's time)."""
+        status, shed, _ = await self.exchange(method, path, body, key, deadline)
+        return status, shed
+
+    async def exchange(
+        self, method: str, path: str, body: bytes, key: str | None, deadline: float
+    ) -> tuple[int, bool, bytes]:
+        """(status, shed, answer body) of one request; raises TimeoutError after ``deadline``.
 
         One ``asyncio.timeout_at`` around the whole exchange (no ``wait_for``, which costs a task each)."""
         head = f"{method} {path} HTTP/1.1\r\nhost: gw\r\ncontent-length: {len(body)}\r\n"
@@ -154,7 +174,7 @@ class _Client:
                 c = await self.acquire()
                 try:
                     c.writer.write(head.encode() + b"\r\n" + body)
-                    status, shed = await self._read(c)
+                    status, shed, answer = await self._read(c)
                     break
                 except (_Closed, ConnectionResetError, BrokenPipeError):
                     # The gateway closed this kept-alive connection while it was idle (idle_s_max) before it
@@ -166,10 +186,10 @@ class _Client:
                     self.discard(c)
                     raise
         self.release(c)
-        return status, shed
+        return status, shed, answer
 
     @staticmethod
-    async def _read(c: _Conn) -> tuple[int, bool]:
+    async def _read(c: _Conn) -> tuple[int, bool, bytes]:
         line = await c.reader.readline()
         if not line:
             raise _Closed("closed")
@@ -186,9 +206,8 @@ class _Client:
                 length = int(value)
             elif name == b"x-retry-after-ms":
                 shed = True
-        if length:
-            await c.reader.readexactly(length)
-        return status, shed
+        answer = await c.reader.readexactly(length) if length else b""
+        return status, shed, answer
 
 
 @dataclass
@@ -205,6 +224,8 @@ class WorkerPlan:
     confirm_orders: list[str]
     query_orders: list[str]
     connections: int
+    #: order to pay -> its shopper's authenticator (confirmation on every payment); None: no confirmation
+    devices: dict[str, Any] | None = None
 
 
 def _pick_merchant(rng: random.Random) -> str:
@@ -220,6 +241,7 @@ async def _worker_async(plan: WorkerPlan) -> dict[str, Any]:
     hists: dict[str, HdrHistogram] = {}  # "phase:kind:outcome" and "s<second>:prio"
     lag = _hist()
     pay_pool = list(plan.pay_orders)
+    step_ups = 0  # 401 challenges answered with a signature
     confirm_pool = list(plan.confirm_orders)
     tasks: set[asyncio.Task[None]] = set()
     mono0 = time.monotonic() + (plan.start_wall - time.time())
@@ -231,6 +253,20 @@ async def _worker_async(plan: WorkerPlan) -> dict[str, Any]:
         if h is None:
             h = hists[name] = _hist()
         h.record_value(max(1, min(us, LAT_MAX_US)))
+
+    async def pay_confirmed(order: str, path: str, key: str, deadline: float) -> tuple[int, bool]:
+        """Pay; answer a STEP_UP_REQUIRED with the shopper's passkey and pay again (same idempotency key)."""
+        nonlocal step_ups
+        assert plan.devices is not None
+        status, shed, answer = await client.exchange("POST", path, b"", key, deadline)
+        if status != 401 or shed:
+            return status, shed
+        challenge = json.loads(answer)["detail"]["challenge"]
+        credential = plan.devices[order].get(challenge["publicKey"], CONFIRM_ORIGIN)
+        body = json.dumps({"step_up": {"challenge_id": challenge["challenge_id"], "credential": credential}})
+        step_ups += 1
+        status, shed, _ = await client.exchange("POST", path, body.encode(), key, deadline)
+        return status, shed
 
     async def one(kind: str, t: float, phase: str) -> None:
         sec = int(t)
@@ -261,7 +297,10 @@ async def _worker_async(plan: WorkerPlan) -> dict[str, Any]:
         deadline = mono0 + t + plan.timeout_s
         sent_at = time.monotonic()
         try:
-            status, shed = await client.request(method, path, body, key, deadline)
+            if kind == "pay" and plan.devices is not None and order is not None and key is not None:
+                status, shed = await pay_confirmed(order, path, key, deadline)
+            else:
+                status, shed = await client.request(method, path, body, key, deadline)
         except (TimeoutError, OSError, ConnectionError, ValueError, IndexError):
             row[4] += 1
             record(f"{phase}:{kind}:timeout", int(plan.timeout_s * 1e6))
@@ -312,6 +351,7 @@ async def _worker_async(plan: WorkerPlan) -> dict[str, Any]:
         "stats": stats,
         "hists": {k: h.encode() for k, h in hists.items()},
         "lag": lag.encode(),
+        "step_ups": step_ups,
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -333,7 +373,7 @@ def _worker(plan: WorkerPlan, out: Any) -> None:
 class Gateway:
     """One ``liangcao checkout start`` process; stopped (and killed if need be) by :meth:`stop`."""
 
-    def __init__(self, home: Path, *, flow: bool, rules: Path | None = None) -> None:
+    def __init__(self, home: Path, *, flow: bool, rules: Path | None = None, confirm: bool = False) -> None:
         from liangcao.procs import free_port
 
         self.home = home
@@ -343,6 +383,8 @@ class Gateway:
             cmd.append("--no-flow")
         if rules is not None:
             cmd += ["--rules", str(rules)]
+        if confirm:
+            cmd += ["--rp-id", CONFIRM_RP_ID, "--origin", CONFIRM_ORIGIN, "--confirm-every-payment"]
         from liangcao.procs import die_with_parent
 
         self.log = open(home / "gateway.log", "ab")  # noqa: SIM115 (closed in stop)
@@ -376,8 +418,11 @@ class Gateway:
         self.log.close()
 
 
-def prepare(home: Path, pay_orders: int, confirm_orders: int, seed: int) -> tuple[list[str], list[str]]:
-    """Orders to pay and paid orders to confirm, made in the gateway's folder before it starts."""
+def prepare(
+    home: Path, pay_orders: int, confirm_orders: int, seed: int, buyer_of: dict[str, str] | None = None
+) -> tuple[list[str], list[str]]:
+    """Orders to pay and paid orders to confirm, made in the gateway's folder before it starts (``buyer_of``,
+    if given, gets each order's buyer)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from liangcao.checkout.service import Checkout
@@ -391,8 +436,11 @@ def prepare(home: Path, pay_orders: int, confirm_orders: int, seed: int) -> tupl
             co.topup(f"setup-{b}", b, 10**9)
         made: list[str] = []
         for i in range(pay_orders + confirm_orders):
-            r = co.create_order(f"setup-o{i}", rng.choice(BUYERS), _pick_merchant(rng), rng.randint(100, 50_000))
+            buyer = rng.choice(BUYERS)
+            r = co.create_order(f"setup-o{i}", buyer, _pick_merchant(rng), rng.randint(100, 50_000))
             made.append(r.body["id"])
+            if buyer_of is not None:
+                buyer_of[r.body["id"]] = buyer
         to_pay, to_confirm = made[:pay_orders], made[pay_orders:]
         with ThreadPoolExecutor(32) as pool:  # concurrent: the batcher gathers them into few batches
             list(pool.map(lambda o: co.pay(f"setup-pay-{o}", o), to_confirm))
@@ -402,6 +450,23 @@ def prepare(home: Path, pay_orders: int, confirm_orders: int, seed: int) -> tupl
         engine.close()
 
 
+def register_devices(home: Path, buyers: list[str]) -> dict[str, Any]:
+    """Each shopper's passkey, registered in the gateway's relying-party store (``home/authn``) before it
+    starts, through the relying party's own registration ceremony. The store is written with
+    ``synchronous=NORMAL`` here (no fsync per commit): this is the run's setup, not what is measured (the
+    gateway opens it as deployed, FULL)."""
+    from liangcao.authn import RelyingParty, SoftAuthenticator
+
+    devices: dict[str, Any] = {}
+    with RelyingParty(CONFIRM_RP_ID, CONFIRM_ORIGIN, home / "authn", synchronous="NORMAL") as rp:
+        for b in buyers:
+            dev = SoftAuthenticator(counting=False)
+            opts = rp.registration_options(b, "phone")
+            rp.register(b, opts["ceremony_id"], dev.create(opts["publicKey"], CONFIRM_ORIGIN))
+            devices[b] = dev
+    return devices
+
+
 @dataclass
 class RunResult:
     stats: dict[str, list[int]] = field(default_factory=dict)
@@ -409,6 +474,7 @@ class RunResult:
     lag: HdrHistogram = field(default_factory=_hist)
     gateway_rss_mb: float = 0.0
     workers_rss_mb: float = 0.0
+    step_ups: int = 0
 
     def merge(self, part: dict[str, Any]) -> None:
         for k, row in part["stats"].items():
@@ -422,6 +488,7 @@ class RunResult:
             h.decode_and_add(enc)
         self.lag.decode_and_add(part["lag"])
         self.workers_rss_mb += part["rss_mb"]
+        self.step_ups += part.get("step_ups", 0)
 
     def count(self, kind: str, col: int, seconds: range) -> int:
         return sum(self.stats.get(f"{s}:{kind}", [0] * 6)[col] for s in seconds)
@@ -444,6 +511,7 @@ def run_load(
     seed: int,
     root: Path,
     stop: Callable[[], bool] = lambda: False,
+    confirm: bool = False,
 ) -> RunResult:
     """One run: prepare a fresh gateway folder, start the gateway, drive the schedule, stop everything."""
     total_s = sum(p.seconds for p in phases)
@@ -452,8 +520,16 @@ def run_load(
     pays = min(orders_prepared_max, int(expected * PAY_SHARE * (0.45 if flow else 0.8)) + 500)
     confirms = min(orders_prepared_max, int(expected * dict(MIX)["confirm"] * 0.5) + 200)
     home = Path(tempfile.mkdtemp(prefix="surge-", dir=root))
-    to_pay, to_confirm = prepare(home, pays, confirms, seed)
-    gw = Gateway(home, flow=flow)
+    buyer_of: dict[str, str] = {}
+    to_pay, to_confirm = prepare(home, pays, confirms, seed, buyer_of)
+    devices: dict[str, Any] = {}
+    shares: list[list[str]] = [to_pay[i::workers] for i in range(workers)]
+    if confirm:
+        devices = register_devices(home, BUYERS)
+        # A shopper's orders are paid by the one generator that holds the shopper's phone.
+        owner = {b: i % workers for i, b in enumerate(BUYERS)}
+        shares = [[o for o in to_pay if owner[buyer_of[o]] == i] for i in range(workers)]
+    gw = Gateway(home, flow=flow, confirm=confirm)
     procs: list[Any] = []
     result = RunResult()
     try:
@@ -473,10 +549,11 @@ def run_load(
                 start_wall,
                 timeout_s,
                 seed * 1000 + i,
-                to_pay[i::workers],
+                shares[i],
                 to_confirm[i::workers],
                 (to_pay + to_confirm)[i::workers] or to_pay,
                 per,
+                {o: devices[buyer_of[o]] for o in shares[i]} if confirm else None,
             )
             p = ctx.Process(target=_worker, args=(plan, out), daemon=True)
             p.start()
@@ -509,7 +586,14 @@ def run_load(
 
 
 def find_capacity(
-    *, workers: int, timeout_s: float, seed: int, root: Path, step_s: float, say: Callable[[str], None]
+    *,
+    workers: int,
+    timeout_s: float,
+    seed: int,
+    root: Path,
+    step_s: float,
+    say: Callable[[str], None],
+    confirm: bool = False,
 ) -> tuple[float, float, list[dict[str, float]]]:
     """(paid orders/s, offered requests/s) at the highest step of a rising ladder (flow control off) whose
     payments were all answered with p99 under 100 ms; and every step's figures."""
@@ -518,7 +602,14 @@ def find_capacity(
     phases = [Phase("warm", 2.0, rates[0] / 2, rates[0] / 2)]
     phases += [Phase(f"c{i}", step_s, r, r) for i, r in enumerate(rates)]
     res = run_load(
-        flow=False, phases=phases, base_per_s=1.0, workers=workers, timeout_s=timeout_s, seed=seed, root=root
+        flow=False,
+        phases=phases,
+        base_per_s=1.0,
+        workers=workers,
+        timeout_s=timeout_s,
+        seed=seed,
+        root=root,
+        confirm=confirm,
     )
     steps: list[dict[str, float]] = []
     best = (0.0, 0.0)
@@ -561,6 +652,7 @@ def run_surge(
     png: Path | None,
     capacity: tuple[float, float] | None,
     say: Callable[[str], None],
+    confirm: bool = False,
 ) -> dict[str, Any]:
     """Measure capacity, then the surge with and without flow control; the figures (and the picture)."""
     root = Path(tempfile.mkdtemp(prefix="liangcao-surge-"))
@@ -570,7 +662,7 @@ def run_surge(
         if capacity is None:
             say("capacity (flow control off, rising open-loop steps):")
             paid_cap, offered_cap, steps = find_capacity(
-                workers=workers, timeout_s=timeout_s, seed=seed, root=root, step_s=2.5, say=say
+                workers=workers, timeout_s=timeout_s, seed=seed, root=root, step_s=2.5, say=say, confirm=confirm
             )
         else:
             paid_cap, offered_cap = capacity
@@ -589,6 +681,7 @@ def run_surge(
                 timeout_s=timeout_s,
                 seed=seed + (1 if flow else 2),
                 root=root,
+                confirm=confirm,
             )
         with_flow = summarize(runs["with flow control"], phases, paid_cap)
         no_flow = summarize(runs["without flow control"], phases, paid_cap)
@@ -614,6 +707,8 @@ def run_surge(
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "gateway_peak_rss_mb": max(r.gateway_rss_mb for r in runs.values()),
             "children_peak_rss_mb": round(children, 1),
+            "confirm_every_payment": confirm,
+            "step_ups": {name: r.step_ups for name, r in runs.items()},
             "png": str(png) if png else None,
             "seconds": round(time.monotonic() - t0, 1),
         }
