@@ -28,6 +28,16 @@ and records the payment (``record_payout``), exactly once. Premiums travel the s
 ``record_premium``). Claims from accounts that share a device or an address with too many others are held
 (``claim_held``) until the insurer reviews them (``review``).
 
+A premium agreed between a platform and an insurer outside the published rule is bought with
+``buy_private`` (one product): the premium ``{platform, insurer, product, order, sku, premium}`` goes to the
+private collection ``premiums`` (members: the platform and the insurer; no regulator by this collection's
+policy), the policy records ``premium = 0`` and ``premium_terms`` (the commitment's key), and neither the
+premium book (``Capital.premiums_due``, ``pdue/...``) nor the ``policy_bought`` event holds the amount. The
+insurer's and the platform's peers endorse it (:func:`check_premium`: the value names this sale and a
+premium of 1..money_fen_max). The exposure is public as for every policy: ``reserved + owed <= pledged`` is
+still checked by every peer. The premium is collected through the payments core as before (its amount is
+in the private value).
+
 State (``cover/...``)::
 
     prod/<id>                         Product
@@ -47,7 +57,7 @@ from __future__ import annotations
 
 import hashlib
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
@@ -56,6 +66,14 @@ from liangcao.apps.cover import rules
 from liangcao.apps.cover.rules import DAY_MS, CoverCode
 from liangcao.codes import Code
 from liangcao.contracts.base import Args, Context, Contract, Record, Signer, query, transaction
+from liangcao.contracts.private import (
+    Collection,
+    Endorsements,
+    PrivacyCode,
+    PrivateRef,
+    put_private,
+    require_endorsements,
+)
 from liangcao.domain import Money, OrgId, org_of
 from liangcao.errors import InvariantViolation
 from liangcao.trace.depth import check_json
@@ -136,6 +154,8 @@ class Policy(Record):
     status: str  # active | held | approved | paid | rejected | expired
     premium_transfer: str
     tx: str
+    # a premium agreed privately (``buy_private``): the key of its commitment; ``premium`` is then 0
+    premium_terms: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class Claim(Record):
@@ -213,6 +233,33 @@ class BuyArgs(Args):
     device: Text  # the device the order came from (the platform's pseudonymous id)
 
 
+class BuyPrivateArgs(BuyArgs):
+    platform: OrgId
+    insurer: OrgId
+    private: PrivateRef
+    endorsements: Endorsements
+
+
+PREMIUM_FIELDS = frozenset({"platform", "insurer", "product", "order", "sku", "premium"})
+
+
+def check_premium(value: Any, args: Any) -> str:
+    """ "" if ``value`` is a premium for the sale ``args`` of ``buy_private`` names, else why not."""
+    if not isinstance(value, dict) or set(value) != PREMIUM_FIELDS:
+        return f"a private premium is an object with exactly {sorted(PREMIUM_FIELDS)}"
+    products = args.get("products")
+    sale = (args.get("platform"), args.get("insurer"), products[0] if products else None, args.get("order"),
+            args.get("sku"))  # fmt: skip
+    if (value["platform"], value["insurer"], value["product"], value["order"], value["sku"]) != sale:
+        return "the premium names another platform, insurer, product, order or SKU than the purchase"
+    if type(value["premium"]) is not int or not 1 <= value["premium"] <= limits.money_fen_max:
+        return f"premium must be an integer of 1..{limits.money_fen_max} fen"
+    return ""
+
+
+PREMIUMS = Collection("premiums", check=check_premium, endorse=True)
+
+
 class PriceArgs(Args):
     sku: Sku
     price: Money
@@ -287,6 +334,7 @@ def _bare(value: Any, prefixes: tuple[str, ...]) -> str:
 
 class Cover(Contract):
     name = "cover"
+    collections: ClassVar[dict[str, Collection]] = {"premiums": PREMIUMS}
 
     # ---- parties and records ------------------------------------------------------------------------------
     def _insurer(self, ctx: Context, org: str = "") -> Signer:
@@ -401,6 +449,30 @@ class Cover(Contract):
 
         Each policy reserves its exposure against its insurer's pledged capital (``OVER_CAPITAL`` if that
         would take reserves above it)."""
+        return self._buy(ctx, a, None)
+
+    @transaction
+    def buy_private(self, ctx: Context, a: BuyPrivateArgs) -> list[Policy]:
+        """The platform buys one policy at a premium agreed privately with the insurer (collection
+        ``premiums``), endorsed by both organisations' peers; the exposure is reserved publicly as in ``buy``."""
+        platform = self._platform(ctx).org
+        if len(a.products) != 1:
+            ctx.fail(Code.INVALID_ARGUMENT, "a private premium covers one product: buy_private names one")
+        product = ctx.load(Product, f"prod/{a.products[0]}")
+        if product is None:
+            ctx.fail(Code.NOT_FOUND, f"no product {a.products[0]}")
+        if (a.platform, a.insurer) != (platform, product.insurer):
+            ctx.fail(Code.INVALID_ARGUMENT, f"the sale is by {platform} of {product.insurer}'s product")
+        if a.private.collection != PREMIUMS.name:
+            ctx.fail(PrivacyCode.UNKNOWN_COLLECTION, "private premiums go to collection 'premiums'")
+        if ctx.exists(f"~pvt/premiums/{a.private.key}"):
+            ctx.fail(Code.ALREADY_EXISTS, f"premium {a.private.key} is already committed")
+        require_endorsements(ctx, "buy_private", a, a.endorsements, [platform, product.insurer])
+        out = self._buy(ctx, a, a.private)
+        put_private(ctx, PREMIUMS, a.private, [platform, product.insurer])
+        return out
+
+    def _buy(self, ctx: Context, a: BuyArgs, private: PrivateRef | None) -> list[Policy]:
         platform = self._platform(ctx).org
         if len(set(a.products)) != len(a.products):
             ctx.fail(Code.INVALID_ARGUMENT, "a product is named twice")
@@ -432,7 +504,9 @@ class Cover(Contract):
                 shopper.policies,
                 shopper.claims,
             )
-            if premium < 1:  # a rate-only rule rounds to 0 on a cheap order: free cover, capital reserved for nothing
+            if private is not None:  # agreed privately: the amount stays out of the public premium book
+                premium = 0
+            elif premium < 1:  # a rate-only rule rounds to 0 on a cheap order: free cover, capital reserved for nothing
                 ctx.fail(CoverCode.BAD_RULE, f"{pid} gives no premium for a price of {a.price_paid} fen")
             if premium > limits.money_fen_max:  # a loaded premium is still one amount of money
                 ctx.fail(Code.LIMIT_EXCEEDED, f"the premium of {pid} would be {premium} fen, above money_fen_max")
@@ -470,10 +544,12 @@ class Cover(Contract):
                 status="active",
                 premium_transfer="",
                 tx=ctx.tx_id,
+                premium_terms=msgspec.UNSET if private is None else private.key,
             )
             ctx.save(f"pol/{policy.id}", policy)
             ctx.put(f"bound/{bound}/{pid}", policy.id)
-            ctx.put(f"pdue/{product.insurer}/{policy.id}", premium)
+            if private is None:
+                ctx.put(f"pdue/{product.insurer}/{policy.id}", premium)
             if product.kind == "return_shipping":
                 shopper = shopper.replace(policies=shopper.policies + 1)
             ctx.emit(
@@ -484,7 +560,7 @@ class Cover(Contract):
                     "platform": platform,
                     "shopper": a.shopper,
                     "kind": policy.kind,
-                    "premium": premium,
+                    **({"premium": premium} if private is None else {"premium_terms": private.hash}),
                     "exposure": exposure,
                     "transfer": rules.transfer_id("premium", policy.id),
                 },
@@ -894,7 +970,8 @@ class Cover(Contract):
                 "paid_tx": claim.paid_tx,
             },
             "premium": {
-                "amount": pol.premium,
+                "amount": None if isinstance(pol.premium_terms, str) else pol.premium,  # private: the members'
+                **({"private": pol.premium_terms} if isinstance(pol.premium_terms, str) else {}),
                 "transfer": pol.premium_transfer or rules.transfer_id("premium", pol.id),
                 "collected": bool(pol.premium_transfer),
             },
