@@ -31,12 +31,20 @@ from liangcao.risk.codes import RiskError
 from liangcao.risk.engine import ManualClock, RiskConfig, RiskEngine
 from liangcao.risk.features import MODEL_KEYS, model_input
 from liangcao.risk.model import scorer
-from liangcao.risk.rules import StepUpCap
+from liangcao.risk.rules import RuleSet, StepUpCap
 from liangcao.risk.world import HOUR_MS, MINUTE_MS, Event, World
 
 #: The false-positive rate at which recall is read.
 FPR = 0.01
 BUCKET_MS = 2 * HOUR_MS
+#: Idle learning starts a label only with at least this much time before the next payment is due (the start;
+#: then the running average of what a label has cost).
+IDLE_LEARN_GAP_S = 0.00005
+#: Past this many queued labels the paced loop learns one after every payment (no idle time left for long):
+#: a burst of labels (after the shift: ~500 beyond what idle time learns) waits in the queue instead.
+LABEL_BACKLOG_MAX = 2000
+#: The paced loop learns one label after every LEARN_EVERY-th decision whatever the idle time.
+LEARN_EVERY = 4
 
 
 def replay_config() -> RiskConfig:
@@ -87,12 +95,14 @@ def run(
     feedback: list[tuple[int, int, str, bool]] = []  # (time, seq, payment id, fraud): step-up answers
     frozen: Callable[[dict[str, float]], float] | None = None
     frozen_cap = StepUpCap()
+    later: list[tuple[int, Any, RuleSet]] = []  # (index, features, rules) of payments the frozen model scores
     paced = rate is not None
     interval = 1.0 / rate if rate else 0.0
     perf = time.perf_counter
     cpu_now = time.thread_time_ns
     n_pay = 0
     waiting_ns = 0
+    label_cost = IDLE_LEARN_GAP_S
     gc_started = [0.0]
 
     def on_gc(phase: str, _info: dict[str, Any]) -> None:
@@ -125,16 +135,22 @@ def run(
                 p = e.payment
                 if paced:
                     due = began + n_pay * interval
-                    # Idle: learn a few labels at a time, and only when the payment is not about to be due (a
-                    # label costs ~30 us, a publication ~1 ms: none is started right on the deadline).
+                    # Idle: learn one label at a time while the payment is not about to be due (a label costs
+                    # ~30 us, ~100 us with a challenger beside the champion; a publication 1-5 ms): the time
+                    # left is looked at before each label, so learning never starts right on the deadline.
                     idle_began = cpu_now()
                     learning_ns = 0
                     while (gap := due - perf()) > 0:
-                        if gap >= 0.0004:
+                        if gap >= label_cost:
+                            w0 = perf()
                             l0 = cpu_now()
-                            learned = engine.learn(4)
+                            learned = engine.learn(1)
                             learning_ns += cpu_now() - l0
                             if learned:
+                                # What a label costs now (a challenger doubles it): a running average, so
+                                # that the next one starts only if it is likely to end before the deadline.
+                                # A publication (1-5 ms) is clipped: it is rare, and must not stop idle learning.
+                                label_cost += (min(perf() - w0, 0.75 * interval) - label_cost) / 16
                                 continue
                             gap = due - perf()
                         if gap > 0.0005:
@@ -147,13 +163,23 @@ def run(
                     out.decide_cpu_ns.append(cpu_now() - c0)
                     out.service_us.append(int((t1 - t0) * 1e6))
                     out.latency_us.append(int((t1 - due) * 1e6))
-                    # Learning keeps pace even when no time is idle: one label per payment at least (labels
-                    # come at about a third of a label per payment), after the decision has returned.
-                    engine.learn(1)
+                    # Learning is mostly off the decision path: labels wait in the engine's queue for idle
+                    # time. After the decision has returned, the loop learns one label only every
+                    # LEARN_EVERY payments (learning keeps going on a host with no idle time: labels come at
+                    # about a third of a label per payment), or after every payment once the backlog passes
+                    # LABEL_BACKLOG_MAX. After the shift labels come in bursts (step-up answers, maturing
+                    # sale traffic; ~100 us each with a challenger beside the champion) and learning one after
+                    # every payment, as before, pushed the loop past 200 us a payment for 0.5 s: the tail.
+                    if n_pay % LEARN_EVERY == 0 or len(engine.queue) > LABEL_BACKLOG_MAX:
+                        engine.learn(1)
                 else:
                     d = engine.decide(p)
                 n_pay += 1
-                _record(frozen_cap, out, engine, e, d.model_score, d.action, d.features, frozen)
+                _record(out, e, d.model_score, d.action)
+                if frozen is not None:
+                    # The comparison engine is the harness's, not the engine's work: scored after the run, in the
+                    # same order (it never learns, so its scores and step-up cap come out the same).
+                    later.append((len(out.t) - 1, d.features, engine.rules))
                 if d.action == "step_up":
                     heapq.heappush(feedback, (clock.ms + MINUTE_MS, n_pay, p.payment_id, e.fraud))
             elif e.kind == "label":
@@ -167,6 +193,8 @@ def run(
         out.cpu_s = time.process_time() - cpu_began - waiting_ns / 1e9
         engine.learn()
         out.status = engine.status()
+        if frozen is not None:
+            _score_frozen(out, later, frozen, frozen_cap)
     finally:
         gc.callbacks.remove(on_gc)
         engine.close()
@@ -179,32 +207,31 @@ def _label(engine: RiskEngine, pid: str, fraud: bool, source: str) -> None:
         engine.label(pid, fraud, source=source)
 
 
-def _record(
-    frozen_cap: StepUpCap,
-    out: Replay,
-    engine: RiskEngine,
-    e: Event,
-    score: float,
-    action: str,
-    features: Any,
-    frozen: Callable[[dict[str, float]], float] | None,
-) -> None:
+def _record(out: Replay, e: Event, score: float, action: str) -> None:
     out.t.append(e.time_ms)
     out.fraud.append(e.fraud)
     out.pattern.append(e.pattern)
     out.online.append(score)
     out.online_action.append(action)
-    if frozen is None:
-        out.frozen.append(score)
-        out.frozen_action.append(action)
-    else:
+    # Until the shift the frozen engine is the online one; after it, _score_frozen overwrites these.
+    out.frozen.append(score)
+    out.frozen_action.append(action)
+
+
+def _score_frozen(
+    out: Replay,
+    later: list[tuple[int, Any, RuleSet]],
+    frozen: Callable[[dict[str, float]], float],
+    frozen_cap: StepUpCap,
+) -> None:
+    """The frozen engine's scores and actions for the payments after the shift, in decision order."""
+    for i, features, rules in later:
         fs = frozen(model_input(features))
-        out.frozen.append(fs)
+        out.frozen[i] = fs
         # The frozen engine has its own step-up cap, over its own scores.
-        rules = engine.rules
         v = rules.evaluate(features, fs, True, frozen_cap.threshold(rules.step_up_share_max))
         frozen_cap.add(v.score, rules.step_up_share_max)
-        out.frozen_action.append(v.action)
+        out.frozen_action[i] = v.action
 
 
 def series(r: Replay, bucket_ms: int = BUCKET_MS) -> dict[str, list[float]]:
