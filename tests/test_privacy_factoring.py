@@ -207,3 +207,58 @@ def test_on_a_node_members_read_outsiders_see_the_hash(node: Node, net: Consorti
     assert r.exit_code != 0 and "do not hash" in r.output, r.output
     for f in tmp_path.glob("org1.sqlite"):  # the shared store (not the private one) holds no term
         assert str(LINE).encode() not in f.read_bytes()
+
+
+# ---- through the HTTP API of a served node (org1, the factor) ----------------------------------------------
+def test_private_pool_through_the_api(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from conftest import Live
+    from liangcao.client import Client, ClientError
+    from liangcao.client.private import PrivateData
+    from liangcao.tokens import WRITE
+    from test_privacy_api import _today
+
+    live = Live(tmp_path_factory.mktemp("pvt-pool") / "net", ["bank", "supplier", "core_enterprise"])
+    try:
+        factor, seller, core = live.signer("org1/admin"), live.signer("org2/admin"), live.signer("org3/admin")
+        peer2 = live.signer("org2/peer0")
+        with Client(live.url, live.home.auth().create("org1/admin", 1, scope=WRITE)) as c:
+            pdata = PrivateData(c)
+
+            def endorse(method: str, args: dict[str, Any], value: Any, salt: bytes) -> dict[str, Any]:
+                mine = pdata.endorse("scf.factoring", method, args, value, salt, ["org2", "org1"])
+                digest = pv.endorsement_digest(c.chain_id, "scf.factoring", method, args)
+                return {**args, "endorsements": [mine, pv.endorse(peer2.key, peer2.cert, digest)]}
+
+            value, salt = pool_terms("org2", "org1", RATE, LINE, FEE), pv.new_salt()
+            ref = {"collection": "terms", "key": "api-pool", "hash": pv.commitment_hash(salt, value)}
+            args = endorse("open_private", {"seller": "org2", "factor": "org1", "private": ref, "endorsements": []},
+                           value, salt)  # fmt: skip
+            receipt = c.call("scf.factoring", "open_private", args, [seller, factor])
+            assert receipt["code"] == 0, receipt
+            pool = receipt["result"]["pool"]
+            assert c.call("scf.tokens", "issue", {"to": "org1", "amount": 10**10}, [factor])["code"] == 0
+            inv = c.call("scf.invoices", "register", {"code": "3100", "number": "91", "seller": "org2",
+                         "buyer": "org3", "amount": 2_000_000, "date": _today(c), "doc_hash": "cd" * 32},
+                         [seller])["result"]["key"]  # fmt: skip
+            issue = {"to": "org2", "face": 2_000_000, "maturity": _today(c, 60), "invoices": [inv],
+                     "settlement_bank": "org1"}  # fmt: skip
+            vid = c.call("scf.vouchers", "issue", issue, [core])["result"]["voucher"]
+            assert c.call("scf.vouchers", "accept", {"voucher": vid}, [seller])["code"] == 0
+            assert c.call("scf.factoring", "assign", {"pool": pool, "vouchers": [vid]}, [seller])["code"] == 0
+            p = c.query("scf.factoring", "pool", {"pool": pool})
+            assert p["eligible"] == 2_000_000 and p["capacity"] is None
+            draw = {"pool": pool, "amount": LINE + 1, "advanced": 0, "eligible": p["eligible"], "private": ref,
+                    "endorsements": []}  # fmt: skip
+            with pytest.raises(ClientError) as info:  # beyond the line: the factor's node does not endorse
+                pdata.endorse("scf.factoring", "draw_private", draw, value, salt, ["org2", "org1"])
+            assert info.value.code == pv.PrivacyCode.CHECK_FAILED
+            receipt = c.call("scf.factoring", "draw_private", endorse("draw_private", {**draw, "amount": LINE},
+                             value, salt), [seller])  # fmt: skip
+            assert receipt["code"] == 0, receipt
+            assert c.query("scf.factoring", "pool", {"pool": pool})["advanced"] == LINE
+            assert pdata.read("scf.factoring", "terms", "api-pool")["value"] == value
+        with Client(live.url, live.home.auth().create("org3/carol", 1)) as c:
+            seen = PrivateData(c).read("scf.factoring", "terms", "api-pool")
+            assert seen["value"] is None and seen["hash"] == ref["hash"] and seen["members"] == ["org1", "org2"]
+    finally:
+        live.stop()
