@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from liangcao.checkout import surge
 from liangcao.checkout.codes import CheckoutCode
@@ -29,7 +30,7 @@ def test_the_gateway_steps_up_every_payment_and_a_registered_passkey_confirms_it
         wrong = devices[buyer_of[to_pay[1]]].get(other.json()["detail"]["challenge"]["publicKey"], surge.CONFIRM_ORIGIN)
         step_up = {"challenge_id": challenge["challenge_id"], "credential": wrong}
         r = httpx.post(f"{base}/{small}/pay", headers={"idempotency-key": "k1"}, json={"step_up": step_up}, timeout=10)
-        assert r.status_code != 200 and r.json()["code"] in (CheckoutCode.STEP_UP_FAILED, CheckoutCode.STEP_UP_REQUIRED)
+        assert r.status_code != 200 and r.json()["code"] == CheckoutCode.STEP_UP_FAILED
         assert httpx.get(f"{base}/{small}", timeout=10).json()["state"] == "created"
         # A fresh challenge signed by the buyer's own passkey pays (same idempotency key).
         r = httpx.post(f"{base}/{small}/pay", headers={"idempotency-key": "k1"}, timeout=10)
@@ -61,3 +62,27 @@ def test_under_load_every_payment_is_confirmed_and_paid(tmp_path: Path) -> None:
     assert sent >= 10 and paid == sent and errors == timeouts == 0
     assert res.step_ups == paid
     assert res.p99_ms(["calm:pay:ok"]) > 0
+
+
+def test_a_synced_passkey_keeps_its_counter_at_zero_and_may_be_verified_in_any_order(tmp_path: Path) -> None:
+    """``SoftAuthenticator(counting=False)``: two assertions signed in one order and verified in the other
+    are both accepted (counter 0: no clone check), where a counting device would raise the clone alarm."""
+    from liangcao.authn import AuthnCode, AuthnError, RelyingParty, SoftAuthenticator
+
+    origin = surge.CONFIRM_ORIGIN
+    with RelyingParty(surge.CONFIRM_RP_ID, origin, tmp_path / "authn") as rp:
+        for counting, ok in ((False, True), (True, False)):
+            shopper = f"s-{counting}"
+            dev = SoftAuthenticator(counting=counting)
+            opts = rp.registration_options(shopper, "phone")
+            rp.register(shopper, opts["ceremony_id"], dev.create(opts["publicKey"], origin))
+            terms = [(f"o{i}-{counting}", "shop", 100 + i, "CNY") for i in range(2)]
+            chs = [rp.payment_challenge(shopper, *t) for t in terms]
+            sigs = [dev.get(c["publicKey"], origin) for c in chs]
+            assert rp.verify_payment(shopper, chs[1]["challenge_id"], sigs[1], *terms[1]).order_id == terms[1][0]
+            if ok:
+                assert rp.verify_payment(shopper, chs[0]["challenge_id"], sigs[0], *terms[0]).sign_count == 0
+            else:
+                with pytest.raises(AuthnError) as info:
+                    rp.verify_payment(shopper, chs[0]["challenge_id"], sigs[0], *terms[0])
+                assert info.value.code == AuthnCode.COUNTER_REGRESSED
