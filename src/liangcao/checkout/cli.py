@@ -59,8 +59,11 @@ def start_cmd(
             "--credit-db", help="offer installments (3, 6, 12 periods) with the credit service's records here"
         ),
     ] = None,
+    installment_fee_payer: Annotated[
+        str, typer.Option("--installment-fee-payer", help="who pays the installment fee: shopper or merchant")
+    ] = "shopper",
 ) -> None:
-    """Run the checkout gateway."""
+    """Run the checkout gateway (the checkout page is at /checkout/{order_id})."""
     import gc
 
     import uvicorn
@@ -104,6 +107,8 @@ def start_cmd(
     from liangcao.checkout.guards import GuardChain
     from liangcao.checkout.plugins import PasskeyStepUp, risk_guard
 
+    if installment_fee_payer not in ("shopper", "merchant"):
+        fail(f"--installment-fee-payer {installment_fee_payer!r}: shopper or merchant")
     if (rp_id is None) != (origin is None):
         fail("passkey step-up needs both --rp-id and --origin")
     if confirm_every_payment and rp_id is None:
@@ -137,7 +142,7 @@ def start_cmd(
 
             credit = CreditService(backend, credit_db)
             closers.append(credit)
-            methods = [InstallmentsMethod(credit, n) for n in (3, 6, 12)]
+            methods = [InstallmentsMethod(credit, n, installment_fee_payer) for n in (3, 6, 12)]
         co = Checkout(
             home,
             backend,
@@ -150,6 +155,9 @@ def start_cmd(
     except (LiangcaoError, StoreError, OSError) as exc:
         backend.close()
         fail(getattr(exc, "message", str(exc)))
+    from liangcao.checkout.page import router as page_router
+
+    routers.append(page_router(co))
     gc.collect()
     gc.freeze()
     where = "PostgreSQL" if pg else f"engine in {home / 'pay'}"
@@ -245,3 +253,44 @@ def surge_cmd(
     )
     if as_json:
         print(json.dumps(result))
+
+
+@app.command("bench")
+def bench_cmd(
+    n: Annotated[int, typer.Option("--n", help="checkouts of each kind (plain and installments)")] = 1000,
+    clients: Annotated[int, typer.Option("--clients", help="concurrent HTTP clients")] = 16,
+    seed: Annotated[int, typer.Option("--seed")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="the last line is one JSON object")] = False,
+) -> None:
+    """Installment checkouts/s next to plain checkouts/s, interleaved in one run through a real gateway."""
+    import json
+    import signal
+
+    from liangcao.checkout import bench
+
+    if not 1 <= n <= bench.checkouts_max or not 1 <= clients <= bench.clients_max:
+        fail(f"--n 1..{bench.checkouts_max}, --clients 1..{bench.clients_max}")
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwind: the run's finally stops the gateway
+
+    signal.signal(signal.SIGTERM, on_term)
+    say = err.print if as_json else console.print
+    try:
+        r = bench.run_bench(n=n, clients=clients, seed=seed, say=say)
+    except KeyboardInterrupt:
+        fail("interrupted: the gateway was stopped", 130)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        fail(str(exc))
+    say(
+        f"plain {r['plain_checkouts_per_s']:,.1f} checkouts/s (p50 {r['plain_p50_ms']} ms, p99 {r['plain_p99_ms']} ms)"
+        f"; installments {r['installment_checkouts_per_s']:,.1f} checkouts/s (p50 {r['installment_p50_ms']} ms, "
+        f"p99 {r['installment_p99_ms']} ms); together {r['checkouts_per_s']:,.1f}/s over {r['wall_s']} s; "
+        f"{r['failed']} failed, {r['shed_retries']} shed and retried, {r['plans_recorded']} plans recorded "
+        f"({r['cores']} cores, peak RSS gateway {r['gateway_peak_rss_mb']:,.0f} MiB + driver "
+        f"{r['driver_peak_rss_mb']:,.0f} MiB)"
+    )
+    if as_json:
+        print(json.dumps(r))
+    if r["failed"] or r["plans_recorded"] != r["installment_done"]:
+        raise typer.Exit(1)
