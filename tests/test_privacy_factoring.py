@@ -129,6 +129,24 @@ def test_private_draw_within_the_private_capacity() -> None:
     # a voucher leaves a private pool only while nothing is advanced
     r = led.run("scf.factoring", "withdraw", {"pool": pool, "voucher": v90}, T1)
     assert r.code == ScfCode.OVER_ADVANCE and "private terms" in r.message
+    # ... or through withdraw_private, endorsed on the eligible balance without the voucher
+    v_new = voucher(led, T1, 1_000_000, 60, "pf3")
+    led.ok("scf.factoring", "assign", {"pool": pool, "vouchers": [v_new]}, T1)
+
+    def withdrawal(vid: str, face: int) -> dict[str, Any]:
+        d = draw_args(led, pool, value, salt, 0)
+        del d["amount"]
+        return {**d, "voucher": vid, "eligible": d["eligible"] - face}
+
+    w = withdrawal(v90, 700_000)
+    assert w["eligible"] == 1_000_000 and check_pool_terms(value, w) == ""  # 734,500 covers 500,000
+    stale = {**w, "eligible": w["eligible"] + 1}  # endorsed on a larger balance than remains
+    r = led.run("scf.factoring", "withdraw_private", endorsed(led, "withdraw_private", stale), T1)
+    assert r.code == ScfCode.OVER_ADVANCE
+    assert led.run("scf.factoring", "withdraw_private", endorsed(led, "withdraw_private", w), T1).ok
+    assert led.query("scf.vouchers", "voucher", {"voucher": v90})["holder"] == T1
+    last = withdrawal(v_new, 1_000_000)
+    assert "exceeds" in check_pool_terms(value, last)  # nothing would cover the 500,000 advanced
 
 
 def test_check_pool_terms_refuses_bad_terms() -> None:

@@ -51,8 +51,8 @@ endorsed eligible balance and at most the endorsed advance (the rule is monotone
 holds). Advances, repayments and collections move in tokens as before: ``advanced`` and the assets'
 faces stay public (they are the pool's obligations), so the ratio of an advance to the eligible balance
 shows a lower bound of the rate; the rate itself, the line and the fees (charged off the token ledger, as
-part of the private terms) are never on the ledger. A voucher is withdrawn from a private pool only while
-nothing is advanced (the capacity that would cover the rest is private).
+part of the private terms) are never on the ledger. With an advance outstanding, a voucher leaves a private
+pool through ``withdraw_private``, endorsed the same way (the rule with the eligible balance without it).
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ def check_pool_terms(value: Any, args: Mapping[str, Any]) -> str:
 
     For ``open_private`` (args name seller and factor): the terms are theirs and within bounds. For
     ``draw_private`` (args carry ``amount``, ``advanced``, ``eligible``): also the draw rule,
-    ``advanced + amount <= min(credit_line, advance_rate_bps x eligible / 10,000)`` (rounded down)."""
+    ``advanced + amount <= min(credit_line, advance_rate_bps x eligible / 10,000)`` (rounded down); for
+    ``withdraw_private`` the same with no amount and the eligible balance without the voucher."""
     if not isinstance(value, dict) or set(value) != POOL_TERMS_FIELDS:
         return f"pool terms must be an object with exactly {sorted(POOL_TERMS_FIELDS)}"
     nums = ("advance_rate_bps", "credit_line", "fee_bps")
@@ -115,11 +116,12 @@ def check_pool_terms(value: Any, args: Mapping[str, Any]) -> str:
     rate, line = value["advance_rate_bps"], value["credit_line"]
     if not 0 < rate <= 10_000 or not 0 < line <= money_fen_max or not 0 <= value["fee_bps"] <= rate_bps_max:
         return f"advance_rate_bps must be 1..10000, credit_line 1..{money_fen_max} fen, fee_bps 0..{rate_bps_max}"
-    if "amount" not in args:  # the pool's opening: the terms are the signers'
+    if "advanced" not in args:  # the pool's opening: the terms are the signers'
         if value["seller"] != args.get("seller") or value["factor"] != args.get("factor"):
             return "the terms name another seller or factor than the transaction"
         return ""
-    amount, advanced, eligible = args.get("amount"), args.get("advanced"), args.get("eligible")
+    # a draw (amount), or a withdrawal (amount 0; eligible is the balance without the voucher)
+    amount, advanced, eligible = args.get("amount", 0), args.get("advanced"), args.get("eligible")
     if any(type(x) is not int or x < 0 for x in (amount, advanced, eligible)):
         return "amount, advanced and eligible are integers >= 0 (fen)"
     assert isinstance(amount, int) and isinstance(advanced, int) and isinstance(eligible, int)  # for mypy
@@ -208,6 +210,15 @@ class PoolsArgs(OrgArgs):
 class OpenPrivateArgs(Args):
     seller: OrgId
     factor: OrgId
+    private: PrivateRef
+    endorsements: Endorsements
+
+
+class WithdrawPrivateArgs(Args):
+    pool: PoolId
+    voucher: VoucherId
+    advanced: Annotated[int, msgspec.Meta(ge=0, le=money_fen_max)]  # the figures the endorsers checked,
+    eligible: Annotated[int, msgspec.Meta(ge=0, le=money_fen_max * pool_assets_max)]  # without the voucher
     private: PrivateRef
     endorsements: Endorsements
 
@@ -428,7 +439,7 @@ class Factoring(Contract):
         if isinstance(pool.terms, str) and pool.advanced > 0:
             ctx.fail(
                 ScfCode.OVER_ADVANCE,
-                f"pool {pool.id} is on private terms: a voucher leaves it only while nothing is advanced",
+                f"pool {pool.id} is on private terms: with an advance, withdraw with withdraw_private",
             )
         ctx.delete(f"a/{pool.id}/{args.voucher}")
         pool = pool.replace(assets_in=pool.assets_in - 1)
@@ -535,24 +546,56 @@ class Factoring(Contract):
         pool = self.seller_of(ctx, args.pool, open_only=True)
         if not isinstance(pool.terms, str):
             ctx.fail(Code.INVALID_ARGUMENT, f"pool {pool.id} is on public terms: draw with draw")
-        committed = ctx.get(f"~pvt/terms/{pool.terms}")
-        ref = (args.private.collection, args.private.key, args.private.hash)
-        if not isinstance(committed, dict) or ref != (POOL_TERMS.name, pool.terms, committed.get("hash")):
-            ctx.fail(PrivacyCode.NO_COMMITMENT, f"the draw names other terms than pool {pool.id}'s commitment")
-        require_endorsements(ctx, "draw_private", args, args.endorsements, [pool.seller, pool.factor])
-        eligible = self.position(ctx, pool)["eligible"]
-        # The endorsers checked advanced + amount <= min(line, rate x eligible) on the figures they were shown;
-        # it still holds with at least that eligible balance and at most that advance now (monotone in both).
-        if eligible < args.eligible or pool.advanced > args.advanced:
-            ctx.fail(
-                ScfCode.OVER_ADVANCE,
-                f"the pool changed since the endorsement (eligible {eligible} < {args.eligible} or advanced "
-                f"{pool.advanced} > {args.advanced}): endorse the draw again",
-            )
+        self.endorsed_terms(ctx, pool, "draw_private", args, args.private, args.endorsements)
+        self.still_covered(ctx, pool, args.advanced, args.eligible)
         self.pay(ctx, pool.factor, pool.factor, pool.seller, args.amount)
         self.save(ctx, pool.replace(advanced=pool.advanced + args.amount))
         ctx.emit("advanced", {"pool": pool.id, "amount": args.amount})
         return {"advanced": pool.advanced + args.amount}
+
+    @transaction
+    def withdraw_private(self, ctx: Context, args: WithdrawPrivateArgs) -> dict[str, int]:
+        """The seller takes a voucher back from a pool on private terms while an advance is outstanding; the
+        seller's and the factor's peers endorsed that the rest still covers it (``eligible`` without it)."""
+        pool = self.seller_of(ctx, args.pool)
+        if not isinstance(pool.terms, str):
+            ctx.fail(Code.INVALID_ARGUMENT, f"pool {pool.id} is on public terms: withdraw with withdraw")
+        self.endorsed_terms(ctx, pool, "withdraw_private", args, args.private, args.endorsements)
+        asset = ctx.must_load(Asset, f"a/{pool.id}/{args.voucher}", f"{args.voucher} is not in the pool")
+        if not self.eligible(ctx, asset):
+            ctx.fail(
+                ScfCode.NOT_ELIGIBLE, f"voucher {args.voucher} is due, frozen or settled: it stays until collected"
+            )
+        ctx.delete(f"a/{pool.id}/{args.voucher}")
+        pool = pool.replace(assets_in=pool.assets_in - 1)
+        self.still_covered(ctx, pool, args.advanced, args.eligible)
+        ctx.invoke("scf.vouchers", "pool_release", {"voucher": args.voucher, "pool": pool.id, "seller": pool.seller})
+        self.save(ctx, pool)
+        ctx.emit("withdrawn", {"pool": pool.id, "voucher": args.voucher})
+        return {"eligible": int(self.position(ctx, pool)["eligible"])}
+
+    @staticmethod
+    def endorsed_terms(
+        ctx: Context, pool: Pool, method: str, args: Args, ref: PrivateRef, endorsements: Endorsements
+    ) -> None:
+        """Stop unless ``ref`` is the pool's own terms and both members' peers endorsed ``args``."""
+        committed = ctx.get(f"~pvt/terms/{pool.terms}")
+        if not isinstance(committed, dict) or (ref.collection, ref.key, ref.hash) != (
+            POOL_TERMS.name, pool.terms, committed.get("hash")
+        ):  # fmt: skip
+            ctx.fail(PrivacyCode.NO_COMMITMENT, f"the transaction names other terms than pool {pool.id}'s commitment")
+        require_endorsements(ctx, method, args, endorsements, [pool.seller, pool.factor])
+
+    def still_covered(self, ctx: Context, pool: Pool, advanced: int, eligible: int) -> None:
+        """The endorsers checked the rule on ``advanced`` and ``eligible``; it is monotone in both, so it still
+        holds with at least that eligible balance and at most that advance now."""
+        now = self.position(ctx, pool)["eligible"]
+        if now < eligible or pool.advanced > advanced:
+            ctx.fail(
+                ScfCode.OVER_ADVANCE,
+                f"the pool changed since the endorsement (eligible {now} < {eligible} or advanced "
+                f"{pool.advanced} > {advanced}): endorse again",
+            )
 
     # ---- read models ------------------------------------------------------------------------------------
     @query
