@@ -186,3 +186,68 @@ def test_offers_show_the_merchant_paid_fee_and_refuse_unknown_orders(tmp_path: P
     r = httpx.get(f"{gw.origin}/checkout/nope.1")
     assert r.status_code == 200 and "script-src 'self'" in r.headers["content-security-policy"]
     assert "onclick" not in r.text and "<script src=" in r.text
+
+
+def test_the_real_gateway_process_serves_the_page_with_the_merchant_paying_the_fee(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """``liangcao checkout start --credit-db ... --installment-fee-payer merchant``: the gateway's own HTTP/1.1
+    server serves the page; the shopper pays 12 installments without a fee; the plan is recorded once settled."""
+    import subprocess
+    import sys
+
+    from liangcao.procs import die_with_parent
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "liangcao.cli", "checkout", "start", "--home", str(tmp_path / "gw"), "--port",
+           str(port), "--credit-db", str(tmp_path / "credit.db"), "--installment-fee-payer", "merchant"]  # fmt: skip
+    (tmp_path / "gw").mkdir()
+    with open(tmp_path / "gw.log", "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, preexec_fn=die_with_parent())
+    base = f"http://127.0.0.1:{port}"
+    context = browser.new_context()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "gw.log").read_text()
+            time.sleep(0.05)
+        r = httpx.post(f"{base}/v1/orders", json={"buyer": "dan", "merchant": "shop", "amount": 120_001},
+                       headers={"idempotency-key": "o1"})  # fmt: skip
+        assert r.status_code == 201, r.text
+        oid = r.json()["id"]
+        p = context.new_page()
+        p.goto(f"{base}/checkout/{oid}")
+        p.wait_for_selector("#offer-installments-12")
+        fee = p.locator("#offer-installments-12 .fee")
+        assert fee.get_attribute("data-fee-payer") == "merchant" and int(fee.get_attribute("data-fee") or 0) > 0
+        assert fee.text_content() == (
+            f"fee {yuan(int(fee.get_attribute('data-fee') or 0))} CNY (paid by the merchant); you pay 1200.01 CNY in all"
+        )
+        assert (
+            p.locator("#offer-installments-12 tbody tr").evaluate_all("rs => rs.map(r => +r.dataset.fee)") == [0] * 12
+        )
+        p.check("#pick-installments-12")
+        p.click("#pay")
+        done = result(p)
+        assert done["state"] == "ok" and (done["order_state"], done["method"]) == ("paid", "installments-12"), done
+        r = httpx.post(f"{base}/v1/orders/{oid}/confirm", headers={"idempotency-key": "c1"})
+        assert r.status_code == 200 and r.json()["state"] == "settled"
+        assert r.json()["method"] == "installments-12"
+    finally:
+        context.close()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    from liangcao.credit.plans import FeePayer
+
+    with Engine(tmp_path / "gw" / "pay") as e, CreditService(e, tmp_path / "credit.db") as credit:
+        plan = credit.plan(oid)  # recorded by the gateway at settlement, the merchant paying the fee
+        assert (plan.periods, plan.principal, plan.fee_payer) == (12, 120_001, FeePayer.MERCHANT)
