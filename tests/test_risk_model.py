@@ -133,3 +133,16 @@ def test_model_versions_are_pruned_to_their_limit_sparing_the_one_served(
     else:
         raise AssertionError("a pruned version cannot be served")
     assert VersionStore(tmp_path).versions() == store.versions()  # a restart sees the same versions
+
+
+def test_the_paced_run_learns_before_the_shift_and_scores_the_frozen_twin_after_it() -> None:
+    """Paced (the benchmark), learning goes on whatever the idle time, and the frozen twin (scored after the
+    run, outside the timed loop) is the online engine until the shift and its own engine after it."""
+    world = World(WorldConfig(seed=5, shoppers=600, payments_per_day=4000))
+    r = run(world, rate=2500)
+    k = sum(1 for t in r.t if t < r.shift_ms)
+    assert 0 < k < len(r.t) and len(r.latency_us) == len(r.t)
+    assert len(set(r.online[:k])) > 50, "the model learned nothing before the shift"
+    assert r.frozen[:k] == r.online[:k] and r.frozen_action[:k] == r.online_action[:k]
+    assert r.frozen[k:] != r.online[k:], "the frozen twin was not scored after the shift"
+    assert r.status["label_queue"] == 0 and r.status["learned"] > 500
