@@ -242,6 +242,7 @@ async def _worker_async(plan: WorkerPlan) -> dict[str, Any]:
     lag = _hist()
     pay_pool = list(plan.pay_orders)
     step_ups = 0  # 401 challenges answered with a signature
+    step_ups_shed = 0  # ... whose second round trip was refused by flow control (the challenge wasted)
     confirm_pool = list(plan.confirm_orders)
     tasks: set[asyncio.Task[None]] = set()
     mono0 = time.monotonic() + (plan.start_wall - time.time())
@@ -256,16 +257,19 @@ async def _worker_async(plan: WorkerPlan) -> dict[str, Any]:
 
     async def pay_confirmed(order: str, path: str, key: str, deadline: float) -> tuple[int, bool]:
         """Pay; answer a STEP_UP_REQUIRED with the shopper's passkey and pay again (same idempotency key)."""
-        nonlocal step_ups
+        nonlocal step_ups, step_ups_shed
         assert plan.devices is not None
         status, shed, answer = await client.exchange("POST", path, b"", key, deadline)
         if status != 401 or shed:
             return status, shed
-        challenge = json.loads(answer)["detail"]["challenge"]
+        challenge = (json.loads(answer).get("detail") or {}).get("challenge")
+        if challenge is None:  # a 401 without a challenge: counted as an error, as the shopper would see it
+            return status, shed
         credential = plan.devices[order].get(challenge["publicKey"], CONFIRM_ORIGIN)
         body = json.dumps({"step_up": {"challenge_id": challenge["challenge_id"], "credential": credential}})
         step_ups += 1
         status, shed, _ = await client.exchange("POST", path, body.encode(), key, deadline)
+        step_ups_shed += shed
         return status, shed
 
     async def one(kind: str, t: float, phase: str) -> None:
@@ -352,6 +356,7 @@ async def _worker_async(plan: WorkerPlan) -> dict[str, Any]:
         "hists": {k: h.encode() for k, h in hists.items()},
         "lag": lag.encode(),
         "step_ups": step_ups,
+        "step_ups_shed": step_ups_shed,
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -475,6 +480,7 @@ class RunResult:
     gateway_rss_mb: float = 0.0
     workers_rss_mb: float = 0.0
     step_ups: int = 0
+    step_ups_shed: int = 0
 
     def merge(self, part: dict[str, Any]) -> None:
         for k, row in part["stats"].items():
@@ -489,6 +495,7 @@ class RunResult:
         self.lag.decode_and_add(part["lag"])
         self.workers_rss_mb += part["rss_mb"]
         self.step_ups += part.get("step_ups", 0)
+        self.step_ups_shed += part.get("step_ups_shed", 0)
 
     def count(self, kind: str, col: int, seconds: range) -> int:
         return sum(self.stats.get(f"{s}:{kind}", [0] * 6)[col] for s in seconds)
@@ -709,6 +716,7 @@ def run_surge(
             "children_peak_rss_mb": round(children, 1),
             "confirm_every_payment": confirm,
             "step_ups": {name: r.step_ups for name, r in runs.items()},
+            "step_ups_shed": {name: r.step_ups_shed for name, r in runs.items()},
             "png": str(png) if png else None,
             "seconds": round(time.monotonic() - t0, 1),
         }
