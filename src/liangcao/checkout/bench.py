@@ -163,7 +163,14 @@ def _topup(port: int, buyers: list[str], amount: int, clients: int) -> None:
         c = _Conn(port)
         try:
             for b in part:
-                st, body = await c.call("POST", f"/v1/wallets/{b}/topup", {"amount": amount}, f"setup-topup-{b}")
+                while True:  # shed by flow control (concurrent top-ups): wait as hinted, send again
+                    try:
+                        st, body = await c.call(
+                            "POST", f"/v1/wallets/{b}/topup", {"amount": amount}, f"setup-topup-{b}"
+                        )
+                        break
+                    except _Shed as shed:
+                        await asyncio.sleep(max(shed.retry_ms, 1) / 1000)
                 if st != 200:
                     raise RuntimeError(f"topup {b}: {st} {body}")
         finally:
