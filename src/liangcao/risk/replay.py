@@ -44,6 +44,10 @@ _unpack = msgspec.msgpack.Decoder(dict[str, float | str]).decode
 #: Idle learning starts a label only with at least this much time before the next payment is due (the start;
 #: then the running average of what a label has cost).
 IDLE_LEARN_GAP_S = 0.00005
+#: Idle learning starts a label when the gap to the next due time is at least this share of a label's recent
+#: cost: an overrun (at most part of one label, ~100 us) is caught up over the next payments' slack, while
+#: waiting for a whole label's worth of gap left the queue 1,300 labels behind after the shift.
+LABEL_COST_SHARE = 0.5
 #: Past this many queued labels the paced loop learns one after every payment (no idle time left for long):
 #: a burst of labels (after the shift: ~500 beyond what idle time learns) waits in the queue instead.
 LABEL_BACKLOG_MAX = 2000
@@ -146,7 +150,7 @@ def run(
                     idle_began = cpu_now()
                     learning_ns = 0
                     while (gap := due - perf()) > 0:
-                        if gap >= label_cost:
+                        if gap >= LABEL_COST_SHARE * label_cost:
                             w0 = perf()
                             l0 = cpu_now()
                             learned = engine.learn(1)
