@@ -32,7 +32,7 @@ def test_cutter_table(pending: int, oldest: int | None, now: int, stopping: bool
     assert decide(pending, oldest, now, block_txs_max=10, block_wait_ms=20, stopping=stopping) == expected
 
 
-def make(consortium: Consortium, n: int) -> txm.Tx:
+def make(consortium: Consortium, n: int, not_after: int = NOW_MS + 60_000) -> txm.Tx:
     admin = consortium.org("org1").signer("admin")
     return txm.build(
         consortium.chain_id,
@@ -40,7 +40,7 @@ def make(consortium: Consortium, n: int) -> txm.Tx:
         "mint",
         {"to": "org1/alice", "amount": n + 1},
         [admin],
-        not_after=NOW_MS + 60_000,
+        not_after=not_after,
         nonce=f"m{n}",
     )
 
@@ -60,7 +60,8 @@ def test_the_solo_log_dedupes_bounds_and_keeps_order(tmp_path: Path, consortium:
     (nothing remembered of the refused one), cut in admission order, and drained into blocks on stop."""
     n = solo_node(tmp_path, consortium, block_txs_max=2, mempool_txs_max=3, block_wait_ms=60_000)
     n._follow()  # the link, without the commit thread: nothing is cut until stop drains
-    txs = [make(consortium, i) for i in range(4)]
+    # a node's clock is the wall clock (the session-wide NOW_MS may be long past by now)
+    txs = [make(consortium, i, not_after=n.clock.now_ms() + 60_000) for i in range(4)]
     assert n.submit(txs[0].raw)[1] == "pending" and n.submit(txs[0].raw)[1] == "pending"
     assert n.pending_count() == 1  # the same envelope twice is one entry
     for t in txs[1:3]:
