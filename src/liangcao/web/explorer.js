@@ -229,7 +229,13 @@ async function voucherView(id) {
   const collect = (n) => { if (n.financed_by) financedIds.push(n.id); n.children.forEach(collect); };
   collect(tree);
   await Promise.all(financedIds.map(async (v) => {
-    try { terms[v] = await api(`/v1/private?contract=scf.private&collection=financing&key=${encodeURIComponent(v)}`); } catch (e) { terms[v] = null; }
+    // Only a voucher financed privately has a commitment: look first (a listing answers 200 either way), so a
+    // publicly financed one costs no failed request.
+    const key = `scf.private/~pvt/financing/${v}`;
+    try {
+      const found = (await api(`/v1/state?prefix=${encodeURIComponent(key)}&limit=1`)).entries.some((e) => e.key === key);
+      terms[v] = found ? await api(`/v1/private?contract=scf.private&collection=financing&key=${encodeURIComponent(v)}`) : null;
+    } catch (e) { terms[v] = null; }
   }));
   const termsCell = (n) => {
     const p = terms[n.id];
