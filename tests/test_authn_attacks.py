@@ -26,24 +26,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from authn_harness import ORIGIN, T0, ManualClock, refused, register
 from liangcao import codes
 from liangcao.authn import AttestationCA, AuthnCode, AuthnError, PaymentAnswer, RelyingParty, SoftAuthenticator
 from liangcao.authn import codes as lim
 from liangcao.authn.binding import PaymentTerms, challenge_bytes
 from liangcao.authn.soft import FIDO_GEN_CE_AAGUID, SOFT_AAGUID, b64url, unb64url
 
-ORIGIN = "http://localhost:8765"
-T0 = 1_800_000_000_000
 PAY = ("order-1", "merchant-9", 12_345, "CNY")
 MODEL = "6c69616e-6763-616f-2d73-6f66742d3031"  # SOFT_AAGUID as a UUID
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def now_ms(self) -> int:
-        return self.t
 
 
 @pytest.fixture
@@ -55,18 +46,6 @@ def clock() -> ManualClock:
 def rp(tmp_path: Path, clock: ManualClock) -> Iterator[RelyingParty]:
     with RelyingParty("localhost", ORIGIN, tmp_path / "authn", clock) as party:
         yield party
-
-
-def register(rp: RelyingParty, dev: SoftAuthenticator, shopper: str = "alice", name: str = "phone") -> str:
-    opts = rp.registration_options(shopper, name)
-    return rp.register(shopper, opts["ceremony_id"], dev.create(opts["publicKey"], ORIGIN)).id
-
-
-def refused(code: AuthnCode, fn: Any, *args: Any, **kw: Any) -> AuthnError:
-    with pytest.raises(AuthnError) as info:
-        fn(*args, **kw)
-    assert info.value.code == code, f"{codes.name_of(info.value.code)}: {info.value.message}"
-    return info.value
 
 
 def forge(

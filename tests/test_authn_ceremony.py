@@ -17,22 +17,12 @@ from typing import Any
 
 import pytest
 
+from authn_harness import ORIGIN, T0, ManualClock, refused, register
 from liangcao import codes
 from liangcao.authn import AttestationCA, AuthnCode, AuthnError, PaymentAnswer, RelyingParty, SoftAuthenticator
 from liangcao.authn import codes as lim
 from liangcao.authn.soft import b64url, unb64url
 from liangcao.errors import StoreError
-
-ORIGIN = "http://localhost:8765"
-T0 = 1_800_000_000_000
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def now_ms(self) -> int:
-        return self.t
 
 
 @pytest.fixture
@@ -44,18 +34,6 @@ def clock() -> ManualClock:
 def rp(tmp_path: Path, clock: ManualClock) -> Iterator[RelyingParty]:
     with RelyingParty("localhost", ORIGIN, tmp_path / "authn", clock) as party:
         yield party
-
-
-def register(rp: RelyingParty, dev: SoftAuthenticator, shopper: str = "alice", name: str = "phone") -> str:
-    opts = rp.registration_options(shopper, name)
-    return rp.register(shopper, opts["ceremony_id"], dev.create(opts["publicKey"], ORIGIN)).id
-
-
-def refused(code: AuthnCode, fn: Any, *args: Any, **kw: Any) -> AuthnError:
-    with pytest.raises(AuthnError) as info:
-        fn(*args, **kw)
-    assert info.value.code == code, f"{codes.name_of(info.value.code)}: {info.value.message}"
-    return info.value
 
 
 PAY = ("order-1", "merchant-9", 12_345, "CNY")

@@ -26,9 +26,6 @@ import os
 import random
 import resource
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
+
+from liangcao.checkout.surge import Gateway
 
 #: Checkouts of each kind in one run.
 checkouts_max = 100_000
@@ -182,51 +181,6 @@ def _topup(port: int, buyers: list[str], amount: int, clients: int) -> None:
     asyncio.run(all_of())
 
 
-class Gateway:
-    """One ``liangcao checkout start --credit-db`` process; :meth:`stop` stops it (killed if it must be)."""
-
-    def __init__(self, home: Path) -> None:
-        from liangcao.procs import die_with_parent, free_port
-
-        self.home = home
-        self.port = free_port()
-        cmd = [sys.executable, "-m", "liangcao.cli", "checkout", "start", "--home", str(home), "--port",
-               str(self.port), "--credit-db", str(home / "credit.db")]  # fmt: skip
-        self.log = open(home / "gateway.log", "ab")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, preexec_fn=die_with_parent(signal.SIGKILL))
-        self.rss_mb = 0.0
-
-    def wait_ready(self, timeout_s: float = 30) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the gateway exited: see {self.home / 'gateway.log'}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{self.port}/v1/health", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("the gateway did not start in time")
-
-    def sample_rss(self) -> None:
-        from liangcao.procs import peak_rss_mb
-
-        if self.proc.poll() is None:
-            self.rss_mb = max(self.rss_mb, peak_rss_mb(self.proc.pid))
-
-    def stop(self) -> None:
-        self.sample_rss()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
-
-
 def _plans_recorded(home: Path, order_ids: list[str]) -> int:
     """Installment orders with a plan in the credit service's records (read after the gateway stopped)."""
     from liangcao.credit import CreditService
@@ -260,7 +214,7 @@ def run_bench(
     where = Path(tempfile.mkdtemp(prefix="liangcao-checkout-bench-")) if home is None else home
     gw: Gateway | None = None
     try:
-        gw = Gateway(where)
+        gw = Gateway(where, flow=True, extra=("--credit-db", str(where / "credit.db")))
         gw.wait_ready()
         say(f"gateway pid {gw.proc.pid} on 127.0.0.1:{gw.port}; topping up {len(shoppers)} wallets")
         _topup(gw.port, shoppers, 10**9, clients)

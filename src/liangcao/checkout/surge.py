@@ -378,7 +378,16 @@ def _worker(plan: WorkerPlan, out: Any) -> None:
 class Gateway:
     """One ``liangcao checkout start`` process; stopped (and killed if need be) by :meth:`stop`."""
 
-    def __init__(self, home: Path, *, flow: bool, rules: Path | None = None, confirm: bool = False) -> None:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        flow: bool,
+        rules: Path | None = None,
+        confirm: bool = False,
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        """``extra``: further ``checkout start`` options (the installments bench's ``--credit-db``)."""
         from liangcao.procs import free_port
 
         self.home = home
@@ -390,6 +399,7 @@ class Gateway:
             cmd += ["--rules", str(rules)]
         if confirm:
             cmd += ["--rp-id", CONFIRM_RP_ID, "--origin", CONFIRM_ORIGIN, "--confirm-every-payment"]
+        cmd += extra
         from liangcao.procs import die_with_parent
 
         self.log = open(home / "gateway.log", "ab")  # noqa: SIM115 (closed in stop)
@@ -409,11 +419,15 @@ class Gateway:
             time.sleep(0.05)
         raise RuntimeError("the gateway did not start in time")
 
-    def stop(self) -> None:
+    def sample_rss(self) -> None:
         from liangcao.procs import peak_rss_mb
 
         if self.proc.poll() is None:
             self.rss_mb = max(self.rss_mb, peak_rss_mb(self.proc.pid))
+
+    def stop(self) -> None:
+        self.sample_rss()
+        if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(10)
