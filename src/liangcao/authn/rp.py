@@ -225,7 +225,8 @@ def check_text(what: str, value: object, chars_max: int) -> str:
         raise _bad(f"{what} must be a string")
     if not value or len(value) > chars_max:
         raise _bad(f"{what} must be 1..{chars_max} characters ({what}_chars_max)")
-    if _CONTROL.search(value):
+    # printable ASCII (every id the gateway makes) has none of them: str methods, no regex scan
+    if not (value.isascii() and value.isprintable()) and _CONTROL.search(value):
         raise _bad(f"{what} must not contain control, invisible, bidi or surrogate characters")
     return value
 
@@ -492,6 +493,7 @@ class RelyingParty:
         row = (
             kind, challenge, terms.get("device_name"), terms.get("order_id"), terms.get("payee"),
             terms.get("amount_fen"), terms.get("currency"), expires_ms, terms.get("nonce"), shopper, None,
+            b64url(challenge),
         )  # fmt: skip
         self._store.write(
             [
@@ -825,7 +827,7 @@ class RelyingParty:
         """The verdicts on read answers (or their reading's refusal), in order, the statements recording
         them and the claims the caller releases once they are durable (or at once, on an exception)."""
         results: list[Confirmation | AuthnError] = []
-        ops: list[Op] = []
+        out = _Record()
         claims: list[_Claim] = []
         try:
             for shopper, challenge_id, assertion, terms in items:
@@ -836,17 +838,14 @@ class RelyingParty:
                     claim = self._claim(challenge_id)
                     claim.__enter__()
                     claims.append(claim)
-                    verdict, more = self._judge(shopper, challenge_id, assertion, terms)
+                    results.append(self._judge(shopper, challenge_id, assertion, terms, out))
                 except AuthnError as refusal:
                     results.append(refusal)
-                    continue
-                results.append(verdict)
-                ops += more
         except BaseException:
             for claim in claims:
                 claim.__exit__(None, None, None)
             raise
-        return results, ops, claims
+        return results, out.ops(), claims
 
     @staticmethod
     def _payment_in(
@@ -864,20 +863,25 @@ class RelyingParty:
         return assertion
 
     def _judge(
-        self, shopper: str, challenge_id: str, assertion: _AssertionIn, terms: tuple[str, str, int, str]
-    ) -> tuple[Confirmation | AuthnError, list[Op]]:
-        """The verdict on an answer and the statements that record it (the caller holds the claim and
-        writes them). Raises only the refusals that record nothing (unknown ceremony, replay)."""
+        self, shopper: str, challenge_id: str, assertion: _AssertionIn, terms: tuple[str, str, int, str], out: _Record
+    ) -> Confirmation | AuthnError:
+        """The verdict on an answer; what records it goes to ``out`` (the caller holds the claim and writes
+        it). Raises only the refusals that record nothing (unknown ceremony, replay)."""
         row = self._ceremony(challenge_id, shopper, "payment")
         raw_id = _unb64("rawId", assertion.rawId)
+        with self._lock:
+            self._open_rows.pop(challenge_id, None)  # answered: from now on the claim, then the store, say so
         try:
-            confirmation, ops = self._verify_assertion(shopper, challenge_id, row, assertion, raw_id, terms)
+            confirmation = self._verify_assertion(shopper, challenge_id, row, assertion, raw_id, terms, out)
         except _Recorded as refusal:
-            plain = AuthnError(refusal.authn_code, refusal.message, refusal.detail)
-            return plain, self._consume_ops(challenge_id, refusal.authn_code, raw_id, refusal.ops)
+            out.used.append((challenge_id, self.clock.now_ms(), int(refusal.authn_code), raw_id))
+            out.more += refusal.ops
+            return AuthnError(refusal.authn_code, refusal.message, refusal.detail)
         except AuthnError as refusal:
-            return refusal, self._consume_ops(challenge_id, refusal.authn_code, raw_id, [])
-        return confirmation, self._consume_ops(challenge_id, None, raw_id, ops, confirmation.confirmed_ms)
+            out.used.append((challenge_id, self.clock.now_ms(), int(refusal.authn_code), raw_id))
+            return refusal
+        out.used.append((challenge_id, confirmation.confirmed_ms, 0, raw_id))
+        return confirmation
 
     def _verify_assertion(
         self,
@@ -887,7 +891,8 @@ class RelyingParty:
         a: _AssertionIn,
         raw_id: bytes,
         gateway: tuple[str, str, int, str],
-    ) -> tuple[Confirmation, list[Op]]:
+        out: _Record,
+    ) -> Confirmation:
         order_id, payee, amount_fen, currency, expires_ms, nonce = row[3:9]
         now = self.clock.now_ms()
         if now > expires_ms:
@@ -901,12 +906,16 @@ class RelyingParty:
                 AuthnCode.OTHER_AMOUNT,
                 f"the challenge is for {amount_fen} {currency} (fen), not {gateway[2]} {gateway[3]}",
             )
-        # recomputed from the stored terms: a row altered on disk no longer matches what the device signed
-        challenge = challenge_bytes(
-            PaymentTerms(self.rp_id, order_id, payee, amount_fen, currency, bytes(nonce), expires_ms)
-        )
+        if len(row) > 11:  # opened by this process: the challenge made from these very terms, and its text
+            challenge, challenge_b64 = row[1], row[11]
+        else:
+            # recomputed from the stored terms: a row altered on disk no longer matches what the device signed
+            challenge = challenge_bytes(
+                PaymentTerms(self.rp_id, order_id, payee, amount_fen, currency, bytes(nonce), expires_ms)
+            )
+            challenge_b64 = b64url(challenge)
         client_bytes = _unb64("clientDataJSON", a.response.clientDataJSON)
-        self._check_client(self._client_data(client_bytes), "webauthn.get", challenge)
+        self._check_client(self._client_data(client_bytes), "webauthn.get", challenge, challenge_b64)
         auth_data = _unb64("authenticatorData", a.response.authenticatorData)
         if len(auth_data) < 37:
             raise AuthnError(AuthnCode.MALFORMED_CREDENTIAL, "authenticatorData is shorter than 37 bytes")
@@ -934,21 +943,13 @@ class RelyingParty:
                 key.counter = counter
         if regressed:
             self._clone_alarm(shopper, challenge_id, raw_id, key, stored, counter, now)
-        ops: list[Op] = [
-            # max: two verdicts of one device may reach the store in another order than they were judged in
-            # (the counter is checked in memory; the durable one must never move back)
-            (
-                "UPDATE credentials SET sign_count = max(sign_count, ?), last_used_ms = max(coalesce(last_used_ms, 0), ?)"
-                " WHERE id = ?",
-                (counter, now, raw_id),
-            ),
-            ("INSERT INTO evidence VALUES (?, ?, ?, ?)", (challenge_id, auth_data, client_bytes, signature)),
-        ]
-        confirmation = Confirmation(
+        used = out.counters.get(raw_id)
+        out.counters[raw_id] = (counter, now) if used is None else (max(used[0], counter), max(used[1], now))
+        out.evidence.append((challenge_id, auth_data, client_bytes, signature))
+        return Confirmation(
             challenge_id, shopper, key.b64_id, key.name, order_id, payee, amount_fen, currency, counter,
-            True, now, b64url(challenge),
+            True, now, challenge_b64,
         )  # fmt: skip
-        return confirmation, ops
 
     def _clone_alarm(
         self, shopper: str, challenge_id: str, raw_id: bytes, key: _Key, stored: int, seen: int, now: int
@@ -1047,10 +1048,11 @@ class RelyingParty:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise AuthnError(AuthnCode.MALFORMED_CREDENTIAL, f"clientDataJSON unreadable: {exc}") from None
 
-    def _check_client(self, client: _ClientData, kind: str, challenge: bytes) -> None:
+    def _check_client(self, client: _ClientData, kind: str, challenge: bytes, challenge_b64: str = "") -> None:
         if client.type != kind:
             raise AuthnError(AuthnCode.WRONG_CEREMONY, f"clientData.type is {client.type!r}, expected {kind!r}")
-        if _unb64("clientData.challenge", client.challenge) != challenge:
+        # the canonical spelling compared as text (what browsers send); any other is decoded and compared
+        if client.challenge != challenge_b64 and _unb64("clientData.challenge", client.challenge) != challenge:
             raise AuthnError(AuthnCode.CHALLENGE_MISMATCH, "the device signed another challenge than this one")
         if client.origin != self.origin or client.crossOrigin:
             raise AuthnError(
@@ -1117,6 +1119,60 @@ class _Pending:
         # a bare lock as a one-shot signal: released once, with the verdict or with the lead
         self.signal = threading.Lock()
         self.signal.acquire()
+
+
+class _Record:
+    """What a batch of verdicts writes, gathered while judging and written as a few multi-row statements.
+
+    One statement per table rather than three per answer: the writer releases the GIL around every
+    statement it runs and then waits to get it back from the thread judging the next batch, so the number
+    of statements, not their rows, is what a durable write costs in a busy process. Row counts are cut
+    into powers of two so that the statement cache holds a handful of texts, not one per batch size."""
+
+    __slots__ = ("counters", "evidence", "more", "used")
+
+    def __init__(self) -> None:
+        self.used: list[tuple[str, int, int, bytes]] = []  # ceremony, answered at, result (0: accepted), device
+        # per device the highest counter and time accepted: a multi-row UPDATE may apply one row per target
+        self.counters: dict[bytes, tuple[int, int]] = {}
+        self.evidence: list[tuple[str, bytes, bytes, bytes]] = []
+        self.more: list[Op] = []  # clone alarms and revocations, as they are (rare)
+
+    def ops(self) -> list[Op]:
+        out: list[Op] = []
+        out += _packed(
+            "INSERT INTO evidence (ceremony_id, authenticator_data, client_data_json, signature) VALUES {}",
+            self.evidence,
+        )
+        out += _packed(
+            "UPDATE ceremonies SET used_ms = v.column2, result = v.column3, credential_id = v.column4"
+            " FROM (VALUES {}) AS v WHERE ceremonies.id = v.column1",
+            self.used,
+        )
+        # max: two batches' verdicts on one device may reach the store in another order than they were
+        # judged in (the counter is checked in memory; the durable one must never move back)
+        out += _packed(
+            "UPDATE credentials SET sign_count = max(sign_count, v.column2),"
+            " last_used_ms = max(coalesce(last_used_ms, 0), v.column3)"
+            " FROM (VALUES {}) AS v WHERE credentials.id = v.column1",
+            [(raw_id, c, at) for raw_id, (c, at) in self.counters.items()],
+        )
+        return out + self.more
+
+
+def _packed(sql: str, rows: Sequence[tuple[Any, ...]]) -> list[Op]:
+    """``sql`` with ``{}`` as the VALUES list, over ``rows`` in chunks of 64, 32, ..., 1 rows."""
+    out: list[Op] = []
+    k, chunk = 0, 64
+    while k < len(rows):
+        while chunk > len(rows) - k:
+            chunk //= 2
+        part = rows[k : k + chunk]
+        width = len(part[0])
+        values = ", ".join(["(" + ", ".join("?" * width) + ")"] * chunk)
+        out.append((sql.format(values), [x for row in part for x in row]))
+        k += chunk
+    return out
 
 
 class _Recorded(AuthnError):
