@@ -35,12 +35,14 @@ import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from liangcao import encoding, limits
 from liangcao.apps.bundle import default_registry
+from liangcao.apps.trace.anchor import PRECOMPUTED, Packed, precompute
 from liangcao.clock import Clock
 from liangcao.clock import now_ms as wall_ms
 from liangcao.codes import Code
@@ -343,7 +345,32 @@ class Node:
                 out[i] = TxRejected(
                     Code.BAD_SIGNATURE, "a signature does not match the transaction id and its certificate"
                 )
+        self._precompute([t for _, t in good])
         return good
+
+    def _precompute(self, txs: list[Tx]) -> None:
+        """Start the per-event work of EPCIS captures (decoding, facts, the CBV hash id: pure functions of the
+        transaction) in the worker processes, so that the commit thread finds it done (``trace.anchor.
+        PRECOMPUTED``; the contract takes an entry only for the very arguments it was computed from, and does
+        the work itself when there is none). Not awaited: admission answers as before, and a capture executed
+        before its entry arrives is only slower."""
+        for tx in txs:
+            if tx.contract != "trace" or tx.method != "capture":
+                continue
+            events, context, ignore = tx.args.get("events"), tx.args.get("context", ""), tx.args.get("ignore", [])
+            if not (isinstance(events, list) and isinstance(context, str) and isinstance(ignore, list)):
+                continue  # the contract refuses it; nothing to save
+            future = self.verifier.offload(precompute, context, ignore, events)
+            if future is None:
+                return
+
+            def done(
+                f: Future[list[Packed | None]], tx_id: str = tx.tx_id, a: tuple[Any, ...] = (context, ignore, events)
+            ) -> None:
+                if not f.cancelled() and f.exception() is None:
+                    PRECOMPUTED.put(tx_id, a[0], a[1], a[2], f.result())
+
+            future.add_done_callback(done)
 
     def submit_many(self, raws: list[bytes]) -> list[tuple[Tx, str] | LiangcaoError]:
         """Admit many transactions; for each, (tx, status) or the error that refused it.

@@ -13,8 +13,10 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from functools import lru_cache
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -26,6 +28,8 @@ from liangcao.ledger.tx import Tx
 #: (envelope id, tx id, [(raw public key, signature)]). Verdicts are keyed by the envelope: two envelopes of
 #: one tx id (a genuine one and a copy with a junk signature) must never share one.
 Item = tuple[str, str, list[tuple[bytes, bytes]]]
+
+T = TypeVar("T")
 
 #: Below this many transactions a batch is verified inline: the pool's round trip would cost more.
 INLINE_TXS_MAX = 32
@@ -100,6 +104,13 @@ class SigVerifier:
         n = self.workers
         chunk = (len(items) + n - 1) // n
         return [self._pool.submit(verify_items, items[i : i + chunk]) for i in range(0, len(items), chunk)]
+
+    def offload(self, fn: Callable[..., T], *args: Any) -> Future[T] | None:
+        """Run ``fn(*args)`` in a worker process (``fn`` importable there); None without a pool (one core):
+        the caller then leaves the work where it was."""
+        if self._pool is None:
+            return None
+        return self._pool.submit(fn, *args)
 
     @staticmethod
     def gather(futures: list[Future[list[tuple[str, bool]]]]) -> dict[str, bool]:
