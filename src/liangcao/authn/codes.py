@@ -112,5 +112,7 @@ credential_id_bytes_max = 1023  # WebAuthn §5.8.3: a credential id is at most 1
 key_cache_max = 100_000
 #: answers judged together by RelyingParty.verify_payments (one durable write)
 batch_answers_max = 1_024
+#: batches the payment batcher has judged and not yet recorded (each holds its ceremonies' claims)
+batches_in_flight_max = 4
 #: unanswered ceremonies kept in memory (older ones are read from the store when answered)
 open_ceremonies_cached_max = 100_000

@@ -53,7 +53,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 from cryptography import x509
@@ -87,6 +87,9 @@ from liangcao.authn.binding import NONCE_BYTES, PaymentTerms, challenge_bytes
 from liangcao.authn.codes import AuthnCode, AuthnError
 from liangcao.authn.soft import FIDO_GEN_CE_AAGUID, b64url, unb64url
 from liangcao.authn.store import Op, Store
+
+if TYPE_CHECKING:
+    from liangcao.authn.batch import PaymentBatcher
 
 ALGS = {int(COSEAlgorithmIdentifier.ECDSA_SHA_256): "ES256", int(COSEAlgorithmIdentifier.EDDSA): "EdDSA"}
 _SUPPORTED = [COSEAlgorithmIdentifier.ECDSA_SHA_256, COSEAlgorithmIdentifier.EDDSA]
@@ -342,9 +345,24 @@ class RelyingParty:
         self._queue_lock = threading.Lock()
         self._enrol_lock = threading.Lock()
         self._judging = False
+        self._batcher: PaymentBatcher | None = None
 
     def close(self) -> None:
+        with self._lock:
+            batcher = self._batcher
+        if batcher is not None:  # what it holds is judged and recorded first
+            batcher.close()
         self._store.close()
+
+    def payment_batcher(self) -> PaymentBatcher:
+        """The relying party's one micro-batcher of payment answers (``liangcao.authn.batch``): the gateway's
+        step-up path. One per relying party: its single judging thread keeps each device's answers in order."""
+        with self._lock:
+            if self._batcher is None:
+                from liangcao.authn.batch import PaymentBatcher
+
+                self._batcher = PaymentBatcher(self)
+            return self._batcher
 
     def __enter__(self) -> RelyingParty:
         return self
@@ -747,7 +765,7 @@ class RelyingParty:
             del self._queue[: len(batch)]
         results: list[Confirmation | AuthnError] = []
         ops: list[Op] = []
-        claims: list[_Claim] = []
+        claims: list[str] = []
         error: BaseException | None = None
         try:
             results, ops, claims = self._judge_many([(p.shopper, p.challenge_id, p.assertion, p.terms) for p in batch])
@@ -767,8 +785,7 @@ class RelyingParty:
             error = exc
             self._forget([p.assertion for p in batch])
         finally:
-            for claim in claims:
-                claim.__exit__(None, None, None)
+            self._release(claims)
         for k, p in enumerate(batch):
             p.error = error
             p.verdict = results[k] if error is None else None
@@ -804,8 +821,7 @@ class RelyingParty:
             self._forget([a for _, _, a, _ in items])
             raise
         finally:
-            for claim in claims:
-                claim.__exit__(None, None, None)
+            self._release(claims)
         return results
 
     def _forget(self, assertions: Sequence[_AssertionIn | AuthnError]) -> None:
@@ -823,29 +839,42 @@ class RelyingParty:
 
     def _judge_many(
         self, items: Sequence[tuple[str, str, _AssertionIn | AuthnError, tuple[str, str, int, str]]]
-    ) -> tuple[list[Confirmation | AuthnError], list[Op], list[_Claim]]:
+    ) -> tuple[list[Confirmation | AuthnError], list[Op], list[str]]:
         """The verdicts on read answers (or their reading's refusal), in order, the statements recording
-        them and the claims the caller releases once they are durable (or at once, on an exception)."""
+        them and the ceremonies claimed, which the caller releases (``_release``) once they are durable (or
+        at once, on an exception)."""
         results: list[Confirmation | AuthnError] = []
         out = _Record()
-        claims: list[_Claim] = []
+        claims: list[str] = []
+        claimed = self._claimed
         try:
             for shopper, challenge_id, assertion, terms in items:
                 if isinstance(assertion, AuthnError):
                     results.append(assertion)
                     continue
+                with self._lock:  # the claim (as _Claim takes it, without an object per answer)
+                    mine = challenge_id not in claimed
+                    if mine:
+                        claimed.add(challenge_id)
+                if not mine:
+                    results.append(
+                        AuthnError(AuthnCode.REPLAYED, f"ceremony {challenge_id!r} is being answered already")
+                    )
+                    continue
+                claims.append(challenge_id)
                 try:
-                    claim = self._claim(challenge_id)
-                    claim.__enter__()
-                    claims.append(claim)
                     results.append(self._judge(shopper, challenge_id, assertion, terms, out))
                 except AuthnError as refusal:
                     results.append(refusal)
         except BaseException:
-            for claim in claims:
-                claim.__exit__(None, None, None)
+            self._release(claims)
             raise
         return results, out.ops(), claims
+
+    def _release(self, claims: Sequence[str]) -> None:
+        """Let the ceremonies ``claims`` be answered again (their verdicts are durable, or were not written)."""
+        with self._lock:
+            self._claimed.difference_update(claims)
 
     @staticmethod
     def _payment_in(

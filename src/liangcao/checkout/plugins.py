@@ -65,10 +65,16 @@ class PasskeyStepUp:
 
     The client answers ``STEP_UP_REQUIRED`` by running ``navigator.credentials.get`` on ``challenge.publicKey``
     and sends the pay request again with the same idempotency key and
-    ``{"step_up": {"challenge_id": ..., "credential": <PublicKeyCredential JSON>}}``."""
+    ``{"step_up": {"challenge_id": ..., "credential": <PublicKeyCredential JSON>}}``.
 
-    def __init__(self, rp: Any) -> None:
+    The answers of concurrent pay requests (the gateway's worker threads) are verified in micro-batches:
+    each request hands its answer to the relying party's :class:`~liangcao.authn.batch.PaymentBatcher` and
+    waits for its own durable verdict, while one thread judges every answer waiting and one fsync records
+    them (``batched=False``: one ``verify_payment`` per request)."""
+
+    def __init__(self, rp: Any, *, batched: bool = True) -> None:
         self.rp = rp
+        self.batcher = rp.payment_batcher() if batched and hasattr(rp, "payment_batcher") else None
 
     def challenge(self, a: PayAttempt) -> dict[str, Any]:
         out: dict[str, Any] = self.rp.payment_challenge(a.buyer, a.order_id, a.merchant, a.amount, a.currency)
@@ -76,9 +82,11 @@ class PasskeyStepUp:
 
     def verify(self, a: PayAttempt) -> None:
         s = a.step_up or {}
-        self.rp.verify_payment(
-            a.buyer, str(s.get("challenge_id", "")), s.get("credential"), a.order_id, a.merchant, a.amount, a.currency
-        )
+        challenge_id, credential = str(s.get("challenge_id", "")), s.get("credential")
+        if self.batcher is None:
+            self.rp.verify_payment(a.buyer, challenge_id, credential, a.order_id, a.merchant, a.amount, a.currency)
+            return
+        self.batcher.verify(a.buyer, challenge_id, credential, a.order_id, a.merchant, a.amount, a.currency)
 
 
 class InstallmentsMethod:

@@ -1,0 +1,253 @@
+"""The gateway's step-up path: concurrent answers gathered into ``verify_payments`` micro-batches.
+
+A checkout gateway confirms one payment per request, on many threads at once. Each caller hands its answer
+to :meth:`PaymentBatcher.verify` and sleeps; one judging thread takes every answer waiting (up to
+``batch_answers_max``), judges them in arrival order exactly as :meth:`RelyingParty.verify_payments` does,
+and passes the verdicts to one recording thread, which writes them durably (the verdicts of every batch
+judged meanwhile in one write, one fsync) and only then wakes each caller with its own Confirmation or
+AuthnError. While one batch is being made durable the next is judged, so the signature checks (which hold
+the GIL) and the fsync (which does not) overlap.
+
+The pattern is the checkout's ``money.Batcher`` (a queue, one thread taking all that waits, futures per
+caller, a bound on batches in flight); this one lives beside the relying party because the relying party
+must own it: one judging thread per relying party is what keeps a device's answers in the order they
+arrived (its sign counter), and the relying party's ``close`` stops it. The authn benchmark measures this
+path (``liangcao.authn.bench``).
+
+Guarantees, each tested (``tests/test_authn_batch.py``):
+
+* every caller gets its own verdict; a refused answer does not fail the others of its batch;
+* one device's answers are judged in arrival order (one judging thread);
+* an answer replayed in the same batch (or while the first is being recorded) is refused ``REPLAYED``;
+* a caller is answered only once its verdict is durable; a store fault reaches every caller of the write
+  as a ``StoreError`` and consumes nothing (each answer may be sent again);
+* a malformed request is refused on the caller's thread and never joins the queue.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import TYPE_CHECKING, Any
+
+from liangcao.authn import codes as lim
+from liangcao.authn.codes import AuthnError
+from liangcao.codes import Code
+from liangcao.errors import StoreError
+
+if TYPE_CHECKING:
+    from liangcao.authn.rp import Confirmation, PaymentAnswer, RelyingParty, _AssertionIn
+    from liangcao.authn.store import Op
+
+
+class _Slot:
+    """One caller waiting: its read answer, then its verdict (or the fault of its batch)."""
+
+    __slots__ = ("assertion", "challenge_id", "error", "shopper", "signal", "terms", "verdict")
+
+    def __init__(
+        self, shopper: str, challenge_id: str, assertion: _AssertionIn, terms: tuple[str, str, int, str]
+    ) -> None:
+        self.shopper = shopper
+        self.challenge_id = challenge_id
+        self.assertion = assertion
+        self.terms = terms
+        self.verdict: Confirmation | AuthnError | None = None
+        self.error: BaseException | None = None
+        # a bare lock as a one-shot signal (one futex; a Future's condition costs several lock objects)
+        self.signal = threading.Lock()
+        self.signal.acquire()
+
+
+class _Judged:
+    __slots__ = ("claims", "ops", "results", "slots")
+
+    def __init__(
+        self, slots: list[_Slot], results: list[Confirmation | AuthnError], ops: list[Op], claims: list[str]
+    ) -> None:
+        self.slots = slots
+        self.results = results
+        self.ops = ops
+        self.claims = claims
+
+
+_STOP = None  # put on a queue: the thread reading it stops
+
+
+class PaymentBatcher:
+    """Micro-batches of step-up answers for one :class:`RelyingParty` (get it with ``rp.payment_batcher()``).
+
+    Its two threads start with the first answer and stop with ``close`` (the relying party's ``close``
+    calls it): answers queued by then are judged and recorded first. The hand-offs are ``queue.SimpleQueue``
+    (C: a caller's ``put`` and the threads' blocking ``get`` take no Python-level lock or condition), as
+    every answer crosses two of them and this path runs once per confirmed payment."""
+
+    def __init__(
+        self,
+        rp: RelyingParty,
+        *,
+        batch_max: int = 64,
+        in_flight_max: int = lim.batches_in_flight_max,
+    ) -> None:
+        if not 1 <= batch_max <= lim.batch_answers_max:
+            raise ValueError(f"batch_max must be 1..{lim.batch_answers_max} (batch_answers_max)")
+        if not 1 <= in_flight_max <= lim.batches_in_flight_max:
+            raise ValueError(f"in_flight_max must be 1..{lim.batches_in_flight_max} (batches_in_flight_max)")
+        self.rp = rp
+        self.batch_max = batch_max
+        self._answers: queue.SimpleQueue[_Slot | None] = queue.SimpleQueue()
+        self._judged: queue.SimpleQueue[_Judged | None] = queue.SimpleQueue()
+        # judged batches not yet durable hold their ceremonies' claims: a batch is judged only with a token
+        self._tokens: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        for _ in range(in_flight_max):
+            self._tokens.put(True)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._threads: list[threading.Thread] = []
+        self.batches = 0  # batches judged, answers judged, the largest batch, durable writes
+        self.answers = 0
+        self.largest = 0
+        self.writes = 0
+
+    # ---- callers --------------------------------------------------------------------------------------------
+    def verify(
+        self, shopper: str, challenge_id: str, credential_json: object, order_id: str, payee: str, amount_fen: int,
+        currency: str,
+    ) -> Confirmation:  # fmt: skip
+        """``rp.verify_payment`` with these arguments, judged in a batch: the Confirmation once it is durable,
+        or the AuthnError refusing it; a ``StoreError`` if its batch could not be recorded."""
+        slot = self.submit(shopper, challenge_id, credential_json, order_id, payee, amount_fen, currency)
+        slot.signal.acquire()
+        if slot.error is not None:
+            raise slot.error
+        if isinstance(slot.verdict, AuthnError):
+            raise slot.verdict
+        assert slot.verdict is not None
+        return slot.verdict
+
+    def verify_answer(self, answer: PaymentAnswer) -> Confirmation:
+        """:meth:`verify` for a :class:`PaymentAnswer`."""
+        return self.verify(
+            answer.shopper, answer.challenge_id, answer.credential_json, answer.order_id, answer.payee,
+            answer.amount_fen, answer.currency,
+        )  # fmt: skip
+
+    def submit(
+        self, shopper: str, challenge_id: str, credential_json: object, order_id: str, payee: str, amount_fen: int,
+        currency: str,
+    ) -> _Slot:  # fmt: skip
+        """Queue an answer (read and bounded here, on the caller's thread: a malformed one is refused at
+        once); the slot's ``signal`` is released when its verdict is durable."""
+        terms = (order_id, payee, amount_fen, currency)
+        slot = _Slot(shopper, challenge_id, self.rp._payment_in(shopper, challenge_id, credential_json, terms), terms)
+        if not self._threads:
+            self._start()
+        with self._lock:  # never behind the stop: a slot queued after it would wait for ever
+            if self._closed:
+                raise StoreError(Code.NOT_READY, "the relying party is closed")
+            self._answers.put(slot)
+        return slot
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._threads or self._closed:
+                return
+            threads = [
+                threading.Thread(target=self._judge_loop, name="authn-judge", daemon=True),
+                threading.Thread(target=self._record_loop, name="authn-record", daemon=True),
+            ]
+            for t in threads:
+                t.start()
+            self._threads = threads
+
+    # ---- the judging thread ---------------------------------------------------------------------------------
+    def _take(self) -> list[_Slot] | None:
+        """Every answer waiting, up to ``batch_max`` (blocks for the first); None once closed and drained."""
+        first = self._answers.get()
+        if first is _STOP:
+            return None
+        batch = [first]
+        q = self._answers
+        while len(batch) < self.batch_max and not q.empty():
+            nxt = q.get()
+            if nxt is _STOP:
+                q.put(_STOP)  # after this batch
+                break
+            batch.append(nxt)
+        return batch
+
+    def _judge_loop(self) -> None:
+        try:
+            while (batch := self._take()) is not None:
+                self._tokens.get()
+                self.batches += 1
+                self.answers += len(batch)
+                self.largest = max(self.largest, len(batch))
+                try:
+                    results, ops, claims = self.rp._judge_many(
+                        [(s.shopper, s.challenge_id, s.assertion, s.terms) for s in batch]
+                    )
+                except BaseException as exc:  # a store fault while reading: every answer of the batch gets it
+                    self._tokens.put(True)
+                    self._answer(batch, None, exc)
+                    continue
+                self._judged.put(_Judged(batch, results, ops, claims))
+        finally:
+            self._judged.put(_STOP)
+
+    # ---- the recording thread -------------------------------------------------------------------------------
+    def _record_loop(self) -> None:
+        q = self._judged
+        stop = False
+        while not stop:
+            first = q.get()
+            if first is _STOP:
+                return
+            taken = [first]
+            while not q.empty():  # every batch judged meanwhile: one durable write for all
+                nxt = q.get()
+                if nxt is _STOP:
+                    stop = True
+                    break
+                taken.append(nxt)
+            error: BaseException | None = None
+            try:
+                ops = [op for j in taken for op in j.ops]
+                if ops:
+                    self.rp._store.write(ops)
+                    self.writes += 1
+            except BaseException as exc:  # nothing of these batches is recorded: their answers stay open
+                error = exc
+                self.rp._forget([s.assertion for j in taken for s in j.slots])
+            finally:
+                self.rp._release([c for j in taken for c in j.claims])
+            for j in taken:
+                self._tokens.put(True)
+                self._answer(j.slots, j.results, error)
+
+    @staticmethod
+    def _answer(
+        slots: list[_Slot], results: list[Confirmation | AuthnError] | None, error: BaseException | None
+    ) -> None:
+        if error is not None or results is None:
+            for s in slots:
+                s.error = error
+                s.signal.release()
+            return
+        for s, verdict in zip(slots, results, strict=True):
+            s.verdict = verdict
+            s.signal.release()
+
+    def close(self) -> None:
+        """Judge and record what is queued, then stop the threads; a second call returns at once."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            threads = self._threads
+            self._answers.put(_STOP)
+        for t in threads:
+            t.join(timeout=30)
+
+    def stats(self) -> dict[str, Any]:
+        return {"batches": self.batches, "answers": self.answers, "largest": self.largest, "writes": self.writes}
