@@ -29,6 +29,7 @@ from liangcao.node.verify import SigVerifier
 from liangcao.trace import capture
 from trace_ledger import BRAND, BRAND_PREFIX, CUSTOMS, FIXTURES, LOGISTICS, MAJORITY, TRACE, WAREHOUSE
 
+NOW = int(time.time() * 1000)
 CONTEXT = json.dumps(["https://ref.gs1.org/standards/epcis/epcis-context.jsonld"])
 
 
@@ -186,3 +187,20 @@ def test_a_node_precomputes_at_admission_and_a_replay_agrees(tmp_path: Path) -> 
         replay.time_ms = header.time_ms
         ex = replay.apply(raws)
         assert ex.state_hash == header.state_hash
+
+
+def test_the_bench_prepares_into_spool_files_read_back_in_order(tmp_path: Path) -> None:
+    """The trace bench's client holds ids, not transactions: each preparing process writes a spool file."""
+    from liangcao.bench.trace import Spool, _prepare_spool
+    from liangcao.node.home import init_network
+
+    c = init_network(tmp_path, 3, org_types=["brand", "logistics", "warehouse"])
+    n_events, ids = _prepare_spool(str(tmp_path), 5, 3, c.chain_id, NOW + 600_000, True, str(tmp_path / "s.bin"))
+    assert n_events == 21 and len(ids) == 3  # seven events a case; one transaction per organisation's document
+    spool = Spool(tmp_path / "s.bin", n_events, ids)
+    batches = list(spool.batches(2))
+    assert [len(b) for b in batches] == [2, 1]
+    txs = [txm.parse(raw) for b in batches for raw in b]
+    assert [t.tx_id for t in txs] == ids
+    assert all(t.args["compact"] is True for t in txs)
+    assert sum(len(t.args["events"]) for t in txs) == 21

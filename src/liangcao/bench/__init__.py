@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ def wait_ready(client: Client, proc: subprocess.Popen[bytes], timeout_s: float =
         time.sleep(0.1)
 
 
-def submit_all(client: Client, chunks: list[list[Tx]]) -> None:
+def submit_all(client: Client, chunks: Sequence[Sequence[Tx | bytes]]) -> None:
     """Submit every chunk over the batch endpoint, resending what a busy node turned away."""
     busy = (int(Code.MEMPOOL_FULL), int(Code.NOT_READY), int(Code.OUTCOME_UNKNOWN))
     for chunk in chunks:

@@ -3,8 +3,9 @@
 A real node runs in its own process (``liangcao node start``) on a fresh consortium of a brand, a logistics
 company and a warehouse. This process builds the workload the way a capture client does: EPCIS 2.0
 documents, validated against GS1's schema, every event's hash id computed, packed and signed as
-``trace.capture`` transactions (all before timing starts, so the client's signing is not measured), in the
-compact layout (``--full``: the layout that copies each event into state; ``liangcao.apps.trace.anchor``). Per
+``trace.capture`` transactions (all before timing starts, so the client's signing is not measured; one
+preparing process per core, each writing its transactions to spool files on disk that the submitter then reads
+in order, so the client holds transaction ids, not transactions: ten million events fit), in the compact layout (``--full``: the layout that copies each event into state; ``liangcao.apps.trace.anchor``). Per
 case of four tins of milk powder: four commissioning events and the packing of the case (brand), its
 shipping (logistics) and its receiving (warehouse): seven events. The transactions go over HTTP
 (``/v1/batch/txs``); the commit time of each is read from the new blocks' headers; events per second is
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import random
 import resource
@@ -29,6 +31,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +45,6 @@ from liangcao.bench import start_node, submit_all, wait_ready
 from liangcao.client import Client
 from liangcao.codes import Code
 from liangcao.crypto.signer import load_signer
-from liangcao.ledger.tx import Tx
 from liangcao.node.home import NodeHome, init_network, member_dir
 from liangcao.procs import free_port, peak_rss_mb
 from liangcao.trace import capture
@@ -90,6 +94,75 @@ def documents(first_case: int, cases: int) -> dict[str, bytes]:
     return {"org1": _doc(brand), "org2": _doc(ship), "org3": _doc(receive)}
 
 
+#: Transactions per HTTP batch, and cases a preparing process signs into one spool file.
+SUBMIT_BATCH = 100
+CASES_PER_SPOOL = 25 * CASES_PER_DOCUMENT
+
+
+@dataclass
+class Spool:
+    """Signed transactions of a range of cases, on disk (4-byte big-endian length, then the envelope): the
+    client holds ids, not transactions, so ten million events fit in memory."""
+
+    path: Path
+    events: int
+    tx_ids: list[str]
+
+    def batches(self, size: int) -> Iterator[list[bytes]]:
+        batch: list[bytes] = []
+        with self.path.open("rb") as f:
+            while head := f.read(4):
+                batch.append(f.read(int.from_bytes(head, "big")))
+                if len(batch) == size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+
+def _prepare_spool(
+    root: str, first: int, cases: int, chain_id: str, not_after: int, compact: bool, path: str
+) -> tuple[int, list[str]]:
+    """In a preparing process: build, validate, hash and sign the documents of ``cases`` cases from ``first``
+    (a document of ``CASES_PER_DOCUMENT`` cases per organisation at a time, as before) into ``path``."""
+    signers = {o: load_signer(member_dir(Path(root), f"{o}/alice")) for o in ("org1", "org2", "org3")}
+    n_events, tx_ids = 0, []
+    with open(path, "wb") as out:
+        for at in range(first, first + cases, CASES_PER_DOCUMENT):
+            for org, data in documents(at, min(CASES_PER_DOCUMENT, first + cases - at)).items():
+                prepared = capture.prepare(data)
+                n_events += len(prepared)
+                for tx in capture.sign(prepared, capture.pack(prepared), signers[org], chain_id, not_after,
+                                       compact=compact):  # fmt: skip
+                    out.write(len(tx.raw).to_bytes(4, "big") + tx.raw)
+                    tx_ids.append(tx.tx_id)
+    return n_events, tx_ids
+
+
+def _prepare(
+    root: Path, cases: int, chain_id: str, not_after: int, compact: bool, cores: int, console: Console
+) -> list[Spool]:
+    """Every transaction of the run, prepared before timing starts by one process per core, each into its own
+    spool files (in the order they are submitted)."""
+    parts = [(first, min(CASES_PER_SPOOL, cases - first)) for first in range(0, cases, CASES_PER_SPOOL)]
+    spools: list[Spool] = []
+    ctx = multiprocessing.get_context("spawn")  # the bench has threads (the progress bar): never fork
+    with (
+        ProcessPoolExecutor(max(1, min(cores, len(parts))), mp_context=ctx) as pool,
+        Progress(console=console, transient=True) as progress,
+    ):
+        task = progress.add_task("building, validating, hashing and signing EPCIS documents", total=cases)
+        futures = [
+            pool.submit(_prepare_spool, str(root), first, n, chain_id, not_after, compact, str(root / f"spool-{k}.bin"))
+            for k, (first, n) in enumerate(parts)
+        ]
+        for k, ((_, n), future) in enumerate(zip(parts, futures, strict=True)):
+            n_events, tx_ids = future.result()
+            spools.append(Spool(root / f"spool-{k}.bin", n_events, tx_ids))
+            progress.advance(task, n)
+    return spools
+
+
 def _pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(len(s) * q))] if s else float("nan")
@@ -112,35 +185,21 @@ def run_trace_bench(
         r = client.call("trace", "assign_prefix", {"prefix": "0614141", "org": "org1"}, admins)
         if r["code"] != Code.OK:
             raise RuntimeError(f"assigning the brand's prefix failed: {r['message']}")
-        signers = {o: load_signer(member_dir(tmp, f"{o}/alice")) for o in ("org1", "org2", "org3")}
         cases = max(1, events // 7)
-        txs: list[Tx] = []
-        n_events = 0
         t_prep = time.perf_counter()
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("building, validating, hashing and signing EPCIS documents", total=cases)
-            for first in range(0, cases, CASES_PER_DOCUMENT):
-                for org, data in documents(first, min(CASES_PER_DOCUMENT, cases - first)).items():
-                    prepared = capture.prepare(data)
-                    n_events += len(prepared)
-                    txs += capture.sign(
-                        prepared,
-                        capture.pack(prepared),
-                        signers[org],
-                        client.chain_id,
-                        client.node_time_ms() + 3_600_000,
-                        compact=compact,
-                    )
-                progress.update(task, completed=min(cases, first + CASES_PER_DOCUMENT))
+        spools = _prepare(tmp, cases, client.chain_id, client.node_time_ms() + 6 * 3_600_000, compact,
+                          cores, console)  # fmt: skip
         prep_s = time.perf_counter() - t_prep
-        console.print(f"{n_events:,} events in {len(txs):,} transactions prepared in {prep_s:.0f} s; capturing…")
+        n_events = sum(s.events for s in spools)
+        ids = [t for s in spools for t in s.tx_ids]
+        console.print(f"{n_events:,} events in {len(ids):,} transactions prepared in {prep_s:.0f} s; capturing…")
         start_height = int(client.head()["header"]["height"]) + 1
-        ids = [t.tx_id for t in txs]
-        batches = [txs[i : i + 100] for i in range(0, len(txs), 100)]
 
         def submitter() -> None:
             with Client(home.url, token, chain_id=client.chain_id, timeout_s=300) as c:
-                submit_all(c, batches)
+                for spool in spools:
+                    for batch in spool.batches(SUBMIT_BATCH):
+                        submit_all(c, [batch])
 
         # Commits are counted from block headers (cheap, and nothing to fall behind on, unlike an event
         # stream a slow reader can be cut off from): done when the new blocks hold every transaction.
