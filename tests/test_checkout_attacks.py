@@ -19,13 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
+from fastapi import FastAPI
 
 from liangcao.checkout import server as server_mod
 from liangcao.checkout.codes import CheckoutCode, CheckoutError
 from liangcao.checkout.http import classify, create_app, default_rules
-from liangcao.checkout.server import Server
+from liangcao.checkout.server import Server, Upstream
 from liangcao.checkout.service import Checkout, Pending
 from liangcao.flow import Gate
+from liangcao.flow.asgi import flow_router
 from liangcao.payments import Engine
 from liangcao.procs import free_port
 
@@ -159,19 +162,28 @@ def test_amounts_must_be_plain_integers(co: Checkout) -> None:
 
 
 class Live:
-    """The gateway's own server in a thread of this process (with flow control, as ``checkout start``)."""
+    """The gateway's own server in a thread of this process (with flow control, as ``checkout start``).
 
-    def __init__(self, co: Checkout) -> None:
+    ``setup``: ``asyncio`` (the standard loop), ``uvloop`` (the loop ``checkout start`` runs on) or ``edge``
+    (``checkout start --edge``: an edge server with the gate relaying to the application's server on a Unix
+    socket, both on one uvloop loop here): every attack below must fare the same through all three."""
+
+    def __init__(self, co: Checkout, setup: str = "asyncio", home: Path | None = None) -> None:
         self.port = free_port()
         self.gate = Gate(default_rules())
-        self.server = Server(
-            create_app(co, self.gate, middleware=False, auto_confirm_every_s=0),
-            "127.0.0.1",
-            self.port,
-            gate=self.gate,
-            classify=classify,
-        )
-        self.loop = asyncio.new_event_loop()
+        self.servers: list[Server] = []
+        if setup == "edge":
+            assert home is not None
+            sock = str(home / "app.sock")
+            self.servers.append(Server(create_app(co, None, auto_confirm_every_s=0), unix=sock))
+            own = FastAPI()
+            own.include_router(flow_router(self.gate))
+            edge = Server(own, "127.0.0.1", self.port, gate=self.gate, classify=classify, upstream=Upstream(sock))
+            self.servers.append(edge)
+        else:
+            app = create_app(co, self.gate, middleware=False, auto_confirm_every_s=0)
+            self.servers.append(Server(app, "127.0.0.1", self.port, gate=self.gate, classify=classify))
+        self.loop = uvloop.new_event_loop() if setup in ("uvloop", "edge") else asyncio.new_event_loop()
         self.stop = asyncio.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -185,7 +197,15 @@ class Live:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.stop = asyncio.Event()
-        self.loop.run_until_complete(self.server.serve(self.stop))
+
+        async def both() -> None:
+            tasks = []
+            for srv in self.servers:  # the application's server first: the edge relays to it
+                tasks.append(asyncio.ensure_future(srv.serve(self.stop)))
+                await asyncio.sleep(0.05)
+            await asyncio.gather(*tasks)
+
+        self.loop.run_until_complete(both())
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.stop.set)
@@ -205,9 +225,9 @@ class Live:
             return out
 
 
-@pytest.fixture
-def live(co: Checkout) -> Iterator[Live]:
-    lv = Live(co)
+@pytest.fixture(params=["asyncio", "uvloop", "edge"])
+def live(co: Checkout, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Live]:
+    lv = Live(co, request.param, tmp_path)
     try:
         yield lv
     finally:
@@ -311,7 +331,9 @@ def test_a_client_that_never_reads_cannot_grow_the_servers_buffers(live: Live) -
             except BlockingIOError:
                 time.sleep(0.01)
         time.sleep(0.3)
-        buffered = [c.transport.get_write_buffer_size() + len(c.buf) for c in live.server.conns if c.transport]
+        buffered = [
+            c.transport.get_write_buffer_size() + len(c.buf) for srv in live.servers for c in srv.conns if c.transport
+        ]
         assert buffered and max(buffered) < 2 * server_mod.buffer_bytes_max, (sent, buffered)
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -22,6 +23,29 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """One line on stderr (never a traceback), then exit ``code``."""
     err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _gate(rules: Path | None, no_flow: bool, token_server: str | None, fallback_share: float) -> tuple[Any, Any]:
+    """(gate, cluster client) from the command line: (None, None) with --no-flow."""
+    from liangcao.checkout.http import default_rules
+    from liangcao.flow import FlowError, Gate, rules_from_json
+
+    if no_flow:
+        return None, None
+    cluster: Any = None
+    try:
+        if token_server is not None:
+            from liangcao.flow.cluster import ClusterClient
+
+            host_, _, port_ = token_server.rpartition(":")
+            if not host_ or not port_.isdigit():
+                fail(f"--token-server {token_server!r}: give HOST:PORT")
+            cluster = ClusterClient(host_, int(port_), fallback_share=fallback_share).start()
+        return Gate(rules_from_json(rules.read_bytes()) if rules else default_rules(), cluster=cluster), cluster
+    except (OSError, FlowError) as exc:
+        if cluster is not None:
+            cluster.close()
+        fail(f"{rules or 'rules'}: {exc}")
 
 
 @app.command("start")
@@ -62,36 +86,47 @@ def start_cmd(
     installment_fee_payer: Annotated[
         str, typer.Option("--installment-fee-payer", help="who pays the installment fee: shopper or merchant")
     ] = "shopper",
+    edge: Annotated[
+        bool,
+        typer.Option(
+            "--edge",
+            help="two processes: an edge (HTTP, flow control, refusals) in front of the application process",
+        ),
+    ] = False,
+    unix: Annotated[
+        str | None, typer.Option("--unix", help="listen on this Unix socket (the application process of an edge)")
+    ] = None,
 ) -> None:
     """Run the checkout gateway (the checkout page is at /checkout/{order_id})."""
+    if edge:
+        if server != "fast" or unix is not None:
+            fail("--edge runs the fast server on TCP (no --server uvicorn, no --unix)")
+        passed: list[str] = ["--fee-bps", str(fee_bps), "--auto-confirm-s", str(auto_confirm_s)]
+        passed += ["--installment-fee-payer", installment_fee_payer]
+        for flag, value in (
+            ("--pg", pg),
+            ("--risk-home", risk_home),
+            ("--rp-id", rp_id),
+            ("--origin", origin),
+            ("--credit-db", credit_db),
+        ):
+            if value is not None:
+                passed += [flag, str(value)]
+        passed += ["--sync-full"] * sync_full + ["--confirm-every-payment"] * confirm_every_payment
+        _run_edge(home, host, port, passed, rules, no_flow, token_server, fallback_share)
+        return
     import gc
 
     import uvicorn
 
-    from liangcao.checkout.http import create_app, default_rules
+    from liangcao.checkout.http import create_app
     from liangcao.checkout.money import Serialized
     from liangcao.checkout.service import Checkout
     from liangcao.errors import LiangcaoError, StoreError
-    from liangcao.flow import FlowError, Gate, rules_from_json
 
     if server not in ("fast", "uvicorn"):
         fail(f"--server {server!r}: fast or uvicorn")
-    gate = None
-    cluster: Any = None
-    if not no_flow:
-        try:
-            if token_server is not None:
-                from liangcao.flow.cluster import ClusterClient
-
-                host_, _, port_ = token_server.rpartition(":")
-                if not host_ or not port_.isdigit():
-                    fail(f"--token-server {token_server!r}: give HOST:PORT")
-                cluster = ClusterClient(host_, int(port_), fallback_share=fallback_share).start()
-            gate = Gate(rules_from_json(rules.read_bytes()) if rules else default_rules(), cluster=cluster)
-        except (OSError, FlowError) as exc:
-            if cluster is not None:
-                cluster.close()
-            fail(f"{rules or 'rules'}: {exc}")
+    gate, cluster = _gate(rules, no_flow, token_server, fallback_share)
     backend: Any
     try:
         if pg:
@@ -162,7 +197,8 @@ def start_cmd(
     gc.freeze()
     where = "PostgreSQL" if pg else f"engine in {home / 'pay'}"
     flow = "off" if gate is None else "on"
-    console.print(f"checkout gateway on http://{host}:{port} ({where}; flow control {flow})", soft_wrap=True)
+    at = f"unix:{unix}" if unix is not None else f"http://{host}:{port}"
+    console.print(f"checkout gateway on {at} ({where}; flow control {flow})", soft_wrap=True)
     try:
         if server == "uvicorn":
             uvicorn.run(
@@ -174,13 +210,83 @@ def start_cmd(
 
             # The server asks the gate before it makes an ASGI call: a refusal costs a parse and a write.
             Server(
-                create_app(co, gate, middleware=False, routers=routers), host, port, gate=gate, classify=classify
+                create_app(co, gate, middleware=False, routers=routers),
+                host,
+                port,
+                gate=gate,
+                classify=classify,
+                unix=unix,
             ).run()
     finally:
         co.close()
         for c in closers:
             c.close()
         backend.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _run_edge(
+    home: Path,
+    host: str,
+    port: int,
+    passed: list[str],
+    rules: Path | None,
+    no_flow: bool,
+    token_server: str | None,
+    fallback_share: float,
+) -> None:
+    """The edge: start the application process on a Unix socket in ``home``, then serve HTTP in front of it
+    (flow control here; admitted requests relayed). The application process dies with the edge."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from liangcao.checkout.http import classify
+    from liangcao.checkout.server import Server, Upstream
+    from liangcao.procs import die_with_parent
+
+    home.mkdir(parents=True, exist_ok=True)
+    sock = home / "app.sock"
+    with contextlib.suppress(FileNotFoundError):
+        sock.unlink()  # a socket left by a killed run
+    gate, cluster = _gate(rules, no_flow, token_server, fallback_share)
+    cmd = [sys.executable, "-m", "liangcao.cli", "checkout", "start", "--home", str(home), "--unix", str(sock)]
+    child = subprocess.Popen([*cmd, "--no-flow", *passed], preexec_fn=die_with_parent(signal.SIGKILL))
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if child.poll() is not None:
+                fail(f"the application process exited ({child.returncode}) before it served")
+            with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as probe:
+                probe.connect(str(sock))
+                break
+            if time.monotonic() > deadline:
+                fail("the application process did not start in time")
+            time.sleep(0.05)
+        from fastapi import FastAPI
+
+        from liangcao.flow.asgi import flow_router
+
+        own = FastAPI(title="liangcao checkout edge")
+        if gate is not None:
+            own.include_router(flow_router(gate))
+        flow = "off" if gate is None else "on"
+        console.print(
+            f"checkout edge on http://{host}:{port} (application process {child.pid}; flow control {flow})",
+            soft_wrap=True,
+        )
+        Server(own, host, port, gate=gate, classify=classify, upstream=Upstream(str(sock))).run()
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(5)
         if cluster is not None:
             cluster.close()
 

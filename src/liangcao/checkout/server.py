@@ -37,7 +37,7 @@ import contextlib
 import json
 import logging
 import signal
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 from liangcao.checkout import limits
@@ -100,7 +100,8 @@ class _Conn(asyncio.Protocol):
         self.timer_kind = ""  # "request" (a request is arriving) or "idle" (nothing to do)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not subclasses of asyncio.Transport, but they speak its protocol
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
         self.sock = transport.get_extra_info("sockname")
@@ -116,7 +117,7 @@ class _Conn(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        if self.transport is not None and not self.paused:
+        if self.transport is not None and not self.paused and not self.transport.is_closing():
             self.paused = True
             self.transport.pause_reading()
 
@@ -163,7 +164,12 @@ class _Conn(asyncio.Protocol):
         self.buf += data
         if self.task is None:
             self._next()
-        elif len(self.buf) > buffer_bytes_max and not self.paused and self.transport is not None:
+        elif (
+            len(self.buf) > buffer_bytes_max
+            and not self.paused
+            and self.transport is not None
+            and not self.transport.is_closing()  # uvloop raises on a closed transport, asyncio ignores it
+        ):
             self.paused = True
             self.transport.pause_reading()
 
@@ -214,7 +220,8 @@ class _Conn(asyncio.Protocol):
             return None
         if self.paused and len(self.buf) < buffer_bytes_max and not self.write_paused:
             self.paused = False
-            self.transport.resume_reading()
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
         while self.buf.startswith(b"\r\n"):  # RFC 9112 2.2: empty lines before a request line are ignored
             del self.buf[:2]
         end = self.buf.find(b"\r\n\r\n")
@@ -297,20 +304,55 @@ class _Conn(asyncio.Protocol):
             "query_string": query,
             "root_path": "",
             "headers": headers,
-            "client": self.peer,
+            "client": self._client(headers),
             "server": self.sock,
             "state": dict(self.server.state),
         }
         return scope, body, keep_alive
 
+    def _client(self, headers: list[tuple[bytes, bytes]]) -> Any:
+        if self.server.unix is None:
+            return self.peer
+        # Behind an edge (the only one that can reach a Unix socket in the gateway's folder): its word.
+        for k, v in headers:
+            if k == b"x-forwarded-for":
+                return (v.decode("latin-1").split(",")[0].strip(), 0)
+        return None
+
     async def _serve(self, scope: dict[str, Any], body: bytes, keep_alive: bool, ticket: Ticket | None) -> None:
+        upstream = self.server.upstream
         try:
-            await self._serve_app(scope, body, keep_alive)
+            if upstream is not None and not scope["path"].startswith(upstream.own_prefix):
+                await self._forward(upstream, scope, body, keep_alive)
+            else:
+                await self._serve_app(scope, body, keep_alive)
         finally:
             if ticket is not None:
                 ticket.exit(self.last_status < 500)
         if self.task is None:
             self._next()
+
+    async def _forward(self, upstream: Upstream, scope: dict[str, Any], body: bytes, keep_alive: bool) -> None:
+        """Hand an admitted request to the application process and relay its answer."""
+        transport = self.transport
+        assert transport is not None
+        self.last_status = 503
+        try:
+            status, head, answer = await upstream.exchange(scope, body)
+        except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, TimeoutError):
+            log.warning("the application process did not answer %s %s", scope["method"], scope["path"])
+            out = _error_bytes(503, CheckoutCode.INTERNAL, "the gateway's application process did not answer")
+            transport.write(out if keep_alive else out.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n", 1))
+        else:
+            self.last_status = status
+            if not keep_alive:
+                head += b"\r\nconnection: close"
+            transport.write(head + b"\r\n\r\n" + answer)
+        self.task = None
+        if not keep_alive:
+            transport.close()
+            self.closed = True
+        self._watch()
 
     async def _serve_app(self, scope: dict[str, Any], body: bytes, keep_alive: bool) -> None:
         transport = self.transport
@@ -394,6 +436,102 @@ class _Conn(asyncio.Protocol):
         self._watch()
 
 
+# Hop-by-hop headers: they describe the client's connection to the edge, not the request.
+_HOP = frozenset({b"connection", b"keep-alive", b"expect", b"te", b"upgrade", b"proxy-connection", b"content-length"})
+
+
+class Upstream:
+    """The application process behind an edge (``liangcao checkout start --edge``): keep-alive HTTP/1.1
+    connections over a Unix socket, one request in flight on each.
+
+    Why an edge at all: in one Python process the refusals of a surge and the paying share one core (the
+    interpreter's lock), so every refused request takes time from a payment and waits behind one. With an
+    edge, refusing (parse, ask the gate, answer) runs in its own process on its own core and answers within
+    milliseconds, and the application process spends its core on admitted work only. Only the edge's own
+    endpoints (``own_prefix``: flow-control status, rules and metrics, whose gate lives in the edge) are served
+    by the edge's app."""
+
+    def __init__(self, path: str, *, own_prefix: str = "/v1/flow", connections_max: int = 256) -> None:
+        self.path = path
+        self.own_prefix = own_prefix
+        self.connections_max = connections_max
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def exchange(self, scope: dict[str, Any], body: bytes) -> tuple[int, bytes, bytes]:
+        """(status, response head without its blank line, body) of one request, over a kept-alive connection
+        (a fresh one when none is idle). The client's address goes along as ``x-forwarded-for`` (the
+        application process trusts it only on its Unix socket)."""
+        target = scope["raw_path"] + (b"?" + scope["query_string"] if scope["query_string"] else b"")
+        lines = [scope["method"].encode() + b" " + target + b" HTTP/1.1", b"content-length: " + str(len(body)).encode()]
+        lines += [k + b": " + v for k, v in scope["headers"] if k not in _HOP and k != b"x-forwarded-for"]
+        peer = scope.get("client")
+        if peer:
+            lines.append(b"x-forwarded-for: " + str(peer[0]).encode())
+        data = b"\r\n".join(lines) + b"\r\n\r\n" + body
+        for attempt in (1, 2):
+            fresh = not self.idle
+            reader, writer = self.idle.pop() if self.idle else await asyncio.open_unix_connection(self.path)
+            try:
+                writer.write(data)
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (OSError, asyncio.IncompleteReadError):
+                writer.close()
+                # A kept-alive connection the application closed while idle: nothing was read, send again.
+                if fresh or attempt == 2:
+                    raise
+                continue
+            try:
+                status, head, answer = await self._answer(reader, head[:-4], scope["method"] == "HEAD")
+            except BaseException:
+                writer.close()
+                raise
+            if len(self.idle) < self.connections_max and not writer.is_closing():
+                self.idle.append((reader, writer))
+            else:
+                writer.close()
+            return status, head, answer
+        raise EOFError("unreachable")
+
+    @staticmethod
+    async def _answer(reader: asyncio.StreamReader, head: bytes, head_only: bool) -> tuple[int, bytes, bytes]:
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        length = -1
+        chunked = False
+        kept: list[bytes] = [lines[0]]
+        for line in lines[1:]:
+            name = line.partition(b":")[0].strip().lower()
+            if name == b"content-length":
+                length = int(line.partition(b":")[2])
+            elif name == b"transfer-encoding":
+                chunked = True
+                continue  # re-framed below with a length
+            elif name == b"connection":
+                continue
+            kept.append(line)
+        if head_only or status in (204, 304) or 100 <= status < 200:
+            return status, b"\r\n".join(kept), b""
+        if chunked:
+            body = bytearray()
+            while True:
+                size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
+                if size > limits.body_bytes_max * 64:
+                    raise ValueError("an answer too large to relay")
+                body += (await reader.readexactly(size + 2))[:-2]
+                if size == 0:
+                    break
+            kept.append(b"content-length: " + str(len(body)).encode())
+            return status, b"\r\n".join(kept), bytes(body)
+        if length < 0:
+            raise ValueError("an answer without a length")
+        return status, b"\r\n".join(kept), await reader.readexactly(length)
+
+    def close(self) -> None:
+        for _, w in self.idle:
+            w.close()
+        self.idle.clear()
+
+
 class Server:
     """Serve ``app`` on ``host:port`` until SIGTERM or SIGINT (:meth:`run`)."""
 
@@ -405,10 +543,17 @@ class Server:
         *,
         gate: Gate | None = None,
         classify: Classify | None = None,
+        upstream: Upstream | None = None,
+        unix: str | None = None,
     ) -> None:
         """``app`` is served as it is; with ``gate`` and ``classify`` (the app then has no FlowMiddleware) the
-        server asks the gate itself, as FlowMiddleware would, and answers refusals without calling the app."""
+        server asks the gate itself, as FlowMiddleware would, and answers refusals without calling the app.
+        With ``upstream`` (an edge) admitted requests go to the application process and ``app`` serves only
+        the edge's own endpoints; with ``unix`` the server listens on that Unix socket instead of TCP (the
+        application process behind an edge), and takes the client's address from ``x-forwarded-for``."""
         self.app = app
+        self.upstream = upstream
+        self.unix = unix
         self.gate = gate
         self.classify = classify
         self.refused = 0
@@ -434,7 +579,12 @@ class Server:
         life = asyncio.create_task(self.app(scope, queue.get, send))
         await self._lifespan("startup", queue, replies)
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: _Conn(self), self.host, self.port, backlog=4096, reuse_address=True)
+        if self.unix is not None:
+            server = await loop.create_unix_server(lambda: _Conn(self), self.unix, backlog=4096)
+        else:
+            server = await loop.create_server(
+                lambda: _Conn(self), self.host, self.port, backlog=4096, reuse_address=True
+            )
         try:
             await stop.wait()
         finally:
@@ -448,6 +598,8 @@ class Server:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._lifespan("shutdown", queue, replies), shutdown_s_max)
             life.cancel()
+            if self.upstream is not None:
+                self.upstream.close()
 
     def run(self) -> None:
         async def main() -> None:
@@ -457,4 +609,11 @@ class Server:
                 loop.add_signal_handler(sig, stop.set)
             await self.serve(stop)
 
-        asyncio.run(main())
+        # uvloop (libuv) when installed: the loop's own cost per read and write is what a refusal is mostly
+        # made of, and libuv's is a fraction of the pure-Python selector loop's.
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover (a dependency; kept optional for embedders)
+            asyncio.run(main())
+        else:
+            uvloop.run(main())
