@@ -11,6 +11,8 @@ Admission: :class:`liangcao.flow.asgi.FlowMiddleware` classifies each request be
 (:func:`classify`): paying and creating orders (``PAY``), confirming and refunding (``CONFIRM``), order and
 wallet queries (``QUERY``), merchants' order lists (``BROWSE``) and settlement reports (``REPORT``); the hot
 parameter is the merchant (the part of an order id before its dot), so one hot shop cannot starve the rest.
+A pay request carrying a passkey answer (the second round trip of a confirmed payment) is ``PAY`` on a
+resource of its own, ``pay_step_up``: shedding it would waste a challenge its first attempt was admitted for.
 """
 
 from __future__ import annotations
@@ -90,6 +92,21 @@ def _merchant_of(order_id: str) -> str:
     return order_id.split(".", 1)[0]
 
 
+#: A pay body at least this long carries a passkey answer: without one it is ``{"method": "wallet"}`` (tens of
+#: bytes); with one it holds a challenge id, clientDataJSON, authenticatorData and a signature (500 and more).
+_STEP_UP_BODY_BYTES = 256
+
+
+def _carries_step_up(scope: Scope) -> bool:
+    """Whether a pay request is the second round trip of a confirmed payment, from its declared length (the
+    body is not read before admission). A client that pads a first attempt gains nothing: it is admitted
+    in the step-up class, then refused for its body."""
+    for name, value in scope.get("headers") or ():
+        if name == b"content-length":
+            return bool(value.isdigit()) and int(value) >= _STEP_UP_BODY_BYTES
+    return False
+
+
 def classify(scope: Scope) -> tuple[str, Priority, str | None] | None:
     """(resource, priority, hot merchant) of a request, or None for the service's own endpoints."""
     path: str = scope["path"]
@@ -104,6 +121,10 @@ def classify(scope: Scope) -> tuple[str, Priority, str | None] | None:
         if len(parts) == 4 and method == "POST":
             verb = parts[3]
             if verb == "pay":
+                # the second round trip answers a challenge the first one was admitted for: its own resource,
+                # so a surge of first attempts filling "pay" does not shed it and waste the signed challenge
+                if _carries_step_up(scope):
+                    return "pay_step_up", Priority.PAY, _merchant_of(parts[2])
                 return "pay", Priority.PAY, _merchant_of(parts[2])
             return (
                 verb if verb in ("confirm", "refund", "cancel") else "other",
@@ -133,6 +154,8 @@ def default_rules() -> Rules:
         version=1,
         resources=[
             ResourceRule(name="pay", adaptive=adaptive, hot=hot),
+            # no hot rule: a genuine one answers a challenge issued to a first attempt admitted by "pay"
+            ResourceRule(name="pay_step_up", adaptive=adaptive),
             ResourceRule(name="order", adaptive=adaptive),
             ResourceRule(name="confirm", adaptive=adaptive, hot=hot),
             ResourceRule(name="refund", concurrency_max=32),
