@@ -152,7 +152,7 @@ def test_one_devices_answers_are_judged_in_the_order_they_arrived(rp: RelyingPar
         assert verdicts(slots) == [0] * 20
     finally:
         b.close()
-    assert [s.verdict.sign_count for s in slots] == list(range(1, 21))
+    assert [getattr(s.verdict, "sign_count", None) for s in slots] == list(range(1, 21))
     assert rp.clone_alarms("alice") == [] and rp.credentials("alice")[0].sign_count == 20
 
 

@@ -28,16 +28,36 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from liangcao.authn import codes as lim
 from liangcao.authn.codes import AuthnError
+from liangcao.authn.store import Op, Store
 from liangcao.codes import Code
 from liangcao.errors import StoreError
 
-if TYPE_CHECKING:
-    from liangcao.authn.rp import Confirmation, PaymentAnswer, RelyingParty, _AssertionIn
-    from liangcao.authn.store import Op
+#: a ``liangcao.authn.rp.Confirmation`` (named loosely: the relying party imports this module, not the reverse)
+Confirmation = Any
+
+
+class Judge(Protocol):
+    """What the batcher needs of a ``RelyingParty`` (its payment answer's reading, judging and recording)."""
+
+    _store: Store
+
+    @staticmethod
+    def _payment_in(
+        shopper: str, challenge_id: str, credential_json: object, terms: tuple[str, str, int, str]
+    ) -> Any: ...
+
+    def _judge_many(
+        self, items: Sequence[tuple[str, str, Any, tuple[str, str, int, str]]]
+    ) -> tuple[list[Any], list[Op], list[str]]: ...
+
+    def _forget(self, assertions: Sequence[Any]) -> None: ...
+
+    def _release(self, claims: Sequence[str]) -> None: ...
 
 
 class _Slot:
@@ -45,9 +65,7 @@ class _Slot:
 
     __slots__ = ("assertion", "challenge_id", "error", "shopper", "signal", "terms", "verdict")
 
-    def __init__(
-        self, shopper: str, challenge_id: str, assertion: _AssertionIn, terms: tuple[str, str, int, str]
-    ) -> None:
+    def __init__(self, shopper: str, challenge_id: str, assertion: Any, terms: tuple[str, str, int, str]) -> None:
         self.shopper = shopper
         self.challenge_id = challenge_id
         self.assertion = assertion
@@ -75,7 +93,7 @@ _STOP = None  # put on a queue: the thread reading it stops
 
 
 class PaymentBatcher:
-    """Micro-batches of step-up answers for one :class:`RelyingParty` (get it with ``rp.payment_batcher()``).
+    """Micro-batches of step-up answers for one ``RelyingParty`` (get it with ``rp.payment_batcher()``).
 
     Its two threads start with the first answer and stop with ``close`` (the relying party's ``close``
     calls it): answers queued by then are judged and recorded first. The hand-offs are ``queue.SimpleQueue``
@@ -84,7 +102,7 @@ class PaymentBatcher:
 
     def __init__(
         self,
-        rp: RelyingParty,
+        rp: Judge,
         *,
         batch_max: int = 64,
         in_flight_max: int = lim.batches_in_flight_max,
@@ -125,8 +143,8 @@ class PaymentBatcher:
         assert slot.verdict is not None
         return slot.verdict
 
-    def verify_answer(self, answer: PaymentAnswer) -> Confirmation:
-        """:meth:`verify` for a :class:`PaymentAnswer`."""
+    def verify_answer(self, answer: Any) -> Confirmation:
+        """:meth:`verify` for a ``liangcao.authn.PaymentAnswer``."""
         return self.verify(
             answer.shopper, answer.challenge_id, answer.credential_json, answer.order_id, answer.payee,
             answer.amount_fen, answer.currency,
