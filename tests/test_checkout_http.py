@@ -143,9 +143,25 @@ def test_bad_input_gets_a_code_and_writes_nothing(gateway: Gateway) -> None:
         assert c.get("/openapi.json").json()["paths"]["/v1/orders"]["post"]["requestBody"]
 
 
-def test_kill9_mid_load_loses_no_acknowledged_payment_and_charges_no_retry_twice(tmp_path: Path) -> None:
+def _app_pids(home: Path) -> list[int]:
+    """Application processes behind an edge for ``home`` (their command line names its Unix socket)."""
+    sock = str(home / "app.sock").encode()
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                if sock in (d / "cmdline").read_bytes():
+                    found.append(int(d.name))
+    return found
+
+
+@pytest.mark.parametrize("edge", [False, True], ids=["one-process", "edge"])
+def test_kill9_mid_load_loses_no_acknowledged_payment_and_charges_no_retry_twice(tmp_path: Path, edge: bool) -> None:
+    """With ``--edge`` the kill lands on the edge: its application process dies with it (nothing left
+    running, nothing acknowledged lost), and the restarted pair finds every payment."""
     home = tmp_path / "gw"
-    gw = Gateway(home, "--no-flow").start()  # admission is not under test here: every request goes in
+    more = ("--edge",) if edge else ()
+    gw = Gateway(home, "--no-flow", *more).start()  # admission is not under test here: every request goes in
     buyers = [f"b{i}" for i in range(4)]
     funds = 10_000_000
     orders: list[tuple[str, str, int]] = []  # (order id, buyer, amount)
@@ -185,8 +201,12 @@ def test_kill9_mid_load_loses_no_acknowledged_payment_and_charges_no_retry_twice
         for t in threads:
             t.join(15)
         assert 60 <= len(acked) < len(orders), "the kill must land in the middle of the load"
+        deadline = time.monotonic() + 10
+        while _app_pids(home) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _app_pids(home), "the application process outlived its edge"
 
-        gw = Gateway(home, "--no-flow").start()
+        gw = Gateway(home, "--no-flow", *more).start()
         with httpx.Client(base_url=gw.url, timeout=10) as c:
             for oid, _, _ in orders:
                 assert c.get(f"/v1/orders/{oid}").status_code == 200
@@ -247,18 +267,24 @@ def test_the_http_server_frames_and_refuses_cleanly(gateway: Gateway) -> None:
     assert rows(gateway.home)["orders"] == 0
 
 
-@pytest.mark.parametrize("server", ["fast", "uvicorn"])
+@pytest.mark.parametrize("server", ["fast", "uvicorn", "edge"])
 def test_flow_control_refuses_by_priority_and_rules_change_at_run_time(tmp_path: Path, server: str) -> None:
     """Reports are limited more than payments; a refusal is a fast 429 with Retry-After; rules reload live.
-    The same with the gateway's own server (it asks the gate itself) and with uvicorn (FlowMiddleware)."""
-    gateway = Gateway(tmp_path / "gw", "--server", server).start()
+    The same with the gateway's own server (it asks the gate itself), with uvicorn (FlowMiddleware) and with
+    the edge in front of the application process (the gate, its rules and metrics live in the edge)."""
+    args = ("--edge",) if server == "edge" else ("--server", server)
+    gateway = Gateway(tmp_path / "gw", *args).start()
     try:
-        check_flow_control(gateway)
+        check_flow_control(gateway, metrics="/v1/flow/metrics" if server == "edge" else "/metrics")
+        if server == "edge":
+            assert len(_app_pids(gateway.home)) == 1
     finally:
         gateway.stop()
+    if server == "edge":  # a graceful stop of the edge stops its application process too
+        assert not _app_pids(gateway.home)
 
 
-def check_flow_control(gateway: Gateway) -> None:
+def check_flow_control(gateway: Gateway, metrics: str = "/metrics") -> None:
     with httpx.Client(base_url=gateway.url, timeout=10) as c:
         rules = c.get("/v1/flow/rules").json()
         for r in rules["resources"]:
@@ -276,4 +302,4 @@ def check_flow_control(gateway: Gateway) -> None:
         assert post(c, "/v1/wallets/ann/topup", {"amount": 100}, "t-flow").status_code == 200
         status = c.get("/v1/flow").json()
         assert status["version"] == 7 and status["resources"]["report"]["refused"] >= 1
-        assert "liangcao_flow_decisions_total" in c.get("/metrics").text
+        assert "liangcao_flow_decisions_total" in c.get(metrics).text

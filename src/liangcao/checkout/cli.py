@@ -96,6 +96,15 @@ def start_cmd(
     unix: Annotated[
         str | None, typer.Option("--unix", help="listen on this Unix socket (the application process of an edge)")
     ] = None,
+    app_nice: Annotated[
+        int,
+        typer.Option(
+            "--app-nice",
+            min=0,
+            max=19,
+            help="with --edge: the application process's niceness (above 0: the edge answers first under overload)",
+        ),
+    ] = 0,
 ) -> None:
     """Run the checkout gateway (the checkout page is at /checkout/{order_id})."""
     if edge:
@@ -113,7 +122,7 @@ def start_cmd(
             if value is not None:
                 passed += [flag, str(value)]
         passed += ["--sync-full"] * sync_full + ["--confirm-every-payment"] * confirm_every_payment
-        _run_edge(home, host, port, passed, rules, no_flow, token_server, fallback_share)
+        _run_edge(home, host, port, passed, rules, no_flow, token_server, fallback_share, app_nice)
         return
     import gc
 
@@ -235,9 +244,15 @@ def _run_edge(
     no_flow: bool,
     token_server: str | None,
     fallback_share: float,
+    app_nice: int = 0,
 ) -> None:
     """The edge: start the application process on a Unix socket in ``home``, then serve HTTP in front of it
-    (flow control here; admitted requests relayed). The application process dies with the edge."""
+    (flow control here; admitted requests relayed). The application process dies with the edge.
+
+    ``app_nice``: the application process runs that much nicer than the edge, so that when the cores are
+    short the scheduler runs the edge first: a refusal is answered at once and paying takes what is left,
+    which is the order flow control promises (refuse fast, then pay)."""
+    import os
     import signal
     import socket
     import subprocess
@@ -254,7 +269,14 @@ def _run_edge(
         sock.unlink()  # a socket left by a killed run
     gate, cluster = _gate(rules, no_flow, token_server, fallback_share)
     cmd = [sys.executable, "-m", "liangcao.cli", "checkout", "start", "--home", str(home), "--unix", str(sock)]
-    child = subprocess.Popen([*cmd, "--no-flow", *passed], preexec_fn=die_with_parent(signal.SIGKILL))
+    dies = die_with_parent(signal.SIGKILL)
+
+    def setup() -> None:
+        dies()
+        if app_nice:
+            os.nice(app_nice)
+
+    child = subprocess.Popen([*cmd, "--no-flow", *passed], preexec_fn=setup)
     try:
         deadline = time.monotonic() + 120
         while True:

@@ -72,6 +72,8 @@ orders_prepared_max = 400_000
 capacity_steps_max = 12
 capacity_ladder_start_per_s = 50.0
 capacity_ladder_factor = 1.4
+#: The niceness of the gateway's application process behind its edge (``checkout start --app-nice``).
+edge_app_nice = int(os.environ.get("LIANGCAO_SURGE_APP_NICE", "0"))
 #: The relying party of a run with confirmation on every payment.
 CONFIRM_RP_ID = "localhost"
 CONFIRM_ORIGIN = "http://localhost:8290"
@@ -462,7 +464,7 @@ class Gateway:
         if rules is not None:
             cmd += ["--rules", str(rules)]
         if edge:
-            cmd.append("--edge")
+            cmd += ["--edge", "--app-nice", str(edge_app_nice)]
         if confirm:
             cmd += ["--rp-id", CONFIRM_RP_ID, "--origin", CONFIRM_ORIGIN, "--confirm-every-payment"]
         cmd += extra
