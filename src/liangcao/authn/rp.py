@@ -44,6 +44,7 @@ does not decode COSE and rebuild the EC point for every payment.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -901,15 +902,15 @@ class RelyingParty:
         with self._lock:
             self._open_rows.pop(challenge_id, None)  # answered: from now on the claim, then the store, say so
         try:
-            confirmation = self._verify_assertion(shopper, challenge_id, row, assertion, raw_id, terms, out)
+            confirmation, evidence = self._verify_assertion(shopper, challenge_id, row, assertion, raw_id, terms)
         except _Recorded as refusal:
-            out.used.append((challenge_id, self.clock.now_ms(), int(refusal.authn_code), raw_id))
+            out.rows.append((challenge_id, self.clock.now_ms(), int(refusal.authn_code), raw_id, *_NO_EVIDENCE))
             out.more += refusal.ops
             return AuthnError(refusal.authn_code, refusal.message, refusal.detail)
         except AuthnError as refusal:
-            out.used.append((challenge_id, self.clock.now_ms(), int(refusal.authn_code), raw_id))
+            out.rows.append((challenge_id, self.clock.now_ms(), int(refusal.authn_code), raw_id, *_NO_EVIDENCE))
             return refusal
-        out.used.append((challenge_id, confirmation.confirmed_ms, 0, raw_id))
+        out.rows.append((challenge_id, confirmation.confirmed_ms, 0, raw_id, *evidence))
         return confirmation
 
     def _verify_assertion(
@@ -920,8 +921,7 @@ class RelyingParty:
         a: _AssertionIn,
         raw_id: bytes,
         gateway: tuple[str, str, int, str],
-        out: _Record,
-    ) -> Confirmation:
+    ) -> tuple[Confirmation, tuple[int, bytes, bytes, bytes]]:
         order_id, payee, amount_fen, currency, expires_ms, nonce = row[3:9]
         now = self.clock.now_ms()
         if now > expires_ms:
@@ -972,13 +972,11 @@ class RelyingParty:
                 key.counter = counter
         if regressed:
             self._clone_alarm(shopper, challenge_id, raw_id, key, stored, counter, now)
-        used = out.counters.get(raw_id)
-        out.counters[raw_id] = (counter, now) if used is None else (max(used[0], counter), max(used[1], now))
-        out.evidence.append((challenge_id, auth_data, client_bytes, signature))
-        return Confirmation(
+        confirmation = Confirmation(
             challenge_id, shopper, key.b64_id, key.name, order_id, payee, amount_fen, currency, counter,
             True, now, challenge_b64,
         )  # fmt: skip
+        return confirmation, (counter, auth_data, client_bytes, signature)
 
     def _clone_alarm(
         self, shopper: str, challenge_id: str, raw_id: bytes, key: _Key, stored: int, seen: int, now: int
@@ -1151,57 +1149,37 @@ class _Pending:
 
 
 class _Record:
-    """What a batch of verdicts writes, gathered while judging and written as a few multi-row statements.
+    """What a batch of verdicts writes, gathered while judging: one row per answered ceremony into the store's
+    ``verdicts`` view (its trigger consumes the ceremony and, for an accepted answer, moves the device's
+    counter and keeps the evidence), as ONE multi-row INSERT, a transaction by itself: the writer releases the
+    GIL around every statement it runs and then waits to get it back from the thread judging the next batch,
+    so the number of statements, not their rows, is what a durable write costs in a busy process. Clone
+    alarms and revocations (rare) follow as statements of their own."""
 
-    One statement per table rather than three per answer: the writer releases the GIL around every
-    statement it runs and then waits to get it back from the thread judging the next batch, so the number
-    of statements, not their rows, is what a durable write costs in a busy process. Row counts are cut
-    into powers of two so that the statement cache holds a handful of texts, not one per batch size."""
-
-    __slots__ = ("counters", "evidence", "more", "used")
+    __slots__ = ("more", "rows")
 
     def __init__(self) -> None:
-        self.used: list[tuple[str, int, int, bytes]] = []  # ceremony, answered at, result (0: accepted), device
-        # per device the highest counter and time accepted: a multi-row UPDATE may apply one row per target
-        self.counters: dict[bytes, tuple[int, int]] = {}
-        self.evidence: list[tuple[str, bytes, bytes, bytes]] = []
-        self.more: list[Op] = []  # clone alarms and revocations, as they are (rare)
+        # ceremony, answered at, result (0: accepted), device; counter, authenticatorData, clientDataJSON,
+        # signature (None unless accepted)
+        self.rows: list[tuple[Any, ...]] = []
+        self.more: list[Op] = []
 
     def ops(self) -> list[Op]:
         out: list[Op] = []
-        out += _packed(
-            "INSERT INTO evidence (ceremony_id, authenticator_data, client_data_json, signature) VALUES {}",
-            self.evidence,
-        )
-        out += _packed(
-            "UPDATE ceremonies SET used_ms = v.column2, result = v.column3, credential_id = v.column4"
-            " FROM (VALUES {}) AS v WHERE ceremonies.id = v.column1",
-            self.used,
-        )
-        # max: two batches' verdicts on one device may reach the store in another order than they were
-        # judged in (the counter is checked in memory; the durable one must never move back)
-        out += _packed(
-            "UPDATE credentials SET sign_count = max(sign_count, v.column2),"
-            " last_used_ms = max(coalesce(last_used_ms, 0), v.column3)"
-            " FROM (VALUES {}) AS v WHERE credentials.id = v.column1",
-            [(raw_id, c, at) for raw_id, (c, at) in self.counters.items()],
-        )
+        for k in range(0, len(self.rows), _ROWS_PER_INSERT):
+            part = self.rows[k : k + _ROWS_PER_INSERT]
+            out.append((_insert_verdicts(len(part)), [x for row in part for x in row]))
         return out + self.more
 
 
-def _packed(sql: str, rows: Sequence[tuple[Any, ...]]) -> list[Op]:
-    """``sql`` with ``{}`` as the VALUES list, over ``rows`` in chunks of 64, 32, ..., 1 rows."""
-    out: list[Op] = []
-    k, chunk = 0, 64
-    while k < len(rows):
-        while chunk > len(rows) - k:
-            chunk //= 2
-        part = rows[k : k + chunk]
-        width = len(part[0])
-        values = ", ".join(["(" + ", ".join("?" * width) + ")"] * chunk)
-        out.append((sql.format(values), [x for row in part for x in row]))
-        k += chunk
-    return out
+_NO_EVIDENCE = (None, None, None, None)
+#: rows per INSERT into ``verdicts`` (a batch of the gateway's batcher is at most this: one statement)
+_ROWS_PER_INSERT = 64
+
+
+@functools.cache
+def _insert_verdicts(rows: int) -> str:
+    return "INSERT INTO verdicts VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
 
 
 class _Recorded(AuthnError):
