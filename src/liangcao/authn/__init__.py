@@ -7,8 +7,8 @@ Built on ``webauthn`` (py_webauthn) rather than ``fido2``: we need the relying-p
 what py_webauthn is (typed, one function per ceremony, every attestation format with chains checked
 against our roots); ``fido2`` is a client/CTAP library first. See ``rp`` and ``docs/authn.md``.
 
-Modules: ``rp`` (the relying party), ``binding`` (the payment challenge), ``store`` (SQLite WAL, group
-commit), ``soft`` (a software authenticator with real keys), ``http`` (the router and the page), ``codes``
+Modules: ``rp`` (the relying party), ``batch`` (the gateway's step-up path: concurrent answers judged and
+recorded in micro-batches), ``binding`` (the payment challenge), ``store`` (SQLite WAL, group commit), ``soft`` (a software authenticator with real keys), ``http`` (the router and the page), ``codes``
 (``AuthnCode`` 3200-3299, ``AuthnError``, the ``*_max`` limits), ``bench``, ``cli``.
 """
 
