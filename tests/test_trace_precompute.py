@@ -25,7 +25,7 @@ from liangcao.bench.trace import documents
 from liangcao.codes import Code
 from liangcao.ledger import tx as txm
 from liangcao.node.node import Node, NodeSettings
-from liangcao.node.verify import SigVerifier
+from liangcao.node.verify import Workers
 from liangcao.trace import capture
 from trace_ledger import BRAND, BRAND_PREFIX, CUSTOMS, FIXTURES, LOGISTICS, MAJORITY, TRACE, WAREHOUSE
 
@@ -34,10 +34,10 @@ CONTEXT = json.dumps(["https://ref.gs1.org/standards/epcis/epcis-context.jsonld"
 
 
 @pytest.fixture(scope="module")
-def pool() -> Iterator[SigVerifier]:
-    verifier = SigVerifier(2)
-    yield verifier
-    verifier.close()
+def pool() -> Iterator[Workers]:
+    workers = Workers(1, in_flight_max=1000)
+    yield workers
+    workers.close()
 
 
 def _tx(who: str, args: dict[str, Any], nonce: str, time_ms: int) -> txm.Tx:
@@ -98,7 +98,7 @@ def _blocks(time_ms: int) -> list[list[txm.Tx]]:
     return [setup, bench[: len(bench) // 2], bench[len(bench) // 2 :] + bench[:2], examples, bad]
 
 
-def _fill(pool: SigVerifier, txs: list[txm.Tx]) -> None:
+def _fill(pool: Workers, txs: list[txm.Tx]) -> None:
     """What ``Node._precompute`` does at admission, for these transactions, in real worker processes."""
     jobs = []
     for tx in txs:
@@ -112,7 +112,7 @@ def _fill(pool: SigVerifier, txs: list[txm.Tx]) -> None:
         PRECOMPUTED.put(tx.tx_id, a.get("context", ""), a.get("ignore", []), a["events"], future.result())
 
 
-def test_a_peer_with_the_work_done_ahead_and_one_without_agree(pool: SigVerifier) -> None:
+def test_a_peer_with_the_work_done_ahead_and_one_without_agree(pool: Workers) -> None:
     ahead, plain = Replica(TRACE), Replica(TRACE)
     PRECOMPUTED.clear()
     hits = PRECOMPUTED.hits
@@ -161,7 +161,8 @@ def test_an_entry_for_other_arguments_is_not_taken() -> None:
 def test_a_node_precomputes_at_admission_and_a_replay_agrees(tmp_path: Path) -> None:
     now = int(time.time() * 1000)
     node = Node(tmp_path / "n.sqlite", TRACE.genesis, orderer=TRACE.org("org1").signer("orderer0"),
-                peer=TRACE.org("org1").signer("peer0"), settings=NodeSettings(verify_workers=2, block_wait_ms=5))  # fmt: skip
+                peer=TRACE.org("org1").signer("peer0"),
+                settings=NodeSettings(verify_workers=2, precompute_workers=1, block_wait_ms=5))  # fmt: skip
     PRECOMPUTED.clear()
     hits = PRECOMPUTED.hits
     node.start()

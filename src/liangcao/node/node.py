@@ -60,7 +60,7 @@ from liangcao.ledger.tx import Tx
 from liangcao.node.finality import Finality
 from liangcao.node.storecheck import MODES as STORE_CHECKS
 from liangcao.node.storecheck import check_store
-from liangcao.node.verify import SigVerifier
+from liangcao.node.verify import SigVerifier, Workers
 from liangcao.ordering.jetstream import BlockDeriver, CutMarker, CutPolicy, DerivedBlock, StreamMessage
 from liangcao.ordering.memory import PublishUnknown, att_height
 from liangcao.ordering.solo import LogFull, SoloLink
@@ -93,6 +93,9 @@ class NodeSettings:
     block_wait_ms: int = 20
     mempool_txs_max: int = limits.mempool_txs_max
     verify_workers: int | None = None  # None: one per core
+    #: processes doing the per-event work of EPCIS captures at admission (``Node._precompute``); None: one if
+    #: the machine has more than one core, else none (the commit thread does it, as it always can)
+    precompute_workers: int | None = None
     # Health thresholds (consortium mode): beyond any of them ``/v1/health`` says "degraded" and names why.
     lag_blocks_max: int = 100  # blocks behind the highest height another organisation's peer attested
     lag_messages_max: int = 20_000  # stream messages not yet taken by this peer's commit thread
@@ -214,6 +217,8 @@ class Node:
         self._admission_lock = threading.Lock()
         self._admission_config = cfgmod.Config()
         self.verifier = SigVerifier(self.settings.verify_workers, self._admission_certs)
+        ahead = self.settings.precompute_workers
+        self.ahead = Workers(ahead if ahead is not None else int((os.cpu_count() or 1) > 1))
         self.listeners: list[Listener] = []
         self.failed: BaseException | None = None
         self._stopping = False
@@ -246,6 +251,7 @@ class Node:
             self.link.close()
             self.link = None
         self.verifier.close()
+        self.ahead.close()
         for reader in self._readers:  # the last connection to close checkpoints the WAL into the database
             reader.close()
         self._readers.clear()
@@ -360,9 +366,9 @@ class Node:
             events, context, ignore = tx.args.get("events"), tx.args.get("context", ""), tx.args.get("ignore", [])
             if not (isinstance(events, list) and isinstance(context, str) and isinstance(ignore, list)):
                 continue  # the contract refuses it; nothing to save
-            future = self.verifier.offload(precompute, context, ignore, events)
-            if future is None:
-                return
+            future = self.ahead.offload(precompute, context, ignore, events)
+            if future is None:  # no workers, or they are behind: this one is left to the commit thread
+                continue
 
             def done(
                 f: Future[list[Packed | None]], tx_id: str = tx.tx_id, a: tuple[Any, ...] = (context, ignore, events)

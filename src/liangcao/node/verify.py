@@ -105,13 +105,6 @@ class SigVerifier:
         chunk = (len(items) + n - 1) // n
         return [self._pool.submit(verify_items, items[i : i + chunk]) for i in range(0, len(items), chunk)]
 
-    def offload(self, fn: Callable[..., T], *args: Any) -> Future[T] | None:
-        """Run ``fn(*args)`` in a worker process (``fn`` importable there); None without a pool (one core):
-        the caller then leaves the work where it was."""
-        if self._pool is None:
-            return None
-        return self._pool.submit(fn, *args)
-
     @staticmethod
     def gather(futures: list[Future[list[tuple[str, bool]]]]) -> dict[str, bool]:
         out: dict[str, bool] = {}
@@ -126,3 +119,44 @@ class SigVerifier:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+class Workers:
+    """Worker processes for pure work taken off the node's interpreter (``Node._precompute``), apart from the
+    signature verifiers so that admission never waits behind it, with at most ``in_flight_max`` jobs queued:
+    past that (the workers fall behind), :meth:`offload` declines and the work stays where it was."""
+
+    def __init__(self, workers: int, in_flight_max: int = 512) -> None:
+        self.workers = workers
+        self.in_flight_max = in_flight_max
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+        if workers > 0:  # spawn, each watching its parent: see SigVerifier
+            self._pool = ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
+
+    def offload(self, fn: Callable[..., T], *args: Any) -> Future[T] | None:
+        """Run ``fn(*args)`` in a worker (``fn`` importable there); None without workers or when they are
+        ``in_flight_max`` jobs behind: the caller then leaves the work where it was."""
+        with self._lock:
+            if self._pool is None or self._in_flight >= self.in_flight_max:
+                return None
+            self._in_flight += 1
+            future = self._pool.submit(fn, *args)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _: Future[Any]) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
