@@ -177,7 +177,9 @@ class Client:
 
         data = document if isinstance(document, bytes) else json.dumps(document).encode()
         prepared = cap.prepare(data)
-        txs = cap.sign(prepared, cap.pack(prepared), signer, self.chain_id, self.node_time_ms() + 600_000)
+        # compact: each event stored once, in its transaction (``liangcao.apps.trace.anchor``), as the node's
+        # own capture jobs do; the node's queries answer the same for either layout
+        txs = cap.sign(prepared, cap.pack(prepared), signer, self.chain_id, self.node_time_ms() + 600_000, compact=True)
         out: list[dict[str, Any]] = []
         for t in txs:
             result = self.submit(t, wait=True, timeout_ms=60_000)
