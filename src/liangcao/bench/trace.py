@@ -224,8 +224,9 @@ def run_trace_bench(
         eps = n_events / (t_last - t0)
         # Queryable, not only committed: the first lookup waits until the node's trace index holds every block.
         t = time.perf_counter()
+        # (the index is built from the blocks at several thousand events a second: 10 M take a while)
         h0 = httpx.get(f"{home.url}/v1/trace/provenance", params={"id": tin(0)},
-                       headers={"Authorization": f"Bearer {token}"}, timeout=600)  # fmt: skip
+                       headers={"Authorization": f"Bearer {token}"}, timeout=max(600.0, n_events / 2_000))  # fmt: skip
         t_indexed = time.perf_counter()
         if h0.status_code != 200 or not h0.json()["events"]:
             raise RuntimeError(f"the first lookup failed: {h0.status_code}")
