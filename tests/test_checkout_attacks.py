@@ -677,3 +677,27 @@ def test_a_body_dripped_a_byte_at_a_time_is_cut_off(live: Live, co: Checkout, mo
                 out += chunk
         assert _statuses(out) == [408] and time.monotonic() - t0 < 3, out
     assert co.wallet("ann")["available"] == 0
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+@pytest.mark.parametrize("head_only", [True, False])
+def test_the_servers_refusal_bytes_are_the_middlewares(keep_alive: bool, head_only: bool) -> None:
+    """The server formats a refusal in one go; the bytes must be those FlowMiddleware sends (body and
+    headers), whatever the message holds (quotes, backslashes, non-ASCII hot values)."""
+    from liangcao.checkout.server import _REASONS, refusal_bytes
+    from liangcao.flow import FlowCode, Refused
+    from liangcao.flow.asgi import refusal_body, refusal_headers
+
+    for code, msg in [
+        (FlowCode.RATE_LIMITED, "report: over 20/s; retry in 50 ms"),
+        (FlowCode.HOT_PARAMETER_LIMITED, "pay: value 'sh\"op\\\\1 店' over its rate; retry in 3 ms"),
+        (FlowCode.SYSTEM_OVERLOADED, "browse: 40 in flight over capacity; retry in 90000 ms"),
+    ]:
+        exc = Refused(code, msg, retry_after_ms=90_000 if "90000" in msg else 50, resource="pay", priority="BROWSE")
+        body = refusal_body(exc)
+        head = [f"HTTP/1.1 {exc.http_status} {_REASONS[exc.http_status]}".encode()]
+        head += [k + b": " + v for k, v in refusal_headers(exc, len(body))]
+        if not keep_alive:
+            head.append(b"connection: close")
+        expected = b"\r\n".join(head) + b"\r\n\r\n" + (b"" if head_only else body)
+        assert refusal_bytes(exc, keep_alive, head_only) == expected

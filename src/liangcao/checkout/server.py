@@ -42,8 +42,12 @@ from urllib.parse import unquote
 
 from liangcao.checkout import limits
 from liangcao.checkout.codes import CheckoutCode, CheckoutError
+from liangcao.codes import name_of
 from liangcao.flow import Gate, Refused, Ticket
-from liangcao.flow.asgi import Classify, refusal_body, refusal_headers
+from liangcao.flow.asgi import Classify
+
+# JSON string literals as json.dumps writes them (C-accelerated, ASCII-escaped).
+_json_str = json.encoder.encode_basestring_ascii
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,25 @@ def _error_bytes(status: int, code: CheckoutCode, message: str) -> bytes:
         f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     ).encode() + body
+
+
+def refusal_bytes(exc: Refused, keep_alive: bool, head_only: bool) -> bytes:
+    """The whole answer to a refused request: the same bytes as :func:`liangcao.flow.asgi.refusal_body` and
+    :func:`~liangcao.flow.asgi.refusal_headers` give (a test holds them equal), formatted in one go because at
+    midnight this runs for nine requests out of ten."""
+    body = (
+        f'{{"code": {int(exc.code)}, "name": {_json_str(name_of(exc.code))}, "message": {_json_str(exc.message)}, '
+        f'"detail": {{"retry_after_ms": {exc.retry_after_ms}, "resource": {_json_str(exc.resource)}, '
+        f'"priority": {_json_str(exc.priority)}}}}}'
+    ).encode()
+    head = (
+        f"HTTP/1.1 {exc.http_status} {_REASONS.get(exc.http_status, 'Refused')}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        f"retry-after: {exc.retry_after_s}\r\nx-retry-after-ms: {exc.retry_after_ms}\r\n"
+    )
+    if not keep_alive:
+        head += "connection: close\r\n"
+    return head.encode() + b"\r\n" + (b"" if head_only else body)  # a HEAD answer: the length, no body
 
 
 class _Conn(asyncio.Protocol):
@@ -197,14 +220,8 @@ class _Conn(asyncio.Protocol):
                 try:
                     ticket = server.gate.enter(*what)
                 except Refused as exc:  # answered here: no task, no ASGI call, the body already skipped
-                    refusal = refusal_body(exc)
-                    head = [f"HTTP/1.1 {exc.http_status} {_REASONS.get(exc.http_status, 'Refused')}".encode()]
-                    head += [k + b": " + v for k, v in refusal_headers(exc, len(refusal))]
-                    if not keep_alive:
-                        head.append(b"connection: close")
                     assert self.transport is not None
-                    body = b"" if scope["method"] == "HEAD" else refusal  # its length is in the head
-                    self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+                    self.transport.write(refusal_bytes(exc, keep_alive, scope["method"] == "HEAD"))
                     server.refused += 1
                     if not keep_alive:
                         self.transport.close()
