@@ -6,9 +6,11 @@ loopback in tests and benchmarks)."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def free_port(preferred: int = 0) -> int:
@@ -83,3 +85,15 @@ def peak_rss_mb(pid: int) -> float:
         except OSError:
             continue
     return total_kb / 1024
+
+
+def stop_process(proc: subprocess.Popen[Any], grace_s: float = 15.0) -> None:
+    """Stop a child: SIGTERM (it unwinds: servers close, children follow), then SIGKILL after ``grace_s``."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)

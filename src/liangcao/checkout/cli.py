@@ -262,7 +262,7 @@ def _run_edge(
 
     from liangcao.checkout.http import classify
     from liangcao.checkout.server import Server, Upstream
-    from liangcao.procs import die_with_parent
+    from liangcao.procs import die_with_parent, stop_process
 
     home.mkdir(parents=True, exist_ok=True)
     sock = home / "app.sock"
@@ -307,13 +307,7 @@ def _run_edge(
         )
         Server(own, host, port, gate=gate, classify=classify, upstream=Upstream(str(sock))).run()
     finally:
-        if child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(5)
+        stop_process(child)
         if cluster is not None:
             cluster.close()
 

@@ -507,14 +507,10 @@ class Gateway:
             self.rss_mb = max(self.rss_mb, peak_rss_mb(self.proc.pid))
 
     def stop(self) -> None:
+        from liangcao.procs import stop_process
+
         self.sample_rss()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
         self.log.close()
 
 
