@@ -33,7 +33,7 @@ import os
 import queue
 import sqlite3
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -85,6 +85,9 @@ STREAM_INBOX_MAX = 20_000
 #: Stream messages the commit thread takes in one turn between looks at attestations and upkeep (a turn
 #: also ends at each block): transactions are cheap to take, the looks are not free
 STEP_MESSAGES_MAX = 512
+#: EPCIS captures whose per-event work is done or under way ahead of their execution (``Node._feed_ahead``):
+#: about 15,000 events, a second or two of commits
+AHEAD_TXS_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,8 @@ class Node:
         self.verifier = SigVerifier(self.settings.verify_workers, self._admission_certs)
         ahead = self.settings.precompute_workers
         self.ahead = Workers(ahead if ahead is not None else int((os.cpu_count() or 1) > 1))
+        self._ahead_queue: deque[Tx] = deque()  # admitted captures not yet handed to the workers
+        self._ahead_lock = threading.RLock()  # a job already done runs its callback (which feeds) at once
         self.listeners: list[Listener] = []
         self.failed: BaseException | None = None
         self._stopping = False
@@ -355,28 +360,51 @@ class Node:
         return good
 
     def _precompute(self, txs: list[Tx]) -> None:
-        """Start the per-event work of EPCIS captures (decoding, facts, the CBV hash id: pure functions of the
-        transaction) in the worker processes, so that the commit thread finds it done (``trace.anchor.
+        """Queue the per-event work of admitted EPCIS captures (decoding, facts, the CBV hash id: pure functions
+        of the transaction) for the worker process, so that the commit thread finds it done (``trace.anchor.
         PRECOMPUTED``; the contract takes an entry only for the very arguments it was computed from, and does
         the work itself when there is none). Not awaited: admission answers as before, and a capture executed
         before its entry arrives is only slower."""
-        for tx in txs:
-            if tx.contract != "trace" or tx.method != "capture":
-                continue
-            events, context, ignore = tx.args.get("events"), tx.args.get("context", ""), tx.args.get("ignore", [])
-            if not (isinstance(events, list) and isinstance(context, str) and isinstance(ignore, list)):
-                continue  # the contract refuses it; nothing to save
-            future = self.ahead.offload(precompute, context, ignore, events)
-            if future is None:  # no workers, or they are behind: this one is left to the commit thread
-                continue
+        if not self.ahead.workers:
+            return
+        with self._ahead_lock:
+            for tx in txs:
+                if tx.contract != "trace" or tx.method != "capture":
+                    continue
+                a = tx.args
+                if not (isinstance(a.get("events"), list) and isinstance(a.get("context", ""), str)
+                        and isinstance(a.get("ignore", []), list)):  # fmt: skip
+                    continue  # the contract refuses it; nothing to save
+                self._ahead_queue.append(tx)
+        self._feed_ahead()
 
-            def done(
-                f: Future[list[Packed | None]], tx_id: str = tx.tx_id, a: tuple[Any, ...] = (context, ignore, events)
-            ) -> None:
-                if not f.cancelled() and f.exception() is None:
-                    PRECOMPUTED.put(tx_id, a[0], a[1], a[2], f.result())
+    def _feed_ahead(self) -> None:
+        """Hand the workers the next queued captures, in admission order (the order they are executed in), while
+        fewer than ``AHEAD_TXS_MAX`` are computed or being computed and not yet executed: admission may run
+        far ahead of the commits (a whole mempool), and outcomes computed that far ahead would only wait in
+        memory. Called at admission, when a job is done and after each commit."""
+        with self._ahead_lock:
+            while self._ahead_queue and PRECOMPUTED.size() + self.ahead.in_flight < AHEAD_TXS_MAX:
+                tx = self._ahead_queue.popleft()
+                if tx.tx_id in self._recent:  # executed already (the commit thread got there first)
+                    continue
+                a = tx.args
+                context, ignore, events = a.get("context", ""), a.get("ignore", []), a["events"]
+                future = self.ahead.offload(precompute, context, ignore, events)
+                if future is None:  # the workers are gone (stopping): the commit thread does it all
+                    self._ahead_queue.clear()
+                    return
 
-            future.add_done_callback(done)
+                def done(
+                    f: Future[list[Packed | None]],
+                    tx_id: str = tx.tx_id,
+                    a: tuple[Any, ...] = (context, ignore, events),
+                ) -> None:
+                    if not f.cancelled() and f.exception() is None:
+                        PRECOMPUTED.put(tx_id, a[0], a[1], a[2], f.result())
+                    self._feed_ahead()
+
+                future.add_done_callback(done)
 
     def submit_many(self, raws: list[bytes]) -> list[tuple[Tx, str] | LiangcaoError]:
         """Admit many transactions; for each, (tx, status) or the error that refused it.
@@ -617,6 +645,7 @@ class Node:
             parsed if len(parsed) == len(derived.txs) else None,
             meta=None if self.solo else {self.RESUME_META: json.dumps(resume)},
         )
+        self._feed_ahead()  # the block took its captures' outcomes: room for the next ones
         att = self._attest(block.header)
         assert self.link is not None
         self.link.publish_attestation(encoding.canonical(att), derived.height)

@@ -151,6 +151,11 @@ class Workers:
         future.add_done_callback(self._done)
         return future
 
+    @property
+    def in_flight(self) -> int:
+        """Jobs submitted and not yet done."""
+        return self._in_flight
+
     def _done(self, _: Future[Any]) -> None:
         with self._lock:
             self._in_flight -= 1

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import OrderedDict
 from decimal import Decimal
 from enum import IntEnum
@@ -288,17 +289,26 @@ class Precomputed:
     entry only for the very inputs it was computed from (:meth:`take`), and every peer that has none does the
     same work itself, so the entries change how fast a capture executes, never what it does."""
 
-    def __init__(self, txs_max: int = 2048) -> None:
+    def __init__(self, txs_max: int = 2048, age_s_max: float = 120.0) -> None:
         self.txs_max = txs_max
+        self.age_s_max = age_s_max  # an entry never taken (its transaction never executed) is dropped then
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, tuple[str, list[str], list[str], list[Packed | None]]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, str, list[str], list[str], list[Packed | None]]] = OrderedDict()
         self.hits = 0  # events taken from an entry (tests read it)
 
     def put(self, tx_id: str, context: str, ignore: list[str], texts: list[str], packed: list[Packed | None]) -> None:
         with self._lock:
-            self._entries[tx_id] = (context, ignore, texts, packed)
+            self._entries[tx_id] = (time.monotonic(), context, ignore, texts, packed)
             while len(self._entries) > self.txs_max:
                 self._entries.popitem(last=False)
+
+    def size(self) -> int:
+        """Entries not yet taken (those older than ``age_s_max`` dropped first)."""
+        with self._lock:
+            old = time.monotonic() - self.age_s_max
+            while self._entries and next(iter(self._entries.values()))[0] < old:
+                self._entries.popitem(last=False)
+            return len(self._entries)
 
     def take(self, tx_id: str, a: CaptureArgs) -> list[Outcome | None] | None:
         """The outcomes of a capture with exactly the arguments ``a`` (removed from the cache), or None."""
@@ -306,7 +316,7 @@ class Precomputed:
             entry = self._entries.pop(tx_id, None)
         if entry is None:
             return None
-        context, ignore, texts, packed = entry
+        _, context, ignore, texts, packed = entry
         if context != a.context or ignore != a.ignore or texts != a.events or len(packed) != len(a.events):
             return None
         out: list[Outcome | None] = []
