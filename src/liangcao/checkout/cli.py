@@ -336,12 +336,19 @@ def surge_cmd(
             help="the gateway steps up every payment; the shoppers confirm each with a passkey (ES256)",
         ),
     ] = False,
+    generator: Annotated[
+        str,
+        typer.Option("--generator", help="load generator: c (compiled with cc), python, or auto (c when cc is there)"),
+    ] = "auto",
 ) -> None:
     """The midnight surge: open-loop load to 10x capacity, with and without flow control (real processes)."""
     import json
     import signal
 
     from liangcao.checkout import surge
+
+    if generator not in ("c", "python", "auto"):
+        fail(f"--generator {generator!r}: c, python or auto")
 
     if not 0 < seconds <= 600 or not 1 <= workers <= surge.workers_max or not 0 < timeout_s <= 60:
         fail(f"--seconds 0..600, --workers 1..{surge.workers_max}, --timeout-s 0..60")
@@ -364,6 +371,7 @@ def surge_cmd(
             capacity=cap,
             say=say,
             confirm=confirm_every_payment,
+            generator=generator,
         )
     except KeyboardInterrupt:
         fail("interrupted: every process of the run was stopped", 130)

@@ -33,6 +33,7 @@ Theory of operation.
 
 from __future__ import annotations
 
+import array
 import collections
 import contextlib
 import itertools
@@ -130,6 +131,8 @@ class WorkerPlan:
     connections: int
     #: order to pay -> its shopper's authenticator (confirmation on every payment); None: no confirmation
     devices: dict[str, Any] | None = None
+    #: the compiled load generator (``loadgen_binary``); None: the Python one
+    loadgen: Path | None = None
 
 
 class _Conn:
@@ -190,6 +193,81 @@ def _answer(buf: bytearray) -> tuple[int, bool, bytes] | None:
     return status, b"\r\nx-retry-after-ms:" in head, body
 
 
+class _Tally:
+    """A generator's bookkeeping: counts per second and kind, latencies per phase, kind and outcome (kept as
+    lists during the run and put into HdrHistograms after it: recording into an HdrHistogram, pure Python,
+    costs microseconds per value, CPU the gateway would not get at 10x), and the send lag."""
+
+    def __init__(self) -> None:
+        self.stats: dict[str, list[int]] = {}  # "second:kind" -> [sent, ok, shed, error, timeout, skipped]
+        self.samples: dict[str, list[int]] = {}  # "phase:kind:outcome" and "s<second>:prio" -> microseconds
+        self.lags: list[int] = []  # how late each request was sent, microseconds
+
+    def row(self, t: float, kind: str) -> list[int]:
+        return self.stats.setdefault(f"{int(t)}:{kind}", [0, 0, 0, 0, 0, 0])
+
+    def record(self, name: str, us: int) -> None:
+        got = self.samples.get(name)
+        if got is None:
+            got = self.samples[name] = []
+        got.append(us)
+
+    def outcome(
+        self,
+        kind: str,
+        t: float,
+        phase: str,
+        sent: float,
+        done: float,
+        answer: tuple[int, bool] | None,
+        timeout_s: float,
+    ) -> str:
+        """Count one answered or lost request (times in seconds from the schedule's start; ``answer`` is
+        (status, shed), or None if it was lost: unanswered within the timeout, or its connection broke
+        mid-answer). Returns the outcome: ok, shed, error or timeout."""
+        row = self.row(t, kind)
+        if answer is None:
+            row[4] += 1
+            self.record(f"{phase}:{kind}:timeout", int(timeout_s * 1e6))
+            return "timeout"
+        status, shed = answer
+        us = int((done - t) * 1e6)
+        # From the send, too: what the gateway did, apart from the generator's own lag (reported beside).
+        us_send = int((done - sent) * 1e6)
+        if shed:
+            row[2] += 1
+            self.record(f"{phase}:{kind}:shed", us)
+            self.record(f"{phase}:{kind}:shed_send", us_send)
+            return "shed"
+        if 200 <= status < 300:
+            row[1] += 1
+            self.record(f"{phase}:{kind}:ok", us)
+            self.record(f"{phase}:{kind}:ok_send", us_send)
+            if kind in PRIORITY_KINDS:
+                self.record(f"s{int(t)}:prio", us)
+            return "ok"
+        row[3] += 1
+        self.record(f"{phase}:{kind}:error", us)
+        return "error"
+
+    def part(self, **more: Any) -> dict[str, Any]:
+        return {
+            "stats": self.stats,
+            "hists": {k: _encoded(v) for k, v in self.samples.items()},
+            "lag": _encoded(self.lags),
+            **more,
+        }
+
+
+def _request_path(rng: random.Random, kind: str, query_orders: list[str]) -> str:
+    """The path of a query, browse or report request."""
+    if kind == "query":
+        return f"/v1/orders/{rng.choice(query_orders)}"
+    if kind == "browse":
+        return f"/v1/merchants/{_pick_merchant(rng)}/orders?limit=20"
+    return f"/v1/merchants/{_pick_merchant(rng)}/settlement"
+
+
 def _encoded(values: list[int]) -> bytes:
     h = _hist()
     for v in values:
@@ -212,11 +290,7 @@ def _worker_loop(plan: WorkerPlan) -> dict[str, Any]:
     rng = random.Random(plan.seed)
     kinds = [k for k, _ in MIX]
     cum = list(itertools.accumulate(w for _, w in MIX))
-    stats: dict[str, list[int]] = {}  # "second:kind" -> [sent, ok, shed, error, timeout, skipped]
-    # Latencies are appended during the run and put into histograms after it: recording into an HdrHistogram
-    # (pure Python) costs microseconds per value, which at 10x is CPU the gateway would not get.
-    samples: dict[str, list[int]] = {}  # "phase:kind:outcome" and "s<second>:prio" -> microseconds
-    lags: list[int] = []  # how late each request was sent, microseconds
+    tally = _Tally()
     pay_pool = list(plan.pay_orders)
     confirm_pool = list(plan.confirm_orders)
     step_ups = 0  # 401 challenges answered with a signature
@@ -229,15 +303,6 @@ def _worker_loop(plan: WorkerPlan) -> dict[str, Any]:
     mono0 = time.monotonic() + (plan.start_wall - time.time())
     total = sum(p.seconds for p in plan.phases)
     share = 1.0 / plan.workers
-
-    def record(name: str, us: int) -> None:
-        got = samples.get(name)
-        if got is None:
-            got = samples[name] = []
-        got.append(us)
-
-    def row_of(r: _Req) -> list[int]:
-        return stats.setdefault(f"{int(r.t)}:{r.kind}", [0, 0, 0, 0, 0, 0])
 
     def close(c: _Conn) -> None:
         nonlocal opened
@@ -304,31 +369,12 @@ def _worker_loop(plan: WorkerPlan) -> dict[str, Any]:
             finish(r, None)
 
     def finish(r: _Req, answer: tuple[int, bool, bytes] | None) -> None:
-        row = row_of(r)
-        if answer is None:  # lost: unanswered within the timeout, or the connection broke mid-answer
-            row[4] += 1
-            record(f"{r.phase}:{r.kind}:timeout", int(plan.timeout_s * 1e6))
-            return
-        status, shed, _ = answer
-        done = time.monotonic()
-        us = int((done - mono0 - r.t) * 1e6)
-        # From the send, too: what the gateway did, apart from the generator's own lag (reported beside).
-        us_send = int((done - r.sent_at) * 1e6)
-        if shed:
-            row[2] += 1
-            record(f"{r.phase}:{r.kind}:shed", us)
-            record(f"{r.phase}:{r.kind}:shed_send", us_send)
-            if r.order is not None:  # not applied: the shopper will pay (or confirm) this order again
-                (pay_pool if r.kind == "pay" else confirm_pool).insert(0, r.order)
-        elif 200 <= status < 300:
-            row[1] += 1
-            record(f"{r.phase}:{r.kind}:ok", us)
-            record(f"{r.phase}:{r.kind}:ok_send", us_send)
-            if r.kind in PRIORITY_KINDS:
-                record(f"s{int(r.t)}:prio", us)
-        else:
-            row[3] += 1
-            record(f"{r.phase}:{r.kind}:error", us)
+        done = time.monotonic() - mono0
+        got = tally.outcome(
+            r.kind, r.t, r.phase, r.sent_at - mono0, done, answer[:2] if answer else None, plan.timeout_s
+        )
+        if got == "shed" and r.order is not None:  # not applied: the shopper will pay (or confirm) it again
+            (pay_pool if r.kind == "pay" else confirm_pool).insert(0, r.order)
 
     def answered(c: _Conn, answer: tuple[int, bool, bytes]) -> None:
         nonlocal step_ups, step_ups_shed
@@ -359,16 +405,12 @@ def _worker_loop(plan: WorkerPlan) -> dict[str, Any]:
         if kind == "pay" or kind == "confirm":
             pool = pay_pool if kind == "pay" else confirm_pool
             if not pool:
-                stats.setdefault(f"{int(t)}:{kind}", [0, 0, 0, 0, 0, 0])[5] += 1
+                tally.row(t, kind)[5] += 1
                 return None
             order = pool.pop()
             method, path, key = "POST", f"/v1/orders/{order}/{kind}", f"{kind}-{order}"
-        elif kind == "query":
-            path = f"/v1/orders/{rng.choice(plan.query_orders)}"
-        elif kind == "browse":
-            path = f"/v1/merchants/{_pick_merchant(rng)}/orders?limit=20"
         else:
-            path = f"/v1/merchants/{_pick_merchant(rng)}/settlement"
+            path = _request_path(rng, kind, plan.query_orders)
         r = _Req(kind, t, phase, method, path, order, key)
         r.deadline = mono0 + t + plan.timeout_s
         return r
@@ -382,10 +424,10 @@ def _worker_loop(plan: WorkerPlan) -> dict[str, Any]:
             now = time.monotonic()
             while t_next < total and t_next <= now - mono0:
                 rate, phase = rate_at(plan.phases, plan.base_per_s, t_next)
-                lags.append(int((now - mono0 - t_next) * 1e6))
+                tally.lags.append(int((now - mono0 - t_next) * 1e6))
                 r = new_request(t_next, phase)
                 if r is not None:
-                    row_of(r)[0] += 1
+                    tally.row(r.t, r.kind)[0] += 1
                     dispatch(r)
                 t_next += rng.expovariate(max(rate * share, 1e-3))
             if t_next >= total and not busy and not waiting:
@@ -428,14 +470,75 @@ def _worker_loop(plan: WorkerPlan) -> dict[str, Any]:
             with contextlib.suppress(Exception):
                 c.sock.close()
         sel.close()
-    return {
-        "stats": stats,
-        "hists": {k: _encoded(v) for k, v in samples.items()},
-        "lag": _encoded(lags),
-        "step_ups": step_ups,
-        "step_ups_shed": step_ups_shed,
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    return tally.part(
+        step_ups=step_ups,
+        step_ups_shed=step_ups_shed,
+        rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        generator="python",
+    )
+
+
+def loadgen_binary(root: Path) -> Path | None:
+    """``loadgen.c`` compiled into ``root`` with the system's C compiler (``cc``), or None if there is none
+    (the Python generator then drives the load; the JSON says which did: ``generator``)."""
+    exe = root / "loadgen"
+    if exe.exists():
+        return exe
+    src = Path(__file__).with_name("loadgen.c")
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    done = subprocess.run([cc, "-O2", "-o", str(exe), str(src)], capture_output=True, timeout=120)
+    return exe if done.returncode == 0 and exe.exists() else None
+
+
+_KINDS = [k for k, _ in MIX]
+
+
+def _c_worker(plan: WorkerPlan, exe: Path) -> dict[str, Any]:
+    """The same kind of schedule as :func:`_worker_loop` (phases, mix, pools), driven by ``loadgen.c``."""
+    rng = random.Random(plan.seed)
+    cum = list(itertools.accumulate(w for _, w in MIX))
+    total = sum(p.seconds for p in plan.phases)
+    share = 1.0 / plan.workers
+    lines = [f"POOL 0 {len(plan.pay_orders)}", *plan.pay_orders]
+    lines += [f"POOL 1 {len(plan.confirm_orders)}", *plan.confirm_orders]
+    t = 0.0
+    while t < total:
+        rate, _ = rate_at(plan.phases, plan.base_per_s, t)
+        k = _KINDS.index(rng.choices(_KINDS, cum_weights=cum)[0])
+        lines.append(f"{int(t * 1e6)} {k}" + ("" if k <= 1 else " " + _request_path(rng, _KINDS[k], plan.query_orders)))
+        t += rng.expovariate(max(rate * share, 1e-3))
+    work = Path(tempfile.mkdtemp(prefix="loadgen-"))
+    try:
+        (work / "schedule").write_text("\n".join(lines) + "\n")
+        start_us = int((time.monotonic() + (plan.start_wall - time.time())) * 1e6)
+        from liangcao.procs import die_with_parent
+
+        cmd = [str(exe), str(work / "schedule"), str(work / "out"), str(plan.port), str(plan.connections)]
+        cmd += [str(int(plan.timeout_s * 1e6)), str(start_us)]
+        subprocess.run(cmd, check=True, timeout=total + plan.timeout_s + 60, preexec_fn=die_with_parent(signal.SIGKILL))
+        records = array.array("q", (work / "out").read_bytes())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    tally = _Tally()
+    rss_kb = 0
+    for i in range(0, len(records), 6):
+        k, t_us, sent, done, status, flags = records[i : i + 6]
+        if k < 0:  # the trailer: (-1, peak RSS in KiB, ...)
+            rss_kb = t_us
+            continue
+        kind, ts = _KINDS[k], t_us / 1e6
+        if flags & 4:  # the pool was empty: not sent
+            tally.row(ts, kind)[5] += 1
+            continue
+        tally.row(ts, kind)[0] += 1
+        if sent >= 0:
+            tally.lags.append(sent - t_us)
+        _, phase = rate_at(plan.phases, plan.base_per_s, ts)
+        answer = None if flags & 2 or done < 0 else (int(status), bool(flags & 1))
+        tally.outcome(kind, ts, phase, sent / 1e6, done / 1e6, answer, plan.timeout_s)
+    return tally.part(step_ups=0, step_ups_shed=0, rss_mb=rss_kb / 1024, generator="c")
 
 
 def _worker(plan: WorkerPlan, out: Any) -> None:
@@ -444,7 +547,11 @@ def _worker(plan: WorkerPlan, out: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us; Ctrl-C goes to it
     die_with_parent(signal.SIGKILL)()  # and if the parent is killed, we go with it
     try:
-        out.put((plan.index, _worker_loop(plan)))
+        exe = plan.loadgen
+        if exe is not None and plan.devices is None:  # a confirmation signs challenges: Python's work
+            out.put((plan.index, _c_worker(plan, exe)))
+        else:
+            out.put((plan.index, _worker_loop(plan)))
     except BaseException as exc:  # reported to the parent, which fails the run with it
         out.put((plan.index, {"error": f"{type(exc).__name__}: {exc}"}))
 
@@ -572,8 +679,10 @@ class RunResult:
     workers_rss_mb: float = 0.0
     step_ups: int = 0
     step_ups_shed: int = 0
+    generators: set[str] = field(default_factory=set)
 
     def merge(self, part: dict[str, Any]) -> None:
+        self.generators.add(part.get("generator", "python"))
         for k, row in part["stats"].items():
             mine = self.stats.setdefault(k, [0] * 6)
             for i, v in enumerate(row):
@@ -611,8 +720,12 @@ def run_load(
     stop: Callable[[], bool] = lambda: False,
     confirm: bool = False,
     edge: bool = True,
+    generator: str = "auto",
 ) -> RunResult:
-    """One run: prepare a fresh gateway folder, start the gateway, drive the schedule, stop everything."""
+    """One run: prepare a fresh gateway folder, start the gateway, drive the schedule, stop everything.
+
+    ``generator``: ``c`` (``loadgen.c``, compiled here), ``python`` (:func:`_worker_loop`) or ``auto`` (C when a
+    compiler is there). With confirmation on every payment the Python generator signs the challenges."""
     total_s = sum(p.seconds for p in phases)
     expected = sum((p.start_x + p.end_x) / 2 * base_per_s * p.seconds for p in phases)  # requests offered over the run
     # Orders are consumed only by admitted payments; at most the gateway's capacity-ish plus headroom.
@@ -628,6 +741,9 @@ def run_load(
         # A shopper's orders are paid by the one generator that holds the shopper's phone.
         owner = {b: i % workers for i, b in enumerate(BUYERS)}
         shares = [[o for o in to_pay if owner[buyer_of[o]] == i] for i in range(workers)]
+    exe = None if generator == "python" else loadgen_binary(root)
+    if generator == "c" and exe is None:
+        raise RuntimeError("no C compiler (cc) to build the load generator: use generator='python'")
     gw = Gateway(home, flow=flow, confirm=confirm, edge=edge)
     procs: list[Any] = []
     result = RunResult()
@@ -653,6 +769,7 @@ def run_load(
                 (to_pay + to_confirm)[i::workers] or to_pay,
                 per,
                 {o: devices[buyer_of[o]] for o in shares[i]} if confirm else None,
+                exe,
             )
             p = ctx.Process(target=_worker, args=(plan, out), daemon=True)
             p.start()
@@ -693,6 +810,7 @@ def find_capacity(
     step_s: float,
     say: Callable[[str], None],
     confirm: bool = False,
+    generator: str = "auto",
 ) -> tuple[float, float, list[dict[str, float]]]:
     """(paid orders/s, offered requests/s) at the highest step of a rising ladder (flow control off) whose
     payments were all answered with p99 under 100 ms; and every step's figures."""
@@ -709,6 +827,7 @@ def find_capacity(
         seed=seed,
         root=root,
         confirm=confirm,
+        generator=generator,
     )
     steps: list[dict[str, float]] = []
     best = (0.0, 0.0)
@@ -752,6 +871,7 @@ def run_surge(
     capacity: tuple[float, float] | None,
     say: Callable[[str], None],
     confirm: bool = False,
+    generator: str = "auto",
 ) -> dict[str, Any]:
     """Measure capacity, then the surge with and without flow control; the figures (and the picture)."""
     root = Path(tempfile.mkdtemp(prefix="liangcao-surge-"))
@@ -761,7 +881,14 @@ def run_surge(
         if capacity is None:
             say("capacity (flow control off, rising open-loop steps):")
             paid_cap, offered_cap, steps = find_capacity(
-                workers=workers, timeout_s=timeout_s, seed=seed, root=root, step_s=2.5, say=say, confirm=confirm
+                workers=workers,
+                timeout_s=timeout_s,
+                seed=seed,
+                root=root,
+                step_s=2.5,
+                say=say,
+                confirm=confirm,
+                generator=generator,
             )
         else:
             paid_cap, offered_cap = capacity
@@ -781,6 +908,7 @@ def run_surge(
                 seed=seed + (1 if flow else 2),
                 root=root,
                 confirm=confirm,
+                generator=generator,
             )
         with_flow = summarize(runs["with flow control"], phases, paid_cap)
         no_flow = summarize(runs["without flow control"], phases, paid_cap)
@@ -802,6 +930,7 @@ def run_surge(
             "capacity_steps": steps,
             "cores": os.cpu_count(),
             "workers": workers,
+            "generator": "+".join(sorted(set().union(*(r.generators for r in runs.values())))),
             "timeout_s": timeout_s,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "gateway_peak_rss_mb": max(r.gateway_rss_mb for r in runs.values()),
