@@ -96,6 +96,7 @@ def documents(first_case: int, cases: int) -> dict[str, bytes]:
 
 #: Transactions per HTTP batch, and cases a preparing process signs into one spool file.
 SUBMIT_BATCH = 100
+SUBMITTERS = 3  # batches in flight
 CASES_PER_SPOOL = 25 * CASES_PER_DOCUMENT
 
 
@@ -195,17 +196,27 @@ def run_trace_bench(
         console.print(f"{n_events:,} events in {len(ids):,} transactions prepared in {prep_s:.0f} s; capturing…")
         start_height = int(client.head()["header"]["height"]) + 1
 
+        # A few batches in flight, as concurrent capture clients would send them: one at a time, the run
+        # measures the client's round trips (each batch waits for its signatures to be verified) rather than
+        # the node. Batches are taken in order from one reader; commits are counted however they interleave.
+        in_order = (batch for spool in spools for batch in spool.batches(SUBMIT_BATCH))
+        lock = threading.Lock()
+
         def submitter() -> None:
             with Client(home.url, token, chain_id=client.chain_id, timeout_s=300) as c:
-                for spool in spools:
-                    for batch in spool.batches(SUBMIT_BATCH):
-                        submit_all(c, [batch])
+                while True:
+                    with lock:
+                        batch = next(in_order, None)
+                    if batch is None:
+                        return
+                    submit_all(c, [batch])
 
         # Commits are counted from block headers (cheap, and nothing to fall behind on, unlike an event
         # stream a slow reader can be cut off from): done when the new blocks hold every transaction.
         t0 = time.perf_counter()
-        th = threading.Thread(target=submitter)
-        th.start()
+        senders = [threading.Thread(target=submitter) for _ in range(SUBMITTERS)]
+        for th in senders:
+            th.start()
         committed, seen_height = 0, start_height - 1
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"capture: {n_events:,} events", total=len(ids))
@@ -220,7 +231,8 @@ def run_trace_bench(
                 if committed < len(ids):
                     time.sleep(0.1)
         t_last = time.perf_counter()
-        th.join()
+        for th in senders:
+            th.join()
         eps = n_events / (t_last - t0)
         # Queryable, not only committed: the first lookup waits until the node's trace index holds every block.
         t = time.perf_counter()

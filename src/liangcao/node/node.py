@@ -85,9 +85,9 @@ STREAM_INBOX_MAX = 20_000
 #: Stream messages the commit thread takes in one turn between looks at attestations and upkeep (a turn
 #: also ends at each block): transactions are cheap to take, the looks are not free
 STEP_MESSAGES_MAX = 512
-#: EPCIS captures whose per-event work is done or under way ahead of their execution (``Node._feed_ahead``):
-#: about 15,000 events, a second or two of commits
-AHEAD_TXS_MAX = 256
+#: EPCIS captures whose per-event work is done or under way ahead of their execution (``Node._feed_ahead``), in
+#: blocks: the next block must be ready while this one executes, and one after it under way
+AHEAD_BLOCKS = 3
 
 
 @dataclass(frozen=True)
@@ -380,11 +380,12 @@ class Node:
 
     def _feed_ahead(self) -> None:
         """Hand the workers the next queued captures, in admission order (the order they are executed in), while
-        fewer than ``AHEAD_TXS_MAX`` are computed or being computed and not yet executed: admission may run
-        far ahead of the commits (a whole mempool), and outcomes computed that far ahead would only wait in
+        fewer than ``AHEAD_BLOCKS`` blocks of them are computed or under way and not yet executed: admission may
+        run far ahead of the commits (a whole mempool), and outcomes computed that far ahead would only wait in
         memory. Called at admission, when a job is done and after each commit."""
         with self._ahead_lock:
-            while self._ahead_queue and PRECOMPUTED.size() + self.ahead.in_flight < AHEAD_TXS_MAX:
+            window = min(PRECOMPUTED.txs_max, AHEAD_BLOCKS * self.settings.block_txs_max)
+            while self._ahead_queue and PRECOMPUTED.size() + self.ahead.in_flight < window:
                 tx = self._ahead_queue.popleft()
                 if tx.tx_id in self._recent:  # executed already (the commit thread got there first)
                     continue

@@ -126,7 +126,7 @@ class Workers:
     signature verifiers so that admission never waits behind it, with at most ``in_flight_max`` jobs queued:
     past that (the workers fall behind), :meth:`offload` declines and the work stays where it was."""
 
-    def __init__(self, workers: int, in_flight_max: int = 512) -> None:
+    def __init__(self, workers: int, in_flight_max: int = 4096) -> None:
         self.workers = workers
         self.in_flight_max = in_flight_max
         self._in_flight = 0

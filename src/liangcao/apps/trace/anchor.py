@@ -289,7 +289,7 @@ class Precomputed:
     entry only for the very inputs it was computed from (:meth:`take`), and every peer that has none does the
     same work itself, so the entries change how fast a capture executes, never what it does."""
 
-    def __init__(self, txs_max: int = 2048, age_s_max: float = 120.0) -> None:
+    def __init__(self, txs_max: int = 4096, age_s_max: float = 120.0) -> None:
         self.txs_max = txs_max
         self.age_s_max = age_s_max  # an entry never taken (its transaction never executed) is dropped then
         self._lock = threading.Lock()
