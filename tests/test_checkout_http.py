@@ -303,3 +303,27 @@ def check_flow_control(gateway: Gateway, metrics: str = "/metrics") -> None:
         status = c.get("/v1/flow").json()
         assert status["version"] == 7 and status["resources"]["report"]["refused"] >= 1
         assert "liangcao_flow_decisions_total" in c.get(metrics).text
+
+
+def test_the_edge_stops_when_its_application_process_dies(tmp_path: Path) -> None:
+    """``kill -9`` of the application process behind an edge: the edge does not go on answering 503 for ever;
+    it stops with a non-zero status and says why (its supervisor starts the pair again), and a restart on the
+    same folder serves what was written."""
+    home = tmp_path / "gw"
+    gw = Gateway(home, "--edge").start()
+    try:
+        with httpx.Client(base_url=gw.url, timeout=10) as c:
+            assert post(c, "/v1/wallets/ann/topup", {"amount": 500}, "t-edge").status_code == 200
+        (app,) = _app_pids(home)
+        os.kill(app, signal.SIGKILL)
+        assert gw.proc is not None
+        assert gw.proc.wait(20) == 1
+        assert b"the application process exited" in (home / "gateway.log").read_bytes()
+    finally:
+        gw.stop()
+    gw = Gateway(home, "--edge").start()
+    try:
+        with httpx.Client(base_url=gw.url, timeout=10) as c:
+            assert c.get("/v1/wallets/ann").json()["available"] == 500
+    finally:
+        gw.stop()

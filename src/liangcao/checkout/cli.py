@@ -258,6 +258,7 @@ def _run_edge(
     import socket
     import subprocess
     import sys
+    import threading
     import time
 
     from liangcao.checkout.http import classify
@@ -305,7 +306,20 @@ def _run_edge(
             f"checkout edge on http://{host}:{port} (application process {child.pid}; flow control {flow})",
             soft_wrap=True,
         )
+        lost = threading.Event()
+
+        def watch() -> None:
+            # The pair lives and dies together: an edge without its application could only answer 503, so it
+            # stops (non-zero exit) and whatever supervises it starts both again. A child stopped as asked
+            # (Ctrl-C or SIGTERM to the process group) is not a loss.
+            if child.wait() not in (0, -signal.SIGINT, -signal.SIGTERM):
+                lost.set()
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, name="edge-watch", daemon=True).start()
         Server(own, host, port, gate=gate, classify=classify, upstream=Upstream(str(sock))).run()
+        if lost.is_set():
+            fail(f"the application process exited ({child.returncode}): the edge stopped with it")
     finally:
         stop_process(child)
         if cluster is not None:

@@ -491,10 +491,12 @@ class Upstream:
             try:
                 writer.write(data)
                 head = await reader.readuntil(b"\r\n\r\n")
-            except (OSError, asyncio.IncompleteReadError):
+            except (OSError, asyncio.IncompleteReadError) as exc:
                 writer.close()
-                # A kept-alive connection the application closed while idle: nothing was read, send again.
-                if fresh or attempt == 2:
+                # A kept-alive connection the application closed while idle (its idle_s_max): not a byte of an
+                # answer came back, so the request was not read: send it again, once, on a new connection.
+                stale = not fresh and not (isinstance(exc, asyncio.IncompleteReadError) and exc.partial)
+                if not stale or attempt == 2:
                     raise
                 continue
             try:
