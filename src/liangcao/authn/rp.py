@@ -186,6 +186,7 @@ class _Key:
     counter: int
     revoked: bool
     b64_id: str  # the id as the confirmation names it
+    cose: bytes  # the public key as registered (what the signature worker decodes and keeps)
 
 
 class _ResponseIn(msgspec.Struct):
@@ -843,34 +844,98 @@ class RelyingParty:
     ) -> tuple[list[Confirmation | AuthnError], list[Op], list[str]]:
         """The verdicts on read answers (or their reading's refusal), in order, the statements recording
         them and the ceremonies claimed, which the caller releases (``_release``) once they are durable (or
-        at once, on an exception)."""
-        results: list[Confirmation | AuthnError] = []
-        out = _Record()
+        at once, on an exception). The three phases of ``_check_many``, the signatures verified here (the
+        batcher with a worker process verifies them there), ``_finish_many``."""
+        checks, claims = self._check_many(items)
+        try:
+            verdicts = [self._verify_one(job) for job in _jobs(checks)]
+            results, ops = self._finish_many(checks, verdicts)
+        except BaseException:
+            self._release(claims)
+            raise
+        return results, ops, claims
+
+    def _check_many(
+        self, items: Sequence[tuple[str, str, _AssertionIn | AuthnError, tuple[str, str, int, str]]]
+    ) -> tuple[list[_Check], list[str]]:
+        """The checks of every answer that come before its signature (the table in the module docstring down
+        to the flags), in order, each answer's ceremony claimed; the claims are the caller's to release."""
+        checks: list[_Check] = []
         claims: list[str] = []
         claimed = self._claimed
         try:
             for shopper, challenge_id, assertion, terms in items:
                 if isinstance(assertion, AuthnError):
-                    results.append(assertion)
+                    checks.append(_Check(assertion))
                     continue
                 with self._lock:  # the claim (as _Claim takes it, without an object per answer)
                     mine = challenge_id not in claimed
                     if mine:
                         claimed.add(challenge_id)
                 if not mine:
-                    results.append(
-                        AuthnError(AuthnCode.REPLAYED, f"ceremony {challenge_id!r} is being answered already")
+                    checks.append(
+                        _Check(AuthnError(AuthnCode.REPLAYED, f"ceremony {challenge_id!r} is being answered already"))
                     )
                     continue
                 claims.append(challenge_id)
                 try:
-                    results.append(self._judge(shopper, challenge_id, assertion, terms, out))
-                except AuthnError as refusal:
-                    results.append(refusal)
+                    checks.append(self._check(shopper, challenge_id, assertion, terms))
+                except AuthnError as refusal:  # unknown ceremony, replay: nothing recorded
+                    checks.append(_Check(refusal))
         except BaseException:
             self._release(claims)
             raise
-        return results, out.ops(), claims
+        return checks, claims
+
+    @staticmethod
+    def _verify_one(job: tuple[bytes, _Key, bytes, bytes]) -> bool:
+        _, key, signature, data = job
+        try:
+            verify_signature(public_key=key.public, signature_alg=key.alg, signature=signature, data=data)
+        except (InvalidSignature, WebAuthnException, ValueError):
+            return False
+        return True
+
+    def _finish_many(
+        self, checks: Sequence[_Check], verdicts: Sequence[bool]
+    ) -> tuple[list[Confirmation | AuthnError], list[Op]]:
+        """Each answer's verdict, in arrival order, from its checks and its signature's verdict (``verdicts``:
+        one per answer that reached its signature, in order): a device revoked meanwhile (a clone alarm of
+        an earlier answer, perhaps of this batch) refuses it, then its own late refusal, then the signature,
+        then the counter. The statements recording them, as one multi-row INSERT."""
+        results: list[Confirmation | AuthnError] = []
+        out = _Record()
+        signed = iter(verdicts)
+        for c in checks:
+            if c.key is None:  # decided before the device was known
+                if c.at is not None:
+                    out.rows.append((c.challenge_id, c.at, int(c.result.authn_code), c.raw_id, *_NO_EVIDENCE))
+                results.append(c.result)
+                continue
+            try:
+                key = c.key
+                good = next(signed) if c.late is None else False
+                if key.revoked:
+                    raise AuthnError(AuthnCode.REVOKED_CREDENTIAL, f"device {key.name!r} was revoked")
+                if c.late is not None:
+                    raise c.late
+                if not good:
+                    raise AuthnError(AuthnCode.BAD_SIGNATURE, "the assertion's signature does not verify")
+                confirmation, evidence = self._count(c, key)
+            except _Recorded as refusal:
+                out.rows.append((c.challenge_id, c.at, int(refusal.authn_code), c.raw_id, *_NO_EVIDENCE))
+                out.more += refusal.ops
+                results.append(AuthnError(refusal.authn_code, refusal.message, refusal.detail))
+                continue
+            except AuthnError as refusal:
+                out.rows.append((c.challenge_id, c.at, int(refusal.authn_code), c.raw_id, *_NO_EVIDENCE))
+                results.append(refusal)
+                continue
+            out.rows.append((c.challenge_id, confirmation.confirmed_ms, 0, c.raw_id, *evidence))
+            results.append(confirmation)
+        if next(signed, None) is not None:
+            raise ValueError("more signature verdicts than signatures")
+        return results, out.ops()
 
     def _release(self, claims: Sequence[str]) -> None:
         """Let the ceremonies ``claims`` be answered again (their verdicts are durable, or were not written)."""
@@ -892,38 +957,28 @@ class RelyingParty:
             raise AuthnError(AuthnCode.MALFORMED_CREDENTIAL, "credential type must be public-key, with id = rawId")
         return assertion
 
-    def _judge(
-        self, shopper: str, challenge_id: str, assertion: _AssertionIn, terms: tuple[str, str, int, str], out: _Record
-    ) -> Confirmation | AuthnError:
-        """The verdict on an answer; what records it goes to ``out`` (the caller holds the claim and writes
-        it). Raises only the refusals that record nothing (unknown ceremony, replay)."""
+    def _check(
+        self, shopper: str, challenge_id: str, assertion: _AssertionIn, terms: tuple[str, str, int, str]
+    ) -> _Check:
+        """An answer's checks before its signature (the caller holds the claim). Raises only the refusals
+        that record nothing (unknown ceremony, replay); every other refusal is in the check, recorded."""
         row = self._ceremony(challenge_id, shopper, "payment")
         raw_id = _unb64("rawId", assertion.rawId)
         with self._lock:
             self._open_rows.pop(challenge_id, None)  # answered: from now on the claim, then the store, say so
+        c = _Check(None, challenge_id, shopper, raw_id, self.clock.now_ms())
         try:
-            confirmation, evidence = self._verify_assertion(shopper, challenge_id, row, assertion, raw_id, terms)
-        except _Recorded as refusal:
-            out.rows.append((challenge_id, self.clock.now_ms(), int(refusal.authn_code), raw_id, *_NO_EVIDENCE))
-            out.more += refusal.ops
-            return AuthnError(refusal.authn_code, refusal.message, refusal.detail)
+            self._check_assertion(c, row, assertion, terms)
         except AuthnError as refusal:
-            out.rows.append((challenge_id, self.clock.now_ms(), int(refusal.authn_code), raw_id, *_NO_EVIDENCE))
-            return refusal
-        out.rows.append((challenge_id, confirmation.confirmed_ms, 0, raw_id, *evidence))
-        return confirmation
+            c.result = refusal
+        return c
 
-    def _verify_assertion(
-        self,
-        shopper: str,
-        challenge_id: str,
-        row: tuple[Any, ...],
-        a: _AssertionIn,
-        raw_id: bytes,
-        gateway: tuple[str, str, int, str],
-    ) -> tuple[Confirmation, tuple[int, bytes, bytes, bytes]]:
+    def _check_assertion(
+        self, c: _Check, row: tuple[Any, ...], a: _AssertionIn, gateway: tuple[str, str, int, str]
+    ) -> None:
         order_id, payee, amount_fen, currency, expires_ms, nonce = row[3:9]
-        now = self.clock.now_ms()
+        now = c.at
+        assert now is not None
         if now > expires_ms:
             raise AuthnError(AuthnCode.CHALLENGE_EXPIRED, f"payment challenge expired at {expires_ms} (now {now})")
         if gateway[0] != order_id:
@@ -948,35 +1003,43 @@ class RelyingParty:
         auth_data = _unb64("authenticatorData", a.response.authenticatorData)
         if len(auth_data) < 37:
             raise AuthnError(AuthnCode.MALFORMED_CREDENTIAL, "authenticatorData is shorter than 37 bytes")
-        key = self._key(raw_id)
-        if key is None or key.shopper != shopper:
+        key = self._key(c.raw_id)
+        if key is None or key.shopper != c.shopper:
             raise AuthnError(AuthnCode.UNKNOWN_CREDENTIAL, "this device is not registered to this shopper")
         if key.revoked:
             raise AuthnError(AuthnCode.REVOKED_CREDENTIAL, f"device {key.name!r} was revoked")
-        self._check_auth(auth_data[:32], auth_data[32])
-        signature = _unb64("signature", a.response.signature)
+        # from here on the verdict waits for _finish_many: a clone alarm judged before it revokes the device
+        c.key = key
+        c.terms = (order_id, payee, amount_fen, currency)
+        c.challenge_b64 = challenge_b64
+        c.auth_data = auth_data
+        c.client_bytes = client_bytes
         try:
-            verify_signature(
-                public_key=key.public,
-                signature_alg=key.alg,
-                signature=signature,
-                data=auth_data + hashlib.sha256(client_bytes).digest(),
-            )
-        except (InvalidSignature, WebAuthnException, ValueError):
-            raise AuthnError(AuthnCode.BAD_SIGNATURE, "the assertion's signature does not verify") from None
-        counter = int.from_bytes(auth_data[33:37], "big")
+            self._check_auth(auth_data[:32], auth_data[32])
+            c.signature = _unb64("signature", a.response.signature)
+        except AuthnError as refusal:
+            c.late = refusal
+            return
+        c.data = auth_data + hashlib.sha256(client_bytes).digest()
+
+    def _count(self, c: _Check, key: _Key) -> tuple[Confirmation, tuple[int, bytes, bytes, bytes]]:
+        """The counter of a signed answer: moved forward, or a clone alarm (``_Recorded``)."""
+        now = c.at
+        assert now is not None and c.terms is not None
+        counter = int.from_bytes(c.auth_data[33:37], "big")
         with self._lock:
             stored = key.counter
             regressed = (counter > 0 or stored > 0) and counter <= stored
             if not regressed:
                 key.counter = counter
         if regressed:
-            self._clone_alarm(shopper, challenge_id, raw_id, key, stored, counter, now)
+            self._clone_alarm(c.shopper, c.challenge_id, c.raw_id, key, stored, counter, now)
+        order_id, payee, amount_fen, currency = c.terms
         confirmation = Confirmation(
-            challenge_id, shopper, key.b64_id, key.name, order_id, payee, amount_fen, currency, counter,
-            True, now, challenge_b64,
+            c.challenge_id, c.shopper, key.b64_id, key.name, order_id, payee, amount_fen, currency, counter,
+            True, now, c.challenge_b64,
         )  # fmt: skip
-        return confirmation, (counter, auth_data, client_bytes, signature)
+        return confirmation, (counter, c.auth_data, c.client_bytes, c.signature)
 
     def _clone_alarm(
         self, shopper: str, challenge_id: str, raw_id: bytes, key: _Key, stored: int, seen: int, now: int
@@ -1120,12 +1183,55 @@ class RelyingParty:
             if key is None:  # another thread may have loaded it meanwhile: its counter is the newer one
                 key = _Key(
                     row[0], row[1], COSEAlgorithmIdentifier(int(row[2])), public, int(row[4]), row[5] is not None,
-                    b64url(raw_id),
+                    b64url(raw_id), bytes(row[3]),
                 )  # fmt: skip
                 self._keys[raw_id] = key
                 while len(self._keys) > lim.key_cache_max:
                     self._keys.popitem(last=False)
             return key
+
+
+class _Check:
+    """One answer between its checks and its verdict: decided already (``result``; recorded if ``at`` is set),
+    or waiting for its signature's verdict (``key`` set; ``late``: a refusal that comes after the device's
+    revocation in the order of the checks)."""
+
+    __slots__ = (
+        "at", "auth_data", "challenge_b64", "challenge_id", "client_bytes", "data", "key", "late", "raw_id",
+        "result", "shopper", "signature", "terms",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        result: AuthnError | None,
+        challenge_id: str = "",
+        shopper: str = "",
+        raw_id: bytes = b"",
+        at: int | None = None,
+    ) -> None:
+        self.result: AuthnError = result  # type: ignore[assignment]  # set before it is read, if key is None
+        self.challenge_id = challenge_id
+        self.shopper = shopper
+        self.raw_id = raw_id
+        self.at = at
+        self.key: _Key | None = None
+        self.late: AuthnError | None = None
+        self.terms: tuple[str, str, int, str] | None = None
+        self.challenge_b64 = ""
+        self.auth_data = b""
+        self.client_bytes = b""
+        self.signature = b""
+        self.data = b""
+
+
+def _jobs(checks: Sequence[_Check]) -> list[tuple[bytes, _Key, bytes, bytes]]:
+    """The signatures a batch's verdicts wait for, in order: (credential id, key, signature, signed data)."""
+    return [(c.raw_id, c.key, c.signature, c.data) for c in checks if c.key is not None and c.late is None]
+
+
+def _worker_jobs(checks: Sequence[_Check]) -> list[tuple[bytes, bytes, int, bytes, bytes]]:
+    """``_jobs`` as the signature worker takes them (``liangcao.authn.verifier.Job``)."""
+    return [(raw_id, key.cose, int(key.alg), sig, data) for raw_id, key, sig, data in _jobs(checks)]
 
 
 class _Pending:

@@ -1,0 +1,218 @@
+"""The signature checks of the gateway's step-up batches, in a worker process of their own (the second core).
+
+``cryptography`` holds the GIL while it verifies an ECDSA signature (measured: two threads verifying at once
+use no more CPU per second than one), so in one process the ES256 checks and the relying party's Python
+work take turns on one core while the machine has more. The payment batcher (``liangcao.authn.batch``)
+therefore does the cheap checks of a batch on its judging thread and hands the batch's signatures to ONE
+worker process in one round trip: (credential id, COSE public key, alg, signature, signed data) per answer;
+the worker answers one bool per signature. While the worker verifies batch N, the judging thread reads
+and checks batch N+1; the counters, clone alarms and confirmations are applied afterwards on the judging
+thread, in arrival order, exactly as in one process.
+
+The worker runs ``python -m liangcao.authn.verifier``: it imports this module only (py_webauthn's
+``verify_signature``, as the relying party uses it), keeps the decoded public keys per credential id
+(``worker_keys_max``), and reads length-prefixed msgpack frames from its stdin. It exits when its stdin
+reaches EOF (the owner closed it, or died: the kernel closes the pipe) and, on Linux, gets SIGTERM when
+the thread that started it ends (``liangcao.procs.die_with_parent``). A worker that dies or stops
+answering (``verify_wait_ms_max``) fails the batches it held with a ``Fault`` (nothing of them is
+recorded: each answer may be sent again) and is replaced by a new one for the next batch.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+from collections import OrderedDict
+from typing import Any
+
+import msgspec
+
+from liangcao.codes import Code
+from liangcao.errors import Fault
+from liangcao.procs import die_with_parent
+
+#: decoded public keys the worker keeps (as the relying party's own ``key_cache_max``)
+worker_keys_max = 100_000
+#: signatures in one request to the worker (one batch of the batcher; the batcher's batches are smaller)
+worker_batch_max = 1_024
+#: bytes of one frame either way (a batch of 1,024 assertions with 32 KB credentials would not fit: the
+#: signed data is authenticatorData + a hash, a few hundred bytes)
+worker_frame_bytes_max = 16 * 1024 * 1024
+#: how long the judging thread waits for the worker's verdicts on one batch before declaring it dead
+verify_wait_ms_max = 10_000
+#: worker processes per relying party: one (a second would break nothing but buys nothing on two cores)
+verify_workers_max = 1
+
+#: one signature to check: credential id, COSE public key, COSE alg, signature, signed data
+Job = tuple[bytes, bytes, int, bytes, bytes]
+
+_LEN = 4
+
+
+class VerifierFault(Fault):
+    """The verifier worker died, stopped answering or answered nonsense: its batches are not judged."""
+
+
+def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
+    parts: list[bytes] = []
+    while n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError("the verifier worker did not answer in time")
+        chunk = os.read(fd, n)
+        if not chunk:
+            raise EOFError("the verifier worker's pipe closed")
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(_LEN, "big") + payload
+
+
+def _read_frame(fd: int, deadline: float | None) -> bytes:
+    size = int.from_bytes(_read_exact(fd, _LEN, deadline), "big")
+    if size > worker_frame_bytes_max:
+        raise ValueError(f"a frame of {size} bytes: over worker_frame_bytes_max={worker_frame_bytes_max}")
+    return _read_exact(fd, size, deadline)
+
+
+class Verifier:
+    """The owner's handle on its worker process: ``send`` a batch's signatures, ``receive`` their verdicts
+    (in the order sent; two batches may be outstanding), ``close``. Used by one thread (the batcher's
+    judging thread); ``cpu_s`` may be read from any."""
+
+    def __init__(self, wait_ms: int = verify_wait_ms_max) -> None:
+        if not 1 <= wait_ms <= verify_wait_ms_max:
+            raise ValueError(f"wait_ms must be 1..{verify_wait_ms_max} (verify_wait_ms_max)")
+        self.wait_s = wait_ms / 1000
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._encode = msgspec.msgpack.Encoder().encode
+        self._decode = msgspec.msgpack.Decoder(tuple[list[bool], int]).decode
+        self._cpu_ns = 0  # the live worker's own process CPU, as it last reported it
+        self._cpu_dead_ns = 0  # of the workers before it
+        self.starts = 0  # workers started (a crash makes a new one)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def cpu_s(self) -> float:
+        """CPU seconds the worker processes used (each reports its own ``process_time`` with every answer)."""
+        return (self._cpu_dead_ns + self._cpu_ns) / 1e9
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "liangcao.authn.verifier"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            preexec_fn=die_with_parent(),  # the judging thread starts it: SIGTERM when it (or we) end
+            close_fds=True,
+        )
+        self._proc = proc
+        self.starts += 1
+        return proc
+
+    def send(self, jobs: list[Job]) -> None:
+        """Hand a batch's signatures to the worker (started now if there is none); VerifierFault if it is gone."""
+        if len(jobs) > worker_batch_max:
+            raise ValueError(f"{len(jobs)} signatures: at most worker_batch_max={worker_batch_max} at once")
+        proc = self._proc or self._start()
+        assert proc.stdin is not None
+        try:
+            _write_all(proc.stdin.fileno(), _frame(self._encode(jobs)))
+        except OSError as exc:
+            self.reset()
+            raise VerifierFault(Code.NOT_READY, f"the signature worker is gone: {exc}") from None
+
+    def receive(self) -> list[bool]:
+        """The verdicts of the oldest batch sent, one per signature; VerifierFault (and the worker is
+        stopped: the next ``send`` starts another) if it died, answered nothing within ``wait_ms`` or
+        answered nonsense."""
+        proc = self._proc
+        if proc is None:
+            raise VerifierFault(Code.NOT_READY, "the signature worker is gone")
+        assert proc.stdout is not None
+        try:
+            verdicts, cpu_ns = self._decode(_read_frame(proc.stdout.fileno(), time.monotonic() + self.wait_s))
+        except (OSError, EOFError, TimeoutError, ValueError, msgspec.DecodeError) as exc:
+            self.reset()
+            raise VerifierFault(Code.NOT_READY, f"the signature worker failed: {exc}") from None
+        self._cpu_ns = cpu_ns
+        return verdicts
+
+    def reset(self) -> None:
+        """Stop the worker (if any); the next ``send`` starts a new one."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        self._cpu_dead_ns += self._cpu_ns
+        self._cpu_ns = 0
+        for f in (proc.stdin, proc.stdout):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        try:
+            proc.wait(timeout=2)  # EOF on its stdin: it leaves by itself
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    close = reset
+
+
+# ---- the worker process ----------------------------------------------------------------------------------------
+def serve(fd_in: int, fd_out: int) -> None:
+    """The worker's loop: a frame of jobs in, a frame of verdicts (and this process's CPU so far) out; returns
+    at EOF."""
+    from cryptography.exceptions import InvalidSignature
+    from webauthn.helpers import decode_credential_public_key, decoded_public_key_to_cryptography, verify_signature
+    from webauthn.helpers.cose import COSEAlgorithmIdentifier
+    from webauthn.helpers.exceptions import WebAuthnException
+
+    decode = msgspec.msgpack.Decoder(list[tuple[bytes, bytes, int, bytes, bytes]]).decode
+    encode = msgspec.msgpack.Encoder().encode
+    keys: OrderedDict[bytes, tuple[bytes, Any]] = OrderedDict()
+    algs = {int(a): a for a in COSEAlgorithmIdentifier}
+    while True:
+        try:
+            jobs = decode(_read_frame(fd_in, None))
+        except EOFError:
+            return
+        out: list[bool] = []
+        for raw_id, cose, alg, signature, data in jobs:
+            try:
+                known = keys.get(raw_id)
+                if known is not None and known[0] == cose:
+                    keys.move_to_end(raw_id)
+                    public = known[1]
+                else:
+                    public = decoded_public_key_to_cryptography(decode_credential_public_key(cose))
+                    keys[raw_id] = (cose, public)
+                    while len(keys) > worker_keys_max:
+                        keys.popitem(last=False)
+                verify_signature(public_key=public, signature_alg=algs[alg], signature=signature, data=data)
+                out.append(True)
+            except (InvalidSignature, WebAuthnException, ValueError, KeyError, TypeError):
+                out.append(False)
+        _write_all(fd_out, _frame(encode((out, time.process_time_ns()))))
+
+
+if __name__ == "__main__":
+    try:
+        serve(sys.stdin.buffer.fileno(), sys.stdout.buffer.fileno())
+    except (BrokenPipeError, KeyboardInterrupt):
+        pass
