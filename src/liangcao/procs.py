@@ -5,6 +5,7 @@ loopback in tests and benchmarks)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import time
@@ -97,3 +98,16 @@ def stop_process(proc: subprocess.Popen[Any], grace_s: float = 15.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+def raise_fd_limit(want: int = 65536) -> int:
+    """Raise this process's soft limit on open files towards ``want`` (never past the hard limit); the limit
+    now. A server holding a connection per client needs more than the common default of 1,024."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]

@@ -468,16 +468,25 @@ class Upstream:
     endpoints (``own_prefix``: flow-control status, rules and metrics, whose gate lives in the edge) are served
     by the edge's app."""
 
-    def __init__(self, path: str, *, own_prefix: str = "/v1/flow", connections_max: int = 256) -> None:
+    def __init__(self, path: str, *, own_prefix: str = "/v1/flow", connections_max: int = 512) -> None:
         self.path = path
         self.own_prefix = own_prefix
+        #: connections to the application at once (kept idle or in use): past it a request waits its turn
+        #: (with flow control on, the gate's limits keep far fewer in flight; with it off, file descriptors)
         self.connections_max = connections_max
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._slots: asyncio.Semaphore | None = None
 
     async def exchange(self, scope: dict[str, Any], body: bytes) -> tuple[int, bytes, bytes]:
         """(status, response head without its blank line, body) of one request, over a kept-alive connection
         (a fresh one when none is idle). The client's address goes along as ``x-forwarded-for`` (the
         application process trusts it only on its Unix socket)."""
+        if self._slots is None:  # made on the loop that serves (a semaphore belongs to one loop)
+            self._slots = asyncio.Semaphore(self.connections_max)
+        async with self._slots:
+            return await self._exchange(scope, body)
+
+    async def _exchange(self, scope: dict[str, Any], body: bytes) -> tuple[int, bytes, bytes]:
         target = scope["raw_path"] + (b"?" + scope["query_string"] if scope["query_string"] else b"")
         lines = [scope["method"].encode() + b" " + target + b" HTTP/1.1", b"content-length: " + str(len(body)).encode()]
         lines += [k + b": " + v for k, v in scope["headers"] if k not in _HOP and k != b"x-forwarded-for"]
@@ -504,7 +513,7 @@ class Upstream:
             except BaseException:
                 writer.close()
                 raise
-            if len(self.idle) < self.connections_max and not writer.is_closing():
+            if not writer.is_closing():
                 self.idle.append((reader, writer))
             else:
                 writer.close()
@@ -621,6 +630,10 @@ class Server:
                 self.upstream.close()
 
     def run(self) -> None:
+        from liangcao.procs import raise_fd_limit
+
+        raise_fd_limit()  # a connection per shopper: the usual 1,024 open files are not enough at midnight
+
         async def main() -> None:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
