@@ -26,14 +26,17 @@ Guarantees, each tested (``tests/test_authn_batch.py``):
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 from liangcao.authn import codes as lim
 from liangcao.authn.codes import AuthnError
 from liangcao.authn.store import Op, Store
+from liangcao.authn.verifier import Job, Verifier, VerifierFault
 from liangcao.codes import Code
 from liangcao.errors import StoreError
 
@@ -45,6 +48,7 @@ class Judge(Protocol):
     """What the batcher needs of a ``RelyingParty`` (its payment answer's reading, judging and recording)."""
 
     _store: Store
+    verify_workers: int
 
     @staticmethod
     def _payment_in(
@@ -54,6 +58,15 @@ class Judge(Protocol):
     def _judge_many(
         self, items: Sequence[tuple[str, str, Any, tuple[str, str, int, str]]]
     ) -> tuple[list[Any], list[Op], list[str]]: ...
+
+    def _check_many(
+        self, items: Sequence[tuple[str, str, Any, tuple[str, str, int, str]]]
+    ) -> tuple[list[Any], list[str]]: ...
+
+    def _finish_many(self, checks: Sequence[Any], verdicts: Sequence[bool]) -> tuple[list[Any], list[Op]]: ...
+
+    @staticmethod
+    def _signature_jobs(checks: Sequence[Any]) -> list[Job]: ...
 
     def _forget(self, assertions: Sequence[Any]) -> None: ...
 
@@ -75,6 +88,18 @@ class _Slot:
         # a bare lock as a one-shot signal (one futex; a Future's condition costs several lock objects)
         self.signal = threading.Lock()
         self.signal.acquire()
+
+
+class _Flight:
+    """A batch checked and handed to the signature worker, waiting for its verdicts."""
+
+    __slots__ = ("checks", "claims", "signatures", "slots")
+
+    def __init__(self, slots: list[_Slot], checks: list[Any], claims: list[str], signatures: int) -> None:
+        self.slots = slots
+        self.checks = checks
+        self.claims = claims
+        self.signatures = signatures
 
 
 class _Judged:
@@ -126,6 +151,8 @@ class PaymentBatcher:
         self.answers = 0
         self.largest = 0
         self.writes = 0
+        self.faults = 0  # batches failed (their callers got the fault)
+        self.verifier: Verifier | None = None  # the signature worker's handle, once the judging thread runs
 
     # ---- callers --------------------------------------------------------------------------------------------
     def verify(
@@ -159,14 +186,16 @@ class PaymentBatcher:
         terms = (order_id, payee, amount_fen, currency)
         slot = _Slot(shopper, challenge_id, self.rp._payment_in(shopper, challenge_id, credential_json, terms), terms)
         if not self._threads:
-            self._start()
+            self.start()
         with self._lock:  # never behind the stop: a slot queued after it would wait for ever
             if self._closed:
                 raise StoreError(Code.NOT_READY, "the relying party is closed")
             self._answers.put(slot)
         return slot
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the judging and recording threads (and the signature worker) now; else the first answer
+        does. A gateway calls it at startup so that its first payment does not wait for the worker."""
         with self._lock:
             if self._threads or self._closed:
                 return
@@ -179,8 +208,11 @@ class PaymentBatcher:
             self._threads = threads
 
     # ---- the judging thread ---------------------------------------------------------------------------------
-    def _take(self) -> list[_Slot] | None:
-        """Every answer waiting, up to ``batch_max`` (blocks for the first); None once closed and drained."""
+    def _take(self, block: bool = True) -> list[_Slot] | None:
+        """Every answer waiting, up to ``batch_max`` (blocks for the first, unless ``block`` is false: then
+        perhaps none); None once closed and drained."""
+        if not block and self._answers.empty():
+            return []
         first = self._answers.get()
         if first is _STOP:
             return None
@@ -195,12 +227,13 @@ class PaymentBatcher:
         return batch
 
     def _judge_loop(self) -> None:
+        if self.rp.verify_workers:
+            self._judge_pipelined()
+            return
         try:
             while (batch := self._take()) is not None:
                 self._tokens.get()
-                self.batches += 1
-                self.answers += len(batch)
-                self.largest = max(self.largest, len(batch))
+                self._count(batch)
                 try:
                     results, ops, claims = self.rp._judge_many(
                         [(s.shopper, s.challenge_id, s.assertion, s.terms) for s in batch]
@@ -212,6 +245,81 @@ class PaymentBatcher:
                 self._judged.put(_Judged(batch, results, ops, claims))
         finally:
             self._judged.put(_STOP)
+
+    def _count(self, batch: list[_Slot]) -> None:
+        self.batches += 1
+        self.answers += len(batch)
+        self.largest = max(self.largest, len(batch))
+
+    def _judge_pipelined(self) -> None:
+        """The judging thread with a signature worker: batch N's signatures are verified in the worker while
+        batch N+1 is read and checked here; then N's counters and verdicts are applied here, in order. At most
+        two batches are with the worker (``pipeline_batches_max``)."""
+        verifier = self.verifier = Verifier()
+        flight: deque[_Flight] = deque()
+        try:
+            with contextlib.suppress(VerifierFault):  # if it does not come up, the first batch tries again
+                verifier.start()  # now, not with the first payment (its imports take a few hundred ms)
+            while (batch := self._take(block=not flight)) is not None:
+                if batch:
+                    self._tokens.get()
+                    self._count(batch)
+                    try:
+                        checks, claims = self.rp._check_many(
+                            [(s.shopper, s.challenge_id, s.assertion, s.terms) for s in batch]
+                        )
+                    except BaseException as exc:  # a store fault while reading: every answer of the batch gets it
+                        self._tokens.put(True)
+                        self._answer(batch, None, exc)
+                        continue
+                    jobs = self.rp._signature_jobs(checks)
+                    flight.append(_Flight(batch, checks, claims, len(jobs)))
+                    if jobs:
+                        try:
+                            verifier.send(jobs)
+                        except VerifierFault as exc:  # what the worker held is lost with it
+                            self._fail(flight, exc)
+                            continue
+                    if len(flight) < lim.pipeline_batches_max:
+                        continue  # check the next batch (if one waits) while the worker verifies this one
+                self._finish(flight, verifier)
+            while flight:
+                self._finish(flight, verifier)
+        finally:
+            if flight:  # an unexpected error on this thread: nobody is left waiting
+                self._fail(flight, VerifierFault(Code.NOT_READY, "the judging thread stopped"))
+            verifier.close()
+            self._judged.put(_STOP)
+
+    def _finish(self, flight: deque[_Flight], verifier: Verifier) -> None:
+        f = flight.popleft()
+        try:
+            verdicts = verifier.receive() if f.signatures else []
+            if len(verdicts) != f.signatures:
+                verifier.reset()
+                raise VerifierFault(
+                    Code.NOT_READY, f"the signature worker answered {len(verdicts)} verdicts for {f.signatures}"
+                )
+        except VerifierFault as exc:  # the batches after it were with the same worker
+            flight.appendleft(f)
+            self._fail(flight, exc)
+            return
+        try:
+            results, ops = self.rp._finish_many(f.checks, verdicts)
+        except BaseException as exc:
+            self._fail(deque([f]), exc)
+            return
+        self._judged.put(_Judged(f.slots, results, ops, f.claims))
+
+    def _fail(self, flight: deque[_Flight], exc: BaseException) -> None:
+        """Batches that will not be judged: their callers get ``exc``; nothing of them is recorded, their
+        ceremonies are free to be answered again (no counter moved: that happens only in ``_finish_many``)."""
+        while flight:
+            f = flight.popleft()
+            self.rp._release(f.claims)
+            self._tokens.put(True)
+            self.faults += 1
+            self._answer(f.slots, None, exc)
 
     # ---- the recording thread -------------------------------------------------------------------------------
     def _record_loop(self) -> None:
@@ -267,5 +375,13 @@ class PaymentBatcher:
         for t in threads:
             t.join(timeout=30)
 
+    def worker_cpu_s(self) -> float:
+        """CPU seconds of the signature worker processes so far (0 without one)."""
+        return self.verifier.cpu_s() if self.verifier is not None else 0.0
+
     def stats(self) -> dict[str, Any]:
-        return {"batches": self.batches, "answers": self.answers, "largest": self.largest, "writes": self.writes}
+        v = self.verifier
+        return {
+            "batches": self.batches, "answers": self.answers, "largest": self.largest, "writes": self.writes,
+            "faults": self.faults, "workers_started": v.starts if v is not None else 0,
+        }  # fmt: skip

@@ -33,23 +33,31 @@ def bench_cmd(
     payments: Annotated[int, typer.Option("--payments", help="payments per shopper, round and way of calling")] = 150,
     rounds: Annotated[int, typer.Option("--rounds", help="interleaved rounds (figures are medians)")] = 3,
     synchronous: Annotated[str, typer.Option("--synchronous", help="FULL (fsync per commit) or NORMAL")] = "FULL",
+    verify_workers: Annotated[
+        int, typer.Option("--verify-workers", help="signature worker processes of the gateway's path (0 or 1)")
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="end with one JSON line")] = False,
 ) -> None:
     """Full verify_payment path (durable) vs raw ES256/Ed25519 verification, measured in the same run."""
     from liangcao.authn.bench import BenchConfig, run
 
-    if min(shoppers, payments, rounds) < 1 or synchronous not in ("FULL", "NORMAL"):
-        err.print("shoppers, payments and rounds are at least 1; --synchronous is FULL or NORMAL")
+    if min(shoppers, payments, rounds) < 1 or synchronous not in ("FULL", "NORMAL") or verify_workers not in (0, 1):
+        err.print("shoppers, payments and rounds are at least 1; --synchronous is FULL or NORMAL; --verify-workers 0|1")
         raise typer.Exit(2)
-    out = run(BenchConfig(shoppers=shoppers, payments=payments, rounds=rounds, synchronous=synchronous))
+    out = run(
+        BenchConfig(
+            shoppers=shoppers, payments=payments, rounds=rounds, synchronous=synchronous, verify_workers=verify_workers
+        )
+    )
     table = Table(title=f"authn bench ({out['cores']} cores, store synchronous={synchronous})")
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key in ("assertions_per_s", "es256_verify_per_s", "ed25519_verify_per_s", "ratio", "bar_met",
                 "assertions_per_s_one_per_call", "ratio_one_per_call", "assertions_batched_per_s", "ratio_batched",
-                "assertions", "cpu_us_per_assertion", "cpu_us_per_assertion_one_per_call",
+                "assertions", "cpu_us_per_assertion", "cpu_us_per_assertion_in_worker", "cpu_us_per_assertion_one_per_call",
                 "cpu_us_per_assertion_batched", "cpu_us_per_es256_verify", "ratio_cpu",
-                "shoppers_concurrent", "payments_per_fsync", "p50_ms", "p99_ms", "cores", "peak_rss_mb"):  # fmt: skip
+                "shoppers_concurrent", "payments_per_fsync", "p50_ms", "p99_ms", "relying_party_processes", "cores",
+                "peak_rss_mb"):  # fmt: skip
         table.add_row(
             key, f"{out[key]:,}" if isinstance(out[key], int) and not isinstance(out[key], bool) else str(out[key])
         )

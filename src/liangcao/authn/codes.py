@@ -114,5 +114,8 @@ key_cache_max = 100_000
 batch_answers_max = 1_024
 #: batches the payment batcher has judged and not yet recorded (each holds its ceremonies' claims)
 batches_in_flight_max = 4
+#: batches the batcher's judging thread has handed to its signature worker and not yet finished (two: the
+#: worker verifies one while the next is checked)
+pipeline_batches_max = 2
 #: unanswered ceremonies kept in memory (older ones are read from the store when answered)
 open_ceremonies_cached_max = 100_000

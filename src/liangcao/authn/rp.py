@@ -88,6 +88,7 @@ from liangcao.authn.binding import NONCE_BYTES, PaymentTerms, challenge_bytes
 from liangcao.authn.codes import AuthnCode, AuthnError
 from liangcao.authn.soft import FIDO_GEN_CE_AAGUID, b64url, unb64url
 from liangcao.authn.store import Op, Store
+from liangcao.authn.verifier import Job, verify_workers_max
 
 if TYPE_CHECKING:
     from liangcao.authn.batch import PaymentBatcher
@@ -320,7 +321,10 @@ class RelyingParty:
         rp_name: str = "liangcao checkout",
         challenge_ttl_ms: int = lim.challenge_ttl_ms_default,
         synchronous: str = "FULL",
+        verify_workers: int = 1,
     ) -> None:
+        if not 0 <= verify_workers <= verify_workers_max:
+            raise ValueError(f"verify_workers must be 0..{verify_workers_max} (verify_workers_max)")
         if not 1_000 <= challenge_ttl_ms <= lim.challenge_ttl_ms_max:
             raise ValueError(f"challenge_ttl_ms must be 1000..{lim.challenge_ttl_ms_max} (challenge_ttl_ms_max)")
         if aaguid_allow is not None and not attestation_roots:
@@ -334,6 +338,8 @@ class RelyingParty:
         self.aaguid_allow = {a.lower() for a in aaguid_allow} if aaguid_allow is not None else None
         self.attestation_roots = list(attestation_roots or [])
         self.challenge_ttl_ms = challenge_ttl_ms
+        # signature worker processes of the payment batcher (0: its signatures are verified in this process)
+        self.verify_workers = verify_workers
         self._rp_id_hash = hashlib.sha256(rp_id.encode()).digest()
         self._store = Store(home, synchronous=synchronous)
         self._lock = threading.Lock()
@@ -888,6 +894,11 @@ class RelyingParty:
         return checks, claims
 
     @staticmethod
+    def _signature_jobs(checks: Sequence[_Check]) -> list[Job]:
+        """The signatures a batch's verdicts wait for, as the signature worker takes them."""
+        return [(raw_id, key.cose, int(key.alg), sig, data) for raw_id, key, sig, data in _jobs(checks)]
+
+    @staticmethod
     def _verify_one(job: tuple[bytes, _Key, bytes, bytes]) -> bool:
         _, key, signature, data = job
         try:
@@ -1227,11 +1238,6 @@ class _Check:
 def _jobs(checks: Sequence[_Check]) -> list[tuple[bytes, _Key, bytes, bytes]]:
     """The signatures a batch's verdicts wait for, in order: (credential id, key, signature, signed data)."""
     return [(c.raw_id, c.key, c.signature, c.data) for c in checks if c.key is not None and c.late is None]
-
-
-def _worker_jobs(checks: Sequence[_Check]) -> list[tuple[bytes, bytes, int, bytes, bytes]]:
-    """``_jobs`` as the signature worker takes them (``liangcao.authn.verifier.Job``)."""
-    return [(raw_id, key.cose, int(key.alg), sig, data) for raw_id, key, sig, data in _jobs(checks)]
 
 
 class _Pending:

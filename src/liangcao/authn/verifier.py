@@ -9,7 +9,7 @@ the worker answers one bool per signature. While the worker verifies batch N, th
 and checks batch N+1; the counters, clone alarms and confirmations are applied afterwards on the judging
 thread, in arrival order, exactly as in one process.
 
-The worker runs ``python -m liangcao.authn.verifier``: it imports this module only (py_webauthn's
+The worker runs ``liangcao.authn.verifier.main``: it imports this module only (py_webauthn's
 ``verify_signature``, as the relying party uses it), keeps the decoded public keys per credential id
 (``worker_keys_max``), and reads length-prefixed msgpack frames from its stdin. It exits when its stdin
 reaches EOF (the owner closed it, or died: the kernel closes the pipe) and, on Linux, gets SIGTERM when
@@ -20,6 +20,7 @@ recorded: each answer may be sent again) and is replaced by a new one for the ne
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import subprocess
@@ -114,7 +115,7 @@ class Verifier:
 
     def _start(self) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "liangcao.authn.verifier"],
+            [sys.executable, "-c", "from liangcao.authn.verifier import main; main()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             preexec_fn=die_with_parent(),  # the judging thread starts it: SIGTERM when it (or we) end
@@ -122,7 +123,14 @@ class Verifier:
         )
         self._proc = proc
         self.starts += 1
+        self.receive()  # its greeting, once its imports are done: it is alive, and its start-up CPU is counted
         return proc
+
+    def start(self) -> None:
+        """Start the worker now (else the first ``send`` does) and wait for its greeting: its imports take a
+        few hundred ms of CPU. VerifierFault if it does not come up."""
+        if self._proc is None:
+            self._start()
 
     def send(self, jobs: list[Job]) -> None:
         """Hand a batch's signatures to the worker (started now if there is none); VerifierFault if it is gone."""
@@ -161,10 +169,8 @@ class Verifier:
         self._cpu_ns = 0
         for f in (proc.stdin, proc.stdout):
             if f is not None:
-                try:
+                with contextlib.suppress(OSError):
                     f.close()
-                except OSError:
-                    pass
         try:
             proc.wait(timeout=2)  # EOF on its stdin: it leaves by itself
         except subprocess.TimeoutExpired:
@@ -187,6 +193,7 @@ def serve(fd_in: int, fd_out: int) -> None:
     encode = msgspec.msgpack.Encoder().encode
     keys: OrderedDict[bytes, tuple[bytes, Any]] = OrderedDict()
     algs = {int(a): a for a in COSEAlgorithmIdentifier}
+    _write_all(fd_out, _frame(encode(([], time.process_time_ns()))))  # ready
     while True:
         try:
             jobs = decode(_read_frame(fd_in, None))
@@ -211,8 +218,7 @@ def serve(fd_in: int, fd_out: int) -> None:
         _write_all(fd_out, _frame(encode((out, time.process_time_ns()))))
 
 
-if __name__ == "__main__":
-    try:
+def main() -> None:
+    """The worker process's entry point (stdin: requests, stdout: answers)."""
+    with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
         serve(sys.stdin.buffer.fileno(), sys.stdout.buffer.fileno())
-    except (BrokenPipeError, KeyboardInterrupt):
-        pass
