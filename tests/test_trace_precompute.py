@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from conftest import Replica
-from liangcao import encoding
 from liangcao.apps.trace.anchor import PRECOMPUTED, Precomputed, TraceCode, precompute
 from liangcao.bench.trace import documents
 from liangcao.codes import Code
@@ -126,7 +125,7 @@ def test_a_peer_with_the_work_done_ahead_and_one_without_agree(pool: Workers) ->
         assert a.receipts == b.receipts
         assert a.state_hash == b.state_hash
         assert ahead.state.data == plain.state.data
-        codes += [int(encoding.decode(r)["code"]) for r in a.receipts]  # type: ignore[index]
+        codes += [int(json.loads(r)["code"]) for r in a.receipts]
     assert PRECOMPUTED.hits - hits > 84  # the bench's 84 events and GS1's examples were taken from the workers
     # the failures are the contract's own, found on the peer that had nothing for those events
     assert codes.count(int(TraceCode.TOO_DEEP)) == 1
@@ -205,3 +204,22 @@ def test_the_bench_prepares_into_spool_files_read_back_in_order(tmp_path: Path) 
     assert [t.tx_id for t in txs] == ids
     assert all(t.args["compact"] is True for t in txs)
     assert sum(len(t.args["events"]) for t in txs) == 21
+
+
+def test_a_dead_worker_leaves_the_work_to_the_commit_thread() -> None:
+    """A worker process that dies never stops admission or the commit thread: offloading declines."""
+    workers = Workers(1)
+    try:
+        first = workers.offload(precompute, CONTEXT, [], [])
+        assert first is not None and first.result(timeout=60) == []
+        pool = workers._pool
+        assert pool is not None
+        for proc in list(pool._processes.values()):
+            proc.kill()
+        deadline = time.time() + 30
+        while (future := workers.offload(precompute, CONTEXT, [], [])) is not None and time.time() < deadline:
+            with pytest.raises(Exception):  # noqa: B017 (BrokenProcessPool, whichever way the pool learns it)
+                future.result(timeout=30)
+        assert future is None
+    finally:
+        workers.close()

@@ -146,8 +146,11 @@ class Workers:
         with self._lock:
             if self._pool is None or self._in_flight >= self.in_flight_max:
                 return None
+            try:
+                future = self._pool.submit(fn, *args)
+            except RuntimeError:  # a worker died (BrokenProcessPool) or the pool is shutting down: do without
+                return None
             self._in_flight += 1
-            future = self._pool.submit(fn, *args)
         future.add_done_callback(self._done)
         return future
 
