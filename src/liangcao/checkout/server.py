@@ -359,7 +359,8 @@ class _Conn(asyncio.Protocol):
         except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, TimeoutError):
             log.warning("the application process did not answer %s %s", scope["method"], scope["path"])
             out = _error_bytes(503, CheckoutCode.INTERNAL, "the gateway's application process did not answer")
-            transport.write(out if keep_alive else out.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n", 1))
+            # the client's connection is intact (its request was read whole): kept alive if it asked so
+            transport.write(out.replace(b"\r\nconnection: close\r\n", b"\r\n", 1) if keep_alive else out)
         else:
             self.last_status = status
             if not keep_alive:
@@ -455,6 +456,8 @@ class _Conn(asyncio.Protocol):
 
 # Hop-by-hop headers: they describe the client's connection to the edge, not the request.
 _HOP = frozenset({b"connection", b"keep-alive", b"expect", b"te", b"upgrade", b"proxy-connection", b"content-length"})
+# Methods that change nothing: sent again after the application read one and closed without answering.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class Upstream:
@@ -495,37 +498,52 @@ class Upstream:
             lines.append(b"x-forwarded-for: " + str(peer[0]).encode())
         data = b"\r\n".join(lines) + b"\r\n\r\n" + body
         for attempt in (1, 2):
-            fresh = not self.idle
-            reader, writer = self.idle.pop() if self.idle else await asyncio.open_unix_connection(self.path)
+            kept = self._kept() if attempt == 1 else None  # the second attempt: always a new connection
+            reader, writer = kept or await asyncio.open_unix_connection(self.path)
             try:
                 writer.write(data)
                 head = await reader.readuntil(b"\r\n\r\n")
             except (OSError, asyncio.IncompleteReadError) as exc:
                 writer.close()
-                # A kept-alive connection the application closed while idle (its idle_s_max): not a byte of an
-                # answer came back, so the request was not read: send it again, once, on a new connection.
-                stale = not fresh and not (isinstance(exc, asyncio.IncompleteReadError) and exc.partial)
-                if not stale or attempt == 2:
+                # A kept-alive connection the application closed while idle (its idle_s_max) just as the request
+                # went out: the kernel resets a Unix socket closed with bytes unread (or the write finds it gone),
+                # so an OSError means the request was not read: send it again, once, on a new connection. A clean
+                # end with nothing back means it was read (the application failed before answering): only a
+                # request that changes nothing is sent again; a POST applied once must not be applied twice.
+                unread = isinstance(exc, OSError) or scope["method"] in _IDEMPOTENT
+                if kept is None or not unread or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
                     raise
                 continue
             try:
-                status, head, answer = await self._answer(reader, head[:-4], scope["method"] == "HEAD")
+                status, head, answer, keep = await self._answer(reader, head[:-4], scope["method"] == "HEAD")
             except BaseException:
                 writer.close()
                 raise
-            if not writer.is_closing():
+            if keep and not writer.is_closing():
                 self.idle.append((reader, writer))
             else:
                 writer.close()
             return status, head, answer
         raise EOFError("unreachable")
 
+    def _kept(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """A kept-alive connection the application has not closed (those it closed while idle are dropped)."""
+        while self.idle:
+            reader, writer = self.idle.pop()
+            if reader.at_eof() or reader.exception() is not None or writer.is_closing():
+                writer.close()
+                continue
+            return reader, writer
+        return None
+
     @staticmethod
-    async def _answer(reader: asyncio.StreamReader, head: bytes, head_only: bool) -> tuple[int, bytes, bytes]:
+    async def _answer(reader: asyncio.StreamReader, head: bytes, head_only: bool) -> tuple[int, bytes, bytes, bool]:
+        """(status, head, body, whether the application keeps the connection) of one answer."""
         lines = head.split(b"\r\n")
         status = int(lines[0].split(b" ", 2)[1])
         length = -1
         chunked = False
+        keep = True
         kept: list[bytes] = [lines[0]]
         for line in lines[1:]:
             name = line.partition(b":")[0].strip().lower()
@@ -535,10 +553,11 @@ class Upstream:
                 chunked = True
                 continue  # re-framed below with a length
             elif name == b"connection":
+                keep = b"close" not in line.lower()  # it closes after this answer (after a refusal of its own)
                 continue
             kept.append(line)
         if head_only or status in (204, 304) or 100 <= status < 200:
-            return status, b"\r\n".join(kept), b""
+            return status, b"\r\n".join(kept), b"", keep
         if chunked:
             body = bytearray()
             while True:
@@ -549,10 +568,10 @@ class Upstream:
                 if size == 0:
                     break
             kept.append(b"content-length: " + str(len(body)).encode())
-            return status, b"\r\n".join(kept), bytes(body)
+            return status, b"\r\n".join(kept), bytes(body), keep
         if length < 0:
             raise ValueError("an answer without a length")
-        return status, b"\r\n".join(kept), await reader.readexactly(length)
+        return status, b"\r\n".join(kept), await reader.readexactly(length), keep
 
     def close(self) -> None:
         for _, w in self.idle:

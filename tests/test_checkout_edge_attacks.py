@@ -1,0 +1,232 @@
+"""Attacks on the checkout edge (``liangcao checkout start --edge``): what is new with the relay.
+
+The edge parses, asks the gate and relays admitted requests over kept-alive Unix-socket connections
+(``server.Upstream``) to the application process, the same server on ``HOME/app.sock``. Everything here is
+over real sockets: against a real ``checkout start --edge`` process where an outsider can see the effect,
+and against an edge and an application server in this process (``Pair``, both real servers on a uvloop loop,
+the application a small ASGI app that counts what it applied and can be slow or fail on demand) where the
+effect is inside the relay (connections kept, requests applied twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+from fastapi import FastAPI
+
+from liangcao.checkout import server as server_mod
+from liangcao.checkout.codes import CheckoutCode
+from liangcao.checkout.server import Server, Upstream
+from liangcao.procs import free_port
+
+
+def _statuses(raw: bytes) -> list[int]:
+    return [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)]
+
+
+def _exchange(port: int, raw: bytes, wait_s: float = 3.0) -> bytes:
+    """Send ``raw`` on a new connection and read until the server closes it (or ``wait_s`` of silence)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as s:
+        s.sendall(raw)
+        out = b""
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := s.recv(65536):
+                out += chunk
+        return out
+
+
+def _body(raw: bytes) -> Any:
+    return json.loads(raw.partition(b"\r\n\r\n")[2])
+
+
+# ------------------------------------------------------------------------------------- in this process
+
+
+class App:
+    """The application behind the edge: a plain ASGI app that says what it received and counts what it applied.
+
+    ``/echo`` answers the client address, headers, method, path and body it saw; ``/apply`` records its body;
+    ``/apply-then-fail`` records its body, starts an answer and raises (the server then closes the connection
+    without a byte of an answer); ``/slow?s=N`` answers after N seconds."""
+
+    def __init__(self) -> None:
+        self.applied: list[bytes] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                m = await receive()
+                await send({"type": m["type"] + ".complete"})
+                if m["type"] == "lifespan.shutdown":
+                    return
+        body = (await receive())["body"]
+        path = scope["path"]
+        if path == "/slow":
+            await asyncio.sleep(float(scope["query_string"].decode().partition("=")[2]))
+        elif path in ("/apply", "/apply-then-fail"):
+            self.applied.append(body)
+            if path == "/apply-then-fail":
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                raise RuntimeError("failed after the answer started")
+        said = {
+            "client": scope["client"][0] if scope.get("client") else None,
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
+            "method": scope["method"],
+            "path": path,
+            "body": body.decode("latin-1"),
+        }
+        out = json.dumps(said).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(out))]})
+        await send({"type": "http.response.body", "body": out})
+
+
+class Pair:
+    """An edge (TCP, no gate) relaying to an application server on a Unix socket, both on one uvloop loop."""
+
+    def __init__(self, home: Path, connections_max: int = 512) -> None:
+        self.port = free_port()
+        self.app = App()
+        sock = str(home / "app.sock")
+        self.app_server = Server(self.app, unix=sock)
+        self.upstream = Upstream(sock, connections_max=connections_max)
+        self.edge = Server(FastAPI(), "127.0.0.1", self.port, upstream=self.upstream)
+        self.loop = uvloop.new_event_loop()
+        self.stop = asyncio.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return
+            time.sleep(0.02)
+        raise RuntimeError("the edge did not start")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.stop = asyncio.Event()
+
+        async def both() -> None:
+            app = asyncio.ensure_future(self.app_server.serve(self.stop))
+            await asyncio.sleep(0.05)
+            await asyncio.gather(app, self.edge.serve(self.stop))
+
+        self.loop.run_until_complete(both())
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(15)
+        self.loop.close()
+
+    def exchange(self, raw: bytes, wait_s: float = 3.0) -> bytes:
+        return _exchange(self.port, raw, wait_s)
+
+    def concurrently(self, raws: list[bytes], wait_s: float = 5.0) -> list[bytes]:
+        outs: list[bytes] = [b""] * len(raws)
+
+        def one(i: int) -> None:
+            outs[i] = self.exchange(raws[i], wait_s)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(raws))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return outs
+
+    def on_loop(self, fn: Any) -> Any:
+        """``fn()`` run on the servers' loop (their state is the loop's)."""
+        got: list[Any] = []
+        done = threading.Event()
+
+        def run() -> None:
+            got.append(fn())
+            done.set()
+
+        self.loop.call_soon_threadsafe(run)
+        assert done.wait(5)
+        return got[0]
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[Pair]:
+    p = Pair(tmp_path)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture
+def errors() -> Iterator[list[logging.LogRecord]]:
+    """Log records at ERROR or above from the servers and the loop (a traceback for the operator to read)."""
+    got: list[logging.LogRecord] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            got.append(record)
+
+    h = Catch(logging.ERROR)
+    loggers = [logging.getLogger("asyncio"), logging.getLogger(server_mod.__name__)]
+    for lg in loggers:
+        lg.addHandler(h)
+    try:
+        yield got
+    finally:
+        for lg in loggers:
+            lg.removeHandler(h)
+
+
+def _get(path: str, close: bool = True) -> bytes:
+    return b"GET " + path.encode() + b" HTTP/1.1\r\nhost: x\r\n" + b"connection: close\r\n" * close + b"\r\n"
+
+
+def _post(path: str, body: bytes, close: bool = True) -> bytes:
+    return (
+        b"POST " + path.encode() + b" HTTP/1.1\r\nhost: x\r\ncontent-length: " + str(len(body)).encode()
+        + b"\r\n" + b"connection: close\r\n" * close + b"\r\n" + body
+    )  # fmt: skip
+
+
+def test_kept_connections_the_application_closed_are_not_answered_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a quiet spell the application closes every kept-alive connection (its ``idle_s_max``): the next
+    requests must go out on new ones, not fail on the second stale connection in a row."""
+    monkeypatch.setattr(server_mod, "idle_s_max", 0.4)
+    p = Pair(tmp_path)
+    try:
+        outs = p.concurrently([_get("/slow?s=0.2") for _ in range(4)])
+        assert [_statuses(o) for o in outs] == [[200]] * 4
+        assert p.on_loop(lambda: len(p.upstream.idle)) >= 2
+        time.sleep(1.0)  # the application closes them all
+        assert _statuses(p.exchange(_get("/echo"))) == [200]
+        assert _statuses(p.exchange(_post("/apply", b"once"))) == [200]
+        assert p.app.applied == [b"once"]
+    finally:
+        p.close()
+
+
+def test_a_request_the_application_read_is_never_sent_twice(pair: Pair) -> None:
+    """The application read a POST, applied it and closed the connection without a byte of an answer: the
+    edge must not take that for a stale kept-alive connection and send the POST again (applied twice)."""
+    with socket.create_connection(("127.0.0.1", pair.port), timeout=5) as s:
+        s.sendall(_get("/echo", close=False))  # the next request goes out on a kept-alive connection
+        assert _statuses(s.recv(65536)) == [200]
+        s.sendall(_post("/apply-then-fail", b"pay-once", close=False))
+        got = s.recv(65536)
+    assert _statuses(got) == [503] and _body(got)["code"] == CheckoutCode.INTERNAL, got
+    assert pair.app.applied == [b"pay-once"]
+    # A 503 on a kept-alive client connection does not announce a close it does not do.
+    assert b"connection: close" not in got.partition(b"\r\n\r\n")[0]
