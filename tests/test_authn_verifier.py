@@ -1,0 +1,247 @@
+"""The payment batcher's signature worker (``liangcao.authn.verifier``): the same verdicts as in one process,
+and a worker that dies takes nothing with it but its batches (a fault, nothing recorded, a new worker).
+
+Real relying parties on real SQLite stores, real software authenticators (ES256), a real worker process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from authn_harness import ORIGIN, ManualClock, register
+from liangcao.authn import AuthnCode, AuthnError, RelyingParty, SoftAuthenticator
+from liangcao.authn.soft import b64url, unb64url
+from liangcao.authn.verifier import Verifier, VerifierFault, verify_workers_max
+from liangcao.errors import Fault
+
+PAYEE = "merchant-7"
+
+
+def answer(rp: RelyingParty, dev: SoftAuthenticator, shopper: str, order: str, amount: int) -> list[Any]:
+    ch = rp.payment_challenge(shopper, order, PAYEE, amount, "CNY")
+    return [shopper, ch["challenge_id"], dev.get(ch["publicKey"], ORIGIN), order, PAYEE, amount, "CNY"]
+
+
+def outcome(slot: Any) -> Any:
+    """0 and the confirmation for an accepted answer, the refusal's code, or the fault's class name."""
+    assert slot.signal.acquire(timeout=20)
+    if slot.error is not None:
+        return type(slot.error).__name__
+    if isinstance(slot.verdict, AuthnError):
+        return int(slot.verdict.code)
+    return (0, slot.verdict.to_dict())
+
+
+def stored(rp: RelyingParty) -> list[Any]:
+    return [
+        rp._store.rows("SELECT id, used_ms, result, credential_id FROM ceremonies ORDER BY id"),
+        rp._store.rows("SELECT id, sign_count, revoked_ms, revoked_reason FROM credentials ORDER BY id"),
+        rp._store.rows("SELECT * FROM clone_alarms ORDER BY ceremony_id"),
+        rp._store.rows("SELECT * FROM evidence ORDER BY ceremony_id"),
+    ]
+
+
+def scenario(home: Path) -> list[list[Any]]:
+    """Answers made once, judged by both kinds of relying party: valid, a bad signature, a replay in flight
+    and one after the fact, a clone whose counter is behind (alarm, device revoked) and the real device's
+    next answer after it (revoked), no UV, another amount."""
+    with RelyingParty("localhost", ORIGIN, home, ManualClock(), synchronous="NORMAL", verify_workers=0) as rp:
+        alice, bob, carol = SoftAuthenticator(), SoftAuthenticator(), SoftAuthenticator()
+        for dev, name in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+            register(rp, dev, name)
+        a1 = answer(rp, alice, "alice", "o-1", 100)
+        clone = alice.clone()  # its counter stays at a1's
+        b1 = answer(rp, bob, "bob", "o-2", 200)
+        a2 = answer(rp, alice, "alice", "o-3", 300)
+        bad = answer(rp, bob, "bob", "o-4", 400)
+        sig = bytearray(unb64url(bad[2]["response"]["signature"]))
+        sig[-1] ^= 1
+        bad[2]["response"]["signature"] = b64url(bytes(sig))
+        cloned = answer(rp, clone, "alice", "o-5", 500)  # counter 2, not above a2's: clone alarm
+        a3 = answer(rp, alice, "alice", "o-6", 600)  # a valid signature, but the device was revoked just before
+        carol.uv = False
+        no_uv = answer(rp, carol, "carol", "o-7", 700)
+        carol.uv = True
+        other = answer(rp, carol, "carol", "o-8", 800)
+        other[5] = 801
+        b2 = answer(rp, bob, "bob", "o-9", 900)
+        return [a1, b1, a2, bad, list(a1), cloned, a3, no_uv, other, b2]
+
+
+def judge(home: Path, workers: int, answers: list[list[Any]]) -> tuple[list[Any], list[Any], list[Any]]:
+    with RelyingParty("localhost", ORIGIN, home, ManualClock(), synchronous="NORMAL", verify_workers=workers) as rp:
+        b = rp.payment_batcher()
+        first = [outcome(s) for s in [b.submit(*a) for a in answers]]  # batches as they happen to form
+        again = [outcome(b.submit(*answers[0])), outcome(b.submit(*answers[1]))]  # answered already
+        assert (b.verifier is not None) == bool(workers)
+        return first, again, stored(rp)
+
+
+def test_with_and_without_the_worker_the_verdicts_and_the_records_are_the_same(tmp_path: Path) -> None:
+    answers = scenario(tmp_path / "made")
+    shutil.copytree(tmp_path / "made", tmp_path / "in-process")
+    shutil.copytree(tmp_path / "made", tmp_path / "worker")
+    in_process = judge(tmp_path / "in-process", 0, answers)
+    worker = judge(tmp_path / "worker", 1, answers)
+    assert worker == in_process
+    codes = [v if isinstance(v, int) else v[0] for v in in_process[0]]
+    A = AuthnCode
+    assert codes == [
+        0, 0, 0, A.BAD_SIGNATURE, A.REPLAYED, A.COUNTER_REGRESSED, A.REVOKED_CREDENTIAL, A.UV_MISSING,
+        A.OTHER_AMOUNT, 0,
+    ]  # fmt: skip
+    assert in_process[1] == [A.REPLAYED, A.REPLAYED]
+    assert len(in_process[2][2]) == 1  # one clone alarm
+
+
+def test_the_same_verdicts_batch_after_batch_with_a_revocation_in_flight(tmp_path: Path) -> None:
+    """The real device's answer after a clone's, in the next batch while the clone's is still with the
+    worker: it is refused as revoked, as one process refuses it."""
+    answers = scenario(tmp_path / "made")
+    results = []
+    for workers in (0, 1):
+        home = tmp_path / f"w{workers}"
+        shutil.copytree(tmp_path / "made", home)
+        with RelyingParty("localhost", ORIGIN, home, ManualClock(), synchronous="NORMAL", verify_workers=workers) as rp:
+            b = rp.payment_batcher()
+            slots = []
+            for a in answers:  # one batch per answer: each next one is checked while the last is verified
+                with rp._lock:
+                    slots.append(b.submit(*a))
+                    taken = b.batches
+                while b.batches == taken and b.answers < len(slots):
+                    time.sleep(0.0005)
+            results.append(([outcome(s) for s in slots], stored(rp)))
+    assert results[0] == results[1]
+
+
+def test_a_dead_worker_fails_its_batch_records_nothing_and_is_replaced(tmp_path: Path) -> None:
+    with RelyingParty("localhost", ORIGIN, tmp_path / "a", ManualClock(), synchronous="NORMAL") as rp:
+        alice = SoftAuthenticator()
+        register(rp, alice, "alice")
+        b = rp.payment_batcher()
+        b.start()
+        first = answer(rp, alice, "alice", "o-1", 100)
+        assert outcome(b.submit(*first))[0] == 0
+        assert b.verifier is not None and b.verifier.pid is not None
+        os.kill(b.verifier.pid, signal.SIGKILL)
+        time.sleep(0.05)
+        pay = answer(rp, alice, "alice", "o-2", 200)
+        slot = b.submit(*pay)
+        assert outcome(slot) == "VerifierFault" and isinstance(slot.error, Fault)
+        # nothing recorded: the ceremony is open, the counter did not move
+        assert rp._store.row("SELECT used_ms FROM ceremonies WHERE id = ?", (pay[1],)) == (None,)
+        assert rp.credentials("alice")[0].sign_count == 1
+        # the same answer again: a new worker judges it
+        assert outcome(b.submit(*pay))[0] == 0
+        assert b.verifier.starts == 2 and b.stats()["faults"] == 1
+        assert rp.credentials("alice")[0].sign_count == 2
+
+
+def test_close_stops_the_worker(tmp_path: Path) -> None:
+    rp = RelyingParty("localhost", ORIGIN, tmp_path / "a", ManualClock(), synchronous="NORMAL")
+    b = rp.payment_batcher()
+    b.start()
+    deadline = time.monotonic() + 20
+    while (b.verifier is None or b.verifier.pid is None) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert b.verifier is not None
+    pid = b.verifier.pid
+    assert pid is not None and alive(pid)
+    rp.close()
+    assert not alive(pid)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_the_worker_exits_when_its_owner_is_killed(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        from liangcao.authn import RelyingParty
+        rp = RelyingParty("localhost", "{ORIGIN}", __import__("pathlib").Path({str(tmp_path / "a")!r}))
+        b = rp.payment_batcher(); b.start()
+        while b.verifier is None or b.verifier.pid is None:
+            time.sleep(0.01)
+        print(b.verifier.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        pid = int(owner.stdout.readline())
+        assert alive(pid)
+        owner.kill()
+        owner.wait()
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not alive(pid)
+    finally:
+        owner.kill()
+        owner.wait()
+        if owner.stdout is not None:
+            owner.stdout.close()
+
+
+def test_the_verifier_and_the_switch_are_bounded(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="verify_workers_max"):
+        RelyingParty("localhost", ORIGIN, tmp_path / "a", verify_workers=verify_workers_max + 1)
+    with pytest.raises(ValueError, match="verify_wait_ms_max"):
+        Verifier(wait_ms=0)
+    v = Verifier()
+    try:
+        with pytest.raises(ValueError, match="worker_batch_max"):
+            v.send([(b"x", b"", -7, b"", b"")] * 1025)
+        v.send([(b"x", b"\xa0", -7, b"", b"")])  # nonsense key: a refusal, not a crash of the worker
+        assert v.receive() == [False]
+    finally:
+        v.close()
+    with pytest.raises(VerifierFault):
+        v.receive()
+
+
+def test_a_device_revoked_while_its_next_answer_waits_for_its_signature_is_refused_revoked(tmp_path: Path) -> None:
+    """The pipeline's order, step by step: the clone's batch is checked and handed to the worker, the real
+    device's batch is checked (the device is not revoked yet), then the clone's counter raises the alarm,
+    and only then is the real device's answer decided: revoked, as in one process."""
+    with RelyingParty("localhost", ORIGIN, tmp_path / "a", ManualClock(), synchronous="NORMAL") as rp:
+        alice = SoftAuthenticator()
+        register(rp, alice, "alice")
+        clone = alice.clone()
+        first = answer(rp, alice, "alice", "o-1", 100)
+        cloned = answer(rp, clone, "alice", "o-2", 200)  # counter 1 again
+        real = answer(rp, alice, "alice", "o-3", 300)
+        v = Verifier()
+        try:
+            out = []
+            items = [(a[0], a[1], rp._payment_in(a[0], a[1], a[2], (a[3], a[4], a[5], a[6])), tuple(a[3:])) for a in
+                     (first, cloned, real)]  # fmt: skip
+            checked = [rp._check_many([item]) for item in items]  # all three checked before any verdict
+            for checks, _ in checked:
+                v.send(rp._signature_jobs(checks))
+            for checks, claims in checked:
+                results, ops = rp._finish_many(checks, v.receive())
+                rp._store.write(ops)
+                rp._release(claims)
+                out += [r.code if isinstance(r, AuthnError) else 0 for r in results]
+        finally:
+            v.close()
+        assert out == [0, AuthnCode.COUNTER_REGRESSED, AuthnCode.REVOKED_CREDENTIAL]
+        assert not rp.credentials("alice")[0].active
