@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import re
@@ -230,3 +231,23 @@ def test_a_request_the_application_read_is_never_sent_twice(pair: Pair) -> None:
     assert pair.app.applied == [b"pay-once"]
     # A 503 on a kept-alive client connection does not announce a close it does not do.
     assert b"connection: close" not in got.partition(b"\r\n\r\n")[0]
+
+
+def test_clients_gone_while_relayed_leave_no_traceback_and_no_held_connection(
+    tmp_path: Path, errors: list[logging.LogRecord]
+) -> None:
+    """Clients that send a request and hang up before its answer: the answer is dropped quietly (no task
+    dying with a traceback per client, which an attacker could repeat to fill the log), the connections to
+    the application go back to the kept ones and every slot is free again."""
+    p = Pair(tmp_path, connections_max=3)
+    try:
+        for _ in range(6):
+            with socket.create_connection(("127.0.0.1", p.port), timeout=3) as s:
+                s.sendall(_get("/slow?s=0.3", close=False))
+        time.sleep(1.5)  # two rounds of three (the slots) answered to no one
+        assert p.on_loop(lambda: (p.upstream._slots._value, len(p.upstream.idle), len(p.edge.conns))) == (3, 3, 0)  # type: ignore[union-attr]
+        assert _statuses(p.exchange(_get("/echo"))) == [200]
+    finally:
+        p.close()
+    gc.collect()  # a task that died unobserved says so when it is collected
+    assert not errors, [r.getMessage() for r in errors]

@@ -360,13 +360,16 @@ class _Conn(asyncio.Protocol):
             log.warning("the application process did not answer %s %s", scope["method"], scope["path"])
             out = _error_bytes(503, CheckoutCode.INTERNAL, "the gateway's application process did not answer")
             # the client's connection is intact (its request was read whole): kept alive if it asked so
-            transport.write(out.replace(b"\r\nconnection: close\r\n", b"\r\n", 1) if keep_alive else out)
+            out = out.replace(b"\r\nconnection: close\r\n", b"\r\n", 1) if keep_alive else out
         else:
             self.last_status = status
             if not keep_alive:
                 head += b"\r\nconnection: close"
-            transport.write(head + b"\r\n\r\n" + answer)
+            out = head + b"\r\n\r\n" + answer
         self.task = None
+        if self.closed or transport.is_closing():  # the client hung up while its request was relayed
+            return  # (uvloop raises on a write to a closed transport: a traceback per client gone)
+        transport.write(out)
         if not keep_alive:
             transport.close()
             self.closed = True
