@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvloop
 from fastapi import FastAPI
@@ -31,6 +32,7 @@ from liangcao.checkout import server as server_mod
 from liangcao.checkout.codes import CheckoutCode
 from liangcao.checkout.server import Server, Upstream
 from liangcao.procs import free_port
+from test_checkout_http import Gateway
 
 
 def _statuses(raw: bytes) -> list[int]:
@@ -251,3 +253,34 @@ def test_clients_gone_while_relayed_leave_no_traceback_and_no_held_connection(
         p.close()
     gc.collect()  # a task that died unobserved says so when it is collected
     assert not errors, [r.getMessage() for r in errors]
+
+
+# ------------------------------------------------------------------------------ a real edge process
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """``liangcao checkout start --edge`` (flow control on), shared by the tests that leave it as it was."""
+    g = Gateway(tmp_path_factory.mktemp("edge") / "gw", "--edge").start()
+    try:
+        yield g
+    finally:
+        g.stop()
+
+
+def _log(g: Gateway) -> str:
+    return (g.home / "gateway.log").read_text(errors="replace")
+
+
+def test_a_request_without_host_does_not_fail_in_the_application(edge: Gateway) -> None:
+    """HTTP/1.0 has no Host: the application process listens on a Unix socket, whose address is no (host,
+    port) pair; a redirect built from it (a trailing slash) raised, answered 503 and counted a failure against
+    the gate's resource (an outsider tripping the breaker with trailing slashes)."""
+    before = httpx.get(edge.url + "/v1/flow", timeout=5).json()["resources"]["query"]["exits"]["error"]
+    for raw in [b"GET /v1/orders/x/ HTTP/1.0\r\n\r\n", b"GET /v1/health/ HTTP/1.1\r\nconnection: close\r\n\r\n"]:
+        got = _exchange(edge.port, raw)
+        assert _statuses(got) and _statuses(got)[0] < 500, got
+        assert b".sock" not in got, got  # the socket's path is not the client's business
+    after = httpx.get(edge.url + "/v1/flow", timeout=5).json()["resources"]["query"]["exits"]["error"]
+    assert after == before
+    assert "Traceback" not in _log(edge)

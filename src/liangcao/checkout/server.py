@@ -127,7 +127,9 @@ class _Conn(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
-        self.sock = transport.get_extra_info("sockname")
+        # ASGI's server is a (host, port) pair or None: a Unix socket's address is its path, which
+        # Starlette would unpack as a pair (and put in the URL of a redirect)
+        self.sock = None if self.server.unix is not None else transport.get_extra_info("sockname")
         self.server.conns.add(self)
         self._watch()
 
