@@ -15,7 +15,9 @@ import contextlib
 import gc
 import json
 import logging
+import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -32,7 +34,7 @@ from liangcao.checkout import server as server_mod
 from liangcao.checkout.codes import CheckoutCode
 from liangcao.checkout.server import Server, Upstream
 from liangcao.procs import free_port
-from test_checkout_http import Gateway
+from test_checkout_http import Gateway, _app_pids
 
 
 def _statuses(raw: bytes) -> list[int]:
@@ -284,3 +286,18 @@ def test_a_request_without_host_does_not_fail_in_the_application(edge: Gateway) 
     after = httpx.get(edge.url + "/v1/flow", timeout=5).json()["resources"]["query"]["exits"]["error"]
     assert after == before
     assert "Traceback" not in _log(edge)
+
+
+def test_the_edge_stops_when_its_application_is_stopped_alone(tmp_path: Path) -> None:
+    """A SIGTERM to the application process alone (an operator's ``kill``, a stray script): it stops cleanly
+    (exit 0), and the edge must not go on answering 503 for ever; it stops, non-zero, saying why."""
+    gw = Gateway(tmp_path / "gw", "--edge").start()
+    try:
+        (app,) = _app_pids(gw.home)
+        os.kill(app, signal.SIGTERM)
+        assert gw.proc is not None
+        rc = gw.proc.wait(20)
+        assert rc == 1 and "the edge stopped with it" in _log(gw)
+    finally:
+        gw.stop()
+    assert not _app_pids(gw.home)

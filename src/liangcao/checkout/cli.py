@@ -307,17 +307,24 @@ def _run_edge(
             soft_wrap=True,
         )
         lost = threading.Event()
+        edge = Server(own, host, port, gate=gate, classify=classify, upstream=Upstream(str(sock)))
 
         def watch() -> None:
             # The pair lives and dies together: an edge without its application could only answer 503, so it
             # stops (non-zero exit) and whatever supervises it starts both again. A child stopped as asked
-            # (Ctrl-C or SIGTERM to the process group) is not a loss.
-            if child.wait() not in (0, -signal.SIGINT, -signal.SIGTERM):
+            # (Ctrl-C or SIGTERM to the process group: the edge was asked too) is not a loss; a child stopped
+            # on its own, even cleanly (a SIGTERM to it alone), is.
+            rc = child.wait()
+            if rc in (0, -signal.SIGINT, -signal.SIGTERM):
+                deadline = time.monotonic() + 1.0  # the same signal reaching the edge
+                while not edge.stopping and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            if rc not in (0, -signal.SIGINT, -signal.SIGTERM) or not edge.stopping:
                 lost.set()
                 os.kill(os.getpid(), signal.SIGTERM)
 
         threading.Thread(target=watch, name="edge-watch", daemon=True).start()
-        Server(own, host, port, gate=gate, classify=classify, upstream=Upstream(str(sock))).run()
+        edge.run()
         if lost.is_set():
             fail(f"the application process exited ({child.returncode}): the edge stopped with it")
     finally:

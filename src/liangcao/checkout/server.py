@@ -613,6 +613,8 @@ class Server:
         self.port = port
         self.conns: set[_Conn] = set()
         self.state: dict[str, Any] = {}
+        #: a stop was asked (SIGTERM or SIGINT) while :meth:`run` served
+        self.stopping = False
 
     async def _lifespan(self, stage: str, queue: asyncio.Queue[dict[str, Any]], replies: asyncio.Queue[str]) -> None:
         await queue.put({"type": f"lifespan.{stage}"})
@@ -661,8 +663,13 @@ class Server:
         async def main() -> None:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
+
+            def asked() -> None:
+                self.stopping = True
+                stop.set()
+
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, asked)
             await self.serve(stop)
 
         # uvloop (libuv) when installed: the loop's own cost per read and write is what a refusal is mostly
