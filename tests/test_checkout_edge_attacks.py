@@ -301,3 +301,29 @@ def test_the_edge_stops_when_its_application_is_stopped_alone(tmp_path: Path) ->
     finally:
         gw.stop()
     assert not _app_pids(gw.home)
+
+
+def test_the_edges_own_paths_answer_with_codes_and_only_whole_segments_are_its_own(edge: Gateway) -> None:
+    """The edge serves ``/v1/flow`` and what lies under it (the gate lives there): what it does not serve
+    answers with a stable code as the application would (FastAPI's bare ``{"detail": ...}`` came back), and a
+    path that merely begins with the same letters is the application's. Encodings reach the same route on both
+    sides (the edge and the application decode the path alike), so nothing crosses over by spelling."""
+    for raw, status, code in [
+        (_get("/v1/flowers"), 404, CheckoutCode.ROUTE_NOT_FOUND),
+        (_get("/v1/flow/nope"), 404, CheckoutCode.ROUTE_NOT_FOUND),
+        (_get("/v1/flow/../health"), 404, CheckoutCode.ROUTE_NOT_FOUND),
+        (_get("/v1/flow%2F..%2Fhealth"), 404, CheckoutCode.ROUTE_NOT_FOUND),
+        (b"DELETE /v1/flow/rules HTTP/1.1\r\nconnection: close\r\n\r\n", 405, CheckoutCode.METHOD_NOT_ALLOWED),
+        (_post("/v1/flow", b"{}"), 405, CheckoutCode.METHOD_NOT_ALLOWED),
+    ]:
+        got = _exchange(edge.port, raw)
+        assert _statuses(got) == [status], (raw, got)
+        assert _body(got)["code"] == code, (raw, got)
+    # The gate's status, however spelled, is the edge's; the application has no such route.
+    for path in ["/v1/flow", "/v1/%66low", "/v1/flow/rules", "/v1/flow?x=1"]:
+        got = _exchange(edge.port, _get(path))
+        assert _statuses(got) == [200] and b"version" in got, (path, got)
+    # An absolute-form target and the asterisk reach no route of either (and are not the gate's).
+    for raw in [_get("http://evil/v1/flow"), b"OPTIONS * HTTP/1.1\r\nconnection: close\r\n\r\n"]:
+        got = _exchange(edge.port, raw)
+        assert _statuses(got) == [404] and _body(got)["code"] == CheckoutCode.ROUTE_NOT_FOUND, got

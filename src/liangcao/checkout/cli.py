@@ -290,13 +290,24 @@ def _run_edge(
             if time.monotonic() > deadline:
                 fail("the application process did not start in time")
             time.sleep(0.05)
-        from fastapi import FastAPI
+        from fastapi import FastAPI, Request, Response
+        from fastapi.responses import JSONResponse
+        from starlette.exceptions import HTTPException as StarletteHTTPException
 
+        from liangcao.checkout.codes import CheckoutCode, CheckoutError
         from liangcao.flow.asgi import flow_router
 
         own = FastAPI(title="liangcao checkout edge")
         if gate is not None:
             own.include_router(flow_router(gate))
+
+        @own.exception_handler(StarletteHTTPException)
+        async def _coded(_: Request, exc: StarletteHTTPException) -> Response:
+            # as the application answers: a stable code, never FastAPI's bare {"detail": ...}
+            code = {404: CheckoutCode.ROUTE_NOT_FOUND, 405: CheckoutCode.METHOD_NOT_ALLOWED}
+            e = CheckoutError(code.get(exc.status_code, CheckoutCode.BAD_REQUEST), str(exc.detail))
+            return JSONResponse(e.body(), e.status)
+
         # As in the application process: what was imported is never collected, so the collector's full
         # passes (tens of milliseconds over the imported modules) do not stall the refusals.
         gc.collect()

@@ -341,7 +341,7 @@ class _Conn(asyncio.Protocol):
     async def _serve(self, scope: dict[str, Any], body: bytes, keep_alive: bool, ticket: Ticket | None) -> None:
         upstream = self.server.upstream
         try:
-            if upstream is not None and not scope["path"].startswith(upstream.own_prefix):
+            if upstream is not None and not upstream.owns(scope["path"]):
                 await self._forward(upstream, scope, body, keep_alive)
             else:
                 await self._serve_app(scope, body, keep_alive)
@@ -577,6 +577,12 @@ class Upstream:
         if length < 0:
             raise ValueError("an answer without a length")
         return status, b"\r\n".join(kept), await reader.readexactly(length), keep
+
+    def owns(self, path: str) -> bool:
+        """Whether the edge's own app serves ``path``: ``own_prefix`` and what lies under it, whole segments
+        (``/v1/flowers`` is the application's)."""
+        prefix = self.own_prefix
+        return path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/")
 
     def close(self) -> None:
         for _, w in self.idle:
