@@ -327,3 +327,15 @@ def test_the_edges_own_paths_answer_with_codes_and_only_whole_segments_are_its_o
     for raw in [_get("http://evil/v1/flow"), b"OPTIONS * HTTP/1.1\r\nconnection: close\r\n\r\n"]:
         got = _exchange(edge.port, raw)
         assert _statuses(got) == [404] and _body(got)["code"] == CheckoutCode.ROUTE_NOT_FOUND, got
+
+
+def test_a_head_the_edge_takes_is_not_refused_by_the_application(edge: Gateway) -> None:
+    """A head just under ``head_bytes_max`` (big cookies): the edge took it, then the application refused it
+    with 431 because the edge's added lines (its length, the client's address) pushed it over the same limit.
+    One byte over is still the edge's 431."""
+    start = b"GET /v1/health HTTP/1.1\r\nconnection: close\r\nx-pad: "
+    for over, status in [(0, 200), (1, 431)]:
+        raw = start + b"a" * (server_mod.head_bytes_max - len(start) + over) + b"\r\n\r\n"
+        assert raw.find(b"\r\n\r\n") == server_mod.head_bytes_max + over
+        got = _exchange(edge.port, raw)
+        assert _statuses(got) == [status], got

@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: One request head (request line and headers).
 head_bytes_max = 16 * 1024
+# What an edge adds to a head it relays: "content-length: N" and "x-forwarded-for: <an IPv6 address>".
+_RELAY_HEAD_EXTRA = 256
 #: Bytes buffered on one connection before reading pauses (pipelined requests waiting their turn).
 buffer_bytes_max = 256 * 1024
 #: Seconds in-flight requests get to finish when the server stops.
@@ -244,11 +246,14 @@ class _Conn(asyncio.Protocol):
         while self.buf.startswith(b"\r\n"):  # RFC 9112 2.2: empty lines before a request line are ignored
             del self.buf[:2]
         end = self.buf.find(b"\r\n\r\n")
+        # Behind an edge a head arrives with the edge's content-length and x-forwarded-for lines added: a head
+        # the edge took must not be refused here.
+        room = head_bytes_max + (_RELAY_HEAD_EXTRA if self.server.unix is not None else 0)
         if end < 0:
-            if len(self.buf) > head_bytes_max:
+            if len(self.buf) > room:
                 self._fail(431, CheckoutCode.BAD_REQUEST, f"request head over head_bytes_max={head_bytes_max}")
             return None
-        if end > head_bytes_max:
+        if end > room:
             self._fail(431, CheckoutCode.BAD_REQUEST, f"request head over head_bytes_max={head_bytes_max}")
             return None
         lines = bytes(self.buf[:end]).split(b"\r\n")
