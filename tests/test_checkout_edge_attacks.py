@@ -80,6 +80,12 @@ class App:
         path = scope["path"]
         if path == "/slow":
             await asyncio.sleep(float(scope["query_string"].decode().partition("=")[2]))
+        elif path == "/chunked":  # an answer without a length, in pieces
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"x-kind", b"chunked")]})
+            for part in (b"one,", b"", b"two,", b"three"):
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
         elif path in ("/apply", "/apply-then-fail"):
             self.applied.append(body)
             if path == "/apply-then-fail":
@@ -339,3 +345,87 @@ def test_a_head_the_edge_takes_is_not_refused_by_the_application(edge: Gateway) 
         assert raw.find(b"\r\n\r\n") == server_mod.head_bytes_max + over
         got = _exchange(edge.port, raw)
         assert _statuses(got) == [status], got
+
+
+# ------------------------------------------------------------------------------------ what held
+
+
+def test_a_client_cannot_speak_for_the_edge(pair: Pair) -> None:
+    """``X-Forwarded-For`` sent by a client (any casing, several, named in Connection) never reaches the
+    application: it sees the edge's word alone, the client's real address. Hop-by-hop headers stop at the
+    edge; the application gets one Content-Length, the edge's."""
+    got = pair.exchange(
+        b"POST /echo HTTP/1.1\r\nhost: x\r\nX-Forwarded-For: 6.6.6.6\r\nx-FORWARDED-for: 7.7.7.7, 8.8.8.8\r\n"
+        b"connection: keep-alive, x-forwarded-for\r\nforwarded: for=9.9.9.9\r\nkeep-alive: timeout=5\r\n"
+        b"te: trailers\r\nupgrade: h2c\r\nexpect: 100-continue\r\ncontent-length: 3\r\n\r\nabc"
+        b"GET /echo HTTP/1.1\r\nx-forwarded-for: 6.6.6.6\r\nconnection: close\r\n\r\n"
+    )
+    first, second = got.split(b"HTTP/1.1 ")[1:]
+    for answer in (first, second):
+        said = json.loads(answer.partition(b"\r\n\r\n")[2])
+        names = [k for k, _ in said["headers"]]
+        assert said["client"] == "127.0.0.1", said
+        assert [v for k, v in said["headers"] if k == "x-forwarded-for"] == ["127.0.0.1"], said
+        assert not {"connection", "keep-alive", "te", "upgrade", "expect"} & set(names), said
+        assert names.count("content-length") == 1, said
+    assert json.loads(first.partition(b"\r\n\r\n")[2])["body"] == "abc"
+
+
+def test_the_application_frames_what_the_edge_relays_as_the_edge_did(pair: Pair) -> None:
+    """Requests pipelined on one connection reach the application one by one, each with its own body (the
+    edge sends a length of its own; a body that looks like a request stays a body), duplicate headers as
+    sent, HTTP/1.0 keep-alive honoured, ``Expect: 100-continue`` answered by the edge."""
+    smuggled = b"POST /apply HTTP/1.1\r\ncontent-length: 5\r\n\r\nevil!"
+    raw = (
+        _post("/apply", smuggled, close=False)
+        + b"GET /echo?a=1&a=2 HTTP/1.0\r\nconnection: keep-alive\r\nx-dup: 1\r\nx-dup: 2\r\nhost: a\r\nhost: b\r\n\r\n"
+        + b"GET /echo HTTP/1.0\r\n\r\n"
+    )
+    got = pair.exchange(raw)
+    assert _statuses(got) == [200, 200, 200], got
+    assert pair.app.applied == [smuggled]
+    second = json.loads(got.split(b"HTTP/1.1 ")[2].partition(b"\r\n\r\n")[2])
+    assert [v for k, v in second["headers"] if k == "x-dup"] == ["1", "2"], second
+    assert [v for k, v in second["headers"] if k == "host"] == ["a", "b"], second
+    assert got.rstrip().endswith(b"}") and got.count(b"connection: close") == 1  # the 1.0 one without keep-alive
+    with socket.create_connection(("127.0.0.1", pair.port), timeout=3) as s:
+        s.sendall(b"POST /apply HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 4\r\nconnection: close\r\n\r\n")
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(b"late")
+        assert _statuses(s.recv(65536)) == [200]
+    assert pair.app.applied == [smuggled, b"late"]
+
+
+def test_an_answer_without_a_length_is_relayed_with_one(pair: Pair) -> None:
+    got = pair.exchange(_get("/chunked", close=False) + b"HEAD /chunked HTTP/1.1\r\n\r\n" + _get("/echo"))
+    head, _, rest = got.partition(b"\r\n\r\n")
+    assert _statuses(head) == [200] and b"content-length: 13\r\n" in head + b"\r\n"
+    assert b"transfer-encoding" not in head and rest.startswith(b"one,two,threeHTTP/1.1 200 "), got
+    head2, _, rest2 = rest[len(b"one,two,three") :].partition(b"\r\n\r\n")
+    assert b"x-kind: chunked" in head2 and rest2.startswith(b"HTTP/1.1 200 "), got  # HEAD: no body
+    assert _statuses(got) == [200, 200, 200]
+
+
+def test_requests_past_connections_max_wait_their_turn(tmp_path: Path) -> None:
+    """Without flow control, many slow admitted requests at once: at most ``connections_max`` connections to
+    the application, the rest wait (none refused, none lost), and every slot comes back."""
+    p = Pair(tmp_path, connections_max=2)
+    try:
+        seen: list[int] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                seen.append(p.on_loop(lambda: len(p.app_server.conns)))
+                time.sleep(0.02)
+
+        t = threading.Thread(target=sample)
+        t.start()
+        outs = p.concurrently([_get("/slow?s=0.15") for _ in range(8)])
+        stop.set()
+        t.join()
+        assert [_statuses(o) for o in outs] == [[200]] * 8
+        assert max(seen) <= 2, seen
+        assert p.on_loop(lambda: (p.upstream._slots._value, len(p.upstream.idle))) == (2, 2)  # type: ignore[union-attr]
+    finally:
+        p.close()
