@@ -8,6 +8,16 @@ judged meanwhile in one write, one fsync) and only then wakes each caller with i
 AuthnError. While one batch is being made durable the next is judged, so the signature checks (which hold
 the GIL) and the fsync (which does not) overlap.
 
+With a signature worker (``RelyingParty(verify_workers=1)``, the default; ``liangcao.authn.verifier``) the
+judging thread does the cheap checks of a batch (``_check_many``), hands its signatures to the worker
+process in one round trip and, while the worker verifies them on the other core, checks the next batch;
+then it applies the first batch's signature verdicts, counters and clone alarms in arrival order
+(``_finish_many``). A device revoked by an earlier answer (even one whose verdict was still with the worker
+when this answer was checked) refuses this one as ``REVOKED_CREDENTIAL``, as in one process. A worker that
+dies fails the batches it held with a ``VerifierFault`` (nothing recorded, the claims released) and a new
+one is started. ``verify_workers=0`` judges each batch in this process (``_judge_many``), with the same
+verdicts (``tests/test_authn_verifier.py``).
+
 The pattern is the checkout's ``money.Batcher`` (a queue, one thread taking all that waits, futures per
 caller, a bound on batches in flight); this one lives beside the relying party because the relying party
 must own it: one judging thread per relying party is what keeps a device's answers in the order they
