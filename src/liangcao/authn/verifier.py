@@ -13,7 +13,8 @@ The worker runs ``liangcao.authn.verifier.main``: it imports this module only (p
 ``verify_signature``, as the relying party uses it), keeps the decoded public keys per credential id
 (``worker_keys_max``), and reads length-prefixed msgpack frames from its stdin. It exits when its stdin
 reaches EOF (the owner closed it, or died: the kernel closes the pipe) and, on Linux, gets SIGTERM when
-the thread that started it ends (``liangcao.procs.die_with_parent``). A worker that dies or stops
+the thread that started it ends (``liangcao.procs.die_with_parent``, armed by the worker itself: no Python
+code runs between fork and exec in the owner's many-threaded process). A worker that dies or stops
 answering (``verify_wait_ms_max``) fails the batches it held with a ``Fault`` (nothing of them is
 recorded: each answer may be sent again) and is replaced by a new one for the next batch.
 """
@@ -115,10 +116,11 @@ class Verifier:
 
     def _start(self) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from liangcao.authn.verifier import main; main()"],
+            [sys.executable, "-c", f"from liangcao.authn.verifier import main; main({os.getpid()})"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            preexec_fn=die_with_parent(),  # the judging thread starts it: SIGTERM when it (or we) end
+            # no preexec_fn: Python code between fork and exec in a process full of threads can deadlock on
+            # a lock some other thread held; the worker arms its parent-death signal itself (main)
             close_fds=True,
         )
         self._proc = proc
@@ -218,7 +220,12 @@ def serve(fd_in: int, fd_out: int) -> None:
         _write_all(fd_out, _frame(encode((out, time.process_time_ns()))))
 
 
-def main() -> None:
-    """The worker process's entry point (stdin: requests, stdout: answers)."""
+def main(owner: int) -> None:
+    """The worker process's entry point (stdin: requests, stdout: answers). ``owner``: the pid of the process
+    that started it; the worker gets SIGTERM when the thread that started it ends (Linux), and leaves at
+    once if the owner is already gone (it died before the signal was armed)."""
+    die_with_parent()()
+    if os.getppid() != owner:
+        return
     with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
         serve(sys.stdin.buffer.fileno(), sys.stdout.buffer.fileno())
