@@ -429,3 +429,126 @@ def test_requests_past_connections_max_wait_their_turn(tmp_path: Path) -> None:
         assert p.on_loop(lambda: (p.upstream._slots._value, len(p.upstream.idle))) == (2, 2)  # type: ignore[union-attr]
     finally:
         p.close()
+
+
+def test_pipelined_answers_keep_their_order_when_some_are_refused(edge: Gateway) -> None:
+    """Forty settlement reports pipelined on one connection (the ``report`` resource: 20/s, 4 at once): the
+    edge relays some and refuses the rest itself; every request gets its answer, in the order asked (each
+    relayed answer is the report of the merchant at its place)."""
+    n = 40
+    raw = b"".join(_get(f"/v1/merchants/m{i}/settlement", close=i == n - 1) for i in range(n))
+    got = _exchange(edge.port, raw, wait_s=10)
+    answers = got.split(b"HTTP/1.1 ")[1:]
+    assert len(answers) == n, got[:2000]
+    kinds = []
+    for i, a in enumerate(answers):
+        status = int(a[:3])
+        body = json.loads(a.partition(b"\r\n\r\n")[2])
+        if status == 200:
+            assert body["merchant"] == f"m{i}", (i, body)
+        else:
+            assert status == 429 and body["detail"]["resource"] == "report", (i, a)
+        kinds.append(status)
+    assert 200 in kinds and 429 in kinds, kinds
+
+
+def test_bad_rules_through_the_edge_change_nothing(edge: Gateway) -> None:
+    before = httpx.get(edge.url + "/v1/flow/rules", timeout=5).content
+    for body, status in [
+        (b"{bad}", 400),
+        (b"", 400),
+        (b"[]", 400),
+        (b'{"version": 2, "resources": [{"name": "pay", "concurrency_max": -1}]}', 400),
+        (b'{"version": 2, "resources": "pay"}', 400),
+        (b'{"version": 1.5}', 400),
+        (b" " * (server_mod.limits.body_bytes_max + 1), 413),
+    ]:
+        got = _exchange(edge.port, _post("/v1/flow/rules", body).replace(b"POST ", b"PUT ", 1))
+        assert _statuses(got) == [status], (body[:40], got)
+        assert isinstance(_body(got)["code"], int) and _body(got)["message"], got
+    assert httpx.get(edge.url + "/v1/flow/rules", timeout=5).content == before
+    assert "Traceback" not in _log(edge)
+
+
+def test_the_application_killed_mid_request_is_a_503_with_a_code(tmp_path: Path) -> None:
+    """The application process stops (SIGSTOP: a request is in its hands) and is then killed: the client gets
+    503 ``INTERNAL`` at once, not a hang, the POST is not sent anywhere else, and the edge exits 1."""
+    gw = Gateway(tmp_path / "gw", "--edge").start()
+    try:
+        (app,) = _app_pids(gw.home)
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+            s.sendall(_get("/v1/health", close=False))  # the POST then goes out on a kept-alive connection
+            assert _statuses(s.recv(65536)) == [200]
+            os.kill(app, signal.SIGSTOP)
+            body = b'{"amount": 5}'
+            s.sendall(
+                b"POST /v1/wallets/ann/topup HTTP/1.1\r\nidempotency-key: k1\r\ncontent-length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+            )
+            time.sleep(0.5)
+            os.kill(app, signal.SIGKILL)
+            t0 = time.monotonic()
+            got = s.recv(65536)
+            assert time.monotonic() - t0 < 5
+        assert _statuses(got) == [503] and _body(got)["code"] == CheckoutCode.INTERNAL, got
+        assert gw.proc is not None and gw.proc.wait(20) == 1
+        assert "Traceback" not in _log(gw)
+    finally:
+        gw.stop()
+
+
+def test_out_of_file_descriptors_the_edge_answers_or_closes_and_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both processes started with 160 open files at most (the edge cannot raise it) and 300 clients at once
+    (``--no-flow``): each client gets an answer (200, or 503 with a code when the edge has no descriptor left
+    for a connection to the application) or a closed connection, never a hang; afterwards all is served."""
+    import resource
+
+    import test_checkout_http
+
+    dies = test_checkout_http.die_with_parent
+
+    def low(sig: int) -> Any:
+        then = dies(sig)
+
+        def setup() -> None:
+            then()
+            resource.setrlimit(resource.RLIMIT_NOFILE, (160, 160))
+
+        return setup
+
+    monkeypatch.setattr(test_checkout_http, "die_with_parent", low)
+    gw = Gateway(tmp_path / "gw", "--edge", "--no-flow").start()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(300):
+            socks.append(socket.create_connection(("127.0.0.1", gw.port), timeout=3))
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.sendall(_get("/v1/health", close=False))
+        seen: dict[int, int] = {}
+        for s in socks:
+            try:
+                got = s.recv(65536)
+            except ConnectionResetError:
+                got = b""
+            st = _statuses(got)[0] if got else 0
+            assert st in (0, 200, 503), got
+            if st == 503:
+                assert _body(got)["code"] == CheckoutCode.INTERNAL
+            seen[st] = seen.get(st, 0) + 1
+        assert seen.get(0, 0) + seen.get(503, 0) > 0, seen  # the limit was reached
+        for s in socks:
+            s.close()
+        socks.clear()
+        time.sleep(0.5)
+        assert httpx.get(gw.url + "/v1/health", timeout=5).status_code == 200
+        assert gw.proc is not None and gw.proc.poll() is None
+        assert "Traceback" not in _log(gw)
+    finally:
+        for s in socks:
+            s.close()
+        gw.stop()
