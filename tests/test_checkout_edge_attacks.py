@@ -552,3 +552,16 @@ def test_out_of_file_descriptors_the_edge_answers_or_closes_and_recovers(
         for s in socks:
             s.close()
         gw.stop()
+
+
+def test_a_stuck_application_holds_no_client_for_ever(pair: Pair) -> None:
+    """An admitted request the application does not answer (a stopped or stuck process): past the edge's
+    ``answer_s_max`` the client gets 503 with a code, not a hang; that connection to the application is
+    dropped (its answer may still come), every slot comes back, and the next request is served."""
+    pair.upstream.answer_s_max = 0.5
+    t0 = time.monotonic()
+    got = pair.exchange(_get("/slow?s=3"), wait_s=10)
+    assert time.monotonic() - t0 < 2.5
+    assert _statuses(got) == [503] and _body(got)["code"] == CheckoutCode.INTERNAL, got
+    assert pair.on_loop(lambda: (pair.upstream._slots._value, len(pair.upstream.idle))) == (512, 0)  # type: ignore[union-attr]
+    assert _statuses(pair.exchange(_get("/echo"))) == [200]

@@ -481,12 +481,18 @@ class Upstream:
     endpoints (``own_prefix``: flow-control status, rules and metrics, whose gate lives in the edge) are served
     by the edge's app."""
 
-    def __init__(self, path: str, *, own_prefix: str = "/v1/flow", connections_max: int = 512) -> None:
+    def __init__(
+        self, path: str, *, own_prefix: str = "/v1/flow", connections_max: int = 512, answer_s_max: float = 30.0
+    ) -> None:
         self.path = path
         self.own_prefix = own_prefix
         #: connections to the application at once (kept idle or in use): past it a request waits its turn
         #: (with flow control on, the gate's limits keep far fewer in flight; with it off, file descriptors)
         self.connections_max = connections_max
+        #: seconds an admitted request may take in the application (from taking a connection to the last
+        #: byte of its answer): past it the client gets 503 and the connection to the application is dropped
+        #: (a stopped or stuck application process must not hold clients, and their gate tickets, for ever)
+        self.answer_s_max = answer_s_max
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self._slots: asyncio.Semaphore | None = None
 
@@ -496,7 +502,7 @@ class Upstream:
         application process trusts it only on its Unix socket)."""
         if self._slots is None:  # made on the loop that serves (a semaphore belongs to one loop)
             self._slots = asyncio.Semaphore(self.connections_max)
-        async with self._slots:
+        async with self._slots, asyncio.timeout(self.answer_s_max):
             return await self._exchange(scope, body)
 
     async def _exchange(self, scope: dict[str, Any], body: bytes) -> tuple[int, bytes, bytes]:
@@ -524,6 +530,9 @@ class Upstream:
                 if kept is None or not unread or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
                     raise
                 continue
+            except BaseException:  # out of time (answer_s_max): the connection is in no state to be kept
+                writer.close()
+                raise
             try:
                 status, head, answer, keep = await self._answer(reader, head[:-4], scope["method"] == "HEAD")
             except BaseException:
