@@ -565,3 +565,27 @@ def test_a_stuck_application_holds_no_client_for_ever(pair: Pair) -> None:
     assert _statuses(got) == [503] and _body(got)["code"] == CheckoutCode.INTERNAL, got
     assert pair.on_loop(lambda: (pair.upstream._slots._value, len(pair.upstream.idle))) == (512, 0)  # type: ignore[union-attr]
     assert _statuses(pair.exchange(_get("/echo"))) == [200]
+
+
+def test_spellings_the_gate_does_not_classify_reach_no_route(edge: Gateway) -> None:
+    """The gate classifies by the decoded path and method; a spelling it does not classify (so lets through
+    unasked) must not reach a route that moves money: the application routes on the same decoded path and
+    finds none (404/405 with a code), and nothing was written. (``/v1/wallets/ann%2Ftopup`` is a top-up on
+    both sides: classified as one by the gate and routed as one by the application.)"""
+    body = b'{"amount": 5}'
+    for path, method in [
+        ("/v1//wallets/ann/topup", "POST"),
+        ("/v1/wallets//ann/topup", "POST"),
+        ("/V1/wallets/ann/topup", "POST"),
+        ("/v1/wallets/ann/topup", "post"),
+        ("http://x/v1/wallets/ann/topup", "POST"),
+        ("/v1/flow/../wallets/ann/topup", "POST"),
+    ]:
+        raw = _post(path, body).replace(b"POST ", method.encode() + b" ", 1)
+        raw = raw.replace(
+            b"\r\n\r\n", b"\r\nidempotency-key: spell-" + str(abs(hash(path + method))).encode() + b"\r\n\r\n", 1
+        )
+        got = _exchange(edge.port, raw)
+        assert _statuses(got)[0] in (404, 405), (path, method, got)
+        assert _body(got)["code"] in (CheckoutCode.ROUTE_NOT_FOUND, CheckoutCode.METHOD_NOT_ALLOWED), got
+    assert httpx.get(edge.url + "/v1/wallets/ann", timeout=5).json()["available"] == 0
