@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -125,6 +126,8 @@ class _Judged:
 
 
 _STOP = None  # put on a queue: the thread reading it stops
+#: while the worker verifies, how often the judging thread looks for new answers to check meanwhile
+_POLL_S = 0.0002
 
 
 class PaymentBatcher:
@@ -270,29 +273,28 @@ class PaymentBatcher:
         try:
             with contextlib.suppress(VerifierFault):  # if it does not come up, the first batch tries again
                 verifier.start()  # now, not with the first payment (its imports take a few hundred ms)
-            while (batch := self._take(block=not flight)) is not None:
-                if batch:
-                    self._tokens.get()
-                    self._count(batch)
+            while (batch := self._next(flight, verifier)) is not None:
+                if not batch:  # the oldest batch's verdicts are ready (or must be waited for now)
+                    self._finish(flight, verifier)
+                    continue
+                self._tokens.get()
+                self._count(batch)
+                try:
+                    checks, claims = self.rp._check_many(
+                        [(s.shopper, s.challenge_id, s.assertion, s.terms) for s in batch]
+                    )
+                except BaseException as exc:  # a store fault while reading: every answer of the batch gets it
+                    self._tokens.put(True)
+                    self._answer(batch, None, exc)
+                    continue
+                jobs = self.rp._signature_jobs(checks)
+                flight.append(_Flight(batch, checks, claims, len(jobs)))
+                if jobs:
                     try:
-                        checks, claims = self.rp._check_many(
-                            [(s.shopper, s.challenge_id, s.assertion, s.terms) for s in batch]
-                        )
-                    except BaseException as exc:  # a store fault while reading: every answer of the batch gets it
-                        self._tokens.put(True)
-                        self._answer(batch, None, exc)
+                        verifier.send(jobs)
+                    except VerifierFault as exc:  # what the worker held is lost with it
+                        self._fail(flight, exc)
                         continue
-                    jobs = self.rp._signature_jobs(checks)
-                    flight.append(_Flight(batch, checks, claims, len(jobs)))
-                    if jobs:
-                        try:
-                            verifier.send(jobs)
-                        except VerifierFault as exc:  # what the worker held is lost with it
-                            self._fail(flight, exc)
-                            continue
-                    if len(flight) < lim.pipeline_batches_max:
-                        continue  # check the next batch (if one waits) while the worker verifies this one
-                self._finish(flight, verifier)
             while flight:
                 self._finish(flight, verifier)
         finally:
@@ -300,6 +302,21 @@ class PaymentBatcher:
                 self._fail(flight, VerifierFault(Code.NOT_READY, "the judging thread stopped"))
             verifier.close()
             self._judged.put(_STOP)
+
+    def _next(self, flight: deque[_Flight], verifier: Verifier) -> list[_Slot] | None:
+        """What the judging thread does next: a batch to check (answers wait and the worker can take one more
+        batch), [] to finish the oldest batch with the worker (its verdicts are ready, or there is nothing
+        else to do), None once closed and drained. While the worker verifies, answers that arrive are
+        checked (the queue is looked at every ``_POLL_S`` while waiting for the worker's pipe)."""
+        if not flight:
+            return self._take()
+        if flight[0].signatures == 0 or len(flight) >= lim.pipeline_batches_max:
+            return []
+        deadline = time.monotonic() + verifier.wait_s
+        while self._answers.empty():
+            if verifier.ready(_POLL_S) or time.monotonic() > deadline:
+                return []
+        return self._take(block=False)
 
     def _finish(self, flight: deque[_Flight], verifier: Verifier) -> None:
         f = flight.popleft()

@@ -146,6 +146,14 @@ class Verifier:
             self.reset()
             raise VerifierFault(Code.NOT_READY, f"the signature worker is gone: {exc}") from None
 
+    def ready(self, timeout: float) -> bool:
+        """Whether the worker's next answer can be read now (waiting up to ``timeout`` s); True without a
+        worker (``receive`` then says why)."""
+        proc = self._proc
+        if proc is None or proc.stdout is None:
+            return True
+        return bool(select.select([proc.stdout.fileno()], [], [], timeout)[0])
+
     def receive(self) -> list[bool]:
         """The verdicts of the oldest batch sent, one per signature; VerifierFault (and the worker is
         stopped: the next ``send`` starts another) if it died, answered nothing within ``wait_ms`` or
