@@ -19,6 +19,10 @@ path). The raw rates are ``cryptography``'s ES256 and Ed25519 verifications of a
 one thread. The rate is bounded by the CPU (the GIL: one core for the Python part and the signature
 checks, while SQLite and the fsync run outside it) and by ``shoppers / fsync latency``.
 
+The raw rates run on one thread (one core at most); the gateway's path runs in two processes (the relying
+party's and its signature worker, ``liangcao.authn.verifier``), and its CPU per payment counts both (the
+worker reports its own ``process_time``). ``verify_workers=0`` measures the in-process path.
+
 The machine is shared, so the three are measured in interleaved rounds and each figure is the median of
 its rounds: a burst of load elsewhere hits all three alike. The bar: ``assertions_per_s`` at least half of
 ``es256_verify_per_s`` (the rest of the path, storage included, costs no more than the signature check),
