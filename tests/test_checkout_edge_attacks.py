@@ -78,8 +78,10 @@ class App:
                     return
         body = (await receive())["body"]
         path = scope["path"]
-        if path == "/slow":
+        if path in ("/slow", "/slow-apply"):
             await asyncio.sleep(float(scope["query_string"].decode().partition("=")[2]))
+            if path == "/slow-apply":
+                self.applied.append(body)
         elif path == "/chunked":  # an answer without a length, in pieces
             await send({"type": "http.response.start", "status": 200, "headers": [(b"x-kind", b"chunked")]})
             for part in (b"one,", b"", b"two,", b"three"):
@@ -589,3 +591,16 @@ def test_spellings_the_gate_does_not_classify_reach_no_route(edge: Gateway) -> N
         assert _statuses(got)[0] in (404, 405), (path, method, got)
         assert _body(got)["code"] in (CheckoutCode.ROUTE_NOT_FOUND, CheckoutCode.METHOD_NOT_ALLOWED), got
     assert httpx.get(edge.url + "/v1/wallets/ann", timeout=5).json()["available"] == 0
+
+
+def test_a_stop_waits_for_work_whose_client_has_gone(tmp_path: Path) -> None:
+    """The edge gave up on a slow request (``answer_s_max``) and closed its connection; the application is
+    stopped just then: its stop waits for that request's work as for any other (up to ``shutdown_s_max``)
+    instead of abandoning it half done when the loop ends."""
+    p = Pair(tmp_path)
+    try:
+        p.upstream.answer_s_max = 0.2
+        assert _statuses(p.exchange(_post("/slow-apply?s=0.8", b"finish-me"))) == [503]
+    finally:
+        p.close()
+    assert p.app.applied == [b"finish-me"]

@@ -234,6 +234,8 @@ class _Conn(asyncio.Protocol):
                     continue
             self._disarm()
             self.task = asyncio.get_running_loop().create_task(self._serve(scope, body, keep_alive, ticket))
+            server.tasks.add(self.task)  # a stop waits for it even when its client has gone
+            self.task.add_done_callback(server.tasks.discard)
 
     def _parse_one(self) -> tuple[dict[str, Any], bytes, bool] | None:
         """The next complete request in the buffer (taken out of it), or None (incomplete, or refused)."""
@@ -632,6 +634,7 @@ class Server:
         self.host = host
         self.port = port
         self.conns: set[_Conn] = set()
+        self.tasks: set[asyncio.Task[None]] = set()  # requests being served (their clients may have gone)
         self.state: dict[str, Any] = {}
         #: a stop was asked (SIGTERM or SIGINT) while :meth:`run` served
         self.stopping = False
@@ -664,7 +667,7 @@ class Server:
         finally:
             server.close()
             deadline = loop.time() + shutdown_s_max
-            while any(c.task is not None for c in self.conns) and loop.time() < deadline:
+            while self.tasks and loop.time() < deadline:
                 await asyncio.sleep(0.05)
             for c in list(self.conns):
                 if c.transport is not None:
