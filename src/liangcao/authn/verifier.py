@@ -73,10 +73,19 @@ def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
     return b"".join(parts)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, deadline: float | None = None) -> None:
+    """Write all of ``data``; with a deadline the fd is non-blocking and a worker that stops reading (its
+    pipe full) is a TimeoutError, not a judging thread stuck for ever."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [fd], [], left)[1]:
+                raise TimeoutError("the verifier worker stopped reading")
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            continue
 
 
 def _frame(payload: bytes) -> bytes:
@@ -123,6 +132,8 @@ class Verifier:
             # a lock some other thread held; the worker arms its parent-death signal itself (main)
             close_fds=True,
         )
+        assert proc.stdin is not None
+        os.set_blocking(proc.stdin.fileno(), False)  # writes wait with a deadline (send)
         self._proc = proc
         self.starts += 1
         self.receive()  # its greeting, once its imports are done: it is alive, and its start-up CPU is counted
@@ -141,7 +152,7 @@ class Verifier:
         proc = self._proc or self._start()
         assert proc.stdin is not None
         try:
-            _write_all(proc.stdin.fileno(), _frame(self._encode(jobs)))
+            _write_all(proc.stdin.fileno(), _frame(self._encode(jobs)), time.monotonic() + self.wait_s)
         except OSError as exc:
             self.reset()
             raise VerifierFault(Code.NOT_READY, f"the signature worker is gone: {exc}") from None
