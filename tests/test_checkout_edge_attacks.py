@@ -604,3 +604,17 @@ def test_a_stop_waits_for_work_whose_client_has_gone(tmp_path: Path) -> None:
     finally:
         p.close()
     assert p.app.applied == [b"finish-me"]
+
+
+def test_an_http10_client_gets_no_100_continue(pair: Pair) -> None:
+    """``Expect: 100-continue`` from an HTTP/1.0 client is ignored (RFC 9110 10.1.1): it knows no 1xx answer
+    and would take the 100 for the answer to its request."""
+    with socket.create_connection(("127.0.0.1", pair.port), timeout=3) as s:
+        s.sendall(b"POST /apply HTTP/1.0\r\nexpect: 100-continue\r\ncontent-length: 4\r\n\r\n")
+        s.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            s.recv(100)
+        s.settimeout(3)
+        s.sendall(b"body")
+        got = s.recv(65536)
+    assert got.startswith(b"HTTP/1.1 200 ") and pair.app.applied == [b"body"], got

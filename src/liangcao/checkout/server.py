@@ -298,7 +298,8 @@ class _Conn(asyncio.Protocol):
             elif name == b"connection":
                 v = value.lower()
                 keep_alive = b"keep-alive" in v if version == b"HTTP/1.0" else b"close" not in v
-            elif name == b"expect" and value.lower() == b"100-continue":
+            elif name == b"expect" and value.lower() == b"100-continue" and version == b"HTTP/1.1":
+                # (an HTTP/1.0 client knows no 1xx answer: it would take the 100 for the answer; RFC 9110 10.1.1)
                 expect = True
         length = max(length, 0)
         if length > limits.body_bytes_max:
