@@ -482,7 +482,11 @@ class Upstream:
     edge, refusing (parse, ask the gate, answer) runs in its own process on its own core and answers within
     milliseconds, and the application process spends its core on admitted work only. Only the edge's own
     endpoints (``own_prefix``: flow-control status, rules and metrics, whose gate lives in the edge) are served
-    by the edge's app."""
+    by the edge's app.
+
+    A request is sent a second time (on a new connection) only when the application cannot have read it (the
+    kept connection was reset), or when it changes nothing (GET, HEAD, OPTIONS); a request unanswered within
+    ``answer_s_max`` is answered 503 and its connection dropped."""
 
     def __init__(
         self, path: str, *, own_prefix: str = "/v1/flow", connections_max: int = 512, answer_s_max: float = 30.0
