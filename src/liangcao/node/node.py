@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from liangcao import encoding, limits
 from liangcao.apps.bundle import default_registry
-from liangcao.apps.trace.anchor import PRECOMPUTED, Packed, precompute
+from liangcao.apps.trace.anchor import PRECOMPUTED, Packed, precompute_many
 from liangcao.clock import Clock
 from liangcao.clock import now_ms as wall_ms
 from liangcao.codes import Code
@@ -88,6 +88,7 @@ STEP_MESSAGES_MAX = 512
 #: EPCIS captures whose per-event work is done or under way ahead of their execution (``Node._feed_ahead``), in
 #: blocks: the next block must be ready while this one executes, and one after it under way
 AHEAD_BLOCKS = 3
+AHEAD_JOB_TXS = 8  # captures per job: a round trip to the worker costs the node's interpreter per job
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,7 @@ class Node:
         self.ahead = Workers(ahead if ahead is not None else int((os.cpu_count() or 1) > 1))
         self._ahead_queue: deque[Tx] = deque()  # admitted captures not yet handed to the workers
         self._ahead_lock = threading.RLock()  # a job already done runs its callback (which feeds) at once
+        self._ahead_txs = 0  # captures handed to the workers and not yet back
         self.listeners: list[Listener] = []
         self.failed: BaseException | None = None
         self._stopping = False
@@ -385,24 +387,31 @@ class Node:
         memory. Called at admission, when a job is done and after each commit."""
         with self._ahead_lock:
             window = min(PRECOMPUTED.txs_max, AHEAD_BLOCKS * self.settings.block_txs_max)
-            while self._ahead_queue and PRECOMPUTED.size() + self.ahead.in_flight < window:
-                tx = self._ahead_queue.popleft()
-                if tx.tx_id in self._recent:  # executed already (the commit thread got there first)
+            while self._ahead_queue and PRECOMPUTED.size() + self._ahead_txs < window:
+                group: list[Tx] = []
+                while self._ahead_queue and len(group) < AHEAD_JOB_TXS:
+                    tx = self._ahead_queue.popleft()
+                    if tx.tx_id not in self._recent:  # not executed already (the commit thread got there first)
+                        group.append(tx)
+                if not group:
                     continue
-                a = tx.args
-                context, ignore, events = a.get("context", ""), a.get("ignore", []), a["events"]
-                future = self.ahead.offload(precompute, context, ignore, events)
+                jobs = [(t.args.get("context", ""), t.args.get("ignore", []), t.args["events"]) for t in group]
+                future = self.ahead.offload(precompute_many, jobs)
                 if future is None:  # the workers are gone (stopping): the commit thread does it all
                     self._ahead_queue.clear()
                     return
+                self._ahead_txs += len(group)
 
                 def done(
-                    f: Future[list[Packed | None]],
-                    tx_id: str = tx.tx_id,
-                    a: tuple[Any, ...] = (context, ignore, events),
+                    f: Future[list[list[Packed | None]]],
+                    ids: list[str] = [t.tx_id for t in group],  # noqa: B006 (bound now, read once)
+                    jobs: list[tuple[Any, Any, Any]] = jobs,
                 ) -> None:
+                    with self._ahead_lock:
+                        self._ahead_txs -= len(ids)
                     if not f.cancelled() and f.exception() is None:
-                        PRECOMPUTED.put(tx_id, a[0], a[1], a[2], f.result())
+                        for tx_id, (context, ignore, events), packed in zip(ids, jobs, f.result(), strict=True):
+                            PRECOMPUTED.put(tx_id, context, ignore, events, packed)
                     self._feed_ahead()
 
                 future.add_done_callback(done)

@@ -283,6 +283,12 @@ def precompute(context: str, ignore: list[str], texts: list[str]) -> list[Packed
     return out
 
 
+def precompute_many(jobs: list[tuple[str, list[str], list[str]]]) -> list[list[Packed | None]]:
+    """:func:`precompute` of several captures ``(context, ignore, events)``: one round trip to a worker for a
+    few transactions costs the node's interpreter less than one each."""
+    return [precompute(context, ignore, texts) for context, ignore, texts in jobs]
+
+
 class Precomputed:
     """Outcomes of :func:`precompute` for transactions not yet executed, keyed by transaction id (bounded; the
     oldest go first). Only this node's own computation goes in, never a submitter's: the contract takes an
