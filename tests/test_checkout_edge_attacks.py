@@ -465,7 +465,9 @@ def test_bad_rules_through_the_edge_change_nothing(edge: Gateway) -> None:
         (b'{"version": 1.5}', 400),
         (b" " * (server_mod.limits.body_bytes_max + 1), 413),
     ]:
-        got = _exchange(edge.port, _post("/v1/flow/rules", body).replace(b"POST ", b"PUT ", 1))
+        token = (edge.home / "operator.token").read_text().strip()
+        put = _post("/v1/flow/rules", body).replace(b"POST ", b"PUT ", 1)
+        got = _exchange(edge.port, put.replace(b"\r\n", f"\r\nauthorization: Bearer {token}\r\n".encode(), 1))
         assert _statuses(got) == [status], (body[:40], got)
         assert isinstance(_body(got)["code"], int) and _body(got)["message"], got
     assert httpx.get(edge.url + "/v1/flow/rules", timeout=5).content == before

@@ -291,7 +291,15 @@ def check_flow_control(gateway: Gateway, metrics: str = "/metrics") -> None:
             if r["name"] == "report":
                 r.update(rate_per_s=0.01, burst=1)
         rules["version"] = 7
-        assert c.put("/v1/flow/rules", json=rules).json()["version"] == 7
+        # Only the operator changes the rules: no token, or another, is 401 OPERATOR_ONLY and changes nothing.
+        for auth in ({}, {"Authorization": "Bearer " + "x" * 43}, {"Authorization": "bearer"}):
+            r = c.put("/v1/flow/rules", json=rules, headers=auth)
+            assert r.status_code == 401 and r.json()["code"] == CheckoutCode.OPERATOR_ONLY, r.text
+        assert c.get("/v1/flow").json()["version"] != 7
+        token = (gateway.home / "operator.token").read_text().strip()
+        assert (gateway.home / "operator.token").stat().st_mode & 0o077 == 0  # the owner's only
+        r = c.put("/v1/flow/rules", json=rules, headers={"Authorization": f"Bearer {token}"})
+        assert r.json()["version"] == 7, r.text
         answers = [c.get("/v1/merchants/shop/settlement") for _ in range(3)]
         refused = [r for r in answers if r.status_code == 429]
         assert refused, [r.status_code for r in answers]

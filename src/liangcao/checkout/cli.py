@@ -206,12 +206,19 @@ def start_cmd(
     gc.freeze()
     where = "PostgreSQL" if pg else f"engine in {home / 'pay'}"
     flow = "off" if gate is None else "on"
+    from liangcao.checkout.http import operator_token
+
+    operator = operator_token(home) if gate is not None else None
     at = f"unix:{unix}" if unix is not None else f"http://{host}:{port}"
     console.print(f"checkout gateway on {at} ({where}; flow control {flow})", soft_wrap=True)
     try:
         if server == "uvicorn":
             uvicorn.run(
-                create_app(co, gate, routers=routers), host=host, port=port, log_level="warning", access_log=False
+                create_app(co, gate, routers=routers, operator=operator),
+                host=host,
+                port=port,
+                log_level="warning",
+                access_log=False,
             )
         else:
             from liangcao.checkout.http import classify
@@ -219,7 +226,7 @@ def start_cmd(
 
             # The server asks the gate before it makes an ASGI call: a refusal costs a parse and a write.
             Server(
-                create_app(co, gate, middleware=False, routers=routers),
+                create_app(co, gate, middleware=False, routers=routers, operator=operator),
                 host,
                 port,
                 gate=gate,
@@ -295,11 +302,16 @@ def _run_edge(
         from starlette.exceptions import HTTPException as StarletteHTTPException
 
         from liangcao.checkout.codes import CheckoutCode, CheckoutError
+        from liangcao.checkout.http import operator_only, operator_token
         from liangcao.flow.asgi import flow_router
 
         own = FastAPI(title="liangcao checkout edge")
         if gate is not None:
-            own.include_router(flow_router(gate))
+            own.include_router(flow_router(gate, write=operator_only(operator_token(home))))
+
+        @own.exception_handler(CheckoutError)
+        async def _refused(_: Request, exc: CheckoutError) -> Response:
+            return JSONResponse(exc.body(), exc.status)
 
         @own.exception_handler(StarletteHTTPException)
         async def _coded(_: Request, exc: StarletteHTTPException) -> Response:

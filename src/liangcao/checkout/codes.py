@@ -51,6 +51,7 @@ class CheckoutCode(IntEnum):
     # 309x: the service
     ROUTE_NOT_FOUND = 3090
     METHOD_NOT_ALLOWED = 3091
+    OPERATOR_ONLY = 3092  # changing the flow rules needs the operator's token (HOME/operator.token)
     BACKEND_UNAVAILABLE = 3098  # the payments core (or its database) failed: nothing acknowledged
     INTERNAL = 3099  # a bug: answered 503, never 500, and logged
 
@@ -81,6 +82,7 @@ codes.register(
         C.STEP_UP_UNAVAILABLE: 403,
         C.ROUTE_NOT_FOUND: 404,
         C.METHOD_NOT_ALLOWED: 405,
+        C.OPERATOR_ONLY: 401,
         C.BACKEND_UNAVAILABLE: 503,
         C.INTERNAL: 503,
     },

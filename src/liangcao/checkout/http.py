@@ -18,14 +18,18 @@ resource of its own, ``pay_step_up``: shedding it would waste a challenge its fi
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
+import os
+import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
@@ -213,6 +217,47 @@ async def read_body(request: Request) -> bytes:
     return bytes(data)
 
 
+#: The gateway's operator token, in its folder: whoever holds it may change the flow rules at run time.
+OPERATOR_TOKEN_FILE = "operator.token"
+
+
+def operator_token(home: Path) -> str:
+    """The operator token of the gateway in ``home`` (made on first start, readable by its owner only)."""
+    path = home / OPERATOR_TOKEN_FILE
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = path.read_text().strip()
+        if len(token) < 32:
+            raise ValueError(f"{path}: an operator token of at least 32 characters") from None
+        return token
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def operator_only(token: str) -> list[Any]:
+    """FastAPI dependencies for the writing flow endpoints (``PUT /v1/flow/rules``): ``Authorization: Bearer
+    <operator token>``, else ``401 OPERATOR_ONLY`` (a shopper who could lift every limit, or set paying's to
+    zero, would own the midnight)."""
+    want = ("Bearer " + token).encode()
+
+    def check(request: Request) -> None:
+        got = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(got, want):
+            raise CheckoutError(
+                CheckoutCode.OPERATOR_ONLY, f"changing the flow rules needs the operator token ({OPERATOR_TOKEN_FILE})"
+            )
+
+    return [Depends(check)]
+
+
+def _read_only() -> None:
+    raise CheckoutError(CheckoutCode.OPERATOR_ONLY, "the flow rules of this gateway cannot be changed over HTTP")
+
+
 def create_app(
     co: Checkout,
     gate: Gate | None = None,
@@ -220,9 +265,11 @@ def create_app(
     auto_confirm_every_s: float = 1.0,
     middleware: bool = True,
     routers: Sequence[Any] = (),
+    operator: str | None = None,
 ) -> Any:
     """The gateway's ASGI app over ``co``; with ``gate``, behind :class:`FlowMiddleware` (``middleware=False``:
-    the server in front asks the gate itself, :class:`liangcao.checkout.server.Server`), else unguarded."""
+    the server in front asks the gate itself, :class:`liangcao.checkout.server.Server`), else unguarded.
+    ``operator``: the token that ``PUT /v1/flow/rules`` asks for (None: the rules are read-only over HTTP)."""
     counters = Counters()
     stop = threading.Event()
 
@@ -376,7 +423,7 @@ def create_app(
         return Response("".join(_metrics(co, counters, gate)), media_type="text/plain; version=0.0.4")
 
     if gate is not None:
-        app.include_router(flow_router(gate))
+        app.include_router(flow_router(gate, write=operator_only(operator) if operator else [Depends(_read_only)]))
     for r in routers:  # e.g. liangcao.authn.http.router: passkeys and the confirmation page
         app.include_router(r)
 
