@@ -15,9 +15,10 @@
  *   then one line per request, in time order: <t_us> <kind> [<path>]\n
  *   kinds 0 pay and 1 confirm take an order from their pool (a shed one goes back: the shopper pays again
  *   later); kinds 2-4 (query, browse, report) are GETs of <path>.
- * OUTPUT (binary, little-endian int64 records of 6): kind, t_sched_us, t_sent_us, t_done_us, status, flags
- *   (times relative to START_US; flags: 1 shed, 2 lost (timeout or broken), 4 skipped (pool empty));
- *   then one trailer record: -1, peak RSS in KiB, 0, 0, 0, 0.
+ * OUTPUT (binary, little-endian int64 records of 7): kind, t_sched_us, t_dispatch_us, t_sent_us, t_done_us,
+ *   status, flags (times relative to START_US; dispatch: when the schedule reached it, as the Python generator
+ *   reports its lag; sent: when it went out, after waiting for a free connection; flags: 1 shed, 2 lost
+ *   (timeout or broken), 4 skipped (pool empty)); then one trailer record: -1, peak RSS in KiB, 0, 0, 0, 0, 0.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -44,7 +45,7 @@ typedef struct {
     int kind;
     char *path; /* kinds 2-4 */
     char order[ID_MAX];
-    int64_t sent, done;
+    int64_t dispatched, sent, done;
     int status, flags, tries, got_answer;
 } Req;
 
@@ -307,7 +308,7 @@ int main(int argc, char **argv) {
         q->kind = (int)strtol(p, &p, 10);
         while (*p == ' ') p++;
         q->path = p;
-        q->sent = q->done = -1;
+        q->dispatched = q->sent = q->done = -1;
     }
     conns = calloc((size_t)conn_max, sizeof(Conn));
     idle = malloc(sizeof(int) * (size_t)conn_max);
@@ -323,6 +324,7 @@ int main(int argc, char **argv) {
         int64_t now = mono_us() - start_us;
         while (next < nreq && reqs[next].t <= now) {
             Req *q = &reqs[next];
+            q->dispatched = now;
             if (q->kind <= 1) {
                 Pool *p = &pools[q->kind];
                 if (p->n == 0) {
@@ -369,12 +371,12 @@ int main(int argc, char **argv) {
     if (!out) die(argv[2]);
     for (int r = 0; r < nreq; r++) {
         Req *q = &reqs[r];
-        int64_t rec[6] = {q->kind, q->t, q->sent, q->done, q->status, q->flags};
+        int64_t rec[7] = {q->kind, q->t, q->dispatched, q->sent, q->done, q->status, q->flags};
         fwrite(rec, sizeof rec, 1, out);
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    int64_t trailer[6] = {-1, ru.ru_maxrss, 0, 0, 0, 0};
+    int64_t trailer[7] = {-1, ru.ru_maxrss, 0, 0, 0, 0, 0};
     fwrite(trailer, sizeof trailer, 1, out);
     fclose(out);
     return 0;

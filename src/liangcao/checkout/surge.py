@@ -74,8 +74,6 @@ orders_prepared_max = 400_000
 capacity_steps_max = 12
 capacity_ladder_start_per_s = 50.0
 capacity_ladder_factor = 1.4
-#: The niceness of the gateway's application process behind its edge (``checkout start --app-nice``).
-edge_app_nice = int(os.environ.get("LIANGCAO_SURGE_APP_NICE", "0"))
 #: The relying party of a run with confirmation on every payment.
 CONFIRM_RP_ID = "localhost"
 CONFIRM_ORIGIN = "http://localhost:8290"
@@ -523,8 +521,8 @@ def _c_worker(plan: WorkerPlan, exe: Path) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
     tally = _Tally()
     rss_kb = 0
-    for i in range(0, len(records), 6):
-        k, t_us, sent, done, status, flags = records[i : i + 6]
+    for i in range(0, len(records), 7):
+        k, t_us, dispatched, sent, done, status, flags = records[i : i + 7]
         if k < 0:  # the trailer: (-1, peak RSS in KiB, ...)
             rss_kb = t_us
             continue
@@ -533,8 +531,7 @@ def _c_worker(plan: WorkerPlan, exe: Path) -> dict[str, Any]:
             tally.row(ts, kind)[5] += 1
             continue
         tally.row(ts, kind)[0] += 1
-        if sent >= 0:
-            tally.lags.append(sent - t_us)
+        tally.lags.append(dispatched - t_us)  # how late the schedule reached it, as _worker_loop counts it
         _, phase = rate_at(plan.phases, plan.base_per_s, ts)
         answer = None if flags & 2 or done < 0 else (int(status), bool(flags & 1))
         tally.outcome(kind, ts, phase, sent / 1e6, done / 1e6, answer, plan.timeout_s)
@@ -584,7 +581,7 @@ class Gateway:
         if rules is not None:
             cmd += ["--rules", str(rules)]
         if edge:
-            cmd += ["--edge", "--app-nice", str(edge_app_nice)]
+            cmd.append("--edge")  # --app-nice made no difference measured on a quiet host (docs/benchmarks.md)
         if confirm:
             cmd += ["--rp-id", CONFIRM_RP_ID, "--origin", CONFIRM_ORIGIN, "--confirm-every-payment"]
         cmd += extra
