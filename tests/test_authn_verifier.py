@@ -22,6 +22,7 @@ from liangcao.authn import AuthnCode, AuthnError, RelyingParty, SoftAuthenticato
 from liangcao.authn.soft import b64url, unb64url
 from liangcao.authn.verifier import Verifier, VerifierFault, verify_workers_max
 from liangcao.errors import Fault
+from liangcao.procs import pid_alive
 
 PAYEE = "merchant-7"
 
@@ -156,17 +157,9 @@ def test_close_stops_the_worker(tmp_path: Path) -> None:
         time.sleep(0.01)
     assert b.verifier is not None
     pid = b.verifier.pid
-    assert pid is not None and alive(pid)
+    assert pid is not None and pid_alive(pid)
     rp.close()
-    assert not alive(pid)
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    assert not pid_alive(pid)
 
 
 def test_the_worker_exits_when_its_owner_is_killed(tmp_path: Path) -> None:
@@ -186,13 +179,13 @@ def test_the_worker_exits_when_its_owner_is_killed(tmp_path: Path) -> None:
     try:
         assert owner.stdout is not None
         pid = int(owner.stdout.readline())
-        assert alive(pid)
+        assert pid_alive(pid)
         owner.kill()
         owner.wait()
         deadline = time.monotonic() + 10
-        while alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert not alive(pid)
+        assert not pid_alive(pid)
     finally:
         owner.kill()
         owner.wait()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from liangcao.checkout.surge import Phase, rate_at, surge_phases
+from liangcao.procs import pid_alive
 
 
 def test_the_schedule_ramps_from_calm_to_ten_times_capacity() -> None:
@@ -39,14 +40,6 @@ def descendants(pid: int) -> set[int]:
     return out
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def test_an_interrupted_surge_stops_every_process(tmp_path: Path) -> None:
     """SIGTERM (what ``timeout`` sends) unwinds the run like Ctrl-C (the same ``KeyboardInterrupt`` path)."""
     sig = signal.SIGTERM
@@ -68,9 +61,9 @@ def test_an_interrupted_surge_stops_every_process(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=30)
         assert proc.returncode != 0 and b"interrupted" in err and b"Traceback" not in err
         deadline = time.monotonic() + 10
-        while any(alive(p) for p in seen) and time.monotonic() < deadline:
+        while any(pid_alive(p) for p in seen) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not [p for p in seen if alive(p)]
+        assert not [p for p in seen if pid_alive(p)]
         assert not (tmp_path / "s.png").exists()
     finally:
         if proc.poll() is None:

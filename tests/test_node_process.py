@@ -19,7 +19,7 @@ import pytest
 from liangcao.client import Client
 from liangcao.crypto.signer import load_signer
 from liangcao.node.home import NodeHome, init_network, member_dir
-from liangcao.procs import free_port
+from liangcao.procs import free_port, pid_alive
 
 
 def children(pid: int) -> set[int]:
@@ -30,14 +30,6 @@ def children(pid: int) -> set[int]:
     except OSError:
         pass
     return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def start(home: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -105,7 +97,7 @@ def test_sigterm_with_an_open_event_stream_stops_within_seconds(home: Path) -> N
         reader.join(5)
         assert "event: end" in got and any('"code":502' in line for line in got)  # told why, to resume later
         deadline = time.monotonic() + 5
-        while any(alive(p) for p in workers):
+        while any(pid_alive(p) for p in workers):
             assert time.monotonic() < deadline, "verifier workers outlived their node"
             time.sleep(0.1)
     finally:
@@ -124,8 +116,8 @@ def test_verifier_workers_die_with_a_killed_node(home: Path) -> None:
         proc.kill()
         proc.wait()
     deadline = time.monotonic() + 10
-    while any(alive(p) for p in workers):
-        assert time.monotonic() < deadline, f"orphans after kill -9: {[p for p in workers if alive(p)]}"
+    while any(pid_alive(p) for p in workers):
+        assert time.monotonic() < deadline, f"orphans after kill -9: {[p for p in workers if pid_alive(p)]}"
         time.sleep(0.1)
 
 
@@ -141,7 +133,7 @@ def bench_leftovers(tmp: Path) -> tuple[list[Path], list[int]]:
                 continue
             if str(tmp).encode() in cmd or f"TMPDIR={tmp}".encode() in environ:
                 procs.append(int(p.name))
-    return folders, [p for p in procs if alive(p)]
+    return folders, [p for p in procs if pid_alive(p)]
 
 
 def test_bench_leaves_no_process_and_no_folder(tmp_path: Path) -> None:
