@@ -31,6 +31,7 @@ from liangcao.flow import Gate
 from liangcao.flow.asgi import flow_router
 from liangcao.payments import Engine
 from liangcao.procs import free_port
+from server_thread import ServerThread
 
 
 @pytest.fixture
@@ -183,34 +184,11 @@ class Live:
         else:
             app = create_app(co, self.gate, middleware=False, auto_confirm_every_s=0)
             self.servers.append(Server(app, "127.0.0.1", self.port, gate=self.gate, classify=classify))
-        self.loop = uvloop.new_event_loop() if setup in ("uvloop", "edge") else asyncio.new_event_loop()
-        self.stop = asyncio.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return
-            time.sleep(0.02)
-        raise RuntimeError("server did not start")
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.stop = asyncio.Event()
-
-        async def both() -> None:
-            tasks = []
-            for srv in self.servers:  # the application's server first: the edge relays to it
-                tasks.append(asyncio.ensure_future(srv.serve(self.stop)))
-                await asyncio.sleep(0.05)
-            await asyncio.gather(*tasks)
-
-        self.loop.run_until_complete(both())
+        loop = uvloop.new_event_loop if setup in ("uvloop", "edge") else asyncio.new_event_loop
+        self.running = ServerThread(self.servers, self.port, loop)
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(15)
-        self.loop.close()
+        self.running.close()
 
     def connect(self, timeout: float = 3.0) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)

@@ -34,6 +34,7 @@ from liangcao.checkout import server as server_mod
 from liangcao.checkout.codes import CheckoutCode
 from liangcao.checkout.server import Server, Upstream
 from liangcao.procs import free_port
+from server_thread import ServerThread
 from test_checkout_http import Gateway, _app_pids
 
 
@@ -115,32 +116,10 @@ class Pair:
         self.app_server = Server(self.app, unix=sock)
         self.upstream = Upstream(sock, connections_max=connections_max)
         self.edge = Server(FastAPI(), "127.0.0.1", self.port, upstream=self.upstream)
-        self.loop = uvloop.new_event_loop()
-        self.stop = asyncio.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return
-            time.sleep(0.02)
-        raise RuntimeError("the edge did not start")
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.stop = asyncio.Event()
-
-        async def both() -> None:
-            app = asyncio.ensure_future(self.app_server.serve(self.stop))
-            await asyncio.sleep(0.05)
-            await asyncio.gather(app, self.edge.serve(self.stop))
-
-        self.loop.run_until_complete(both())
+        self.running = ServerThread([self.app_server, self.edge], self.port, uvloop.new_event_loop)
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(15)
-        self.loop.close()
+        self.running.close()
 
     def exchange(self, raw: bytes, wait_s: float = 3.0) -> bytes:
         return _exchange(self.port, raw, wait_s)
@@ -167,7 +146,7 @@ class Pair:
             got.append(fn())
             done.set()
 
-        self.loop.call_soon_threadsafe(run)
+        self.running.loop.call_soon_threadsafe(run)
         assert done.wait(5)
         return got[0]
 
