@@ -37,6 +37,10 @@ block_bytes_max = 16 * 1024 * 1024
 
 # The node.
 mempool_txs_max = 50_000
+# The mempool's transactions, counted by their encoded size: a transaction waits there parsed, several times its
+# size in memory (an EPCIS capture of 61 events is about 20 KB on the wire; 50,000 of them took a node to 10 GB),
+# so a count alone lets large ones take gigabytes. Two full blocks and more.
+mempool_bytes_max = 32 * 1024 * 1024
 
 # The node's memory of recent commits, for clients waiting on a transaction.
 recent_txs_max = 200_000
@@ -118,6 +122,8 @@ def _check() -> None:
         raise AssertionError("a full block of small transactions must fit in block_bytes_max")
     if not (mempool_txs_max >= block_txs_max):
         raise AssertionError("the mempool must hold at least one full block")
+    if not (mempool_bytes_max >= 2 * block_bytes_max and mempool_bytes_max >= batch_bytes_max):
+        raise AssertionError("the mempool's bytes must hold two full blocks and a full batch")
     if not (batch_txs_max <= mempool_txs_max and batch_bytes_max >= batch_txs_max * 64):
         raise AssertionError("a full batch must fit in the mempool and in batch_bytes_max")
     if not (trace_event_bytes_max + trace_context_bytes_max + 1024 <= value_bytes_max):

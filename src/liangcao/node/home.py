@@ -41,6 +41,8 @@ NODE_OPTIONS = (
     "lag_messages_max",
     "nonfinal_age_ms_max",
     "ordering_silence_ms_max",
+    "mempool_bytes_max",
+    "stop_drain_ms_max",
 )
 
 

@@ -17,9 +17,11 @@ peer, and only then tells listeners (waiting clients, the event stream, metrics)
 committed before it is on disk. The link's orderer (this organisation's) cuts where the commit thread's own
 deriver says the chain is.
 
-Shutdown (``stop``): a solo node drains its log into blocks before closing (a transaction accepted before
-SIGTERM is committed, not dropped); a consortium peer has published what it admitted and finishes the message
-at hand. A store fault in the commit thread stops the node (``failed`` says why) rather than risk a
+Shutdown (``stop``): a solo node drains its log into blocks before closing, for at most
+``stop_drain_ms_max``; what is still pending then is dropped (logged with its count). Admission only ever
+answered ``pending`` for those, never ``committed``: nothing reported committed is lost, and a client that
+finds its transaction unknown after the restart sends it again (the same envelope commits at most once).
+A consortium peer has published what it admitted and finishes the message at hand. A store fault in the commit thread stops the node (``failed`` says why) rather than risk a
 half-applied block.
 """
 
@@ -61,7 +63,7 @@ from liangcao.node.finality import Finality
 from liangcao.node.storecheck import MODES as STORE_CHECKS
 from liangcao.node.storecheck import check_store
 from liangcao.node.verify import SigVerifier, Workers
-from liangcao.ordering.jetstream import BlockDeriver, CutMarker, CutPolicy, DerivedBlock, StreamMessage
+from liangcao.ordering.jetstream import TX, BlockDeriver, CutMarker, CutPolicy, DerivedBlock, StreamMessage
 from liangcao.ordering.memory import PublishUnknown, att_height
 from liangcao.ordering.solo import LogFull, SoloLink
 
@@ -88,6 +90,10 @@ STEP_MESSAGES_MAX = 512
 #: EPCIS captures whose per-event work is done or under way ahead of their execution (``Node._feed_ahead``), in
 #: blocks: the next block must be ready while this one executes, and one after it under way
 AHEAD_BLOCKS = 3
+#: A stopping solo node commits its backlog for at most this long (a full byte-bounded mempool of EPCIS captures
+#: is about 12 s of work), then drops the rest: an operator's stop must be prompt, and nothing dropped was ever
+#: reported committed.
+STOP_DRAIN_MS_MAX = 5_000
 AHEAD_JOB_TXS = 8  # captures per job: a round trip to the worker costs the node's interpreter per job
 
 
@@ -96,6 +102,10 @@ class NodeSettings:
     block_txs_max: int = 1000
     block_wait_ms: int = 20
     mempool_txs_max: int = limits.mempool_txs_max
+    #: the mempool's transactions by encoded size (a solo node's log: its queue and its deriver's pending list)
+    mempool_bytes_max: int = limits.mempool_bytes_max
+    #: how long ``stop`` keeps committing a solo node's backlog before dropping what is still pending
+    stop_drain_ms_max: int = STOP_DRAIN_MS_MAX
     verify_workers: int | None = None  # None: one per core
     #: processes doing the per-event work of EPCIS captures at admission (``Node._precompute``); None: one if
     #: the machine has more than one core, else none (the commit thread does it, as it always can)
@@ -115,6 +125,10 @@ class NodeSettings:
             raise ValueError("block_wait_ms must be 0..60000")
         if not self.block_txs_max <= self.mempool_txs_max <= limits.mempool_txs_max:
             raise ValueError(f"mempool_txs_max must be block_txs_max..{limits.mempool_txs_max}")
+        if not limits.tx_bytes_max <= self.mempool_bytes_max <= limits.mempool_bytes_max:
+            raise ValueError(f"mempool_bytes_max must be {limits.tx_bytes_max}..{limits.mempool_bytes_max}")
+        if not 0 <= self.stop_drain_ms_max <= 600_000:
+            raise ValueError("stop_drain_ms_max must be 0..600000")
         if self.store_check not in STORE_CHECKS:
             raise ValueError(f"store_check must be one of {', '.join(STORE_CHECKS)}")
 
@@ -179,6 +193,12 @@ class Node:
         # A solo node's queue is bounded by its log (mempool_txs_max, counted with the deriver's pending list),
         # so that a cut always finds room behind the transactions it closes.
         self._stream_inbox: queue.Queue[StreamMessage] = queue.Queue(0 if link is None else STREAM_INBOX_MAX)
+        # The pending transactions' bytes (``pending_bytes``): counted in on delivery (under the link's lock, one
+        # writer at a time), out by the commit thread when they leave the deriver's pending list.
+        self._in_bytes = 0
+        self._out_bytes = 0
+        self._deriver_bytes = 0  # of those, in the deriver's pending list
+        self.dropped_at_stop = 0  # pending transactions a stop did not have time to commit
         self._deriver: BlockDeriver | None = None
         self._cut_cfg = cfgmod.Config()
         self._pending_since_ms: float | None = None
@@ -211,8 +231,10 @@ class Node:
         self.peer = peer
         self.clock = Clock(self.ledger.head.time_ms if self.ledger.head is not None else 0)
         if link is None:
-            solo = SoloLink(self.chain_id, self.clock.now_ms, self.settings.mempool_txs_max)
-            solo.hold(self.pending_count)
+            solo = SoloLink(
+                self.chain_id, self.clock.now_ms, self.settings.mempool_txs_max, self.settings.mempool_bytes_max
+            )
+            solo.hold(self.pending_count, self.pending_bytes)
             link = solo
         self.link: OrderingLink | None = link
         # Admission has its own certificate cache and configuration: API threads must not share the commit
@@ -460,6 +482,20 @@ class Node:
         d = self._deriver
         return self._stream_inbox.qsize() + (len(d.pending) if d is not None else 0)
 
+    def pending_bytes(self) -> int:
+        """The encoded size of the transactions counted by :meth:`pending_count` (any thread, approximate)."""
+        return self._in_bytes - self._out_bytes
+
+    def _deliver(self, msg: StreamMessage) -> None:
+        """The link's delivery into the commit thread's queue (queue.Full propagates: the link waits)."""
+        size = len(msg.data) if msg.kind == TX else 0
+        self._in_bytes += size  # before the commit thread can take it and count it out
+        try:
+            self._stream_inbox.put_nowait(msg)
+        except queue.Full:
+            self._in_bytes -= size
+            raise
+
     def is_pending(self, tx_id: str) -> bool:
         """Whether this node admitted ``tx_id`` and has not yet committed it."""
         return tx_id in self._admitted
@@ -504,7 +540,7 @@ class Node:
             verify_cut=self._verify_cut,
             after_cut_seq=r["cut_seq"],
         )
-        self.link.follow_stream(r["resume_seq"], self._stream_inbox.put_nowait)  # queue.Full: the link waits
+        self.link.follow_stream(r["resume_seq"], self._deliver)  # queue.Full: the link waits
         self.link.follow_attestations(1, self._on_attestation)
         self.link.run_orderer(
             self.orderer,
@@ -551,8 +587,19 @@ class Node:
                 self.step(timeout_s=0.05, messages_max=STEP_MESSAGES_MAX)
             link = self.link
             if isinstance(link, SoloLink) and link.drain():
-                while self.pending_count():
+                deadline = wall_ms() + self.settings.stop_drain_ms_max
+                while self.pending_count() and wall_ms() < deadline:
                     self.step(timeout_s=0.05, messages_max=STEP_MESSAGES_MAX)
+                self.dropped_at_stop = self.pending_count()
+                if self.dropped_at_stop:
+                    log.warning(
+                        "stopping: %d pending transactions (%d bytes) not committed within stop_drain_ms_max=%d "
+                        "are dropped (admission answered 'pending', never 'committed': their clients send them "
+                        "again)",
+                        self.dropped_at_stop,
+                        self.pending_bytes(),
+                        self.settings.stop_drain_ms_max,
+                    )
         except BaseException as exc:  # an infrastructure fault: stop rather than risk a half-applied block
             self.failed = exc
             log.exception("commit thread stopped: %s", exc)
@@ -598,12 +645,35 @@ class Node:
         except Exception as exc:  # a bug in judging a message must not halt the chain on every peer
             self.poison_messages += 1
             log.error("stream message %s skipped: %s", msg.seq, exc)
+            self._count_out(msg, had, None)
             return None
+        self._count_out(msg, had, derived)
         if self._deriver.pending and (derived is not None or had == 0):
             self._pending_since_ms = wall_ms()
         elif not self._deriver.pending:
             self._pending_since_ms = None
         return derived
+
+    def _count_out(self, msg: StreamMessage, had: int, derived: DerivedBlock | None) -> None:
+        """Release the bytes of what left the pending list with this message (the commit thread only): a
+        transaction not kept (redelivered, or skipped), or a block's transactions and any forged copies the
+        cut dropped."""
+        assert self._deriver is not None
+        pending = self._deriver.pending
+        if msg.kind == TX:
+            if len(pending) > had:
+                self._deriver_bytes += len(msg.data)
+            else:
+                self._out_bytes += len(msg.data)
+        if derived is None:
+            return
+        taken = sum(len(raw) for raw in derived.txs)
+        if had - len(pending) == len(derived.txs):
+            left = self._deriver_bytes - taken
+        else:  # the cut dropped forged copies as well (rare): count what stays
+            left = sum(len(raw) for _, raw, _ in pending)
+        self._out_bytes += self._deriver_bytes - left
+        self._deriver_bytes = left
 
     def _wait_for_clock(self, derived: DerivedBlock) -> bool:
         """A peer never commits a block stamped later than its own clock allows (cut_clock_skew_ms_max).

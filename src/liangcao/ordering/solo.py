@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from liangcao import limits
 from liangcao.clock import now_ms
 from liangcao.ledger.tx import Tx
 from liangcao.ordering.jetstream import CUT, TX, CutMarker, CutPolicy, StreamMessage
@@ -68,16 +69,20 @@ class SoloLink:
 
     local = True
 
-    def __init__(self, chain_id: str, clock: Callable[[], int], pending_max: int) -> None:
+    def __init__(
+        self, chain_id: str, clock: Callable[[], int], pending_max: int, bytes_max: int = limits.mempool_bytes_max
+    ) -> None:
         self.chain_id = chain_id
         self.clock = clock
         self.pending_max = pending_max
+        self.bytes_max = bytes_max
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._seq = 0
         self._on_message: Callable[[StreamMessage], None] | None = None
         self._position: Callable[[], tuple[int, int, float | None]] | None = None
         self._held: Callable[[], int] = lambda: 0
+        self._held_bytes: Callable[[], int] = lambda: 0
         #: envelopes published and (probably) not yet committed, as JetStream's duplicate window keeps them
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._draining = False
@@ -110,6 +115,15 @@ class SoloLink:
                         LogFull(f"the mempool holds mempool_txs_max={self.pending_max} transactions; retry later")
                     )
                     continue
+                held_bytes = self._held_bytes()
+                if held_bytes and held_bytes + len(raw) > self.bytes_max:  # an empty mempool takes any one
+                    out.append(
+                        LogFull(
+                            f"the mempool holds {held_bytes} bytes of transactions and this one is {len(raw)} "
+                            f"(mempool_bytes_max={self.bytes_max}); retry later"
+                        )
+                    )
+                    continue
                 try:
                     deliver(StreamMessage(self._seq + 1, TX, raw, self.clock(), parsed[i] if parsed else None))
                 except queue.Full:
@@ -128,10 +142,14 @@ class SoloLink:
             self._seq = start_seq - 1
             self._on_message = on_message
 
-    def hold(self, held: Callable[[], int]) -> None:
+    def hold(self, held: Callable[[], int], held_bytes: Callable[[], int] | None = None) -> None:
         """How many transactions the peer holds, admitted and not yet cut (its queue and its deriver's
-        pending list): the log refuses beyond ``pending_max``, as a full mempool does."""
+        pending list), and their encoded size in bytes: the log refuses beyond ``pending_max`` transactions or
+        ``bytes_max`` bytes, as a full mempool does. The peer counts a transaction's bytes when it is delivered
+        (under this log's lock) and releases them when it leaves the pending list (cut into a block, or dropped)."""
         self._held = held
+        if held_bytes is not None:
+            self._held_bytes = held_bytes
 
     def publish_attestation(self, att: bytes, height: int | None = None) -> None:
         pass  # no other peer reads it: the node keeps its attestation in its store; witnesses collect it
