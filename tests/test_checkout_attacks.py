@@ -22,6 +22,7 @@ import pytest
 import uvloop
 from fastapi import FastAPI
 
+from checkout_identity import merchant, operator
 from liangcao.checkout import server as server_mod
 from liangcao.checkout.codes import CheckoutCode, CheckoutError
 from liangcao.checkout.http import classify, create_app, default_rules
@@ -38,6 +39,7 @@ from server_thread import ServerThread
 def co(tmp_path: Path) -> Iterator[Checkout]:
     e = Engine(tmp_path / "pay", fsync=False)
     c = Checkout(tmp_path / "co", e, fee_bps=60)
+    _AUTH[:] = [f"authorization: {operator(c.home)['Authorization']}\r\n".encode()]
     try:
         yield c
     finally:
@@ -216,10 +218,14 @@ def _statuses(raw: bytes) -> list[int]:
     return [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)]
 
 
+#: the operator's header line of the current test's gateway (set by the ``co`` fixture): top-ups are theirs
+_AUTH: list[bytes] = [b""]
+
+
 def _topup(amount: int, key: str, extra: bytes = b"") -> bytes:
     body = json.dumps({"amount": amount}).encode()
     return (
-        b"POST /v1/wallets/ann/topup HTTP/1.1\r\nidempotency-key: " + key.encode() + b"\r\n" + extra
+        b"POST /v1/wallets/ann/topup HTTP/1.1\r\nidempotency-key: " + key.encode() + b"\r\n" + _AUTH[0] + extra
         + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
     )  # fmt: skip
 
@@ -336,6 +342,8 @@ def test_bad_framing_pipelined_behind_a_good_request_changes_nothing(live: Live,
     assert co.wallet("ann")["available"] == 0
     # Percent-encoded non-ASCII is fine (and finds no such order).
     got = live.exchange(b"GET /v1/orders/%E4%BD%A0 HTTP/1.1\r\nconnection: close\r\n\r\n")
+    assert _statuses(got) == [401], got  # who asks comes first
+    got = live.exchange(b"GET /v1/orders/%E4%BD%A0 HTTP/1.1\r\n" + _AUTH[0] + b"connection: close\r\n\r\n")
     assert _statuses(got) == [404], got
 
 
@@ -395,7 +403,7 @@ def test_refunds_from_many_connections_never_pass_what_was_paid(live: Live, co: 
         results: list[int] = []
 
         def hammer(n: int, oid: str = oid, results: list[int] = results) -> None:
-            with httpx.Client(base_url=url, timeout=10) as c:
+            with httpx.Client(base_url=url, timeout=10, headers=merchant(co.home, "shop")) as c:
                 for i in range(15):
                     r = c.post(
                         f"/v1/orders/{oid}/refund", json={"amount": 70}, headers={"idempotency-key": f"{oid}{n}-{i}"}
@@ -530,7 +538,8 @@ def test_amounts_over_http_and_stray_empty_lines(live: Live, co: Checkout) -> No
          b'{"amount": 100000000000000000000000000000}', b'{"amount": 1, "amount": 2}', b'{"amount": NaN}',
          b'{"amount": [100]}', b"[]", b'{"amount": 100, "x": 1}']
     ):  # fmt: skip
-        r = httpx.post(url, content=raw, headers={"idempotency-key": f"h{i}", "content-type": "application/json"})
+        head = {"idempotency-key": f"h{i}", "content-type": "application/json"} | operator(co.home)
+        r = httpx.post(url, content=raw, headers=head)
         assert 400 <= r.status_code < 500 and r.json()["code"] in (3001, 3002, 3003), (raw, r.text)
     assert co.wallet("ann")["available"] == 0 and co.store.one("SELECT COUNT(*) FROM idem")[0] == 0
     got = live.exchange(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from checkout_identity import operator, shopper
 from liangcao.checkout.http import default_rules
 from liangcao.flow import rules_to_json
 from liangcao.payments.postgres import PostgresBackend
@@ -53,8 +54,11 @@ def test_two_gateways_share_one_core_and_one_global_rate_for_paying(tmp_path: Pa
         # Orders are made where they are paid (each gateway keeps its own order store).
         orders: list[list[tuple[str, int]]] = []
         for i, g in enumerate(gateways):
-            with httpx.Client(base_url=g.url, timeout=10) as c:
-                assert post(c, f"/v1/wallets/b{i}/topup", {"amount": 10**9}, f"t{i}").status_code == 200
+            r = httpx.post(f"{g.url}/v1/wallets/b{i}/topup", json={"amount": 10**9},
+                           headers={"Idempotency-Key": f"t{i}"} | operator(g.home))  # fmt: skip
+            assert r.status_code == 200, r.text
+            # each shopper signs in at their gateway (its folder's session key) and pays there
+            with httpx.Client(base_url=g.url, timeout=10, headers=shopper(g.home, f"b{i}")) as c:
                 made = []
                 for n in range(160):
                     r = post(c, "/v1/orders", {"buyer": f"b{i}", "merchant": f"m{n % 4}", "amount": 100 + n}, f"o{n}")
@@ -66,7 +70,7 @@ def test_two_gateways_share_one_core_and_one_global_rate_for_paying(tmp_path: Pa
         stop = time.monotonic() + 3.0
 
         def payer(i: int, part: list[tuple[str, int]]) -> None:
-            with httpx.Client(base_url=gateways[i].url, timeout=10) as c:
+            with httpx.Client(base_url=gateways[i].url, timeout=10, headers=shopper(gateways[i].home, f"b{i}")) as c:
                 queue = list(part)
                 while queue and time.monotonic() < stop:
                     oid, amount = queue.pop()
@@ -95,7 +99,7 @@ def test_two_gateways_share_one_core_and_one_global_rate_for_paying(tmp_path: Pa
         assert total <= allowed * 1.02, (total, allowed)
         assert all(len(p) > 0.1 * total / GATEWAYS for p in paid), paid
         for i, g in enumerate(gateways):  # every admitted payment is held in the shared core, once
-            w = httpx.get(f"{g.url}/v1/wallets/b{i}").json()
+            w = httpx.get(f"{g.url}/v1/wallets/b{i}", headers=shopper(g.home, f"b{i}")).json()
             assert w["held"] == sum(paid[i]) and w["available"] == 10**9 - sum(paid[i])
     finally:
         for g in gateways:

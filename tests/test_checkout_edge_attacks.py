@@ -30,6 +30,7 @@ import pytest
 import uvloop
 from fastapi import FastAPI
 
+from checkout_identity import operator
 from liangcao.checkout import server as server_mod
 from liangcao.checkout.codes import CheckoutCode
 from liangcao.checkout.server import Server, Upstream
@@ -180,15 +181,20 @@ def errors() -> Iterator[list[logging.LogRecord]]:
             lg.removeHandler(h)
 
 
-def _get(path: str, close: bool = True) -> bytes:
-    return b"GET " + path.encode() + b" HTTP/1.1\r\nhost: x\r\n" + b"connection: close\r\n" * close + b"\r\n"
+def _get(path: str, close: bool = True, auth: bytes = b"") -> bytes:
+    return b"GET " + path.encode() + b" HTTP/1.1\r\nhost: x\r\n" + auth + b"connection: close\r\n" * close + b"\r\n"
 
 
-def _post(path: str, body: bytes, close: bool = True) -> bytes:
+def _post(path: str, body: bytes, close: bool = True, auth: bytes = b"") -> bytes:
     return (
         b"POST " + path.encode() + b" HTTP/1.1\r\nhost: x\r\ncontent-length: " + str(len(body)).encode()
-        + b"\r\n" + b"connection: close\r\n" * close + b"\r\n" + body
+        + b"\r\n" + auth + b"connection: close\r\n" * close + b"\r\n" + body
     )  # fmt: skip
+
+
+def _op(g: Gateway) -> bytes:
+    """The operator's header line at ``g`` (the gateway answers nobody it does not know)."""
+    return f"authorization: {operator(g.home)['Authorization']}\r\n".encode()
 
 
 def test_kept_connections_the_application_closed_are_not_answered_503(
@@ -417,7 +423,7 @@ def test_pipelined_answers_keep_their_order_when_some_are_refused(edge: Gateway)
     edge relays some and refuses the rest itself; every request gets its answer, in the order asked (each
     relayed answer is the report of the merchant at its place)."""
     n = 40
-    raw = b"".join(_get(f"/v1/merchants/m{i}/settlement", close=i == n - 1) for i in range(n))
+    raw = b"".join(_get(f"/v1/merchants/m{i}/settlement", close=i == n - 1, auth=_op(edge)) for i in range(n))
     got = _exchange(edge.port, raw, wait_s=10)
     answers = got.split(b"HTTP/1.1 ")[1:]
     assert len(answers) == n, got[:2000]
@@ -564,14 +570,14 @@ def test_spellings_the_gate_does_not_classify_reach_no_route(edge: Gateway) -> N
         ("http://x/v1/wallets/ann/topup", "POST"),
         ("/v1/flow/../wallets/ann/topup", "POST"),
     ]:
-        raw = _post(path, body).replace(b"POST ", method.encode() + b" ", 1)
+        raw = _post(path, body, auth=_op(edge)).replace(b"POST ", method.encode() + b" ", 1)
         raw = raw.replace(
             b"\r\n\r\n", b"\r\nidempotency-key: spell-" + str(abs(hash(path + method))).encode() + b"\r\n\r\n", 1
         )
         got = _exchange(edge.port, raw)
         assert _statuses(got)[0] in (404, 405), (path, method, got)
         assert _body(got)["code"] in (CheckoutCode.ROUTE_NOT_FOUND, CheckoutCode.METHOD_NOT_ALLOWED), got
-    assert httpx.get(edge.url + "/v1/wallets/ann", timeout=5).json()["available"] == 0
+    assert httpx.get(edge.url + "/v1/wallets/ann", timeout=5, headers=operator(edge.home)).json()["available"] == 0
 
 
 def test_a_stop_waits_for_work_whose_client_has_gone(tmp_path: Path) -> None:

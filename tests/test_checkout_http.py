@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from checkout_identity import operator
 from liangcao.checkout.codes import CheckoutCode
 from liangcao.procs import die_with_parent, free_port, port_open
 
@@ -95,7 +96,7 @@ def rows(home: Path) -> dict[str, int]:
 
 
 def test_bad_input_gets_a_code_and_writes_nothing(gateway: Gateway) -> None:
-    with httpx.Client(base_url=gateway.url, timeout=10) as c:
+    with httpx.Client(base_url=gateway.url, timeout=10, headers=operator(gateway.home)) as c:
         assert post(c, "/v1/wallets/ann/topup", {"amount": 10_000}, "t1").status_code == 200
         r = post(c, "/v1/orders", {"buyer": "ann", "merchant": "shop", "amount": 3_000}, "o1")
         assert r.status_code == 201
@@ -168,7 +169,7 @@ def test_kill9_mid_load_loses_no_acknowledged_payment_and_charges_no_retry_twice
     acked: dict[str, dict[str, Any]] = {}
     lock = threading.Lock()
     try:
-        with httpx.Client(base_url=gw.url, timeout=10) as c:
+        with httpx.Client(base_url=gw.url, timeout=10, headers=operator(gw.home)) as c:
             for b in buyers:
                 assert post(c, f"/v1/wallets/{b}/topup", {"amount": funds}, f"top-{b}").status_code == 200
             for i in range(240):
@@ -178,7 +179,7 @@ def test_kill9_mid_load_loses_no_acknowledged_payment_and_charges_no_retry_twice
         stop = threading.Event()
 
         def payer(part: list[tuple[str, str, int]]) -> None:
-            with httpx.Client(base_url=gw.url, timeout=10) as c:
+            with httpx.Client(base_url=gw.url, timeout=10, headers=operator(gw.home)) as c:
                 for oid, _, _ in part:
                     if stop.is_set():
                         return
@@ -207,7 +208,7 @@ def test_kill9_mid_load_loses_no_acknowledged_payment_and_charges_no_retry_twice
         assert not _app_pids(home), "the application process outlived its edge"
 
         gw = Gateway(home, "--no-flow", *more).start()
-        with httpx.Client(base_url=gw.url, timeout=10) as c:
+        with httpx.Client(base_url=gw.url, timeout=10, headers=operator(gw.home)) as c:
             for oid, _, _ in orders:
                 assert c.get(f"/v1/orders/{oid}").status_code == 200
             for oid in acked:  # every acknowledged payment survived
@@ -256,7 +257,10 @@ def test_the_http_server_frames_and_refuses_cleanly(gateway: Gateway) -> None:
         body = b'{"amount": 5}'
         s.sendall(
             b"POST /v1/wallets/zed/topup HTTP/1.1\r\nidempotency-key: e1\r\nexpect: 100-continue\r\n"
-            b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n"
+            + f"authorization: {operator(gateway.home)['Authorization']}\r\n".encode()
+            + b"connection: close\r\ncontent-length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
         )
         assert s.recv(100).startswith(b"HTTP/1.1 100 Continue")
         s.sendall(body)
@@ -285,6 +289,7 @@ def test_flow_control_refuses_by_priority_and_rules_change_at_run_time(tmp_path:
 
 
 def check_flow_control(gateway: Gateway, metrics: str = "/metrics") -> None:
+    op = operator(gateway.home)
     with httpx.Client(base_url=gateway.url, timeout=10) as c:
         rules = c.get("/v1/flow/rules").json()
         for r in rules["resources"]:
@@ -300,17 +305,18 @@ def check_flow_control(gateway: Gateway, metrics: str = "/metrics") -> None:
         assert (gateway.home / "operator.token").stat().st_mode & 0o077 == 0  # the owner's only
         r = c.put("/v1/flow/rules", json=rules, headers={"Authorization": f"Bearer {token}"})
         assert r.json()["version"] == 7, r.text
-        answers = [c.get("/v1/merchants/shop/settlement") for _ in range(3)]
+        answers = [c.get("/v1/merchants/shop/settlement", headers=op) for _ in range(3)]
         refused = [r for r in answers if r.status_code == 429]
         assert refused, [r.status_code for r in answers]
         r = refused[0]
         assert r.json()["name"] == "RATE_LIMITED" and int(r.headers["retry-after"]) >= 1
         assert int(r.headers["x-retry-after-ms"]) > 0
         # Paying is not touched by the reports' limit.
-        assert post(c, "/v1/wallets/ann/topup", {"amount": 100}, "t-flow").status_code == 200
+        r = c.post("/v1/wallets/ann/topup", json={"amount": 100}, headers=op | {"Idempotency-Key": "t-flow"})
+        assert r.status_code == 200, r.text
         status = c.get("/v1/flow").json()
         assert status["version"] == 7 and status["resources"]["report"]["refused"] >= 1
-        assert "liangcao_flow_decisions_total" in c.get(metrics).text
+        assert "liangcao_flow_decisions_total" in c.get(metrics, headers=op).text
 
 
 def test_the_edge_stops_when_its_application_process_dies(tmp_path: Path) -> None:
@@ -320,7 +326,7 @@ def test_the_edge_stops_when_its_application_process_dies(tmp_path: Path) -> Non
     home = tmp_path / "gw"
     gw = Gateway(home, "--edge").start()
     try:
-        with httpx.Client(base_url=gw.url, timeout=10) as c:
+        with httpx.Client(base_url=gw.url, timeout=10, headers=operator(gw.home)) as c:
             assert post(c, "/v1/wallets/ann/topup", {"amount": 500}, "t-edge").status_code == 200
         (app,) = _app_pids(home)
         os.kill(app, signal.SIGKILL)
@@ -331,7 +337,7 @@ def test_the_edge_stops_when_its_application_process_dies(tmp_path: Path) -> Non
         gw.stop()
     gw = Gateway(home, "--edge").start()
     try:
-        with httpx.Client(base_url=gw.url, timeout=10) as c:
+        with httpx.Client(base_url=gw.url, timeout=10, headers=operator(gw.home)) as c:
             assert c.get("/v1/wallets/ann").json()["available"] == 500
     finally:
         gw.stop()

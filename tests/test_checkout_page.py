@@ -21,11 +21,12 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page
 
+from checkout_identity import bearer, shopper
 from liangcao.authn import RelyingParty
 from liangcao.authn.http import router as authn_router
 from liangcao.checkout import page
 from liangcao.checkout.guards import GuardChain
-from liangcao.checkout.http import create_app
+from liangcao.checkout.http import create_app, session_shopper
 from liangcao.checkout.plugins import InstallmentsMethod, PasskeyStepUp, risk_guard
 from liangcao.checkout.service import Checkout
 from liangcao.credit import CreditService
@@ -50,7 +51,9 @@ class Gateway:
         methods = [InstallmentsMethod(self.credit, n) for n in (3, 6, 12)]
         guards = GuardChain([risk_guard(risk)], PasskeyStepUp(self.rp))
         self.co = Checkout(home / "co", self.engine, guards=guards, methods=methods)
-        app = create_app(self.co, None, routers=[page.router(self.co), authn_router(self.rp)])
+        app = create_app(
+            self.co, None, routers=[page.router(self.co), authn_router(self.rp, shopper_of=session_shopper)]
+        )
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -88,8 +91,13 @@ def result(p: Page) -> dict[str, Any]:
     return {"state": p.get_attribute("#result", "data-state"), **json.loads(p.text_content("#result") or "{}")}
 
 
-def open_checkout(p: Page, gw: Gateway, order_id: str) -> None:
-    p.goto(f"{gw.origin}/checkout/{order_id}")
+def signed_in(home: Path, buyer: str) -> str:
+    """The fragment the platform's sign-in appends: the shopper's session (never sent to the server)."""
+    return "#token=" + bearer(home, "shopper", buyer)["Authorization"].split(" ", 1)[1]
+
+
+def open_checkout(p: Page, gw: Gateway, order_id: str, buyer: str) -> None:
+    p.goto(f"{gw.origin}/checkout/{order_id}{signed_in(gw.co.home, buyer)}")
     p.wait_for_selector("#offer-installments-12")
 
 
@@ -98,7 +106,7 @@ def test_the_page_lists_the_schedules_and_pays_in_6_installments_from_the_line(b
     context = browser.new_context()
     try:
         p = context.new_page()
-        open_checkout(p, gw, oid)
+        open_checkout(p, gw, oid, "ann")
         assert p.text_content("#summary") == f"Order {oid} from shop: 999.99 CNY"
         assert p.locator("input[name=method]").evaluate_all("xs => xs.map(x => x.value)") == [
             "wallet", "installments-3", "installments-6", "installments-12",
@@ -148,12 +156,14 @@ def test_a_stepped_up_payment_is_confirmed_with_the_passkey_on_the_page(browser:
         options = {"protocol": "ctap2", "transport": "internal", "hasResidentKey": True,
                    "hasUserVerification": True, "isUserVerified": True, "automaticPresenceSimulation": True}  # fmt: skip
         auth = cdp.send("WebAuthn.addVirtualAuthenticator", {"options": options})["authenticatorId"]
-        p.goto(f"{gw.origin}/authn/?shopper=bea")  # the relying party's own page registers the device
+        p.goto(
+            f"{gw.origin}/authn/?shopper=bea{signed_in(gw.co.home, 'bea')}"
+        )  # the relying party's own page registers the device
         p.fill("#device", "phone")
         p.click("#register")
         p.wait_for_function("document.getElementById('result').dataset.state === 'ok'", timeout=20_000)
         oid = str(gw.co.create_order("o2", "bea", "shop", 150_000).body["id"])
-        open_checkout(p, gw, oid)
+        open_checkout(p, gw, oid, "bea")
         p.check("#pick-installments-3")
         p.click("#pay")
         done = result(p)
@@ -182,6 +192,8 @@ def test_offers_show_the_merchant_paid_fee_and_refuse_unknown_orders(tmp_path: P
         finally:
             co.close()
     r = httpx.get(f"{gw.origin}/v1/orders/nope.1/offers")
+    assert r.status_code == 401 and r.json()["name"] == "UNAUTHENTICATED"
+    r = httpx.get(f"{gw.origin}/v1/orders/nope.1/offers", headers=shopper(gw.co.home, "cy"))
     assert r.status_code == 404 and r.json()["name"] == "ORDER_NOT_FOUND"
     r = httpx.get(f"{gw.origin}/checkout/nope.1")
     assert r.status_code == 200 and "script-src 'self'" in r.headers["content-security-policy"]
@@ -216,12 +228,13 @@ def test_the_real_gateway_process_serves_the_page_with_the_merchant_paying_the_f
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "gw.log").read_text()
             time.sleep(0.05)
+        dan = shopper(tmp_path / "gw", "dan")  # signed with the session key the gateway made in its folder
         r = httpx.post(f"{base}/v1/orders", json={"buyer": "dan", "merchant": "shop", "amount": 120_001},
-                       headers={"idempotency-key": "o1"})  # fmt: skip
+                       headers={"idempotency-key": "o1"} | dan)  # fmt: skip
         assert r.status_code == 201, r.text
         oid = r.json()["id"]
         p = context.new_page()
-        p.goto(f"{base}/checkout/{oid}")
+        p.goto(f"{base}/checkout/{oid}{signed_in(tmp_path / 'gw', 'dan')}")
         p.wait_for_selector("#offer-installments-12")
         fee = p.locator("#offer-installments-12 .fee")
         assert fee.get_attribute("data-fee-payer") == "merchant" and int(fee.get_attribute("data-fee") or 0) > 0
@@ -235,7 +248,7 @@ def test_the_real_gateway_process_serves_the_page_with_the_merchant_paying_the_f
         p.click("#pay")
         done = result(p)
         assert done["state"] == "ok" and (done["order_state"], done["method"]) == ("paid", "installments-12"), done
-        r = httpx.post(f"{base}/v1/orders/{oid}/confirm", headers={"idempotency-key": "c1"})
+        r = httpx.post(f"{base}/v1/orders/{oid}/confirm", headers={"idempotency-key": "c1"} | dan)
         assert r.status_code == 200 and r.json()["state"] == "settled"
         assert r.json()["method"] == "installments-12"
     finally:

@@ -13,6 +13,7 @@ import httpx
 import msgspec
 import pytest
 
+from checkout_identity import shopper
 from liangcao.authn import RelyingParty, SoftAuthenticator
 from liangcao.checkout.guards import GuardChain
 from liangcao.checkout.http import classify, create_app, default_rules
@@ -71,7 +72,10 @@ def test_a_confirmed_payment_over_http_passes_pay_then_pay_step_up(tmp_path: Pat
             app = create_app(co, gate, auto_confirm_every_s=0)
 
             async def pay() -> tuple[httpx.Response, httpx.Response]:
-                async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+                who = shopper(co.home, "alice")  # the buyer pays her own order
+                async with httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app), base_url="http://t", headers=who
+                ) as c:
                     first = await c.post(f"/v1/orders/{oid}/pay", headers={"idempotency-key": "p1"}, json={})
                     challenge = first.json()["detail"]["challenge"]
                     body = msgspec.json.encode(

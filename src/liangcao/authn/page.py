@@ -57,9 +57,17 @@ function show(state, value) {
   el.textContent = typeof value === "string" ? value : JSON.stringify(value, null, 1);
 }
 
+// A gateway that signs shoppers in (liangcao checkout) links here with #token=<session>: kept for this tab.
+const session = (() => {
+  const m = /(?:^#|&)token=([A-Za-z0-9._-]+)/.exec(location.hash);
+  if (m) { sessionStorage.setItem("liangcao-session", m[1]); history.replaceState(null, "", location.pathname + location.search); }
+  return sessionStorage.getItem("liangcao-session");
+})();
+
 async function call(path, body) {
-  const res = await fetch(base + path, body === undefined ? {} : {
-    method: "POST", headers: {"content-type": "application/json"}, body: JSON.stringify(body)});
+  const headers = session ? {authorization: "Bearer " + session} : {};
+  const res = await fetch(base + path, body === undefined ? {headers} : {
+    method: "POST", headers: {...headers, "content-type": "application/json"}, body: JSON.stringify(body)});
   const data = await res.json();
   if (!res.ok) { const err = new Error(data.message); err.data = data; throw err; }
   return data;

@@ -178,7 +178,9 @@ def start_cmd(
                 from liangcao.checkout.plugins import ConfirmEveryPayment
 
                 guards.guards.append(ConfirmEveryPayment())
-            routers.append(authn_router(rp))
+            from liangcao.checkout.http import session_shopper
+
+            routers.append(authn_router(rp, shopper_of=session_shopper))  # a shopper's devices: theirs only
         methods: list[Any] = []
         if credit_db is not None:
             from liangcao.checkout.plugins import InstallmentsMethod
@@ -354,6 +356,30 @@ def _run_edge(
         stop_process(child)
         if cluster is not None:
             cluster.close()
+
+
+@app.command("token")
+def token_cmd(
+    home: Annotated[Path, typer.Option("--home", help="the gateway's folder (its session key: HOME/session.key)")],
+    shopper: Annotated[str | None, typer.Option("--shopper", help="a session of this shopper (buyer)")] = None,
+    merchant: Annotated[str | None, typer.Option("--merchant", help="a session of this merchant")] = None,
+    operator: Annotated[str | None, typer.Option("--operator", help="an operator session under this name")] = None,
+    ttl_s: Annotated[int, typer.Option("--ttl-s", help="seconds the session is good for")] = 3600,
+) -> None:
+    """Issue a session token (printed alone on stdout): ``Authorization: Bearer <token>`` at the gateway."""
+    from liangcao.checkout.codes import CheckoutError
+    from liangcao.checkout.identity import session_key
+
+    chosen = [(r, s) for r, s in (("shopper", shopper), ("merchant", merchant), ("operator", operator)) if s]
+    if len(chosen) != 1:
+        fail("give exactly one of --shopper, --merchant, --operator")
+    try:
+        token, _ = session_key(home).issue(chosen[0][0], chosen[0][1], ttl_s)
+    except CheckoutError as exc:
+        fail(exc.message)
+    except (OSError, ValueError) as exc:
+        fail(str(exc))
+    print(token)
 
 
 @app.command("surge")

@@ -52,6 +52,8 @@ class CheckoutCode(IntEnum):
     ROUTE_NOT_FOUND = 3090
     METHOD_NOT_ALLOWED = 3091
     OPERATOR_ONLY = 3092  # changing the flow rules needs the operator's token (HOME/operator.token)
+    UNAUTHENTICATED = 3093  # no session token, or a malformed, forged, expired one (WWW-Authenticate: Bearer)
+    FORBIDDEN = 3094  # the token's subject may not act on this order, wallet or merchant
     BACKEND_UNAVAILABLE = 3098  # the payments core (or its database) failed: nothing acknowledged
     INTERNAL = 3099  # a bug: answered 503, never 500, and logged
 
@@ -83,6 +85,8 @@ codes.register(
         C.ROUTE_NOT_FOUND: 404,
         C.METHOD_NOT_ALLOWED: 405,
         C.OPERATOR_ONLY: 401,
+        C.UNAUTHENTICATED: 401,
+        C.FORBIDDEN: 403,
         C.BACKEND_UNAVAILABLE: 503,
         C.INTERNAL: 503,
     },

@@ -18,6 +18,7 @@ resource of its own, ``pay_step_up``: shedding it would waste a challenge its fi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
 import json
 import os
@@ -38,7 +39,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from liangcao import __version__
 from liangcao.checkout import limits
 from liangcao.checkout.codes import CheckoutCode, CheckoutError
-from liangcao.checkout.service import Checkout, Reply
+from liangcao.checkout.identity import Caller, Identity, forbidden, session_key
+from liangcao.checkout.service import Checkout, Reply, check_key
 from liangcao.flow import Gate, Priority, Rules
 from liangcao.flow.asgi import FlowMiddleware, Scope, flow_router
 
@@ -67,6 +69,12 @@ class TopupIn(msgspec.Struct, forbid_unknown_fields=True):
 
 class Empty(msgspec.Struct, forbid_unknown_fields=True):
     pass
+
+
+class SessionIn(msgspec.Struct, forbid_unknown_fields=True):
+    role: str  # shopper | merchant | operator
+    subject: str  # the buyer, the merchant, or the operator's name
+    ttl_s: Any = 3600  # an integer number of seconds, 1..session_ttl_s_max
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -111,14 +119,41 @@ def _carries_step_up(scope: Scope) -> bool:
     return False
 
 
+#: Paths flow control leaves alone: liveness, the metrics and the flow endpoints themselves (an operator
+#: must be able to read and change the rules in the middle of the surge they are shedding).
+_UNGUARDED = ("/v1/health", "/metrics", "/v1/flow")
+
+
 def classify(scope: Scope) -> tuple[str, Priority, str | None] | None:
-    """(resource, priority, hot merchant) of a request, or None for the service's own endpoints."""
+    """(resource, priority, hot merchant) of a request, or None for the unguarded endpoints (``_UNGUARDED``).
+
+    Everything else is guarded, the passkey router and the pages included (a flood of them would otherwise
+    pass the gate): a payment's passkey challenge and verification are paying (``authn_pay``); the rest of
+    the passkey router is confirming (``authn``: registration, devices, limits) or a query (its GETs);
+    issuing sessions is ``sessions`` (the login path), the operator's auto-confirm ``auto_confirm``; the
+    pages are browsing; a path the gateway does not serve is ``other`` (its 404 costs little, but a flood of
+    them must not pass either)."""
     path: str = scope["path"]
     method: str = scope["method"]
+    for free in _UNGUARDED:
+        if path == free or path.startswith(free + "/"):
+            return None
     parts = path.strip("/").split("/")
+    if parts[0] == "authn":
+        if len(parts) >= 4 and parts[2] == "payment":
+            return "authn_pay", Priority.PAY, None
+        if method == "POST":
+            return "authn", Priority.CONFIRM, None
+        return ("query", Priority.QUERY, None) if len(parts) > 1 else ("browse", Priority.BROWSE, None)
+    if parts[0] == "checkout":
+        return "browse", Priority.BROWSE, None
     if len(parts) < 2 or parts[0] != "v1":
-        return None
+        return "other", Priority.BROWSE, None
     noun = parts[1]
+    if noun == "sessions":
+        return "sessions", Priority.CONFIRM, None
+    if noun == "auto-confirm":
+        return "auto_confirm", Priority.CONFIRM, None
     if noun == "orders":
         if method == "POST" and len(parts) == 2:
             return "order", Priority.PAY, None
@@ -145,7 +180,7 @@ def classify(scope: Scope) -> tuple[str, Priority, str | None] | None:
         if parts[3] == "settlement":
             return "report", Priority.REPORT, parts[2]
         return "browse", Priority.BROWSE, parts[2]
-    return None
+    return "other", Priority.BROWSE, None
 
 
 def default_rules() -> Rules:
@@ -166,6 +201,13 @@ def default_rules() -> Rules:
             ResourceRule(name="query", concurrency_max=32),
             ResourceRule(name="browse", concurrency_max=8, hot=HotRule(rate_per_s=200.0)),
             ResourceRule(name="report", concurrency_max=4, rate_per_s=20.0),
+            # a payment's passkey round trips are paying; the rest of the passkey router, the login path and
+            # the operator's sweep are bounded so that a flood of them cannot take the gateway
+            ResourceRule(name="authn_pay", adaptive=adaptive),
+            ResourceRule(name="authn", concurrency_max=16),
+            ResourceRule(name="sessions", concurrency_max=16),
+            ResourceRule(name="auto_confirm", concurrency_max=1),
+            ResourceRule(name="other", concurrency_max=8),
         ],
         default=ResourceRule(name="default", concurrency_max=16),
         # BBR (capacity = peak completions x the least latency) below 32 in flight would refuse payments that
@@ -198,7 +240,10 @@ def _json(obj: Any, status: int = 200) -> Response:
 
 
 def _err(exc: CheckoutError) -> Response:
-    return _json(exc.body(), exc.status)
+    r = _json(exc.body(), exc.status)
+    if exc.code == CheckoutCode.UNAUTHENTICATED:
+        r.headers["www-authenticate"] = 'Bearer realm="liangcao-checkout"'
+    return r
 
 
 async def read_body(request: Request) -> bytes:
@@ -225,16 +270,21 @@ def operator_token(home: Path) -> str:
     """The operator token of the gateway in ``home`` (made on first start, readable by its owner only)."""
     path = home / OPERATOR_TOKEN_FILE
     home.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        token = path.read_text().strip()
-        if len(token) < 32:
-            raise ValueError(f"{path}: an operator token of at least 32 characters") from None
-        return token
-    token = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
+    if not path.exists():
+        # written whole to a file of its own, then linked into place: processes of one deployment starting
+        # together either make it or find another's, never read half a file
+        tmp = home / f".{OPERATOR_TOKEN_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32) + "\n")
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    token = path.read_text().strip()
+    if len(token) < 32:
+        raise ValueError(f"{path}: an operator token of at least 32 characters")
     return token
 
 
@@ -254,6 +304,13 @@ def operator_only(token: str) -> list[Any]:
     return [Depends(check)]
 
 
+def session_shopper(request: Request) -> str:
+    """The signed-in shopper of a request the gateway authenticated (``shopper_of`` for the passkey router:
+    ``liangcao.authn.http.router(rp, shopper_of=session_shopper)``)."""
+    caller: Caller = request.state.caller
+    return caller.subject
+
+
 def _read_only() -> None:
     raise CheckoutError(CheckoutCode.OPERATOR_ONLY, "the flow rules of this gateway cannot be changed over HTTP")
 
@@ -266,10 +323,15 @@ def create_app(
     middleware: bool = True,
     routers: Sequence[Any] = (),
     operator: str | None = None,
+    identity: Identity | None = None,
 ) -> Any:
     """The gateway's ASGI app over ``co``; with ``gate``, behind :class:`FlowMiddleware` (``middleware=False``:
     the server in front asks the gate itself, :class:`liangcao.checkout.server.Server`), else unguarded.
-    ``operator``: the token that ``PUT /v1/flow/rules`` asks for (None: the rules are read-only over HTTP)."""
+    ``operator``: the token that ``PUT /v1/flow/rules`` asks for (None: the rules are read-only over HTTP).
+    ``identity``: who may call (default: the session key and operator token in ``co.home``, made if need be);
+    there is no open mode: every route but ``/v1/health``, ``/v1/flow`` and the static pages needs a caller
+    (:mod:`liangcao.checkout.identity`, the route table in docs/checkout.md)."""
+    ident = identity or Identity(session_key(co.home), operator or operator_token(co.home))
     counters = Counters()
     stop = threading.Event()
 
@@ -350,8 +412,43 @@ def create_app(
         counters.add(route, r.status)
         return _reply(r)
 
-    def key_of(request: Request) -> str | None:
-        return request.headers.get("idempotency-key")
+    def caller_of(request: Request) -> Caller:
+        """The authenticated caller (401 ``UNAUTHENTICATED`` otherwise), kept on the request for the passkey
+        router (:func:`session_shopper`)."""
+        c = ident.caller(request.headers.get("authorization"))
+        request.state.caller = c
+        return c
+
+    def may(c: Caller, order_id: str, what: str, *, buyer: bool = False, merchant: bool = False) -> None:
+        """403 ``FORBIDDEN`` unless ``c`` may ``what`` the order: the operator always, its buyer (``buyer``),
+        its merchant (``merchant``: the part of the id before its dot, no lookup). An order that does not
+        exist is left to the service (404)."""
+        if c.role == "operator":
+            return
+        if merchant and c.role == "merchant" and _merchant_of(order_id) == c.subject:
+            return
+        if buyer and c.role == "shopper":
+            row = co.store.one("SELECT buyer FROM orders WHERE id = ?", (order_id,))
+            if row is None or row[0] == c.subject:
+                return
+        raise forbidden(f"{c.role} {c.subject!r} may not {what} order {order_id!r}")
+
+    def only(c: Caller, role: str, subject: str | None, what: str) -> None:
+        """403 unless ``c`` is the operator, or ``role`` with this ``subject`` (None: any subject)."""
+        if c.role == "operator" or (c.role == role and subject in (None, c.subject)):
+            return
+        raise forbidden(f"{c.role} {c.subject!r} may not {what}")
+
+    def key_of(request: Request, c: Caller) -> str | None:
+        """The idempotency key scoped to its caller: the same key from another caller is another request
+        (never the first caller's answer). A scoped key over the service's bound is hashed to fit."""
+        raw = request.headers.get("idempotency-key")
+        if raw is None:
+            return None  # the service answers IDEMPOTENCY_KEY_MISSING
+        scoped = c.scope + check_key(raw)
+        if len(scoped) > limits.idempotency_key_chars_max:
+            scoped = c.scope + "#" + hashlib.sha256(raw.encode()).hexdigest()[:48]
+        return scoped
 
     def body_schema(t: Any) -> dict[str, Any]:
         (schema,), components = msgspec.json.schema_components([t], ref_template="#/components/schemas/{name}")
@@ -362,73 +459,128 @@ def create_app(
 
     @app.post("/v1/orders", summary="Create an order", openapi_extra=body_schema(OrderIn), status_code=201)
     async def create_order(request: Request) -> Response:
+        c = caller_of(request)
         o = _decode(OrderIn, await read_body(request))
+        if not (c.role == "operator" or (c.role == "shopper" and o.buyer == c.subject)):
+            raise forbidden(f"{c.role} {c.subject!r} may create orders only as their buyer")
         return await op(
-            "create", co.begin_create_order, key_of(request), o.buyer, o.merchant, o.amount, o.currency, o.note
+            "create", co.begin_create_order, key_of(request, c), o.buyer, o.merchant, o.amount, o.currency, o.note
         )
 
     @app.get("/v1/orders/{order_id}", summary="An order, its payment and refunds")
-    async def get_order(order_id: str) -> Response:
+    async def get_order(order_id: str, request: Request) -> Response:
+        may(caller_of(request), order_id, "read", buyer=True, merchant=True)
         return await call("get", co.get_order, order_id)
 
     @app.post("/v1/orders/{order_id}/pay", summary="Pay into escrow", openapi_extra=body_schema(PayIn))
     async def pay(order_id: str, request: Request) -> Response:
+        c = caller_of(request)
+        may(c, order_id, "pay", buyer=True)
         p = _decode(PayIn, await read_body(request))
         client = {"ip": request.client.host if request.client else "", "ua": request.headers.get("user-agent", "")}
         guarded = bool(co.guards.guards) or p.method != "wallet"
-        return await op("pay", co.begin_pay, key_of(request), order_id, p.method, p.step_up, client, offload=guarded)
+        return await op("pay", co.begin_pay, key_of(request, c), order_id, p.method, p.step_up, client, offload=guarded)
 
     @app.post("/v1/orders/{order_id}/confirm", summary="Confirm receipt: settle to the merchant")
     async def confirm(order_id: str, request: Request) -> Response:
+        c = caller_of(request)
+        may(c, order_id, "confirm receipt of", buyer=True)
         _decode(Empty, await read_body(request))
-        return await op("confirm", co.begin_confirm, key_of(request), order_id)
+        return await op("confirm", co.begin_confirm, key_of(request, c), order_id)
 
     @app.post("/v1/orders/{order_id}/refund", summary="Refund part or all", openapi_extra=body_schema(RefundIn))
     async def refund(order_id: str, request: Request) -> Response:
+        c = caller_of(request)
+        may(c, order_id, "refund", merchant=True)
         r = _decode(RefundIn, await read_body(request))
-        return await op("refund", co.begin_refund, key_of(request), order_id, r.amount, r.reason)
+        return await op("refund", co.begin_refund, key_of(request, c), order_id, r.amount, r.reason)
 
     @app.post("/v1/orders/{order_id}/cancel", summary="Cancel an unpaid order")
     async def cancel(order_id: str, request: Request) -> Response:
+        c = caller_of(request)
+        may(c, order_id, "cancel", buyer=True)
         _decode(Empty, await read_body(request))
-        return await op("cancel", co.begin_cancel, key_of(request), order_id)
+        return await op("cancel", co.begin_cancel, key_of(request, c), order_id)
 
     @app.post("/v1/wallets/{buyer}/topup", summary="Money into a wallet", openapi_extra=body_schema(TopupIn))
     async def topup(buyer: str, request: Request) -> Response:
+        c = caller_of(request)
+        only(c, "operator", None, "top up wallets (money from outside is the operator's)")
         t = _decode(TopupIn, await read_body(request))
-        return await op("topup", co.begin_topup, key_of(request), buyer, t.amount)
+        return await op("topup", co.begin_topup, key_of(request, c), buyer, t.amount)
 
     @app.get("/v1/wallets/{buyer}", summary="A wallet's balance")
-    async def wallet(buyer: str) -> Response:
+    async def wallet(buyer: str, request: Request) -> Response:
+        only(caller_of(request), "shopper", buyer, f"read the wallet of {buyer!r}")
         return await call("wallet", co.wallet, buyer)
 
     @app.get("/v1/merchants/{merchant}/orders", summary="A merchant's newest orders")
-    async def merchant_orders(merchant: str, limit: int = 50) -> Response:
+    async def merchant_orders(merchant: str, request: Request, limit: int = 50) -> Response:
+        only(caller_of(request), "merchant", merchant, f"list the orders of {merchant!r}")
         return await call("browse", co.merchant_orders, merchant, limit)
 
     @app.get("/v1/merchants/{merchant}/settlement", summary="A merchant's settlement report")
-    async def settlement(merchant: str, from_ms: int = 0, to_ms: int = 0) -> Response:
+    async def settlement(merchant: str, request: Request, from_ms: int = 0, to_ms: int = 0) -> Response:
+        only(caller_of(request), "merchant", merchant, f"read the settlement of {merchant!r}")
         return await call("report", co.settlement_report, merchant, from_ms, to_ms)
 
     @app.post("/v1/auto-confirm", summary="Settle every order whose window has ended, now")
-    async def auto_confirm() -> Response:
+    async def auto_confirm(request: Request) -> Response:
+        only(caller_of(request), "operator", None, "run auto-confirm")
         return await call("auto_confirm", lambda: {"settled": co.auto_confirm_due()}, offload=True)
+
+    @app.post("/v1/sessions", summary="Issue a session token (the operator token only)", status_code=201,
+              openapi_extra=body_schema(SessionIn))  # fmt: skip
+    async def sessions(request: Request) -> Response:
+        header = request.headers.get("authorization")
+        if not ident.is_operator_token(header):
+            c = caller_of(request)  # 401 without a good token; a session (even an operator's) cannot mint others
+            raise forbidden(
+                f"{c.role} {c.subject!r} may not issue sessions: the operator token only ({OPERATOR_TOKEN_FILE})"
+            )
+        s = _decode(SessionIn, await read_body(request))
+        token, expires_ms = ident.key.issue(s.role, s.subject, s.ttl_s)
+        body = {"token": token, "role": s.role, "subject": s.subject, "expires_ms": expires_ms, "kid": ident.key.kid}
+        return _json(body, 201)
 
     @app.get("/v1/health", summary="Liveness")
     async def health() -> Response:
         return _json({"status": "ok", "version": __version__, "backend": type(co.backend).__name__})
 
     @app.get("/metrics", summary="Prometheus metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        # the operator's: order counts by state and the answer mix are the business's figures (a scraper is
+        # given an operator session: Prometheus' ``authorization: {credentials: ...}``)
+        only(caller_of(request), "operator", None, "read the metrics")
         return Response("".join(_metrics(co, counters, gate)), media_type="text/plain; version=0.0.4")
 
     if gate is not None:
         app.include_router(flow_router(gate, write=operator_only(operator) if operator else [Depends(_read_only)]))
+
+    async def guard_extra(request: Request) -> None:
+        # The routers passed in (the checkout page, the passkey router): their static pages are open; the
+        # passkey endpoints are the signed-in shopper's (the router compares the shopper named with
+        # session_shopper); a read of an order is its buyer's, merchant's or the operator's; anything else
+        # the operator's. Unknown means the operator: a router added later is closed until it says otherwise.
+        path: str = request.scope["path"]
+        if request.method in ("GET", "HEAD") and (path.startswith("/checkout/") or path == "/authn/"):
+            return
+        c = caller_of(request)
+        if path.startswith("/authn/"):
+            if c.role != "shopper":
+                raise forbidden(f"{c.role} {c.subject!r} may not manage passkeys: a shopper's own, signed in")
+            return
+        order_id = request.path_params.get("order_id")
+        if isinstance(order_id, str) and request.method in ("GET", "HEAD"):
+            may(c, order_id, "read", buyer=True, merchant=True)
+            return
+        only(c, "operator", None, f"call {path}")
+
     for r in routers:  # e.g. liangcao.authn.http.router: passkeys and the confirmation page
-        app.include_router(r)
+        app.include_router(r, dependencies=[Depends(guard_extra)])
 
     components: dict[str, Any] = {}
-    for t in (OrderIn, PayIn, RefundIn, TopupIn):
+    for t in (OrderIn, PayIn, RefundIn, TopupIn, SessionIn):
         components.update(body_schema(t)["x-components"])
 
     def openapi() -> dict[str, Any]:

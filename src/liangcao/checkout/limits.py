@@ -33,9 +33,17 @@ batches_in_flight_max = 4
 auto_confirm_s_max = 366 * 24 * 3600
 #: A time in a query (milliseconds since the epoch): SQLite's integers hold it.
 time_ms_max = 1 << 62
+#: A session's life (``POST /v1/sessions``, ``liangcao checkout token --ttl-s``): at most 30 days.
+session_ttl_s_max = 30 * 24 * 3600
+#: One session token (``lc1.<claims>.<mac>``: about 150 characters for the longest subject).
+session_token_chars_max = 512
+#: The ``Authorization`` header: longer is refused (401) before anything is decoded.
+authorization_chars_max = 600
 #: Platform fee in basis points of the order amount (10,000 = all of it): at most 30 %.
 fee_bps_max = 3000
 
+if session_token_chars_max + len("Bearer ") > authorization_chars_max:
+    raise InvariantViolation(1, "a session token must fit in authorization_chars_max")
 if chain_events_max > batch_events_max:
     raise InvariantViolation(1, "chain_events_max must fit in one payments-core batch")
 if amount_fen_max >= 1 << 63:

@@ -7,6 +7,14 @@ const unb64u = (s) => Uint8Array.from(atob(s.replace(/-/g, "+").replace(/_/g, "/
 const orderId = decodeURIComponent(location.pathname.replace(/\/$/, "").split("/").pop());
 const api = "/v1/orders/" + encodeURIComponent(orderId);
 
+// The shopper's session: the platform's sign-in sends the shopper here as /checkout/<order>#token=<session>.
+// A fragment never reaches a server or its logs; it is kept for this tab only and taken off the address bar.
+const session = (() => {
+  const m = /(?:^#|&)token=([A-Za-z0-9._-]+)/.exec(location.hash);
+  if (m) { sessionStorage.setItem("liangcao-session", m[1]); history.replaceState(null, "", location.pathname); }
+  return sessionStorage.getItem("liangcao-session");
+})();
+
 // Money is an integer number of fen: formatted with integer arithmetic only.
 function yuan(fen) { return `${Math.floor(fen / 100)}.${String(fen % 100).padStart(2, "0")}`; }
 function day(d) { return new Date(d * 86400000).toISOString().slice(0, 10); }
@@ -78,6 +86,7 @@ async function call(method, path, body, key) {
   const init = {method, headers: {}};
   if (body !== undefined) { init.headers["content-type"] = "application/json"; init.body = JSON.stringify(body); }
   if (key) init.headers["idempotency-key"] = key;
+  if (session) init.headers["authorization"] = "Bearer " + session;
   const res = await fetch(path, init);
   const data = await res.json();
   if (!res.ok) { const err = new Error(data.message); err.data = data; throw err; }
