@@ -105,6 +105,14 @@ def start_cmd(
             help="with --edge: the application process's niceness (above 0: the edge answers first under overload)",
         ),
     ] = 0,
+    edge_realtime: Annotated[
+        bool,
+        typer.Option(
+            "--edge-realtime",
+            help="with --edge: the edge's event loop in the real-time class (SCHED_FIFO; needs CAP_SYS_NICE), so a "
+            "refusal is answered the moment it arrives even when the application process fills the cores",
+        ),
+    ] = False,
 ) -> None:
     """Run the checkout gateway (the checkout page is at /checkout/{order_id})."""
     if edge:
@@ -122,8 +130,10 @@ def start_cmd(
             if value is not None:
                 passed += [flag, str(value)]
         passed += ["--sync-full"] * sync_full + ["--confirm-every-payment"] * confirm_every_payment
-        _run_edge(home, host, port, passed, rules, no_flow, token_server, fallback_share, app_nice)
+        _run_edge(home, host, port, passed, rules, no_flow, token_server, fallback_share, app_nice, edge_realtime)
         return
+    if edge_realtime:
+        fail("--edge-realtime is for --edge (the edge process only; the application stays in the normal class)")
     import gc
 
     import uvicorn
@@ -254,13 +264,16 @@ def _run_edge(
     token_server: str | None,
     fallback_share: float,
     app_nice: int = 0,
+    realtime: bool = False,
 ) -> None:
     """The edge: start the application process on a Unix socket in ``home``, then serve HTTP in front of it
     (flow control here; admitted requests relayed). The application process dies with the edge.
 
     ``app_nice``: the application process runs that much nicer than the edge, so that when the cores are
     short the scheduler runs the edge first: a refusal is answered at once and paying takes what is left,
-    which is the order flow control promises (refuse fast, then pay)."""
+    which is the order flow control promises (refuse fast, then pay).
+
+    ``realtime``: the edge's event loop thread runs in the real-time class (see :func:`_realtime`)."""
     import gc
     import os
     import signal
@@ -331,6 +344,8 @@ def _run_edge(
             f"checkout edge on http://{host}:{port} (application process {child.pid}; flow control {flow})",
             soft_wrap=True,
         )
+        if realtime:
+            _realtime()
         lost = threading.Event()
         edge = Server(own, host, port, gate=gate, classify=classify, upstream=Upstream(str(sock)))
 
@@ -356,6 +371,24 @@ def _run_edge(
         stop_process(child)
         if cluster is not None:
             cluster.close()
+
+
+def _realtime() -> None:
+    """Put the calling thread (the edge's event loop) in the real-time class, SCHED_FIFO at its lowest priority.
+
+    Why: on a machine whose cores the application process fills, the normal scheduler lets a woken edge wait
+    behind it for a time slice (milliseconds), and niceness did not change that measurably (docs/benchmarks.md);
+    a real-time thread runs as soon as it is woken. The edge does little per request (parse, ask the gate,
+    answer or relay), so it cannot starve the application: it takes what refusing costs and the application
+    gets the rest, the order flow control promises. The kernel's real-time throttling (95 % of each second by
+    default) still bounds a runaway loop. Only this thread: the application process was started before, and
+    ``SCHED_RESET_ON_FORK`` keeps anything it might start in the normal class."""
+    import os
+
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(1))
+    except (PermissionError, OSError) as exc:
+        console.print(f"[yellow]--edge-realtime: the edge stays in the normal class ({exc.strerror})[/yellow]")
 
 
 @app.command("token")
