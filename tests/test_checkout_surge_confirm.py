@@ -17,27 +17,32 @@ def test_the_gateway_steps_up_every_payment_and_a_registered_passkey_confirms_it
     buyer_of: dict[str, str] = {}
     to_pay, _ = surge.prepare(tmp_path, 3, 0, seed=7, buyer_of=buyer_of)
     devices = surge.register_devices(tmp_path, sorted(set(buyer_of.values())))
+    auth = surge.sessions(tmp_path, buyer_of)  # each order's buyer's session, signed with the gateway's key
+
+    def h(order: str, key: str) -> dict[str, str]:
+        return {"idempotency-key": key, "authorization": f"Bearer {auth[order]}"}
+
     gw = surge.Gateway(tmp_path, flow=True, confirm=True)
     try:
         gw.wait_ready()
         base = f"http://127.0.0.1:{gw.port}/v1/orders"
         small = to_pay[0]
-        r = httpx.post(f"{base}/{small}/pay", headers={"idempotency-key": "k1"}, timeout=10)
+        r = httpx.post(f"{base}/{small}/pay", headers=h(small, "k1"), timeout=10)
         assert r.status_code == 401 and r.json()["code"] == CheckoutCode.STEP_UP_REQUIRED
         challenge = r.json()["detail"]["challenge"]
         # Another order's challenge cannot confirm this one.
-        other = httpx.post(f"{base}/{to_pay[1]}/pay", headers={"idempotency-key": "k2"}, timeout=10)
+        other = httpx.post(f"{base}/{to_pay[1]}/pay", headers=h(to_pay[1], "k2"), timeout=10)
         wrong = devices[buyer_of[to_pay[1]]].get(other.json()["detail"]["challenge"]["publicKey"], surge.CONFIRM_ORIGIN)
         step_up = {"challenge_id": challenge["challenge_id"], "credential": wrong}
-        r = httpx.post(f"{base}/{small}/pay", headers={"idempotency-key": "k1"}, json={"step_up": step_up}, timeout=10)
+        r = httpx.post(f"{base}/{small}/pay", headers=h(small, "k1"), json={"step_up": step_up}, timeout=10)
         assert r.status_code != 200 and r.json()["code"] == CheckoutCode.STEP_UP_FAILED
-        assert httpx.get(f"{base}/{small}", timeout=10).json()["state"] == "created"
+        assert httpx.get(f"{base}/{small}", headers=h(small, "-"), timeout=10).json()["state"] == "created"
         # A fresh challenge signed by the buyer's own passkey pays (same idempotency key).
-        r = httpx.post(f"{base}/{small}/pay", headers={"idempotency-key": "k1"}, timeout=10)
+        r = httpx.post(f"{base}/{small}/pay", headers=h(small, "k1"), timeout=10)
         challenge = r.json()["detail"]["challenge"]
         credential = devices[buyer_of[small]].get(challenge["publicKey"], surge.CONFIRM_ORIGIN)
         step_up = {"challenge_id": challenge["challenge_id"], "credential": credential}
-        r = httpx.post(f"{base}/{small}/pay", headers={"idempotency-key": "k1"}, json={"step_up": step_up}, timeout=10)
+        r = httpx.post(f"{base}/{small}/pay", headers=h(small, "k1"), json={"step_up": step_up}, timeout=10)
         assert r.status_code == 200, r.text
         assert r.json()["state"] == "paid" and r.json()["decisions"]["step_up"]["verified"]
     finally:

@@ -52,9 +52,14 @@ class _Conn:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def call(self, method: str, path: str, body: dict[str, Any] | None, key: str | None) -> tuple[int, Any]:
+    async def call(
+        self, method: str, path: str, body: dict[str, Any] | None, key: str | None, auth: str
+    ) -> tuple[int, Any]:
+        """One exchange as the caller whose bearer token is ``auth`` (a session, or the operator token)."""
         data = json.dumps(body).encode() if body is not None else b""
-        head = f"{method} {path} HTTP/1.1\r\nhost: gw\r\ncontent-length: {len(data)}\r\n"
+        head = (
+            f"{method} {path} HTTP/1.1\r\nhost: gw\r\ncontent-length: {len(data)}\r\nauthorization: Bearer {auth}\r\n"
+        )
         if key:
             head += f"idempotency-key: {key}\r\n"
         if data:
@@ -105,8 +110,11 @@ def _hist() -> HdrHistogram:
     return HdrHistogram(1, 60_000_000, 3)  # microseconds
 
 
-async def _drive(port: int, jobs: list[tuple[str, str, int, str]], clients: int) -> dict[str, Any]:
-    """Run ``jobs`` (kind, buyer, amount, method) with ``clients`` connections; the per-kind figures."""
+async def _drive(
+    port: int, jobs: list[tuple[str, str, int, str]], clients: int, tokens: dict[str, str]
+) -> dict[str, Any]:
+    """Run ``jobs`` (kind, buyer, amount, method) with ``clients`` connections, each step as the job's buyer
+    (``tokens``: buyer -> session token); the per-kind figures."""
     hist = {"plain": _hist(), "installments": _hist()}
     done = {"plain": 0, "installments": 0}
     failed: list[str] = []
@@ -114,11 +122,13 @@ async def _drive(port: int, jobs: list[tuple[str, str, int, str]], clients: int)
     shed = 0
     queue = list(reversed(jobs))
 
-    async def step(c: _Conn, method: str, path: str, body: dict[str, Any] | None, key: str) -> tuple[int, Any]:
+    async def step(
+        c: _Conn, method: str, path: str, body: dict[str, Any] | None, key: str, auth: str
+    ) -> tuple[int, Any]:
         nonlocal shed
         while True:
             try:
-                return await c.call(method, path, body, key)
+                return await c.call(method, path, body, key, auth)
             except _Shed as s:
                 shed += 1
                 await asyncio.sleep(max(s.retry_ms, 1) / 1000)
@@ -132,16 +142,16 @@ async def _drive(port: int, jobs: list[tuple[str, str, int, str]], clients: int)
                 t0 = time.perf_counter()
                 key = f"b{i}-{len(queue)}"
                 st, o = await step(c, "POST", "/v1/orders", {"buyer": buyer, "merchant": merchant, "amount": amount},
-                                   f"{key}-o")  # fmt: skip
+                                   f"{key}-o", tokens[buyer])  # fmt: skip
                 if st != 201:
                     failed.append(f"create {st}: {o}")
                     continue
                 oid = o["id"]
-                st, o = await step(c, "POST", f"/v1/orders/{oid}/pay", {"method": how}, f"{key}-p")
+                st, o = await step(c, "POST", f"/v1/orders/{oid}/pay", {"method": how}, f"{key}-p", tokens[buyer])
                 if st != 200:
                     failed.append(f"pay {how} {st}: {o}")
                     continue
-                st, o = await step(c, "POST", f"/v1/orders/{oid}/confirm", None, f"{key}-c")
+                st, o = await step(c, "POST", f"/v1/orders/{oid}/confirm", None, f"{key}-c", tokens[buyer])
                 if st != 200 or o["state"] != "settled":
                     failed.append(f"confirm {st}: {o}")
                     continue
@@ -157,7 +167,9 @@ async def _drive(port: int, jobs: list[tuple[str, str, int, str]], clients: int)
     return {"wall_s": wall, "hist": hist, "done": done, "failed": failed, "orders": orders, "shed": shed}
 
 
-def _topup(port: int, buyers: list[str], amount: int, clients: int) -> None:
+def _topup(port: int, buyers: list[str], amount: int, clients: int, operator: str) -> None:
+    """Money into every wallet, as the operator (``operator``: the gateway's operator token)."""
+
     async def go(part: list[str]) -> None:
         c = _Conn(port)
         try:
@@ -165,7 +177,7 @@ def _topup(port: int, buyers: list[str], amount: int, clients: int) -> None:
                 while True:  # shed by flow control (concurrent top-ups): wait as hinted, send again
                     try:
                         st, body = await c.call(
-                            "POST", f"/v1/wallets/{b}/topup", {"amount": amount}, f"setup-topup-{b}"
+                            "POST", f"/v1/wallets/{b}/topup", {"amount": amount}, f"setup-topup-{b}", operator
                         )
                         break
                     except _Shed as shed:
@@ -217,9 +229,14 @@ def run_bench(
         gw = Gateway(where, flow=True, extra=("--credit-db", str(where / "credit.db")))
         gw.wait_ready()
         say(f"gateway pid {gw.proc.pid} on 127.0.0.1:{gw.port}; topping up {len(shoppers)} wallets")
-        _topup(gw.port, shoppers, 10**9, clients)
+        from liangcao.checkout.http import operator_token
+        from liangcao.checkout.identity import session_key
+
+        _topup(gw.port, shoppers, 10**9, clients, operator_token(where))
+        key = session_key(where)  # the gateway's own: each shopper signed in, as POST /v1/sessions would
+        tokens = {b: key.issue("shopper", b, 24 * 3600)[0] for b in shoppers}
         say(f"driving {n} plain + {n} installment checkouts, {clients} clients")
-        out = asyncio.run(_drive(gw.port, jobs, clients))
+        out = asyncio.run(_drive(gw.port, jobs, clients, tokens))
         gw.stop()
         plans = _plans_recorded(where, out["orders"]["installments"])
     finally:

@@ -206,7 +206,7 @@ def default_rules() -> Rules:
             ResourceRule(name="authn_pay", adaptive=adaptive),
             ResourceRule(name="authn", concurrency_max=16),
             ResourceRule(name="sessions", concurrency_max=16),
-            ResourceRule(name="auto_confirm", concurrency_max=1),
+            ResourceRule(name="auto_confirm", concurrency_max=2),  # 1 admitted at CONFIRM (x 0.9)
             ResourceRule(name="other", concurrency_max=8),
         ],
         default=ResourceRule(name="default", concurrency_max=16),

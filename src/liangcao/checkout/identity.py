@@ -83,7 +83,10 @@ def _unb64(text: str) -> bytes:
     # strict: only the url-safe alphabet, no padding (a second spelling of one token is refused)
     if not text or len(text) % 4 == 1 or text.strip("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"):
         raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:  # the spare bits of the last character set: another spelling of the same bytes
+        raise ValueError("not canonical base64url")
+    return data
 
 
 def _wall_ms() -> int:

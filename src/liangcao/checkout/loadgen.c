@@ -11,8 +11,9 @@
  * Usage: loadgen SCHEDULE OUTPUT PORT CONNECTIONS TIMEOUT_US START_US
  *   START_US is CLOCK_MONOTONIC in microseconds (Python's time.monotonic() on Linux).
  * SCHEDULE (text):
- *   POOL <kind> <n>\n followed by n lines of order ids (kind 0: orders to pay, 1: paid orders to confirm)
- *   then one line per request, in time order: <t_us> <kind> [<path>]\n
+ *   POOL <kind> <n>\n followed by n lines "<order id> <token>" (kind 0: orders to pay, 1: paid orders to
+ *   confirm; the token is the buyer's session, sent as "authorization: Bearer <token>")
+ *   then one line per request, in time order: <t_us> <kind> [<path> <token>]\n
  *   kinds 0 pay and 1 confirm take an order from their pool (a shed one goes back: the shopper pays again
  *   later); kinds 2-4 (query, browse, report) are GETs of <path>.
  * OUTPUT (binary, little-endian int64 records of 7): kind, t_sched_us, t_dispatch_us, t_sent_us, t_done_us,
@@ -38,12 +39,13 @@
 
 #define BUF_MAX 65536
 #define PATH_MAX_LEN 512
-#define ID_MAX 64
+#define ID_MAX 320 /* a pool entry: an order id (64 at most), a space and its buyer's session token */
 
 typedef struct {
     int64_t t;  /* scheduled, microseconds from START */
     int kind;
     char *path; /* kinds 2-4 */
+    char *auth; /* kinds 2-4: the caller's session token */
     char order[ID_MAX];
     int64_t dispatched, sent, done;
     int status, flags, tries, got_answer;
@@ -149,15 +151,24 @@ static void dispatch(int r);
 
 static void send_on(int c, int r) {
     Req *q = &reqs[r];
-    char out[PATH_MAX_LEN + 256];
+    char out[PATH_MAX_LEN + 1024]; /* the request line, its headers and a session token */
     int n;
     if (q->kind <= 1) {
         const char *verb = q->kind == 0 ? "pay" : "confirm";
+        const char *sp = strchr(q->order, ' '); /* "<order id> <token>" */
+        int id_len = sp ? (int)(sp - q->order) : (int)strlen(q->order);
+        const char *token = sp ? sp + 1 : "";
         n = snprintf(out, sizeof out,
-                     "POST /v1/orders/%s/%s HTTP/1.1\r\nhost: gw\r\ncontent-length: 0\r\nidempotency-key: %s-%s\r\n\r\n",
-                     q->order, verb, verb, q->order);
+                     "POST /v1/orders/%.*s/%s HTTP/1.1\r\nhost: gw\r\ncontent-length: 0\r\nidempotency-key: %s-%.*s\r\n"
+                     "authorization: Bearer %s\r\n\r\n",
+                     id_len, q->order, verb, verb, id_len, q->order, token);
     } else {
-        n = snprintf(out, sizeof out, "GET %s HTTP/1.1\r\nhost: gw\r\ncontent-length: 0\r\n\r\n", q->path);
+        n = snprintf(out, sizeof out, "GET %s HTTP/1.1\r\nhost: gw\r\ncontent-length: 0\r\nauthorization: Bearer %s\r\n\r\n",
+                     q->path, q->auth);
+    }
+    if (n < 0 || n >= (int)sizeof out) { /* a schedule line too long for the buffer: a bug of the writer */
+        fprintf(stderr, "loadgen: request too long\n");
+        exit(2);
     }
     conns[c].req = r;
     conns[c].got = 0;
@@ -308,6 +319,9 @@ int main(int argc, char **argv) {
         q->kind = (int)strtol(p, &p, 10);
         while (*p == ' ') p++;
         q->path = p;
+        char *sp = strchr(p, ' ');
+        q->auth = sp ? sp + 1 : p + strlen(p);
+        if (sp) *sp = 0;
         q->dispatched = q->sent = q->done = -1;
     }
     conns = calloc((size_t)conn_max, sizeof(Conn));

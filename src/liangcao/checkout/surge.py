@@ -131,6 +131,9 @@ class WorkerPlan:
     devices: dict[str, Any] | None = None
     #: the compiled load generator (``loadgen_binary``); None: the Python one
     loadgen: Path | None = None
+    #: who sends what (the gateway answers nobody it does not know): an order id -> its buyer's session token,
+    #: a merchant -> the merchant's (:func:`sessions`)
+    auth: dict[str, str] = field(default_factory=dict)
 
 
 class _Conn:
@@ -147,9 +150,13 @@ class _Conn:
 
 
 class _Req:
-    __slots__ = ("body", "deadline", "key", "kind", "method", "order", "path", "phase", "sent_at", "step", "t", "tries")
+    __slots__ = (
+        "auth", "body", "deadline", "key", "kind", "method", "order", "path", "phase", "sent_at", "step", "t", "tries"
+    )  # fmt: skip
 
-    def __init__(self, kind: str, t: float, phase: str, method: str, path: str, order: str | None, key: str | None):
+    def __init__(
+        self, kind: str, t: float, phase: str, method: str, path: str, order: str | None, key: str | None, auth: str
+    ):
         self.kind = kind
         self.t = t
         self.phase = phase
@@ -162,9 +169,11 @@ class _Req:
         self.deadline = 0.0
         self.tries = 0
         self.step = 0  # 1: the signed second round trip of a stepped-up payment
+        self.auth = auth  # the caller's session token
 
     def encode(self) -> bytes:
         head = f"{self.method} {self.path} HTTP/1.1\r\nhost: gw\r\ncontent-length: {len(self.body)}\r\n"
+        head += f"authorization: Bearer {self.auth}\r\n"
         if self.key:
             head += f"idempotency-key: {self.key}\r\n"
         if self.body:
@@ -257,13 +266,28 @@ class _Tally:
         }
 
 
-def _request_path(rng: random.Random, kind: str, query_orders: list[str]) -> str:
-    """The path of a query, browse or report request."""
+def _request_path(rng: random.Random, kind: str, query_orders: list[str]) -> tuple[str, str]:
+    """(path, who asks) of a query (the order's buyer: keyed by the order id), browse or report (the
+    merchant)."""
     if kind == "query":
-        return f"/v1/orders/{rng.choice(query_orders)}"
+        order = rng.choice(query_orders)
+        return f"/v1/orders/{order}", order
+    merchant = _pick_merchant(rng)
     if kind == "browse":
-        return f"/v1/merchants/{_pick_merchant(rng)}/orders?limit=20"
-    return f"/v1/merchants/{_pick_merchant(rng)}/settlement"
+        return f"/v1/merchants/{merchant}/orders?limit=20", merchant
+    return f"/v1/merchants/{merchant}/settlement", merchant
+
+
+def sessions(home: Path, buyer_of: dict[str, str], ttl_s: int = 24 * 3600) -> dict[str, str]:
+    """Session tokens for the run, signed with the gateway's key in ``home`` (as ``POST /v1/sessions`` issues
+    them): each order's buyer's, keyed by the order id, and each merchant's, keyed by its name."""
+    from liangcao.checkout.identity import session_key
+
+    key = session_key(home)
+    of_buyer = {b: key.issue("shopper", b, ttl_s)[0] for b in set(buyer_of.values())}
+    out = {o: of_buyer[b] for o, b in buyer_of.items()}
+    out.update({m: key.issue("merchant", m, ttl_s)[0] for m in MERCHANTS})
+    return out
 
 
 def _encoded(values: list[int]) -> bytes:
@@ -406,10 +430,10 @@ def _worker_loop(plan: WorkerPlan) -> dict[str, Any]:
                 tally.row(t, kind)[5] += 1
                 return None
             order = pool.pop()
-            method, path, key = "POST", f"/v1/orders/{order}/{kind}", f"{kind}-{order}"
+            method, path, key, who = "POST", f"/v1/orders/{order}/{kind}", f"{kind}-{order}", order
         else:
-            path = _request_path(rng, kind, plan.query_orders)
-        r = _Req(kind, t, phase, method, path, order, key)
+            path, who = _request_path(rng, kind, plan.query_orders)
+        r = _Req(kind, t, phase, method, path, order, key, plan.auth[who])
         r.deadline = mono0 + t + plan.timeout_s
         return r
 
@@ -499,13 +523,18 @@ def _c_worker(plan: WorkerPlan, exe: Path) -> dict[str, Any]:
     cum = list(itertools.accumulate(w for _, w in MIX))
     total = sum(p.seconds for p in plan.phases)
     share = 1.0 / plan.workers
-    lines = [f"POOL 0 {len(plan.pay_orders)}", *plan.pay_orders]
-    lines += [f"POOL 1 {len(plan.confirm_orders)}", *plan.confirm_orders]
+    # every order, and every GET, with its caller's session token after a space (loadgen.c sends it as is)
+    lines = [f"POOL 0 {len(plan.pay_orders)}", *(f"{o} {plan.auth[o]}" for o in plan.pay_orders)]
+    lines += [f"POOL 1 {len(plan.confirm_orders)}", *(f"{o} {plan.auth[o]}" for o in plan.confirm_orders)]
     t = 0.0
     while t < total:
         rate, _ = rate_at(plan.phases, plan.base_per_s, t)
         k = _KINDS.index(rng.choices(_KINDS, cum_weights=cum)[0])
-        lines.append(f"{int(t * 1e6)} {k}" + ("" if k <= 1 else " " + _request_path(rng, _KINDS[k], plan.query_orders)))
+        if k <= 1:
+            lines.append(f"{int(t * 1e6)} {k}")
+        else:
+            path, who = _request_path(rng, _KINDS[k], plan.query_orders)
+            lines.append(f"{int(t * 1e6)} {k} {path} {plan.auth[who]}")
         t += rng.expovariate(max(rate * share, 1e-3))
     work = Path(tempfile.mkdtemp(prefix="loadgen-"))
     try:
@@ -734,6 +763,7 @@ def run_load(
     home = Path(tempfile.mkdtemp(prefix="surge-", dir=root))
     buyer_of: dict[str, str] = {}
     to_pay, to_confirm = prepare(home, pays, confirms, seed, buyer_of)
+    auth = sessions(home, buyer_of)
     devices: dict[str, Any] = {}
     shares: list[list[str]] = [to_pay[i::workers] for i in range(workers)]
     if confirm:
@@ -773,6 +803,7 @@ def run_load(
                 per,
                 {o: devices[buyer_of[o]] for o in shares[i]} if confirm else None,
                 exe,
+                auth,
             )
             p = ctx.Process(target=_worker, args=(plan, out), daemon=True)
             p.start()
