@@ -9,8 +9,8 @@ then the key id and the expiry against its own wall clock. Every gateway process
 the folder, hence the key, so a token issued by one is good at all of them.
 
 Why HMAC and not a signature (Ed25519 by the platform's login service): the only verifiers are the
-gateway's own processes, which share the folder; a MAC costs about a microsecond, the verification of a
-signature some fifty, on a path that runs once per request at ten times capacity. A signature pays off
+gateway's own processes, which share the folder; a MAC costs about a microsecond, the verification of an
+Ed25519 signature tens, on a path that runs once per request at ten times capacity. A signature pays off
 when parties who must not be able to issue tokens have to verify them (other services, other
 organisations); the format's version prefix (``lc1.``) leaves room for that (``lc2.``, Ed25519) without
 confusing the two: a token is checked only by the scheme its prefix names, and there is no ``alg`` field
