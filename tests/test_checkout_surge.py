@@ -88,5 +88,6 @@ def test_both_load_generators_drive_a_gateway_and_count_every_request(tmp_path: 
     assert 40 <= sent <= 140, sent  # about 80 scheduled (Poisson)
     assert (lost, skipped) == (0, 0) and ok + shed + error == sent
     assert ok >= sent - error and res.count("pay", 1, range(3)) > 0
+    assert error == 0  # every request went as its caller (buyer or merchant): none refused 401/403
     assert res.p99_ms(["calm:pay:ok"]) < 5_000
     assert res.lag.get_total_count() == sent
