@@ -132,3 +132,47 @@ def test_a_stop_is_prompt_and_keeps_everything_committed(tmp_path: Path, consort
         wait_for(lambda: all(reopened.reader().tx_seen(t.tx_id) for t in txs))
     finally:
         reopened.stop()
+
+
+def test_the_solo_log_itself_refuses_past_its_bytes() -> None:
+    """The log's own check (the rule; the node's early refusal only saves work): an empty log takes any one
+    transaction, then refuses what would pass bytes_max, and takes again once its peer holds less."""
+    from liangcao.ordering.solo import SoloLink
+
+    held = [0, 0]  # transactions, bytes: what the peer holds
+    got: list[bytes] = []
+
+    def deliver(msg: Any) -> None:
+        got.append(msg.data)
+        held[0] += 1
+        held[1] += len(msg.data)
+
+    link = SoloLink("chain", lambda: 0, pending_max=100, bytes_max=limits.tx_bytes_max)
+    link.hold(lambda: held[0], lambda: held[1])
+    link.follow_stream(1, deliver)
+    big = b"x" * (limits.tx_bytes_max - 10)
+    assert link.publish_many([(big, "a"), (b"y" * 20, "b"), (b"z" * 10, "c")]) == [None, _Full, None]  # type: ignore[comparison-overlap]
+    assert got == [big, b"z" * 10] and link.holds("a") and not link.holds("b")
+    held[:] = [0, 0]  # committed
+    assert link.publish_many([(b"y" * 20, "b")]) == [None]
+    link.close()
+
+
+class _FullType:
+    def __eq__(self, other: object) -> bool:
+        from liangcao.ordering.solo import LogFull
+
+        return isinstance(other, LogFull) and "mempool_bytes_max=65536" in str(other)
+
+
+_Full = _FullType()
+
+
+def test_facts_seen_drops_its_oldest_not_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    from liangcao.apps.trace import anchor
+
+    monkeypatch.setattr(anchor, "FACTS_SEEN", {})
+    monkeypatch.setattr(anchor, "FACTS_SEEN_MAX", 3)
+    for n in range(5):
+        anchor._remember(f"e{n}", object())  # type: ignore[arg-type]
+    assert list(anchor.FACTS_SEEN) == ["e2", "e3", "e4"]

@@ -85,16 +85,19 @@ def submit_all(client: Client, chunks: Sequence[Sequence[Tx | bytes]]) -> None:
     """Submit every chunk over the batch endpoint, resending what a busy node turned away."""
     busy = (int(Code.MEMPOOL_FULL), int(Code.NOT_READY), int(Code.OUTCOME_UNKNOWN))
     for chunk in chunks:
+        pause = 0.05
         while True:
             results = client.submit_many(chunk)
             # A full mempool (MEMPOOL_FULL) or an ordering service slow to acknowledge (NOT_READY, or
             # OUTCOME_UNKNOWN: it may hold it) is backpressure: back off and resend those (JetStream drops a
-            # resent one it already has; a transaction is committed at most once).
+            # resent one it already has; a transaction is committed at most once). Longer pauses while nothing
+            # is taken: each resend costs the node a request, and a full mempool holds seconds of work.
             retry = [t for t, r in zip(chunk, results, strict=True) if r.get("code") in busy]
             if not retry:
                 break
+            pause = 0.05 if len(retry) < len(chunk) else min(2 * pause, 0.8)
             chunk = retry
-            time.sleep(0.05)
+            time.sleep(pause)
 
 
 class BlockWatcher(threading.Thread):

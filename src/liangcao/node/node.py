@@ -380,8 +380,31 @@ class Node:
                 out[i] = TxRejected(
                     Code.BAD_SIGNATURE, "a signature does not match the transaction id and its certificate"
                 )
-        self._precompute([t for _, t in good])
         return good
+
+    def _room(self, raws: list[bytes], link: SoloLink, out: list[Any]) -> list[int]:
+        """The indexes of ``raws`` a full solo mempool may still take; the others are refused in ``out`` at once,
+        before they are parsed and verified: a submitter that meets a full mempool sends its batch again, and
+        doing the whole admission of a batch only to refuse it would take the node's CPU from the commits.
+        An envelope the log holds already is let through (it is answered ``pending`` as before). The log's own
+        check at publication stays the rule; this one only saves work."""
+        count, size = self.pending_count(), self.pending_bytes()
+        keep: list[int] = []
+        for i, raw in enumerate(raws):
+            fits = count < link.pending_max and (size == 0 or size + len(raw) <= link.bytes_max)
+            if fits:
+                count += 1
+                size += len(raw)
+                keep.append(i)
+            elif link.holds(encoding.sha256_hex(raw)):
+                keep.append(i)
+            else:
+                out[i] = TxRejected(
+                    Code.MEMPOOL_FULL,
+                    f"the mempool holds {self.pending_count()} transactions, {self.pending_bytes()} bytes "
+                    f"(mempool_txs_max={link.pending_max}, mempool_bytes_max={link.bytes_max}); retry later",
+                )
+        return keep
 
     def _precompute(self, txs: list[Tx]) -> None:
         """Queue the per-event work of admitted EPCIS captures (decoding, facts, the CBV hash id: pure functions
@@ -448,11 +471,19 @@ class Node:
         if self.failed is not None or self._stopping:
             return [TxRejected(Code.NOT_READY, "the node is shutting down or has stopped") for _ in raws]
         out: list[tuple[Tx, str] | LiangcaoError | None] = [None] * len(raws)
-        fresh = self._check_many(raws, out)
-        admitted = self.clock.now_ms()
         link = self.link
         if link is None:
             return [TxRejected(Code.NOT_READY, "the node has stopped") for _ in raws]
+        if isinstance(link, SoloLink):
+            keep = self._room(raws, link, out)
+            sub: list[Any] = [None] * len(keep)
+            fresh = [(keep[j], t) for j, t in self._check_many([raws[i] for i in keep], sub)]
+            for j, i in enumerate(keep):
+                if sub[j] is not None:
+                    out[i] = sub[j]
+        else:
+            fresh = self._check_many(raws, out)
+        admitted = self.clock.now_ms()
         items = [(t.raw, t.envelope_id) for _, t in fresh]
         if not items:
             errors: list[BaseException | None] = []
@@ -460,16 +491,20 @@ class Node:
             errors = link.publish_many(items, parsed=[t for _, t in fresh])
         else:
             errors = link.publish_many(items)
+        published: list[Tx] = []
         for (i, tx), error in zip(fresh, errors, strict=True):
             if error is None:
                 self._admitted.setdefault(tx.tx_id, admitted)
                 out[i] = (tx, "pending")
+                published.append(tx)
             elif isinstance(error, PublishUnknown):
                 out[i] = (tx, "unknown")
+                published.append(tx)
             elif isinstance(error, LogFull):
                 out[i] = TxRejected(Code.MEMPOOL_FULL, str(error))
             else:
                 out[i] = TxRejected(Code.NOT_READY, f"the ordering service did not take the transaction: {error}")
+        self._precompute(published)  # only what the log took: a refused capture is sent again, and computed then
         return [o for o in out if o is not None]
 
     def position(self, tx_id: str) -> tuple[int, int, int] | None:

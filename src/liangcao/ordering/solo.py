@@ -137,6 +137,11 @@ class SoloLink:
             self._wake.notify_all()
         return out
 
+    def holds(self, envelope_id: str) -> bool:
+        """Whether this envelope was published recently (and is probably pending): published again, it is
+        taken as the same entry."""
+        return envelope_id in self._recent
+
     def follow_stream(self, start_seq: int, on_message: Callable[[StreamMessage], None]) -> None:
         with self._lock:
             self._seq = start_seq - 1

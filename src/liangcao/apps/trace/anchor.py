@@ -42,6 +42,7 @@ assigns company prefixes the same way (``assign_prefix``).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -231,12 +232,17 @@ def ref_id(hx: str) -> str:
 #: again (``liangcao.node.trace_index``). Never read by the contract, and keyed by the text, of which facts
 #: are a pure function: a cache, whatever execution (a dry run, a block later abandoned) filled it.
 FACTS_SEEN: dict[str, Facts] = {}
-FACTS_SEEN_MAX = 50_000
+#: The index takes (pops) each entry soon after its block commits, so this holds about the index's lag in events.
+#: Past the bound the oldest go first, one at a time: clearing the whole cache when the index was a few blocks
+#: behind (a loaded host, 50,000 events) made it decode every event again, so it fell further behind and never
+#: found one again.
+FACTS_SEEN_MAX = 150_000
 
 
 def _remember(text: str, f: Facts) -> None:
     if len(FACTS_SEEN) >= FACTS_SEEN_MAX:
-        FACTS_SEEN.clear()  # the index is never far behind: those it needs are the latest
+        with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # the index thread pops concurrently
+            del FACTS_SEEN[next(iter(FACTS_SEEN))]
     FACTS_SEEN[text] = f
 
 
