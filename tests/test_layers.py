@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "liangcao.clock",
             "liangcao.domain",
             "liangcao.tokens",
+            "liangcao.sessions",  # session tokens (HMAC): the checkout gateway and the credit service share the core
             "liangcao.procs",
             "liangcao.crypto",
         ),

@@ -21,8 +21,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
-import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -36,7 +34,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from liangcao import __version__
+from liangcao import __version__, sessions
 from liangcao.checkout import limits
 from liangcao.checkout.codes import CheckoutCode, CheckoutError
 from liangcao.checkout.identity import Caller, Identity, forbidden, session_key
@@ -268,24 +266,7 @@ OPERATOR_TOKEN_FILE = "operator.token"
 
 def operator_token(home: Path) -> str:
     """The operator token of the gateway in ``home`` (made on first start, readable by its owner only)."""
-    path = home / OPERATOR_TOKEN_FILE
-    home.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        # written whole to a file of its own, then linked into place: processes of one deployment starting
-        # together either make it or find another's, never read half a file
-        tmp = home / f".{OPERATOR_TOKEN_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(32) + "\n")
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-    token = path.read_text().strip()
-    if len(token) < 32:
-        raise ValueError(f"{path}: an operator token of at least 32 characters")
-    return token
+    return sessions.operator_token(home, OPERATOR_TOKEN_FILE)  # written whole, linked into place
 
 
 def operator_only(token: str) -> list[Any]:
