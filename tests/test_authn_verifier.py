@@ -34,7 +34,7 @@ def answer(rp: RelyingParty, dev: SoftAuthenticator, shopper: str, order: str, a
 
 def outcome(slot: Any) -> Any:
     """0 and the confirmation for an accepted answer, the refusal's code, or the fault's class name."""
-    assert slot.signal.acquire(timeout=20)
+    assert slot.wait(timeout=20)
     if slot.error is not None:
         return type(slot.error).__name__
     if isinstance(slot.verdict, AuthnError):
@@ -257,5 +257,88 @@ def test_a_stopped_worker_is_a_fault_within_the_wait_not_a_stuck_judge(tmp_path:
         big = [(b"x" * 64, b"\xa0", -7, b"s" * 64, b"d" * 900)] * 1024  # ~1 MB: far more than a pipe holds
         with pytest.raises(VerifierFault, match="stopped reading"):
             v.send(big)
+    finally:
+        v.close()
+
+
+def _signed(alg: str) -> tuple[bytes, int, Any]:
+    """A COSE public key, its COSE alg and a function signing with its private key (soft.py's key type)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    from liangcao.authn.soft import COSE_EDDSA, COSE_ES256, _Key
+
+    private = ec.generate_private_key(ec.SECP256R1()) if alg == "ES256" else ed25519.Ed25519PrivateKey.generate()
+    key = _Key(os.urandom(16), "localhost", b"u", alg, private)  # type: ignore[arg-type]
+    return key.cose_public(), COSE_ES256 if alg == "ES256" else COSE_EDDSA, key.sign
+
+
+def test_the_workers_own_signature_check_agrees_with_py_webauthns_on_every_kind_of_answer() -> None:
+    """The worker verifies with ``cryptography`` directly (the key's verify and its hash made once); every
+    verdict must be the one py_webauthn's ``verify_signature`` gives, good or bad, for both algorithms, for a
+    key under another algorithm than its own, and for the same credential id with a changed key."""
+    from cryptography.exceptions import InvalidSignature
+    from webauthn.helpers import decode_credential_public_key, decoded_public_key_to_cryptography, verify_signature
+    from webauthn.helpers.cose import COSEAlgorithmIdentifier
+    from webauthn.helpers.exceptions import WebAuthnException
+
+    def reference(cose: bytes, alg: int, signature: bytes, data: bytes) -> bool:
+        try:
+            public = decoded_public_key_to_cryptography(decode_credential_public_key(cose))
+            verify_signature(
+                public_key=public, signature_alg=COSEAlgorithmIdentifier(alg), signature=signature, data=data
+            )
+        except (InvalidSignature, WebAuthnException, ValueError, KeyError, TypeError):
+            return False
+        return True
+
+    es_cose, es_alg, es_sign = _signed("ES256")
+    ed_cose, ed_alg, ed_sign = _signed("Ed25519")
+    other_cose, _, other_sign = _signed("ES256")
+    data = os.urandom(37) + os.urandom(32)
+    jobs = [
+        (b"es", es_cose, es_alg, es_sign(data), data),  # good
+        (b"es", es_cose, es_alg, es_sign(data), data + b"x"),  # another message
+        (b"es", es_cose, es_alg, other_sign(data), data),  # another key's signature
+        (b"es", other_cose, es_alg, other_sign(data), data),  # the same id, another key: not the kept one
+        (b"es", es_cose, ed_alg, es_sign(data), data),  # an EC key under EdDSA
+        (b"ed", ed_cose, ed_alg, ed_sign(data), data),  # good
+        (b"ed", ed_cose, ed_alg, ed_sign(data)[:-1] + b"\0", data),  # a changed signature
+        (b"ed", ed_cose, es_alg, ed_sign(data), data),  # an Ed25519 key under ES256 (py_webauthn: the key decides)
+        (b"ed", ed_cose, ed_alg, ed_sign(data), data),  # good again, after the refusals (the key is kept)
+        (b"bad", b"\xa0", es_alg, b"", data),  # not a key
+        (b"es", es_cose, 12345, es_sign(data), data),  # no such COSE algorithm
+    ]
+    want = [reference(cose, alg, sig, d) if alg in (-7, -8) else False for _, cose, alg, sig, d in jobs]
+    assert want == [True, False, False, True, False, True, False, True, True, False, False]
+    v = Verifier()
+    try:
+        v.send(jobs)
+        assert v.receive() == want
+        v.send(jobs)  # the keys now come from the worker's cache: the same verdicts
+        assert v.receive() == want
+    finally:
+        v.close()
+
+
+def test_two_answers_read_at_once_are_both_taken_in_order(tmp_path: Path) -> None:
+    """One read of the worker's pipe may bring two batches' verdicts: the second waits in the buffer
+    (``ready`` says so without a select) and is the next ``receive``, and a reset forgets it."""
+    cose, alg, sign = _signed("ES256")
+    data = os.urandom(69)
+    good, bad = (b"k", cose, alg, sign(data), data), (b"k", cose, alg, sign(data), data + b"!")
+    v = Verifier()
+    try:
+        v.send([good, bad])
+        v.send([bad, good, good])
+        time.sleep(1)  # the worker answers both (a few signatures: milliseconds) before the first read
+        assert v.receive() == [True, False]
+        assert v._buf  # the second frame came with the first read
+        assert v.ready(0)  # and is ready without the pipe having anything more
+        assert v.receive() == [False, True, True]
+        v.send([good])
+        v.reset()  # whatever was read and not taken is gone with the worker
+        assert not v._buf
+        v.send([good])
+        assert v.receive() == [True]
     finally:
         v.close()

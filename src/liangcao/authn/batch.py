@@ -37,6 +37,7 @@ Guarantees, each tested (``tests/test_authn_batch.py``):
 from __future__ import annotations
 
 import contextlib
+import itertools
 import queue
 import threading
 import time
@@ -85,9 +86,15 @@ class Judge(Protocol):
 
 
 class _Slot:
-    """One caller waiting: its read answer, then its verdict (or the fault of its batch)."""
+    """One caller waiting: its read answer, then its verdict (or the fault of its batch).
 
-    __slots__ = ("assertion", "challenge_id", "error", "shopper", "signal", "terms", "verdict")
+    The callers answered together are woken one after the other, not all at once (``wait``): the recording
+    thread sets every verdict, links the slots (``next``) and releases the first; each caller, once awake,
+    releases the next. Released together, a dozen threads wake at once and queue for the GIL, each waking
+    and sleeping again until its turn (measured: 5 to 8 µs of CPU more per caller than the chain). ``next``
+    is set only with the verdicts, so a caller never wakes another before that one's verdict is durable."""
+
+    __slots__ = ("assertion", "challenge_id", "error", "next", "shopper", "signal", "terms", "verdict")
 
     def __init__(self, shopper: str, challenge_id: str, assertion: Any, terms: tuple[str, str, int, str]) -> None:
         self.shopper = shopper
@@ -96,9 +103,23 @@ class _Slot:
         self.terms = terms
         self.verdict: Confirmation | AuthnError | None = None
         self.error: BaseException | None = None
+        self.next: _Slot | None = None  # the caller this one wakes, once the verdicts are set
         # a bare lock as a one-shot signal (one futex; a Future's condition costs several lock objects)
         self.signal = threading.Lock()
         self.signal.acquire()
+
+    def wait(self, timeout: float = -1) -> bool:
+        """Sleep until this slot's verdict (or fault) is set, then wake the next caller of the chain (also if
+        this wait is interrupted once the verdicts are set: the others must not sleep for ever). False if
+        ``timeout`` seconds passed first (a test's bound; the gateway waits without one)."""
+        woken = False
+        try:
+            woken = self.signal.acquire(timeout=timeout)
+        finally:
+            nxt = self.next
+            if nxt is not None:
+                nxt.signal.release()
+        return woken
 
 
 class _Flight:
@@ -175,7 +196,7 @@ class PaymentBatcher:
         """``rp.verify_payment`` with these arguments, judged in a batch: the Confirmation once it is durable,
         or the AuthnError refusing it; a ``StoreError`` if its batch could not be recorded."""
         slot = self.submit(shopper, challenge_id, credential_json, order_id, payee, amount_fen, currency)
-        slot.signal.acquire()
+        slot.wait()
         if slot.error is not None:
             raise slot.error
         if isinstance(slot.verdict, AuthnError):
@@ -195,7 +216,8 @@ class PaymentBatcher:
         currency: str,
     ) -> _Slot:  # fmt: skip
         """Queue an answer (read and bounded here, on the caller's thread: a malformed one is refused at
-        once); the slot's ``signal`` is released when its verdict is durable."""
+        once); the slot's ``wait`` returns when its verdict is durable (and must be called: it wakes the
+        next caller of its batch)."""
         terms = (order_id, payee, amount_fen, currency)
         slot = _Slot(shopper, challenge_id, self.rp._payment_in(shopper, challenge_id, credential_json, terms), terms)
         if not self._threads:
@@ -376,20 +398,33 @@ class PaymentBatcher:
                 self.rp._release([c for j in taken for c in j.claims])
             for j in taken:
                 self._tokens.put(True)
-                self._answer(j.slots, j.results, error)
+                self._set(j.slots, j.results, error)
+            self._wake([s for j in taken for s in j.slots])
+
+    @classmethod
+    def _answer(
+        cls, slots: list[_Slot], results: list[Confirmation | AuthnError] | None, error: BaseException | None
+    ) -> None:
+        cls._set(slots, results, error)
+        cls._wake(slots)
 
     @staticmethod
-    def _answer(
-        slots: list[_Slot], results: list[Confirmation | AuthnError] | None, error: BaseException | None
-    ) -> None:
+    def _set(slots: list[_Slot], results: list[Confirmation | AuthnError] | None, error: BaseException | None) -> None:
         if error is not None or results is None:
             for s in slots:
                 s.error = error
-                s.signal.release()
             return
         for s, verdict in zip(slots, results, strict=True):
             s.verdict = verdict
-            s.signal.release()
+
+    @staticmethod
+    def _wake(slots: list[_Slot]) -> None:
+        """Wake the callers of ``slots`` (their verdicts set) one after the other (``_Slot.wait``)."""
+        if not slots:
+            return
+        for a, b in itertools.pairwise(slots):
+            a.next = b
+        slots[0].signal.release()
 
     def close(self) -> None:
         """Judge and record what is queued, then stop the threads; a second call returns at once."""

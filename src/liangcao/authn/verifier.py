@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable
 
 import msgspec
 
@@ -52,6 +52,8 @@ verify_workers_max = 1
 Job = tuple[bytes, bytes, int, bytes, bytes]
 
 _LEN = 4
+#: bytes one read of the worker's pipe asks for (a batch's verdicts are a few hundred bytes)
+_READ_BYTES = 65_536
 
 
 class VerifierFault(Fault):
@@ -111,6 +113,9 @@ class Verifier:
         self._proc: subprocess.Popen[bytes] | None = None
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder(tuple[list[bool], int]).decode
+        # bytes read from the worker's pipe and not yet taken as a frame: one read takes what is there (often a
+        # whole frame, sometimes two), not a header and then a body, each behind a select
+        self._buf = bytearray()
         self._cpu_ns = 0  # the live worker's own process CPU, as it last reported it
         self._cpu_dead_ns = 0  # of the workers before it
         self.starts = 0  # workers started (a crash makes a new one)
@@ -163,7 +168,36 @@ class Verifier:
         proc = self._proc
         if proc is None or proc.stdout is None:
             return True
+        try:
+            if self._whole() is not None:  # read with the one before it
+                return True
+        except ValueError:  # nonsense: receive says so
+            return True
         return bool(select.select([proc.stdout.fileno()], [], [], timeout)[0])
+
+    def _whole(self) -> int | None:
+        """The size of the frame at the head of the buffer if all of it is there, else None."""
+        buf = self._buf
+        if len(buf) < _LEN:
+            return None
+        size = int.from_bytes(buf[:_LEN], "big")
+        if size > worker_frame_bytes_max:
+            raise ValueError(f"a frame of {size} bytes: over worker_frame_bytes_max={worker_frame_bytes_max}")
+        return size if len(buf) >= _LEN + size else None
+
+    def _next_frame(self, fd: int, deadline: float) -> bytes:
+        """The next whole frame from the worker (what one read brought beyond it stays in the buffer)."""
+        while (size := self._whole()) is None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError("the verifier worker did not answer in time")
+            chunk = os.read(fd, _READ_BYTES)
+            if not chunk:
+                raise EOFError("the verifier worker's pipe closed")
+            self._buf += chunk
+        frame = bytes(self._buf[_LEN : _LEN + size])
+        del self._buf[: _LEN + size]
+        return frame
 
     def receive(self) -> list[bool]:
         """The verdicts of the oldest batch sent, one per signature; VerifierFault (and the worker is
@@ -174,7 +208,7 @@ class Verifier:
             raise VerifierFault(Code.NOT_READY, "the signature worker is gone")
         assert proc.stdout is not None
         try:
-            verdicts, cpu_ns = self._decode(_read_frame(proc.stdout.fileno(), time.monotonic() + self.wait_s))
+            verdicts, cpu_ns = self._decode(self._next_frame(proc.stdout.fileno(), time.monotonic() + self.wait_s))
         except (OSError, EOFError, TimeoutError, ValueError, msgspec.DecodeError) as exc:
             self.reset()
             raise VerifierFault(Code.NOT_READY, f"the signature worker failed: {exc}") from None
@@ -184,6 +218,7 @@ class Verifier:
     def reset(self) -> None:
         """Stop the worker (if any); the next ``send`` starts a new one."""
         proc, self._proc = self._proc, None
+        self._buf.clear()  # a part of the dead worker's answer is not the start of the next one's
         if proc is None:
             return
         self._cpu_dead_ns += self._cpu_ns
@@ -204,16 +239,41 @@ class Verifier:
 # ---- the worker process ----------------------------------------------------------------------------------------
 def serve(fd_in: int, fd_out: int) -> None:
     """The worker's loop: a frame of jobs in, a frame of verdicts (and this process's CPU so far) out; returns
-    at EOF."""
+    at EOF.
+
+    A key is decoded once per credential and kept with the check it needs: ``cryptography``'s ``verify``
+    bound to the key and, for ECDSA, the hash object of its COSE algorithm (made once), which is what
+    py_webauthn's ``verify_signature`` calls after working both out again for every signature. Other key
+    types (RSA: not accepted at registration, but a key is judged by its type, not trusted) go through
+    ``verify_signature`` itself."""
     from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from webauthn.helpers import decode_credential_public_key, decoded_public_key_to_cryptography, verify_signature
+    from webauthn.helpers.algorithms import get_ec2_sig_alg
     from webauthn.helpers.cose import COSEAlgorithmIdentifier
     from webauthn.helpers.exceptions import WebAuthnException
 
     decode = msgspec.msgpack.Decoder(list[tuple[bytes, bytes, int, bytes, bytes]]).decode
     encode = msgspec.msgpack.Encoder().encode
-    keys: OrderedDict[bytes, tuple[bytes, Any]] = OrderedDict()
+    keys: OrderedDict[bytes, tuple[bytes, int, Callable[[bytes, bytes], None]]] = OrderedDict()
     algs = {int(a): a for a in COSEAlgorithmIdentifier}
+
+    def check_for(cose: bytes, alg: int) -> Callable[[bytes, bytes], None]:
+        public = decoded_public_key_to_cryptography(decode_credential_public_key(cose))
+        signature_alg = algs[alg]
+        if isinstance(public, EllipticCurvePublicKey):
+            ecdsa = get_ec2_sig_alg(signature_alg)  # UnsupportedAlgorithm (a WebAuthnException) if not ECDSA
+            verify = public.verify
+            return lambda signature, data: verify(signature, data, ecdsa)
+        if isinstance(public, Ed25519PublicKey):
+            return public.verify
+
+        def other(signature: bytes, data: bytes) -> None:
+            verify_signature(public_key=public, signature_alg=signature_alg, signature=signature, data=data)
+
+        return other
+
     _write_all(fd_out, _frame(encode(([], time.process_time_ns()))))  # ready
     while True:
         try:
@@ -224,15 +284,15 @@ def serve(fd_in: int, fd_out: int) -> None:
         for raw_id, cose, alg, signature, data in jobs:
             try:
                 known = keys.get(raw_id)
-                if known is not None and known[0] == cose:
+                if known is not None and known[0] == cose and known[1] == alg:
                     keys.move_to_end(raw_id)
-                    public = known[1]
+                    check = known[2]
                 else:
-                    public = decoded_public_key_to_cryptography(decode_credential_public_key(cose))
-                    keys[raw_id] = (cose, public)
+                    check = check_for(cose, alg)
+                    keys[raw_id] = (cose, alg, check)
                     while len(keys) > worker_keys_max:
                         keys.popitem(last=False)
-                verify_signature(public_key=public, signature_alg=algs[alg], signature=signature, data=data)
+                check(signature, data)
                 out.append(True)
             except (InvalidSignature, WebAuthnException, ValueError, KeyError, TypeError):
                 out.append(False)
