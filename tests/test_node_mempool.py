@@ -169,9 +169,11 @@ _Full = _FullType()
 
 
 def test_facts_seen_drops_its_oldest_not_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collections import OrderedDict
+
     from liangcao.apps.trace import anchor
 
-    monkeypatch.setattr(anchor, "FACTS_SEEN", {})
+    monkeypatch.setattr(anchor, "FACTS_SEEN", OrderedDict())
     monkeypatch.setattr(anchor, "FACTS_SEEN_MAX", 3)
     for n in range(5):
         anchor._remember(f"e{n}", object())  # type: ignore[arg-type]

@@ -231,7 +231,7 @@ def ref_id(hx: str) -> str:
 #: Facts of event texts a compact capture executed, for this node's index to take instead of decoding the text
 #: again (``liangcao.node.trace_index``). Never read by the contract, and keyed by the text, of which facts
 #: are a pure function: a cache, whatever execution (a dry run, a block later abandoned) filled it.
-FACTS_SEEN: dict[str, Facts] = {}
+FACTS_SEEN: OrderedDict[str, Facts] = OrderedDict()
 #: The index takes (pops) each entry soon after its block commits, so this holds about the index's lag in events.
 #: Past the bound the oldest go first, one at a time: clearing the whole cache when the index was a few blocks
 #: behind (a loaded host, 50,000 events) made it decode every event again, so it fell further behind and never
@@ -241,8 +241,10 @@ FACTS_SEEN_MAX = 150_000
 
 def _remember(text: str, f: Facts) -> None:
     if len(FACTS_SEEN) >= FACTS_SEEN_MAX:
-        with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # the index thread pops concurrently
-            del FACTS_SEEN[next(iter(FACTS_SEEN))]
+        # O(1) (a plain dict's first key is found by scanning past the deleted ones); the index thread pops
+        # concurrently, so the cache may be empty by now
+        with contextlib.suppress(KeyError):
+            FACTS_SEEN.popitem(last=False)
     FACTS_SEEN[text] = f
 
 
