@@ -21,6 +21,7 @@ from liangcao.credit import plans as P
 from liangcao.credit import service as S
 from liangcao.credit.errors import CreditCode, CreditError, installment_amount_fen_max
 from liangcao.credit.http import create_app, router
+from liangcao.credit.identity import operator_token
 from liangcao.credit.service import CreditService, ManualDays, account_id
 from liangcao.payments import Engine, Transfer
 from liangcao.procs import free_port
@@ -272,8 +273,8 @@ def test_penalty_arithmetic_over_ten_years() -> None:
 
 
 @contextlib.contextmanager
-def serve(app: FastAPI) -> Iterator[httpx.Client]:
-    """A real uvicorn server on 127.0.0.1 in a thread, stopped on exit."""
+def serve(app: FastAPI, headers: dict[str, str] | None = None) -> Iterator[httpx.Client]:
+    """A real uvicorn server on 127.0.0.1 in a thread, stopped on exit; the client sends ``headers``."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -281,11 +282,17 @@ def serve(app: FastAPI) -> Iterator[httpx.Client]:
     try:
         while not server.started:
             time.sleep(0.01)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=headers) as c:
             yield c
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def as_operator(s: CreditService) -> dict[str, str]:
+    """The service's operator token (in the folder of its records): these tests are about money and input,
+    not about who calls (that is tests/test_credit_identity.py)."""
+    return {"Authorization": f"Bearer {operator_token(s.path.parent)}"}
 
 
 def mounted(s: CreditService) -> FastAPI:
@@ -296,7 +303,7 @@ def mounted(s: CreditService) -> FastAPI:
 
 
 def test_http_refuses_oversize_unknown_fields_and_bad_days_with_stable_codes(env: Env) -> None:
-    with serve(create_app(env[0])) as client:
+    with serve(create_app(env[0]), as_operator(env[0])) as client:
         http_refusals(client)
 
 
@@ -317,7 +324,7 @@ def http_refusals(client: httpx.Client) -> None:
 def test_http_two_purchases_at_once_cannot_overdraw(env: Env) -> None:
     s, engine, _ = env
     codes: list[int] = []
-    with serve(mounted(s)) as c:
+    with serve(mounted(s), as_operator(s)) as c:
         start = threading.Barrier(2)
 
         def buy(i: int) -> None:
@@ -336,7 +343,7 @@ def test_http_two_purchases_at_once_cannot_overdraw(env: Env) -> None:
 
 def test_a_mounted_router_answers_a_fault_as_json_not_500(env: Env) -> None:
     s, _, _ = env
-    with serve(mounted(s)) as c:
+    with serve(mounted(s), as_operator(s)) as c:
         s.close()  # the store is gone (a disk failing): a fault, answered as unavailable
         r = c.post("/v1/credit/quote", json={"amount_fen": 100, "periods": 3})
     assert r.status_code == 503 and r.json()["name"] == "NOT_READY"
@@ -444,7 +451,7 @@ def test_http_fuzz_never_answers_500(env: Env) -> None:
         "/v1/credit/loans/{}",
         "/v1/credit/book",
     ]
-    with serve(mounted(s)) as c:
+    with serve(mounted(s), as_operator(s)) as c:
         for i in range(400):
             if i % 4 == 3:
                 name = rnd.choice(["fo", "fs", "fz", offer, "x" * 100, "%2520", "a%20b", "é", "-"])
@@ -549,7 +556,7 @@ def test_the_sdk_sends_ids_with_slashes_and_query_marks_to_the_right_plan(env: E
     s.checkout_installments("2018/11/11-7", "kim", "shop", 30_000, 3)
     s.deposit("kim", 10_000, "d")
     with serve(create_app(s)) as http:
-        c = CreditClient(str(http.base_url))
+        c = CreditClient(str(http.base_url), token=operator_token(s.path.parent))
         try:
             assert c.plan("2018/11/11-7").plan_id == "2018/11/11-7"
             assert c.repay("2018/11/11-7", 100, "r/1").schedule[0].paid_fee == 100

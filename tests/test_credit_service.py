@@ -232,8 +232,8 @@ def test_on_postgresql(pg_dsn: str, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------- end to end
 
 
-def cli(*args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
-    extra = ["--url", url] if url else []
+def cli(*args: str, url: str | None = None, token: str | None = None) -> subprocess.CompletedProcess[str]:
+    extra = (["--url", url] if url else []) + (["--token", token] if token else [])
     return subprocess.run(
         [sys.executable, "-m", "liangcao.cli", "credit", *args, *extra],
         capture_output=True,
@@ -275,15 +275,21 @@ def server(tmp_path: Path) -> Iterator[str]:
             proc.stderr.close()
 
 
-def test_cli_sdk_and_http_end_to_end(server: str) -> None:
+def test_cli_sdk_and_http_end_to_end(server: str, tmp_path: Path) -> None:
     r = cli("quote", "119900", "--periods", "6", "--fee-payer", "merchant")
     assert r.returncode == 0 and "199.85" in r.stdout and "1,199.00" in r.stdout
+    # ann buys with her own session (issued from the service's folder); the operator token does the rest
+    ann = cli("token", "--data", str(tmp_path / "d"), "--shopper", "ann").stdout.strip()
+    op = (tmp_path / "d" / "operator.token").read_text().strip()
     r = cli("buy", "o1", "ann", "shop", "119900", "--periods", "6", "--fee-payer", "merchant", "--json", url=server)
+    assert r.returncode == 2 and "UNAUTHENTICATED" in r.stderr  # no token: nothing bought
+    buy = ("buy", "o1", "ann", "shop", "119900", "--periods", "6", "--fee-payer", "merchant", "--json")
+    r = cli(*buy, url=server, token=ann)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["fee"] == 5_396
-    r = cli("buy", "o2", "ann", "shop", "1000", "--periods", "5", url=server)
+    r = cli("buy", "o2", "ann", "shop", "1000", "--periods", "5", url=server, token=ann)
     assert r.returncode == 2 and "BAD_PERIODS" in r.stderr
-    with CreditClient(server) as c:
+    with CreditClient(server, token=op) as c:
         assert c.deposit("ann", 200_000, "d1") == 200_000
         assert c.repay("o1", 19_985).schedule[0].paid_principal == 19_985
         assert c.line("ann").available_fen == 200_000 - 119_900 + 19_985
@@ -292,7 +298,7 @@ def test_cli_sdk_and_http_end_to_end(server: str) -> None:
         with pytest.raises(CreditError) as e:
             c.repay("o1", 1)
         assert e.value.code == CreditCode.PLAN_CLOSED
-    with CreditClient(server) as c:
+    with CreditClient(server, token=op) as c:
         assert c.plan("o1").state is P.PlanState.REFUNDED
         assert c.line_account("ann") == account_id("line", "ann")
         with pytest.raises(CreditError) as e:
@@ -307,11 +313,12 @@ def test_cli_sdk_and_http_end_to_end(server: str) -> None:
     bad = httpx.post(
         server + "/v1/credit/installments",
         json={"order_id": "o3", "shopper": "ann", "merchant": "shop", "amount_fen": 10.5, "periods": 3},
+        headers={"Authorization": f"Bearer {ann}"},
     )
     assert (
         bad.status_code == 400 and bad.json()["name"] == "BAD_AMOUNT" and set(bad.json()) == {"code", "name", "message"}
     )
-    missing = httpx.get(server + "/v1/credit/plans/none")
+    missing = httpx.get(server + "/v1/credit/plans/none", headers={"Authorization": f"Bearer {op}"})
     assert missing.status_code == 404 and missing.json()["code"] == CreditCode.UNKNOWN_PLAN
     spec = httpx.get(server + "/openapi.json").json()
     assert "/v1/credit/installments" in spec["paths"] and "/v1/credit/merchants/{merchant}/apply" in spec["paths"]
@@ -471,7 +478,7 @@ def test_kill_9_of_the_service_keeps_money_and_records_together(tmp_path: Path) 
             time.sleep(0.05)
         killer = threading.Timer(1.5, proc.kill)
         killer.start()
-        with CreditClient(url, timeout_s=5) as c:
+        with CreditClient(url, timeout_s=5, token=(data / "operator.token").read_text().strip()) as c:
             for i in range(10_000):
                 try:
                     c.checkout_installments(f"k{i}", f"s{i % 7}", "shop", 1_000 + i, (3, 6, 12)[i % 3], "merchant")

@@ -26,6 +26,14 @@ err = Console(stderr=True)
 DEFAULT_URL = "http://127.0.0.1:8195"
 Url = Annotated[str, typer.Option("--url", help="the credit service")]
 Json = Annotated[bool, typer.Option("--json", help="print JSON")]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="LIANGCAO_CREDIT_TOKEN",
+        help="a session ('liangcao credit token') or the service's operator token (DATA/operator.token)",
+    ),
+]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -37,7 +45,7 @@ def _yuan(fen: int) -> str:
     return f"{fen // 100:,}.{fen % 100:02d}"
 
 
-def _call(url: str, fn: str, *args: Any) -> Any:
+def _call(url: str, token: str | None, fn: str, *args: Any) -> Any:
     import httpx
 
     from liangcao import codes
@@ -45,7 +53,7 @@ def _call(url: str, fn: str, *args: Any) -> Any:
     from liangcao.credit.errors import CreditError
 
     try:
-        with CreditClient(url) as c:
+        with CreditClient(url, token=token) as c:
             return getattr(c, fn)(*args)
     except CreditError as exc:
         fail(f"{codes.name_of(exc.code)} ({exc.code}): {exc.message}", 2)
@@ -115,12 +123,51 @@ def start_cmd(
     except (LiangcaoError, StoreError) as exc:
         fail(exc.message)
     try:
+        from liangcao.credit.identity import identity_in
+
         service = CreditService(engine, data / "credit.db")
-        console.print(f"credit service on http://{host}:{port} (data in {data})")
-        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+        try:
+            identity = identity_in(data)  # DATA/session.key and DATA/operator.token, made on first start
+        except (OSError, ValueError) as exc:
+            service.close()
+            fail(str(exc))
+        console.print(
+            f"credit service on http://{host}:{port} (data in {data}; operator token in {data / 'operator.token'}, "
+            f"sessions: liangcao credit token --data {data} --shopper NAME)",
+            soft_wrap=True,
+        )
+        uvicorn.run(create_app(service, identity), host=host, port=port, log_level="warning")
         service.close()
     finally:
         engine.close()
+
+
+@app.command("token")
+def token_cmd(
+    data: Annotated[Path, typer.Option("--data", help="the service's folder (its key: DATA/session.key)")] = Path(
+        "credit-data"
+    ),
+    shopper: Annotated[str | None, typer.Option("--shopper", help="a session of this shopper")] = None,
+    merchant: Annotated[str | None, typer.Option("--merchant", help="a session of this merchant")] = None,
+    operator: Annotated[str | None, typer.Option("--operator", help="an operator session under this name")] = None,
+    ttl_s: Annotated[int, typer.Option("--ttl-s", help="seconds the session is good for")] = 3600,
+) -> None:
+    """Issue a session token (printed alone on stdout): ``--token`` of the other commands, or
+    ``Authorization: Bearer <token>`` at the credit service."""
+    from liangcao import codes
+    from liangcao.credit.errors import CreditError
+    from liangcao.credit.identity import issue, session_key
+
+    chosen = [(r, s) for r, s in (("shopper", shopper), ("merchant", merchant), ("operator", operator)) if s]
+    if len(chosen) != 1:
+        fail("give exactly one of --shopper, --merchant, --operator")
+    try:
+        token, _ = issue(session_key(data), chosen[0][0], chosen[0][1], ttl_s)
+    except CreditError as exc:
+        fail(f"{codes.name_of(exc.code)} ({exc.code}): {exc.message}", 2)
+    except (OSError, ValueError) as exc:
+        fail(str(exc))
+    print(token)
 
 
 @app.command("quote")
@@ -156,17 +203,18 @@ def buy_cmd(
     periods: Annotated[int, typer.Option("--periods")] = 6,
     fee_payer: Annotated[str, typer.Option("--fee-payer")] = "shopper",
     url: Url = DEFAULT_URL,
+    token: Token = None,
     as_json: Json = False,
 ) -> None:
     """Buy on installments."""
-    plan = _call(url, "checkout_installments", order_id, shopper, merchant, amount_fen, periods, fee_payer)
+    plan = _call(url, token, "checkout_installments", order_id, shopper, merchant, amount_fen, periods, fee_payer)
     _print(plan, True) if as_json else _schedule(plan)
 
 
 @app.command("plan")
-def plan_cmd(plan_id: str, url: Url = DEFAULT_URL, as_json: Json = False) -> None:
+def plan_cmd(plan_id: str, url: Url = DEFAULT_URL, token: Token = None, as_json: Json = False) -> None:
     """A plan and its schedule."""
-    plan = _call(url, "plan", plan_id)
+    plan = _call(url, token, "plan", plan_id)
     _print(plan, True) if as_json else _schedule(plan)
 
 
@@ -176,10 +224,11 @@ def repay_cmd(
     amount_fen: Annotated[int | None, typer.Argument(help="fen; leave out to repay everything")] = None,
     request_id: Annotated[str | None, typer.Option("--request-id")] = None,
     url: Url = DEFAULT_URL,
+    token: Token = None,
     as_json: Json = False,
 ) -> None:
     """Repay a plan (partial, on time, early; no amount: all it owes)."""
-    plan = _call(url, "repay", plan_id, amount_fen, request_id)
+    plan = _call(url, token, "repay", plan_id, amount_fen, request_id)
     _print(plan, True) if as_json else _schedule(plan)
 
 
@@ -189,29 +238,30 @@ def refund_cmd(
     amount_fen: int,
     refund_id: Annotated[str | None, typer.Option("--refund-id")] = None,
     url: Url = DEFAULT_URL,
+    token: Token = None,
     as_json: Json = False,
 ) -> None:
     """A merchant refund of an installment order (shortens or cancels the plan)."""
-    plan = _call(url, "refund", order_id, amount_fen, refund_id)
+    plan = _call(url, token, "refund", order_id, amount_fen, refund_id)
     _print(plan, True) if as_json else _schedule(plan)
 
 
 @app.command("deposit")
-def deposit_cmd(shopper: str, amount_fen: int, deposit_id: str, url: Url = DEFAULT_URL) -> None:
+def deposit_cmd(shopper: str, amount_fen: int, deposit_id: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
     """Money into a shopper's wallet (repayments are taken from it)."""
-    console.print(f"wallet: {_yuan(_call(url, 'deposit', shopper, amount_fen, deposit_id))} yuan")
+    console.print(f"wallet: {_yuan(_call(url, token, 'deposit', shopper, amount_fen, deposit_id))} yuan")
 
 
 @app.command("line")
-def line_cmd(shopper: str, url: Url = DEFAULT_URL, as_json: Json = False) -> None:
+def line_cmd(shopper: str, url: Url = DEFAULT_URL, token: Token = None, as_json: Json = False) -> None:
     """A shopper's credit line: line, available, outstanding, frozen."""
-    _print(_call(url, "line", shopper), as_json)
+    _print(_call(url, token, "line", shopper), as_json)
 
 
 @app.command("statement")
-def statement_cmd(shopper: str, url: Url = DEFAULT_URL, as_json: Json = False) -> None:
+def statement_cmd(shopper: str, url: Url = DEFAULT_URL, token: Token = None, as_json: Json = False) -> None:
     """What a shopper owes today, plan by plan."""
-    st = _call(url, "statement", shopper)
+    st = _call(url, token, "statement", shopper)
     if as_json:
         _print(st, True)
         return
@@ -230,9 +280,9 @@ def statement_cmd(shopper: str, url: Url = DEFAULT_URL, as_json: Json = False) -
 
 
 @app.command("run-day")
-def run_day_cmd(url: Url = DEFAULT_URL, as_json: Json = False) -> None:
+def run_day_cmd(url: Url = DEFAULT_URL, token: Token = None, as_json: Json = False) -> None:
     """The day's batch: accrue, mark overdue, freeze lines, collect installments due."""
-    _print(_call(url, "run_day"), as_json)
+    _print(_call(url, token, "run_day"), as_json)
 
 
 @app.command("apply")
@@ -240,16 +290,19 @@ def apply_cmd(
     merchant: str,
     receivables_fen: Annotated[int, typer.Option("--receivables-fen")] = 0,
     url: Url = DEFAULT_URL,
+    token: Token = None,
     as_json: Json = False,
 ) -> None:
     """A merchant applies for a loan: the offer (or decline) from its sales flow."""
-    _print(_call(url, "apply_loan", merchant, receivables_fen), as_json)
+    _print(_call(url, token, "apply_loan", merchant, receivables_fen), as_json)
 
 
 @app.command("draw")
-def draw_cmd(offer_id: str, amount_fen: int, url: Url = DEFAULT_URL, as_json: Json = False) -> None:
+def draw_cmd(
+    offer_id: str, amount_fen: int, url: Url = DEFAULT_URL, token: Token = None, as_json: Json = False
+) -> None:
     """Draw an approved offer into the merchant's account."""
-    _print(_call(url, "draw_loan", offer_id, amount_fen), as_json)
+    _print(_call(url, token, "draw_loan", offer_id, amount_fen), as_json)
 
 
 @app.command("sale")
@@ -259,22 +312,23 @@ def sale_cmd(
     amount_fen: int,
     kind: Annotated[int, typer.Option("--kind")] = 1,
     url: Url = DEFAULT_URL,
+    token: Token = None,
     as_json: Json = False,
 ) -> None:
     """A sale (1), refund (2) or chargeback (3) settled to the merchant; a sale repays its loan by its share."""
-    _print(_call(url, "record_sale", merchant, sale_id, amount_fen, kind), as_json)
+    _print(_call(url, token, "record_sale", merchant, sale_id, amount_fen, kind), as_json)
 
 
 @app.command("loans")
-def loans_cmd(merchant: str, url: Url = DEFAULT_URL, as_json: Json = False) -> None:
+def loans_cmd(merchant: str, url: Url = DEFAULT_URL, token: Token = None, as_json: Json = False) -> None:
     """The merchant's view of its loans."""
-    _print(_call(url, "merchant_loans", merchant), as_json)
+    _print(_call(url, token, "merchant_loans", merchant), as_json)
 
 
 @app.command("book")
-def book_cmd(url: Url = DEFAULT_URL, as_json: Json = False) -> None:
+def book_cmd(url: Url = DEFAULT_URL, token: Token = None, as_json: Json = False) -> None:
     """The platform's view of the merchant-loan book."""
-    _print(_call(url, "loan_book"), as_json)
+    _print(_call(url, token, "loan_book"), as_json)
 
 
 @app.command("bench")

@@ -27,10 +27,24 @@ def _q(value: str) -> str:
 
 
 class CreditClient:
-    """``CreditClient("http://127.0.0.1:8195")``; use as a context manager or call ``close()``."""
+    """``CreditClient("http://127.0.0.1:8195", token=...)``; use as a context manager or call ``close()``.
 
-    def __init__(self, url: str, *, timeout_s: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
-        self._http = httpx.Client(base_url=url.rstrip("/") + "/v1/credit", timeout=timeout_s, transport=transport)
+    ``token``: a session (``liangcao credit token``, ``POST /v1/credit/sessions``) or the service's operator
+    token (``DATA/operator.token``), sent as ``Authorization: Bearer``; the service answers nothing without
+    one (``UNAUTHENTICATED``)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        self._http = httpx.Client(
+            base_url=url.rstrip("/") + "/v1/credit", timeout=timeout_s, transport=transport, headers=headers
+        )
 
     def close(self) -> None:
         self._http.close()

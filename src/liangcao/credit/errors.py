@@ -49,6 +49,8 @@ class CreditCode(IntEnum):
     MERCHANT_REGISTERED = 3426  # the merchant is already paid into another payments-core account
     FUNDING_MISMATCH = 3427  # open_plan: the funding transfer is not this amount out of this line, or is taken
     REQUEST_CONFLICT = 3428  # a request id (repayment, refund, deposit, settlement) reused with other parameters
+    UNAUTHENTICATED = 3429  # HTTP: no session token, or a malformed, forged, expired one (WWW-Authenticate: Bearer)
+    FORBIDDEN = 3430  # HTTP: the token's subject may not act on this shopper, plan, offer or loan
 
 
 codes.register(
@@ -70,6 +72,8 @@ codes.register(
         CreditCode.LOAN_DECLINED: 403,
         CreditCode.CORE_REFUSED: 502,
         CreditCode.REQUEST_CONFLICT: 409,
+        CreditCode.UNAUTHENTICATED: 401,
+        CreditCode.FORBIDDEN: 403,
     },
 )
 

@@ -22,8 +22,10 @@ from starlette.concurrency import run_in_threadpool
 from liangcao import __version__, codes
 from liangcao.codes import Code
 from liangcao.credit.errors import CreditCode
+from liangcao.credit.identity import WWW_AUTHENTICATE, CreditIdentity, forbidden, identity_in
 from liangcao.credit.service import CreditService
 from liangcao.errors import Fault, LiangcaoError
+from liangcao.sessions import Caller
 
 #: The largest request body the credit API reads.
 credit_http_body_bytes_max = 64 * 1024
@@ -93,14 +95,24 @@ class SettlementIn(msgspec.Struct, forbid_unknown_fields=True):
     amount_fen: int
 
 
+class SessionIn(msgspec.Struct, forbid_unknown_fields=True):
+    role: str
+    subject: str
+    ttl_s: int = 3600
+
+
 class LoanRepayIn(msgspec.Struct, forbid_unknown_fields=True):
     amount_fen: int
     request_id: str | None = None
 
 
 def _error(code: int, message: str) -> JSONResponse:
+    # a 401 names its scheme, as RFC 9110 asks (a client learns to send a bearer token)
+    headers = {"WWW-Authenticate": WWW_AUTHENTICATE} if code == CreditCode.UNAUTHENTICATED else None
     return JSONResponse(
-        {"code": int(code), "name": codes.name_of(code), "message": message}, status_code=codes.http_status(code)
+        {"code": int(code), "name": codes.name_of(code), "message": message},
+        status_code=codes.http_status(code),
+        headers=headers,
     )
 
 
@@ -133,6 +145,10 @@ async def _read(request: Request, t: type[Any]) -> Any:
         raise LiangcaoError(Code.BAD_ENCODING, f"body is not JSON: {exc}") from None
 
 
+#: A route's rule: refuses (``FORBIDDEN``) a caller who may not act on what the request names.
+Rule = Callable[[Caller, Any], None]
+
+
 async def _run(fn: Callable[..., Any], *args: Any) -> Response:
     try:
         return _json(await run_in_threadpool(fn, *args))
@@ -144,29 +160,114 @@ async def _run(fn: Callable[..., Any], *args: Any) -> Response:
         return _error(Code.NOT_READY, f"the credit service is unavailable: {type(exc).__name__}")
 
 
-def router(service: CreditService) -> APIRouter:
-    """The credit API over ``service``, under ``/v1/credit``. The checkout gateway mounts it as is."""
+def router(service: CreditService, identity: CreditIdentity | None = None) -> APIRouter:
+    """The credit API over ``service``, under ``/v1/credit``. Every route needs a caller (``Authorization:
+    Bearer <session or operator token>``; there is no open mode): ``identity`` is who may call, by default
+    the session key and operator token in the folder of the service's records (made if need be). A host
+    app that mounts the router passes the credit service's identity, not its own (another realm, another
+    key). The rule of each route is in docs/credit.md, "Who is calling"."""
     r = APIRouter(prefix="/v1/credit", tags=["credit"])
     s = service
+    ident = identity or identity_in(s.path.parent)
 
-    async def guarded(request: Request, t: type[Any], fn: Callable[[Any], Any]) -> Response:
+    # --- the rules: each runs in the worker thread just before its action, so a refusal writes nothing
+
+    def anyone(c: Caller, b: Any) -> None:
+        """Any authenticated caller (a quote stores nothing)."""
+
+    def operator(what: str) -> Rule:
+        def rule(c: Caller, b: Any) -> None:
+            if c.role != "operator":
+                raise forbidden(c, what)
+
+        return rule
+
+    def own(role: str, subject: Callable[[Any], str], what: str) -> Rule:
+        """The operator, or ``role`` whose subject is the one the request names."""
+
+        def rule(c: Caller, b: Any) -> None:
+            if c.role == "operator":
+                return
+            name = subject(b)
+            if c.role != role or c.subject != name:
+                raise forbidden(c, f"{what} of {role} {name!r}")
+
+        return rule
+
+    def plan_party(plan_id: Callable[[Any], str], what: str, *, shopper: bool, merchant: bool) -> Rule:
+        """The operator, the plan's shopper (``shopper``), its merchant (``merchant``): read from the plan
+        (an unknown plan is the service's 404, whoever asks)."""
+
+        def rule(c: Caller, b: Any) -> None:
+            if c.role == "operator":
+                return
+            plan = s.plan(plan_id(b))
+            if (shopper and c.role == "shopper" and c.subject == plan.shopper) or (
+                merchant and c.role == "merchant" and c.subject == plan.merchant
+            ):
+                return
+            raise forbidden(c, f"{what} plan {plan.plan_id!r}")
+
+        return rule
+
+    def merchant_of(lookup: Callable[[Any], str], what: str) -> Rule:
+        """The operator, or the merchant the offer or loan belongs to (read from its record)."""
+
+        def rule(c: Caller, b: Any) -> None:
+            if c.role == "operator":
+                return
+            if c.role != "merchant" or c.subject != lookup(b):
+                raise forbidden(c, what)
+
+        return rule
+
+    async def guarded(request: Request, t: type[Any] | None, rule: Rule, fn: Callable[[Any], Any]) -> Response:
+        """Who (401 before the body is read), the body, then in the worker: the rule (403), the action."""
         try:
-            body = await _read(request, t)
+            c = ident.caller(request.headers.get("authorization"))
+            body = await _read(request, t) if t is not None else None
         except LiangcaoError as exc:
             return _error(exc.code, exc.message)
-        return await _run(fn, body)
+
+        def act() -> Any:
+            rule(c, body)
+            return fn(body)
+
+        return await _run(act)
+
+    @r.post("/sessions", summary="Issue a session token (the operator token only)", status_code=201,
+            openapi_extra=_body_schema(SessionIn))  # fmt: skip
+    async def sessions_(request: Request) -> Response:
+        header = request.headers.get("authorization")
+        if not ident.is_operator_token(header):
+            try:
+                c = ident.caller(header)  # 401 without a good token
+            except LiangcaoError as exc:
+                return _error(exc.code, exc.message)
+            # a session, even an operator's, cannot mint others: a stolen one stays one
+            return _error(
+                CreditCode.FORBIDDEN, f"{c.role} {c.subject!r} may not issue sessions: the operator token only"
+            )
+        try:
+            b = await _read(request, SessionIn)
+            token, expires_ms = ident.issue(b.role, b.subject, b.ttl_s)
+        except LiangcaoError as exc:
+            return _error(exc.code, exc.message)
+        out = {"token": token, "role": b.role, "subject": b.subject, "expires_ms": expires_ms, "kid": ident.key.kid}
+        return Response(msgspec.json.encode(out), status_code=201, media_type="application/json")
 
     @r.post(
         "/quote", summary="The schedule a checkout would make (nothing stored)", openapi_extra=_body_schema(QuoteIn)
     )
     async def quote(request: Request) -> Response:
-        return await guarded(request, QuoteIn, lambda b: s.quote(b.amount_fen, b.periods, b.fee_payer))
+        return await guarded(request, QuoteIn, anyone, lambda b: s.quote(b.amount_fen, b.periods, b.fee_payer))
 
     @r.post("/installments", summary="Buy on installments (3/6/12 periods)", openapi_extra=_body_schema(InstallmentIn))
     async def installments(request: Request) -> Response:
         return await guarded(
             request,
             InstallmentIn,
+            own("shopper", lambda b: b.shopper, "buy on installments in the name"),
             lambda b: s.checkout_installments(b.order_id, b.shopper, b.merchant, b.amount_fen, b.periods, b.fee_payer),
         )
 
@@ -179,6 +280,7 @@ def router(service: CreditService) -> APIRouter:
         return await guarded(
             request,
             OpenPlanIn,
+            operator("record plans (the gateway's call)"),
             lambda b: s.open_plan(
                 b.order_id,
                 b.shopper,
@@ -191,12 +293,18 @@ def router(service: CreditService) -> APIRouter:
         )
 
     @r.get("/shoppers/{shopper}/line-account", summary="The payments-core account of the shopper's line")
-    async def line_account(shopper: str) -> Response:
-        return await _run(lambda: {"account_id": s.line_account(shopper)})
+    async def line_account(shopper: str, request: Request) -> Response:
+        return await guarded(
+            request,
+            None,
+            own("shopper", lambda _: shopper, "read the line account"),
+            lambda _: {"account_id": s.line_account(shopper)},
+        )
 
     @r.get("/plans/{plan_id:path}", summary="A plan, penalty accrued to today")
-    async def plan(plan_id: str) -> Response:
-        return await _run(s.plan, plan_id)
+    async def plan(plan_id: str, request: Request) -> Response:
+        rule = plan_party(lambda _: plan_id, "read", shopper=True, merchant=True)
+        return await guarded(request, None, rule, lambda _: s.plan(plan_id))
 
     @r.post(
         "/plans/{plan_id:path}/repay",
@@ -207,6 +315,7 @@ def router(service: CreditService) -> APIRouter:
         return await guarded(
             request,
             RepayIn,
+            plan_party(lambda _: plan_id, "repay", shopper=True, merchant=False),
             lambda b: (
                 s.prepay(plan_id, b.request_id)
                 if b.amount_fen is None
@@ -216,22 +325,34 @@ def router(service: CreditService) -> APIRouter:
 
     @r.post("/refunds", summary="A merchant refund of an installment order", openapi_extra=_body_schema(RefundIn))
     async def refund(request: Request) -> Response:
-        return await guarded(request, RefundIn, lambda b: s.refund(b.order_id, b.amount_fen, b.refund_id))
+        return await guarded(
+            request,
+            RefundIn,
+            plan_party(lambda b: b.order_id, "refund", shopper=False, merchant=True),
+            lambda b: s.refund(b.order_id, b.amount_fen, b.refund_id),
+        )
 
     @r.get("/shoppers/{shopper}", summary="A shopper's line: line, available, outstanding, frozen")
-    async def line(shopper: str) -> Response:
-        return await _run(s.line, shopper)
+    async def line(shopper: str, request: Request) -> Response:
+        return await guarded(
+            request, None, own("shopper", lambda _: shopper, "read the line"), lambda _: s.line(shopper)
+        )
 
     @r.get("/shoppers/{shopper}/statement", summary="What the shopper owes today, plan by plan")
-    async def statement(shopper: str) -> Response:
-        return await _run(s.statement, shopper)
+    async def statement(shopper: str, request: Request) -> Response:
+        rule = own("shopper", lambda _: shopper, "read the statement")
+        return await guarded(request, None, rule, lambda _: s.statement(shopper))
 
     @r.post(
         "/shoppers/{shopper}/deposit", summary="Money into the shopper's wallet", openapi_extra=_body_schema(DepositIn)
     )
     async def deposit(shopper: str, request: Request) -> Response:
+        # money from outside the platform (a bank transfer in): the operator's, like the gateway's top-up
         return await guarded(
-            request, DepositIn, lambda b: {"wallet_fen": s.deposit(shopper, b.amount_fen, b.deposit_id)}
+            request,
+            DepositIn,
+            operator("deposit money from outside"),
+            lambda b: {"wallet_fen": s.deposit(shopper, b.amount_fen, b.deposit_id)},
         )
 
     @r.post(
@@ -240,7 +361,8 @@ def router(service: CreditService) -> APIRouter:
         openapi_extra=_body_schema(ApplyIn),
     )
     async def apply(merchant: str, request: Request) -> Response:
-        return await guarded(request, ApplyIn, lambda b: s.apply_loan(merchant, b.receivables_fen))
+        rule = own("merchant", lambda _: merchant, "apply for a loan in the name")
+        return await guarded(request, ApplyIn, rule, lambda b: s.apply_loan(merchant, b.receivables_fen))
 
     @r.post(
         "/merchants/{merchant}/sales",
@@ -248,7 +370,13 @@ def router(service: CreditService) -> APIRouter:
         openapi_extra=_body_schema(SaleIn),
     )
     async def sale(merchant: str, request: Request) -> Response:
-        return await guarded(request, SaleIn, lambda b: s.record_sale(merchant, b.sale_id, b.amount_fen, b.kind, b.day))
+        # the platform's settlement records: a merchant reporting its own sales would raise its own score
+        return await guarded(
+            request,
+            SaleIn,
+            operator("record settled sales"),
+            lambda b: s.record_sale(merchant, b.sale_id, b.amount_fen, b.kind, b.day),
+        )
 
     @r.post(
         "/merchants/{merchant}/settlements",
@@ -256,47 +384,66 @@ def router(service: CreditService) -> APIRouter:
         openapi_extra=_body_schema(SettlementIn),
     )
     async def settlement(merchant: str, request: Request) -> Response:
-        return await guarded(request, SettlementIn, lambda b: s.on_settlement(merchant, b.settlement_id, b.amount_fen))
+        return await guarded(
+            request,
+            SettlementIn,
+            operator("record settlements"),
+            lambda b: s.on_settlement(merchant, b.settlement_id, b.amount_fen),
+        )
 
     @r.get("/merchants/{merchant}/loans", summary="The merchant's view of its loans")
-    async def merchant_loans(merchant: str) -> Response:
-        return await _run(s.merchant_loans, merchant)
+    async def merchant_loans(merchant: str, request: Request) -> Response:
+        rule = own("merchant", lambda _: merchant, "read the loans")
+        return await guarded(request, None, rule, lambda _: s.merchant_loans(merchant))
 
     @r.get("/offers/{offer_id}", summary="An offer")
-    async def offer(offer_id: str) -> Response:
-        return await _run(s.offer, offer_id)
+    async def offer(offer_id: str, request: Request) -> Response:
+        rule = merchant_of(lambda _: s.offer(offer_id).merchant, f"read offer {offer_id!r}")
+        return await guarded(request, None, rule, lambda _: s.offer(offer_id))
 
     @r.post("/loans", summary="Draw an approved offer into the merchant's account", openapi_extra=_body_schema(DrawIn))
     async def draw(request: Request) -> Response:
-        return await guarded(request, DrawIn, lambda b: s.draw_loan(b.offer_id, b.amount_fen, b.share_bp))
+        return await guarded(
+            request,
+            DrawIn,
+            merchant_of(lambda b: s.offer(b.offer_id).merchant, "draw another merchant's offer"),
+            lambda b: s.draw_loan(b.offer_id, b.amount_fen, b.share_bp),
+        )
 
     @r.get("/loans/{loan_id}", summary="A loan, interest accrued to today")
-    async def loan(loan_id: str) -> Response:
-        return await _run(s.loan, loan_id)
+    async def loan(loan_id: str, request: Request) -> Response:
+        rule = merchant_of(lambda _: s.loan(loan_id).merchant, f"read loan {loan_id!r}")
+        return await guarded(request, None, rule, lambda _: s.loan(loan_id))
 
     @r.post("/loans/{loan_id}/repay", summary="Early repayment of a loan", openapi_extra=_body_schema(LoanRepayIn))
     async def loan_repay(loan_id: str, request: Request) -> Response:
-        return await guarded(request, LoanRepayIn, lambda b: s.repay_loan(loan_id, b.amount_fen, b.request_id))
+        return await guarded(
+            request,
+            LoanRepayIn,
+            merchant_of(lambda _: s.loan(loan_id).merchant, f"repay loan {loan_id!r}"),
+            lambda b: s.repay_loan(loan_id, b.amount_fen, b.request_id),
+        )
 
     @r.get("/book", summary="The platform's view of the merchant-loan book")
-    async def book() -> Response:
-        return await _run(s.loan_book)
+    async def book(request: Request) -> Response:
+        return await guarded(request, None, operator("read the loan book"), lambda _: s.loan_book())
 
     @r.post("/run-day", summary="The day's batch: accrue, mark overdue, freeze lines, collect installments")
-    async def run_day() -> Response:
-        return await _run(s.run_day)
+    async def run_day(request: Request) -> Response:
+        return await guarded(request, None, operator("run the day's batch"), lambda _: s.run_day())
 
     return r
 
 
-def create_app(service: CreditService) -> FastAPI:
-    """The standalone credit service: the router, a health check and JSON errors for unknown routes."""
+def create_app(service: CreditService, identity: CreditIdentity | None = None) -> FastAPI:
+    """The standalone credit service: the router, a health check (open: no one's data) and JSON errors for
+    unknown routes. ``identity``: who may call (default: the key and operator token in the records' folder)."""
     app = FastAPI(
         title="liangcao credit",
         version=__version__,
         description="Installment plans (花呗分期), consumer credit lines and merchant loans (310) on the payments core.",
     )
-    app.include_router(router(service))
+    app.include_router(router(service, identity))
 
     @app.get("/v1/health", summary="Liveness")
     async def health() -> Response:
