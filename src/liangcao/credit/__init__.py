@@ -12,7 +12,8 @@ overdraw. The API the checkout gateway uses (stable; see ``docs/credit.md``)::
     service.open_plan(order_id, shopper, merchant, amount_fen, periods, fee_payer,
                       funding_transfer_id=post_id)                     # after that hold was posted
     service.on_settlement(merchant, settlement_id, amount_fen)         # a merchant loan's share of a settlement
-    app.include_router(liangcao.credit.http.router(service))           # HTTP under /v1/credit
+    app.include_router(liangcao.credit.http.router(service, identity)) # HTTP under /v1/credit: callers
+                                       # hold credit sessions (liangcao.credit.identity; docs/credit.md)
 
 Refusals are ``CreditError`` with a ``CreditCode`` (3400-3499); nothing is changed by a refusal.
 """
