@@ -266,10 +266,13 @@ def test_sessions_are_minted_by_the_operator_token_only(world: World, client: ht
 def test_health_and_the_description_are_open_and_no_route_else(world: World, client: httpx.Client) -> None:
     assert client.get("/v1/health").status_code == 200
     spec = client.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["session"]["scheme"] == "bearer"
+    assert "security" not in spec["paths"]["/v1/health"]["get"]
     for path, ops in spec["paths"].items():
         if not path.startswith("/v1/credit/"):
             continue
-        for method in ops:
+        for method, op in ops.items():
+            assert op["security"] == [{"session": []}], (path, method)
             concrete = path.replace("{plan_id}", "A1").replace("{shopper}", "ann").replace("{merchant}", "tea")
             concrete = concrete.replace("{offer_id}", world.offer).replace("{loan_id}", world.loan)
             refused(client.request(method.upper(), concrete, json={}), UNAUTH)

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -462,4 +463,19 @@ def create_app(service: CreditService, identity: CreditIdentity | None = None) -
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
         return _error(Code.INTERNAL, f"internal error: {type(exc).__name__}")
 
+    def openapi() -> dict[str, Any]:
+        # the description names the bearer session on every credit route (the health check stays open)
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            spec.setdefault("components", {})["securitySchemes"] = {
+                "session": {"type": "http", "scheme": "bearer", "bearerFormat": "lc1.<claims>.<mac>"}
+            }
+            for path, ops in spec["paths"].items():
+                if path.startswith("/v1/credit/"):
+                    for op in ops.values():
+                        op["security"] = [{"session": []}]
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
