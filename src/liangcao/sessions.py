@@ -17,7 +17,8 @@ Why HMAC and not a signature: the only verifiers are the service's own processes
 a MAC costs about a microsecond, an Ed25519 verification tens. The version prefix (``lc1.``) leaves room
 for a signed scheme (``lc2.``) without confusing the two: there is no ``alg`` field for a caller to choose.
 
-Roles: ``shopper``, ``merchant``, ``operator``. A service's operator token (``HOME/operator.token``) is
+Roles: ``shopper``, ``merchant``, ``operator`` (a service may name its own: the payments core issues
+``service`` and ``read-only`` sessions). A service's operator token (``HOME/operator.token``) is
 accepted as the operator too; a service lets only it issue sessions, so a stolen session cannot mint others.
 
 Refusals are plain exceptions: :class:`SessionRefused` (the caller is not authenticated: 401 at the
@@ -140,6 +141,7 @@ class SessionKey:
         realm: str,
         now_ms: Callable[[], int] = wall_ms,
         token_chars_max: int = session_token_chars_max,
+        roles: tuple[str, ...] = ROLES,
     ) -> None:
         if len(secret) < secret_bytes_min:
             raise ValueError(f"a session key of at least {secret_bytes_min} bytes")
@@ -147,6 +149,7 @@ class SessionKey:
         self.realm = realm
         self.now_ms = now_ms
         self.token_chars_max = token_chars_max
+        self.roles = roles  # the roles this service issues and accepts
         # the key id names the key without revealing it (a token of a replaced key is told apart from a
         # forgery), and the realm (a token of another service is refused even under the same secret)
         label = f"liangcao {realm} session key id\x00".encode()
@@ -158,8 +161,8 @@ class SessionKey:
     def issue(self, role: str, subject: str, ttl_s: int, *, ttl_s_max: int = session_ttl_s_max) -> tuple[str, int]:
         """(token, expires_ms) for ``subject`` in ``role``, good for ``ttl_s`` seconds (``SessionArgument``
         for a role, subject or life out of range)."""
-        if role not in ROLES:
-            raise SessionArgument(f"role must be one of {', '.join(ROLES)}")
+        if role not in self.roles:
+            raise SessionArgument(f"role must be one of {', '.join(self.roles)}")
         check_subject(subject)
         if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or not 1 <= ttl_s <= ttl_s_max:
             raise SessionArgument(f"ttl_s must be an integer 1..{ttl_s_max} (session_ttl_s_max)")
@@ -190,7 +193,7 @@ class SessionKey:
             raise SessionRefused("malformed session token: unreadable claims") from None
         if claims.kid != self.kid:
             raise SessionRefused("session token of another session key (issued before a key change): sign in again")
-        if claims.role not in ROLES:
+        if claims.role not in self.roles:
             raise SessionRefused("session token with an unknown role")
         if self.now_ms() >= claims.expires_ms:
             raise SessionRefused("session token expired: sign in again")
