@@ -137,8 +137,9 @@ class Verifier:
             # a lock some other thread held; the worker arms its parent-death signal itself (main)
             close_fds=True,
         )
-        assert proc.stdin is not None
+        assert proc.stdin is not None and proc.stdout is not None
         os.set_blocking(proc.stdin.fileno(), False)  # writes wait with a deadline (send)
+        os.set_blocking(proc.stdout.fileno(), False)  # reads too (_next_frame)
         self._proc = proc
         self.starts += 1
         self.receive()  # its greeting, once its imports are done: it is alive, and its start-up CPU is counted
@@ -188,10 +189,13 @@ class Verifier:
     def _next_frame(self, fd: int, deadline: float) -> bytes:
         """The next whole frame from the worker (what one read brought beyond it stays in the buffer)."""
         while (size := self._whole()) is None:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise TimeoutError("the verifier worker did not answer in time")
-            chunk = os.read(fd, _READ_BYTES)
+            try:  # the fd is non-blocking: read first (the caller usually saw it ready), select only if empty
+                chunk = os.read(fd, _READ_BYTES)
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    raise TimeoutError("the verifier worker did not answer in time") from None
+                continue
             if not chunk:
                 raise EOFError("the verifier worker's pipe closed")
             self._buf += chunk
