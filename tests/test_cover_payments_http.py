@@ -66,7 +66,7 @@ def test_the_adapter_pays_through_the_payments_service(tmp_path: Path) -> None:
     (rs,) = c.buy(["rs"], "o-1")
     r = c.run("cover", "claim", {"policy": rs["id"], "event": c.anchor(return_event("o-1", c.time_ms))}, PLATFORM)
     proc, url = start_service(tmp_path / "pay")
-    payments = HttpPayments(url)
+    payments = HttpPayments(url, token=(tmp_path / "pay" / "operator.token").read_text())
     try:
         adapter = PayoutAdapter(ChainLedger(c), payments, INSURER)
         assert adapter.settle_due() == 2 and adapter.paid == 2  # the premium and the payout

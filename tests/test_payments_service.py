@@ -1,5 +1,6 @@
 """The payments service end to end: `liangcao pay start` in its own process, the CLI and the HTTP API,
-on the embedded engine and on PostgreSQL; and a small run of `liangcao pay bench`."""
+on the embedded engine and on PostgreSQL; and a small run of `liangcao pay bench`. Every call presents the
+service's operator token (DATA/operator.token); outsiders are tests/test_payments_identity.py."""
 
 from __future__ import annotations
 
@@ -34,11 +35,25 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 class Service:
-    def __init__(self, *args: str) -> None:
+    """``liangcao pay start --data DATA *args`` in its own process; ``http`` presents its operator token."""
+
+    def __init__(self, data: Path, *args: str) -> None:
         self.port = free_port(0)
         self.url = f"http://127.0.0.1:{self.port}"
+        self.data = data
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "liangcao.cli", "pay", "start", "--port", str(self.port), *args],
+            [
+                sys.executable,
+                "-m",
+                "liangcao.cli",
+                "pay",
+                "start",
+                "--port",
+                str(self.port),
+                "--data",
+                str(data),
+                *args,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -46,6 +61,8 @@ class Service:
         while time.time() < deadline:
             try:
                 if httpx.get(self.url + "/v1/health", timeout=1).status_code == 200:
+                    self.token = (data / "operator.token").read_text().strip()
+                    self.http = httpx.Client(headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
                     return
             except httpx.HTTPError:
                 pass
@@ -56,6 +73,8 @@ class Service:
         raise AssertionError("service did not start")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
+        if hasattr(self, "http"):
+            self.http.close()
         self.proc.send_signal(sig)
         self.proc.wait(30)
         if self.proc.stderr is not None:
@@ -65,20 +84,20 @@ class Service:
 @pytest.fixture(params=["embedded", "postgres"])
 def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]:
     if request.param == "embedded":
-        s = Service("--data", str(tmp_path / "pay"))
+        s = Service(tmp_path / "pay")
     else:
         from liangcao.payments.postgres import PostgresBackend
 
         dsn = request.getfixturevalue("pg_dsn")
         with PostgresBackend(dsn) as pg:
             pg.reset()
-        s = Service("--postgres", dsn)
+        s = Service(tmp_path / "pay", "--postgres", dsn)  # DATA holds the operator token and session key
     yield s
     s.kill(signal.SIGTERM)
 
 
 def test_cli_and_http_round_trip(service: Service) -> None:
-    url = ("--url", service.url)
+    url = ("--url", service.url, "--token", service.token)
     cli("accounts", "create", "--id", "1", "--ledger", "156", "--code", "1", *url)
     cli(
         "accounts",
@@ -186,52 +205,52 @@ def test_cli_and_http_round_trip(service: Service) -> None:
         for k in range(5)
     ]
     batch[2]["ledger"] = 840
-    r = httpx.post(service.url + "/v1/transfers", json=batch)
-    assert r.status_code == 200
-    body = r.json()
+    resp = service.http.post(service.url + "/v1/transfers", json=batch)
+    assert resp.status_code == 200
+    body = resp.json()
     assert body["results"] == [0, 0, 37, 0, 0]
     assert body["failed"] == [{"index": 2, "code": 37, "result": "transfer_must_have_the_same_ledger_as_accounts"}]
-    again = httpx.post(service.url + "/v1/transfers", json=batch).json()  # idempotent, and says so
+    again = service.http.post(service.url + "/v1/transfers", json=batch).json()  # idempotent, and says so
     assert again["results"] == [60, 60, 37, 60, 60] and again["exists"] == [0, 1, 3, 4]
     assert [f["index"] for f in again["failed"]] == [2]
-    assert httpx.get(service.url + "/v1/accounts/3").json()["credits_posted"] == 2504
-    balances = httpx.get(service.url + "/v1/accounts/3/balances", params={"limit": 2, "reversed": True}).json()
+    assert service.http.get(service.url + "/v1/accounts/3").json()["credits_posted"] == 2504
+    balances = service.http.get(service.url + "/v1/accounts/3/balances", params={"limit": 2, "reversed": True}).json()
     assert [b["credits_posted"] for b in balances] == [2504, 2503]
 
 
 def test_http_errors_are_json_and_change_nothing(service: Service) -> None:
     u = service.url
-    before = httpx.post(u + "/v1/accounts/lookup", json={"ids": [1]}).json()
+    before = service.http.post(u + "/v1/accounts/lookup", json={"ids": [1]}).json()
     cases = [
-        (httpx.post(u + "/v1/transfers", content=b"[not json"), 400, Code.BAD_ENCODING),
-        (httpx.post(u + "/v1/transfers", json=[{"id": 1, "amount": 1.5}]), 400, Code.INVALID_ARGUMENT),
-        (httpx.post(u + "/v1/transfers", json=[{"id": 1, "colour": "red"}]), 400, Code.INVALID_ARGUMENT),
+        (service.http.post(u + "/v1/transfers", content=b"[not json"), 400, Code.BAD_ENCODING),
+        (service.http.post(u + "/v1/transfers", json=[{"id": 1, "amount": 1.5}]), 400, Code.INVALID_ARGUMENT),
+        (service.http.post(u + "/v1/transfers", json=[{"id": 1, "colour": "red"}]), 400, Code.INVALID_ARGUMENT),
         (
-            httpx.post(
+            service.http.post(
                 u + "/v1/accounts", json=[{"id": 1, "ledger": 1, "code": 1}] * (limits.pay_batch_events_max + 1)
             ),
             413,
             Code.TOO_LARGE,
         ),
-        (httpx.get(u + "/v1/transfers/424242"), 404, Code.NOT_FOUND),
+        (service.http.get(u + "/v1/transfers/424242"), 404, Code.NOT_FOUND),
         (
-            httpx.get(u + "/v1/accounts/1/transfers", params={"limit": limits.pay_query_limit_max + 1}),
+            service.http.get(u + "/v1/accounts/1/transfers", params={"limit": limits.pay_query_limit_max + 1}),
             400,
             Code.INVALID_ARGUMENT,
         ),
-        (httpx.get(u + "/v1/accounts/abc"), 400, Code.INVALID_ARGUMENT),
+        (service.http.get(u + "/v1/accounts/abc"), 400, Code.INVALID_ARGUMENT),
     ]
     for r, status, code in cases:
         assert r.status_code == status, r.text
         assert r.json()["code"] == code and r.json()["message"], r.text
-    assert httpx.post(u + "/v1/accounts/lookup", json={"ids": [1]}).json() == before
-    spec = httpx.get(u + "/openapi.json").json()
+    assert service.http.post(u + "/v1/accounts/lookup", json={"ids": [1]}).json() == before
+    spec = service.http.get(u + "/openapi.json").json()
     assert "/v1/transfers" in spec["paths"] and "TransferIn" in spec["components"]["schemas"]
 
 
 def test_duplicate_keys_and_values_too_wide_are_refused_whole(service: Service) -> None:
     u = service.url
-    assert httpx.post(u + "/v1/accounts", json=[{"id": i, "ledger": 1, "code": 1} for i in (1, 2)]).json()[
+    assert service.http.post(u + "/v1/accounts", json=[{"id": i, "ledger": 1, "code": 1} for i in (1, 2)]).json()[
         "results"
     ] == [0, 0]
     ok = '{"id": 10, "debit_account_id": 1, "credit_account_id": 2, "amount": 5, "ledger": 1, "code": 1}'
@@ -245,20 +264,20 @@ def test_duplicate_keys_and_values_too_wide_are_refused_whole(service: Service) 
     ]
     bodies = ["[" + ok + ", {" + second + "}]" for second in seconds]
     for text in bodies:
-        r = httpx.post(u + "/v1/transfers", content=text.encode(), headers={"content-type": "application/json"})
+        r = service.http.post(u + "/v1/transfers", content=text.encode(), headers={"content-type": "application/json"})
         assert r.status_code == 400 and r.json()["code"] == Code.INVALID_ARGUMENT, r.text
         assert "nothing applied" in r.json()["message"], r.text
-    r = httpx.post(u + "/v1/accounts/lookup", content=b'{"ids": [1], "ids": [2]}')
+    r = service.http.post(u + "/v1/accounts/lookup", content=b'{"ids": [1], "ids": [2]}')
     assert r.status_code == 400 and "more than once" in r.json()["message"]
-    (a,) = httpx.post(u + "/v1/accounts/lookup", json={"ids": [1]}).json()
+    (a,) = service.http.post(u + "/v1/accounts/lookup", json={"ids": [1]}).json()
     assert a["debits_posted"] == 0  # nothing was booked, not even the good first transfer
-    assert httpx.post(u + "/v1/transfers", content=f"[{ok}]".encode()).json()["results"] == [0]
+    assert service.http.post(u + "/v1/transfers", content=f"[{ok}]".encode()).json()["results"] == [0]
 
 
 def test_queries_over_http(service: Service) -> None:
     u = service.url
     accounts = [{"id": i, "ledger": 1, "code": i, "flags": 8 if i == 2 else 0} for i in (1, 2, 3)]
-    assert httpx.post(u + "/v1/accounts", json=accounts).json()["results"] == [0, 0, 0]
+    assert service.http.post(u + "/v1/accounts", json=accounts).json()["results"] == [0, 0, 0]
     batch = [
         {
             "id": 10 + k,
@@ -271,22 +290,25 @@ def test_queries_over_http(service: Service) -> None:
         }
         for k in range(4)
     ]
-    assert httpx.post(u + "/v1/transfers", json=batch).json()["results"] == [0, 0, 0, 0]
-    ids = [t["id"] for t in httpx.get(u + "/v1/transfers", params={"user_data_32": 1}).json()]
+    assert service.http.post(u + "/v1/transfers", json=batch).json()["results"] == [0, 0, 0, 0]
+    ids = [t["id"] for t in service.http.get(u + "/v1/transfers", params={"user_data_32": 1}).json()]
     assert ids == [11, 13]
-    assert [a["id"] for a in httpx.get(u + "/v1/accounts", params={"code": 2}).json()] == [2]
-    assert [a["id"] for a in httpx.get(u + "/v1/accounts", params={"reversed": True, "limit": 2}).json()] == [3, 2]
-    debits = httpx.get(u + "/v1/accounts/2/balances", params={"credits": False}).json()
+    assert [a["id"] for a in service.http.get(u + "/v1/accounts", params={"code": 2}).json()] == [2]
+    assert [a["id"] for a in service.http.get(u + "/v1/accounts", params={"reversed": True, "limit": 2}).json()] == [
+        3,
+        2,
+    ]
+    debits = service.http.get(u + "/v1/accounts/2/balances", params={"credits": False}).json()
     assert [b["debits_posted"] for b in debits] == [2, 6]
-    assert httpx.get(u + "/v1/accounts/2/transfers", params={"limit": 0}).json() == []
+    assert service.http.get(u + "/v1/accounts/2/transfers", params={"limit": 0}).json() == []
 
 
 def test_service_kill_9_keeps_what_it_acknowledged(tmp_path: Path) -> None:
     data = tmp_path / "pay"
-    s = Service("--data", str(data))
+    s = Service(data)
     try:
         accounts = [{"id": i, "ledger": 1, "code": 1} for i in (1, 2)]
-        assert httpx.post(s.url + "/v1/accounts", json=accounts).json()["results"] == [0, 0]
+        assert s.http.post(s.url + "/v1/accounts", json=accounts).json()["results"] == [0, 0]
         for k in range(30):
             batch = [
                 {
@@ -299,7 +321,7 @@ def test_service_kill_9_keeps_what_it_acknowledged(tmp_path: Path) -> None:
                 }
                 for j in range(100)
             ]
-            assert httpx.post(s.url + "/v1/transfers", json=batch).json()["results"] == [0] * 100
+            assert s.http.post(s.url + "/v1/transfers", json=batch).json()["results"] == [0] * 100
     finally:
         s.kill()
     with_data = json.loads(cli("lookup", "accounts", "2", "--json", "--data", str(data)).stdout)
@@ -338,10 +360,10 @@ def test_pay_bench_small_run(pg_dsn: str) -> None:
 
 
 def test_the_service_expires_pending_transfers_without_traffic(tmp_path: Path) -> None:
-    s = Service("--data", str(tmp_path / "pay"))
+    s = Service(tmp_path / "pay")
     try:
         accounts = [{"id": i, "ledger": 1, "code": 1} for i in (1, 2)]
-        assert httpx.post(s.url + "/v1/accounts", json=accounts).json()["results"] == [0, 0]
+        assert s.http.post(s.url + "/v1/accounts", json=accounts).json()["results"] == [0, 0]
         hold = [
             {
                 "id": 7,
@@ -354,13 +376,13 @@ def test_the_service_expires_pending_transfers_without_traffic(tmp_path: Path) -
                 "timeout": 1,
             }
         ]
-        assert httpx.post(s.url + "/v1/transfers", json=hold).json()["results"] == [0]
-        assert httpx.get(s.url + "/v1/transfers/7").json()["status"] == "pending"
+        assert s.http.post(s.url + "/v1/transfers", json=hold).json()["results"] == [0]
+        assert s.http.get(s.url + "/v1/transfers/7").json()["status"] == "pending"
         deadline = time.time() + 10
-        while httpx.get(s.url + "/v1/transfers/7").json()["status"] != "expired":
+        while s.http.get(s.url + "/v1/transfers/7").json()["status"] != "expired":
             assert time.time() < deadline, "pending transfer never expired"
             time.sleep(0.2)
-        assert httpx.get(s.url + "/v1/accounts/1").json()["debits_pending"] == 0
+        assert s.http.get(s.url + "/v1/accounts/1").json()["debits_pending"] == 0
     finally:
         s.kill()
 

@@ -241,12 +241,16 @@ class PayoutAdapter:
 # ---- over HTTP: the payments service, the SDK, a cursor file, the process -----------------------------------
 class HttpPayments:
     """:class:`PaymentsPort` over the payments service (``liangcao pay serve``): the same transfers under the
-    same ids, so exactly-once holds the same way (``EXISTS`` for a transfer the service already holds)."""
+    same ids, so exactly-once holds the same way (``EXISTS`` for a transfer the service already holds).
+    ``token``: the bearer token the service asks for (its ``operator.token`` or a ``service`` session from
+    ``liangcao pay token``); default ``LIANGCAO_PAY_TOKEN`` from the environment."""
 
-    def __init__(self, url: str = "", *, http: Any = None) -> None:
+    def __init__(self, url: str = "", *, token: str | None = None, http: Any = None) -> None:
         import httpx
 
-        self.http = http if http is not None else httpx.Client(base_url=url.rstrip("/"), timeout=30.0)
+        token = token if token is not None else os.environ.get("LIANGCAO_PAY_TOKEN")
+        headers = {"Authorization": f"Bearer {token.strip()}"} if token else {}
+        self.http = http if http is not None else httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30.0)
 
     def _post(self, path: str, events: list[Any]) -> list[int]:
         import msgspec
@@ -357,6 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--as", dest="member", required=True, help="the insurer's member that signs, e.g. org1/admin")
     p.add_argument("--engine", required=True, type=Path, help="the adapter's folder (payments core and cursor)")
     p.add_argument("--payments-url", default=None, help="pay through this payments service, not the embedded core")
+    p.add_argument(
+        "--payments-token-file",
+        type=Path,
+        default=None,
+        help="a file holding the payments service's token (default: LIANGCAO_PAY_TOKEN)",
+    )
     p.add_argument("--url", default=None, help="node URL (default from node.json)")
     p.add_argument("--once", action="store_true", help="settle what is due and what the stream holds, then exit")
     a = p.parse_args(argv)
@@ -367,7 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     signer = load_signer(member_dir(home.root, a.member))
     insurer = a.member.partition("/")[0]
     a.engine.mkdir(parents=True, exist_ok=True)
-    engine: Engine | HttpPayments = HttpPayments(a.payments_url) if a.payments_url else Engine(a.engine / "payments")
+    token = a.payments_token_file.read_text().strip() if a.payments_token_file else None
+    engine: Engine | HttpPayments = (
+        HttpPayments(a.payments_url, token=token) if a.payments_url else Engine(a.engine / "payments")
+    )
     stop = threading.Event()
     try:
         with Client(a.url or home.url, home.auth().create(a.member, 30)) as client:

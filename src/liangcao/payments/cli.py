@@ -1,7 +1,9 @@
 """``liangcao pay``: run the payments service, create accounts and transfers, look them up, benchmark.
 
 Commands talk to a running service (``--url``, default ``http://127.0.0.1:8190``) or, with ``--data DIR``,
-open the embedded engine's folder directly (only when no service holds it).
+open the embedded engine's folder directly (only when no service holds it). Through ``--url`` they present a
+bearer token (``--token`` or ``LIANGCAO_PAY_TOKEN``): the service's ``DATA/operator.token``, or a session
+from ``liangcao pay token``; with ``--data`` no token is needed (reading the folder is the authority).
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ err = Console(stderr=True)
 DEFAULT_URL = "http://127.0.0.1:8190"
 Url = Annotated[str, typer.Option("--url", help="the payments service")]
 Data = Annotated[Path | None, typer.Option("--data", help="use the embedded engine in this folder directly")]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="LIANGCAO_PAY_TOKEN",
+        show_envvar=True,
+        help="bearer token for --url: DATA/operator.token, or a session from 'liangcao pay token'",
+    ),
+]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -53,8 +64,9 @@ def _flags(text: str, enum: type[AccountFlags] | type[TransferFlags]) -> int:
     return value
 
 
-def _call(url: str, data: Path | None, op: str, payload: Any) -> Any:
-    """Run one operation through the service, or through the engine folder with ``--data``."""
+def _call(url: str, data: Path | None, op: str, payload: Any, token: str | None = None) -> Any:
+    """Run one operation through the service (presenting ``token``), or through the engine folder with
+    ``--data``."""
     if data is not None:
         from liangcao.errors import StoreError
         from liangcao.payments import AccountFilter, Engine, PaymentsError, QueryFilter
@@ -86,18 +98,24 @@ def _call(url: str, data: Path | None, op: str, payload: Any) -> Any:
         "lookup_accounts": ("POST", "/v1/accounts/lookup"),
         "lookup_transfers": ("POST", "/v1/transfers/lookup"),
     }
+    headers = {"Authorization": f"Bearer {token.strip()}"} if token else {}
     try:
         if op == "account_transfers":
             q = dict(payload)
-            r = httpx.get(f"{url}/v1/accounts/{q.pop('account_id')}/transfers", params=q, timeout=60)
+            path = f"/v1/accounts/{q.pop('account_id')}/transfers"
+            r = httpx.get(url + path, params=q, headers=headers, timeout=60)
         elif op in ("query_accounts", "query_transfers"):
-            r = httpx.get(f"{url}/v1/{op.split('_')[1]}", params=payload, timeout=60)
+            r = httpx.get(f"{url}/v1/{op.split('_')[1]}", params=payload, headers=headers, timeout=60)
         else:
             method, path = paths[op]
             body = {"ids": payload} if op.startswith("lookup") else payload
-            r = httpx.request(method, url + path, json=body, timeout=60)
+            r = httpx.request(method, url + path, json=body, headers=headers, timeout=60)
     except httpx.HTTPError as exc:
         fail(f"payments service unreachable at {url}: {exc} (start it with 'liangcao pay start')")
+    if r.status_code == 401 and not token:
+        fail(
+            "the payments service needs a token: --token or LIANGCAO_PAY_TOKEN (DATA/operator.token, or 'liangcao pay token')"
+        )
     if r.status_code != 200:
         try:
             fail(f"{r.json()['message']} (code {r.json()['code']})")
@@ -146,7 +164,12 @@ def start_cmd(
     from liangcao.errors import StoreError
     from liangcao.payments import Engine, PaymentsError
     from liangcao.payments.http import create_app
+    from liangcao.payments.identity import identity_in
 
+    try:
+        identity = identity_in(data)  # DATA/operator.token and DATA/session.key, made on first start (0600)
+    except (OSError, ValueError) as exc:
+        fail(f"{data}: {exc}")
     try:
         if postgres:
             from liangcao.payments.postgres import PostgresBackend
@@ -161,10 +184,38 @@ def start_cmd(
     gc.collect()
     gc.freeze()  # the recovered state lives as long as the service: keep the collector from rescanning it
     console.print(f"payments service on http://{host}:{port} ({'PostgreSQL' if postgres else f'engine in {data}'})")
+    console.print(f"callers present Authorization: Bearer <token>: {data / 'operator.token'}, or 'liangcao pay token'")
+    app = create_app(backend, identity=identity, serialize=bool(postgres))
     try:
-        uvicorn.run(create_app(backend, serialize=bool(postgres)), host=host, port=port, log_level="warning")
+        uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         backend.close()
+
+
+@pay_app.command("token")
+def token_cmd(
+    service: Annotated[str, typer.Option("--service", help="who the session is for, e.g. checkout-gateway")],
+    data: Annotated[Path, typer.Option("--data", help="the service's folder")] = Path("payments-data"),
+    role: Annotated[str, typer.Option("--role", help="service (every route) or read-only (GET and lookups)")] = (
+        "service"
+    ),
+    ttl_s: Annotated[int, typer.Option("--ttl-s", help="seconds the session is good for")] = 7 * 24 * 3600,
+    as_json: Annotated[bool, typer.Option("--json", help="token and expiry as JSON")] = False,
+) -> None:
+    """Issue a session for a caller of the payments service (whoever can read DATA may issue them)."""
+    from liangcao.payments import PaymentsError
+    from liangcao.payments.identity import identity_in
+
+    try:
+        token, expires_ms = identity_in(data).issue(role, service, ttl_s)
+    except PaymentsError as exc:
+        fail(exc.message)
+    except (OSError, ValueError) as exc:
+        fail(f"{data}: {exc}")
+    if as_json:
+        print(json.dumps({"token": token, "role": role, "subject": service, "expires_ms": expires_ms}))
+    else:
+        print(token)
 
 
 @accounts_app.command("create")
@@ -176,6 +227,7 @@ def accounts_create_cmd(
     file: Annotated[Path | None, typer.Option("--file", help="a JSON array of accounts instead")] = None,
     url: Url = DEFAULT_URL,
     data: Data = None,
+    token: Token = None,
 ) -> None:
     """Create one account (options) or a batch (``--file``). Exit 2 if any is refused."""
     if file is not None:
@@ -184,7 +236,7 @@ def accounts_create_cmd(
         fail("give --id (with --ledger and --code) or --file")
     else:
         payload = [{"id": id_, "ledger": ledger, "code": code, "flags": _flags(flags, AccountFlags)}]
-    _report(_call(url, data, "accounts", payload)["results"], CreateAccountResult)
+    _report(_call(url, data, "accounts", payload, token)["results"], CreateAccountResult)
 
 
 @pay_app.command("transfer")
@@ -201,6 +253,7 @@ def transfer_cmd(
     file: Annotated[Path | None, typer.Option("--file", help="a JSON array of transfers instead")] = None,
     url: Url = DEFAULT_URL,
     data: Data = None,
+    token: Token = None,
 ) -> None:
     """Create one transfer (options) or a batch (``--file``). Exit 2 if any is refused."""
     if file is not None:
@@ -221,7 +274,7 @@ def transfer_cmd(
                 "timeout": timeout,
             }
         ]
-    _report(_call(url, data, "transfers", payload)["results"], CreateTransferResult)
+    _report(_call(url, data, "transfers", payload, token)["results"], CreateTransferResult)
 
 
 @pay_app.command("lookup")
@@ -231,11 +284,12 @@ def lookup_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     url: Url = DEFAULT_URL,
     data: Data = None,
+    token: Token = None,
 ) -> None:
     """Look up accounts or transfers by id (missing ones are left out)."""
     if kind not in ("accounts", "transfers"):
         fail("kind is 'accounts' or 'transfers'")
-    rows = _call(url, data, f"lookup_{kind}", ids)
+    rows = _call(url, data, f"lookup_{kind}", ids, token)
     _print_rows(rows, as_json)
 
 
@@ -247,10 +301,11 @@ def history_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     url: Url = DEFAULT_URL,
     data: Data = None,
+    token: Token = None,
 ) -> None:
     """An account's transfers, oldest first (or newest with --reversed)."""
     q = {"account_id": account_id, "limit": limit, "reversed": reversed_}
-    _print_rows(_call(url, data, "account_transfers", q), as_json)
+    _print_rows(_call(url, data, "account_transfers", q, token), as_json)
 
 
 @pay_app.command("query")
@@ -266,6 +321,7 @@ def query_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     url: Url = DEFAULT_URL,
     data: Data = None,
+    token: Token = None,
 ) -> None:
     """Accounts or transfers whose fields equal every option given (0: any), oldest first."""
     if kind not in ("accounts", "transfers"):
@@ -279,7 +335,7 @@ def query_cmd(
         "limit": limit,
         "reversed": reversed_,
     }
-    _print_rows(_call(url, data, f"query_{kind}", q), as_json)
+    _print_rows(_call(url, data, f"query_{kind}", q, token), as_json)
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:

@@ -10,12 +10,30 @@
             └── FormatTooOld    files written under earlier rules that cannot be replayed under these
 
 Every message is one line that names the file, the place and what to do; the CLI prints it as it is.
+
+The service's own refusals are :class:`PayCode` (3500-3599, registered with :mod:`liangcao.codes`): who is
+calling (``UNAUTHENTICATED`` 3500, 401; ``READ_ONLY`` 3501, 403). Malformed bodies and limits keep the
+platform's shared codes (``INVALID_ARGUMENT``, ``TOO_LARGE``...), and per-event outcomes stay
+``CreateAccountResult`` / ``CreateTransferResult`` (TigerBeetle's numbers, not codes of this registry).
 """
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+from liangcao import codes
 from liangcao.codes import Code
 from liangcao.errors import LiangcaoError, StoreError
+
+
+class PayCode(IntEnum):
+    """The payments service's own refusals (3500-3599)."""
+
+    UNAUTHENTICATED = 3500  # no bearer token, or one malformed, forged, expired or of another key
+    READ_ONLY = 3501  # a read-only session asked to write (create, post, void, pulse)
+
+
+codes.register(PayCode, "payments", http={PayCode.UNAUTHENTICATED: 401, PayCode.READ_ONLY: 403})
 
 
 class PaymentsError(LiangcaoError):

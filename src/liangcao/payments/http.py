@@ -4,6 +4,8 @@ Bodies are read with msgspec, not pydantic: a batch of 8,190 transfers is decode
 validated strictly (integers only, no unknown fields, no key twice in one object: JSON parsers disagree on
 which of two values wins, so neither does). Every error is JSON ``{code, message, detail}``.
 Per-event outcomes are not errors: a batch answers 200 with one result per event.
+Every route but ``GET /v1/health`` needs ``Authorization: Bearer <token>`` (:mod:`liangcao.payments.identity`):
+the check runs before routing, admission control and the body, so a refused request costs a header read.
 JSON numbers carry u128 values exactly; clients whose JSON numbers are doubles (JavaScript) must use a
 parser that keeps big integers.
 """
@@ -28,6 +30,8 @@ from liangcao.errors import LiangcaoError
 from liangcao.flow import Gate, Priority
 from liangcao.flow.asgi import Route, by_route, install, open_rules
 from liangcao.payments.engine import PaymentsError
+from liangcao.payments.errors import PayCode
+from liangcao.payments.identity import OPEN_PATHS, WWW_AUTHENTICATE, PayIdentity, may
 from liangcao.payments.types import (
     Account,
     AccountBalance,
@@ -218,11 +222,60 @@ FLOW_ROUTES: tuple[Route, ...] = (
 )
 
 
+class CallerCheck:
+    """ASGI middleware: the caller of every request but ``/v1/health`` is the operator or a session of this
+    service (401 ``UNAUTHENTICATED``), and a read-only session only reads (403 ``READ_ONLY``). It answers
+    before anything else runs: no body is read, no admission is counted, nothing is written."""
+
+    def __init__(self, app: Any, identity: PayIdentity) -> None:
+        self.app = app
+        self.identity = identity
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        authorization: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if authorization is not None:  # two headers: which one counts is not a guess we make
+                    await _refuse(send, 401, PayCode.UNAUTHENTICATED, "more than one Authorization header")
+                    return
+                authorization = value
+        try:
+            caller = self.identity.caller(None if authorization is None else authorization.decode("latin-1"))
+        except LiangcaoError as exc:
+            await _refuse(send, 401, exc.code, exc.message)
+            return
+        if not may(caller, scope["method"], scope["path"]):
+            message = f"{caller.role} {caller.subject!r} may not {scope['method']} {scope['path']}: it only reads"
+            await _refuse(send, 403, PayCode.READ_ONLY, message)
+            return
+        scope.setdefault("state", {})["caller"] = caller
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Any, status: int, code: int, message: str) -> None:
+    body = msgspec.json.encode({"code": int(code), "message": message, "detail": None})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", WWW_AUTHENTICATE.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 def create_app(
-    backend: Backend, *, serialize: bool = False, expire_every_s: float = 1.0, gate: Gate | None = None
+    backend: Backend,
+    *,
+    identity: PayIdentity,
+    serialize: bool = False,
+    expire_every_s: float = 1.0,
+    gate: Gate | None = None,
 ) -> FastAPI:
-    """The service over ``backend``; ``serialize`` puts one lock around it (a backend that is not thread-safe);
-    ``gate``: admission control (default: open rules, every decision counted at ``/v1/flow``)."""
+    """The service over ``backend``, open only to the callers ``identity`` accepts
+    (:func:`liangcao.payments.identity.identity_in`); ``serialize`` puts one lock around it (a backend that
+    is not thread-safe); ``gate``: admission control (default: open rules, every decision counted at
+    ``/v1/flow``)."""
     lock = threading.Lock() if serialize else None
     stop = threading.Event()
 
@@ -423,15 +476,25 @@ def create_app(
 
             spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             spec.setdefault("components", {}).setdefault("schemas", {}).update(_components)
-            for path in spec.get("paths", {}).values():
+            spec["components"]["securitySchemes"] = {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the service's DATA/operator.token, or a session from 'liangcao pay token'",
+                }
+            }
+            for where, path in spec.get("paths", {}).items():
                 for op in path.values():
                     op.get("requestBody", {}).pop("x-components", None)
+                    if where not in OPEN_PATHS:
+                        op["security"] = [{"bearer": []}]
             app.openapi_schema = spec
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     flow_gate = gate or Gate(open_rules(["transfers", "accounts", "queries"]))
     install(app, flow_gate, by_route(FLOW_ROUTES, default=("queries", Priority.QUERY)))
+    app.add_middleware(CallerCheck, identity=identity)  # added last, so outermost: before admission control
     return app
 
 
