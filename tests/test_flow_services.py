@@ -18,6 +18,7 @@ from liangcao.client import Client
 from liangcao.flow import Gate, Priority, ResourceRule, Rules
 from liangcao.payments.engine import Engine
 from liangcao.payments.http import create_app
+from liangcao.payments.identity import identity_in
 from liangcao.procs import free_port
 
 
@@ -59,14 +60,16 @@ def payments(tmp_path: Path) -> Iterator[tuple[httpx.Client, Gate]]:
     )
     port = free_port()
     with Engine(tmp_path / "pay") as engine:
-        app = create_app(engine, gate=gate, expire_every_s=0)
+        identity = identity_in(tmp_path / "pay")
+        app = create_app(engine, identity=identity, gate=gate, expire_every_s=0)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         try:
             while not server.started:
                 time.sleep(0.01)
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            auth = {"Authorization": f"Bearer {(tmp_path / 'pay' / 'operator.token').read_text().strip()}"}
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=10) as http:
                 yield http, gate
         finally:
             server.should_exit = True
