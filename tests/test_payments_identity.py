@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from liangcao import codes, sessions
 from liangcao.adapters.payout import HttpPayments
 from liangcao.payments import Engine
+from liangcao.payments import identity as payments_identity
 from liangcao.payments.errors import PayCode, PaymentsError
 from liangcao.payments.http import create_app
 from liangcao.payments.identity import REALM, identity_in
@@ -254,6 +255,26 @@ def test_no_header_but_the_real_ones_authenticates(tmp_path_factory: pytest.Temp
         if altered != token:
             with pytest.raises(PaymentsError):
                 identity.caller(f"Bearer {altered}")
+
+
+def test_a_remembered_session_still_expires_and_the_memory_is_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [sessions.wall_ms()]
+    identity = identity_in(tmp_path / "pay", now_ms=lambda: clock[0])
+    token, expires_ms = identity.issue("service", "gateway", 60)
+    assert identity.caller(f"Bearer {token}").subject == "gateway"
+    assert identity.caller(f"Bearer {token}").subject == "gateway"  # remembered
+    clock[0] = expires_ms
+    with pytest.raises(PaymentsError, match="expired") as exc:
+        identity.caller(f"Bearer {token}")
+    assert exc.value.code == PayCode.UNAUTHENTICATED
+    monkeypatch.setattr(payments_identity, "verified_cache_entries_max", 3)
+    for k in range(10):
+        identity.caller(f"Bearer {identity.issue('read-only', f'd{k}', 60)[0]}")
+        assert len(identity._verified) <= 3
+    with pytest.raises(PaymentsError):
+        identity.caller(["Bearer " + token, "Bearer " + token])  # two headers, even the same one twice
 
 
 def test_the_check_costs_microseconds(tmp_path: Path) -> None:
