@@ -687,6 +687,8 @@ class Node:
             self._pending_since_ms = wall_ms()
         elif not self._deriver.pending:
             self._pending_since_ms = None
+        if derived is not None and isinstance(self.link, SoloLink):
+            self.link.poke()  # the next cut may be due already: it goes into the queue while this block executes
         return derived
 
     def _count_out(self, msg: StreamMessage, had: int, derived: DerivedBlock | None) -> None:

@@ -215,9 +215,17 @@ class SoloLink:
                         if self._cut(signer, height):
                             sent = (height, now)
                         wait_s = 0.001
-                    else:
-                        wait_s = max(0.001, (since + policy.block_wait_ms - now) / 1000) if not due else 0.002
+                    elif not due:
+                        wait_s = max(0.001, (since + policy.block_wait_ms - now) / 1000)
+                    else:  # sent and not yet taken: the peer pokes when it takes a cut (``poke``)
+                        wait_s = min(0.05, max(0.001, (sent[1] + RECUT_MS - now) / 1000)) if sent else 0.002
                 self._wake.wait(wait_s)
+
+    def poke(self) -> None:
+        """The peer took a cut (its next height moved): look again now. Without it the orderer would poll its
+        peer's position every few milliseconds while a block executes, and take the peer's interpreter with it."""
+        with self._lock:
+            self._wake.notify_all()
 
     def _cut(self, signer: Any, height: int) -> bool:
         """Append a signed cut for ``height`` after everything published so far (the caller holds the lock)."""
