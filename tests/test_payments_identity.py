@@ -40,22 +40,26 @@ MOVE = [{"id": 10, "debit_account_id": 1, "credit_account_id": 2, "amount": 5_00
 HOLD = [{"id": 11, "debit_account_id": 1, "credit_account_id": 2, "amount": 7, "ledger": 156, "code": 1, "flags": 2}]
 VOID = [{"id": 12, "pending_id": 11, "flags": 8}]
 
-#: Every route of the service: (method, path, JSON body or None, writes?).
-ROUTES: list[tuple[str, str, object, bool]] = [
-    ("POST", "/v1/accounts", [{"id": 99, "ledger": 156, "code": 1}], True),
-    ("POST", "/v1/transfers", [{**MOVE[0], "id": 98}], True),
-    ("POST", "/v1/transfers", [{**VOID[0], "id": 97}], True),
-    ("POST", "/v1/pulse", None, True),
-    ("POST", "/v1/accounts/lookup", {"ids": [1, 2]}, False),
-    ("POST", "/v1/transfers/lookup", {"ids": [10]}, False),
-    ("GET", "/v1/accounts/1", None, False),
-    ("GET", "/v1/transfers/10", None, False),
-    ("GET", "/v1/accounts/1/transfers", None, False),
-    ("GET", "/v1/accounts/1/balances", None, False),
-    ("GET", "/v1/accounts", None, False),
-    ("GET", "/v1/transfers", None, False),
-    ("GET", "/v1/flow", None, False),
-    ("GET", "/openapi.json", None, False),
+RULES = {"resources": [{"name": "transfers"}, {"name": "accounts"}, {"name": "queries"}]}
+#: Every route of the service: (method, path, JSON body or None, who may: "read", "write" or "operator").
+ROUTES: list[tuple[str, str, object, str]] = [
+    ("POST", "/v1/accounts", [{"id": 99, "ledger": 156, "code": 1}], "write"),
+    ("POST", "/v1/transfers", [{**MOVE[0], "id": 98}], "write"),
+    ("POST", "/v1/transfers", [{**VOID[0], "id": 97}], "write"),
+    ("POST", "/v1/pulse", None, "write"),
+    ("PUT", "/v1/flow/rules", RULES, "operator"),
+    ("POST", "/v1/accounts/lookup", {"ids": [1, 2]}, "read"),
+    ("POST", "/v1/transfers/lookup", {"ids": [10]}, "read"),
+    ("GET", "/v1/accounts/1", None, "read"),
+    ("GET", "/v1/transfers/10", None, "read"),
+    ("GET", "/v1/accounts/1/transfers", None, "read"),
+    ("GET", "/v1/accounts/1/balances", None, "read"),
+    ("GET", "/v1/accounts", None, "read"),
+    ("GET", "/v1/transfers", None, "read"),
+    ("GET", "/v1/flow", None, "read"),
+    ("GET", "/v1/flow/rules", None, "read"),
+    ("GET", "/v1/flow/metrics", None, "read"),
+    ("GET", "/openapi.json", None, "read"),
 ]
 
 
@@ -129,6 +133,7 @@ def test_the_folder_holds_the_operator_token_and_session_key_for_its_owner_only(
 def test_the_codes_are_registered_in_the_payments_range() -> None:
     assert codes.info(PayCode.UNAUTHENTICATED) == codes.CodeInfo(3500, "UNAUTHENTICATED", "payments", 401)
     assert codes.http_status(PayCode.READ_ONLY) == 403 and codes.name_of(3501) == "READ_ONLY"
+    assert codes.http_status(PayCode.OPERATOR_ONLY) == 403
 
 
 def test_health_is_open_and_every_other_route_wants_a_token(live: Live) -> None:
@@ -143,11 +148,14 @@ def test_health_is_open_and_every_other_route_wants_a_token(live: Live) -> None:
     assert live.state() == before
 
 
-def test_the_operator_token_and_a_service_session_may_do_everything(live: Live) -> None:
+def test_the_operator_token_may_do_everything_and_a_service_session_all_but_the_rules(live: Live) -> None:
     for token in (live.operator, live.session("service")):
-        for method, path, body, _ in ROUTES:
+        for method, path, body, who in ROUTES:
             r = send(live, method, path, body, live.auth(token))
-            assert r.status_code == 200, (path, r.text)
+            if who == "operator" and token != live.operator:
+                refused(r, 403, PayCode.OPERATOR_ONLY)
+            else:
+                assert r.status_code == 200, (path, r.text)
     # the service session moved money: the second batch's ids answered "exists" (same fields)
     h = live.auth(live.session("service", "payout-adapter"))
     assert live.http.get("/v1/transfers/98", headers=h).json()["amount"] == 5_000
@@ -157,14 +165,16 @@ def test_the_operator_token_and_a_service_session_may_do_everything(live: Live) 
 def test_a_read_only_session_reads_and_writes_nothing(live: Live) -> None:
     h = live.auth(live.session("read-only", "auditor"))
     before = live.state()
-    for method, path, body, writes in ROUTES:
+    rules = live.http.get("/v1/flow/rules", headers=h).json()
+    for method, path, body, who in ROUTES:
         r = send(live, method, path, body, h)
-        if writes:
-            refused(r, 403, PayCode.READ_ONLY)
-            assert "auditor" in r.json()["message"]
-        else:
+        if who == "read":
             assert r.status_code == 200, (path, r.text)
+        else:
+            refused(r, 403, PayCode.OPERATOR_ONLY if who == "operator" else PayCode.READ_ONLY)
+            assert "auditor" in r.json()["message"]
     assert live.state() == before
+    assert live.http.get("/v1/flow/rules", headers=h).json() == rules
     assert live.http.get("/v1/transfers/11", headers=h).json()["status"] == "pending"  # not voided
 
 

@@ -12,7 +12,7 @@
 Every message is one line that names the file, the place and what to do; the CLI prints it as it is.
 
 The service's own refusals are :class:`PayCode` (3500-3599, registered with :mod:`liangcao.codes`): who is
-calling (``UNAUTHENTICATED`` 3500, 401; ``READ_ONLY`` 3501, 403). Malformed bodies and limits keep the
+calling (``UNAUTHENTICATED`` 3500, 401; ``READ_ONLY`` 3501, 403; ``OPERATOR_ONLY`` 3502, 403). Malformed bodies and limits keep the
 platform's shared codes (``INVALID_ARGUMENT``, ``TOO_LARGE``...), and per-event outcomes stay
 ``CreateAccountResult`` / ``CreateTransferResult`` (TigerBeetle's numbers, not codes of this registry).
 """
@@ -31,9 +31,12 @@ class PayCode(IntEnum):
 
     UNAUTHENTICATED = 3500  # no bearer token, or one malformed, forged, expired or of another key
     READ_ONLY = 3501  # a read-only session asked to write (create, post, void, pulse)
+    OPERATOR_ONLY = 3502  # a session asked for what only the operator token does (the admission rules)
 
 
-codes.register(PayCode, "payments", http={PayCode.UNAUTHENTICATED: 401, PayCode.READ_ONLY: 403})
+codes.register(
+    PayCode, "payments", http={PayCode.UNAUTHENTICATED: 401, PayCode.READ_ONLY: 403, PayCode.OPERATOR_ONLY: 403}
+)
 
 
 class PaymentsError(LiangcaoError):

@@ -31,7 +31,7 @@ from liangcao.flow import Gate, Priority
 from liangcao.flow.asgi import Route, by_route, install, open_rules
 from liangcao.payments.engine import PaymentsError
 from liangcao.payments.errors import PayCode
-from liangcao.payments.identity import OPEN_PATHS, WWW_AUTHENTICATE, PayIdentity, may
+from liangcao.payments.identity import OPEN_PATHS, WWW_AUTHENTICATE, PayIdentity, refusal
 from liangcao.payments.types import (
     Account,
     AccountBalance,
@@ -224,7 +224,8 @@ FLOW_ROUTES: tuple[Route, ...] = (
 
 class CallerCheck:
     """ASGI middleware: the caller of every request but ``/v1/health`` is the operator or a session of this
-    service (401 ``UNAUTHENTICATED``), and a read-only session only reads (403 ``READ_ONLY``). It answers
+    service (401 ``UNAUTHENTICATED``), a read-only session only reads (403 ``READ_ONLY``), and only the
+    operator token changes the admission rules (403 ``OPERATOR_ONLY``). It answers
     before anything else runs: no body is read, no admission is counted, nothing is written."""
 
     def __init__(self, app: Any, identity: PayIdentity) -> None:
@@ -247,9 +248,9 @@ class CallerCheck:
         except LiangcaoError as exc:
             await _refuse(send, 401, exc.code, exc.message)
             return
-        if not may(caller, scope["method"], scope["path"]):
-            message = f"{caller.role} {caller.subject!r} may not {scope['method']} {scope['path']}: it only reads"
-            await _refuse(send, 403, PayCode.READ_ONLY, message)
+        refused = refusal(caller, scope["method"], scope["path"])
+        if refused is not None:
+            await _refuse(send, 403, *refused)
             return
         scope.setdefault("state", {})["caller"] = caller
         await self.app(scope, receive, send)

@@ -6,12 +6,13 @@ the checkout gateway and the credit service share). A session is ``lc1.<claims>.
 ``payments``: a gateway's or credit service's token is refused here even if they were given one folder.
 
 Roles (:data:`ROLES`): ``service`` (a caller that moves money: the checkout gateway, the credit service,
-the payout adapter; every route) and ``read-only`` (dashboards, auditors: ``GET`` and the two lookup
+the payout adapter; every route but ``PUT /v1/flow/rules``, the operator's) and ``read-only`` (dashboards, auditors: ``GET`` and the two lookup
 ``POST`` s, nothing that writes). The operator token is every route. Sessions are issued offline by
 whoever can read the folder (``liangcao pay token``), so there is no route that mints them.
 
 Only ``GET /v1/health`` is open. Refusals are answered before the body is read or anything is run:
-``UNAUTHENTICATED`` (3500, 401, ``WWW-Authenticate: Bearer``) and ``READ_ONLY`` (3501, 403).
+``UNAUTHENTICATED`` (3500, 401, ``WWW-Authenticate: Bearer``), ``READ_ONLY`` (3501, 403) and
+``OPERATOR_ONLY`` (3502, 403).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ WWW_AUTHENTICATE = 'Bearer realm="liangcao-payments"'
 TOKEN_ENV = "LIANGCAO_PAY_TOKEN"
 #: Routes a read-only caller may POST to: lookups, which change nothing.
 READ_POSTS = frozenset({"/v1/accounts/lookup", "/v1/transfers/lookup"})
+#: Routes only the operator token may call: the admission rules (a service could otherwise shut others out).
+OPERATOR_ONLY = frozenset({("PUT", "/v1/flow/rules")})
 #: The one route open to anybody (liveness probes).
 OPEN_PATHS = frozenset({"/v1/health"})
 #: Headers remembered as verified (a service presents one token for thousands of requests); at the limit
@@ -45,11 +48,15 @@ verified_cache_entries_max = 4096
 _NEVER = 2**63
 
 
-def may(caller: Caller, method: str, path: str) -> bool:
-    """Whether ``caller`` (already authenticated) may ``method`` ``path``: read-only callers only read."""
-    if caller.role != "read-only":
-        return True
-    return method in ("GET", "HEAD") or (method == "POST" and path in READ_POSTS)
+def refusal(caller: Caller, method: str, path: str) -> tuple[int, str] | None:
+    """Why ``caller`` (already authenticated) may not ``method`` ``path``, as (code, message); None if it may.
+    Read-only callers only read; only the operator token changes the admission rules."""
+    who = f"{caller.role} {caller.subject!r}"
+    if (method, path) in OPERATOR_ONLY and caller.role != "operator":
+        return PayCode.OPERATOR_ONLY, f"{who} may not {method} {path}: only the operator token may"
+    if caller.role == "read-only" and not (method in ("GET", "HEAD") or (method == "POST" and path in READ_POSTS)):
+        return PayCode.READ_ONLY, f"{who} may not {method} {path}: it only reads"
+    return None
 
 
 class PayIdentity(sessions.Identity):
