@@ -245,6 +245,11 @@ def operator_token(home: Path, name: str = OPERATOR_TOKEN_FILE) -> str:
     return token
 
 
+def _raw(text: str) -> bytes:
+    # a header read as latin-1, or any str a caller passes (lone surrogates included): bytes, never an error
+    return text.encode("utf-8", "surrogateescape")
+
+
 class Identity:
     """A service's check of the ``Authorization`` header: a session token, or the operator token."""
 
@@ -253,26 +258,43 @@ class Identity:
     ) -> None:
         self.key = key
         self.header_chars_max = header_chars_max
-        self._operator = ("Bearer " + operator_token).encode() if operator_token else None
+        self._operator = operator_token.encode() if operator_token else None
 
-    def caller(self, authorization: str | None) -> Caller:
-        """The caller of a request with this ``Authorization`` header (``SessionRefused`` otherwise).
-        Only the header counts: a token in the query string or a cookie is not looked at."""
+    def _token(self, authorization: str | list[str] | None) -> str:
+        """The token of the one ``Authorization`` header (``SessionRefused`` otherwise)."""
+        if isinstance(authorization, list):
+            # RFC 9110: one Authorization field. Two are refused, not read as the first: a proxy, a WAF or an
+            # audit log in front that reads the last would see another caller than the service does.
+            if len(authorization) > 1:
+                raise SessionRefused("Authorization given more than once: send one")
+            authorization = authorization[0] if authorization else None
         if not authorization:
             raise SessionRefused("sign in: Authorization: Bearer <session token> is missing")
         if len(authorization) > self.header_chars_max:
             raise SessionRefused(f"Authorization header over authorization_chars_max={self.header_chars_max}")
         scheme, _, token = authorization.partition(" ")
+        # the scheme is case-insensitive (RFC 9110 11.1), for the operator token as for a session
         if scheme.lower() != "bearer" or not token or " " in token:
             raise SessionRefused("Authorization must be 'Bearer <session token>'")
-        if self._operator is not None and not token.startswith(PREFIX):
-            raw = authorization.encode("utf-8", "surrogateescape")
-            if hmac.compare_digest(raw, self._operator):
-                return OPERATOR
+        return token
+
+    def caller(self, authorization: str | list[str] | None) -> Caller:
+        """The caller of a request with this ``Authorization`` header (``SessionRefused`` otherwise); a list
+        is every ``Authorization`` header of the request (more than one is refused). Only the header counts:
+        a token in the query string or a cookie is not looked at."""
+        token = self._token(authorization)
+        operator = self._operator
+        if operator is not None and not token.startswith(PREFIX) and hmac.compare_digest(_raw(token), operator):
+            return OPERATOR
         return self.key.verify(token)
 
-    def is_operator_token(self, authorization: str | None) -> bool:
-        """Whether the header carries the service's operator token itself (not an operator session)."""
-        if self._operator is None or not authorization or len(authorization) > self.header_chars_max:
+    def is_operator_token(self, authorization: str | list[str] | None) -> bool:
+        """Whether the request's one ``Authorization`` header carries the service's operator token itself
+        (not an operator session)."""
+        if self._operator is None:
             return False
-        return hmac.compare_digest(authorization.encode("utf-8", "surrogateescape"), self._operator)
+        try:
+            token = self._token(authorization)
+        except SessionRefused:
+            return False
+        return hmac.compare_digest(_raw(token), self._operator)

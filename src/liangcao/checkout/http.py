@@ -118,8 +118,10 @@ def _carries_step_up(scope: Scope) -> bool:
 
 
 #: Paths flow control leaves alone: liveness, the metrics and the flow endpoints themselves (an operator
-#: must be able to read and change the rules in the middle of the surge they are shedding).
+#: must be able to read and change the rules in the middle of the surge they are shedding). Liveness and the
+#: metrics are one path each: what lies under them is a 404 like any other (``other``), not a free pass.
 _UNGUARDED = ("/v1/health", "/metrics", "/v1/flow")
+_UNGUARDED_TREES = ("/v1/flow/",)
 
 
 def classify(scope: Scope) -> tuple[str, Priority, str | None] | None:
@@ -133,9 +135,8 @@ def classify(scope: Scope) -> tuple[str, Priority, str | None] | None:
     them must not pass either)."""
     path: str = scope["path"]
     method: str = scope["method"]
-    for free in _UNGUARDED:
-        if path == free or path.startswith(free + "/"):
-            return None
+    if path in _UNGUARDED or path.startswith(_UNGUARDED_TREES):
+        return None
     parts = path.strip("/").split("/")
     if parts[0] == "authn":
         if len(parts) >= 4 and parts[2] == "payment":
@@ -273,11 +274,14 @@ def operator_only(token: str) -> list[Any]:
     """FastAPI dependencies for the writing flow endpoints (``PUT /v1/flow/rules``): ``Authorization: Bearer
     <operator token>``, else ``401 OPERATOR_ONLY`` (a shopper who could lift every limit, or set paying's to
     zero, would own the midnight)."""
-    want = ("Bearer " + token).encode()
+    want = token.encode()
 
     def check(request: Request) -> None:
-        got = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(got, want):
+        # one Authorization header (two are refused: a proxy reading the other would disagree), the scheme in
+        # any case (RFC 9110 11.1), as the identity check reads it
+        got = request.headers.getlist("authorization")
+        scheme, _, presented = (got[0] if len(got) == 1 else "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.encode(), want):
             raise CheckoutError(
                 CheckoutCode.OPERATOR_ONLY, f"changing the flow rules needs the operator token ({OPERATOR_TOKEN_FILE})"
             )
@@ -396,7 +400,7 @@ def create_app(
     def caller_of(request: Request) -> Caller:
         """The authenticated caller (401 ``UNAUTHENTICATED`` otherwise), kept on the request for the passkey
         router (:func:`session_shopper`)."""
-        c = ident.caller(request.headers.get("authorization"))
+        c = ident.caller(request.headers.getlist("authorization"))
         request.state.caller = c
         return c
 
@@ -513,7 +517,7 @@ def create_app(
     @app.post("/v1/sessions", summary="Issue a session token (the operator token only)", status_code=201,
               openapi_extra=body_schema(SessionIn))  # fmt: skip
     async def sessions(request: Request) -> Response:
-        header = request.headers.get("authorization")
+        header = request.headers.getlist("authorization")
         if not ident.is_operator_token(header):
             c = caller_of(request)  # 401 without a good token; a session (even an operator's) cannot mint others
             raise forbidden(

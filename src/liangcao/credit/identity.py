@@ -62,9 +62,10 @@ def issue(key: sessions.SessionKey, role: str, subject: str, ttl_s: int) -> tupl
 class CreditIdentity(sessions.Identity):
     """The credit service's check of the ``Authorization`` header: a session, or the operator token."""
 
-    def caller(self, authorization: str | None) -> Caller:
-        """The caller of a request with this ``Authorization`` header (``UNAUTHENTICATED`` otherwise).
-        Only the header counts: a token in the query string or a cookie is not looked at."""
+    def caller(self, authorization: str | list[str] | None) -> Caller:
+        """The caller of a request with this ``Authorization`` header (``UNAUTHENTICATED`` otherwise; a list
+        is every such header of the request: two are refused). Only the header counts: a token in the query
+        string or a cookie is not looked at."""
         try:
             return super().caller(authorization)
         except sessions.SessionRefused as exc:
