@@ -4,11 +4,10 @@ stable code before anything is read or written; and every caller that must keep 
 a service session, a read-only dashboard, the CLI with --token and LIANGCAO_PAY_TOKEN, the payout adapter).
 
 The server is the real service (uvicorn on 127.0.0.1 over the embedded engine) in a thread; the CLI tests
-run ``liangcao pay start`` and ``liangcao pay token`` as processes."""
+run ``liangcao pay start`` as a process and the ``liangcao pay`` commands' typer app against it."""
 
 from __future__ import annotations
 
-import os
 import signal
 import stat
 import subprocess
@@ -24,11 +23,13 @@ import pytest
 import uvicorn
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from liangcao import codes, sessions
 from liangcao.adapters.payout import HttpPayments
 from liangcao.payments import Engine
 from liangcao.payments import identity as payments_identity
+from liangcao.payments.cli import pay_app
 from liangcao.payments.errors import PayCode, PaymentsError
 from liangcao.payments.http import create_app
 from liangcao.payments.identity import REALM, identity_in
@@ -316,15 +317,19 @@ def test_the_payout_adapters_client_presents_its_token(live: Live, monkeypatch: 
     adapter.close()
 
 
-def pay(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k != "LIANGCAO_PAY_TOKEN"}
-    return subprocess.run(
-        [sys.executable, "-m", "liangcao.cli", "pay", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**base, "COLUMNS": "200", **(env or {})},
-    )
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def pay(*args: str, env: dict[str, str] | None = None) -> Ran:
+    """``liangcao pay ARGS`` in this process (the real typer app; the service it talks to is a process)."""
+    environment: dict[str, str | None] = {"LIANGCAO_PAY_TOKEN": None, "COLUMNS": "200", **(env or {})}
+    r = CliRunner().invoke(pay_app, list(args), env=environment)
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    return Ran(r.exit_code, r.stdout, r.stderr)
 
 
 def test_the_cli_start_token_and_url_commands(tmp_path: Path) -> None:
@@ -350,6 +355,8 @@ def test_the_cli_start_token_and_url_commands(tmp_path: Path) -> None:
         create = ("accounts", "create", "--id", "1", "--ledger", "156", "--code", "1", "--url", url)
         r = pay(*create)
         assert r.returncode == 1 and "LIANGCAO_PAY_TOKEN" in r.stderr and "Traceback" not in r.stderr
+        r = pay("token", "--data", str(tmp_path / "typo"), "--service", "gateway")
+        assert r.returncode == 1 and "session.key" in r.stderr and not (tmp_path / "typo").exists()
         r = pay("token", "--data", str(data), "--service", "gateway", "--role", "admin")
         assert r.returncode == 1 and "role must be one of service, read-only" in r.stderr
         r = pay("token", "--data", str(data), "--service", "has space")

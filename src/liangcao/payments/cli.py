@@ -206,6 +206,9 @@ def token_cmd(
     from liangcao.payments import PaymentsError
     from liangcao.payments.identity import identity_in
 
+    if not (data / "session.key").is_file():
+        # a mistyped folder would otherwise get a key of its own, and tokens no service accepts
+        fail(f"{data}: no session.key here: give the folder of 'liangcao pay start --data DIR' (started once)")
     try:
         token, expires_ms = identity_in(data).issue(role, service, ttl_s)
     except PaymentsError as exc:
