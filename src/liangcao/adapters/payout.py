@@ -377,7 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     signer = load_signer(member_dir(home.root, a.member))
     insurer = a.member.partition("/")[0]
     a.engine.mkdir(parents=True, exist_ok=True)
-    token = a.payments_token_file.read_text().strip() if a.payments_token_file else None
+    try:
+        token = a.payments_token_file.read_text().strip() if a.payments_token_file else None
+    except OSError as exc:
+        p.error(f"--payments-token-file: {exc}")
     engine: Engine | HttpPayments = (
         HttpPayments(a.payments_url, token=token) if a.payments_url else Engine(a.engine / "payments")
     )

@@ -61,6 +61,10 @@ def payout_adapter(
     payments_url: Annotated[
         str | None, typer.Option("--payments-url", help="pay through this payments service, not the embedded core")
     ] = None,
+    payments_token_file: Annotated[
+        Path | None,
+        typer.Option("--payments-token-file", help="the payments service's token (default: LIANGCAO_PAY_TOKEN)"),
+    ] = None,
     once: Annotated[
         bool, typer.Option("--once", help="settle what is due and what the stream holds, then exit")
     ] = False,
@@ -75,6 +79,8 @@ def payout_adapter(
         args += ["--url", url]
     if payments_url:
         args += ["--payments-url", payments_url]
+    if payments_token_file:
+        args += ["--payments-token-file", str(payments_token_file)]
     if once:
         args.append("--once")
     try:
