@@ -279,3 +279,31 @@ def test_a_caller_whose_wait_is_interrupted_still_wakes_the_next(rp: RelyingPart
     with pytest.raises(Interrupted):
         slots[1].wait()
     assert verdicts(slots[2:]) == [0]
+
+
+@pytest.mark.parametrize("chain", [True, False])
+def test_woken_in_a_chain_or_all_at_once_every_caller_gets_its_own_verdict(
+    rp: RelyingParty, monkeypatch: pytest.MonkeyPatch, chain: bool
+) -> None:
+    """``WAKE_IN_CHAIN`` changes only how the callers are woken, not what they are told."""
+    from liangcao.authn import batch
+
+    monkeypatch.setattr(batch, "WAKE_IN_CHAIN", chain)
+    devices = {f"w{k}": SoftAuthenticator() for k in range(6)}
+    work = {}
+    for shopper, dev in devices.items():
+        register(rp, dev, shopper)
+        work[shopper] = [answer(rp, dev, shopper, f"{shopper}-{i}", 100 + i) for i in range(4)]
+    b = rp.payment_batcher()
+    got: dict[str, list[int]] = {s: [] for s in work}
+
+    def pays(shopper: str) -> None:
+        for a in work[shopper]:
+            got[shopper].append(b.verify(*a).sign_count)
+
+    threads = [threading.Thread(target=pays, args=(s,)) for s in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert got == {s: [1, 2, 3, 4] for s in work}
