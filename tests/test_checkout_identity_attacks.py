@@ -30,8 +30,16 @@ import pytest
 
 from checkout_identity import operator, shopper
 from liangcao.checkout.codes import CheckoutCode
-from liangcao.checkout.http import classify, create_app, operator_token
-from liangcao.checkout.identity import Identity, session_key
+from liangcao.checkout.http import (
+    UNAUTHENTICATED_RESOURCE,
+    classifier,
+    classify,
+    create_app,
+    default_rules,
+    operator_token,
+)
+from liangcao.checkout.identity import Identity, SessionKey, session_key
+from liangcao.flow import Gate, Priority, Refused
 from test_checkout_http import Gateway
 from test_checkout_identity import ORIGIN, App, _check, _scope, _setup
 
@@ -203,3 +211,45 @@ def test_through_real_processes(tmp_path: Path, edge: bool) -> None:
         gw.stop()
     log = (tmp_path / "gw" / "gateway.log").read_text()
     assert "Traceback" not in log, log
+
+
+def test_an_unauthenticated_flood_of_pays_cannot_take_the_signed_in_payers_slots(tmp_path: Path) -> None:
+    """Classified by path alone, ``POST /v1/orders/<any>/pay`` without a good token was ``pay`` at PAY (and
+    named the hot merchant): a flood of them, each answered 401 behind the gate, held paying's slots (behind
+    ``--edge`` on the shared 2-core host: paying went from about 150/s to 0). With the caller checked in
+    classification (``classifier``), such requests are ``unauthenticated`` at the lowest priority."""
+    key = session_key(tmp_path)
+    ident = Identity(key, operator_token(tmp_path))
+    classify_caller = classifier(ident)
+    ann = ("authorization", "Bearer " + key.issue("shopper", "ann", 600)[0])
+
+    def scope(path: str, *headers: tuple[str, str]) -> dict[str, Any]:
+        return {"type": "http", "method": "POST", "path": path,
+                "headers": [(k.encode(), v.encode()) for k, v in headers]}  # fmt: skip
+
+    forged = ann[1][:-2] + ("AA" if not ann[1].endswith("AA") else "BA")
+    expired_key = SessionKey(key._secret, now_ms=lambda: 0)
+    expired = "Bearer " + expired_key.issue("shopper", "ann", 1)[0]
+    for bad in ((), (("authorization", "Bearer junk"),), (("authorization", forged),),
+                (("authorization", expired),), (ann, ann)):  # fmt: skip
+        got = classify_caller(scope("/v1/orders/shop.0000000000000000/pay", *bad))
+        assert got == (UNAUTHENTICATED_RESOURCE, Priority.REPORT, None), (bad, got)
+    assert classify_caller(scope("/v1/orders/shop.1/pay", ann)) == ("pay", Priority.PAY, "shop")
+    op = ("authorization", "Bearer " + operator_token(tmp_path))
+    assert classify_caller(scope("/v1/sessions", op)) == ("sessions", Priority.CONFIRM, None)
+    # the open pages and unguarded endpoints as before
+    page = {"type": "http", "method": "GET", "path": "/checkout/shop.1", "headers": []}
+    assert classify_caller(page) == classify(page)
+    assert classify_caller({"type": "http", "method": "GET", "path": "/v1/health", "headers": []}) is None
+    # the flood never finishes; signed-in payers are still admitted
+    gate = Gate(default_rules())
+    held = []
+    with pytest.raises(Refused):
+        for _ in range(5_000):
+            what = classify_caller(scope("/v1/orders/shop.0000000000000000/pay"))
+            assert what is not None
+            held.append(gate.enter(*what))
+    tickets = [gate.enter(*what) for what in [classify_caller(scope("/v1/orders/shop.1/pay", ann))] * 8 if what]
+    assert len(tickets) == 8
+    for t in held + tickets:
+        t.exit(True)
