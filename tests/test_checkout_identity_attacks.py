@@ -253,3 +253,37 @@ def test_an_unauthenticated_flood_of_pays_cannot_take_the_signed_in_payers_slots
     assert len(tickets) == 8
     for t in held + tickets:
         t.exit(True)
+
+
+def test_through_uvicorn_an_unauthenticated_flood_is_its_own_resource(tmp_path: Path) -> None:
+    """``liangcao checkout start --server uvicorn`` (FlowMiddleware with ``classifier``): with the
+    ``unauthenticated`` resource throttled to nearly nothing, pays without a good token are shed (429) while
+    a signed-in shopper's pay still reaches the gateway."""
+    gw = Gateway(tmp_path / "gw", "--server", "uvicorn").start()
+    try:
+        home = gw.home
+        with httpx.Client(base_url=gw.url, timeout=10) as c:
+            rules = c.get("/v1/flow/rules").json()
+            assert UNAUTHENTICATED_RESOURCE in [r["name"] for r in rules["resources"]]
+            for res in rules["resources"]:
+                if res["name"] == UNAUTHENTICATED_RESOURCE:
+                    res.update(rate_per_s=0.01, burst=1)
+            rules["version"] = 5
+            assert c.put("/v1/flow/rules", json=rules, headers=operator(home)).status_code == 200
+            r = c.post("/v1/wallets/ann/topup", json={"amount": 500}, headers={"idempotency-key": "t"} | operator(home))
+            assert r.status_code == 200, r.text
+            ann = shopper(home, "ann")
+            r = c.post("/v1/orders", json={"buyer": "ann", "merchant": "shop", "amount": 100},
+                       headers={"idempotency-key": "o"} | ann)  # fmt: skip
+            order = r.json()["id"]
+            good = ann["Authorization"]
+            forged = {"authorization": good[:-2] + ("AB" if not good.endswith("AB") else "BA")}
+            statuses = [
+                c.post(f"/v1/orders/{order}/pay", json={}, headers={"idempotency-key": f"x{i}"} | forged).status_code
+                for i in range(6)
+            ]
+            assert statuses[0] == 401 and statuses[1:] == [429] * 5, statuses
+            r = c.post(f"/v1/orders/{order}/pay", json={}, headers={"idempotency-key": "p"} | ann)
+            assert r.status_code == 200, r.text
+    finally:
+        gw.stop()
