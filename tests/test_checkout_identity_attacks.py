@@ -241,6 +241,13 @@ def test_an_unauthenticated_flood_of_pays_cannot_take_the_signed_in_payers_slots
     page = {"type": "http", "method": "GET", "path": "/checkout/shop.1", "headers": []}
     assert classify_caller(page) == classify(page)
     assert classify_caller({"type": "http", "method": "GET", "path": "/v1/health", "headers": []}) is None
+    assert classify_caller({"type": "http", "method": "GET", "path": "/v1/flow/rules", "headers": []}) is None
+    # /metrics: unguarded for the operator's scraper, not for a flood without a good token or of shoppers
+    metrics = {"type": "http", "method": "GET", "path": "/metrics", "headers": [(b"authorization", op[1].encode())]}
+    assert classify_caller(metrics) is None
+    for bad in ([], [(b"authorization", ann[1].encode())], [(b"authorization", forged.encode())]):
+        got = classify_caller({"type": "http", "method": "GET", "path": "/metrics", "headers": bad})
+        assert got == (UNAUTHENTICATED_RESOURCE, Priority.REPORT, None), got
     # the flood never finishes; signed-in payers are still admitted
     gate = Gate(default_rules())
     held = []

@@ -194,17 +194,23 @@ def classifier(identity: Identity) -> Callable[[Scope], tuple[str, Priority, str
     ``pay`` at ``PAY``, and the hot merchant its path names: a flood of them, each answered 401 behind the
     gate, takes the slots of the signed-in payers (measured: an unauthenticated flood of pays took paying
     from about 150/s to 0 behind ``--edge``). Here such a request is ``unauthenticated`` at the lowest
-    priority, with no hot parameter: shed first, on its own small limit, never in paying's. The open
-    pages (``GET /checkout/...``, ``GET /authn/``) and the unguarded paths are classified as before."""
+    priority, with no hot parameter: shed first, on its own small limit, never in paying's. So is
+    ``/metrics`` for anyone but the operator (for whose scraper it stays unguarded). The open pages
+    (``GET /checkout/...``, ``GET /authn/``), liveness and the flow endpoints are classified as before."""
 
     def classify_caller(scope: Scope) -> tuple[str, Priority, str | None] | None:
         what = classify(scope)
-        if what is None or (scope["method"] in ("GET", "HEAD") and _open_page(scope["path"])):
+        metrics = what is None and scope["path"] == "/metrics"
+        if (what is None and not metrics) or (scope["method"] in ("GET", "HEAD") and _open_page(scope["path"])):
             return what
         given = [v.decode("latin-1") for k, v in scope.get("headers") or () if k == b"authorization"]
         try:
-            identity.caller(given)
+            c = identity.caller(given)
         except CheckoutError:
+            return UNAUTHENTICATED_RESOURCE, Priority.REPORT, None
+        # /metrics stays unguarded for whoever may read it (the operator's scraper in the middle of a surge),
+        # not for a flood of requests answered 401 or 403
+        if metrics and c.role != "operator":
             return UNAUTHENTICATED_RESOURCE, Priority.REPORT, None
         return what
 
