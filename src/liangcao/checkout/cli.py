@@ -233,16 +233,19 @@ def start_cmd(
                 access_log=False,
             )
         else:
-            from liangcao.checkout.http import classify
+            from liangcao.checkout.http import classifier
+            from liangcao.checkout.identity import Identity, session_key
             from liangcao.checkout.server import Server
 
-            # The server asks the gate before it makes an ASGI call: a refusal costs a parse and a write.
+            # The server asks the gate before it makes an ASGI call: a refusal costs a parse and a write. The
+            # caller is checked first (a MAC, microseconds): a request without a good session is classed
+            # "unauthenticated" and shed on its own small limit, never in paying's slots.
             Server(
                 create_app(co, gate, middleware=False, routers=routers, operator=operator),
                 host,
                 port,
                 gate=gate,
-                classify=classify,
+                classify=classifier(Identity(session_key(home), operator_token(home))),
                 unix=unix,
             ).run()
     finally:
@@ -283,7 +286,8 @@ def _run_edge(
     import threading
     import time
 
-    from liangcao.checkout.http import classify
+    from liangcao.checkout.http import classifier, operator_token
+    from liangcao.checkout.identity import Identity, session_key
     from liangcao.checkout.server import Server, Upstream
     from liangcao.procs import die_with_parent, stop_process
 
@@ -347,7 +351,9 @@ def _run_edge(
         if realtime:
             _realtime()
         lost = threading.Event()
-        edge = Server(own, host, port, gate=gate, classify=classify, upstream=Upstream(str(sock)))
+        # the caller checked before the gate (see classifier): the edge and its application share the folder's key
+        check = classifier(Identity(session_key(home), operator_token(home)))
+        edge = Server(own, host, port, gate=gate, classify=check, upstream=Upstream(str(sock)))
 
         def watch() -> None:
             # The pair lives and dies together: an edge without its application could only answer 503, so it
