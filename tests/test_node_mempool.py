@@ -178,3 +178,25 @@ def test_facts_seen_drops_its_oldest_not_everything(monkeypatch: pytest.MonkeyPa
     for n in range(5):
         anchor._remember(f"e{n}", object())  # type: ignore[arg-type]
     assert list(anchor.FACTS_SEEN) == ["e2", "e3", "e4"]
+
+
+def test_a_full_mempool_refuses_a_whole_batch_before_decoding_it(tmp_path: Path, consortium: Consortium) -> None:
+    from liangcao.node.services import NodeServices
+
+    n = solo_node(tmp_path / "n.sqlite", consortium, block_txs_max=1, block_wait_ms=60_000, mempool_txs_max=1)
+    n._follow()
+    try:
+        now = n.clock.now_ms()
+        first, second = mint(consortium, 0, now), mint(consortium, 1, now)
+        assert n.mempool_full() == "" and n.submit(first.raw)[1] == "pending"
+        assert "mempool_txs_max=1" in n.mempool_full()
+        services = NodeServices(n)
+        try:
+            out = services.submit_batch([encoding.decode(second.raw), encoding.decode(first.raw)])
+        finally:
+            services.trace_index.close()
+        assert [r["code"] for r in out] == [Code.MEMPOOL_FULL, Code.MEMPOOL_FULL]
+        assert "mempool_txs_max=1" in out[0]["message"]
+        assert n.pending_count() == 1 and not n.is_pending(second.tx_id)
+    finally:
+        n.stop()

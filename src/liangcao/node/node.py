@@ -517,6 +517,20 @@ class Node:
         d = self._deriver
         return self._stream_inbox.qsize() + (len(d.pending) if d is not None else 0)
 
+    def mempool_full(self) -> str:
+        """Why a solo node's mempool takes nothing now ("" if it has room): checked before a batch is even
+        decoded, so that a submitter resending into a full mempool costs the node little."""
+        link = self.link
+        if not isinstance(link, SoloLink):
+            return ""
+        count, size = self.pending_count(), self.pending_bytes()
+        if count >= link.pending_max or size >= link.bytes_max:
+            return (
+                f"the mempool holds {count} transactions, {size} bytes (mempool_txs_max={link.pending_max}, "
+                f"mempool_bytes_max={link.bytes_max}); retry later"
+            )
+        return ""
+
     def pending_bytes(self) -> int:
         """The encoded size of the transactions counted by :meth:`pending_count` (any thread, approximate)."""
         return self._in_bytes - self._out_bytes

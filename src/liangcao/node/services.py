@@ -253,6 +253,9 @@ class NodeServices:
     def submit_batch(self, items: list[Any]) -> list[dict[str, Any]]:
         """Admit many transactions (decoded JSON objects); one result per item, in order. Blocks: admission
         may wait on the ordering service (JetStream acknowledgements), so call it off the event loop."""
+        full = self.node.mempool_full()
+        if full:  # nothing would be taken: refuse the batch before encoding it again (a resend costs little)
+            return [{"status": "rejected", "code": int(Code.MEMPOOL_FULL), "message": full} for _ in items]
         results: list[dict[str, Any] | None] = []
         datas: list[bytes] = []
         for item in items:
