@@ -28,7 +28,6 @@ from typer.testing import CliRunner
 from liangcao import codes, sessions
 from liangcao.adapters.payout import HttpPayments
 from liangcao.payments import Engine
-from liangcao.payments import identity as payments_identity
 from liangcao.payments.cli import pay_app
 from liangcao.payments.errors import PayCode, PaymentsError
 from liangcao.payments.http import create_app
@@ -280,7 +279,7 @@ def test_a_remembered_session_still_expires_and_the_memory_is_bounded(
     with pytest.raises(PaymentsError, match="expired") as exc:
         identity.caller(f"Bearer {token}")
     assert exc.value.code == PayCode.UNAUTHENTICATED
-    monkeypatch.setattr(payments_identity, "verified_cache_entries_max", 3)
+    monkeypatch.setattr(sessions, "verified_entries_max", 3)
     for k in range(10):
         identity.caller(f"Bearer {identity.issue('read-only', f'd{k}', 60)[0]}")
         assert len(identity._verified) <= 3

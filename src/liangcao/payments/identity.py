@@ -17,11 +17,8 @@ Only ``GET /v1/health`` is open. Refusals are answered before the body is read o
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
-
-import msgspec
 
 from liangcao import sessions
 from liangcao.codes import Code
@@ -42,10 +39,6 @@ READ_POSTS = frozenset({"/v1/accounts/lookup", "/v1/transfers/lookup"})
 OPERATOR_ONLY = frozenset({("PUT", "/v1/flow/rules")})
 #: The one route open to anybody (liveness probes).
 OPEN_PATHS = frozenset({"/v1/health"})
-#: Headers remembered as verified (a service presents one token for thousands of requests); at the limit
-#: the memory is emptied, so a flood of distinct good tokens costs the full check, never memory.
-verified_cache_entries_max = 4096
-_NEVER = 2**63
 
 
 def refusal(caller: Caller, method: str, path: str) -> tuple[int, str] | None:
@@ -62,38 +55,15 @@ def refusal(caller: Caller, method: str, path: str) -> tuple[int, str] | None:
 class PayIdentity(sessions.Identity):
     """The payments service's check of the ``Authorization`` header: a session, or the operator token.
 
-    A header that passed the full check is remembered by its SHA-256 with the session's expiry, so the next
-    request presenting it costs a hash and a dict lookup (about 1 us) instead of the MAC and the claims'
-    decoding (about 5-15 us). Only the digest is kept: the lookup compares digests, which tells an outsider
-    nothing about a token they do not already hold; expiry is still checked on every request."""
-
-    def __init__(self, key: sessions.SessionKey, operator_token: str | None) -> None:
-        super().__init__(key, operator_token)
-        self._verified: dict[bytes, tuple[Caller, int]] = {}
+    A header that passed the full check is remembered (see :meth:`liangcao.sessions.Identity.caller`)."""
 
     def caller(self, authorization: str | list[str] | None) -> Caller:
         """The caller of a request with this ``Authorization`` header (``UNAUTHENTICATED`` otherwise).
         Only the header counts: a token in the query string or a cookie is not looked at."""
-        if isinstance(authorization, list):  # every Authorization header of the request: exactly one counts
-            if len(authorization) != 1:
-                raise PaymentsError(PayCode.UNAUTHENTICATED, "give exactly one Authorization header")
-            authorization = authorization[0]
-        if authorization and len(authorization) <= self.header_chars_max:
-            digest = hashlib.sha256(authorization.encode("utf-8", "surrogateescape")).digest()
-            known = self._verified.get(digest)
-            if known is not None and self.key.now_ms() < known[1]:
-                return known[0]
-        else:
-            digest = b""
         try:
-            caller = super().caller(authorization)
+            return super().caller(authorization)
         except sessions.SessionRefused as exc:
             raise PaymentsError(PayCode.UNAUTHENTICATED, str(exc)) from None
-        if digest:
-            if len(self._verified) >= verified_cache_entries_max:
-                self._verified.clear()
-            self._verified[digest] = (caller, _expiry(authorization or ""))
-        return caller
 
     def issue(self, role: str, subject: str, ttl_s: int) -> tuple[str, int]:
         """(token, expires_ms): a session for the service or dashboard ``subject`` in ``role``
@@ -102,15 +72,6 @@ class PayIdentity(sessions.Identity):
             return self.key.issue(role, subject, ttl_s)
         except sessions.SessionArgument as exc:
             raise PaymentsError(Code.INVALID_ARGUMENT, str(exc)) from None
-
-
-def _expiry(authorization: str) -> int:
-    """When the session in this (verified) header expires; never for the operator token."""
-    token = authorization.partition(" ")[2]
-    if not token.startswith(sessions.PREFIX):
-        return _NEVER
-    claims = token[len(sessions.PREFIX) :].partition(".")[0]
-    return msgspec.msgpack.decode(sessions._unb64(claims), type=sessions.Claims).expires_ms
 
 
 def identity_in(home: Path, *, now_ms: Callable[[], int] = sessions.wall_ms) -> PayIdentity:
