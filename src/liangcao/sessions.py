@@ -287,10 +287,20 @@ class Identity:
             raise SessionRefused("Authorization must be 'Bearer <session token>'")
         return token
 
+    def refused(self, message: str) -> Exception:
+        """What a refused header raises: a service returns its own ``UNAUTHENTICATED`` error here."""
+        return SessionRefused(message)
+
     def caller(self, authorization: str | list[str] | None) -> Caller:
-        """The caller of a request with this ``Authorization`` header (``SessionRefused`` otherwise); a list
-        is every ``Authorization`` header of the request (more than one is refused). Only the header counts:
-        a token in the query string or a cookie is not looked at."""
+        """The caller of a request with this ``Authorization`` header (:meth:`refused` otherwise); a list is
+        every ``Authorization`` header of the request (more than one is refused). Only the header counts: a
+        token in the query string or a cookie is not looked at."""
+        try:
+            return self._caller(authorization)
+        except SessionRefused as exc:
+            raise self.refused(str(exc)) from None
+
+    def _caller(self, authorization: str | list[str] | None) -> Caller:
         token = self._token(authorization)
         # A caller presents one token for many requests (a shopper's page, a service, the surge's shoppers): a
         # header that passed the full check is remembered by its SHA-256 with its session's expiry, so the next

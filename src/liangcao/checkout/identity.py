@@ -108,11 +108,5 @@ class Identity(sessions.Identity):
         super().__init__(key, operator_token, header_chars_max=limits.authorization_chars_max)
         self.key: SessionKey = key
 
-    def caller(self, authorization: str | list[str] | None) -> Caller:
-        """The caller of a request with this ``Authorization`` header (``UNAUTHENTICATED`` otherwise; a list
-        is every such header of the request: two are refused). Only the header counts: a token in the query
-        string or a cookie is not looked at."""
-        try:
-            return super().caller(authorization)
-        except sessions.SessionRefused as exc:
-            raise unauthenticated(str(exc)) from None
+    def refused(self, message: str) -> Exception:
+        return unauthenticated(message)

@@ -62,14 +62,8 @@ def issue(key: sessions.SessionKey, role: str, subject: str, ttl_s: int) -> tupl
 class CreditIdentity(sessions.Identity):
     """The credit service's check of the ``Authorization`` header: a session, or the operator token."""
 
-    def caller(self, authorization: str | list[str] | None) -> Caller:
-        """The caller of a request with this ``Authorization`` header (``UNAUTHENTICATED`` otherwise; a list
-        is every such header of the request: two are refused). Only the header counts: a token in the query
-        string or a cookie is not looked at."""
-        try:
-            return super().caller(authorization)
-        except sessions.SessionRefused as exc:
-            raise unauthenticated(str(exc)) from None
+    def refused(self, message: str) -> Exception:
+        return unauthenticated(message)
 
     def issue(self, role: str, subject: str, ttl_s: int) -> tuple[str, int]:
         """A session under this service's key (see :func:`issue`)."""

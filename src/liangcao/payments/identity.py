@@ -57,13 +57,8 @@ class PayIdentity(sessions.Identity):
 
     A header that passed the full check is remembered (see :meth:`liangcao.sessions.Identity.caller`)."""
 
-    def caller(self, authorization: str | list[str] | None) -> Caller:
-        """The caller of a request with this ``Authorization`` header (``UNAUTHENTICATED`` otherwise).
-        Only the header counts: a token in the query string or a cookie is not looked at."""
-        try:
-            return super().caller(authorization)
-        except sessions.SessionRefused as exc:
-            raise PaymentsError(PayCode.UNAUTHENTICATED, str(exc)) from None
+    def refused(self, message: str) -> Exception:
+        return PaymentsError(PayCode.UNAUTHENTICATED, message)
 
     def issue(self, role: str, subject: str, ttl_s: int) -> tuple[str, int]:
         """(token, expires_ms): a session for the service or dashboard ``subject`` in ``role``
