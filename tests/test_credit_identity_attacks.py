@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from liangcao.credit.http import create_app
 from liangcao.credit.identity import operator_token
 from liangcao.payments import Engine
 from liangcao.procs import die_with_parent, free_port, port_open
+from test_checkout_identity_attacks import _raw
 from test_credit_attacks import serve
 from test_credit_identity import World
 
@@ -132,15 +132,6 @@ def test_path_spellings_and_query_strings_reach_nobody_elses_records(w: World, c
     r = client.get("/v1/credit/shoppers/ann", headers={"authorization": f"Bearer {gw_token}"})
     assert r.status_code == 401 and r.json()["code"] == UNAUTH
     assert w.snapshot() == before
-
-
-def _raw(port: int, raw: bytes) -> bytes:
-    out = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(raw)
-        while chunk := s.recv(65536):
-            out += chunk
-    return out
 
 
 def test_through_liangcao_credit_start(tmp_path: Path) -> None:

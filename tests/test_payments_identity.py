@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import signal
 import stat
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -33,7 +29,8 @@ from liangcao.payments.errors import PayCode, PaymentsError
 from liangcao.payments.http import create_app
 from liangcao.payments.identity import REALM, identity_in
 from liangcao.payments.types import Account
-from liangcao.procs import free_port
+from test_cover_payments_http import start_service
+from test_credit_attacks import serve
 
 ACCOUNTS = [{"id": 1, "ledger": 156, "code": 1}, {"id": 2, "ledger": 156, "code": 1}]
 MOVE = [{"id": 10, "debit_account_id": 1, "credit_account_id": 2, "amount": 5_000, "ledger": 156, "code": 1}]
@@ -88,25 +85,13 @@ class Live:
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[Live]:
     data = tmp_path / "pay"
-    port = free_port()
-    with Engine(data) as engine:
-        app = create_app(engine, identity=identity_in(data), expire_every_s=0)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        try:
-            while not server.started:
-                time.sleep(0.01)
-            operator = (data / "operator.token").read_text().strip()
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                live = Live(f"http://127.0.0.1:{port}", data, operator, http)
-                h = live.auth(operator)
-                assert http.post("/v1/accounts", json=ACCOUNTS, headers=h).json()["results"] == [0, 0]
-                assert http.post("/v1/transfers", json=MOVE + HOLD, headers=h).json()["results"] == [0, 0]
-                yield live
-        finally:
-            server.should_exit = True
-            thread.join(10)
+    with Engine(data) as engine, serve(create_app(engine, identity=identity_in(data), expire_every_s=0)) as http:
+        operator = (data / "operator.token").read_text().strip()
+        live = Live(str(http.base_url).rstrip("/"), data, operator, http)
+        h = live.auth(operator)
+        assert http.post("/v1/accounts", json=ACCOUNTS, headers=h).json()["results"] == [0, 0]
+        assert http.post("/v1/transfers", json=MOVE + HOLD, headers=h).json()["results"] == [0, 0]
+        yield live
 
 
 def refused(r: httpx.Response, status: int, code: int) -> None:
@@ -333,23 +318,8 @@ def pay(*args: str, env: dict[str, str] | None = None) -> Ran:
 
 def test_the_cli_start_token_and_url_commands(tmp_path: Path) -> None:
     data = tmp_path / "pay"
-    port = free_port(0)
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "liangcao.cli", "pay", "start", "--port", str(port), "--data", str(data)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, url = start_service(data)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "the payments service did not start"
-            time.sleep(0.05)
         assert stat.S_IMODE((data / "operator.token").stat().st_mode) == 0o600
         create = ("accounts", "create", "--id", "1", "--ledger", "156", "--code", "1", "--url", url)
         r = pay(*create)
