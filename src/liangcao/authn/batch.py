@@ -36,6 +36,7 @@ Guarantees, each tested (``tests/test_authn_batch.py``):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import queue
@@ -94,9 +95,18 @@ class _Slot:
     and sleeping again until its turn (measured: 5 to 8 µs of CPU more per caller than the chain). ``next``
     is set only with the verdicts, so a caller never wakes another before that one's verdict is durable."""
 
-    __slots__ = ("assertion", "challenge_id", "error", "next", "shopper", "signal", "terms", "verdict")
+    __slots__ = (
+        "assertion", "challenge_id", "error", "future", "loop", "next", "shopper", "signal", "terms", "verdict",
+    )  # fmt: skip
 
-    def __init__(self, shopper: str, challenge_id: str, assertion: Any, terms: tuple[str, str, int, str]) -> None:
+    def __init__(
+        self,
+        shopper: str,
+        challenge_id: str,
+        assertion: Any,
+        terms: tuple[str, str, int, str],
+        future: asyncio.Future[Confirmation] | None = None,
+    ) -> None:
         self.shopper = shopper
         self.challenge_id = challenge_id
         self.assertion = assertion
@@ -104,9 +114,13 @@ class _Slot:
         self.verdict: Confirmation | AuthnError | None = None
         self.error: BaseException | None = None
         self.next: _Slot | None = None  # the caller this one wakes, once the verdicts are set
-        # a bare lock as a one-shot signal (one futex; a Future's condition costs several lock objects)
-        self.signal = threading.Lock()
-        self.signal.acquire()
+        # an awaiting caller (``submit_async``): its future, resolved on its own loop, no thread parked
+        self.future = future
+        self.loop: asyncio.AbstractEventLoop | None = future.get_loop() if future is not None else None
+        if future is None:
+            # a bare lock as a one-shot signal (one futex; a Future's condition costs several lock objects)
+            self.signal = threading.Lock()
+            self.signal.acquire()
 
     def wait(self, timeout: float = -1) -> bool:
         """Sleep until this slot's verdict (or fault) is set, then wake the next caller of the chain (also if
@@ -152,6 +166,12 @@ _STOP = None  # put on a queue: the thread reading it stops
 #: 6 pairs at load 6-7, in 3 of 6 at load 10-11 (each hop may wait for the scheduler); the quiet-host A/B
 #: decides, and this switch is what it flips
 WAKE_IN_CHAIN = True
+#: answers arriving together (an event loop's callers, answered all at once, ask again all at once) are
+#: split in two batches when the signature worker is idle and at least twice this many wait: the worker
+#: starts on the first half while the second is checked, and the halves are recorded and answered apart,
+#: so the pipeline (check, verify, record, answer) keeps overlapping instead of running in lock step.
+#: 0: never split (the batch is everything waiting, as before)
+SPLIT_MIN = 8
 #: while the worker verifies, how often the judging thread looks for new answers to check meanwhile
 _POLL_S = 0.0002
 
@@ -225,13 +245,52 @@ class PaymentBatcher:
         next caller of its batch)."""
         terms = (order_id, payee, amount_fen, currency)
         slot = _Slot(shopper, challenge_id, self.rp._payment_in(shopper, challenge_id, credential_json, terms), terms)
+        self._queue(slot)
+        return slot
+
+    def _queue(self, slot: _Slot) -> None:
         if not self._threads:
             self.start()
         with self._lock:  # never behind the stop: a slot queued after it would wait for ever
             if self._closed:
                 raise StoreError(Code.NOT_READY, "the relying party is closed")
             self._answers.put(slot)
-        return slot
+
+    # ---- callers on an event loop ---------------------------------------------------------------------------
+    def submit_async(
+        self, shopper: str, challenge_id: str, credential_json: object, order_id: str, payee: str, amount_fen: int,
+        currency: str,
+    ) -> asyncio.Future[Confirmation]:  # fmt: skip
+        """Queue an answer from a coroutine on the running loop (read and bounded here: a malformed one is
+        refused at once, never queued); the future gets the Confirmation once it is durable, or the
+        AuthnError refusing it, or the fault of its batch (``StoreError``, ``VerifierFault``).
+
+        No thread is parked for it: when a durable write is done, the recording thread resolves every
+        future of that write on this loop with ONE ``loop.call_soon_threadsafe`` (one wake-up of the loop per
+        batch, not per caller). Cancelling the future (or the task awaiting it) does not take the answer
+        back: it is judged and recorded with its batch, its verdict is only not delivered. If the loop is
+        closed before the verdict, the verdict is dropped and the batcher goes on."""
+        loop = asyncio.get_running_loop()
+        terms = (order_id, payee, amount_fen, currency)
+        assertion = self.rp._payment_in(shopper, challenge_id, credential_json, terms)
+        future: asyncio.Future[Confirmation] = loop.create_future()
+        self._queue(_Slot(shopper, challenge_id, assertion, terms, future))
+        return future
+
+    async def verify_async(
+        self, shopper: str, challenge_id: str, credential_json: object, order_id: str, payee: str, amount_fen: int,
+        currency: str,
+    ) -> Confirmation:  # fmt: skip
+        """:meth:`verify` for a coroutine: awaits the durable verdict on the running loop (``submit_async``);
+        raises the AuthnError refusing the answer, or its batch's fault."""
+        return await self.submit_async(shopper, challenge_id, credential_json, order_id, payee, amount_fen, currency)
+
+    async def verify_answer_async(self, answer: Any) -> Confirmation:
+        """:meth:`verify_async` for a ``liangcao.authn.PaymentAnswer``."""
+        return await self.submit_async(
+            answer.shopper, answer.challenge_id, answer.credential_json, answer.order_id, answer.payee,
+            answer.amount_fen, answer.currency,
+        )  # fmt: skip
 
     def start(self) -> None:
         """Start the judging and recording threads (and the signature worker) now; else the first answer
@@ -248,9 +307,10 @@ class PaymentBatcher:
             self._threads = threads
 
     # ---- the judging thread ---------------------------------------------------------------------------------
-    def _take(self, block: bool = True) -> list[_Slot] | None:
+    def _take(self, block: bool = True, split: bool = False) -> list[_Slot] | None:
         """Every answer waiting, up to ``batch_max`` (blocks for the first, unless ``block`` is false: then
-        perhaps none); None once closed and drained."""
+        perhaps none); None once closed and drained. ``split``: at most half of them if at least
+        2 x ``SPLIT_MIN`` wait (the rest is checked while the worker verifies these)."""
         if not block and self._answers.empty():
             return []
         first = self._answers.get()
@@ -258,7 +318,10 @@ class PaymentBatcher:
             return None
         batch = [first]
         q = self._answers
-        while len(batch) < self.batch_max and not q.empty():
+        most = self.batch_max
+        if split and SPLIT_MIN and (waiting := q.qsize() + 1) >= 2 * SPLIT_MIN:
+            most = min(most, (waiting + 1) // 2)
+        while len(batch) < most and not q.empty():
             nxt = q.get()
             if nxt is _STOP:
                 q.put(_STOP)  # after this batch
@@ -335,8 +398,8 @@ class PaymentBatcher:
         batch), [] to finish the oldest batch with the worker (its verdicts are ready, or there is nothing
         else to do), None once closed and drained. While the worker verifies, answers that arrive are
         checked (the queue is looked at every ``_POLL_S`` while waiting for the worker's pipe)."""
-        if not flight:
-            return self._take()
+        if not flight:  # the worker is idle: give it half of what waits now, check the rest meanwhile
+            return self._take(split=True)
         if flight[0].signatures == 0 or len(flight) >= lim.pipeline_batches_max:
             return []
         deadline = time.monotonic() + verifier.wait_s
@@ -424,17 +487,33 @@ class PaymentBatcher:
 
     @staticmethod
     def _wake(slots: list[_Slot]) -> None:
-        """Wake the callers of ``slots`` (their verdicts set) one after the other (``_Slot.wait``), or all at
-        once if ``WAKE_IN_CHAIN`` is off."""
+        """Wake the callers of ``slots`` (their verdicts set): the threads one after the other
+        (``_Slot.wait``), or all at once if ``WAKE_IN_CHAIN`` is off; the awaiting callers with one
+        ``call_soon_threadsafe`` per event loop (:func:`_resolve` runs there and resolves them all)."""
         if not slots:
             return
+        parked: list[_Slot] = []
+        loops: dict[asyncio.AbstractEventLoop, list[_Slot]] = {}
+        for s in slots:
+            if s.loop is None:
+                parked.append(s)
+            elif (mine := loops.get(s.loop)) is None:
+                loops[s.loop] = [s]
+            else:
+                mine.append(s)
+        for loop, theirs in loops.items():
+            # a closed loop has no task left to answer: its verdicts are dropped (they are durable already)
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, theirs)
+        if not parked:
+            return
         if not WAKE_IN_CHAIN:
-            for s in slots:
+            for s in parked:
                 s.signal.release()
             return
-        for a, b in itertools.pairwise(slots):
+        for a, b in itertools.pairwise(parked):
             a.next = b
-        slots[0].signal.release()
+        parked[0].signal.release()
 
     def close(self) -> None:
         """Judge and record what is queued, then stop the threads; a second call returns at once."""
@@ -457,3 +536,18 @@ class PaymentBatcher:
             "batches": self.batches, "answers": self.answers, "largest": self.largest, "writes": self.writes,
             "faults": self.faults, "workers_started": v.starts if v is not None else 0,
         }  # fmt: skip
+
+
+def _resolve(slots: list[_Slot]) -> None:
+    """On an awaiting caller's loop: every future of a durable write gets its verdict (or its batch's fault);
+    a future already cancelled (its task gave up) is skipped."""
+    for s in slots:
+        f = s.future
+        if f is None or f.done():
+            continue
+        if s.error is not None:
+            f.set_exception(s.error)
+        elif isinstance(s.verdict, AuthnError):
+            f.set_exception(s.verdict)
+        else:
+            f.set_result(s.verdict)

@@ -29,7 +29,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 @app.command("bench")
 def bench_cmd(
-    shoppers: Annotated[int, typer.Option("--shoppers", help="shoppers paying at once (threads)")] = 32,
+    shoppers: Annotated[int, typer.Option("--shoppers", help="shoppers paying at once (tasks / threads)")] = 32,
     payments: Annotated[int, typer.Option("--payments", help="payments per shopper, round and way of calling")] = 150,
     rounds: Annotated[int, typer.Option("--rounds", help="interleaved rounds (figures are medians)")] = 3,
     synchronous: Annotated[str, typer.Option("--synchronous", help="FULL (fsync per commit) or NORMAL")] = "FULL",
@@ -53,7 +53,8 @@ def bench_cmd(
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key in ("assertions_per_s", "es256_verify_per_s", "ed25519_verify_per_s", "ratio", "bar_met",
-                "assertions_per_s_one_per_call", "ratio_one_per_call", "assertions_batched_per_s", "ratio_batched",
+                "assertions_per_s_threads", "ratio_threads", "cpu_us_per_assertion_threads",
+                "payments_per_fsync_threads", "p50_ms_threads", "p99_ms_threads", "assertions_per_s_one_per_call", "ratio_one_per_call", "assertions_batched_per_s", "ratio_batched",
                 "assertions", "cpu_us_per_assertion", "cpu_us_per_assertion_in_worker", "cpu_us_per_assertion_one_per_call",
                 "cpu_us_per_assertion_batched", "cpu_us_per_es256_verify", "ratio_cpu",
                 "shoppers_concurrent", "payments_per_fsync", "p50_ms", "p99_ms", "relying_party_processes", "cores",
