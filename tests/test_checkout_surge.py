@@ -83,6 +83,12 @@ def test_both_load_generators_drive_a_gateway_and_count_every_request(tmp_path: 
         flow=True, phases=phases, base_per_s=1.0, workers=1, timeout_s=5.0, seed=3, root=tmp_path, generator=generator
     )
     assert res.generators == {generator}
+    # the compiled generator runs in the real-time class wherever that is permitted (it is asked for by default)
+    may = subprocess.run(
+        [sys.executable, "-c", "import os; os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))"]
+    )
+    want = "realtime" if generator == "c" and may.returncode == 0 else "normal"
+    assert res.generator_classes == {want}
     rows = [res.stats.get(f"{s}:{k}", [0] * 6) for s in range(3) for k, _ in MIX]
     sent, ok, shed, error, lost, skipped = (sum(r[i] for r in rows) for i in range(6))
     assert 40 <= sent <= 140, sent  # about 80 scheduled (Poisson)

@@ -449,6 +449,14 @@ def surge_cmd(
         str,
         typer.Option("--generator", help="load generator: c (compiled with cc), python, or auto (c when cc is there)"),
     ] = "auto",
+    generator_class: Annotated[
+        str,
+        typer.Option(
+            "--generator-class",
+            help="the compiled generators' scheduling class: realtime (SCHED_FIFO, as the edge; needs "
+            "CAP_SYS_NICE, else normal) or normal",
+        ),
+    ] = "realtime",
 ) -> None:
     """The midnight surge: open-loop load to 10x capacity, with and without flow control (real processes)."""
     import json
@@ -458,6 +466,8 @@ def surge_cmd(
 
     if generator not in ("c", "python", "auto"):
         fail(f"--generator {generator!r}: c, python or auto")
+    if generator_class not in ("realtime", "normal"):
+        fail(f"--generator-class {generator_class!r}: realtime or normal")
 
     if not 0 < seconds <= 600 or not 1 <= workers <= surge.workers_max or not 0 < timeout_s <= 60:
         fail(f"--seconds 0..600, --workers 1..{surge.workers_max}, --timeout-s 0..60")
@@ -481,6 +491,7 @@ def surge_cmd(
             say=say,
             confirm=confirm_every_payment,
             generator=generator,
+            generator_realtime=generator_class == "realtime",
         )
     except KeyboardInterrupt:
         fail("interrupted: every process of the run was stopped", 130)
