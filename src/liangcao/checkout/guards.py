@@ -130,6 +130,38 @@ class GuardChain:
 
     def run(self, attempt: PayAttempt) -> dict[str, Any]:
         """The records of the guards that ran (kept on the order); raises :class:`CheckoutError` to refuse."""
+        records, confirm = self.check(attempt)
+        if confirm:
+            assert self.step_up is not None  # check() asks to confirm only with a step-up plugged in
+            try:
+                self.step_up.verify(attempt)
+            except CheckoutError:
+                raise
+            except Exception as exc:  # the relying party's own refusal, named in the message
+                raise CheckoutError(CheckoutCode.STEP_UP_FAILED, f"step-up refused: {exc}") from None
+            records["step_up"] = {"verified": True}
+        return records
+
+    @property
+    def awaits_step_up(self) -> bool:
+        """True if the step-up can be awaited on an event loop (its ``verify_async``) instead of blocking a
+        thread: the gateway then runs :meth:`check`, awaits :meth:`confirm_async`, and goes on."""
+        return callable(getattr(self.step_up, "verify_async", None))
+
+    async def confirm_async(self, attempt: PayAttempt, records: dict[str, Any]) -> None:
+        """The step-up answer of a :meth:`check` that returned ``confirm``, verified by awaiting the relying
+        party (``StepUp.verify_async``), with :meth:`run`'s refusals; marks ``records``."""
+        try:
+            await self.step_up.verify_async(attempt)  # type: ignore[union-attr]
+        except CheckoutError:
+            raise
+        except Exception as exc:  # the relying party's own refusal, named in the message
+            raise CheckoutError(CheckoutCode.STEP_UP_FAILED, f"step-up refused: {exc}") from None
+        records["step_up"] = {"verified": True}
+
+    def check(self, attempt: PayAttempt) -> tuple[dict[str, Any], bool]:
+        """:meth:`run` but for the step-up's verification: the records, and True if ``attempt.step_up``
+        must still be verified (a guard asked for it and the client sent an answer)."""
         records: dict[str, Any] = {}
         need_step_up: list[str] = []
         for g in self.guards:
@@ -155,11 +187,5 @@ class GuardChain:
                     f"confirm this payment with a passkey ({need_step_up[0]} asked for it)",
                     {"challenge": self.step_up.challenge(attempt)},
                 )
-            try:
-                self.step_up.verify(attempt)
-            except CheckoutError:
-                raise
-            except Exception as exc:  # the relying party's own refusal, named in the message
-                raise CheckoutError(CheckoutCode.STEP_UP_FAILED, f"step-up refused: {exc}") from None
-            records["step_up"] = {"verified": True}
-        return records
+            return records, True
+        return records, False

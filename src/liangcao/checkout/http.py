@@ -38,7 +38,7 @@ from liangcao import __version__, sessions
 from liangcao.checkout import limits
 from liangcao.checkout.codes import CheckoutCode, CheckoutError
 from liangcao.checkout.identity import Caller, Identity, forbidden, session_key
-from liangcao.checkout.service import Checkout, Reply, check_key
+from liangcao.checkout.service import Checkout, Confirming, Reply, check_key
 from liangcao.flow import Gate, Priority, Rules
 from liangcao.flow.asgi import FlowMiddleware, Scope, flow_router
 
@@ -428,9 +428,13 @@ def create_app(
         counters.add(route, 200)
         return _json(r)
 
-    async def op(route: str, begin: Any, *args: Any, offload: bool = False) -> Response:
+    async def op(route: str, begin: Any, *args: Any, offload: bool = False, offload_then: bool = False) -> Response:
         try:
             started = await run_in_threadpool(begin, *args) if offload or not in_memory else begin(*args)
+            if isinstance(started, Confirming):  # a passkey answer: its verdict is awaited here, no thread held
+                await co.guards.confirm_async(started.attempt, started.records)
+                then = started.then
+                started = await run_in_threadpool(then) if offload_then or not in_memory else then()
             r = await co.finish_async(started)
         except CheckoutError as exc:
             counters.add(route, exc.status)
@@ -505,7 +509,10 @@ def create_app(
         p = _decode(PayIn, await read_body(request))
         client = {"ip": request.client.host if request.client else "", "ua": request.headers.get("user-agent", "")}
         guarded = bool(co.guards.guards) or p.method != "wallet"
-        return await op("pay", co.begin_pay, key_of(request, c), order_id, p.method, p.step_up, client, offload=guarded)
+        return await op(
+            "pay", co.begin_pay, key_of(request, c), order_id, p.method, p.step_up, client, True, offload=guarded,
+            offload_then=p.method != "wallet",
+        )  # fmt: skip
 
     @app.post("/v1/orders/{order_id}/confirm", summary="Confirm receipt: settle to the merchant")
     async def confirm(order_id: str, request: Request) -> Response:

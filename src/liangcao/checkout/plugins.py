@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
@@ -70,7 +71,8 @@ class PasskeyStepUp:
     The answers of concurrent pay requests (the gateway's worker threads) are verified in micro-batches:
     each request hands its answer to the relying party's :class:`~liangcao.authn.batch.PaymentBatcher` and
     waits for its own durable verdict, while one thread judges every answer waiting and one fsync records
-    them (``batched=False``: one ``verify_payment`` per request)."""
+    them (``batched=False``: one ``verify_payment`` per request). On the gateway's event loop the answer is
+    awaited (:meth:`verify_async`): no worker thread is held while the batch is judged and made durable."""
 
     def __init__(self, rp: Any, *, batched: bool = True) -> None:
         self.rp = rp
@@ -87,6 +89,19 @@ class PasskeyStepUp:
             self.rp.verify_payment(a.buyer, challenge_id, credential, a.order_id, a.merchant, a.amount, a.currency)
             return
         self.batcher.verify(a.buyer, challenge_id, credential, a.order_id, a.merchant, a.amount, a.currency)
+
+    async def verify_async(self, a: PayAttempt) -> None:
+        """:meth:`verify` awaited on the gateway's event loop (``GuardChain.confirm_async``): the answer joins
+        the batcher's next batch and its durable verdict resolves this coroutine's future, with no thread
+        parked for it (``PaymentBatcher.submit_async``)."""
+        s = a.step_up or {}
+        challenge_id, credential = str(s.get("challenge_id", "")), s.get("credential")
+        if self.batcher is None:  # one verify_payment per request: it blocks, so it runs on a thread
+            await asyncio.to_thread(
+                self.rp.verify_payment, a.buyer, challenge_id, credential, a.order_id, a.merchant, a.amount, a.currency
+            )
+            return
+        await self.batcher.submit_async(a.buyer, challenge_id, credential, a.order_id, a.merchant, a.amount, a.currency)
 
 
 class InstallmentsMethod:

@@ -64,6 +64,17 @@ class Pending:
 
 
 @dataclass(slots=True)
+class Confirming:
+    """A pay request past its guards whose passkey answer is still to be verified (``begin_pay(...,
+    confirm_async=True)``): await ``guards.confirm_async(attempt, records)``, then ``then()`` goes on with
+    the payment (a Reply or a Pending, as ``begin_pay``)."""
+
+    attempt: PayAttempt
+    records: dict[str, Any]
+    then: Callable[[], Reply | Pending]
+
+
+@dataclass(slots=True)
 class Reply:
     """An answer: its HTTP status and JSON body; ``replayed`` when it is the stored first answer of a key."""
 
@@ -455,8 +466,13 @@ class Checkout:
         method: str = "wallet",
         step_up: dict[str, Any] | None = None,
         client: dict[str, str] | None = None,
-    ) -> Reply | Pending:
-        """Pay into escrow: a pending transfer from the method's account to escrow, after the guards."""
+        confirm_async: bool = False,
+    ) -> Reply | Pending | Confirming:
+        """Pay into escrow: a pending transfer from the method's account to escrow, after the guards.
+
+        ``confirm_async`` (the gateway on its event loop): a step-up answer that must be verified is not
+        verified here (no thread waits for the relying party's batch); a :class:`Confirming` is returned
+        instead, to await ``guards.confirm_async`` and then call its ``then``."""
         key = check_key(key)
         params = {"order": order_id, "method": method}  # the step-up assertion is not part of the request's identity
         found = self._existing(key, _fingerprint("pay", params))
@@ -474,8 +490,28 @@ class Checkout:
         attempt = PayAttempt(
             order_id, row["buyer"], row["merchant"], row["amount"], row["currency"], method, step_up, client or {}
         )
-        records = self.guards.run(attempt)
+        if confirm_async and self.guards.awaits_step_up:
+            records, confirm = self.guards.check(attempt)
+            if confirm:  # the gateway awaits the passkey verdict on its loop, then calls ``then``
+                return Confirming(
+                    attempt, records, lambda: self._pay_guarded(key, order_id, params, chosen, attempt, records)
+                )
+        else:
+            records = self.guards.run(attempt)
+        return self._pay_guarded(key, order_id, params, chosen, attempt, records)
+
+    def _pay_guarded(
+        self,
+        key: str,
+        order_id: str,
+        params: dict[str, Any],
+        chosen: PaymentMethod,
+        attempt: PayAttempt,
+        records: dict[str, Any],
+    ) -> Reply | Pending:
+        """The rest of :meth:`begin_pay` once the guards (and any step-up) let the payment through."""
         source = chosen.source(attempt)
+        method = attempt.method
 
         def prepare(db: Any) -> tuple[str, dict[str, Any], list[Transfer]]:
             o = self._order(db, order_id, "pay")
@@ -702,7 +738,9 @@ class Checkout:
         client: dict[str, str] | None = None,
     ) -> Reply:
         """Pay into escrow (see :meth:`begin_pay`)."""
-        return self.finish(self.begin_pay(key, order_id, method, step_up, client))
+        started = self.begin_pay(key, order_id, method, step_up, client)
+        assert not isinstance(started, Confirming)  # only with confirm_async
+        return self.finish(started)
 
     def confirm(self, key: str | None, order_id: str) -> Reply:
         """Confirm receipt: settle to the merchant less the fee (see :meth:`begin_confirm`)."""
