@@ -36,6 +36,13 @@ def bench_cmd(
     verify_workers: Annotated[
         int, typer.Option("--verify-workers", help="signature worker processes of the gateway's path (0 or 1)")
     ] = 1,
+    issue_freely: Annotated[
+        bool,
+        typer.Option(
+            "--issue-freely",
+            help="open the challenges in whatever order the preparing threads run, not in answer order",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="end with one JSON line")] = False,
 ) -> None:
     """Full verify_payment path (durable) vs raw ES256/Ed25519 verification, measured in the same run."""
@@ -46,7 +53,12 @@ def bench_cmd(
         raise typer.Exit(2)
     out = run(
         BenchConfig(
-            shoppers=shoppers, payments=payments, rounds=rounds, synchronous=synchronous, verify_workers=verify_workers
+            shoppers=shoppers,
+            payments=payments,
+            rounds=rounds,
+            synchronous=synchronous,
+            verify_workers=verify_workers,
+            issue_in_answer_order=not issue_freely,
         )
     )
     table = Table(title=f"authn bench ({out['cores']} cores, store synchronous={synchronous})")
