@@ -1,7 +1,9 @@
 """The gateway's step-up path: concurrent answers gathered into ``verify_payments`` micro-batches.
 
-A checkout gateway confirms one payment per request, on many threads at once. Each caller hands its answer
-to :meth:`PaymentBatcher.verify` and sleeps; one judging thread takes every answer waiting (up to
+A checkout gateway confirms one payment per request, many at once. On its event loop a request awaits
+:meth:`PaymentBatcher.verify_async` (``submit_async``: an asyncio future, no thread parked; every future of a
+durable write is resolved with ONE ``loop.call_soon_threadsafe``, see :func:`_resolve`); a caller on a
+thread hands its answer to :meth:`PaymentBatcher.verify` and sleeps. One judging thread takes every answer waiting (up to
 ``batch_answers_max``), judges them in arrival order exactly as :meth:`RelyingParty.verify_payments` does,
 and passes the verdicts to one recording thread, which writes them durably (the verdicts of every batch
 judged meanwhile in one write, one fsync) and only then wakes each caller with its own Confirmation or
@@ -31,7 +33,10 @@ Guarantees, each tested (``tests/test_authn_batch.py``):
 * an answer replayed in the same batch (or while the first is being recorded) is refused ``REPLAYED``;
 * a caller is answered only once its verdict is durable; a store fault reaches every caller of the write
   as a ``StoreError`` and consumes nothing (each answer may be sent again);
-* a malformed request is refused on the caller's thread and never joins the queue.
+* a malformed request is refused on the caller's thread (or loop) and never joins the queue;
+* on an event loop (``tests/test_authn_async.py``): the same verdicts as on threads; one wake-up of the loop
+  per durable write; a batch's fault rejects every future of it; a cancelled awaiting task leaves its batch
+  judged and recorded (its verdict is dropped); a closed loop's verdicts are dropped, the batcher goes on.
 """
 
 from __future__ import annotations

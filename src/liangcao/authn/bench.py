@@ -1,10 +1,11 @@
 """``liangcao authn bench``: payment confirmations per second against the raw signature rates, in one run.
 
-``assertions_per_s`` measures the path the checkout gateway runs in production: ``PasskeyStepUp.verify``
-(``liangcao.checkout.plugins``) hands each pay request's answer to the relying party's
-:class:`~liangcao.authn.batch.PaymentBatcher` and waits for its own durable verdict. Here as there, many
-threads call at once (one per shopper, as the gateway's worker threads; each device's assertions in its own
-counter order), each with one answer, each woken only once its verdict is on disk: a durable store
+``assertions_per_s`` measures the path the checkout gateway runs in production: on its event loop,
+``PasskeyStepUp.verify_async`` (``liangcao.checkout.plugins``) hands each pay request's answer to the relying
+party's :class:`~liangcao.authn.batch.PaymentBatcher` (``submit_async``) and awaits its own durable verdict.
+Here as there, many callers wait at once (one asyncio task per shopper on one loop; each device's
+assertions in its own counter order), each with one answer, each resolved only once its verdict is on disk
+(``assertions_per_s_threads``: the same from one thread per shopper blocked in ``batcher.verify``): a durable store
 (``synchronous=FULL``); the full checks (the browser's JSON, the ceremony and the terms, clientData,
 authenticatorData, the credential, UV, the ES256 signature, the counter); the verdict committed (fsync)
 before the caller is answered. Answers that arrive together are judged together on one thread while the

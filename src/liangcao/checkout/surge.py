@@ -1098,6 +1098,8 @@ def summarize(res: RunResult, phases: list[Phase], capacity: float) -> dict[str,
         "p99_ms_priority_from_send": round(res.p99_ms([f"midnight:{k}:ok_send" for k in PRIORITY_KINDS]), 1),
         "offered_per_s_at_10x": round(sum(res.count(k, 0, secs) for k, _ in MIX) / max(1, len(secs)), 1),
         "shed_per_s_at_10x": round(sum(res.count(k, 2, secs) for k, _ in MIX) / max(1, len(secs)), 1),
+        # what the gateway spent itself on at midnight, by kind: paying is the goodput, the rest its cost
+        "answered_per_s_at_10x": {k: round(res.count(k, 1, secs) / max(1, len(secs)), 1) for k, _ in MIX},
         "timeouts_at_10x": sum(res.count(k, 4, secs) for k, _ in MIX),
         "sender_lag_p99_ms": round(res.lag.get_value_at_percentile(99) / 1000, 1),
         "gateway_rss_mb": round(res.gateway_rss_mb, 1),

@@ -13,10 +13,15 @@ from its receipt), so every node derives the same index, and deleting the file o
 
 :meth:`TraceIndex.sync` indexes the blocks committed since the last call, in one SQLite transaction per
 batch of blocks that also records the height and block hash reached (a crash loses at most uncommitted
-index work, never leaves half a block). A follower thread syncs after every commit, off the commit thread;
-every read syncs first too (:class:`TraceView`), so a query always sees every committed block. If the block
-at the indexed height is no longer the one indexed (the store was rebuilt on another chain), the index
-starts again from empty.
+index work, never leaves half a block). A follower **process** (:meth:`TraceIndex.follow`: spawned, it
+reads the blocks from the store file itself, read-only, and dies with its node like the signature
+verifiers) syncs after every commit, so the index's work (decoding each event, finding its facts, writing
+entries on random keys) takes neither the commit thread's interpreter nor its lock. Every read first waits
+until the index holds every block committed when it began (:meth:`TraceIndex.catch_up`; a read syncs
+itself when there is no follower, or when it has died), so a query always sees every committed block. If
+the block at the indexed height is no longer the one indexed (the store was rebuilt on another chain), the
+index starts again from empty. Nothing here is acknowledged to anyone: a node killed with SIGKILL loses at
+most index work, which the next follower (or read) does again from the blocks.
 
 :class:`TraceView` is what the query side reads (``liangcao.trace.query.Index``): the committed state, with
 the index's entries merged into ``trace/i/``, ``trace/l/`` and ``trace/t/`` scans, and an ``EventRef``
@@ -27,8 +32,12 @@ time from the block header), so queries, provenance and proofs work the same on 
 from __future__ import annotations
 
 import heapq
+import logging
+import multiprocessing
+import os
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -38,19 +47,26 @@ from typing import Any
 import msgspec
 
 from liangcao import encoding, limits
-from liangcao.apps.trace.anchor import FACTS_SEEN, index_entries, ref_id
+from liangcao.apps.trace import anchor
+from liangcao.apps.trace.anchor import index_entries, ref_id
 from liangcao.codes import Code
 from liangcao.errors import StoreError
 from liangcao.ledger.store import Store
+from liangcao.node.verify import _exit_with_parent
 from liangcao.trace import facts as fx
 from liangcao.trace.facts import facts
 from liangcao.trace.hashing import Hasher, hash_of_prehash
+
+log = logging.getLogger("liangcao.node.trace_index")
 
 PREFIX = "trace/"
 INDEXED = (PREFIX + "i/", PREFIX + "l/", PREFIX + "t/")
 SYNC_BLOCKS_MAX = 64  # blocks indexed per SQLite transaction, and at most (about) this many entries, so that
 SYNC_ROWS_MAX = 20_000  # a node catching up keeps its write-ahead log and its memory small
 TX_CACHE_MAX = 64  # decoded capture transactions a view keeps (a provenance reads a few events of each)
+#: A read waiting for the follower gives up waiting (and indexes itself) when the follower has made no progress
+#: for this long: a stuck or dead follower must not stop queries
+CATCH_UP_STALL_S_MAX = 30.0
 _decimal = msgspec.json.Decoder(float_hook=Decimal)
 _json = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder(decimal_format="number").encode
@@ -137,22 +153,25 @@ def entries_of_block(store: Store, height: int) -> list[tuple[bytes, bytes]]:
             if result.get("status") != "captured":
                 continue
             hx = str(result["id"])[len("ni:///sha-256;") :][:64]
-            f = FACTS_SEEN.pop(text, None) or facts(_decimal.decode(text), limits.trace_ids_per_event_max)
+            f = anchor.FACTS_SEEN.pop(text, None) or facts(_decimal.decode(text), limits.trace_ids_per_event_max)
             out += [pack_entry(k, v) for k, v in index_entries(f, hx)]
     return out
 
 
 class TraceIndex:
-    """The index file of one node (see the module docstring). Thread-safe: one lock around writes."""
+    """The index file of one node (see the module docstring). Thread-safe: one lock around this process's
+    writes; another process's (the follower's) are kept apart by SQLite's own write lock."""
 
     def __init__(self, path: str | Path, store_path: str | Path) -> None:
         self.path = Path(path)
         self.store_path = Path(store_path)
         self._lock = threading.Lock()
         self._local = threading.local()
-        self._wake = threading.Event()
         self._closed = False
-        self._follower: threading.Thread | None = None
+        self._follower: multiprocessing.process.BaseProcess | None = None
+        self._watch: threading.Thread | None = None
+        self._wake: Any = None  # the follower's multiprocessing Event: set after each commit
+        self._stop: Any = None  # set to stop the follower
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout=5000")
@@ -166,19 +185,23 @@ class TraceIndex:
             raise StoreError(Code.INTERNAL, f"cannot open the trace index {self.path}: {exc}") from exc
 
     # ---- writing ------------------------------------------------------------------------------------------
-    def _meta(self, name: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
+    def _meta(self, name: str, db: sqlite3.Connection | None = None) -> str | None:
+        row = (db or self._db).execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
         return None if row is None else str(row[0])
 
     def indexed_height(self) -> int:
-        """The height of the last block indexed (-1: none)."""
-        value = self._meta("height")
+        """The height of the last block indexed (-1: none), as committed to the file by any process."""
+        value = self._meta("height", self._reader())
         return -1 if value is None else int(value)
 
     def sync(self, store: Store) -> int:
-        """Index every block ``store`` has committed beyond the last one indexed; the height reached."""
+        """Index every block ``store`` has committed beyond the last one indexed; the height reached.
+
+        Safe beside another process syncing the same file (a follower, and a read that syncs itself while
+        the follower starts): each batch is written under SQLite's write lock after reading the height again,
+        so a batch another process wrote meanwhile is skipped, never written twice or backwards."""
         with self._lock:
-            done = self.indexed_height()
+            done = self._height()
             if done >= 0:
                 header = store.header(done)
                 if header is None or header.hash != self._meta("hash"):  # another chain in this store now
@@ -194,51 +217,109 @@ class TraceIndex:
                 header = store.header(upto)
                 if header is None:  # not reachable: heights up to head are committed
                     break
-                self._db.execute("BEGIN")
+                self._db.execute("BEGIN IMMEDIATE")
                 try:
+                    now = self._height()
+                    if now != done:  # another process indexed meanwhile: go on from where it is
+                        self._db.execute("ROLLBACK")
+                        done = now
+                        continue
                     self._db.executemany("INSERT OR REPLACE INTO entries(key, value) VALUES (?, ?)", rows)
                     self._db.execute("INSERT OR REPLACE INTO meta(name, value) VALUES ('height', ?)", (str(upto),))
                     self._db.execute("INSERT OR REPLACE INTO meta(name, value) VALUES ('hash', ?)", (header.hash,))
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
                     raise
                 done = upto
             return done
 
-    def follow(self, store_factory: Callable[[], Store], alive: Callable[[], bool] = lambda: True) -> None:
-        """Start the follower thread (once): it syncs when :meth:`wake` is called (after each commit) and
-        every second, until :meth:`close` or until ``alive()`` is false (its node stopped)."""
-        if self._follower is not None:
+    def _height(self) -> int:
+        value = self._meta("height")
+        return -1 if value is None else int(value)
+
+    def follow(
+        self, store_factory: Callable[[], Store] | None = None, alive: Callable[[], bool] = lambda: True
+    ) -> None:
+        """Start the follower process (once; see the module docstring): it syncs when :meth:`wake` is called
+        (after each commit) and every second, until :meth:`close` or until ``alive()`` is false (its node
+        stopped; looked at twice a second). It opens the store at ``store_path`` itself (``store_factory`` is
+        not used: a store connection cannot cross processes; kept for the callers that pass one)."""
+        if self._follower is not None or self._closed:
             return
+        ctx = multiprocessing.get_context("spawn")  # the node has threads: never fork
+        self._wake, self._stop = ctx.Event(), ctx.Event()
+        proc = ctx.Process(
+            target=_follow_main,
+            args=(str(self.path), str(self.store_path), self._wake, self._stop, os.getpid()),
+            name="liangcao-trace-index",
+            daemon=True,
+        )
+        proc.start()
+        self._follower = proc
+        # the commit thread no longer needs to keep each event's facts for an index in this process
+        anchor.FACTS_KEEP = False
+        anchor.FACTS_SEEN.clear()
 
-        def run() -> None:
-            store: Store = store_factory()
-            try:
-                while not self._closed and alive():
-                    self._wake.wait(1.0)
-                    self._wake.clear()
-                    if not self._closed:
-                        self.sync(store)
-            finally:
-                store.close()
-                with self._lock:
-                    if not self._closed:  # the node stopped: leave the file without its write-ahead log
-                        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        def watch() -> None:
+            while not self._closed and alive() and proc.is_alive():
+                time.sleep(0.5)
+            self._stop_follower()
 
-        self._follower = threading.Thread(target=run, name="liangcao-trace-index", daemon=True)
-        self._follower.start()
+        self._watch = threading.Thread(target=watch, name="liangcao-trace-index-watch", daemon=True)
+        self._watch.start()
+
+    def following(self) -> bool:
+        """Whether a follower process is running."""
+        proc = self._follower
+        return proc is not None and proc.is_alive() and not self._stop.is_set()
 
     def wake(self, *_: Any) -> None:
-        """A block was committed (a node listener)."""
+        """A block was committed (a node listener): the follower indexes it."""
+        if self._wake is not None:
+            self._wake.set()
+
+    def catch_up(self, store: Store) -> int:
+        """Return once the index holds every block ``store`` has committed now: waiting for the follower while
+        it runs and makes progress, else indexing here (:meth:`sync`). The height indexed."""
+        target = store.height()
+        done = self.indexed_height()
+        last, since, pause = done, time.monotonic(), 0.001
+        while done < target and self.following():
+            self.wake()
+            time.sleep(pause)
+            pause = min(0.02, pause * 2)
+            done = self.indexed_height()
+            if done != last:
+                last, since = done, time.monotonic()
+            elif time.monotonic() - since > CATCH_UP_STALL_S_MAX:
+                log.warning("the trace index follower made no progress for %s s; indexing here", CATCH_UP_STALL_S_MAX)
+                break
+        if done >= target:
+            header = store.header(done)  # the follower resets a file of another chain: it must be ours
+            if header is not None and header.hash == self._meta("hash", self._reader()):
+                return done
+        return self.sync(store)
+
+    def _stop_follower(self) -> None:
+        proc = self._follower
+        if proc is None:
+            return
+        anchor.FACTS_KEEP = True
+        self._stop.set()
         self._wake.set()
+        proc.join(30)
+        if proc.is_alive():  # it checkpoints on its way out; past that it is only derived work
+            proc.kill()
+            proc.join(5)
 
     def close(self) -> None:
         """Stop the follower and close the file. Idempotent."""
         self._closed = True
-        self._wake.set()
-        if self._follower is not None and self._follower is not threading.current_thread():
-            self._follower.join(30)
+        self._stop_follower()
+        if self._watch is not None and self._watch is not threading.current_thread():
+            self._watch.join(30)
         with self._lock:
             self._db.close()
 
@@ -282,6 +363,23 @@ class TraceIndex:
         return None if row is None else unpack_entry(bytes(row[0]), bytes(row[1]))[1]
 
 
+def _follow_main(path: str, store_path: str, wake: Any, stop: Any, parent: int) -> None:
+    """The follower process (:meth:`TraceIndex.follow`): index what the node commits until told to stop or
+    until the node is gone; leave the file checkpointed (without its write-ahead log) when told to stop."""
+    _exit_with_parent(parent)
+    index = TraceIndex(path, store_path)
+    store = Store(store_path, readonly=True)
+    try:
+        while not stop.is_set():
+            wake.clear()  # before the sync: a commit during it wakes the next one at once
+            index.sync(store)
+            wake.wait(1.0)
+        index._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        store.close()
+        index.close()
+
+
 class TraceView:
     """The committed state as the EPCIS query side reads it (see the module docstring); anything else is the
     store's (proofs read blocks through it)."""
@@ -290,7 +388,7 @@ class TraceView:
         self.store = store
         self.index = index
         self._txs: OrderedDict[tuple[int, str], tuple[list[tuple[str, dict[str, Any]]], int]] = OrderedDict()
-        index.sync(store)
+        index.catch_up(store)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)

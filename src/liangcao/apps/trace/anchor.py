@@ -237,6 +237,9 @@ FACTS_SEEN: OrderedDict[str, Facts] = OrderedDict()
 #: behind (a loaded host, 50,000 events) made it decode every event again, so it fell further behind and never
 #: found one again.
 FACTS_SEEN_MAX = 150_000
+#: Whether an index in this process may take the facts (false once the node's index follows from a process of
+#: its own, ``liangcao.node.trace_index``: there the cache would only cost the commit thread time and memory).
+FACTS_KEEP = True
 
 
 def _remember(text: str, f: Facts) -> None:
@@ -481,7 +484,8 @@ class Trace(Contract):
             results.append(result)
             if a.compact:
                 ctx.save(f"e/{hx}", EventRef(by=signer.member_id, height=ctx.height, n=n, tx=ctx.tx_id[:TX_REF_HEX]))
-                _remember(text, f)
+                if FACTS_KEEP:
+                    _remember(text, f)
                 continue
             record = EventRecord(
                 id=hash_id,
