@@ -274,3 +274,47 @@ def test_a_closed_loop_does_not_hang_the_batcher(tmp_path: Path) -> None:
         t0 = time.monotonic()
         rp.close()
         assert time.monotonic() - t0 < 10 and not any(t.is_alive() for t in b._threads)
+
+
+def test_callers_on_two_loops_in_one_batch_each_loop_is_woken_once(rp: RelyingParty) -> None:
+    alice, bob = SoftAuthenticator(), SoftAuthenticator()
+    register(rp, alice, "alice")
+    register(rp, bob, "bob")
+    b = rp.payment_batcher()
+    warmup = answer(rp, alice, "alice", "o-0", 50)
+    mine = {"alice": [answer(rp, alice, "alice", f"a-{i}", 100 + i) for i in range(3)],
+            "bob": [answer(rp, bob, "bob", f"b-{i}", 200 + i) for i in range(3)]}  # fmt: skip
+    calls: dict[str, list[int]] = {"alice": [], "bob": []}
+    queued = threading.Barrier(3)
+    results: dict[str, list[Any]] = {}
+
+    def caller(who: str) -> None:
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            real = loop.call_soon_threadsafe
+
+            def counting(cb: Any, *args: Any, **kw: Any) -> Any:
+                calls[who].append(len(args[0]) if args else 0)
+                return real(cb, *args, **kw)
+
+            loop.call_soon_threadsafe = counting  # type: ignore[method-assign,assignment]
+            futures = [b.submit_async(*a) for a in mine[who]]
+            queued.wait()
+            results[who] = list(await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 10))
+
+        asyncio.run(main())
+
+    with rp._lock:  # both loops' answers wait behind the warm-up, then are judged in one batch
+        first = b.submit(*warmup)
+        wait_until(lambda: b.batches >= 1)
+        threads = [threading.Thread(target=caller, args=(who,)) for who in ("alice", "bob")]
+        for t in threads:
+            t.start()
+        queued.wait()
+    for t in threads:
+        t.join(timeout=20)
+    assert first.wait(timeout=10)
+    assert [r.sign_count for r in results["alice"]] == [2, 3, 4]
+    assert [r.sign_count for r in results["bob"]] == [1, 2, 3]
+    # 6 answers (fewer than 2 x SPLIT_MIN: one batch): one wake-up per loop, each with its own three
+    assert calls == {"alice": [3], "bob": [3]}
