@@ -31,7 +31,10 @@ import pytest
 from checkout_identity import operator, shopper
 from liangcao.checkout.codes import CheckoutCode
 from liangcao.checkout.http import (
+    CALLER_RESOURCE,
     UNAUTHENTICATED_RESOURCE,
+    caller_burst,
+    caller_rate_per_s,
     classifier,
     classify,
     create_app,
@@ -292,6 +295,90 @@ def test_through_uvicorn_an_unauthenticated_flood_is_its_own_resource(tmp_path: 
                 for i in range(6)
             ]
             assert statuses[0] == 401 and statuses[1:] == [429] * 5, statuses
+            r = c.post(f"/v1/orders/{order}/pay", json={}, headers={"idempotency-key": "p"} | ann)
+            assert r.status_code == 200, r.text
+    finally:
+        gw.stop()
+
+
+def test_a_signed_in_shoppers_flood_is_held_to_their_own_rate(tmp_path: Path) -> None:
+    """A shopper with a good session of their own sent ``pay`` for other people's orders (any merchant,
+    answered 403 behind the gate) as fast as they could: classified ``pay`` at PAY, the flood took paying's
+    slots as the unauthenticated one had, and the merchant's hot limit did not stop it (each request named
+    another merchant). Now each signed-in caller has its own rate (the ``caller`` rule's hot limit): past it
+    that caller's requests are refused at classification (429, with the wait), while every other caller is
+    classified as before; the rate refills with time and changes with the rules. (Re-classing them to a
+    small resource of their own, tried first, let them escape paying's own limits: the cluster-wide rate of
+    tests/test_checkout_cluster.py was exceeded fourfold by one shopper per gateway.)"""
+    key = session_key(tmp_path)
+    now = [1000.0]
+    gate = Gate(default_rules(), clock=lambda: now[0])
+    classify_caller = classifier(Identity(key, operator_token(tmp_path)), gate)
+
+    def pay(who: str, merchant: str) -> dict[str, Any]:
+        token = "Bearer " + key.issue("shopper", who, 600)[0]
+        return {"type": "http", "method": "POST", "path": f"/v1/orders/{merchant}.00000001/pay",
+                "headers": [(b"authorization", token.encode())]}  # fmt: skip
+
+    def outcome(scope: dict[str, Any]) -> Any:
+        try:
+            return classify_caller(scope)
+        except Refused as exc:
+            assert exc.http_status == 429 and exc.retry_after_ms >= 1 and exc.resource == CALLER_RESOURCE
+            return "refused"
+
+    got = [outcome(pay("mallory", f"shop{i}")) for i in range(5_000)]
+    assert got[:caller_burst] == [("pay", Priority.PAY, f"shop{i}") for i in range(caller_burst)]
+    assert got[caller_burst:] == ["refused"] * (5_000 - caller_burst)
+    # every other caller is classified as before: ann's payments, bob's browsing
+    assert all(outcome(pay("ann", "shop")) == ("pay", Priority.PAY, "shop") for _ in range(50))
+    # the operator has no rate of their own
+    op = {"type": "http", "method": "POST", "path": "/v1/wallets/ann/topup",
+          "headers": [(b"authorization", ("Bearer " + operator_token(tmp_path)).encode())]}  # fmt: skip
+    assert all(outcome(op) == ("topup", Priority.CONFIRM, None) for _ in range(1_000))
+    # a second later mallory has a second's worth again
+    now[0] += 1.0
+    again = [outcome(pay("mallory", "shop")) for _ in range(int(caller_rate_per_s) + 5)]
+    assert again.count("refused") == 5
+    # the rate is a rule like any other: changed at run time
+    rules = default_rules()
+    for r in rules.resources:
+        if r.name == CALLER_RESOURCE and r.hot is not None:
+            r.hot.rate_per_s, r.hot.burst = 1.0, 3
+    gate.reload(rules)
+    now[0] += 10.0
+    assert [outcome(pay("bob", "shop")) for _ in range(5)] == [("pay", Priority.PAY, "shop")] * 3 + ["refused"] * 2
+    assert "hot_parameter_limited" in str(gate.status()["resources"][CALLER_RESOURCE])
+
+
+@pytest.mark.parametrize("edge", [False, True])
+def test_through_real_processes_a_signed_in_flood_is_shed_and_others_pay(tmp_path: Path, edge: bool) -> None:
+    """The gateway's own server (and ``--edge``): with each caller's rate turned down at run time, a
+    signed-in shopper's flood of pays for someone else's order is answered 403 while within their rate,
+    then shed (429), and another shopper's payment goes through."""
+    gw = Gateway(tmp_path / "gw", *(["--edge"] if edge else [])).start()
+    try:
+        home = gw.home
+        with httpx.Client(base_url=gw.url, timeout=10) as c:
+            rules = c.get("/v1/flow/rules").json()
+            for res in rules["resources"]:
+                if res["name"] == CALLER_RESOURCE:
+                    res["hot"].update(rate_per_s=0.01, burst=2)
+            rules["version"] = 7
+            assert c.put("/v1/flow/rules", json=rules, headers=operator(home)).status_code == 200
+            r = c.post("/v1/wallets/ann/topup", json={"amount": 500}, headers={"idempotency-key": "t"} | operator(home))
+            assert r.status_code == 200, r.text
+            ann = shopper(home, "ann")
+            r = c.post("/v1/orders", json={"buyer": "ann", "merchant": "shop", "amount": 100},
+                       headers={"idempotency-key": "o"} | ann)  # fmt: skip
+            order = r.json()["id"]
+            mallory = shopper(home, "mallory")
+            statuses = [
+                c.post(f"/v1/orders/{order}/pay", json={}, headers={"idempotency-key": f"m{i}"} | mallory).status_code
+                for i in range(8)
+            ]
+            # two within mallory's rate, refused as not hers (403); the rest shed before anyone looks
+            assert statuses == [403] * 2 + [429] * 6, statuses
             r = c.post(f"/v1/orders/{order}/pay", json={}, headers={"idempotency-key": "p"} | ann)
             assert r.status_code == 200, r.text
     finally:

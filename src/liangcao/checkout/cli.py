@@ -245,7 +245,7 @@ def start_cmd(
                 host,
                 port,
                 gate=gate,
-                classify=classifier(Identity(session_key(home), operator_token(home))),
+                classify=classifier(Identity(session_key(home), operator_token(home)), gate),
                 unix=unix,
             ).run()
     finally:
@@ -352,7 +352,7 @@ def _run_edge(
             _realtime()
         lost = threading.Event()
         # the caller checked before the gate (see classifier): the edge and its application share the folder's key
-        check = classifier(Identity(session_key(home), operator_token(home)))
+        check = classifier(Identity(session_key(home), operator_token(home)), gate)
         edge = Server(own, host, port, gate=gate, classify=check, upstream=Upstream(str(sock)))
 
         def watch() -> None:

@@ -187,7 +187,14 @@ def classify(scope: Scope) -> tuple[str, Priority, str | None] | None:
 UNAUTHENTICATED_RESOURCE = "unauthenticated"
 
 
-def classifier(identity: Identity) -> Callable[[Scope], tuple[str, Priority, str | None] | None]:
+#: The rule holding each signed-in caller's own rate (see :func:`classifier`): only its ``hot`` limit is
+#: used, keyed by the caller; refusals are counted under this name.
+CALLER_RESOURCE = "caller"
+
+
+def classifier(
+    identity: Identity, gate: Gate | None = None
+) -> Callable[[Scope], tuple[str, Priority, str | None] | None]:
     """:func:`classify` with the caller checked first (the MAC and expiry: microseconds, no lookup).
 
     Why: classified by its path alone, a request without a good token to ``/v1/orders/<any>/pay`` is
@@ -196,7 +203,14 @@ def classifier(identity: Identity) -> Callable[[Scope], tuple[str, Priority, str
     from about 150/s to 0 behind ``--edge``). Here such a request is ``unauthenticated`` at the lowest
     priority, with no hot parameter: shed first, on its own small limit, never in paying's. So is
     ``/metrics`` for anyone but the operator (for whose scraper it stays unguarded). The open pages
-    (``GET /checkout/...``, ``GET /authn/``), liveness and the flow endpoints are classified as before."""
+    (``GET /checkout/...``, ``GET /authn/``), liveness and the flow endpoints are classified as before.
+
+    With ``gate``, each signed-in caller but the operator has a rate of its own (the ``caller`` rule's
+    ``hot`` limit, keyed by role and subject): a shopper with a good session could otherwise send thousands
+    of ``pay`` requests a second for other people's orders, each answered 403 behind the gate, and take
+    paying's slots as the unauthenticated flood did; the merchant's hot limit does not stop that (the
+    requests name any merchant). Past its rate a caller's request is refused here (``Refused``, 429 with
+    ``Retry-After``; the servers answer it as any refusal of the gate)."""
 
     def classify_caller(scope: Scope) -> tuple[str, Priority, str | None] | None:
         what = classify(scope)
@@ -212,6 +226,8 @@ def classifier(identity: Identity) -> Callable[[Scope], tuple[str, Priority, str
         # not for a flood of requests answered 401 or 403
         if metrics and c.role != "operator":
             return UNAUTHENTICATED_RESOURCE, Priority.REPORT, None
+        if gate is not None and what is not None and c.role != "operator":
+            gate.enter_hot(CALLER_RESOURCE, f"{c.role}:{c.subject}", what[1])  # Refused past the caller's rate
         return what
 
     return classify_caller
@@ -219,6 +235,13 @@ def classifier(identity: Identity) -> Callable[[Scope], tuple[str, Priority, str
 
 def _open_page(path: str) -> bool:
     return path.startswith("/checkout/") or path == "/authn/"
+
+
+#: The default rules' rate for each signed-in caller (requests/s), its burst, and how many callers the gate
+#: keeps buckets for at once (the least recently seen is forgotten first and comes back with a full bucket).
+caller_rate_per_s = 100.0
+caller_burst = 200
+callers_tracked_max = 100_000
 
 
 def default_rules() -> Rules:
@@ -248,6 +271,14 @@ def default_rules() -> Rules:
             ResourceRule(name="other", concurrency_max=8),
             # callers not proven (classifier): they are answered 401 anyway, a few at a time is enough
             ResourceRule(name=UNAUTHENTICATED_RESOURCE, concurrency_max=8),
+            # each signed-in caller's own rate (classifier): a person pays a few times a minute; a merchant's
+            # systems query more (a big one gets an override, "merchant:<id>"). At the surge's 10x its shoppers
+            # send 20 to 40 requests/s each, its three hot merchants hundreds of browsing and reports (shed
+            # anyway: low priority)
+            ResourceRule(
+                name=CALLER_RESOURCE,
+                hot=HotRule(rate_per_s=caller_rate_per_s, burst=caller_burst, hot_values_max=callers_tracked_max),
+            ),
         ],
         default=ResourceRule(name="default", concurrency_max=16),
         # BBR (capacity = peak completions x the least latency) below 32 in flight would refuse payments that
@@ -639,7 +670,7 @@ def create_app(
     app.openapi = openapi  # type: ignore[method-assign]
     if gate is None or not middleware:
         return app
-    return FlowMiddleware(app, gate, classifier(ident))
+    return FlowMiddleware(app, gate, classifier(ident, gate))
 
 
 def _metrics(co: Checkout, counters: Counters, gate: Gate | None) -> Iterator[str]:

@@ -219,10 +219,11 @@ class _Conn(asyncio.Protocol):
                 return
             scope, body, keep_alive = req
             ticket = None
-            what = server.classify(scope) if server.gate is not None and server.classify is not None else None
-            if what is not None and server.gate is not None:
+            if server.gate is not None and server.classify is not None:
                 try:
-                    ticket = server.gate.enter(*what)
+                    what = server.classify(scope)  # may refuse, too (a caller over its own rate)
+                    if what is not None:
+                        ticket = server.gate.enter(*what)
                 except Refused as exc:  # answered here: no task, no ASGI call, the body already skipped
                     assert self.transport is not None
                     self.transport.write(refusal_bytes(exc, keep_alive, scope["method"] == "HEAD"))

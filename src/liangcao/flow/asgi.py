@@ -28,6 +28,8 @@ Receive = Callable[[], Any]
 Send = Callable[[Message], Any]
 ASGIApp = Callable[[Scope, Receive, Send], Any]
 #: What the middleware asks of each request: (resource, priority, hot value), or None to let it through.
+#: (resource, priority, hot value) of a request, None for one flow control leaves alone; it may raise
+#: ``Refused`` itself (a check of its own before admission, e.g. ``Gate.enter_hot``)
 Classify = Callable[[Scope], "tuple[str, Priority, str | None] | None"]
 
 
@@ -58,13 +60,12 @@ class FlowMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        what = self.classify(scope)
-        if what is None:
-            await self.app(scope, receive, send)
-            return
-        resource, priority, hot = what
         try:
-            ticket = self.gate.enter(resource, priority, hot)
+            what = self.classify(scope)  # may refuse, too (a caller over its own rate: Gate.enter_hot)
+            if what is None:
+                await self.app(scope, receive, send)
+                return
+            ticket = self.gate.enter(*what)
         except Refused as exc:
             body = refusal_body(exc)
             await send(

@@ -280,6 +280,38 @@ class Gate:
                 ticket._probe_of = res.breaker.generation
             return ticket
 
+    def enter_hot(self, resource: str, value: str, priority: Priority) -> None:
+        """Take a token from ``value``'s bucket under ``resource``'s hot rule, or raise Refused
+        (``HOT_PARAMETER_LIMITED``, with the wait until it refills) if ``value`` is over its rate; nothing
+        when the rule has no hot limit. The bucket is scaled by ``priority``'s share, so less important calls
+        of the same value run out first. Nothing is held: there is no ticket to exit.
+
+        A second hot dimension, checked before admission: a call has one hot parameter (the checkout
+        gateway's is the merchant), and the gateway also limits each caller. Refused, not re-classed: a
+        call moved to another resource would escape its own resource's limits (a cluster-wide rate
+        included). ``resource``'s rule changes at run time with the rest (:meth:`reload`)."""
+        if len(value) > hot_value_bytes_max:
+            value = value[:hot_value_bytes_max]
+        with self._lock:
+            now = self._now()
+            res = self._resource(resource, now)
+            if res.hot is None:
+                return
+            bucket = res.hot.bucket(value, now)
+            wait_s = bucket.wait(now, share_of(self._rules, res.rule, priority))
+            if wait_s > 0:
+                key = (int(priority), REASONS[FlowCode.HOT_PARAMETER_LIMITED])
+                res.counts[key] = res.counts.get(key, 0) + 1
+                retry_ms = max(1, math.ceil(wait_s * 1000 - 1e-6))
+                raise Refused(
+                    FlowCode.HOT_PARAMETER_LIMITED,
+                    f"{res.name}: value {value!r} over its rate; retry in {retry_ms} ms",
+                    retry_after_ms=retry_ms,
+                    resource=res.name,
+                    priority=PRIORITY_NAMES[priority],
+                )
+            bucket.take(now)
+
     def _check(
         self, res: _Resource, priority: Priority, hot: str | None, now: float
     ) -> tuple[FlowCode, float, str] | None:
