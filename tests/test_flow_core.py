@@ -420,6 +420,40 @@ def test_one_hot_merchant_cannot_starve_the_rest_and_the_lru_is_bounded() -> Non
     assert hot["values"] == 100 and hot["evicted"] > 0
 
 
+def test_enter_hot_limits_a_second_dimension_before_admission_and_holds_nothing() -> None:
+    """``Gate.enter_hot``: a value's own bucket under a rule's hot limit, checked before admission (the
+    checkout gateway's callers): exact arithmetic, shares scale the depth, nothing held, a rule without a hot
+    limit never refuses, and the refusals are counted under that rule's name."""
+    clock = Clock()
+    rules = Rules(resources=[ResourceRule(name="caller", hot=HotRule(rate_per_s=10, burst=10)), ResourceRule(name="x")])
+    gate = Gate(rules, clock=clock)
+    for _ in range(10):
+        gate.enter_hot("caller", "shopper:ann", Priority.PAY)
+    with pytest.raises(Refused) as info:
+        gate.enter_hot("caller", "shopper:ann", Priority.PAY)
+    assert (info.value.code, info.value.retry_after_ms, info.value.resource) == (
+        FlowCode.HOT_PARAMETER_LIMITED,
+        100,
+        "caller",
+    )
+    gate.enter_hot("caller", "shopper:bob", Priority.PAY)  # another value has its own bucket
+    clock.t += 0.1  # one token back
+    gate.enter_hot("caller", "shopper:ann", Priority.PAY)
+    with pytest.raises(Refused):
+        gate.enter_hot("caller", "shopper:ann", Priority.PAY)
+    # BROWSE may use half the depth: with 5 of bob's 10 used (full again), his browsing is refused, paying not
+    for _ in range(5):
+        gate.enter_hot("caller", "shopper:bob", Priority.PAY)
+    with pytest.raises(Refused):
+        gate.enter_hot("caller", "shopper:bob", Priority.BROWSE)
+    gate.enter_hot("caller", "shopper:bob", Priority.PAY)
+    for _ in range(1000):
+        gate.enter_hot("x", "anyone", Priority.PAY)  # no hot limit: never refused
+    status = gate.status()
+    assert status["inflight"] == 0
+    assert "hot_parameter_limited" in str(status["resources"]["caller"])
+
+
 # -- rules and reload -------------------------------------------------------------------------------------------
 
 
