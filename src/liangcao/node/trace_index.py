@@ -31,6 +31,7 @@ time from the block header), so queries, provenance and proofs work the same on 
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import multiprocessing
@@ -170,8 +171,10 @@ class TraceIndex:
         self._closed = False
         self._follower: multiprocessing.process.BaseProcess | None = None
         self._watch: threading.Thread | None = None
-        self._wake: Any = None  # the follower's multiprocessing Event: set after each commit
-        self._stop: Any = None  # set to stop the follower
+        # The sending end of a pipe to the follower: a byte wakes it, closing it stops it (as does this process's
+        # death). Not a multiprocessing Event: a follower killed while holding its lock would block every commit.
+        self._wake_conn: Any = None
+        self._wake_lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout=5000")
@@ -249,14 +252,17 @@ class TraceIndex:
         if self._follower is not None or self._closed:
             return
         ctx = multiprocessing.get_context("spawn")  # the node has threads: never fork
-        self._wake, self._stop = ctx.Event(), ctx.Event()
+        receive, send = ctx.Pipe(duplex=False)
         proc = ctx.Process(
             target=_follow_main,
-            args=(str(self.path), str(self.store_path), self._wake, self._stop, os.getpid()),
+            args=(str(self.path), str(self.store_path), receive, os.getpid()),
             name="liangcao-trace-index",
             daemon=True,
         )
         proc.start()
+        receive.close()  # the follower's end: only it holds it now, so it sees the end when this process goes
+        os.set_blocking(send.fileno(), False)  # a wake never waits: a full pipe already holds one
+        self._wake_conn = send
         self._follower = proc
         # the commit thread no longer needs to keep each event's facts for an index in this process
         anchor.FACTS_KEEP = False
@@ -273,12 +279,17 @@ class TraceIndex:
     def following(self) -> bool:
         """Whether a follower process is running."""
         proc = self._follower
-        return proc is not None and proc.is_alive() and not self._stop.is_set()
+        return proc is not None and self._wake_conn is not None and proc.is_alive()
 
     def wake(self, *_: Any) -> None:
         """A block was committed (a node listener): the follower indexes it."""
-        if self._wake is not None:
-            self._wake.set()
+        send = self._wake_conn
+        if send is None:
+            return
+        # four bytes (an empty message) are written whole or not at all; a full pipe or a dead follower is
+        # nothing to wait for
+        with contextlib.suppress(OSError, ValueError):
+            send.send_bytes(b"")
 
     def catch_up(self, store: Store) -> int:
         """Return once the index holds every block ``store`` has committed now: waiting for the follower while
@@ -307,8 +318,10 @@ class TraceIndex:
         if proc is None:
             return
         anchor.FACTS_KEEP = True
-        self._stop.set()
-        self._wake.set()
+        with self._wake_lock:
+            send, self._wake_conn = self._wake_conn, None
+        if send is not None:
+            send.close()  # the follower reads the end of the pipe, checkpoints and exits
         proc.join(30)
         if proc.is_alive():  # it checkpoints on its way out; past that it is only derived work
             proc.kill()
@@ -363,17 +376,21 @@ class TraceIndex:
         return None if row is None else unpack_entry(bytes(row[0]), bytes(row[1]))[1]
 
 
-def _follow_main(path: str, store_path: str, wake: Any, stop: Any, parent: int) -> None:
-    """The follower process (:meth:`TraceIndex.follow`): index what the node commits until told to stop or
-    until the node is gone; leave the file checkpointed (without its write-ahead log) when told to stop."""
+def _follow_main(path: str, store_path: str, wakes: Any, parent: int) -> None:
+    """The follower process (:meth:`TraceIndex.follow`): index what the node commits until the node closes its
+    end of the pipe (or is gone); leave the file checkpointed (without its write-ahead log) on a clean stop."""
     _exit_with_parent(parent)
     index = TraceIndex(path, store_path)
     store = Store(store_path, readonly=True)
     try:
-        while not stop.is_set():
-            wake.clear()  # before the sync: a commit during it wakes the next one at once
+        while True:
+            try:
+                while wakes.poll(0):  # every wake so far: one sync covers them all
+                    wakes.recv_bytes()
+            except EOFError:  # the node stopped its index
+                break
             index.sync(store)
-            wake.wait(1.0)
+            wakes.poll(1.0)
         index._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         store.close()
