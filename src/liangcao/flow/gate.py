@@ -173,6 +173,9 @@ class Gate:
         self._resources: dict[str, _Resource] = {}
         self.inflight = 0
         self.reloads = 0
+        # resources whose hot values name callers (checked through enter_hot): their status shows bucket
+        # levels, never the values (GET /v1/flow may be open to anyone; who is signed in is nobody's business)
+        self._private_hot: set[str] = set()
         self._cluster_live = False  # set by _check: the last cluster answer came from the server
         # The gate's own time never runs backwards: a clock that jumps back (an injected wall clock, a VM
         # restored from a snapshot) is shifted forward by the jump, so no bucket waits for the lost time
@@ -289,12 +292,16 @@ class Gate:
         A second hot dimension, checked before admission: a call has one hot parameter (the checkout
         gateway's is the merchant), and the gateway also limits each caller. Refused, not re-classed: a
         call moved to another resource would escape its own resource's limits (a cluster-wide rate
-        included). ``resource``'s rule changes at run time with the rest (:meth:`reload`)."""
+        included). ``resource``'s rule changes at run time with the rest (:meth:`reload`).
+
+        The values name callers: :meth:`status` shows this resource's bucket levels (``hot.levels``), not
+        the values (``hot.hottest``)."""
         if len(value) > hot_value_bytes_max:
             value = value[:hot_value_bytes_max]
         with self._lock:
             now = self._now()
             res = self._resource(resource, now)
+            self._private_hot.add(res.name)
             if res.hot is None:
                 return
             bucket = res.hot.bucket(value, now)
@@ -408,7 +415,10 @@ class Gate:
                 if res.breaker is not None:
                     one["breaker"] = res.breaker.status(now)
                 if res.hot is not None:
-                    one["hot"] = res.hot.status(now)
+                    hot = one["hot"] = res.hot.status(now)
+                    if res.name in self._private_hot:  # callers (enter_hot): how empty, not who
+                        hottest: dict[str, float] = hot.pop("hottest")  # type: ignore[assignment]
+                        hot["levels"] = sorted(hottest.values())
                 resources[res.name] = one
             out: dict[str, Any] = {
                 "version": self._rules.version,
