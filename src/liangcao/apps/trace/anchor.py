@@ -392,13 +392,22 @@ class Trace(Contract):
     def _owner(self, ctx: Context, index_id: str, cache: dict[str, str]) -> str:
         """The organisation the consortium assigned this key's company prefix to ("" if none)."""
         digits = _key_digits(index_id)
+        # the answer depends on the first 12 digits alone: a capture's items mostly share them (one product's
+        # serials), so the walk over the prefixes below is done once per product, not once per item
+        memo = "#" + digits[:12]
+        found = cache.get(memo)
+        if found is not None:
+            return found
+        found = ""
         for n in range(4, min(12, len(digits)) + 1):
             prefix = digits[:n]
             if prefix not in cache:
                 cache[prefix] = str(ctx.get(f"cp/{prefix}") or "")
             if cache[prefix]:
-                return cache[prefix]
-        return ""
+                found = cache[prefix]
+                break
+        cache[memo] = found
+        return found
 
     def _permit(
         self, ctx: Context, signer: Signer, policy: RecordingPolicy, f: Facts, owners_of: dict[str, str]
