@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -230,3 +231,101 @@ def test_anyone_reading_the_flow_status_learns_no_signed_in_caller(app: tuple[An
     assert 'resource="caller"' in metrics.text and "hot_parameter_limited" in metrics.text
     # the merchants of the other hot rules are shown as before (they are what an override is set for)
     assert "ann-the-buyer" not in got[7].text
+
+
+# ---- the surge's compiled load generators in the real-time class (surge._c_worker, _realtime_class) ----------
+
+_SURGE_PARENT = """
+import multiprocessing as mp, sys, time
+from collections import defaultdict
+from pathlib import Path
+from liangcao.checkout.surge import Phase, WorkerPlan, _worker
+port, exe = int(sys.argv[1]), Path(sys.argv[2])
+auth = defaultdict(lambda: "lc1.x.y")
+plan = WorkerPlan(port=port, index=0, workers=1, phases=[Phase("10x", 120.0, 1.0, 1.0)], base_per_s=50.0,
+                  start_wall=time.time(), timeout_s=60.0, seed=1, pay_orders=[f"shop.{i}" for i in range(500)],
+                  confirm_orders=[], query_orders=["shop.1"], connections=4, loadgen=exe, auth=auth)
+ctx = mp.get_context("fork")  # as surge.run starts its workers
+p = ctx.Process(target=_worker, args=(plan, ctx.Queue()), daemon=True)
+p.start()
+print(p.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped yet is dead: it holds no CPU and no socket)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_killed_surge_leaves_no_real_time_generator_and_none_spins(tmp_path: Path) -> None:
+    """The surge's parent is SIGKILLed in the middle of a run whose gateway accepts connections and never
+    answers (a gateway wedged at midnight): its worker dies with it, and the compiled generator, in the
+    real-time class where the kernel lets it be, dies with the worker; while it ran it slept in
+    ``epoll_wait`` (a real-time process spinning would take a core from everything else)."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from liangcao.checkout.surge import loadgen_binary
+
+    exe = loadgen_binary(tmp_path)
+    if exe is None:
+        pytest.skip("no C compiler: the Python generator drives the surge")
+    wedged = socket.socket()
+    wedged.bind(("127.0.0.1", 0))
+    wedged.listen(64)  # connections complete in the backlog; nothing is ever read or answered
+    parent = subprocess.Popen([sys.executable, "-c", _SURGE_PARENT, str(wedged.getsockname()[1]), str(exe)],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    gen: list[int] = []
+    try:
+        assert parent.stdout is not None
+        worker = int(parent.stdout.readline())
+        deadline = time.monotonic() + 60
+        while not gen and time.monotonic() < deadline:
+            gen = [c for c in _children(worker) if Path(f"/proc/{c}/exe").resolve() == exe.resolve()]
+            time.sleep(0.05)
+        assert gen, "the generator did not start"
+        policy = os.sched_getscheduler(gen[0]) & ~getattr(os, "SCHED_RESET_ON_FORK", 0)
+        assert policy in (os.SCHED_FIFO, os.SCHED_OTHER)
+        before, t0 = _cpu_s(gen[0]), time.monotonic()
+        time.sleep(1.0)
+        used = (_cpu_s(gen[0]) - before) / (time.monotonic() - t0)
+        assert used < 0.3, f"the generator used {used:.0%} of a core waiting for answers (class {policy})"
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while (_alive(worker) or _alive(gen[0])) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker) and not _alive(gen[0])
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        for pid in gen:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if parent.stdout is not None:
+            parent.stdout.close()
+        wedged.close()
