@@ -173,8 +173,9 @@ class Gate:
         self._resources: dict[str, _Resource] = {}
         self.inflight = 0
         self.reloads = 0
-        # resources whose hot values name callers (checked through enter_hot): their status shows bucket
-        # levels, never the values (GET /v1/flow may be open to anyone; who is signed in is nobody's business)
+        # resources whose hot values name callers (checked through enter_hot): their status shows counts,
+        # never the values (GET /v1/flow may be open to anyone; who is signed in is nobody's business) and
+        # never looks at each bucket (100,000 callers sorted under the lock stalled every admission)
         self._private_hot: set[str] = set()
         self._cluster_live = False  # set by _check: the last cluster answer came from the server
         # The gate's own time never runs backwards: a clock that jumps back (an injected wall clock, a VM
@@ -294,8 +295,8 @@ class Gate:
         call moved to another resource would escape its own resource's limits (a cluster-wide rate
         included). ``resource``'s rule changes at run time with the rest (:meth:`reload`).
 
-        The values name callers: :meth:`status` shows this resource's bucket levels (``hot.levels``), not
-        the values (``hot.hottest``)."""
+        The values name callers: :meth:`status` shows how many this resource tracks and has forgotten, not
+        the values (no ``hot.hottest``)."""
         if len(value) > hot_value_bytes_max:
             value = value[:hot_value_bytes_max]
         with self._lock:
@@ -414,11 +415,15 @@ class Gate:
                     one["adaptive"] = res.adaptive.status()
                 if res.breaker is not None:
                     one["breaker"] = res.breaker.status(now)
-                if res.hot is not None:
-                    hot = one["hot"] = res.hot.status(now)
-                    if res.name in self._private_hot:  # callers (enter_hot): how empty, not who
-                        hottest: dict[str, float] = hot.pop("hottest")  # type: ignore[assignment]
-                        hot["levels"] = sorted(hottest.values())
+                if res.hot is not None and res.name in self._private_hot:  # callers (enter_hot): how many, not who
+                    h = res.hot
+                    one["hot"] = {
+                        "values": len(h.buckets),
+                        "hot_values_max": h.rule.hot_values_max,
+                        "evicted": h.evicted,
+                    }
+                elif res.hot is not None:
+                    one["hot"] = res.hot.status(now)
                 resources[res.name] = one
             out: dict[str, Any] = {
                 "version": self._rules.version,
