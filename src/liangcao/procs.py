@@ -6,6 +6,7 @@ loopback in tests and benchmarks)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import time
@@ -57,6 +58,8 @@ def die_with_parent(sig: int = 15) -> Callable[[], None]:
     that started it (call this from the main thread) or its process ends, even by SIGKILL (Linux
     ``PR_SET_PDEATHSIG``; elsewhere it does nothing)."""
 
+    parent = os.getpid()
+
     def preexec() -> None:
         try:
             import ctypes
@@ -64,7 +67,10 @@ def die_with_parent(sig: int = 15) -> Callable[[], None]:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
-            pass
+            return
+        # The parent may have died between the fork and the prctl: the signal would then never come.
+        if os.getpid() != parent and os.getppid() != parent:
+            os.kill(os.getpid(), sig)
 
     return preexec
 

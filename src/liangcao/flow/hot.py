@@ -7,6 +7,7 @@ comes back with a full bucket, which errs on the side of letting a quiet value t
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import OrderedDict
 
@@ -53,7 +54,9 @@ class HotParams:
         return b
 
     def status(self, now: float, top: int = 10) -> dict[str, object]:
-        emptiest = sorted(self.buckets.items(), key=lambda kv: kv[1].tokens(now))[:top]
+        # the few emptiest, not a sort of them all: the status is read under the gate's lock, and a rule may
+        # track hot_values_max values (an anonymous GET /v1/flow must not stall admissions)
+        emptiest = heapq.nsmallest(top, self.buckets.items(), key=lambda kv: kv[1].tokens(now))
         return {
             "values": len(self.buckets),
             "hot_values_max": self.rule.hot_values_max,
