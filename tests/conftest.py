@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,6 +20,28 @@ from liangcao.ledger.chain import Ledger
 from liangcao.node.genesis import Consortium, create_consortium
 
 NOW_MS = int(time.time() * 1000)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cli_tree_built_once() -> Iterator[None]:
+    """typer's ``CliRunner.invoke`` rebuilds the click tree of ``liangcao.cli.app`` (a command for every method of
+    every contract, ~0.3 s) on every call; that tree is fixed at import, so it is built once per run."""
+    import typer.main
+    import typer.testing
+
+    built: list[Any] = []
+
+    def get_command(app: typer.main.Typer) -> Any:
+        cli = sys.modules.get("liangcao.cli")
+        if cli is None or app is not getattr(cli, "app", None):
+            return typer.main.get_command(app)
+        if not built:
+            built.append(typer.main.get_command(app))
+        return built[0]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(typer.testing, "_get_command", get_command)
+        yield
 
 
 @pytest.fixture(scope="session")

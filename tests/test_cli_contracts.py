@@ -4,13 +4,10 @@ itself (so a new contract or method cannot lack its command) and run against a l
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 import pytest
-import typer.main
-import typer.testing
 from typer.testing import CliRunner
 
 from conftest import Live
@@ -18,16 +15,6 @@ from liangcao.apps.bundle import default_registry
 from liangcao.cli import app
 
 ENV = {"COLUMNS": "200"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_command_tree() -> Iterator[None]:
-    # CliRunner.invoke rebuilds the whole click tree (a command for every method of every contract) on each call,
-    # ~0.3 s; the tree is the same for every call of this module, so it is built once.
-    built = typer.main.get_command(app)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(typer.testing, "_get_command", lambda a: built if a is app else typer.main.get_command(a))
-        yield
 
 
 def run(*args: str) -> Any:
