@@ -241,8 +241,8 @@ def test_demo_no_serve_then_audit(tmp_path: Path) -> None:
     # again on the same home: the chain's time is now 91 days ahead of the wall clock, and the node follows it
     r = cli("demo", "--home", str(home), "--no-serve", "--port", str(free_port(0)))
     assert "after settlement" in r.stdout and "checks out" in r.stdout
-    assert "audit passed" in cli("audit", "--home", str(home)).stdout
-    assert "proof verifies" in cli("verify-proof", str(home / "proofs" / "payment.json")).stdout
+    assert "audit passed" in cli_here("audit", "--home", str(home)).stdout
+    assert "proof verifies" in cli_here("verify-proof", str(home / "proofs" / "payment.json")).stdout
 
 
 def test_scf_cli_commands_and_sdk_handles(tmp_path: Path) -> None:
