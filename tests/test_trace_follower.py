@@ -19,7 +19,7 @@ import pytest
 
 from liangcao.apps.trace import anchor
 from liangcao.bench.trace import documents, tin
-from liangcao.node.trace_index import TraceIndex, TraceView
+from liangcao.node.trace_index import FOLLOWER_NICE, TraceIndex, TraceView
 from liangcao.trace import query as tq
 from test_trace_layout import TraceChain
 from trace_ledger import BRAND, LOGISTICS, WAREHOUSE
@@ -63,6 +63,8 @@ def test_the_follower_indexes_every_commit_and_reads_wait_for_it(
         index.follow()
         assert index.following() and not anchor.FACTS_KEEP  # the commit side stops keeping facts for it
         _wait(lambda: index.indexed_height() == c.ledger.store.height())
+        assert index._follower is not None and index._follower.pid is not None
+        assert _nice(index._follower.pid) == min(19, os.nice(0) + FOLLOWER_NICE)  # commits go first
         for first in (5, 10):  # commits while it follows: each read sees them, the follower did the work
             _capture(c, first, 5)
             index.wake()
@@ -159,3 +161,8 @@ def _state(pid: int) -> str:
     except OSError:
         return "Z"
     return stat[stat.rindex(")") + 2 :].split()[0]
+
+
+def _nice(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[16])

@@ -68,6 +68,10 @@ TX_CACHE_MAX = 64  # decoded capture transactions a view keeps (a provenance rea
 #: A read waiting for the follower gives up waiting (and indexes itself) when the follower has made no progress
 #: for this long: a stuck or dead follower must not stop queries
 CATCH_UP_STALL_S_MAX = 30.0
+#: The follower's niceness: on a machine whose cores the commit path keeps busy (a bulk capture on two cores),
+#: commits go first and the index catches up when they pause (each query still waits for it); with a core to
+#: spare it changes nothing
+FOLLOWER_NICE = 10
 _decimal = msgspec.json.Decoder(float_hook=Decimal)
 _json = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder(decimal_format="number").encode
@@ -380,6 +384,8 @@ def _follow_main(path: str, store_path: str, wakes: Any, parent: int) -> None:
     """The follower process (:meth:`TraceIndex.follow`): index what the node commits until the node closes its
     end of the pipe (or is gone); leave the file checkpointed (without its write-ahead log) on a clean stop."""
     _exit_with_parent(parent)
+    with contextlib.suppress(OSError):
+        os.nice(FOLLOWER_NICE)
     index = TraceIndex(path, store_path)
     store = Store(store_path, readonly=True)
     try:
