@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liangcao import encoding, limits
@@ -110,3 +111,18 @@ def _shuffled(value: Any, rng: random.Random) -> Any:
     if isinstance(value, list):
         return [_shuffled(v, rng) for v in value]
     return value
+
+
+_ONE_CHAR_AT_A_TIME = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.S)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=60) | st.lists(st.sampled_from([b'"', b"\\", b"a", b"\n", b"[", b"}", b"\xff"])).map(b"".join)
+)
+def test_the_unrolled_string_pattern_finds_what_the_plain_one_does(raw: bytes) -> None:
+    """``json_depth`` skips strings with a pattern written as runs between escapes (three times faster): it
+    must remove exactly what the textbook one-character-at-a-time pattern removes, on any bytes at all
+    (unterminated strings, a trailing backslash, newlines, invalid UTF-8)."""
+    assert encoding._STRING.sub(b"", raw) == _ONE_CHAR_AT_A_TIME.sub(b"", raw)
+    assert [m.span() for m in encoding._STRING.finditer(raw)] == [m.span() for m in _ONE_CHAR_AT_A_TIME.finditer(raw)]
