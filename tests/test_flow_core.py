@@ -26,6 +26,7 @@ from liangcao.flow import (
     rules_from_json,
 )
 from liangcao.flow.bucket import TokenBucket
+from liangcao.flow.rules import validate
 
 
 class Clock:
@@ -452,6 +453,54 @@ def test_enter_hot_limits_a_second_dimension_before_admission_and_holds_nothing(
     status = gate.status()
     assert status["inflight"] == 0
     assert "hot_parameter_limited" in str(status["resources"]["caller"])
+
+
+def test_under_overload_less_important_work_yields_to_refused_payments() -> None:
+    """``system.yield_ms``: a payment refused for overload (its concurrency limit, or the system rule) makes
+    every call less important than ``yield_priority`` refused for ``yield_ms``; a quota refusal (a rate, a
+    hot value) does not; the spell ends on time and changes with the rules; refusals say why."""
+    clock = Clock()
+    rules = Rules(
+        resources=[
+            ResourceRule(name="pay", concurrency_max=1),
+            ResourceRule(name="capped", rate_per_s=1, burst=1),
+            ResourceRule(name="query", concurrency_max=100),
+        ],
+        system=SystemRule(yield_ms=50.0),
+    )
+    gate = Gate(rules, clock=clock)
+    gate.enter("query", Priority.QUERY).exit()  # no spell yet
+    held = gate.enter("pay", Priority.PAY)
+    with pytest.raises(Refused):
+        gate.enter("pay", Priority.PAY)  # overload: the spell starts
+    for priority in (Priority.QUERY, Priority.BROWSE, Priority.REPORT):
+        with pytest.raises(Refused) as info:
+            gate.enter("query", priority)
+        assert info.value.code == FlowCode.SYSTEM_OVERLOADED and "system.yield_ms" in info.value.message
+        assert info.value.retry_after_ms == 50
+    gate.enter("query", Priority.CONFIRM).exit()  # as important as yield_priority: not yielding
+    clock.t += 0.049
+    with pytest.raises(Refused):
+        gate.enter("query", Priority.QUERY)
+    clock.t += 0.002
+    gate.enter("query", Priority.QUERY).exit()  # the spell is over
+    held.exit()
+    # a quota refusal of a payment is not overload
+    gate.enter("capped", Priority.PAY).exit()
+    with pytest.raises(Refused) as quota:
+        gate.enter("capped", Priority.PAY)
+    assert quota.value.code == FlowCode.RATE_LIMITED
+    gate.enter("query", Priority.QUERY).exit()
+    # off by default
+    off = Gate(Rules(resources=[ResourceRule(name="pay", concurrency_max=1)]), clock=clock)
+    t = off.enter("pay", Priority.PAY)
+    with pytest.raises(Refused):
+        off.enter("pay", Priority.PAY)
+    off.enter("query", Priority.REPORT).exit()
+    t.exit()
+    for bad in ({"yield_ms": -1}, {"yield_ms": 1e9}, {"yield_priority": "NOPE"}):
+        with pytest.raises(FlowError):
+            validate(Rules(system=SystemRule(**bad)))  # type: ignore[arg-type]
 
 
 # -- rules and reload -------------------------------------------------------------------------------------------

@@ -43,6 +43,10 @@ from liangcao.flow.system import SystemGuard, os_load
 
 #: The name under which calls to resources beyond ``resources_max`` are counted and limited together.
 OTHER = "*"
+#: What counts as overload for system.yield_ms: the concurrency limits and the system rule (a rate limit or a
+#: hot value's own bucket is a quota, not a sign that the process is short of capacity).
+_OVERLOAD = (FlowCode.CONCURRENCY_LIMITED, FlowCode.SYSTEM_OVERLOADED)
+_YIELDING = "yielding"
 hot_value_bytes_max = 256  # a longer hot value is cut (it is a key, not data)
 
 
@@ -183,6 +187,7 @@ class Gate:
         # to come round again and none is refilled twice.
         self._clock_offset = 0.0
         self._last_now = -math.inf
+        self._yield_until = -math.inf  # system.yield_ms: until then less important work is refused
         self._apply(rules, self._now())
 
     def _now(self) -> float:
@@ -257,6 +262,14 @@ class Gate:
             refusal = self._check(res, priority, hot, now)
             if refusal is not None:
                 code, wait_s, why = refusal
+                system = self._rules.system
+                if (
+                    system.yield_ms > 0
+                    and code in _OVERLOAD
+                    and priority <= Priority[system.yield_priority]
+                    and not why.startswith(_YIELDING)
+                ):
+                    self._yield_until = max(self._yield_until, now + system.yield_ms / 1000.0)
                 key = (int(priority), REASONS[code])
                 res.counts[key] = res.counts.get(key, 0) + 1
                 retry_ms = max(1, math.ceil(wait_s * 1000 - 1e-6))
@@ -325,6 +338,13 @@ class Gate:
     ) -> tuple[FlowCode, float, str] | None:
         rule = res.rule
         share = share_of(self._rules, rule, priority)
+        if now < self._yield_until and priority > Priority[self._rules.system.yield_priority]:
+            ago_ms = round(self._rules.system.yield_ms - (self._yield_until - now) * 1000.0)
+            return (
+                FlowCode.SYSTEM_OVERLOADED,
+                self._yield_until - now,
+                f"{_YIELDING} (more important work was refused {ago_ms} ms ago: system.yield_ms)",
+            )
         if res.breaker is not None:
             wait = res.breaker.wait(now)
             if wait > 0:

@@ -37,6 +37,7 @@ rate_per_s_max = 1e9
 #: overflow to infinity or NaN, and a limit that lets through one call a quarter of an hour is already "off".
 rate_per_s_min = 1e-3
 burst_max = 10_000_000
+yield_ms_max = 60_000.0  # the longest strict-priority spell a refusal may start (system.yield_ms)
 warmup_s_max = 3600.0
 cold_factor_max = 100.0
 concurrency_max_max = 1_000_000
@@ -119,6 +120,12 @@ class SystemRule(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     load_max: float = 0.0  # 1-minute load average; with bbr, BBR only engages above it (as in Sentinel)
     window_s: float = 1.0
     buckets: int = 10
+    #: Strict priority under overload: for ``yield_ms`` after a call of ``yield_priority`` or more important
+    #: was refused for overload (its concurrency limit or this rule), every less important call is refused
+    #: too. Shares keep slots free for important work, but fast queries still take CPU by the thousand a
+    #: second while payments wait; yielding gives that CPU back. 0: off.
+    yield_ms: float = 0.0
+    yield_priority: str = "CONFIRM"
 
 
 class Rules(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -260,6 +267,9 @@ def validate(rules: Rules) -> None:
     _num("system.load_max", s.load_max, 0.0, 1e6)
     _num("system.window_s", s.window_s, window_s_min, window_s_max)
     _num("system.buckets", s.buckets, 1, window_buckets_max)
+    _num("system.yield_ms", s.yield_ms, 0.0, yield_ms_max)
+    if s.yield_priority not in PRIORITY_NAMES.values():
+        raise _bad(f"system.yield_priority {s.yield_priority!r} is not one of {', '.join(PRIORITY_NAMES.values())}")
     _window("system", s.window_s, s.buckets)
 
 
