@@ -29,8 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from river import drift, linear_model, optim, preprocessing
-
+# River (and the scipy it pulls in) is imported where a model is made or read, not with this module: the CLI
+# imports every service's module at start-up, and River alone took ~0.8 s of each process's 1.2 s start (a CLI
+# call, a node, a benchmark's worker) that never scores a payment.
 from liangcao.risk import limits
 from liangcao.risk.codes import RiskCode, RiskError, RiskFault
 
@@ -44,12 +45,16 @@ class Classifier(Protocol):
 
 
 def _adwin(delta: float) -> Any:
+    from river import drift
+
     # River's drift detectors are untyped; the engine uses update(), drift_detected and estimation.
     return drift.ADWIN(delta=delta)  # type: ignore[no-untyped-call]
 
 
 def logistic(learning_rate: float = 0.05, l2: float = 1e-4) -> Classifier:
     """Feature scaling then logistic regression by SGD: ~10 us to score, ~30 us to learn one example."""
+    from river import linear_model, optim, preprocessing
+
     model: Classifier = preprocessing.StandardScaler() | linear_model.LogisticRegression(
         optimizer=optim.SGD(learning_rate), l2=l2
     )
@@ -59,6 +64,7 @@ def logistic(learning_rate: float = 0.05, l2: float = 1e-4) -> Classifier:
 def forest(seed: int = 7) -> Classifier:
     """An adaptive random forest (slower: for comparison; the default is :func:`logistic`)."""
     from river import forest as rf
+    from river import preprocessing
 
     model: Classifier = preprocessing.StandardScaler() | rf.ARFClassifier(n_models=5, seed=seed)
     return model
@@ -158,6 +164,8 @@ def scorer(model: Classifier, keys: tuple[str, ...]) -> Callable[[dict[str, floa
     a_k = w_k / std_k and c = b - sum(a_k mean_k), folded once at publication (a few microseconds per
     payment instead of River's two dict passes). Any other model is asked through River.
     """
+    from river import linear_model, preprocessing
+
     steps = list(getattr(model, "steps", {}).values())
     if (
         len(steps) == 2
@@ -197,6 +205,8 @@ def scorer(model: Classifier, keys: tuple[str, ...]) -> Callable[[dict[str, floa
 
 def _sgd_rate(model: Classifier) -> Any:
     """The SGD optimizer of a logistic pipeline's last step (None for other models)."""
+    from river import optim
+
     steps = list(getattr(model, "steps", {}).values())
     last = steps[-1] if steps else model
     opt = getattr(last, "optimizer", None)
@@ -206,6 +216,8 @@ def _sgd_rate(model: Classifier) -> Any:
 
 
 def _scale_rate(model: Classifier, factor: float) -> bool:
+    from river import optim
+
     opt = _sgd_rate(model)
     if opt is None:
         return False
