@@ -22,29 +22,14 @@ from liangcao.authn import AuthnCode, AuthnError, PaymentAnswer, RelyingParty, S
 from liangcao.authn.batch import PaymentBatcher
 from liangcao.errors import StoreError
 
-PAYEE = "merchant-9"
+# the answer helpers of the thread path's tests: the same set-up, so the two paths are compared on equal terms
+from test_authn_batch import answer, status, wait_until
 
 
 @pytest.fixture
 def rp(tmp_path: Path) -> Iterator[RelyingParty]:
     with RelyingParty("localhost", ORIGIN, tmp_path / "authn", ManualClock(), synchronous="NORMAL") as rp:
         yield rp
-
-
-def answer(rp: RelyingParty, dev: SoftAuthenticator, shopper: str, order: str, amount: int) -> tuple[Any, ...]:
-    ch = rp.payment_challenge(shopper, order, PAYEE, amount, "CNY")
-    return (shopper, ch["challenge_id"], dev.get(ch["publicKey"], ORIGIN), order, PAYEE, amount, "CNY")
-
-
-def status(rp: RelyingParty, challenge_id: str) -> tuple[Any, ...] | None:
-    return rp._store.row("SELECT used_ms, result FROM ceremonies WHERE id = ?", (challenge_id,))
-
-
-def wait_until(cond: Any) -> None:
-    deadline = time.monotonic() + 10
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.001)
 
 
 def code_of(result: Any) -> int | str:
