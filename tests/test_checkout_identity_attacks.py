@@ -218,6 +218,17 @@ def test_through_real_processes(tmp_path: Path, edge: bool) -> None:
     assert "Traceback" not in log, log
 
 
+def _ann_with_an_order(c: httpx.Client, home: Path) -> tuple[dict[str, str], str]:
+    """Ann's session headers and an order of hers (100 fen, her wallet topped up by the operator)."""
+    r = c.post("/v1/wallets/ann/topup", json={"amount": 500}, headers={"idempotency-key": "t"} | operator(home))
+    assert r.status_code == 200, r.text
+    ann = shopper(home, "ann")
+    r = c.post("/v1/orders", json={"buyer": "ann", "merchant": "shop", "amount": 100},
+               headers={"idempotency-key": "o"} | ann)  # fmt: skip
+    assert r.status_code in (200, 201), r.text
+    return ann, str(r.json()["id"])
+
+
 def test_an_unauthenticated_flood_of_pays_cannot_take_the_signed_in_payers_slots(tmp_path: Path) -> None:
     """Classified by path alone, ``POST /v1/orders/<any>/pay`` without a good token was ``pay`` at PAY (and
     named the hot merchant): a flood of them, each answered 401 behind the gate, held paying's slots (behind
@@ -282,12 +293,7 @@ def test_through_uvicorn_an_unauthenticated_flood_is_its_own_resource(tmp_path: 
                     res.update(rate_per_s=0.01, burst=1)
             rules["version"] = 5
             assert c.put("/v1/flow/rules", json=rules, headers=operator(home)).status_code == 200
-            r = c.post("/v1/wallets/ann/topup", json={"amount": 500}, headers={"idempotency-key": "t"} | operator(home))
-            assert r.status_code == 200, r.text
-            ann = shopper(home, "ann")
-            r = c.post("/v1/orders", json={"buyer": "ann", "merchant": "shop", "amount": 100},
-                       headers={"idempotency-key": "o"} | ann)  # fmt: skip
-            order = r.json()["id"]
+            ann, order = _ann_with_an_order(c, home)
             good = ann["Authorization"]
             forged = {"authorization": good[:-2] + ("AB" if not good.endswith("AB") else "BA")}
             statuses = [
@@ -366,12 +372,7 @@ def test_through_real_processes_a_signed_in_flood_is_shed_and_others_pay(tmp_pat
                     res["hot"].update(rate_per_s=0.01, burst=2)
             rules["version"] = 7
             assert c.put("/v1/flow/rules", json=rules, headers=operator(home)).status_code == 200
-            r = c.post("/v1/wallets/ann/topup", json={"amount": 500}, headers={"idempotency-key": "t"} | operator(home))
-            assert r.status_code == 200, r.text
-            ann = shopper(home, "ann")
-            r = c.post("/v1/orders", json={"buyer": "ann", "merchant": "shop", "amount": 100},
-                       headers={"idempotency-key": "o"} | ann)  # fmt: skip
-            order = r.json()["id"]
+            ann, order = _ann_with_an_order(c, home)
             mallory = shopper(home, "mallory")
             statuses = [
                 c.post(f"/v1/orders/{order}/pay", json={}, headers={"idempotency-key": f"m{i}"} | mallory).status_code
