@@ -73,15 +73,20 @@ def test_the_follower_indexes_every_commit_and_reads_wait_for_it(
             page = tq.run(view, tq.parse([("MATCH_anyEPC", tin(first * 4 + 3))]))
             assert len(page.records) == 2  # its commissioning and its packing
         assert here == []
-        reference = TraceIndex(tmp_path / "reference.sqlite", c.ledger.store.path)
-        try:
-            reference.sync(c.ledger.store)
-            assert list(reference.scan(*EVERYTHING)) == list(index.scan(*EVERYTHING))
-        finally:
-            reference.close()
+        _same_as_from_scratch(index, c, tmp_path)
     finally:
         index.close()
     assert not index.following() and anchor.FACTS_KEEP
+
+
+def _same_as_from_scratch(index: TraceIndex, c: TraceChain, tmp_path: Path) -> None:
+    """The followed index holds exactly the entries of one built from the blocks in this process."""
+    reference = TraceIndex(tmp_path / "reference.sqlite", c.ledger.store.path)
+    try:
+        reference.sync(c.ledger.store)
+        assert list(reference.scan(*EVERYTHING)) == list(index.scan(*EVERYTHING))
+    finally:
+        reference.close()
 
 
 def test_a_killed_follower_costs_a_reindex_and_nothing_else(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,12 +114,7 @@ def test_a_killed_follower_costs_a_reindex_and_nothing_else(tmp_path: Path, monk
         assert 0 < before < c.ledger.store.height()
         again.follow()
         _wait(lambda: again.indexed_height() == c.ledger.store.height())
-        reference = TraceIndex(tmp_path / "reference.sqlite", c.ledger.store.path)
-        try:
-            reference.sync(c.ledger.store)
-            assert list(reference.scan(*EVERYTHING)) == list(again.scan(*EVERYTHING))
-        finally:
-            reference.close()
+        _same_as_from_scratch(again, c, tmp_path)
     finally:
         again.close()
 
