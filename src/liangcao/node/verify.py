@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -56,7 +57,11 @@ def verify_items(items: list[Item]) -> list[tuple[str, bool]]:
 
 
 def _exit_with_parent(parent: int, every_s: float = 0.5) -> None:
-    """In a worker: a daemon thread that ends the process as soon as ``parent`` is no longer its parent."""
+    """In a worker: a daemon thread that ends the process as soon as ``parent`` is no longer its parent.
+
+    The worker also ignores Ctrl-C: it is in its owner's process group, so a Ctrl-C at the terminal reached
+    it too and it died with a traceback of its own while the owner was stopping it in order."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:
