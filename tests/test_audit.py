@@ -17,8 +17,10 @@ from liangcao.codes import Code
 from liangcao.contracts.runtime import ContractRuntime
 from liangcao.crypto import keys
 from liangcao.crypto.identity import fingerprint
+from liangcao.ledger.store import SCHEMA_VERSION
 from liangcao.node.audit import AuditReport, audit
 from liangcao.node.genesis import Consortium
+from liangcao.node.storecheck import check_store
 
 MEMBERS = [f"org{o}/{m}" for o in (1, 2, 3) for m in ("alice", "bob")]
 
@@ -155,7 +157,20 @@ TAMPERS = [
     ("state", "value", "key=CAST('demo.wallet/supply' AS BLOB)", "key demo.wallet/supply"),
     ("state", "key", "key=CAST('demo.wallet/supply' AS BLOB)", "key demo.wallet/supply"),
     ("state", "height", "key=CAST('consortium/version' AS BLOB)", "key consortium/version"),
-    ("history", "value", "rowid=(SELECT MIN(rowid) FROM history WHERE height=11)", "height 11"),
+    ("state", "idx", "key=CAST('consortium/version' AS BLOB)", "key consortium/version"),
+    (
+        "history",
+        "value",
+        "(height, idx, key)=(SELECT height, idx, key FROM history WHERE height=11 LIMIT 1)",
+        "height 11",
+    ),
+    (
+        "history",
+        "prev_height",
+        "(height, idx, key)=(SELECT height, idx, key FROM history WHERE prev_height=4 LIMIT 1)",
+        "tx",
+    ),
+    ("history", "next_idx", "(height, idx, key)=(SELECT height, idx, key FROM history WHERE next_idx>0 LIMIT 1)", "tx"),
     ("events", "data", "height=12 AND idx=(SELECT MIN(idx) FROM events WHERE height=12) AND seq=0", "height 12"),
     ("events", "name", "height=1 AND idx=(SELECT MIN(idx) FROM events WHERE height=1) AND seq=0", "height 1"),
     ("meta", "value", "name='schema_version'", "schema_version"),
@@ -169,9 +184,9 @@ def test_one_altered_byte_is_found_and_named(
     copy = tmp_path / "tampered.sqlite"
     shutil.copy(audited_store, copy)
     db = sqlite3.connect(copy)
-    row = db.execute(f"SELECT rowid, {column} FROM {table} WHERE {where}").fetchone()
-    assert row is not None, "the row to tamper with must exist"
-    db.execute(f"UPDATE {table} SET {column}=? WHERE rowid=?", (_flip(row[1]), row[0]))
+    rows = db.execute(f"SELECT {column} FROM {table} WHERE {where}").fetchall()
+    assert len(rows) == 1, "the row to tamper with must exist, and be one row"
+    db.execute(f"UPDATE {table} SET {column}=? WHERE {where}", (_flip(rows[0][0]),))
     db.commit()
     db.close()
     report = run_audit(copy)
@@ -188,3 +203,26 @@ def test_deleted_block_row_is_found(audited_store: Path, tmp_path: Path) -> None
     db.close()
     report = run_audit(copy)
     assert any(f.table == "receipts" and "height 5" in f.place for f in report.findings)
+
+
+_SCHEMA_1 = """
+DROP TABLE state; DROP TABLE history;
+CREATE TABLE state (key BLOB PRIMARY KEY, value BLOB NOT NULL, height INTEGER NOT NULL);
+CREATE TABLE history (key BLOB NOT NULL, height INTEGER NOT NULL, idx INTEGER NOT NULL, value BLOB,
+    PRIMARY KEY (key, height, idx));
+UPDATE meta SET value='1' WHERE name='schema_version';
+"""
+
+
+def test_a_schema_1_store_is_upgraded_and_replayed_from_its_blocks(audited_store: Path, tmp_path: Path) -> None:
+    old = tmp_path / "ledger.sqlite"
+    shutil.copy(audited_store, old)
+    with sqlite3.connect(old) as db:
+        db.executescript(_SCHEMA_1)
+    ledger = open_ledger(old)  # opening it upgrades the schema and replays the blocks
+    assert ledger.store.meta("schema_version") == str(SCHEMA_VERSION)
+    assert not ledger.store.rebuild_needed
+    ledger.close()
+    report = run_audit(old)
+    assert report.ok, [str(f) for f in report.findings]
+    assert check_store(old) == []

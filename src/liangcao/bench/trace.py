@@ -21,6 +21,7 @@ provenance (``/v1/trace/provenance``: the tin's own events and its case's) and t
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -37,7 +38,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 from rich.console import Console
@@ -48,7 +49,7 @@ from liangcao.client import Client
 from liangcao.codes import Code
 from liangcao.crypto.signer import load_signer
 from liangcao.node.home import NodeHome, init_network, member_dir
-from liangcao.procs import free_port, peak_rss_mb
+from liangcao.procs import cpu_by_name, free_port, peak_rss_mb
 from liangcao.trace import capture
 
 CONTEXT = ["https://ref.gs1.org/standards/epcis/epcis-context.jsonld"]
@@ -166,6 +167,32 @@ def _prepare(
     return spools
 
 
+#: Windows of the run the timeline reports (each about a tenth of the transactions).
+TIMELINE_STEPS = 10
+
+
+class _Mark(NamedTuple):
+    txs: int  # committed so far
+    t: float  # perf_counter
+    node_cpu: dict[str, float]  # procs.cpu_by_name of the node
+    client_cpu: float  # this process's CPU seconds (the submitters and the progress loop)
+
+
+def _timeline(marks: list[_Mark], events_per_tx: float) -> list[dict[str, Any]]:
+    """Per window between marks: events committed by its end, the window's rate, and microseconds of CPU per
+    event of each of the node's parts and of the client."""
+    out: list[dict[str, Any]] = []
+    for a, b in itertools.pairwise(marks):
+        events = (b.txs - a.txs) * events_per_tx
+        if events <= 0:
+            continue
+        cpu = {k: round((v - a.node_cpu.get(k, 0.0)) / events * 1e6, 1) for k, v in sorted(b.node_cpu.items())}
+        cpu["client"] = round((b.client_cpu - a.client_cpu) / events * 1e6, 1)
+        out.append({"events": round(b.txs * events_per_tx), "events_per_s": round(events / (b.t - a.t), 1),
+                    "cpu_us_per_event": cpu})  # fmt: skip
+    return out
+
+
 def _pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(len(s) * q))] if s else float("nan")
@@ -224,6 +251,9 @@ def run_trace_bench(
         for th in senders:
             th.start()
         committed, seen_height = 0, start_height - 1
+        # Where the time goes as the store grows: the rate and each process's CPU per event in every tenth
+        # of the run (the node's commit thread, its precompute worker, signature verifiers, index follower).
+        marks = [_Mark(0, t0, cpu_by_name(proc.pid), time.process_time())]
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"capture: {n_events:,} events", total=len(ids))
             while committed < len(ids):
@@ -232,6 +262,9 @@ def run_trace_bench(
                     committed += int(client.get(f"/v1/blocks/{height}/header")["header"]["tx_count"])
                 seen_height = head
                 progress.update(task, completed=committed)
+                if committed * TIMELINE_STEPS >= len(ids) * len(marks) or committed >= len(ids):
+                    now = time.perf_counter()
+                    marks.append(_Mark(committed, now, cpu_by_name(proc.pid), time.process_time()))
                 if proc.poll() is not None:
                     raise RuntimeError("the node died during the run")
                 if committed < len(ids):
@@ -240,6 +273,7 @@ def run_trace_bench(
         for th in senders:
             th.join()
         eps = n_events / (t_last - t0)
+        timeline = _timeline(marks, n_events / max(1, len(ids)))
         # Queryable, not only committed: the first lookup waits until the node's trace index holds every block.
         t = time.perf_counter()
         # (the index is built from the blocks at several thousand events a second: 10 M take a while)
@@ -306,6 +340,7 @@ def run_trace_bench(
         "store_bytes_per_event_at_rest": round(rest_mb * 2**20 / max(1, n_events)),
         "node_peak_rss_mb": round(node_rss, 1),
         "client_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "timeline": timeline,
     }
     console.print(result)
     if as_json:

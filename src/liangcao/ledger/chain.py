@@ -27,7 +27,7 @@ from liangcao.ledger import block as blk
 from liangcao.ledger import executor
 from liangcao.ledger.executor import Execution, Runtime
 from liangcao.ledger.state import Overlay, StateView
-from liangcao.ledger.store import Store
+from liangcao.ledger.store import REBUILD_META, Store
 from liangcao.ledger.tx import Tx
 
 
@@ -75,6 +75,8 @@ class Ledger:
         self.store = store
         self.runtime = runtime
         self._head = store.head()
+        if not store.readonly and store.rebuild_needed:  # a store of the first schema, upgraded on opening
+            self.rebuild()
 
     @classmethod
     def open(cls, path: str | Path, runtime: Runtime) -> Ledger:
@@ -217,6 +219,7 @@ class Ledger:
             self.store.commit_block(block, ex, derived_only=True)
             prev_state = ex.state_hash
             n += 1
+        self.store.set_meta(REBUILD_META, None)
         self._head = self.store.head()
         return n
 

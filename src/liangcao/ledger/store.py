@@ -12,13 +12,27 @@ Tables (keys are UTF-8 BLOBs so that SQLite's byte order equals Python's code po
     blocks(height, hash, header, seal)         the chain: the truth
     txs(height, idx, tx_id, raw, consumed)     transactions; index tx_id -> position
     receipts(height, idx, code, receipt)
-    state(key, value, height)                  current world state (derived)
-    history(key, height, idx, value)           every write of every key (derived; NULL = delete)
+    state(key, value, height, idx)             every key's latest write (derived; NULL = deleted)
+    history(height, idx, key, value, prev_height, prev_idx, next_height, next_idx)
+                                               every write of every key (derived; NULL = delete), each
+                                               linked to the key's write before and after it
     events(height, idx, seq, contract, name, data)   (derived)
     attestations(height, member, attestation)  signed (chain, height, block hash, state hash) statements
 
 Everything but ``blocks``, ``txs`` and ``receipts`` is derived and can be rebuilt by replaying blocks
 (:meth:`Store.reset_derived` followed by re-committing the derived rows, see ``Ledger.rebuild``).
+
+Why ``history`` is in write order (schema 2)
+--------------------------------------------
+Most keys are hashes (an EPCIS event's id, a voucher's), so a table in key order takes each block's writes
+on random pages: at 10 million trace events every write dirtied a page of its own in ``state``'s key index
+and another in ``history``'s, each written twice (the write-ahead log, then the checkpoint), and the commit
+thread's cost per event doubled between 300 thousand and 3 million events (measured: docs/benchmarks.md).
+``history`` is therefore ordered as blocks write it (height, transaction, key): a block's rows are appended
+to its last pages. A key's writes are found through the links instead of a key index: ``state`` holds the
+position of the key's latest write (a deleted key keeps its row, value NULL, so that a key written again
+links back to its deletion), and each history row the positions of the key's writes before and after it.
+A block that only adds keys (captures) thus costs one random page per key (``state``), not two.
 """
 
 from __future__ import annotations
@@ -35,7 +49,7 @@ from liangcao.errors import StoreError
 from liangcao.ledger.block import Block, Header, Seal
 from liangcao.ledger.executor import Execution
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,10 +62,12 @@ CREATE INDEX IF NOT EXISTS txs_by_id ON txs (tx_id);
 CREATE TABLE IF NOT EXISTS receipts (
     height INTEGER NOT NULL, idx INTEGER NOT NULL, code INTEGER NOT NULL, receipt BLOB NOT NULL,
     PRIMARY KEY (height, idx));
-CREATE TABLE IF NOT EXISTS state (key BLOB PRIMARY KEY, value BLOB NOT NULL, height INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS state (
+    key BLOB PRIMARY KEY, value BLOB, height INTEGER NOT NULL, idx INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS history (
-    key BLOB NOT NULL, height INTEGER NOT NULL, idx INTEGER NOT NULL, value BLOB,
-    PRIMARY KEY (key, height, idx));
+    height INTEGER NOT NULL, idx INTEGER NOT NULL, key BLOB NOT NULL, value BLOB,
+    prev_height INTEGER, prev_idx INTEGER, next_height INTEGER, next_idx INTEGER,
+    PRIMARY KEY (height, idx, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     height INTEGER NOT NULL, idx INTEGER NOT NULL, seq INTEGER NOT NULL, contract TEXT NOT NULL,
     name TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (height, idx, seq));
@@ -61,6 +77,12 @@ CREATE TABLE IF NOT EXISTS attestations (
 """
 
 DERIVED_TABLES = ("state", "history", "events")
+#: The store's first schema (state without positions, history in key order): derived tables only, so a
+#: writer opening such a store re-creates them and :class:`~liangcao.ledger.chain.Ledger` replays the blocks
+_SCHEMA_1 = "1"
+REBUILD_META = "rebuild_derived"
+#: Keys looked up in one statement when a block's writes find their keys' previous writes
+_IN_MAX = 500
 
 #: The writer's page cache (SQLite's default is 2 MB). State and history are keyed by hashes, so each block's
 #: writes land on random pages of their key indexes; with 2 MB nearly every one is read from the file again,
@@ -92,6 +114,9 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(f"PRAGMA cache_size=-{WRITER_CACHE_BYTES // 1024}")  # negative: KiB
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            if self.meta("schema_version") == _SCHEMA_1:
+                self._upgrade_from_1()
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError(Code.INTERNAL, f"cannot open store {self.path}: {exc}") from exc
@@ -100,6 +125,30 @@ class Store:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
         elif version != str(SCHEMA_VERSION):
             raise StoreError(Code.INTERNAL, f"store schema {version} is not the supported {SCHEMA_VERSION}")
+
+    def _upgrade_from_1(self) -> None:
+        """Schema 1 -> 2: drop the derived tables (re-created empty by the schema) and mark them for a replay
+        of the blocks, in one transaction; the replay itself is the ledger's (it needs the contracts)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for table in DERIVED_TABLES:
+                self._db.execute(f"DROP TABLE IF EXISTS {table}")
+            self._db.execute("DROP INDEX IF EXISTS events_by_name")
+            for statement in _SCHEMA.split(";"):  # not executescript: it would commit half of the upgrade
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute("UPDATE meta SET value=? WHERE name='schema_version'", (str(SCHEMA_VERSION),))
+            self._db.execute("INSERT OR REPLACE INTO meta(name, value) VALUES (?, '1')", (REBUILD_META,))
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    @property
+    def rebuild_needed(self) -> bool:
+        """Whether the derived tables must be replayed from the blocks (a store upgraded from schema 1)."""
+        return self.meta(REBUILD_META) is not None
 
     def close(self) -> None:
         with self.lock:
@@ -115,9 +164,13 @@ class Store:
         row = self._db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
         return None if row is None else str(row[0])
 
-    def set_meta(self, name: str, value: str) -> None:
+    def set_meta(self, name: str, value: str | None) -> None:
+        """Set (or with None remove) one meta row."""
         with self.lock:
-            self._db.execute("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", (name, value))
+            if value is None:
+                self._db.execute("DELETE FROM meta WHERE name=?", (name,))
+            else:
+                self._db.execute("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", (name, value))
 
     # ---- StateView --------------------------------------------------------------------------------------
     # Reads that execution depends on turn an SQLite error into a StoreError (a Fault) and remember it in
@@ -132,11 +185,13 @@ class Store:
             row = self._db.execute("SELECT value FROM state WHERE key=?", (key.encode(),)).fetchone()
         except sqlite3.Error as exc:
             raise self._failed(exc) from exc
-        return None if row is None else bytes(row[0])
+        return None if row is None or row[0] is None else bytes(row[0])
 
     def _rows(self, lo: bytes, hi: bytes) -> Iterator[tuple[str, bytes]]:
         try:
-            cur = self._db.execute("SELECT key, value FROM state WHERE key >= ? AND key < ? ORDER BY key", (lo, hi))
+            cur = self._db.execute(
+                "SELECT key, value FROM state WHERE key >= ? AND key < ? AND value IS NOT NULL ORDER BY key", (lo, hi)
+            )
             for key, value in cur:
                 yield bytes(key).decode(), bytes(value)
         except sqlite3.Error as exc:
@@ -199,11 +254,20 @@ class Store:
         return None if row is None else (int(row[0]), int(row[1]))
 
     def key_history(self, key: str, limit: int = 100) -> list[tuple[int, int, bytes | None]]:
-        rows = self._db.execute(
-            "SELECT height, idx, value FROM history WHERE key=? ORDER BY height DESC, idx DESC LIMIT ?",
-            (key.encode(), limit),
-        ).fetchall()
-        return [(int(h), int(i), None if v is None else bytes(v)) for h, i, v in rows]
+        """The key's last ``limit`` writes, newest first: ``(height, tx index, value or None for a delete)``."""
+        k = key.encode()
+        row = self._db.execute("SELECT height, idx FROM state WHERE key=?", (k,)).fetchone()
+        out: list[tuple[int, int, bytes | None]] = []
+        at = None if row is None else (int(row[0]), int(row[1]))
+        while at is not None and len(out) < limit:
+            found = self._db.execute(
+                "SELECT value, prev_height, prev_idx FROM history WHERE height=? AND idx=? AND key=?", (*at, k)
+            ).fetchone()
+            if found is None:  # a store altered behind the node's back: what the links still reach
+                break
+            out.append((at[0], at[1], None if found[0] is None else bytes(found[0])))
+            at = None if found[1] is None else (int(found[1]), int(found[2]))
+        return out
 
     def events(
         self,
@@ -270,14 +334,40 @@ class Store:
                 raise
 
     def _write_derived(self, h: int, execution: Execution) -> None:
-        history = [
-            (key.encode(), h, i, value) for i, writes in enumerate(execution.tx_writes) for key, value in writes.items()
-        ]
-        self._db.executemany("INSERT INTO history(key, height, idx, value) VALUES (?, ?, ?, ?)", history)
-        puts = [(k.encode(), v, h) for k, v in execution.writes.items() if v is not None]
-        dels = [(k.encode(),) for k, v in execution.writes.items() if v is None]
-        self._db.executemany("INSERT OR REPLACE INTO state(key, value, height) VALUES (?, ?, ?)", puts)
-        self._db.executemany("DELETE FROM state WHERE key=?", dels)
+        # Each write links back to its key's write before it (in this block, else where the state row points)
+        # and that one forward to it. Rows: [height, idx, key, value, prev_h, prev_i, next_h, next_i].
+        rows: list[list[Any]] = []
+        last: dict[bytes, list[Any]] = {}  # key -> its latest row in this block
+        for i, writes in enumerate(execution.tx_writes):
+            for key, value in writes.items():
+                k = key.encode()
+                row = [h, i, k, value, None, None, None, None]
+                before = last.get(k)
+                if before is not None:
+                    row[4], row[5] = h, before[1]
+                    before[6], before[7] = h, i
+                last[k] = row
+                rows.append(row)
+        firsts = {row[2]: row for row in rows if row[4] is None}  # each key's first write in this block
+        keys = list(firsts)
+        relinks: list[tuple[int, int, int, int, bytes]] = []
+        for n in range(0, len(keys), _IN_MAX):
+            part = keys[n : n + _IN_MAX]
+            marks = ",".join("?" * len(part))
+            for k, ph, pi in self._db.execute(f"SELECT key, height, idx FROM state WHERE key IN ({marks})", part):
+                first = firsts[bytes(k)]
+                first[4], first[5] = ph, pi
+                relinks.append((first[0], first[1], ph, pi, bytes(k)))
+        self._db.executemany(
+            "INSERT INTO history(height, idx, key, value, prev_height, prev_idx, next_height, next_idx)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        self._db.executemany("UPDATE history SET next_height=?, next_idx=? WHERE height=? AND idx=? AND key=?", relinks)
+        self._db.executemany(
+            "INSERT OR REPLACE INTO state(key, value, height, idx) VALUES (?, ?, ?, ?)",
+            [(k, row[3], h, row[1]) for k, row in last.items()],
+        )
         events = [
             (h, i, s, e["contract"], e["name"], encoding.canonical(e["data"], checked=True))
             for i, evs in enumerate(execution.events)

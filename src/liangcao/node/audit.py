@@ -75,10 +75,19 @@ COLUMNS: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] = {
     "blocks": (("height",), {"height": _INT, "hash": _TEXT, "header": _BLOB, "seal": _BLOB}),
     "txs": (("height", "idx"), {"height": _INT, "idx": _INT, "tx_id": _TEXT, "raw": _BLOB, "consumed": _INT}),
     "receipts": (("height", "idx"), {"height": _INT, "idx": _INT, "code": _INT, "receipt": _BLOB}),
-    "state": (("key",), {"key": _BLOB, "value": _BLOB, "height": _INT}),
+    "state": (("key",), {"key": _BLOB, "value": ("blob", "null"), "height": _INT, "idx": _INT}),
     "history": (
         ("key", "height", "idx"),
-        {"key": _BLOB, "height": _INT, "idx": _INT, "value": ("blob", "null")},
+        {
+            "key": _BLOB,
+            "height": _INT,
+            "idx": _INT,
+            "value": ("blob", "null"),
+            "prev_height": ("integer", "null"),
+            "prev_idx": ("integer", "null"),
+            "next_height": ("integer", "null"),
+            "next_idx": ("integer", "null"),
+        },
     ),
     "events": (
         ("height", "idx", "seq"),
@@ -205,7 +214,7 @@ def _audit(
     rt = runtime_factory()
     certs = CertCache()
     state = MemoryState()
-    last_write: dict[str, int] = {}
+    last_write: dict[str, tuple[int, int, bytes | None]] = {}  # every key ever written: its latest write
     history: dict[tuple[bytes, int, int], bytes | None] = {}
     events: dict[tuple[int, int, int], tuple[str, str, bytes]] = {}
     replayed: dict[int, _Block] = {}
@@ -331,11 +340,10 @@ def _audit(
         state.apply(ex.writes, [t for t, c in zip(ex.tx_ids, ex.consumed, strict=True) if c])
         if not configs or cfgmod.version_of(state) != configs[-1][1].version:
             configs.append((height, cfgmod.load(state, certs)))
-        for key in ex.writes:
-            last_write[key] = height
         for i, writes in enumerate(ex.tx_writes):
             for key, value in writes.items():
                 history[(key.encode(), height, i)] = value
+                last_write[key] = (height, i, value)
         for i, evs in enumerate(ex.events):
             for s, e in enumerate(evs):
                 events[(height, i, s)] = (
@@ -365,7 +373,7 @@ def _audit(
     _check_attestations(db, chain_id, replayed, trust, report)
     _check_evidence(pins, chain_id, replayed, trust, report)
     _check_meta(meta, replayed, report)
-    _compare_state(db, state, last_write, report)
+    _compare_state(db, last_write, report)
     _compare_history(db, history, report)
     _compare_events(db, events, report)
     return report
@@ -636,11 +644,12 @@ def _resume_problem(text: str, replayed: dict[int, _Block], head: int) -> str:
 
 
 # ---- derived tables ---------------------------------------------------------------------------------------
-def _compare_state(db: Any, state: MemoryState, last_write: dict[str, int], report: AuditReport) -> None:
-    stored: dict[bytes, tuple[bytes, int]] = {
-        _b(k) or b"": (_b(v) or b"", h) for k, v, h in db.execute("SELECT key, value, height FROM state")
+def _compare_state(db: Any, last_write: dict[str, tuple[int, int, bytes | None]], report: AuditReport) -> None:
+    """Every key ever written has its row: its latest write's value (None: deleted) and position."""
+    stored: dict[bytes, tuple[bytes | None, int, int]] = {
+        _b(k) or b"": (_b(v), h, i) for k, v, h, i in db.execute("SELECT key, value, height, idx FROM state")
     }
-    expected = {k.encode(): (v, last_write[k]) for k, v in state.data.items()}
+    expected = {k.encode(): (v, h, i) for k, (h, i, v) in last_write.items()}
     for key in sorted(set(stored) | set(expected)):
         name = key.decode(errors="replace")
         if key not in expected:
@@ -649,24 +658,44 @@ def _compare_state(db: Any, state: MemoryState, last_write: dict[str, int], repo
             report.add("state", f"key {name}", "key written by the blocks is missing")
         elif stored[key][0] != expected[key][0]:
             report.add("state", f"key {name}", "value differs from replay")
-        elif stored[key][1] != expected[key][1]:
+        elif stored[key][1:] != expected[key][1:]:
             report.add(
                 "state",
                 f"key {name}",
-                f"height {stored[key][1]} differs from last write at {expected[key][1]}",
+                f"height {stored[key][1]} tx {stored[key][2]} differs from last write at {expected[key][1]}"
+                f" tx {expected[key][2]}",
             )
 
 
 def _compare_history(db: Any, expected: dict[tuple[bytes, int, int], bytes | None], report: AuditReport) -> None:
-    stored = {(_b(k) or b"", h, i): _b(v) for k, h, i, v in db.execute("SELECT key, height, idx, value FROM history")}
+    """Every write's row, and its links to the key's writes before and after it (what key histories and the
+    store check follow)."""
+    Link = tuple[int, int] | None
+    links: dict[tuple[bytes, int, int], tuple[Link, Link]] = {}
+    order = sorted(expected)  # by key, then height and transaction: each key's writes in order
+    for n, pk in enumerate(order):
+        before = order[n - 1] if n and order[n - 1][0] == pk[0] else None
+        after = order[n + 1] if n + 1 < len(order) and order[n + 1][0] == pk[0] else None
+        links[pk] = (None if before is None else before[1:], None if after is None else after[1:])
+    stored: dict[tuple[bytes, int, int], tuple[bytes | None, Link, Link]] = {}
+    for k, h, i, v, ph, pi, nh, ni in db.execute(
+        "SELECT key, height, idx, value, prev_height, prev_idx, next_height, next_idx FROM history"
+    ):
+        stored[(_b(k) or b"", h, i)] = (
+            _b(v),
+            None if ph is None and pi is None else (ph, pi),
+            None if nh is None and ni is None else (nh, ni),
+        )
     for pk in sorted(set(stored) | set(expected)):
         place = f"key {pk[0].decode(errors='replace')} height {pk[1]} tx {pk[2]}"
         if pk not in expected:
             report.add("history", place, "history row that no block wrote")
         elif pk not in stored:
             report.add("history", place, "history row missing")
-        elif stored[pk] != expected[pk]:
+        elif stored[pk][0] != expected[pk]:
             report.add("history", place, "history value differs from replay")
+        elif stored[pk][1:] != links[pk]:
+            report.add("history", place, "history links differ from replay (the key's writes before and after)")
 
 
 def _compare_events(db: Any, expected: dict[tuple[int, int, int], tuple[str, str, bytes]], report: AuditReport) -> None:

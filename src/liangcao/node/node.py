@@ -66,6 +66,7 @@ from liangcao.node.verify import SigVerifier, Workers
 from liangcao.ordering.jetstream import TX, BlockDeriver, CutMarker, CutPolicy, DerivedBlock, StreamMessage
 from liangcao.ordering.memory import PublishUnknown, att_height
 from liangcao.ordering.solo import LogFull, SoloLink
+from liangcao.procs import name_this_thread
 
 if TYPE_CHECKING:  # a link may pull in nats-py, which a solo node never imports
     from liangcao.ordering.memory import OrderingLink
@@ -244,7 +245,7 @@ class Node:
         self._admission_config = cfgmod.Config()
         self.verifier = SigVerifier(self.settings.verify_workers, self._admission_certs)
         ahead = self.settings.precompute_workers
-        self.ahead = Workers(ahead if ahead is not None else int((os.cpu_count() or 1) > 1))
+        self.ahead = Workers(ahead if ahead is not None else int((os.cpu_count() or 1) > 1), name="lc-precompute")
         self._ahead_queue: deque[Tx] = deque()  # admitted captures not yet handed to the workers
         self._ahead_lock = threading.RLock()  # a job already done runs its callback (which feeds) at once
         self._ahead_txs = 0  # captures handed to the workers and not yet back
@@ -628,6 +629,7 @@ class Node:
         return d.next_height, len(d.pending), self._pending_since_ms
 
     def _run(self) -> None:
+        name_this_thread("liangcao-commit")  # for top -H, and the trace bench's CPU accounting
         # A consortium peer does not wait for the stream to run dry when stopping (other organisations keep it
         # flowing): whatever it admitted is in the stream already, and a restart resumes after the last
         # committed block. A solo node's log dies with it: it cuts and commits all of it first.

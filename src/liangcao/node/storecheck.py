@@ -12,8 +12,9 @@ chooses how much; ``--audit`` runs the full audit first):
     a chain of write-set hashes, so this recomputes the head's state hash from the recent writes); and for
     every key those blocks wrote, the ``state`` row against the key's latest write.
 ``state`` (the default: ``recent`` and then the whole ``state`` table)
-    every ``state`` row against the key's latest write in ``history`` (value and height), and no state row
-    without a write: an altered or added state value is found whichever block last wrote it.
+    every ``state`` row against the ``history`` row it points at (same key and value, and no later write of
+    the key linked from it), and no state row without a write: an altered or added state value is found
+    whichever block last wrote it.
 ``off``
     nothing.
 
@@ -65,7 +66,7 @@ def _recent(db: sqlite3.Connection, n: int, found: list[str]) -> None:
     if lo > 0:
         r = db.execute("SELECT header FROM blocks WHERE height=?", (lo - 1,)).fetchone()
         prev = blk.Header.from_bytes(bytes(r[0])) if r is not None else None
-    written: set[bytes] = set()
+    written: dict[bytes, tuple[int, int, bytes | None]] = {}  # key -> its latest write in these blocks
     for h in range(lo, head + 1):
         r = db.execute("SELECT hash, header FROM blocks WHERE height=?", (h,)).fetchone()
         if r is None:
@@ -83,9 +84,10 @@ def _recent(db: sqlite3.Connection, n: int, found: list[str]) -> None:
         if len(receipts) != header.tx_count or blk.tx_root(receipts) != header.receipt_root:
             found.append(f"receipts @ {h}: the receipts are not the header's (receipt root)")
         writes: dict[str, bytes | None] = {}
-        for key, value in db.execute("SELECT key, value FROM history WHERE height=? ORDER BY idx", (h,)):
-            writes[bytes(key).decode("utf-8", errors="replace")] = None if value is None else bytes(value)
-            written.add(bytes(key))
+        for i, key, value in db.execute("SELECT idx, key, value FROM history WHERE height=? ORDER BY idx", (h,)):
+            v = None if value is None else bytes(value)
+            writes[bytes(key).decode("utf-8", errors="replace")] = v
+            written[bytes(key)] = (h, int(i), v)
         prev_state = prev.state_hash if prev is not None else blk.ZERO_HASH
         recomputed = blk.chain_state_hash(prev_state, blk.write_set_hash(writes))
         if (h == 0 or prev is not None) and recomputed != header.state_hash:
@@ -94,41 +96,64 @@ def _recent(db: sqlite3.Connection, n: int, found: list[str]) -> None:
         if len(found) >= FINDINGS_MAX:
             return
     for key in sorted(written):
-        _key(db, key, found)
+        _key(db, key, found, written[key])
         if len(found) >= FINDINGS_MAX:
             return
 
 
-def _latest(db: sqlite3.Connection, key: bytes) -> tuple[int, bytes | None] | None:
-    r = db.execute(
-        "SELECT height, value FROM history WHERE key=? ORDER BY height DESC, idx DESC LIMIT 1", (key,)
-    ).fetchone()
-    return None if r is None else (int(r[0]), None if r[1] is None else bytes(r[1]))
+def _latest(db: sqlite3.Connection, key: bytes) -> tuple[int, int, bytes | None] | None:
+    """The key's latest write, found from where its state row points, forward along the history's links
+    (None if the state row points at no write of the key)."""
+    r = db.execute("SELECT height, idx FROM state WHERE key=?", (key,)).fetchone()
+    seen: set[tuple[int, int]] = set()
+    at = None if r is None else (int(r[0]), int(r[1]))
+    while at is not None and at not in seen:  # an altered store may link in a circle
+        seen.add(at)
+        h = db.execute(
+            "SELECT value, next_height, next_idx FROM history WHERE height=? AND idx=? AND key=?", (*at, key)
+        ).fetchone()
+        if h is None:
+            return None
+        if h[1] is None:
+            return (*at, None if h[0] is None else bytes(h[0]))
+        at = (int(h[1]), int(h[2]))
+    return None
 
 
-def _key(db: sqlite3.Connection, key: bytes, found: list[str]) -> None:
-    latest = _latest(db, key)
-    r = db.execute("SELECT value, height FROM state WHERE key=?", (key,)).fetchone()
+def _key(
+    db: sqlite3.Connection, key: bytes, found: list[str], latest: tuple[int, int, bytes | None] | None = None
+) -> None:
+    """The key's state row against its latest write (``latest``, when the recent blocks' rows tell it)."""
+    if latest is None:
+        latest = _latest(db, key)
+    r = db.execute("SELECT value, height, idx FROM state WHERE key=?", (key,)).fetchone()
     name = key.decode("utf-8", errors="replace")
-    if latest is None or latest[1] is None:
-        if r is not None:
+    value = None if r is None or r[0] is None else bytes(r[0])
+    if latest is None or latest[2] is None:
+        if value is not None:
             found.append(f"state @ {name}: present, but its last write deleted it (or it was never written)")
-    elif r is None:
+        elif latest is not None and (r is None or (int(r[1]), int(r[2])) != latest[:2]):
+            found.append(f"state @ {name}: missing, but written at height {latest[0]}")
+    elif r is None or value is None:
         found.append(f"state @ {name}: missing, but written at height {latest[0]}")
-    elif bytes(r[0]) != latest[1] or int(r[1]) != latest[0]:
+    elif value != latest[2] or (int(r[1]), int(r[2])) != latest[:2]:
         found.append(f"state @ {name}: differs from its last write (height {latest[0]})")
 
 
 def _state(db: sqlite3.Connection, found: list[str]) -> None:
-    # Every state row against the latest write of its key: one indexed lookup per row.
+    # Every state row against the write it points at, which must be its key's latest (no write after it):
+    # one primary-key lookup per row.
     rows = db.execute(
-        "SELECT s.key FROM state s WHERE (SELECT h.value = s.value AND h.height = s.height FROM history h"
-        " WHERE h.key = s.key ORDER BY h.height DESC, h.idx DESC LIMIT 1) IS NOT 1"
+        "SELECT s.key FROM state s WHERE NOT EXISTS (SELECT 1 FROM history h WHERE h.height = s.height"
+        " AND h.idx = s.idx AND h.key = s.key AND h.value IS s.value AND h.next_height IS NULL)"
         f" LIMIT {FINDINGS_MAX}"
     )
     for (key,) in rows.fetchall():
         if any(f.startswith(f"state @ {bytes(key).decode('utf-8', errors='replace')}:") for f in found):
             continue  # found by the recent check already
+        before = len(found)
         _key(db, bytes(key), found)
+        if len(found) == before:  # its write is not the key's latest, or is not the key's at all
+            found.append(f"state @ {bytes(key).decode('utf-8', errors='replace')}: not its key's last write")
         if len(found) >= FINDINGS_MAX:
             return

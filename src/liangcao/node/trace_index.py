@@ -383,7 +383,7 @@ class TraceIndex:
 def _follow_main(path: str, store_path: str, wakes: Any, parent: int) -> None:
     """The follower process (:meth:`TraceIndex.follow`): index what the node commits until the node closes its
     end of the pipe (or is gone); leave the file checkpointed (without its write-ahead log) on a clean stop."""
-    _exit_with_parent(parent)
+    _exit_with_parent(parent, "lc-trace-index")
     with contextlib.suppress(OSError):
         os.nice(FOLLOWER_NICE)
     index = TraceIndex(path, store_path)
@@ -427,7 +427,8 @@ class TraceView:
     def rscan(self, lo: str, hi: str) -> Iterator[tuple[str, bytes]]:
         """:meth:`scan` in descending key order."""
         cur = self.store.db.execute(
-            "SELECT key, value FROM state WHERE key >= ? AND key < ? ORDER BY key DESC", (lo.encode(), hi.encode())
+            "SELECT key, value FROM state WHERE key >= ? AND key < ? AND value IS NOT NULL ORDER BY key DESC",
+            (lo.encode(), hi.encode()),
         )
         rows = ((bytes(k).decode(), bytes(v)) for k, v in cur)
         if not self._indexed(lo):

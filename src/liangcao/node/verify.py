@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from liangcao.crypto import keys
 from liangcao.crypto.identity import CertCache, CertificateError
 from liangcao.ledger.tx import Tx
+from liangcao.procs import name_this_thread
 
 #: (envelope id, tx id, [(raw public key, signature)]). Verdicts are keyed by the envelope: two envelopes of
 #: one tx id (a genuine one and a copy with a junk signature) must never share one.
@@ -56,12 +57,15 @@ def verify_items(items: list[Item]) -> list[tuple[str, bool]]:
     return out
 
 
-def _exit_with_parent(parent: int, every_s: float = 0.5) -> None:
+def _exit_with_parent(parent: int, name: str = "", every_s: float = 0.5) -> None:
     """In a worker: a daemon thread that ends the process as soon as ``parent`` is no longer its parent.
 
     The worker also ignores Ctrl-C: it is in its owner's process group, so a Ctrl-C at the terminal reached
-    it too and it died with a traceback of its own while the owner was stopping it in order."""
+    it too and it died with a traceback of its own while the owner was stopping it in order. ``name`` is what
+    ``top`` and ``ps -o comm`` show for it (and what the trace bench accounts its CPU time under)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if name:
+        name_this_thread(name)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -84,7 +88,7 @@ class SigVerifier:
                 self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_exit_with_parent,
-                initargs=(os.getpid(),),
+                initargs=(os.getpid(), "lc-verify"),
             )
 
     def items(self, txs: list[Tx]) -> list[Item]:
@@ -131,7 +135,7 @@ class Workers:
     signature verifiers so that admission never waits behind it, with at most ``in_flight_max`` jobs queued:
     past that (the workers fall behind), :meth:`offload` declines and the work stays where it was."""
 
-    def __init__(self, workers: int, in_flight_max: int = 4096) -> None:
+    def __init__(self, workers: int, in_flight_max: int = 4096, name: str = "lc-worker") -> None:
         self.workers = workers
         self.in_flight_max = in_flight_max
         self._in_flight = 0
@@ -142,7 +146,7 @@ class Workers:
                 workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_exit_with_parent,
-                initargs=(os.getpid(),),
+                initargs=(os.getpid(), name),
             )
 
     def offload(self, fn: Callable[..., T], *args: Any) -> Future[T] | None:

@@ -663,7 +663,8 @@ def _rscan(index: Index, lo: str, hi: str) -> Iterator[tuple[str, bytes]]:
     db = getattr(index, "db", None)
     if db is not None:
         cur = db.execute(
-            "SELECT key, value FROM state WHERE key >= ? AND key < ? ORDER BY key DESC", (lo.encode(), hi.encode())
+            "SELECT key, value FROM state WHERE key >= ? AND key < ? AND value IS NOT NULL ORDER BY key DESC",
+            (lo.encode(), hi.encode()),
         )
         return ((bytes(k).decode(), bytes(v)) for k, v in cur)
     return reversed(list(index.scan(lo, hi)))
