@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liangcao.ledger.executor import Execution
+from liangcao.ledger.state import MemoryState, Overlay, present
 from liangcao.ledger.store import Store
 from liangcao.node.storecheck import check_store
 
@@ -97,3 +100,38 @@ def test_histories_and_state_agree_with_a_plain_model(
         assert store.get(key) == writes[-1][2]
     assert check_store(path, "state", recent_blocks=0) == []
     store.close()
+
+
+def test_present_answers_as_get_does_through_every_view(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    commit(store, 0, [{"a": b"1", "b": b"2", "gone": b"x"}])
+    commit(store, 1, [{"gone": None}])
+    overlay = Overlay(store)
+    overlay.writes.update({"b": None, "new": b"n"})  # a delete and a put not committed yet
+    keys = ["a", "b", "gone", "new", "never"] + [f"k{n}" for n in range(1200)]  # more than one statement's worth
+    assert store.present(keys) == {"a", "b"}
+    assert present(overlay, keys) == {"a", "new"} == {k for k in keys if overlay.get(k) is not None}
+    memory = MemoryState()
+    memory.apply({"a": b"1"}, [])
+    assert present(memory, keys) == {"a"}  # a view without a batched read: key by key
+    store.close()
+
+
+def test_a_checkpointer_folds_the_log_in_and_stops_with_its_store(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    store = Store(path, checkpointer=True)
+    for h in range(20):
+        commit(store, h, [{f"k{h}/{n}": b"v" * 100 for n in range(200)}])
+    # the writer would checkpoint by itself only past a gigabyte of log: the rows reach the database file
+    # (checkpointed) because the checkpointer copies them there after each commit
+    deadline = time.monotonic() + 10
+    while path.stat().st_size < 1_000_000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.stat().st_size >= 1_000_000, path.stat().st_size
+    names = {t.name for t in threading.enumerate()}
+    assert "liangcao-ckpt" in names
+    store.close()
+    assert "liangcao-ckpt" not in {t.name for t in threading.enumerate()}
+    again = Store(path)
+    assert again.get("k19/199") == b"v" * 100 and again.key_history("k0/0") == [(0, 0, b"v" * 100)]
+    again.close()

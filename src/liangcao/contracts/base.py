@@ -34,6 +34,7 @@ from liangcao.codes import Code
 from liangcao.domain import PARTY_ROLE_ORDER, PARTY_ROLES  # PARTY_ROLES: the roles that act (a node's never)
 from liangcao.errors import ContractFailure, EncodingError, Fault, InvariantViolation, LiangcaoError
 from liangcao.ledger.state import Overlay, StateView
+from liangcao.ledger.state import present as state_present
 
 T = TypeVar("T")
 S = TypeVar("S", bound=msgspec.Struct)
@@ -304,6 +305,11 @@ class Context:
     def exists(self, key: str) -> bool:
         """Whether anything is stored at ``key`` in this key space (nothing is decoded)."""
         return self._view.get(self._key(key)) is not None
+
+    def present(self, keys: list[str]) -> set[str]:
+        """Which of ``keys`` (in this key space) hold a value: :meth:`exists` for many keys in one read."""
+        full = {self._key(k): k for k in keys}
+        return {full[k] for k in state_present(self._view, list(full))}
 
     def load(self, type_: type[S], key: str) -> S | None:
         """The record at ``key`` in this key space as a ``type_`` (a :class:`Record`), or None if absent."""

@@ -44,6 +44,9 @@ class _Before:
     def range(self, prefix: str) -> Iterator[tuple[str, bytes]]:
         return self._store.range(prefix)
 
+    def present(self, keys: list[str]) -> set[str]:
+        return self._store.present(keys)
+
     @property
     def fault(self) -> BaseException | None:
         return self._store.fault
@@ -79,8 +82,8 @@ class Ledger:
             self.rebuild()
 
     @classmethod
-    def open(cls, path: str | Path, runtime: Runtime) -> Ledger:
-        return cls(Store(path), runtime)
+    def open(cls, path: str | Path, runtime: Runtime, *, checkpointer: bool = False) -> Ledger:
+        return cls(Store(path, checkpointer=checkpointer), runtime)
 
     def close(self) -> None:
         self.store.close()

@@ -27,6 +27,17 @@ class StateView(Protocol):
         ...
 
 
+def present(view: StateView, keys: list[str]) -> set[str]:
+    """The keys among ``keys`` that hold a value: in one read where the view can (the store answers many keys
+    in one statement, so the commit thread leaves the interpreter lock to SQLite once, not once per key, and
+    does not queue for it again behind the API threads each time), else key by key."""
+    many = getattr(view, "present", None)
+    if many is not None:
+        found: set[str] = many(keys)
+        return found
+    return {k for k in keys if view.get(k) is not None}
+
+
 class MemoryState:
     """A complete state in memory: the twin of the store for tests, audit replays and simulations."""
 
@@ -107,6 +118,11 @@ class Overlay:
 
     def tx_seen(self, tx_id: str) -> bool:
         return tx_id in self.consumed or self.base.tx_seen(tx_id)
+
+    def present(self, keys: list[str]) -> set[str]:
+        """:func:`present` through the buffer: its writes (and deletes) first, the base for the rest."""
+        mine = {k for k in keys if k in self.writes and self.writes[k] is not None}
+        return mine | present(self.base, [k for k in keys if k not in self.writes])
 
     def merge(self, child: Overlay) -> None:
         self.writes.update(child.writes)

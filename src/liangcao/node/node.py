@@ -207,7 +207,7 @@ class Node:
         self._early_atts: dict[int, dict[str, bytes]] = {}
         self.store_path = Path(store_path)
         self.runtime = ContractRuntime(default_registry())
-        self.ledger = Ledger.open(self.store_path, self.runtime)
+        self.ledger = Ledger.open(self.store_path, self.runtime, checkpointer=True)
         if self.ledger.head is None:
             self.ledger.apply(genesis)
         stored = self.ledger.store.header(0)
