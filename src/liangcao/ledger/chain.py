@@ -83,7 +83,14 @@ class Ledger:
 
     @classmethod
     def open(cls, path: str | Path, runtime: Runtime, *, checkpointer: bool = False) -> Ledger:
-        return cls(Store(path, checkpointer=checkpointer), runtime)
+        store = Store(path, checkpointer=checkpointer)
+        try:
+            return cls(store, runtime)
+        except BaseException:
+            # A replay on opening (a schema-1 store's) that fails must not leave the store, its checkpointer thread
+            # and their connections open behind the error: the caller never got a ledger to close.
+            store.close()
+            raise
 
     def close(self) -> None:
         self.store.close()

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -128,21 +129,26 @@ class _Checkpointer:
         self._kick.set()
 
     def _run(self) -> None:
-        while not self._stop:
-            self._kick.wait(1.0)
-            self._kick.clear()
-            try:
-                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                if self._wal.exists() and self._wal.stat().st_size > WAL_BYTES_RESTART:
-                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except (sqlite3.Error, OSError):  # the writer's own checkpoint (at the page bound) still bounds the log
-                continue
+        try:
+            while not self._stop:
+                self._kick.wait(1.0)
+                self._kick.clear()
+                try:
+                    self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    if self._wal.exists() and self._wal.stat().st_size > WAL_BYTES_RESTART:
+                        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except (sqlite3.Error, OSError):  # the writer's own checkpoint (at the page bound) still bounds it
+                    continue
+        finally:
+            # The thread closes its own connection: ``close`` may run on this very thread (a store's finalizer
+            # called by a garbage collection that happened to start here), where it cannot wait for it.
+            self._db.close()
 
     def close(self) -> None:
         self._stop = True
         self._kick.set()
-        self._thread.join()
-        self._db.close()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
 
 
 class Store:
@@ -165,6 +171,7 @@ class Store:
                     f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
                 )
                 self._db.execute("PRAGMA busy_timeout=5000")
+                self._check_readable()
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -187,6 +194,10 @@ class Store:
             self._db.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
             self._db.execute(f"PRAGMA journal_size_limit={WAL_BYTES_KEPT}")
             self._checkpointer = _Checkpointer(self.path)
+            # A store dropped without ``close`` (an owner whose constructor raised after opening it) would leave
+            # the thread polling the file, and its connection open, for the rest of the process: stop both when
+            # the store is collected. The finalizer holds the checkpointer, never the store.
+            self._stop_checkpointer = weakref.finalize(self, self._checkpointer.close)
 
     def _upgrade_from_1(self) -> None:
         """Schema 1 -> 2: drop the derived tables (re-created empty by the schema) and mark them for a replay
@@ -207,6 +218,23 @@ class Store:
                 self._db.execute("ROLLBACK")
             raise
 
+    def _check_readable(self) -> None:
+        """A reader never upgrades (it cannot write): refuse a store its writer has not upgraded yet, or whose
+        replay is unfinished. Why: a schema-1 store answers ``get`` from its old table but fails key histories
+        with a raw SQLite error, and a store being replayed would serve part of its state as the whole."""
+        try:
+            version, pending = self.meta("schema_version"), self.meta(REBUILD_META)
+        except sqlite3.OperationalError:  # no meta table: a store its writer has not created yet (nothing to misread)
+            return
+        problem = ""
+        if version is not None and version != str(SCHEMA_VERSION):
+            problem = f"is schema {version}, not {SCHEMA_VERSION} (its node upgrades it when it next starts)"
+        elif pending is not None:
+            problem = "has its state and indexes being replayed from its blocks (its node finishes that at its start)"
+        if problem:
+            self._db.close()
+            raise StoreError(Code.INTERNAL, f"cannot read store {self.path}: it {problem}")
+
     @property
     def rebuild_needed(self) -> bool:
         """Whether the derived tables must be replayed from the blocks (a store upgraded from schema 1)."""
@@ -214,7 +242,7 @@ class Store:
 
     def close(self) -> None:
         if self._checkpointer is not None:
-            self._checkpointer.close()
+            self._stop_checkpointer()  # the checkpointer's close, once (the finalizer then does nothing)
             self._checkpointer = None
         with self.lock:
             self._db.close()
@@ -344,7 +372,10 @@ class Store:
             if found is None:  # a store altered behind the node's back: what the links still reach
                 break
             out.append((at[0], at[1], None if found[0] is None else bytes(found[0])))
-            at = None if found[1] is None else (int(found[1]), int(found[2]))
+            before = None if found[1] is None else (int(found[1]), int(found[2]))
+            # A key's writes link strictly backwards: a link that does not (an altered store's circle) would
+            # repeat writes up to ``limit`` times
+            at = before if before is not None and before < at else None
         return out
 
     def events(

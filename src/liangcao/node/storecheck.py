@@ -6,15 +6,17 @@ takes a fraction of a second to a few seconds and runs at every start (``liangca
 chooses how much; ``--audit`` runs the full audit first):
 
 ``recent`` (the last ``recent_blocks`` blocks)
-    each block's row hash against its header bytes, the link to the block before, its transactions and
-    receipts against the header's Merkle roots; the block's write set rebuilt from the ``history`` rows and
+    no row of a transaction, receipt, write or event above the head; each block's row hash against its
+    header bytes, the link to the block before, its transactions and receipts against the header's Merkle
+    roots; the block's write set rebuilt from the ``history`` rows and
     hashed onto the previous block's state hash, which must give the header's state hash (the state hash is
     a chain of write-set hashes, so this recomputes the head's state hash from the recent writes); and for
     every key those blocks wrote, the ``state`` row against the key's latest write.
 ``state`` (the default: ``recent`` and then the whole ``state`` table)
     every ``state`` row against the ``history`` row it points at (same key and value, and no later write of
     the key linked from it), and no state row without a write: an altered or added state value is found
-    whichever block last wrote it.
+    whichever block last wrote it; and every key's last write in ``history`` (no later write linked from it)
+    has its state row (a deleted state row, or one moved back to an older write whose link was cut to match).
 ``off``
     nothing.
 
@@ -61,6 +63,12 @@ def _recent(db: sqlite3.Connection, n: int, found: list[str]) -> None:
     if row is None or row[0] is None:
         return
     head = int(row[0])
+    # Rows above the head belong to no block: each would make the block that reaches its height fail to commit
+    # (its own row exists already), and a transaction's would make a genuine one look replayed. One seek each.
+    for table in ("txs", "receipts", "history", "events"):
+        r = db.execute(f"SELECT height, idx FROM {table} WHERE height > ? LIMIT 1", (head,)).fetchone()
+        if r is not None:
+            found.append(f"{table} @ {r[0]}: a row of transaction {r[1]} above the head {head}")
     lo = max(0, head - n + 1)
     prev: blk.Header | None = None
     if lo > 0:
@@ -155,5 +163,39 @@ def _state(db: sqlite3.Connection, found: list[str]) -> None:
         _key(db, bytes(key), found)
         if len(found) == before:  # its write is not the key's latest, or is not the key's at all
             found.append(f"state @ {bytes(key).decode('utf-8', errors='replace')}: not its key's last write")
+        if len(found) >= FINDINGS_MAX:
+            return
+    _tails(db, found)
+
+
+def _tails(db: sqlite3.Connection, found: list[str]) -> None:
+    """Every key's last write (a history row without a next link) has the key's state row pointing at it.
+
+    Why: the pass above starts from the state rows, so it could not see a state row deleted (the key then reads
+    as absent) or a state row moved back to an older write whose forward link was cut to match (a rollback);
+    either leaves a last write that no state row points at. Each state row that passed points at a last write of
+    its own key, one row per key, so equal counts mean every last write has its row: one pass over ``history``
+    in write order, and the rows are looked for only when the counts differ."""
+    if len(found) >= FINDINGS_MAX:
+        return
+    (tails,) = db.execute("SELECT COUNT(*) FROM history WHERE next_height IS NULL").fetchone()
+    (rows,) = db.execute("SELECT COUNT(*) FROM state").fetchone()
+    if tails == rows:
+        return
+    orphans = db.execute(
+        "SELECT h.key, h.height, h.idx, s.key IS NULL FROM history h LEFT JOIN state s ON s.key = h.key"
+        " WHERE h.next_height IS NULL AND (s.key IS NULL OR s.height IS NOT h.height OR s.idx IS NOT h.idx)"
+        f" LIMIT {FINDINGS_MAX}"
+    )
+    for key, h, i, missing in orphans.fetchall():
+        name = bytes(key).decode("utf-8", errors="replace")
+        if any(f.startswith(f"state @ {name}:") for f in found):
+            continue  # its state row was found wrong already
+        if missing:
+            found.append(f"state @ {name}: missing, but written at height {h}")
+        else:
+            found.append(
+                f"history @ {name} height {h} tx {i}: the key's last write, but its state row points elsewhere"
+            )
         if len(found) >= FINDINGS_MAX:
             return
