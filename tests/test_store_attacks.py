@@ -333,3 +333,31 @@ def test_a_reader_refuses_a_schema_1_store(small_chain: Path, tmp_path: Path) ->
     writer.close()
     with pytest.raises(StoreError, match="being replayed"):
         Store(old, readonly=True)
+
+
+def test_a_rebuild_cut_short_is_done_again_at_the_next_opening(
+    small_chain: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = snapshot(small_chain)
+    path = tmp_path / "ledger.sqlite"
+    shutil.copy(small_chain, path)
+    real = Store.commit_block
+
+    class Crash(BaseException):
+        """The process stopped half-way through ``liangcao node rebuild``."""
+
+    def crash(self: Store, block: Any, execution: Execution, **kw: Any) -> None:
+        if kw.get("derived_only") and block.header.height == 3:
+            raise Crash
+        real(self, block, execution, **kw)
+
+    ledger = open_ledger(path)
+    monkeypatch.setattr(Store, "commit_block", crash)
+    with pytest.raises(Crash):
+        ledger.rebuild()
+    monkeypatch.setattr(Store, "commit_block", real)
+    ledger.close()
+    ledger = open_ledger(path)  # replays the blocks again, as after an upgrade
+    assert not ledger.store.rebuild_needed
+    ledger.close()
+    assert snapshot(path) == expected

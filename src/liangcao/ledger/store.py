@@ -548,4 +548,7 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             for table in DERIVED_TABLES:
                 self._db.execute(f"DELETE FROM {table}")
+            # Marked in the same transaction (``Ledger.rebuild`` unmarks it at the end): a rebuild cut short is
+            # done again at the next opening, not served as the whole state
+            self._db.execute("INSERT OR REPLACE INTO meta(name, value) VALUES (?, '1')", (REBUILD_META,))
             self._db.execute("COMMIT")
