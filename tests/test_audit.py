@@ -21,6 +21,7 @@ from liangcao.ledger.store import SCHEMA_VERSION
 from liangcao.node.audit import AuditReport, audit
 from liangcao.node.genesis import Consortium
 from liangcao.node.storecheck import check_store
+from test_store_history import SCHEMA_1
 
 MEMBERS = [f"org{o}/{m}" for o in (1, 2, 3) for m in ("alice", "bob")]
 
@@ -205,20 +206,11 @@ def test_deleted_block_row_is_found(audited_store: Path, tmp_path: Path) -> None
     assert any(f.table == "receipts" and "height 5" in f.place for f in report.findings)
 
 
-_SCHEMA_1 = """
-DROP TABLE state; DROP TABLE history;
-CREATE TABLE state (key BLOB PRIMARY KEY, value BLOB NOT NULL, height INTEGER NOT NULL);
-CREATE TABLE history (key BLOB NOT NULL, height INTEGER NOT NULL, idx INTEGER NOT NULL, value BLOB,
-    PRIMARY KEY (key, height, idx));
-UPDATE meta SET value='1' WHERE name='schema_version';
-"""
-
-
 def test_a_schema_1_store_is_upgraded_and_replayed_from_its_blocks(audited_store: Path, tmp_path: Path) -> None:
     old = tmp_path / "ledger.sqlite"
     shutil.copy(audited_store, old)
     with sqlite3.connect(old) as db:
-        db.executescript(_SCHEMA_1)
+        db.executescript(SCHEMA_1)
     ledger = open_ledger(old)  # opening it upgrades the schema and replays the blocks
     assert ledger.store.meta("schema_version") == str(SCHEMA_VERSION)
     assert not ledger.store.rebuild_needed

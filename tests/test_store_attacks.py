@@ -15,7 +15,6 @@ import threading
 import time
 from contextlib import closing
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -31,27 +30,22 @@ from liangcao.ledger.executor import Execution
 from liangcao.ledger.store import REBUILD_META, Store
 from liangcao.node.genesis import Consortium
 from liangcao.node.storecheck import check_store
-
-Writes = list[dict[str, bytes | None]]  # one block: each transaction's writes
-
-#: A schema-1 store's derived tables (see tests/test_audit.py): what a store written before schema 2 holds.
-SCHEMA_1 = """
-DROP TABLE state; DROP TABLE history;
-CREATE TABLE state (key BLOB PRIMARY KEY, value BLOB NOT NULL, height INTEGER NOT NULL);
-CREATE TABLE history (key BLOB NOT NULL, height INTEGER NOT NULL, idx INTEGER NOT NULL, value BLOB,
-    PRIMARY KEY (key, height, idx));
-UPDATE meta SET value='1' WHERE name='schema_version';
-"""
+from test_store_history import SCHEMA_1, commit
 
 
-def commit(store: Store, height: int, txs: Writes) -> None:
-    """The derived rows of one block, as the ledger commits them (as in tests/test_store_history.py)."""
-    merged: dict[str, bytes | None] = {}
-    for w in txs:
-        merged.update(w)
-    ex = Execution([], [], [], [], txs, merged, "", "", "", "", [[] for _ in txs])
-    block: Any = SimpleNamespace(header=SimpleNamespace(height=height))
-    store.commit_block(block, ex, derived_only=True)
+class Crash(BaseException):
+    """The process stopped half-way through a replay (not an Exception: nothing may catch it)."""
+
+
+def crash_at(height: int, real: Any) -> Any:
+    """``Store.commit_block`` that stops the process (raises :class:`Crash`) replaying ``height``."""
+
+    def crash(self: Store, block: Any, execution: Execution, **kw: Any) -> None:
+        if kw.get("derived_only") and block.header.height == height:
+            raise Crash
+        real(self, block, execution, **kw)
+
+    return crash
 
 
 def tampered(src: Path, dst: Path, *statements: tuple[str, tuple[Any, ...]]) -> Path:
@@ -302,16 +296,7 @@ def test_a_replay_cut_short_on_opening_is_done_again_at_the_next(
     assert len(expected[1]) == 12 and len(expected[2]) == 8  # every mint's write, several per block
     old = as_schema_1(small_chain, tmp_path / "ledger.sqlite")
     real = Store.commit_block
-
-    class Crash(BaseException):
-        """The process stopped half-way through the replay (not an Exception: nothing may catch it)."""
-
-    def crash(self: Store, block: Any, execution: Execution, **kw: Any) -> None:
-        if kw.get("derived_only") and block.header.height == 3:
-            raise Crash
-        real(self, block, execution, **kw)
-
-    monkeypatch.setattr(Store, "commit_block", crash)
+    monkeypatch.setattr(Store, "commit_block", crash_at(3, real))
     with pytest.raises(Crash):
         open_ledger(old)
     monkeypatch.setattr(Store, "commit_block", real)
@@ -342,17 +327,8 @@ def test_a_rebuild_cut_short_is_done_again_at_the_next_opening(
     path = tmp_path / "ledger.sqlite"
     shutil.copy(small_chain, path)
     real = Store.commit_block
-
-    class Crash(BaseException):
-        """The process stopped half-way through ``liangcao node rebuild``."""
-
-    def crash(self: Store, block: Any, execution: Execution, **kw: Any) -> None:
-        if kw.get("derived_only") and block.header.height == 3:
-            raise Crash
-        real(self, block, execution, **kw)
-
     ledger = open_ledger(path)
-    monkeypatch.setattr(Store, "commit_block", crash)
+    monkeypatch.setattr(Store, "commit_block", crash_at(3, real))
     with pytest.raises(Crash):
         ledger.rebuild()
     monkeypatch.setattr(Store, "commit_block", real)

@@ -23,6 +23,15 @@ from liangcao.node.storecheck import check_store
 
 Writes = list[dict[str, bytes | None]]  # one block: each transaction's writes
 
+#: A schema-1 store's derived tables : what a store written before schema 2 holds.
+SCHEMA_1 = """
+DROP TABLE state; DROP TABLE history;
+CREATE TABLE state (key BLOB PRIMARY KEY, value BLOB NOT NULL, height INTEGER NOT NULL);
+CREATE TABLE history (key BLOB NOT NULL, height INTEGER NOT NULL, idx INTEGER NOT NULL, value BLOB,
+    PRIMARY KEY (key, height, idx));
+UPDATE meta SET value='1' WHERE name='schema_version';
+"""
+
 
 def commit(store: Store, height: int, txs: Writes) -> None:
     """The derived rows of one block, as the ledger commits them (only the parts they are made of)."""
