@@ -282,16 +282,20 @@ class Store:
 
     def present(self, keys: list[str]) -> set[str]:
         """The keys among ``keys`` that hold a value, a few hundred to a statement (see ``state.present``)."""
-        out: set[str] = set()
         try:
-            for n in range(0, len(keys), _IN_MAX):
-                part = [k.encode() for k in keys[n : n + _IN_MAX]]
-                marks = ",".join("?" * len(part))
-                sql = f"SELECT key FROM state WHERE key IN ({marks}) AND value IS NOT NULL"
-                out.update(bytes(r[0]).decode() for r in self._db.execute(sql, part))
+            return {
+                bytes(r[0]).decode()
+                for r in self._state_rows("key", [k.encode() for k in keys], " AND value IS NOT NULL")
+            }
         except sqlite3.Error as exc:
             raise self._failed(exc) from exc
-        return out
+
+    def _state_rows(self, columns: str, keys: list[bytes], where: str = "") -> Iterator[Any]:
+        """``columns`` of the state rows of ``keys`` (those that have one), ``_IN_MAX`` keys to a statement."""
+        for n in range(0, len(keys), _IN_MAX):
+            part = keys[n : n + _IN_MAX]
+            marks = ",".join("?" * len(part))
+            yield from self._db.execute(f"SELECT {columns} FROM state WHERE key IN ({marks}){where}", part)
 
     def _rows(self, lo: bytes, hi: bytes) -> Iterator[tuple[str, bytes]]:
         try:
@@ -460,15 +464,11 @@ class Store:
                 last[k] = row
                 rows.append(row)
         firsts = {row[2]: row for row in rows if row[4] is None}  # each key's first write in this block
-        keys = list(firsts)
         relinks: list[tuple[int, int, int, int, bytes]] = []
-        for n in range(0, len(keys), _IN_MAX):
-            part = keys[n : n + _IN_MAX]
-            marks = ",".join("?" * len(part))
-            for k, ph, pi in self._db.execute(f"SELECT key, height, idx FROM state WHERE key IN ({marks})", part):
-                first = firsts[bytes(k)]
-                first[4], first[5] = ph, pi
-                relinks.append((first[0], first[1], ph, pi, bytes(k)))
+        for k, ph, pi in self._state_rows("key, height, idx", list(firsts)):
+            first = firsts[bytes(k)]
+            first[4], first[5] = ph, pi
+            relinks.append((first[0], first[1], ph, pi, bytes(k)))
         self._db.executemany(
             "INSERT INTO history(height, idx, key, value, prev_height, prev_idx, next_height, next_idx)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
