@@ -149,6 +149,11 @@ def test_an_entry_for_other_arguments_is_not_taken() -> None:
     cache.put("t1", CONTEXT, [], events, packed)
     got = cache.take("t1", CaptureArgs(events=events, context=CONTEXT))
     assert got is not None and got[0] is not None and got[0][0] == packed[0][0]
+    # as a worker hands them over (pickled per capture): the same outcomes, facts with lists as the contract's
+    (pickled,) = precompute_many([(CONTEXT, [], events)])
+    cache.put("t1", CONTEXT, [], events, pickled)
+    again = cache.take("t1", CaptureArgs(events=events, context=CONTEXT))
+    assert again == got and again is not None and again[0] is not None and isinstance(again[0][2].ids, list)
     for k in range(3):  # bounded: the oldest goes
         cache.put(f"t{k}", CONTEXT, [], events, packed)
     assert cache.take("t0", CaptureArgs(events=events, context=CONTEXT)) is None

@@ -6,6 +6,7 @@ loopback in tests and benchmarks)."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import socket
 import subprocess
@@ -13,6 +14,24 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+#: Allocations of containers between two young-generation collections in a server process (CPython's default is
+#: 700): each collection of the older generations walks every container they hold, so collecting ten times less
+#: often costs ten times less for the same garbage
+GC_YOUNG = 10_000
+
+
+def settle_heap(young: int = GC_YOUNG) -> None:
+    """Prepare a long-running server's heap for its working life: what it built at start-up (modules, the
+    contracts, the FastAPI application, caches read from the store) lives as long as the process, so it is
+    frozen out of the cyclic collector's passes, and the young generation is collected less often.
+
+    Measured on a node taking EPCIS captures (``liangcao trace bench``): full collections ran every second or
+    two and took 0.15-0.18 s each, mostly walking these permanent objects, holding the interpreter lock for
+    about an eighth of the node's time."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(young, 10, 10)
 
 
 def free_port(preferred: int = 0) -> int:

@@ -55,6 +55,7 @@ def node_start(
     Without --custody (or "custody": true in node.json) the node holds no member's key: members sign.
     The store is checked against its chain before the node serves it (docs/operations.md)."""
     from liangcao.api.server import Server
+    from liangcao.procs import settle_heap
 
     h = open_home(home, node_dir)
     urls = [u.strip() for u in nats.split(",") if u.strip()] if nats else None
@@ -80,7 +81,9 @@ def node_start(
     custody_root = h.custody_root(custody)
     if custody_root is not None:
         console.print(f"custody on: signs captures for write tokens with member keys under {custody_root}/orgs")
-    Server(node, h.auth(), bind_host, bind_port, custody=custody_root).run()
+    server = Server(node, h.auth(), bind_host, bind_port, custody=custody_root)
+    settle_heap()  # the node, its store's caches and the application live as long as the process
+    server.run()
     console.print("node stopped cleanly")
 
 

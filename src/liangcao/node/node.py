@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from liangcao import encoding, limits
 from liangcao.apps.bundle import default_registry
-from liangcao.apps.trace.anchor import PRECOMPUTED, Packed, precompute_many
+from liangcao.apps.trace.anchor import PRECOMPUTED, precompute_many
 from liangcao.clock import Clock
 from liangcao.clock import now_ms as wall_ms
 from liangcao.codes import Code
@@ -449,7 +449,7 @@ class Node:
                 self._ahead_txs += len(group)
 
                 def done(
-                    f: Future[list[list[Packed | None]]],
+                    f: Future[list[bytes]],
                     ids: list[str] = [t.tx_id for t in group],  # noqa: B006 (bound now, read once)
                     jobs: list[tuple[Any, Any, Any]] = jobs,
                 ) -> None:

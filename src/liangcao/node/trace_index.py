@@ -49,7 +49,7 @@ import msgspec
 
 from liangcao import encoding, limits
 from liangcao.apps.trace import anchor
-from liangcao.apps.trace.anchor import index_entries, ref_id
+from liangcao.apps.trace.anchor import ref_id
 from liangcao.codes import Code
 from liangcao.errors import StoreError
 from liangcao.ledger.store import Store
@@ -93,6 +93,38 @@ def pack_entry(key: str, value: str) -> tuple[bytes, bytes]:
     head, _, hx = key.rpartition(" ")
     raw = encoding.canonical(value)
     return (head + " ").encode() + bytes.fromhex(hx), _CODE.get(raw, raw)
+
+
+_STORED: dict[str, bytes] = {}
+_STORED_MAX = 256  # values are event types and role or place combinations: a few dozen
+
+
+def _stored_value(value: str) -> bytes:
+    out = _STORED.get(value)
+    if out is None:
+        raw = encoding.canonical(value)
+        out = _CODE.get(raw, raw)
+        if len(_STORED) < _STORED_MAX:
+            _STORED[value] = out
+    return out
+
+
+def packed_entries(f: fx.Facts, hx: str) -> list[tuple[bytes, bytes]]:
+    """``[pack_entry(k, v) for k, v in index_entries(f, hx)]`` built directly: the index follower does this for
+    every event, and the two steps through text cost it half its time per event."""
+    when = f"{f.time_ms:013d}"
+    digest = bytes.fromhex(hx)
+    tail = f" {when} ".encode() + digest
+    out = [(f"t/{when} ".encode() + digest, _stored_value(f.type))]
+    roles: dict[str, str] = {}
+    for role, ident in f.ids:
+        roles[ident] = f"{roles[ident]},{role}" if ident in roles else role
+    out += [(b"i/" + ident.encode() + tail, _stored_value(role)) for ident, role in roles.items()]
+    places: dict[str, str] = {}
+    for which, place in f.places:
+        places[place] = f"{places[place]},{which}" if place in places else which
+    out += [(b"l/" + place.encode() + tail, _stored_value(which)) for place, which in places.items()]
+    return out
 
 
 def unpack_entry(key: bytes, value: bytes) -> tuple[str, bytes]:
@@ -159,7 +191,7 @@ def entries_of_block(store: Store, height: int) -> list[tuple[bytes, bytes]]:
                 continue
             hx = str(result["id"])[len("ni:///sha-256;") :][:64]
             f = anchor.FACTS_SEEN.pop(text, None) or facts(_decimal.decode(text), limits.trace_ids_per_event_max)
-            out += [pack_entry(k, v) for k, v in index_entries(f, hx)]
+            out += packed_entries(f, hx)
     return out
 
 

@@ -13,6 +13,7 @@ import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from liangcao import encoding
@@ -104,8 +105,18 @@ def index_form(identifier: str) -> str:
     ``urn:epc:id:sgtin:0614141.107346.2017`` and ``https://brand.example/01/00614141073467/21/2017`` both give
     ``01/00614141073467/21/2017``, so a query by either finds the same events.
     """
-    dl = normalise_identifier(identifier) if isinstance(identifier, str) else None
-    text = dl[len(DL_ROOT) + 1 :] if dl else str(identifier)
+    return _index_form(identifier) if isinstance(identifier, str) else _index_text(str(identifier))
+
+
+@lru_cache(maxsize=1 << 16)
+def _index_form(identifier: str) -> str:
+    # cached: a capture names the same items and places in several events (packed, shipped, received, all at
+    # one read point), and the precompute worker and the index follower each work this out for every event
+    dl = normalise_identifier(identifier)
+    return _index_text(dl[len(DL_ROOT) + 1 :] if dl else identifier)
+
+
+def _index_text(text: str) -> str:
     if len(text) > id_chars_max or not encoding.printable(text) or " " in text:
         return "#" + hashlib.sha256(text.encode()).hexdigest()[:40]
     return text
@@ -129,53 +140,68 @@ def _place(value: Any) -> str | None:
 
 
 def _identifiers(event: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """Each (role, index form) of an event in order, refusing a malformed list before any of its members."""
+    get = event.get
     for name, role in _ROLE_LISTS:
-        epcs = event.get(name) or []
-        if not isinstance(epcs, list) or not all(isinstance(e, str) and e for e in epcs):
+        epcs = get(name)
+        if not epcs:  # absent, null or empty (any falsy value) names nothing
+            continue
+        if not isinstance(epcs, list):
             raise BadEvent(f"{name} must be a list of identifiers (strings)")
         for epc in epcs:
-            yield role, index_form(epc)
-    parent = event.get("parentID")
+            if not (isinstance(epc, str) and epc):
+                raise BadEvent(f"{name} must be a list of identifiers (strings)")
+        for epc in epcs:
+            yield role, _index_form(epc)
+    parent = get("parentID")
     if parent is not None and not (isinstance(parent, str) and parent):
         raise BadEvent("parentID must be an identifier (a string)")
     if parent:
-        yield PARENT, index_form(parent)
+        yield PARENT, _index_form(parent)
     for name, role in _QTY_LISTS:
-        elements = event.get(name) or []
+        elements = get(name)
+        if not elements:
+            continue
         if not isinstance(elements, list):
             raise BadEvent(f"{name} must be a list of quantity elements")
         for q in elements:
             cls = q.get("epcClass") if isinstance(q, Mapping) else None
             if not (isinstance(cls, str) and cls):
                 raise BadEvent(f"each member of {name} needs an epcClass")
-            yield role, index_form(cls)
+            yield role, _index_form(cls)
 
 
 def facts(event: Any, ids_max: int = 1000) -> Facts:
-    """The facts of one event (a decoded JSON object). Raises BadEvent naming what is missing."""
+    """The facts of one event (a decoded JSON object). Raises BadEvent naming what is missing.
+
+    On every capture's path three times (the precompute worker, the contract when nothing was precomputed,
+    the index follower), so written for speed; ``tests/test_trace_facts.py`` holds it to a plain reference."""
     if not isinstance(event, Mapping):
         raise BadEvent("an event is a JSON object")
-    kind = event.get("type")
+    get = event.get
+    kind = get("type")
     if kind not in EVENT_TYPES:
         raise BadEvent(f"unknown event type {kind!r}; EPCIS 2.0 has {', '.join(EVENT_TYPES)}")
     if "eventTime" not in event:
         raise BadEvent("the event has no eventTime")
+    ids: list[tuple[str, str]] = []
     f = Facts(
         type=str(kind),
         time_ms=time_ms(event["eventTime"]),
-        action=str(event.get("action") or ""),
-        biz_step=bare(event.get("bizStep"), _STEP_PREFIXES),
-        disposition=bare(event.get("disposition"), _DISP_PREFIXES),
+        action=str(get("action") or ""),
+        biz_step=bare(get("bizStep"), _STEP_PREFIXES),
+        disposition=bare(get("disposition"), _DISP_PREFIXES),
+        ids=ids,
     )
     seen: set[tuple[str, str]] = set()
     for pair in _identifiers(event):
         if pair not in seen:
             seen.add(pair)
-            f.ids.append(pair)
-            if len(f.ids) > ids_max:
+            ids.append(pair)
+            if len(ids) > ids_max:
                 raise BadEvent(f"the event names more than trace_ids_per_event_max={ids_max} identifiers")
     for name in (READ_POINT, BIZ_LOCATION):
-        place = _place(event.get(name))
+        place = _place(get(name))
         if place is not None:
             f.places.append((name, place))
     return f

@@ -43,6 +43,7 @@ assigns company prefixes the same way (``assign_prefix``).
 from __future__ import annotations
 
 import contextlib
+import pickle
 import re
 import threading
 import time
@@ -254,8 +255,10 @@ def _remember(text: str, f: Facts) -> None:
 # ---- the per-event work, done before the commit ------------------------------------------------------------
 #: What :func:`event_outcome` finds for one event: (hash id, declared ``eventID`` if a string, facts).
 Outcome = tuple[str, str | None, Facts]
-#: An outcome as it crosses a process boundary: plain tuples pickle several times faster than a dataclass.
-Packed = tuple[str, str | None, str, int, str, str, str, list[tuple[str, str]], list[tuple[str, str]]]
+#: An outcome as it crosses a process boundary: plain tuples pickle several times faster than a dataclass, and
+#: tuples of strings only are untracked by the cyclic garbage collector once it has seen them (a list stays
+#: tracked): thousands of outcomes wait in the node for their block, and each full collection walked them all.
+Packed = tuple[str, str | None, str, int, str, str, str, tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]
 
 
 def event_outcome(hasher: Hasher, text: str, what: str) -> Outcome:
@@ -290,14 +293,17 @@ def precompute(context: str, ignore: list[str], texts: list[str]) -> list[Packed
         except Exception:
             out.append(None)
             continue
-        out.append((h, d, f.type, f.time_ms, f.action, f.biz_step, f.disposition, f.ids, f.places))
+        out.append((h, d, f.type, f.time_ms, f.action, f.biz_step, f.disposition, tuple(f.ids), tuple(f.places)))
     return out
 
 
-def precompute_many(jobs: list[tuple[str, list[str], list[str]]]) -> list[list[Packed | None]]:
-    """:func:`precompute` of several captures ``(context, ignore, events)``: one round trip to a worker for a
-    few transactions costs the node's interpreter less than one each."""
-    return [precompute(context, ignore, texts) for context, ignore, texts in jobs]
+def precompute_many(jobs: list[tuple[str, list[str], list[str]]]) -> list[bytes]:
+    """:func:`precompute` of several captures ``(context, ignore, events)``, each pickled on its own: one round
+    trip to a worker for a few transactions costs the node's interpreter less than one each, and each capture's
+    outcomes stay bytes in the node until its execution unpickles them (:meth:`Precomputed.take`). Unpickled
+    on arrival, thousands of outcomes waiting for their block were containers every young collection walked
+    again and promoted, and full collections walked them all."""
+    return [pickle.dumps(precompute(context, ignore, texts), protocol=5) for context, ignore, texts in jobs]
 
 
 class Precomputed:
@@ -310,10 +316,16 @@ class Precomputed:
         self.txs_max = txs_max
         self.age_s_max = age_s_max  # an entry never taken (its transaction never executed) is dropped then
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, tuple[float, str, list[str], list[str], list[Packed | None]]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, str, list[str], list[str], bytes | list[Packed | None]]] = (
+            OrderedDict()
+        )
         self.hits = 0  # events taken from an entry (tests read it)
 
-    def put(self, tx_id: str, context: str, ignore: list[str], texts: list[str], packed: list[Packed | None]) -> None:
+    def put(
+        self, tx_id: str, context: str, ignore: list[str], texts: list[str], packed: bytes | list[Packed | None]
+    ) -> None:
+        """Keep the outcomes of a capture: :func:`precompute`'s list, or as :func:`precompute_many` pickled it
+        (from this node's own worker only: never bytes that came from anyone else)."""
         with self._lock:
             self._entries[tx_id] = (time.monotonic(), context, ignore, texts, packed)
             while len(self._entries) > self.txs_max:
@@ -333,7 +345,8 @@ class Precomputed:
             entry = self._entries.pop(tx_id, None)
         if entry is None:
             return None
-        _, context, ignore, texts, packed = entry
+        _, context, ignore, texts, kept = entry
+        packed: list[Packed | None] = pickle.loads(kept) if isinstance(kept, bytes) else kept  # our own worker's bytes
         if context != a.context or ignore != a.ignore or texts != a.events or len(packed) != len(a.events):
             return None
         out: list[Outcome | None] = []
@@ -342,7 +355,15 @@ class Precomputed:
                 out.append(None)
                 continue
             h, d, kind, when, action, step, disp, ids, places = p
-            f = Facts(type=kind, time_ms=when, action=action, biz_step=step, disposition=disp, ids=ids, places=places)
+            f = Facts(
+                type=kind,
+                time_ms=when,
+                action=action,
+                biz_step=step,
+                disposition=disp,
+                ids=list(ids),
+                places=list(places),
+            )
             out.append((h, d, f))
         self.hits += sum(1 for o in out if o is not None)
         return out
