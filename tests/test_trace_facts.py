@@ -161,3 +161,29 @@ def test_packed_entries_are_the_contract_entries_packed(event: Any, digest: byte
 def test_index_form_of_a_non_string_is_its_text() -> None:
     assert fx.index_form(12) == _ref_index_form(12) == "12"  # type: ignore[arg-type]
     assert fx.index_form("urn:epc:id:sgtin:0614141.107346.2017") == "01/10614141073464/21/2017"
+
+
+def test_long_texts_are_computed_but_not_kept() -> None:
+    """A member sending events full of distinct 20 KB identifiers must not fill every peer's caches with them
+    (65,536 entries of such texts would be gigabytes): what the caches keep stays small."""
+    import gc
+    import tracemalloc
+
+    from liangcao.trace import hashing
+
+    long_texts = [f"urn:epc:id:giai:0614141.{n}" + "x" * 20_000 for n in range(300)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for text in long_texts:
+            assert fx.index_form(text).startswith("#")  # digested: too long for an index key
+            assert hashing.text_value(text, "epcList").startswith("https://id.gs1.org/8004/0614141")
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 1_000_000, kept  # 300 texts of 20 KB kept twice would be over 12 MB
+    # short ones are cached and give the same answers as computed afresh
+    assert fx.index_form("urn:epc:id:sgtin:0614141.107346.2017") == _ref_index_form(
+        "urn:epc:id:sgtin:0614141.107346.2017"
+    )

@@ -13,12 +13,12 @@ import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from liangcao import encoding
 from liangcao.trace.hashing import _TIME
 from liangcao.trace.identifiers import DL_ROOT, normalise_identifier
+from liangcao.trace.memo import text_cache
 
 EVENT_TYPES = ("ObjectEvent", "AggregationEvent", "TransactionEvent", "TransformationEvent", "AssociationEvent")
 
@@ -108,7 +108,7 @@ def index_form(identifier: str) -> str:
     return _index_form(identifier) if isinstance(identifier, str) else _index_text(str(identifier))
 
 
-@lru_cache(maxsize=1 << 16)
+@text_cache(maxsize=1 << 16)
 def _index_form(identifier: str) -> str:
     # cached: a capture names the same items and places in several events (packed, shipped, received, all at
     # one read point), and the precompute worker and the index follower each work this out for every event

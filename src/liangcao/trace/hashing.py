@@ -16,11 +16,11 @@ import hashlib
 import re
 from collections.abc import Mapping
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any
 
 from liangcao.trace.depth import check_value
 from liangcao.trace.identifiers import normalise_identifier
+from liangcao.trace.memo import text_cache
 
 HASH_VERSION = "CBV2.0"
 #: The CURIE prefixes of standard vocabulary values (CBV 2.0 hash rule 15): ``gs1:`` is always
@@ -95,7 +95,7 @@ TAIL = frozenset(("bizTransactionList", "destinationList", "ilmd", "sourceList")
 _TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$", re.ASCII)
 
 
-@lru_cache(maxsize=1 << 14)
+@text_cache(maxsize=1 << 14)
 def fix_time(value: str) -> str:
     """UTC with millisecond precision; a fourth fraction digit of 5 or more rounds up."""
     m = _TIME.match(value.strip())
@@ -131,7 +131,7 @@ def format_number(value: Any) -> str:
     return str(int(number)) if number == int(number) else repr(number)
 
 
-@lru_cache(maxsize=1 << 16)
+@text_cache(maxsize=1 << 16)
 def text_value(raw: str, field: str = "") -> str:
     """A text value as the pre-hash writes it. A function of the text and the field alone (values expand only
     the fixed GS1 prefixes), so it is cached: the same steps, places and identifiers recur across events."""

@@ -10,8 +10,9 @@ Digital Link URI Syntax 1.2 section 4.11 are the specification).
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from urllib.parse import quote, unquote, urlsplit
+
+from liangcao.trace.memo import text_cache
 
 DL_ROOT = "https://id.gs1.org"
 
@@ -155,7 +156,7 @@ def constrain_dl(uri: str) -> str | None:
     return out
 
 
-@lru_cache(maxsize=1 << 16)
+@text_cache(maxsize=1 << 16)
 def normalise_identifier(value: str) -> str | None:
     """The constrained canonical Digital Link of an EPC URN or a Digital Link URI; None for anything else.
 
