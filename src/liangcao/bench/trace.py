@@ -198,9 +198,27 @@ def _pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(len(s) * q))] if s else float("nan")
 
 
+def _time_restart(tmp: Path, home: NodeHome, token: str) -> float:
+    """Seconds from ``liangcao node start`` on the stopped node's store to its first healthy answer."""
+    t = time.perf_counter()
+    proc = start_node(tmp)
+    try:
+        with Client(home.url, token, timeout_s=60) as c:
+            wait_ready(c, proc, timeout_s=3600)  # the start-up check reads the whole store: minutes at 10 M
+        return time.perf_counter() - t
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def run_trace_bench(
-    *, events: int, lookups: int, as_json: bool, console: Console, compact: bool = True
+    *, events: int, lookups: int, as_json: bool, console: Console, compact: bool = True, restart: bool = False
 ) -> dict[str, Any]:
+    """Run the capture and lookup benchmark (``docs/benchmarks.md``); with ``restart``, then time the node's
+    start on the store it left (``restart_s``: opening it, the default start-up store check, serving)."""
     cores = os.cpu_count() or 1
     tmp = Path(tempfile.mkdtemp(prefix="liangcao-trace-bench-"))
     init_network(tmp, 3, port=free_port(7950), block_txs_max=200, block_wait_ms=20,
@@ -318,6 +336,7 @@ def run_trace_bench(
         with contextlib.closing(sqlite3.connect(path)) as db:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     rest_mb = sum(f.stat().st_size for f in (tmp / "node").glob("*.sqlite*")) / 2**20
+    restart_s = _time_restart(tmp, home, token) if restart else None
     shutil.rmtree(tmp, ignore_errors=True)  # the store and the spool files: about 2 KB an event
     result = {
         "via": "HTTP (batch endpoint, node in its own process)",
@@ -341,6 +360,7 @@ def run_trace_bench(
         "db_mb_at_rest": round(rest_mb, 1),
         "store_bytes_per_event_at_rest": round(rest_mb * 2**20 / max(1, n_events)),
         "node_peak_rss_mb": round(node_rss, 1),
+        "restart_s": None if restart_s is None else round(restart_s, 1),
         "client_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "timeline": timeline,
     }

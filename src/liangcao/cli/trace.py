@@ -171,8 +171,11 @@ def trace_bench_cmd(
     lookups: Annotated[int, typer.Option(min=10, max=100_000, help="history lookups by EPC")] = 2000,
     full: Annotated[bool, typer.Option("--full", help="the layout that copies each event into state")] = False,
     as_json: AsJson = False,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="then time the node's restart on the store (start-up check included)")
+    ] = False,
 ) -> None:
     """Bulk EPCIS capture into committed blocks, and history lookup latency by EPC, on a real node."""
     from liangcao.bench.trace import run_trace_bench
 
-    run_trace_bench(events=events, lookups=lookups, as_json=as_json, console=console, compact=not full)
+    run_trace_bench(events=events, lookups=lookups, as_json=as_json, console=console, compact=not full, restart=restart)
