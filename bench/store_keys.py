@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=30)
     ap.add_argument("--path", default="store-keys.sqlite")
     ap.add_argument("--no-history", action="store_true", help="leave out the history key index's insert")
+    ap.add_argument("--cache-mb", type=int, default=128, help="SQLite's page cache (the node's writer: 128)")
+    ap.add_argument("--mmap-mb", type=int, default=0, help="SQLite's memory-mapped reads (0: off)")
     a = ap.parse_args()
     db = sqlite3.connect(a.path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
@@ -53,7 +55,8 @@ def main() -> None:
             db.execute("COMMIT")
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA cache_size=-131072")  # the node's writer cache: 128 MB
+    db.execute(f"PRAGMA cache_size=-{a.cache_mb * 1024}")  # negative: KiB
+    db.execute(f"PRAGMA mmap_size={a.mmap_mb * 2**20}")
     cpu: list[float] = []
     wall: list[float] = []
     for b in range(a.blocks):
@@ -70,7 +73,8 @@ def main() -> None:
         wall.append((time.perf_counter() - t) / BLOCK_KEYS * 1e6)
     half = a.blocks // 2
     print(
-        f"{'without' if a.no_history else 'with'} the history key index, {a.keys:,} keys before:"
+        f"{'without' if a.no_history else 'with'} the history key index, {a.keys:,} keys before,"
+        f" cache {a.cache_mb} MB, mmap {a.mmap_mb} MB:"
         f" {sum(cpu[half:]) / len(cpu[half:]):.1f} us CPU and {sum(wall[half:]) / len(wall[half:]):.1f} us wall"
         f" per key ({os.cpu_count()} cores, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB)"
     )
