@@ -28,9 +28,7 @@ import os
 import random
 import resource
 import shutil
-import signal
 import sqlite3
-import subprocess
 import tempfile
 import threading
 import time
@@ -49,7 +47,7 @@ from liangcao.client import Client
 from liangcao.codes import Code
 from liangcao.crypto.signer import load_signer
 from liangcao.node.home import NodeHome, init_network, member_dir
-from liangcao.procs import cpu_by_name, free_port, peak_rss_mb
+from liangcao.procs import cpu_by_name, free_port, peak_rss_mb, stop_process
 from liangcao.trace import capture
 
 CONTEXT = ["https://ref.gs1.org/standards/epcis/epcis-context.jsonld"]
@@ -207,11 +205,7 @@ def _time_restart(tmp: Path, home: NodeHome, token: str) -> float:
             wait_ready(c, proc, timeout_s=3600)  # the start-up check reads the whole store: minutes at 10 M
         return time.perf_counter() - t
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, grace_s=120)
 
 
 def run_trace_bench(
@@ -326,11 +320,7 @@ def run_trace_bench(
         # every file of the store: the ledger, its write-ahead log and the node's trace index
         db_mb = sum(f.stat().st_size for f in (tmp / "node").glob("*.sqlite*")) / 2**20
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, grace_s=120)  # the node checkpoints its files on the way out
     # At rest: each file's write-ahead log checkpointed into it (as SQLite does when a store is next opened).
     for path in (tmp / "node").glob("*.sqlite"):
         with contextlib.closing(sqlite3.connect(path)) as db:
