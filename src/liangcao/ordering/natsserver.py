@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from liangcao.procs import free_ports, port_open
+from liangcao.procs import die_with_parent, free_ports, port_open
 
 
 class NatsUnavailable(RuntimeError):
@@ -75,7 +75,11 @@ class NatsCluster:
         conf = node.dir / "nats.conf"
         conf.write_text(node.config(self.name, routes))
         log = open(node.dir / "nats.log", "ab")  # noqa: SIM115 - handed to the child process
-        node.proc = subprocess.Popen([nats_server_binary(), "-c", str(conf)], stdout=log, stderr=log)
+        # dies with its owner even when the owner is killed (a test run stopped by SIGTERM or SIGKILL left a
+        # dozen servers behind); ``liangcao net up`` starts its servers detached instead, on purpose
+        node.proc = subprocess.Popen(
+            [nats_server_binary(), "-c", str(conf)], stdout=log, stderr=log, preexec_fn=die_with_parent()
+        )
         log.close()
 
     def start(self) -> NatsCluster:
