@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 from conftest import NOW_MS
 from liangcao.node.genesis import Consortium, create_consortium
@@ -49,3 +50,9 @@ def register_invoice(led: Ledger, seller: str, buyer: str, amount: int, number: 
             seller,
         )["key"]
     )
+
+
+def mentions(blob: bytes, secret: bytes) -> bool:
+    """Whether ``secret`` is in ``blob`` as a whole token (a number, a word, a hex string), not inside a longer
+    run of digits and letters: a 3-digit rate turns up inside some hash's hex in one run in ten."""
+    return re.search(rb"(?<![0-9A-Za-z])" + re.escape(secret) + rb"(?![0-9A-Za-z])", blob) is not None
