@@ -49,7 +49,7 @@ import msgspec
 
 from liangcao import encoding, limits
 from liangcao.apps.trace import anchor
-from liangcao.apps.trace.anchor import ref_id
+from liangcao.apps.trace.anchor import index_roles, ref_id
 from liangcao.codes import Code
 from liangcao.errors import StoreError
 from liangcao.ledger.store import Store
@@ -86,15 +86,6 @@ _COMMON = [encoding.canonical(v) for v in (
 _CODE = {v: bytes([n + 1]) for n, v in enumerate(_COMMON)}
 
 
-def pack_entry(key: str, value: str) -> tuple[bytes, bytes]:
-    """An index entry as stored: the key (under ``trace/``) with its event's 64 hex digits as 32 bytes, which
-    sort as the digits do (and every bound a query scans between ends before them), and a common value as
-    its one-byte code."""
-    head, _, hx = key.rpartition(" ")
-    raw = encoding.canonical(value)
-    return (head + " ").encode() + bytes.fromhex(hx), _CODE.get(raw, raw)
-
-
 _STORED: dict[str, bytes] = {}
 _STORED_MAX = 256  # values are event types and role or place combinations: a few dozen
 
@@ -109,20 +100,23 @@ def _stored_value(value: str) -> bytes:
     return out
 
 
+def pack_entry(key: str, value: str) -> tuple[bytes, bytes]:
+    """An index entry as stored: the key (under ``trace/``) with its event's 64 hex digits as 32 bytes, which
+    sort as the digits do (and every bound a query scans between ends before them), and a common value as
+    its one-byte code."""
+    head, _, hx = key.rpartition(" ")
+    return (head + " ").encode() + bytes.fromhex(hx), _stored_value(value)
+
+
 def packed_entries(f: fx.Facts, hx: str) -> list[tuple[bytes, bytes]]:
     """``[pack_entry(k, v) for k, v in index_entries(f, hx)]`` built directly: the index follower does this for
     every event, and the two steps through text cost it half its time per event."""
     when = f"{f.time_ms:013d}"
     digest = bytes.fromhex(hx)
     tail = f" {when} ".encode() + digest
+    roles, places = index_roles(f)
     out = [(f"t/{when} ".encode() + digest, _stored_value(f.type))]
-    roles: dict[str, str] = {}
-    for role, ident in f.ids:
-        roles[ident] = f"{roles[ident]},{role}" if ident in roles else role
     out += [(b"i/" + ident.encode() + tail, _stored_value(role)) for ident, role in roles.items()]
-    places: dict[str, str] = {}
-    for which, place in f.places:
-        places[place] = f"{places[place]},{which}" if place in places else which
     out += [(b"l/" + place.encode() + tail, _stored_value(which)) for place, which in places.items()]
     return out
 

@@ -381,16 +381,23 @@ def index_entries(f: Facts, hx: str) -> list[tuple[str, str]]:
     """The time, identifier and place index entries of one event (keys under ``trace/``), in write order: what
     a capture without ``compact`` writes into state and what a node indexes for a compact one."""
     when = f"{f.time_ms:013d}"
+    roles, places = index_roles(f)
     out = [(f"t/{when} {hx}", f.type)]
+    out += [(f"i/{ident} {when} {hx}", role) for ident, role in roles.items()]
+    out += [(f"l/{place} {when} {hx}", which) for place, which in places.items()]
+    return out
+
+
+def index_roles(f: Facts) -> tuple[dict[str, str], dict[str, str]]:
+    """Each identifier of an event with the roles it plays (``"epc,child"``), and each place with what it is
+    (``"readPoint,bizLocation"``), in the order first named: the identifier and place entries' values."""
     roles: dict[str, str] = {}
     for role, ident in f.ids:
         roles[ident] = f"{roles[ident]},{role}" if ident in roles else role
-    out += [(f"i/{ident} {when} {hx}", role) for ident, role in roles.items()]
     places: dict[str, str] = {}
     for which, place in f.places:
         places[place] = f"{places[place]},{which}" if place in places else which
-    out += [(f"l/{place} {when} {hx}", which) for place, which in places.items()]
-    return out
+    return roles, places
 
 
 def _key_digits(index_id: str) -> str:
