@@ -355,15 +355,7 @@ class Precomputed:
                 out.append(None)
                 continue
             h, d, kind, when, action, step, disp, ids, places = p
-            f = Facts(
-                type=kind,
-                time_ms=when,
-                action=action,
-                biz_step=step,
-                disposition=disp,
-                ids=list(ids),
-                places=list(places),
-            )
+            f = Facts(kind, when, action, step, disp, list(ids), list(places))  # the fields in Packed's order
             out.append((h, d, f))
         self.hits += sum(1 for o in out if o is not None)
         return out
